@@ -1,0 +1,44 @@
+// Three tiers, each runnable on its own (`npm run test:unit|test:int|test:e2e`):
+//   unit         *.spec.ts       pure, no I/O, no services
+//   integration  *.int.spec.ts   against the real NATS, PostgreSQL and SQLite
+//   e2e          test/**/*.e2e.spec.ts   whole scenarios with processes
+const transform = {
+  '^.+\\.ts$': [
+    '@swc/jest',
+    {
+      jsc: {
+        target: 'es2022',
+        parser: { syntax: 'typescript', decorators: true },
+        transform: { legacyDecorator: true, decoratorMetadata: true, useDefineForClassFields: false },
+      },
+      module: { type: 'commonjs' },
+    },
+  ],
+};
+const common = { transform, testEnvironment: 'node', moduleFileExtensions: ['ts', 'js', 'json'] };
+const roots = ['<rootDir>/libs', '<rootDir>/apps', '<rootDir>/test'];
+module.exports = {
+  projects: [
+    {
+      ...common,
+      displayName: 'unit',
+      roots,
+      testMatch: ['**/*.spec.ts'],
+      testPathIgnorePatterns: ['\\.int\\.spec\\.ts$', '\\.e2e\\.spec\\.ts$', '/node_modules/'],
+    },
+    {
+      ...common,
+      displayName: 'integration',
+      roots,
+      testMatch: ['**/*.int.spec.ts'],
+      testTimeout: 60_000,
+    },
+    {
+      ...common,
+      displayName: 'e2e',
+      roots: ['<rootDir>/test'],
+      testMatch: ['**/*.e2e.spec.ts'],
+      testTimeout: 300_000,
+    },
+  ],
+};

@@ -1,0 +1,96 @@
+/**
+ * Every NATS subject, stream, consumer and header the project uses, in one place.
+ * Services never concatenate subject strings themselves: they call these builders.
+ *
+ * All subjects live under a namespace (default `sync`), so that several deployments, or
+ * several test files running in parallel, can share one NATS server without their streams'
+ * subjects overlapping (JetStream refuses overlapping streams).
+ */
+
+/** NATS headers with a meaning in the protocol. */
+export const Headers = {
+  /** JetStream dedupe id: the change id (or batch id) of what is published. */
+  MsgId: 'Nats-Msg-Id',
+  /** JetStream per-subject optimistic concurrency. */
+  ExpectedLastSubjectSequence: 'Nats-Expected-Last-Subject-Sequence',
+  /** W3C trace context, so one change is one trace across every service. */
+  TraceParent: 'traceparent',
+  TraceState: 'tracestate',
+  /** Wire protocol version of the payload. */
+  Protocol: 'Fleet-Protocol',
+  /** Payload encoding when not plain JSON (e.g. `gzip`). */
+  Encoding: 'Fleet-Encoding',
+  /** On a dead letter: the stable error code and the human reason it was rejected. */
+  RejectCode: 'Fleet-Reject-Code',
+  RejectReason: 'Fleet-Reject-Reason',
+  /** On a dead letter: where the message came from. */
+  OriginalSubject: 'Fleet-Original-Subject',
+  OriginalStream: 'Fleet-Original-Stream',
+  OriginalSequence: 'Fleet-Original-Sequence',
+  DeliveryCount: 'Fleet-Delivery-Count',
+} as const;
+
+export const DEFAULT_NAMESPACE = 'sync';
+
+/** A subject token may not contain `.`, `*`, `>` or white space. */
+export function isSubjectToken(s: string): boolean {
+  return s.length > 0 && s.length <= 128 && /^[A-Za-z0-9_-]+$/.test(s);
+}
+
+function token(kind: string, s: string): string {
+  if (!isSubjectToken(s)) throw new TypeError(`invalid ${kind} for a NATS subject token: ${JSON.stringify(s)}`);
+  return s;
+}
+
+/** The subject tree of one namespace. */
+export function subjects(ns: string = DEFAULT_NAMESPACE) {
+  token('namespace', ns);
+  const stream = (name: string) => `${ns.toUpperCase().replace(/-/g, '_')}_${name}`;
+  return {
+    ns,
+    /** Agents publish push batches here; each agent may publish only to its own. */
+    push: (agentId: string) => `${ns}.push.${token('agent id', agentId)}`,
+    pushAll: `${ns}.push.*`,
+    /** Recovers the agent id from a push subject, or undefined if it is not one. */
+    agentOfPush(subject: string): string | undefined {
+      const prefix = `${ns}.push.`;
+      if (!subject.startsWith(prefix)) return undefined;
+      const id = subject.slice(prefix.length);
+      return isSubjectToken(id) ? id : undefined;
+    },
+    /** The change log announces each appended change (batch) here. */
+    appended: `${ns}.log.appended`,
+    /** The version-vector service announces classifications here. */
+    classified: (kind: 'applied' | 'stale' | 'conflict') => `${ns}.vv.${kind}`,
+    classifiedAll: `${ns}.vv.*`,
+    /** The conflict resolver announces outcomes here. */
+    resolved: `${ns}.conflict.resolved`,
+    /** Core NATS nudge to a connected agent: pull now. */
+    notify: (agentId: string) => `${ns}.notify.${token('agent id', agentId)}`,
+    /** Request/reply: an agent's pull (queue group shared by delta-calculator replicas). */
+    pull: (agentId: string) => `${ns}.pull.${token('agent id', agentId)}`,
+    pullAll: `${ns}.pull.*`,
+    /** Request/reply: Merkle anti-entropy exchange. */
+    merkle: (agentId: string) => `${ns}.merkle.${token('agent id', agentId)}`,
+    merkleAll: `${ns}.merkle.*`,
+    /** Request/reply: the operator API for the manual conflict queue. */
+    conflictsApi: (verb: 'list' | 'show' | 'resolve') => `${ns}.admin.conflicts.${verb}`,
+    conflictsApiAll: `${ns}.admin.conflicts.*`,
+    /** Dead letters, by the stream the message was rejected from. */
+    deadLetter: (source: string) => `${ns}.dlq.${token('source', source)}`,
+    deadLetterAll: `${ns}.dlq.>`,
+    streams: {
+      push: stream('PUSH'),
+      log: stream('LOG'),
+      vv: stream('VV'),
+      conflicts: stream('CONFLICTS'),
+      deadLetter: stream('DLQ'),
+    },
+    queueGroups: {
+      pull: `${ns}-delta-calculator`,
+      admin: `${ns}-conflict-resolver`,
+    },
+  } as const;
+}
+
+export type Subjects = ReturnType<typeof subjects>;

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Makes a machine ready to run the project: npm dependencies, NATS with JetStream on
+# 127.0.0.1:4222 and PostgreSQL on 127.0.0.1:5432, and the project's database.
+# Idempotent: what is installed is not installed again, what listens is not started twice.
+# Installing system packages needs root (apt-get); on a machine that has them it is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_PORT="${FLEET_NATS_PORT:-4222}"
+PG_PORT="${FLEET_PG_PORT:-5432}"
+PG_USER="${FLEET_PG_USER:-postgres}"
+DB_NAME="${FLEET_DB_NAME:-fleet_sync}"
+STATE_DIR="${FLEET_STATE_DIR:-/var/lib/fleet-sync}"
+
+log() { printf 'setup: %s\n' "$*"; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  log "apt-get install $*"
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+wait_for_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 100); do listening "$port" && return 0; sleep 0.1; done
+  echo "setup: $name did not start listening on 127.0.0.1:$port" >&2
+  return 1
+}
+
+# --- npm dependencies -------------------------------------------------------------
+# Reinstall only when the lock file changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s <(sha1sum package-lock.json | cut -d' ' -f1) node_modules/.fleet-lock-sha 2>/dev/null; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  sha1sum package-lock.json | cut -d' ' -f1 > node_modules/.fleet-lock-sha
+fi
+
+# --- NATS with JetStream ----------------------------------------------------------
+NATS_BIN="$(command -v nats-server || true)"
+[ -n "$NATS_BIN" ] || [ ! -x /usr/sbin/nats-server ] || NATS_BIN=/usr/sbin/nats-server
+if ! listening "$NATS_PORT"; then
+  if [ -z "$NATS_BIN" ]; then apt_install nats-server; NATS_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"; fi
+  sudo_ mkdir -p "$STATE_DIR/nats"
+  log "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
+  sudo_ start-stop-daemon --start --oknodo --background --exec "$NATS_BIN" -- \
+    -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" -l "$STATE_DIR/nats-server.log"
+  wait_for_port "$NATS_PORT" nats-server
+else
+  log "NATS already listening on 127.0.0.1:$NATS_PORT"
+fi
+
+# --- PostgreSQL -------------------------------------------------------------------
+if ! listening "$PG_PORT"; then
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    apt_install postgresql
+  fi
+  ver="$(ls /etc/postgresql | sort -V | tail -n1)"
+  log "starting PostgreSQL $ver on 127.0.0.1:$PG_PORT"
+  sudo_ pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+  wait_for_port "$PG_PORT" PostgreSQL
+else
+  log "PostgreSQL already listening on 127.0.0.1:$PG_PORT"
+fi
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+
+psql_() { PGCONNECT_TIMEOUT=5 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$@"; }
+if ! psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+  # A fresh Debian cluster asks loopback clients for a password. This is a development and
+  # test machine: trust loopback connections, as the project's defaults expect.
+  hba="$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | sort -V | tail -n1)"
+  if [ -n "$hba" ] && ! grep -q '# fleet-sync' "$hba"; then
+    log "trusting loopback connections in $hba"
+    sudo_ sed -i '1i host all all 127.0.0.1/32 trust # fleet-sync\nhost all all ::1/128 trust # fleet-sync' "$hba"
+    sudo_ pg_ctlcluster --skip-systemctl-redirect "$(basename "$(dirname "$(dirname "$hba")")")" main reload
+  fi
+  psql_ -d postgres -tAc 'select 1' >/dev/null
+fi
+# Logical replication of server-side writes needs wal_level=logical; say so rather than
+# restarting somebody's server behind their back.
+wal_level="$(psql_ -d postgres -tAc 'show wal_level')"
+[ "$wal_level" = logical ] || log "note: wal_level is '$wal_level' (server-side write capture needs 'logical')"
+
+if [ "$(psql_ -d postgres -tAc "select 1 from pg_database where datname = '$DB_NAME'")" != 1 ]; then
+  log "creating database $DB_NAME"
+  psql_ -d postgres -c "create database \"$DB_NAME\""
+fi
+log "ready"
