@@ -18,6 +18,9 @@ const transform = {
 const common = { transform, testEnvironment: 'node', moduleFileExtensions: ['ts', 'js', 'json'] };
 const roots = ['<rootDir>/libs', '<rootDir>/apps', '<rootDir>/test'];
 module.exports = {
+  // testTimeout is a global option (per-project values are ignored); integration tests talk to
+  // real services, so the default 5 s is too tight. End-to-end files raise it themselves.
+  testTimeout: 60_000,
   projects: [
     {
       ...common,
@@ -31,14 +34,12 @@ module.exports = {
       displayName: 'integration',
       roots,
       testMatch: ['**/*.int.spec.ts'],
-      testTimeout: 60_000,
     },
     {
       ...common,
       displayName: 'e2e',
       roots: ['<rootDir>/test'],
       testMatch: ['**/*.e2e.spec.ts'],
-      testTimeout: 300_000,
     },
   ],
 };

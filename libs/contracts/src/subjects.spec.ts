@@ -1,4 +1,4 @@
-import { subjects } from '@fleet/contracts';
+import { subjects } from './index';
 
 describe('subjects', () => {
   const s = subjects('t1');

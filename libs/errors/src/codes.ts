@@ -21,12 +21,123 @@ export const ErrorCodes = {
   FLEET_AUTH_001: { name: 'ForgedOrigin', retryable: false, message: 'origin does not match the publishing agent' },
   /** An agent asked for a scope it is not subscribed to. */
   FLEET_AUTH_002: { name: 'ForeignScope', retryable: false, message: 'scope is not readable by this agent' },
+  /**
+   * A change pushed by an agent writes a scope the agent does not own: an agent writes only its
+   * own `host.<agentId>`; `fleet` and `group.<name>` are server-owned desired state. The change
+   * is dead-lettered; the rest of its batch is appended.
+   */
+  FLEET_AUTH_003: { name: 'ForeignWrite', retryable: false, message: 'scope is not writable by this agent' },
   // --- configuration ---
   /** A configuration value is missing or invalid; the message names the variable. */
   FLEET_CONFIG_001: { name: 'InvalidConfig', retryable: false, message: 'invalid configuration' },
   // --- infrastructure ---
   /** A dependency (NATS, PostgreSQL) is unreachable or timed out. */
   FLEET_INFRA_001: { name: 'Unavailable', retryable: true, message: 'dependency unavailable' },
+  // --- change log ---
+  /**
+   * A change's identity collides with one already logged: the same `changeId` with different
+   * content, or the same `(origin, originSeq)` under another `changeId`. The log is immutable, so
+   * the newcomer is refused (dead-lettered with both ids); it usually means an agent lost its
+   * outbox state or reused ids. Retrying cannot succeed.
+   */
+  FLEET_LOG_001: { name: 'ChangeIdentityConflict', retryable: false, message: 'change identity conflicts with a logged change' },
+  // --- messaging (JetStream transport) ---
+  /**
+   * A message failed with a transient error on every delivery up to the consumer's `max_deliver`.
+   * JetStream would stop redelivering it and leave it stranded, so it is dead-lettered instead,
+   * with the last failure as the reason. Replaying it needs an operator (the cause must be fixed first).
+   */
+  FLEET_MSG_001: { name: 'MaxDeliveriesExceeded', retryable: false, message: 'message failed on every allowed delivery' },
+  /**
+   * A publish carried `Nats-Expected-Last-Subject-Sequence` and the subject has moved on: someone
+   * else wrote first. The same publish cannot succeed; re-read and decide again.
+   */
+  FLEET_MSG_002: { name: 'WrongLastSequence', retryable: false, message: 'subject was written since the expected sequence' },
+  /**
+   * A stream or consumer declared in code could not be created or updated to match (e.g. its
+   * subjects overlap another stream, or a field cannot be changed in place). Fix the declaration.
+   */
+  FLEET_MSG_003: { name: 'ProvisioningFailed', retryable: false, message: 'stream or consumer could not be provisioned' },
+  /** A request/reply responder answered with an error it did not classify (a bug on its side). */
+  FLEET_MSG_004: { name: 'RemoteFailure', retryable: true, message: 'the responder failed' },
+  // --- observability ---
+  /**
+   * An input to the sync-health score is negative or NaN (a counter read wrong, a clock that went
+   * backwards). Scoring it would hide the bug behind a plausible number, so the caller must fix it.
+   */
+  FLEET_OBS_001: { name: 'InvalidHealthInput', retryable: false, message: 'sync-health input is out of range (negative, NaN, or a score outside 0..100)' },
+  /**
+   * Telemetry was started twice in one process with a different service name. OpenTelemetry's
+   * providers are process-global; a second service name would mislabel every span and metric.
+   */
+  FLEET_OBS_002: { name: 'TelemetryAlreadyStarted', retryable: false, message: 'telemetry already started for another service' },
+  // --- Merkle anti-entropy ---
+  /**
+   * A Merkle tree shape is invalid (depth outside 1..6), or the peer of a verify exchange uses
+   * another depth or message version. Trees of different shapes cannot be compared node by node:
+   * both sides must build with the same depth. Retrying the same exchange cannot succeed.
+   */
+  FLEET_MERKLE_001: { name: 'MerkleShapeMismatch', retryable: false, message: 'Merkle tree shape is invalid or differs from the peer' },
+  /** A Merkle tree was built from entries where a key repeats: the input must be a set (one record hash per key). */
+  FLEET_MERKLE_002: { name: 'DuplicateMerkleKey', retryable: false, message: 'duplicate key in Merkle tree input' },
+  /**
+   * A Merkle verify message names a node or bucket that does not exist, carries digests of the wrong
+   * length, or arrives out of turn. Abandon the exchange and start a new one.
+   */
+  FLEET_MERKLE_003: { name: 'BadMerkleMessage', retryable: false, message: 'malformed or out-of-turn Merkle verify message' },
+  // --- scheduling ---
+  /**
+   * A scheduler or backoff input is outside its domain: an injected random source returned a value
+   * outside [0, 1), an attempt number is negative, or a duration is negative or not finite. A bug in
+   * the caller; a silently clamped value would hide it (a broken random source would resynchronise the fleet).
+   */
+  FLEET_SCHED_001: { name: 'InvalidScheduleInput', retryable: false, message: 'scheduler input outside its domain' },
+  // --- internal ---
+  /**
+   * An error that is not a FleetError reached the edge: a bug. The reply carries only this code
+   * (no message, no stack, nothing internal leaks); the service logs the original with its stack.
+   */
+  FLEET_INTERNAL_001: { name: 'Internal', retryable: false, message: 'internal error' },
+  // --- sync-core domain (clocks, vectors, records, resolution) ---
+  /**
+   * A value cannot be hashed or stored as canonical JSON: `undefined`, NaN/Infinity, a function,
+   * bigint, symbol, a class instance (Date, Map...), a sparse array or a cycle. Fix the producer.
+   */
+  FLEET_JSON_001: { name: 'NotCanonicalJson', retryable: false, message: 'value is not canonical JSON' },
+  /**
+   * A hybrid logical clock is malformed (bad string, node id not printable ASCII) or out of range
+   * (physical time negative, not an integer, or past the encodable range).
+   */
+  FLEET_CLOCK_001: { name: 'InvalidClock', retryable: false, message: 'invalid hybrid logical clock' },
+  /** A version vector has an empty actor or an entry that is not a non-negative safe integer. */
+  FLEET_VV_001: { name: 'InvalidVersionVector', retryable: false, message: 'invalid version vector' },
+  /**
+   * A change cannot be applied: addressed to another record, a delete with fields, a field both set
+   * and unset, a vector without the origin's own entry, or a value that is not JSON.
+   */
+  FLEET_CHANGE_001: { name: 'InvalidChange', retryable: false, message: 'invalid change' },
+  /**
+   * Two different changes (different `changeId`) claim the same dot (origin, counter) on one record:
+   * the origin lost its state and restarted its counters, or the change is forged. Applying it would
+   * break convergence; the agent must be re-seeded from the server before it writes again.
+   */
+  FLEET_CHANGE_002: { name: 'DotReuse', retryable: false, message: 'origin reused a version counter' },
+  /** A changes sequence given to `coalesce` is not one origin's changes to one record, in order. */
+  FLEET_CHANGE_003: { name: 'NotCoalescable', retryable: false, message: 'changes cannot be coalesced' },
+  /**
+   * The strategy configuration is invalid, or names a custom rule that is not registered, or a
+   * registered rule threw or returned a non-JSON value.
+   */
+  FLEET_STRATEGY_001: { name: 'InvalidStrategy', retryable: false, message: 'invalid conflict strategy' },
+  /** A stored record state (jsonb / SQLite) does not decode: corrupted or written by an unknown format. */
+  FLEET_STATE_001: { name: 'InvalidRecordState', retryable: false, message: 'invalid record state' },
+  /**
+   * A resolution does not apply: the record has nothing to resolve (already resolved, maybe by another
+   * operator), or the chosen origin is not one of the sides.
+   */
+  FLEET_RESOLVE_001: { name: 'InvalidResolution', retryable: false, message: 'invalid conflict resolution' },
+  /** A field delta is malformed: a field both set and unset, or `deleted` with fields. */
+  FLEET_DELTA_001: { name: 'InvalidDelta', retryable: false, message: 'invalid field delta' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -1,2 +1,3 @@
 export * from './codes';
 export * from './fleet-error';
+export * from './catalog-source';

@@ -1,0 +1,171 @@
+/**
+ * The Change message: the wire form of sync-core's `Change`, and its decoder.
+ */
+import { z } from 'zod';
+import { isHlcString, type Change, type LoggedChange, type VersionVector } from '@fleet/sync-core';
+import { checkProtocol, decodeWith, OVERSIZED, utf8ByteLength } from './codec';
+import { FieldsSchema, fieldNameProblem, stringProblem } from './json-value';
+import { MAX_COLLECTION_LENGTH, MAX_FIELDS_PER_CHANGE, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
+import { PROTOCOL_VERSION } from './protocol';
+import { isAgentId, isOrigin, isScope } from './scope';
+
+/**
+ * The protocol of a message this build writes. Decoding of other supported versions goes
+ * through `checkProtocol`; while only version 1 exists, the schema accepts exactly it.
+ */
+export const ProtocolSchema = z.literal(PROTOCOL_VERSION, { error: `expected protocol ${PROTOCOL_VERSION}` });
+
+/**
+ * UUIDv7, lowercase only. The change id is the idempotency key and is compared as a string
+ * (JetStream `Nats-Msg-Id`, database unique index): `ABC…` and `abc…` would be two changes.
+ */
+export const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export const ChangeIdSchema = z.string({ error: 'expected a string' }).regex(UUID_V7, { error: 'expected a lowercase UUIDv7' });
+
+/** Any RFC 4122/9562 UUID, lowercase (batch ids: any version, since they only dedupe a publish). */
+export const UUID_ANY = /^[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export const UuidSchema = z.string({ error: 'expected a string' }).regex(UUID_ANY, { error: 'expected a lowercase UUID' });
+
+/** Positive safe integer: sequence numbers and vector counters (beyond 2^53 they would silently lose precision). */
+export const PositiveIntSchema = z.int({ error: 'expected a positive integer' }).positive({ error: 'expected a positive integer' });
+/** Non-negative safe integer: cursors (0 = from the start), epoch milliseconds, indexes. */
+export const NonNegativeIntSchema = z.int({ error: 'expected a non-negative integer' }).nonnegative({ error: 'expected a non-negative integer' });
+
+export const AgentIdSchema = z
+  .string({ error: 'expected a string' })
+  .refine(isAgentId, { error: 'expected an agent id: 1-128 of [A-Za-z0-9_-], not "server"' });
+
+export const OriginSchema = z
+  .string({ error: 'expected a string' })
+  .refine(isOrigin, { error: 'expected an origin: an agent id (1-128 of [A-Za-z0-9_-]) or "server"' });
+
+export const ScopeSchema = z
+  .string({ error: 'expected a string' })
+  .max(MAX_SCOPE_LENGTH, { error: `scope is longer than ${MAX_SCOPE_LENGTH} characters` })
+  .refine(isScope, { error: 'expected a scope: "fleet", "group.<name>" or "host.<agentId>"' });
+
+/** A collection is an identifier (it names a resolution strategy in config, a metric label). */
+export const CollectionSchema = z
+  .string({ error: 'expected a string' })
+  .max(MAX_COLLECTION_LENGTH, { error: `collection is longer than ${MAX_COLLECTION_LENGTH} characters` })
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, { error: 'expected a collection name: [A-Za-z0-9] then [A-Za-z0-9_.:-]' });
+
+/** A key is free text (a package name, a path), but bounded in bytes and storable. */
+export const KeySchema = z
+  .string({ error: 'expected a string' })
+  .min(1, { error: 'key is empty' })
+  .superRefine((k, ctx) => {
+    const bytes = utf8ByteLength(k);
+    if (bytes > MAX_KEY_BYTES) ctx.addIssue({ code: 'custom', message: `key is ${bytes} bytes, the limit is ${MAX_KEY_BYTES}`, params: OVERSIZED });
+    const p = stringProblem(k);
+    if (p !== undefined) ctx.addIssue({ code: 'custom', message: `key ${p}` });
+  });
+
+/** An encoded HLC timestamp, checked with sync-core's own parser (`WWWWWWWWWWWWWWW-CCCCCC-node`). */
+export const HlcSchema = z
+  .string({ error: 'expected a string' })
+  .max(MAX_HLC_LENGTH, { error: `hlc is longer than ${MAX_HLC_LENGTH} characters` })
+  .refine(isHlcString, { error: 'expected an HLC timestamp: 15-digit ms, 6-digit counter, node (WWWWWWWWWWWWWWW-CCCCCC-node)' });
+
+/**
+ * A version vector: origin -> positive count; at most MAX_VV_ACTORS actors. Checked by hand
+ * rather than with `z.record`, which silently drops a `__proto__` key.
+ */
+export const VersionVectorSchema = z.custom<VersionVector>().superRefine((vv, ctx) => {
+  if (typeof vv !== 'object' || vv === null || Array.isArray(vv) || Object.getPrototypeOf(vv) !== Object.prototype) {
+    ctx.addIssue({ code: 'custom', message: 'expected an object of origin -> positive count' });
+    return;
+  }
+  const actors = Object.keys(vv);
+  if (actors.length > MAX_VV_ACTORS) {
+    ctx.addIssue({ code: 'custom', message: `has ${actors.length} actors, the limit is ${MAX_VV_ACTORS}`, params: OVERSIZED });
+    return;
+  }
+  for (const actor of actors) {
+    const n: unknown = Reflect.get(vv, actor);
+    if (!isOrigin(actor)) ctx.addIssue({ code: 'custom', path: [actor], message: 'expected an origin as actor: 1-128 of [A-Za-z0-9_-]' });
+    else if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) ctx.addIssue({ code: 'custom', path: [actor], message: 'expected a positive integer' });
+  }
+});
+
+/** SHA-256, lowercase hex: compared as a string across peers (Merkle trees, convergence checks). */
+export const HashSchema = z.string({ error: 'expected a string' }).regex(/^[0-9a-f]{64}$/, { error: 'expected 64 lowercase hex digits' });
+
+export const ChangeOpSchema = z.enum(['put', 'delete'], { error: 'expected "put" or "delete"' });
+
+const changeShape = {
+  changeId: ChangeIdSchema,
+  origin: OriginSchema,
+  originSeq: PositiveIntSchema,
+  scope: ScopeSchema,
+  collection: CollectionSchema,
+  key: KeySchema,
+  op: ChangeOpSchema,
+  fields: FieldsSchema,
+  unset: z
+    .array(z.string({ error: 'expected a string' }), { error: 'expected an array of field names' })
+    .max(MAX_FIELDS_PER_CHANGE, { error: `more than ${MAX_FIELDS_PER_CHANGE} field names` })
+    .exactOptional(),
+  hlc: HlcSchema,
+  vv: VersionVectorSchema,
+  hash: HashSchema,
+  protocol: ProtocolSchema,
+};
+
+type ChangeLike = { op: string; origin: string; fields: object; unset?: readonly string[]; vv: Record<string, number> };
+
+/** Invariants across fields. Runs on partially valid input too (zod continues after non-fatal issues), so it is defensive. */
+function changeInvariants(c: ChangeLike, ctx: z.core.$RefinementCtx): void {
+  if (c.op === 'delete') {
+    if (typeof c.fields === 'object' && c.fields !== null && Object.keys(c.fields).length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['fields'], message: 'a delete carries no fields (expected {})' });
+    }
+    if (c.unset !== undefined) ctx.addIssue({ code: 'custom', path: ['unset'], message: 'a delete carries no unset list' });
+  }
+  if (c.unset !== undefined) {
+    const seen = new Set<string>();
+    c.unset.forEach((name, i) => {
+      const p = fieldNameProblem(name);
+      if (p !== undefined) ctx.addIssue({ code: 'custom', path: ['unset', i], message: p });
+      else if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['unset', i], message: `field ${JSON.stringify(name)} is listed twice` });
+      else if (typeof c.fields === 'object' && c.fields !== null && Object.prototype.hasOwnProperty.call(c.fields, name)) {
+        ctx.addIssue({ code: 'custom', path: ['unset', i], message: `field ${JSON.stringify(name)} is both written and unset` });
+      }
+      seen.add(name);
+    });
+  }
+  // The vector after a change includes that change: its origin has written at least once.
+  if (typeof c.vv === 'object' && c.vv !== null && typeof c.origin === 'string' && !Object.prototype.hasOwnProperty.call(c.vv, c.origin)) {
+    ctx.addIssue({ code: 'custom', path: ['vv'], message: `has no entry for the change's origin ${JSON.stringify(c.origin)}` });
+  }
+}
+
+/** One change. Strict: an unknown key is an error, never dropped. */
+export const ChangeSchema = z.strictObject(changeShape).superRefine(changeInvariants);
+
+/** A change with the server sequence the change log assigned. */
+export const LoggedChangeSchema = z.strictObject({ ...changeShape, seq: PositiveIntSchema }).superRefine(changeInvariants);
+
+export type WireChange = z.output<typeof ChangeSchema>;
+export type WireLoggedChange = z.output<typeof LoggedChangeSchema>;
+
+// Compile-time: what the decoders return is the domain model, with nothing missing or wider.
+const _changeFits = (c: WireChange): Change => c;
+const _loggedFits = (c: WireLoggedChange): LoggedChange => c;
+void _changeFits;
+void _loggedFits;
+
+/**
+ * Decodes one change (for example one element of a push batch's `changes`). Throws FleetError:
+ * FLEET_DECODE_003 for an unknown protocol, FLEET_DECODE_004 for a size cap, else FLEET_DECODE_002.
+ * `pathPrefix` roots the reason's paths (`['changes', 3]` -> `changes[3].vv.a: ...`).
+ */
+export function decodeChange(input: unknown, pathPrefix: readonly PropertyKey[] = []): Change {
+  checkProtocol(input, pathPrefix);
+  return decodeWith(ChangeSchema, input, pathPrefix);
+}
+
+export function decodeLoggedChange(input: unknown, pathPrefix: readonly PropertyKey[] = []): LoggedChange {
+  checkProtocol(input, pathPrefix);
+  return decodeWith(LoggedChangeSchema, input, pathPrefix);
+}

@@ -1,0 +1,332 @@
+/**
+ * The messages between agents and services, one schema each, with their decoders. Each
+ * decoder takes the raw bytes and returns a typed value or throws a FleetError (see codec.ts).
+ */
+import { z } from 'zod';
+import type { Change } from '@fleet/sync-core';
+import { FleetError, isFleetError } from '@fleet/errors';
+import { checkProtocol, decodeJson, decodeMessage, decodeWith } from './codec';
+import {
+  AgentIdSchema,
+  ChangeIdSchema,
+  CollectionSchema,
+  decodeChange,
+  KeySchema,
+  LoggedChangeSchema,
+  NonNegativeIntSchema,
+  PositiveIntSchema,
+  ProtocolSchema,
+  ScopeSchema,
+  UuidSchema,
+  VersionVectorSchema,
+} from './change';
+import {
+  MAX_APPENDED_EVENT_BYTES,
+  MAX_CHANGES_PER_APPENDED_EVENT,
+  MAX_CHANGES_PER_PUSH,
+  MAX_DEAD_LETTER_BYTES,
+  MAX_ERROR_REPLY_BYTES,
+  MAX_KNOWN_VERSIONS,
+  MAX_PULL_LIMIT,
+  MAX_PULL_REQUEST_BYTES,
+  MAX_PULL_RESPONSE_BYTES,
+  MAX_PULL_SCOPES,
+  MAX_PUSH_BATCH_BYTES,
+  MAX_REASON_LENGTH,
+} from './limits';
+import { PROTOCOL_VERSION } from './protocol';
+import { assertOriginMatches, assertScopeWritableBy } from './scope';
+
+const ReasonSchema = z
+  .string({ error: 'expected a string' })
+  .max(MAX_REASON_LENGTH, { error: `longer than ${MAX_REASON_LENGTH} characters` });
+
+/** `FLEET_<AREA>_<NNN>`. Not checked against this build's catalog: a newer peer may send a code we do not know yet. */
+export const ErrorCodeSchema = z.string({ error: 'expected a string' }).regex(/^FLEET_[A-Z]+_\d{3}$/, { error: 'expected an error code FLEET_<AREA>_<NNN>' });
+
+function strictlyAscendingSeq(changes: readonly { seq: number }[], ctx: z.core.$RefinementCtx): void {
+  for (let i = 1; i < changes.length; i++) {
+    const prev = changes[i - 1];
+    const cur = changes[i];
+    if (prev !== undefined && cur !== undefined && !(cur.seq > prev.seq)) {
+      ctx.addIssue({ code: 'custom', path: ['changes', i, 'seq'], message: `expected seq above ${prev.seq} (changes in ascending seq order)` });
+    }
+  }
+}
+
+// --- push: agent -> server, subject `<ns>.push.<agentId>` (JetStream) ---
+
+/**
+ * A batch from an agent's outbox. The envelope is decoded first and each change separately
+ * (`splitPushBatch`), so one bad change is dead-lettered alone while the rest are appended.
+ * The outbox row of every change leaves the agent only after the PubAck of its batch.
+ */
+export const PushBatchSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  /** Dedupe id of this publish (`Nats-Msg-Id`): a retried publish of the same batch is dropped by JetStream. */
+  batchId: UuidSchema,
+  /** Must equal the agent id of the push subject (checked by `splitPushBatch`). */
+  agentId: AgentIdSchema,
+  /** The agent's wall clock when it sent, epoch ms. Informational (lag metrics); never used for ordering. */
+  sentAt: NonNegativeIntSchema.exactOptional(),
+  changes: z
+    .array(z.unknown(), { error: 'expected an array' })
+    .min(1, { error: 'a batch carries at least one change' })
+    .max(MAX_CHANGES_PER_PUSH, { error: `more than ${MAX_CHANGES_PER_PUSH} changes` }),
+});
+export type PushBatch = z.output<typeof PushBatchSchema>;
+
+/** Decodes a push batch's envelope; its `changes` are still unknown (see `splitPushBatch`). */
+export function decodePushBatch(bytes: Uint8Array): PushBatch {
+  return decodeMessage(PushBatchSchema, bytes, MAX_PUSH_BATCH_BYTES);
+}
+
+/** One change of a batch that was refused, with why; the caller dead-letters it. */
+export interface RejectedChange {
+  readonly index: number;
+  /** The change as received, for the dead letter. */
+  readonly value: unknown;
+  readonly error: FleetError;
+}
+
+/**
+ * Decodes each change of a batch published on `subjectAgentId`'s push subject and checks its
+ * authority (origin is that agent: FLEET_AUTH_001; scope is its host scope: FLEET_AUTH_003).
+ * Throws FLEET_AUTH_001 for the whole batch if the envelope names another agent.
+ */
+export function splitPushBatch(batch: PushBatch, subjectAgentId: string): { accepted: Change[]; rejected: RejectedChange[] } {
+  if (batch.agentId !== subjectAgentId) {
+    throw new FleetError('FLEET_AUTH_001', `batch ${batch.batchId} names agent ${JSON.stringify(batch.agentId)} but was published by ${JSON.stringify(subjectAgentId)}`, {
+      details: { batchId: batch.batchId, agentId: batch.agentId, subjectAgentId },
+    });
+  }
+  const accepted: Change[] = [];
+  const rejected: RejectedChange[] = [];
+  batch.changes.forEach((value, index) => {
+    try {
+      const change = decodeChange(value, ['changes', index]);
+      assertOriginMatches(change, subjectAgentId);
+      assertScopeWritableBy(change, subjectAgentId);
+      accepted.push(change);
+    } catch (error) {
+      if (!isFleetError(error)) throw error;
+      rejected.push({ index, value, error });
+    }
+  });
+  return { accepted, rejected };
+}
+
+// --- appended: change-log -> other services, subject `<ns>.log.appended` ---
+
+/** Changes the change log appended, in seq order (one event per appended batch). */
+export const AppendedEventSchema = z
+  .strictObject({
+    protocol: ProtocolSchema,
+    changes: z
+      .array(LoggedChangeSchema, { error: 'expected an array' })
+      .min(1, { error: 'an event carries at least one change' })
+      .max(MAX_CHANGES_PER_APPENDED_EVENT, { error: `more than ${MAX_CHANGES_PER_APPENDED_EVENT} changes` }),
+  })
+  .superRefine((e, ctx) => strictlyAscendingSeq(e.changes, ctx));
+export type AppendedEvent = z.output<typeof AppendedEventSchema>;
+
+export function decodeAppendedEvent(bytes: Uint8Array): AppendedEvent {
+  return decodeMessage(AppendedEventSchema, bytes, MAX_APPENDED_EVENT_BYTES);
+}
+
+// --- pull: request/reply on `<ns>.pull.<agentId>` ---
+
+/** Payload encodings, named in the `Fleet-Encoding` header (absent = identity). */
+export const PAYLOAD_ENCODINGS = ['identity', 'gzip'] as const;
+export type PayloadEncoding = (typeof PAYLOAD_ENCODINGS)[number];
+export const PayloadEncodingSchema = z.enum(PAYLOAD_ENCODINGS, { error: `expected one of ${PAYLOAD_ENCODINGS.join(', ')}` });
+
+/** The value of a `Fleet-Encoding` header; FLEET_DECODE_001 for an encoding this build cannot undo. */
+export function decodeEncodingHeader(value: string | undefined): PayloadEncoding {
+  if (value === undefined || value === '') return 'identity';
+  const r = PayloadEncodingSchema.safeParse(value);
+  if (!r.success) throw new FleetError('FLEET_DECODE_001', `unknown payload encoding ${JSON.stringify(value)}`);
+  return r.data;
+}
+
+/** What an agent already holds of one record: lets the server send a field-level delta, or nothing. */
+export const KnownVersionSchema = z.strictObject({
+  scope: ScopeSchema,
+  collection: CollectionSchema,
+  key: KeySchema,
+  vv: VersionVectorSchema,
+});
+export type KnownVersion = z.output<typeof KnownVersionSchema>;
+
+export const PullRequestSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  /** Must equal the agent id of the pull subject (the delta calculator checks it). */
+  agentId: AgentIdSchema,
+  /** Scopes to read: the agent's host scope, `fleet`, its groups. No duplicates. */
+  scopes: z
+    .array(ScopeSchema, { error: 'expected an array of scopes' })
+    .min(1, { error: 'at least one scope' })
+    .max(MAX_PULL_SCOPES, { error: `more than ${MAX_PULL_SCOPES} scopes` })
+    .refine((s) => new Set(s).size === s.length, { error: 'scopes are listed twice' }),
+  /** The `nextCursor` of the previous response: a change-log `seq`. 0 = from the start. */
+  cursor: NonNegativeIntSchema,
+  /** At most this many changes in the response (the server may return fewer, and caps it). */
+  limit: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(MAX_PULL_LIMIT, { error: `expected at most ${MAX_PULL_LIMIT}` }).exactOptional(),
+  knownVersions: z.array(KnownVersionSchema, { error: 'expected an array' }).max(MAX_KNOWN_VERSIONS, { error: `more than ${MAX_KNOWN_VERSIONS} known versions` }).exactOptional(),
+  /** Encodings the agent can undo; the server compresses a large response only with one of them. */
+  acceptEncodings: z.array(PayloadEncodingSchema, { error: 'expected an array' }).max(PAYLOAD_ENCODINGS.length, { error: 'too many encodings' }).exactOptional(),
+});
+export type PullRequest = z.output<typeof PullRequestSchema>;
+
+export function decodePullRequest(bytes: Uint8Array): PullRequest {
+  return decodeMessage(PullRequestSchema, bytes, MAX_PULL_REQUEST_BYTES);
+}
+
+/**
+ * One page of changes for the requested scopes, after the request's cursor, in ascending
+ * `seq`. The server may compact the page (drop a change that a later one in the page fully
+ * supersedes), so the agent must not expect every seq. Compression is not a body field: the
+ * whole payload is compressed and the `Fleet-Encoding` header says so; this decodes the bytes
+ * after the transport undid it.
+ */
+export const PullResponseSchema = z
+  .strictObject({
+    protocol: ProtocolSchema,
+    changes: z.array(LoggedChangeSchema, { error: 'expected an array' }).max(MAX_PULL_LIMIT, { error: `more than ${MAX_PULL_LIMIT} changes` }),
+    /** Send this as `cursor` next time. At least the last change's seq (higher when the tail was filtered out). */
+    nextCursor: NonNegativeIntSchema,
+    /** More changes are waiting: pull again now rather than on the schedule. */
+    hasMore: z.boolean({ error: 'expected a boolean' }),
+    /**
+     * The cursor is older than what the log still holds (compacted away): the agent must drop
+     * its replica of these scopes and rebuild it from this and the following pages, which then
+     * carry the current state of every record rather than the history.
+     */
+    fullResync: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+  })
+  .superRefine((r, ctx) => {
+    strictlyAscendingSeq(r.changes, ctx);
+    const last = r.changes[r.changes.length - 1];
+    if (last !== undefined && r.nextCursor < last.seq) {
+      ctx.addIssue({ code: 'custom', path: ['nextCursor'], message: `expected at least the last change's seq ${last.seq}` });
+    }
+  });
+export type PullResponse = z.output<typeof PullResponseSchema>;
+
+export function decodePullResponse(bytes: Uint8Array): PullResponse {
+  return decodeMessage(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+}
+
+// --- error reply (any request/reply) ---
+
+export const ErrorBodySchema = z.strictObject({
+  code: ErrorCodeSchema,
+  message: ReasonSchema,
+  /** Whether the same request may succeed later. Absent: not known (treat as not retryable). */
+  retryable: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+  details: z.record(z.string(), z.unknown(), { error: 'expected an object' }).exactOptional(),
+});
+export const ErrorReplySchema = z.strictObject({ error: ErrorBodySchema });
+export type ErrorReply = z.output<typeof ErrorReplySchema>;
+
+/**
+ * The reply for a failed request. A FleetError keeps its code and message; anything else is a
+ * bug and is answered with FLEET_INTERNAL_001 and no detail (the service logs it).
+ */
+export function errorReply(err: unknown): ErrorReply {
+  const e = isFleetError(err) ? err : new FleetError('FLEET_INTERNAL_001');
+  const json = e.toJSON();
+  const message = json.message.length > MAX_REASON_LENGTH ? `${json.message.slice(0, MAX_REASON_LENGTH - 1)}…` : json.message;
+  return { error: { code: json.code, message, retryable: e.retryable, ...(json.details === undefined ? {} : { details: { ...json.details } }) } };
+}
+
+export function decodeErrorReply(bytes: Uint8Array): ErrorReply {
+  return decodeWith(ErrorReplySchema, decodeJson(bytes, MAX_ERROR_REPLY_BYTES));
+}
+
+export type Reply<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ErrorReply['error'] };
+
+/**
+ * Decodes a reply that is either `schema`'s message or an error reply (an object whose only
+ * key is `error`). Throws like any decoder if it is neither.
+ */
+export function decodeReply<S extends z.ZodType>(schema: S, bytes: Uint8Array, maxBytes: number): Reply<z.output<S>> {
+  const value = decodeJson(bytes, maxBytes);
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).length === 1 && 'error' in value) {
+    return { ok: false, error: decodeWith(ErrorReplySchema, value).error };
+  }
+  checkProtocol(value);
+  return { ok: true, value: decodeWith(schema, value) };
+}
+
+export function decodePullReply(bytes: Uint8Array): Reply<PullResponse> {
+  return decodeReply(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+}
+
+// --- dead letter: `<ns>.dlq.<source>` ---
+
+/**
+ * What the dead-letter stream carries for a rejected message or a rejected change of a batch.
+ * The `Fleet-Reject-*` and `Fleet-Original-*` headers repeat code, reason and source so that
+ * `nats stream view` shows them; the body keeps the rejected content itself, so nothing is
+ * lost and an operator can replay it after a fix.
+ */
+export const DeadLetterSchema = z
+  .strictObject({
+    protocol: ProtocolSchema,
+    code: ErrorCodeSchema,
+    reason: ReasonSchema,
+    /** Where the message was read from. */
+    source: z.strictObject({
+      subject: z.string({ error: 'expected a string' }).min(1, { error: 'empty subject' }).max(512, { error: 'subject longer than 512 characters' }),
+      stream: z.string({ error: 'expected a string' }).max(256, { error: 'stream name longer than 256 characters' }).exactOptional(),
+      streamSeq: PositiveIntSchema.exactOptional(),
+      deliveryCount: PositiveIntSchema.exactOptional(),
+    }),
+    /** The publishing agent, when known from the subject. */
+    agentId: AgentIdSchema.exactOptional(),
+    /** For a change rejected out of a batch: the batch, its position in it, and its id if it had a valid one. */
+    batchId: UuidSchema.exactOptional(),
+    index: NonNegativeIntSchema.exactOptional(),
+    changeId: ChangeIdSchema.exactOptional(),
+    /** When it was rejected, epoch ms (the service's clock). */
+    rejectedAt: NonNegativeIntSchema,
+    /** The rejected content when it was JSON (a whole message, or one change of a batch). */
+    payload: z.unknown().exactOptional(),
+    /** The rejected bytes, base64, when they were not JSON (or not UTF-8). */
+    rawBase64: z.string({ error: 'expected a string' }).regex(/^[A-Za-z0-9+/]*={0,2}$/, { error: 'expected base64' }).exactOptional(),
+  })
+  .superRefine((d, ctx) => {
+    const hasPayload = Object.prototype.hasOwnProperty.call(d, 'payload');
+    if (hasPayload === (d.rawBase64 !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'expected exactly one of payload and rawBase64' });
+    }
+  });
+export type DeadLetter = z.output<typeof DeadLetterSchema>;
+
+export function decodeDeadLetter(bytes: Uint8Array): DeadLetter {
+  return decodeMessage(DeadLetterSchema, bytes, MAX_DEAD_LETTER_BYTES);
+}
+
+/** Builds a dead letter for a change refused out of a push batch. */
+export function deadLetterForChange(
+  batch: PushBatch,
+  rejected: RejectedChange,
+  source: DeadLetter['source'],
+  rejectedAt: number,
+): DeadLetter {
+  const id: unknown = typeof rejected.value === 'object' && rejected.value !== null ? Reflect.get(rejected.value, 'changeId') : undefined;
+  const changeId = ChangeIdSchema.safeParse(id);
+  return {
+    protocol: PROTOCOL_VERSION,
+    code: rejected.error.code,
+    reason: rejected.error.message.slice(0, MAX_REASON_LENGTH),
+    source,
+    agentId: batch.agentId,
+    batchId: batch.batchId,
+    index: rejected.index,
+    ...(changeId.success ? { changeId: changeId.data } : {}),
+    rejectedAt,
+    payload: rejected.value,
+  };
+}

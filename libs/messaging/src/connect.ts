@@ -1,0 +1,56 @@
+import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
+import type { NodeConnectionOptions } from '@nats-io/transport-node';
+import { FleetError } from '@fleet/errors';
+
+export interface NatsConnectOptions {
+  /** `nats://host:port` URLs (or `host:port`); several for a cluster. */
+  readonly servers: string | readonly string[];
+  /** Client name shown by the server (`nats server report connections`): the service or agent id. */
+  readonly name: string;
+  /** Contents of a `.creds` file (JWT + nkey seed): each agent has its own. */
+  readonly credentials?: string;
+  readonly user?: string;
+  readonly pass?: string;
+  readonly token?: string;
+  /** Wait between reconnect attempts (jitter is added on top). Default 1 s. */
+  readonly reconnectTimeWaitMs?: number;
+  /** Ping interval; 2 missed pings mark the connection stale and start a reconnect. Default 10 s. */
+  readonly pingIntervalMs?: number;
+  /**
+   * Keep retrying the FIRST connect too, instead of failing. True by default: a service started
+   * before NATS (Kubernetes starts them in any order) must come up once NATS does. An agent that
+   * boots offline uses it too: it works from SQLite and syncs when the server is reachable.
+   */
+  readonly waitOnFirstConnect?: boolean;
+  /** Request/JetStream API timeout. Default 5 s. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * The one way services and the agent connect to NATS: reconnect forever (with jittered backoff),
+ * since an agent may be offline for days and a service must survive a NATS restart; JetStream
+ * consumers resume on their own after a reconnect (see consumer.ts).
+ */
+export async function connectNats(options: NatsConnectOptions): Promise<NatsConnection> {
+  const opts: NodeConnectionOptions = {
+    servers: typeof options.servers === 'string' ? options.servers : [...options.servers],
+    name: options.name,
+    maxReconnectAttempts: -1,
+    reconnect: true,
+    reconnectTimeWait: options.reconnectTimeWaitMs ?? 1000,
+    reconnectJitter: 500,
+    pingInterval: options.pingIntervalMs ?? 10_000,
+    maxPingOut: 2,
+    waitOnFirstConnect: options.waitOnFirstConnect ?? true,
+    timeout: options.timeoutMs ?? 5000,
+  };
+  if (options.credentials !== undefined) opts.authenticator = credsAuthenticator(new TextEncoder().encode(options.credentials));
+  if (options.user !== undefined) opts.user = options.user;
+  if (options.pass !== undefined) opts.pass = options.pass;
+  if (options.token !== undefined) opts.token = options.token;
+  try {
+    return await connect(opts);
+  } catch (e) {
+    throw new FleetError('FLEET_INFRA_001', `cannot connect to NATS at ${String(options.servers)}`, { cause: e });
+  }
+}

@@ -1,0 +1,274 @@
+import { FleetError } from '@fleet/errors';
+import { Headers } from '@fleet/contracts';
+import { Messaging } from './messaging';
+import { provisionConsumer, provisionStream, type ConsumerSpec, type StreamSpec } from './provision';
+import type { InboundMessage } from './message';
+import { deleteNamespaceStreams, eventually, readStream, SHARED_NATS, testNamespace } from './test-support';
+
+jest.setTimeout(30_000);
+const s = testNamespace('tm');
+const dec = new TextDecoder();
+const fastBackoff = { baseMs: 30, maxMs: 200, jitter: 0 };
+const pushStream: StreamSpec = { name: s.streams.push, subjects: [s.pushAll], storage: 'memory' };
+let n = 0;
+/** A durable per test, filtered on a subject of its own, so tests do not see each other's messages. */
+function spec(extra: Partial<ConsumerSpec> = {}): ConsumerSpec & { subject: string } {
+  const agent = `a${++n}`;
+  return { stream: s.streams.push, durable: `d${n}`, filterSubject: s.push(agent), subject: s.push(agent), ...extra };
+}
+
+let bus: Messaging;
+const opened: Messaging[] = [];
+async function open(): Promise<Messaging> {
+  const m = await Messaging.connect({ servers: SHARED_NATS, name: 'messaging-int' }, s);
+  opened.push(m);
+  return m;
+}
+
+beforeAll(async () => {
+  bus = await open();
+  await bus.provision([pushStream]);
+});
+
+afterAll(async () => {
+  await deleteNamespaceStreams(await bus.jsm(), s);
+  await Promise.all(opened.map((m) => m.drain()));
+});
+
+async function deadLetters(source = s.streams.push) {
+  const all = await readStream(await bus.jsm(), s.streams.deadLetter);
+  return all.filter((m) => m.subject === s.deadLetter(source));
+}
+
+describe('provisioning', () => {
+  it('is idempotent and follows declaration changes', async () => {
+    const jsm = await bus.jsm();
+    await bus.provision([pushStream]); // twice in a row
+    const a = await provisionStream(jsm, pushStream);
+    expect(a.config.subjects).toEqual([s.pushAll]);
+    const changed = await provisionStream(jsm, { ...pushStream, maxAgeMs: 3_600_000 });
+    expect(changed.config.max_age).toBe(3_600_000 * 1e6);
+    await provisionStream(jsm, pushStream);
+
+    const c = spec();
+    const c1 = await provisionConsumer(jsm, c);
+    const c2 = await provisionConsumer(jsm, c);
+    expect(c2.created).toEqual(c1.created);
+    const c3 = await provisionConsumer(jsm, { ...c, maxAckPending: 7 });
+    expect(c3.config.max_ack_pending).toBe(7);
+    expect(c3.created).toEqual(c1.created); // updated in place, not recreated
+  });
+
+  it('two replicas share one durable consumer: the work is split, each message handled once', async () => {
+    const c = spec();
+    const a = await open();
+    const b = await open();
+    const seen: Array<[string, string]> = [];
+    const handler = (who: string) => async (m: InboundMessage) => {
+      seen.push([who, dec.decode(m.data)]);
+      await new Promise((r) => setTimeout(r, 5));
+    };
+    await Promise.all([a.consume(c, handler('a'), { concurrency: 2 }), b.consume(c, handler('b'), { concurrency: 2 })]);
+    for (let i = 0; i < 40; i++) await bus.publish(c.subject, `m${i}`, { msgId: `${c.durable}-${i}` });
+    await eventually(() => seen.length >= 40, 10_000, '40 messages');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen).toHaveLength(40);
+    expect(new Set(seen.map(([, d]) => d)).size).toBe(40);
+    expect(seen.some(([w]) => w === 'a')).toBe(true);
+    expect(seen.some(([w]) => w === 'b')).toBe(true);
+    await Promise.all([a.drain(), b.drain()]);
+  });
+});
+
+describe('publishing', () => {
+  it('dedupes by Nats-Msg-Id and enforces the expected last subject sequence', async () => {
+    const subject = s.push('pub');
+    const a = await bus.publish(subject, '1', { msgId: 'p-1' });
+    expect(await bus.publish(subject, '1', { msgId: 'p-1' })).toEqual({ ...a, duplicate: true });
+    const b = await bus.publish(subject, '2', { expectedLastSubjectSequence: a.seq });
+    expect(b.seq).toBeGreaterThan(a.seq);
+    await expect(bus.publish(subject, '3', { expectedLastSubjectSequence: a.seq })).rejects.toMatchObject({ code: 'FLEET_MSG_002' });
+  });
+});
+
+describe('settlement', () => {
+  it('acks only after the handler resolved: a transient failure is redelivered, then handled, no dead letter', async () => {
+    const c = spec();
+    const calls: number[] = [];
+    await bus.consume(
+      c,
+      async (m) => {
+        calls.push(m.deliveryCount);
+        if (m.deliveryCount === 1) throw new FleetError('FLEET_INFRA_001', 'database restarting');
+      },
+      { backoff: fastBackoff },
+    );
+    const ack = await bus.publish(c.subject, 'x', { msgId: `${c.durable}-1` });
+    expect(ack).toMatchObject({ stream: s.streams.push, duplicate: false });
+    await eventually(() => calls.length === 2, 5000, 'redelivery');
+    const jsm = await bus.jsm();
+    await eventually(async () => (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 5000, 'acked');
+    expect(calls).toEqual([1, 2]);
+    expect((await deadLetters()).filter((d) => d.header.get(Headers.OriginalSequence) === String(ack.seq))).toHaveLength(0);
+  });
+
+  it('dead-letters a permanent failure with its reason and the original headers, then terms it', async () => {
+    const c = spec();
+    let calls = 0;
+    await bus.consume(c, async () => {
+      calls++;
+      throw new FleetError('FLEET_DECODE_002', 'changes[0].key: required');
+    });
+    const ack = await bus.publish(c.subject, '{"bad":true}', { msgId: `${c.durable}-1`, headers: { [Headers.Protocol]: '1' } });
+    const dl = await eventually(async () => (await deadLetters()).find((d) => d.header.get(Headers.OriginalSequence) === String(ack.seq)), 5000, 'dead letter');
+    expect(dl.header.get(Headers.RejectCode)).toBe('FLEET_DECODE_002');
+    expect(dl.header.get(Headers.RejectReason)).toContain('changes[0].key: required');
+    expect(dl.header.get(Headers.OriginalSubject)).toBe(c.subject);
+    expect(dl.header.get(Headers.OriginalStream)).toBe(s.streams.push);
+    expect(dl.header.get(Headers.DeliveryCount)).toBe('1');
+    expect(dl.header.get(Headers.Protocol)).toBe('1');
+    expect(dec.decode(dl.data)).toBe('{"bad":true}');
+    const jsm = await bus.jsm();
+    await eventually(async () => (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 5000, 'termed');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(calls).toBe(1);
+  });
+
+  it('dead-letters a message whose delivery count reached max_deliver', async () => {
+    const c = spec({ maxDeliver: 3 });
+    const counts: number[] = [];
+    await bus.consume(
+      c,
+      async (m) => {
+        counts.push(m.deliveryCount);
+        throw new Error('still down');
+      },
+      { backoff: fastBackoff },
+    );
+    const ack = await bus.publish(c.subject, 'y');
+    const dl = await eventually(async () => (await deadLetters()).find((d) => d.header.get(Headers.OriginalSequence) === String(ack.seq)), 8000, 'dead letter');
+    expect(dl.header.get(Headers.RejectCode)).toBe('FLEET_MSG_001');
+    expect(dl.header.get(Headers.RejectReason)).toContain('still down');
+    expect(dl.header.get(Headers.DeliveryCount)).toBe('3');
+    await new Promise((r) => setTimeout(r, 400));
+    expect(counts).toEqual([1, 2, 3]);
+  });
+});
+
+describe('batch mode', () => {
+  it('hands several messages at once, dead-letters a part, settles per message', async () => {
+    const c = spec();
+    const batches: string[][] = [];
+    const jsm = await bus.jsm();
+    const seqs: number[] = [];
+    for (let i = 0; i < 5; i++) seqs.push((await bus.publish(c.subject, `b${i}`)).seq);
+    let failedOnce = false;
+    await bus.consumeBatch(
+      c,
+      async (msgs) => {
+        batches.push(msgs.map((m) => dec.decode(m.data)));
+        const failures = new Map<InboundMessage, unknown>();
+        for (const m of msgs) {
+          const body = dec.decode(m.data);
+          // one bad change inside b1: dead-letter that part, keep (and ack) the rest of the message
+          if (body === 'b1') await m.deadLetter('{"change":"bad one"}', new FleetError('FLEET_AUTH_001', 'origin a9 on a1'));
+          if (body === 'b3') failures.set(m, new FleetError('FLEET_DECODE_004', 'too big'));
+          if (body === 'b4' && !failedOnce) {
+            failedOnce = true;
+            failures.set(m, new FleetError('FLEET_INFRA_001', 'lock timeout'));
+          }
+        }
+        return { failures };
+      },
+      { batch: { size: 10, lingerMs: 50 }, backoff: fastBackoff },
+    );
+    await eventually(async () => (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0 && batches.flat().filter((b) => b === 'b4').length === 2, 5000, 'settled');
+    expect(batches[0]).toEqual(['b0', 'b1', 'b2', 'b3', 'b4']);
+    const dls = (await deadLetters()).filter((d) => seqs.map(String).includes(d.header.get(Headers.OriginalSequence)));
+    const part = dls.find((d) => d.header.get(Headers.RejectCode) === 'FLEET_AUTH_001');
+    expect(part && dec.decode(part.data)).toBe('{"change":"bad one"}');
+    expect(part?.header.get(Headers.OriginalSequence)).toBe(String(seqs[1]));
+    const whole = dls.find((d) => d.header.get(Headers.RejectCode) === 'FLEET_DECODE_004');
+    expect(whole && dec.decode(whole.data)).toBe('b3');
+    expect(dls).toHaveLength(2);
+    // b0, b1, b2 were acked once, b3 termed, b4 redelivered once then acked
+    expect(batches.flat().sort()).toEqual(['b0', 'b1', 'b2', 'b3', 'b4', 'b4']);
+  });
+
+  it('a thrown error fails the whole batch (all redelivered)', async () => {
+    const c = spec();
+    const jsm = await bus.jsm();
+    for (let i = 0; i < 3; i++) await bus.publish(c.subject, `w${i}`);
+    const seen: string[][] = [];
+    await bus.consumeBatch(
+      c,
+      async (msgs) => {
+        seen.push(msgs.map((m) => `${dec.decode(m.data)}@${m.deliveryCount}`));
+        if (seen.length === 1) throw new Error('transaction rolled back');
+      },
+      { batch: { size: 10, lingerMs: 50 }, backoff: fastBackoff },
+    );
+    await eventually(async () => seen.flat().length >= 6 && (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 5000, 'redelivered batch');
+    expect(seen.flat().sort()).toEqual(['w0@1', 'w0@2', 'w1@1', 'w1@2', 'w2@1', 'w2@2']);
+  });
+});
+
+describe('flow control and lifecycle', () => {
+  it('never runs more than `concurrency` handlers at once', async () => {
+    const c = spec();
+    let inFlight = 0;
+    let max = 0;
+    let done = 0;
+    for (let i = 0; i < 30; i++) await bus.publish(c.subject, `c${i}`);
+    await bus.consume(
+      c,
+      async () => {
+        inFlight++;
+        max = Math.max(max, inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        inFlight--;
+        done++;
+      },
+      { concurrency: 4 },
+    );
+    await eventually(() => done === 30, 10_000, 'all handled');
+    expect(max).toBe(4);
+  });
+
+  it('drain finishes the handlers in flight and acks them before closing', async () => {
+    const c = spec();
+    const m = await open();
+    let started = 0;
+    let finished = 0;
+    await m.consume(
+      c,
+      async () => {
+        started++;
+        await new Promise((r) => setTimeout(r, 400));
+        finished++;
+      },
+      { concurrency: 3 },
+    );
+    for (let i = 0; i < 3; i++) await bus.publish(c.subject, `d${i}`);
+    await eventually(() => started === 3, 5000, 'handlers started');
+    await m.drain();
+    expect(finished).toBe(3);
+    expect(m.nc.isClosed()).toBe(true);
+    const info = await (await bus.jsm()).consumers.info(c.stream, c.durable);
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.num_pending).toBe(0);
+    expect(info.ack_floor.stream_seq).toBeGreaterThan(0);
+  });
+
+  it('recreates the consume loop when the durable consumer is deleted under it', async () => {
+    const c = spec();
+    const got: string[] = [];
+    await bus.consume(c, async (m) => void got.push(dec.decode(m.data)), { expiresMs: 1000 });
+    await bus.publish(c.subject, 'before');
+    await eventually(() => got.includes('before'), 5000, 'first');
+    await (await bus.jsm()).consumers.delete(c.stream, c.durable);
+    await new Promise((r) => setTimeout(r, 200));
+    await bus.publish(c.subject, 'after');
+    await eventually(() => got.includes('after'), 15_000, 'after recreation');
+  });
+});

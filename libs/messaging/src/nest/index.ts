@@ -1,0 +1,3 @@
+export * from './decorators';
+export * from './server';
+export * from './client';

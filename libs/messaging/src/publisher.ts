@@ -1,0 +1,201 @@
+import { jetstream, JetStreamApiError, type JetStreamClient, type JetStreamPublishOptions } from '@nats-io/jetstream';
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { SpanKind } from '@opentelemetry/api';
+import { FleetError, isErrorCode } from '@fleet/errors';
+import { Headers, type Subjects } from '@fleet/contracts';
+import { deadLetterHeaders, deadLetterMsgId, describeError, type DeadLetterOrigin } from './policy';
+import { injectTraceContext, extractTraceContext, MessagingAttr, withConsumerSpan, withProducerSpan } from './tracing';
+import { Semaphore } from './semaphore';
+
+export type Payload = Uint8Array | string;
+
+export interface PublishOptions {
+  /** `Nats-Msg-Id`: JetStream drops a second publish with the same id within the dedupe window. */
+  readonly msgId?: string;
+  /** `Nats-Expected-Last-Subject-Sequence`: refuse (FLEET_MSG_002) if the subject moved on. */
+  readonly expectedLastSubjectSequence?: number;
+  /** Extra headers (e.g. `Fleet-Protocol`). */
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly timeoutMs?: number;
+}
+
+/** What JetStream answered: where the message is stored, and whether it was a dedupe hit. */
+export interface PublishAck {
+  readonly stream: string;
+  readonly seq: number;
+  readonly duplicate: boolean;
+}
+
+export interface Reply {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+}
+
+/** A request/reply request as a responder sees it. */
+export interface InboundRequest extends Reply {
+  header(name: string): string | undefined;
+}
+
+export type RequestHandler = (req: InboundRequest) => Promise<Payload | void>;
+
+export interface Responder {
+  readonly subject: string;
+  readonly queue: string;
+  /** Stop taking requests, finish those in hand. */
+  drain(): Promise<void>;
+}
+
+const enc = new TextEncoder();
+const toBytes = (p: Payload): Uint8Array => (typeof p === 'string' ? enc.encode(p) : p);
+
+function buildHeaders(extra: Readonly<Record<string, string>> | undefined): MsgHdrs {
+  const h = natsHeaders();
+  for (const [k, v] of Object.entries(extra ?? {})) h.set(k, v);
+  injectTraceContext(h);
+  return h;
+}
+
+/**
+ * Publishing side of the transport, plus request/reply. Every publish carries the trace context of
+ * the active span (a PRODUCER span is opened around it).
+ */
+export class NatsPublisher {
+  readonly js: JetStreamClient;
+
+  constructor(
+    readonly nc: NatsConnection,
+    /** The namespace: dead letters go to `subjects.deadLetter(stream)` in `subjects.streams.deadLetter`. */
+    readonly subjects: Subjects,
+  ) {
+    this.js = jetstream(nc);
+  }
+
+  /** Publishes to JetStream and waits for the PubAck: the message is stored when this resolves. */
+  async publish(subject: string, payload: Payload, opts: PublishOptions = {}): Promise<PublishAck> {
+    return withProducerSpan(subject, 'publish', { [MessagingAttr.MessageId]: opts.msgId }, async (span) => {
+      const data = toBytes(payload);
+      span.setAttribute(MessagingAttr.BodySize, data.length);
+      const o: Partial<JetStreamPublishOptions> = { headers: buildHeaders(opts.headers) };
+      if (opts.msgId !== undefined) o.msgID = opts.msgId;
+      if (opts.expectedLastSubjectSequence !== undefined) o.expect = { lastSubjectSequence: opts.expectedLastSubjectSequence };
+      if (opts.timeoutMs !== undefined) o.timeout = opts.timeoutMs;
+      try {
+        const ack = await this.js.publish(subject, data, o);
+        span.setAttribute(MessagingAttr.StreamName, ack.stream);
+        span.setAttribute(MessagingAttr.StreamSequence, ack.seq);
+        return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate };
+      } catch (e) {
+        if (e instanceof JetStreamApiError && e.code === 10071) {
+          throw new FleetError('FLEET_MSG_002', `${subject}: expected last sequence ${String(opts.expectedLastSubjectSequence)}`, { cause: e });
+        }
+        throw new FleetError('FLEET_INFRA_001', `publish to ${subject}: ${describeError(e)}`, { cause: e });
+      }
+    });
+  }
+
+  /**
+   * Core NATS publish: fire and forget, no storage. For nudges (`sync.notify.<agent>`), whose loss
+   * only delays a pull until the scheduler's next tick.
+   */
+  publishCore(subject: string, payload: Payload = new Uint8Array(), opts: { headers?: Readonly<Record<string, string>> } = {}): void {
+    const h = buildHeaders(opts.headers);
+    this.nc.publish(subject, toBytes(payload), { headers: h });
+  }
+
+  /**
+   * Request/reply over core NATS. A responder that failed answers with `Fleet-Reject-Code`: that
+   * becomes a FleetError here (same code when known); no responder or a timeout is FLEET_INFRA_001.
+   */
+  async request(subject: string, payload: Payload, opts: { timeoutMs?: number; headers?: Readonly<Record<string, string>> } = {}): Promise<Reply> {
+    return withProducerSpan(subject, 'send', {}, async () => {
+      let msg;
+      try {
+        msg = await this.nc.request(subject, toBytes(payload), { timeout: opts.timeoutMs ?? 5000, headers: buildHeaders(opts.headers) });
+      } catch (e) {
+        throw new FleetError('FLEET_INFRA_001', `request ${subject}: ${describeError(e)}`, { cause: e });
+      }
+      const code = msg.headers?.has(Headers.RejectCode) ? msg.headers.get(Headers.RejectCode) : undefined;
+      if (code !== undefined) {
+        const reason = msg.headers?.get(Headers.RejectReason) ?? '';
+        throw new FleetError(isErrorCode(code) ? code : 'FLEET_MSG_004', reason, { details: { remote: true, subject } });
+      }
+      return { subject: msg.subject, data: msg.data, headers: msg.headers };
+    });
+  }
+
+  /**
+   * Answers requests on `subject` in a queue group: each request goes to one member of the group,
+   * so replicas share the load. At most `maxConcurrent` handlers run at once; the rest wait in
+   * order. A thrown FleetError is answered with its code and reason in headers and its JSON body.
+   */
+  respond(subject: string, queue: string, handler: RequestHandler, opts: { maxConcurrent?: number } = {}): Responder {
+    const sem = new Semaphore(opts.maxConcurrent ?? 16);
+    const sub = this.nc.subscribe(subject, {
+      queue,
+      callback: (err, msg) => {
+        if (err) return;
+        void sem.run(() =>
+          withConsumerSpan(
+            msg.subject,
+            extractTraceContext(msg.headers),
+            { [MessagingAttr.ConsumerGroup]: queue },
+            async () => {
+              const req: InboundRequest = {
+                subject: msg.subject,
+                data: msg.data,
+                headers: msg.headers,
+                header: (n) => (msg.headers?.has(n) ? msg.headers.get(n) : undefined),
+              };
+              try {
+                const out = await handler(req);
+                if (msg.reply) msg.respond(out === undefined ? new Uint8Array() : toBytes(out));
+              } catch (e) {
+                const h = natsHeaders();
+                const fe = e instanceof FleetError ? e : undefined;
+                h.set(Headers.RejectCode, fe?.code ?? 'FLEET_MSG_004');
+                h.set(Headers.RejectReason, describeError(e).replace(/[\r\n]+/g, ' ').slice(0, 1024));
+                const body = fe ? fe.toJSON() : { code: 'FLEET_MSG_004', message: 'the responder failed' };
+                if (msg.reply) msg.respond(enc.encode(JSON.stringify(body)), { headers: h });
+                throw e;
+              }
+            },
+            { kind: SpanKind.SERVER },
+          ).catch(() => undefined),
+        );
+      },
+    });
+    return {
+      subject,
+      queue,
+      drain: async () => {
+        await sub.drain().catch(() => undefined);
+        await sem.idle();
+      },
+    };
+  }
+
+  /**
+   * Copies a message (or a part of one) to the dead-letter stream with its reason and origin. The
+   * publish is deduplicated by origin and part, so a dead letter whose `term` got lost and that is
+   * dead-lettered again on redelivery is stored once.
+   */
+  async deadLetter(
+    payload: Uint8Array,
+    original: MsgHdrs | undefined,
+    code: FleetError['code'],
+    reason: string,
+    origin: DeadLetterOrigin,
+    part?: number,
+  ): Promise<PublishAck> {
+    const h = natsHeaders();
+    for (const [k, v] of deadLetterHeaders(original, code, reason, origin)) h.append(k, v);
+    const subject = this.subjects.deadLetter(origin.stream);
+    try {
+      const ack = await this.js.publish(subject, payload, { headers: h, msgID: deadLetterMsgId(origin.stream, origin.streamSequence, part) });
+      return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate };
+    } catch (e) {
+      throw new FleetError('FLEET_INFRA_001', `dead-letter to ${subject}: ${describeError(e)}`, { cause: e });
+    }
+  }
+}

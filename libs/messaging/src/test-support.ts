@@ -1,0 +1,116 @@
+/**
+ * Helpers for the integration tests of this lib and of the services on it (not exported from
+ * index.ts: import them by path). Real NATS only: the shared server on 127.0.0.1:4222, or a private
+ * `nats-server -js` on a spare port for tests that kill and restart it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { JetStreamManager, StoredMsg } from '@nats-io/jetstream';
+import { subjects, type Subjects } from '@fleet/contracts';
+
+export const SHARED_NATS = process.env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
+
+/** A fresh namespace per test file, so files run in parallel on one server. */
+export function testNamespace(prefix = 't'): Subjects {
+  return subjects(`${prefix}${randomBytes(5).toString('hex')}`);
+}
+
+/** Deletes every stream of the namespace (its names all start with the upper-cased namespace). */
+export async function deleteNamespaceStreams(jsm: JetStreamManager, s: Subjects): Promise<void> {
+  const prefix = `${s.ns.toUpperCase().replace(/-/g, '_')}_`;
+  for await (const name of jsm.streams.names()) {
+    if (name.startsWith(prefix)) await jsm.streams.delete(name).catch(() => undefined);
+  }
+}
+
+/** Every message of a stream, in order (small test streams only). */
+export async function readStream(jsm: JetStreamManager, stream: string): Promise<StoredMsg[]> {
+  const info = await jsm.streams.info(stream);
+  const out: StoredMsg[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    if (m) out.push(m);
+  }
+  return out;
+}
+
+export async function eventually<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** A private `nats-server -js` that a test may kill -9 and restart on the same port and store dir. */
+export class PrivateNatsServer {
+  private proc: ChildProcess | undefined;
+  readonly storeDir: string;
+
+  private constructor(readonly port: number) {
+    this.storeDir = mkdtempSync(join(tmpdir(), 'fleet-nats-'));
+  }
+
+  static async start(): Promise<PrivateNatsServer> {
+    const s = new PrivateNatsServer(await freePort());
+    await s.startProcess();
+    return s;
+  }
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  async startProcess(): Promise<void> {
+    const bin = process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server';
+    this.proc = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: 'ignore' });
+    await eventually(() => canConnect(this.port), 10_000, `nats-server on ${this.port}`);
+  }
+
+  /** SIGKILL: no clean shutdown, as in a crash. */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await exited;
+    this.proc = undefined;
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    rmSync(this.storeDir, { recursive: true, force: true });
+  }
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,167 @@
+import fc from 'fast-check';
+import { isFleetError } from '@fleet/errors';
+import { fleetHealth, statusRank, syncHealthScore } from './health-score';
+import type { HealthStatus, SyncHealthInput } from './health-score';
+
+const perfect: SyncHealthInput = { syncLagSeconds: 0, pendingOperations: 0, failedOperations: 0, conflictRate: 0, consistencyViolations: 0 };
+
+const input = fc.record({
+  syncLagSeconds: fc.oneof(fc.double({ min: 0, max: 1e7, noNaN: true }), fc.constant(Number.POSITIVE_INFINITY)),
+  pendingOperations: fc.nat({ max: 1_000_000 }),
+  failedOperations: fc.nat({ max: 1000 }),
+  conflictRate: fc.double({ min: 0, max: 1, noNaN: true }),
+  consistencyViolations: fc.nat({ max: 100 }),
+});
+
+/** An input at least as bad as `a` in every signal. */
+const worsePair = input.chain((a) =>
+  fc
+    .record({
+      syncLagSeconds: fc.double({ min: 0, max: 1e6, noNaN: true }),
+      pendingOperations: fc.nat({ max: 100_000 }),
+      failedOperations: fc.nat({ max: 100 }),
+      conflictRate: fc.double({ min: 0, max: 1, noNaN: true }),
+      consistencyViolations: fc.nat({ max: 20 }),
+    })
+    .map((d) => {
+      const b: SyncHealthInput = {
+        syncLagSeconds: a.syncLagSeconds + d.syncLagSeconds,
+        pendingOperations: a.pendingOperations + d.pendingOperations,
+        failedOperations: a.failedOperations + d.failedOperations,
+        conflictRate: a.conflictRate + d.conflictRate,
+        consistencyViolations: a.consistencyViolations + d.consistencyViolations,
+      };
+      return [a, b] as const;
+    }),
+);
+
+describe('syncHealthScore', () => {
+  it('gives 100 and healthy with no reasons to a perfect agent', () => {
+    expect(syncHealthScore(perfect)).toEqual({ score: 100, status: 'healthy', reasons: [] });
+  });
+
+  it('charges nothing at the targets', () => {
+    expect(syncHealthScore({ syncLagSeconds: 300, pendingOperations: 100, failedOperations: 0, conflictRate: 0.01, consistencyViolations: 0 }).score).toBe(100);
+  });
+
+  it('charges each full weight at the limits, to 0', () => {
+    const r = syncHealthScore({ syncLagSeconds: 86_400, pendingOperations: 10_000, failedOperations: 20, conflictRate: 0.2, consistencyViolations: 10 });
+    expect(r.score).toBe(0);
+    expect(r.status).toBe('unhealthy');
+    expect(r.reasons.length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('weighs lag: 30 points at a day, half of it at the midpoint', () => {
+    expect(syncHealthScore({ ...perfect, syncLagSeconds: 86_400 }).score).toBe(70);
+    expect(syncHealthScore({ ...perfect, syncLagSeconds: 300 + (86_400 - 300) / 2 }).score).toBe(85);
+  });
+
+  it('makes an agent unhealthy after a day without sync, even with a good score', () => {
+    const r = syncHealthScore({ ...perfect, syncLagSeconds: 86_400 });
+    expect(r.status).toBe('unhealthy');
+    expect(r.reasons.join('\n')).toMatch(/24h/);
+    expect(syncHealthScore({ ...perfect, syncLagSeconds: Number.POSITIVE_INFINITY }).status).toBe('unhealthy');
+  });
+
+  it('caps at degraded on the first consistency violation, and charges 10 at once', () => {
+    const r = syncHealthScore({ ...perfect, consistencyViolations: 1 });
+    expect(r.score).toBe(89);
+    expect(r.status).toBe('degraded');
+  });
+
+  it('lists the worst signal first', () => {
+    const r = syncHealthScore({ ...perfect, pendingOperations: 10_000, failedOperations: 1 });
+    expect(r.reasons[0]).toMatch(/pending/);
+    expect(r.reasons[1]).toMatch(/failed/);
+  });
+
+  it('refuses NaN and negative inputs with FLEET_OBS_001', () => {
+    for (const bad of [{ ...perfect, conflictRate: Number.NaN }, { ...perfect, pendingOperations: -1 }]) {
+      let caught: unknown;
+      try {
+        syncHealthScore(bad);
+      } catch (e) {
+        caught = e;
+      }
+      expect(isFleetError(caught, 'FLEET_OBS_001')).toBe(true);
+    }
+  });
+
+  it('property: the score is an integer within 0..100 and the status agrees with it', () => {
+    fc.assert(
+      fc.property(input, (i) => {
+        const r = syncHealthScore(i);
+        expect(Number.isInteger(r.score)).toBe(true);
+        expect(r.score).toBeGreaterThanOrEqual(0);
+        expect(r.score).toBeLessThanOrEqual(100);
+        if (r.score < 50) expect(r.status).toBe('unhealthy');
+        if (r.status === 'healthy') expect(r.score).toBeGreaterThanOrEqual(80);
+        expect(r.reasons.length === 0).toBe(r.score === 100 && r.status === 'healthy');
+      }),
+    );
+  });
+
+  it('property: monotone, a worse input never gives a better score or status', () => {
+    fc.assert(
+      fc.property(worsePair, ([a, b]) => {
+        const ra = syncHealthScore(a);
+        const rb = syncHealthScore(b);
+        expect(rb.score).toBeLessThanOrEqual(ra.score);
+        expect(statusRank(rb.status)).toBeGreaterThanOrEqual(statusRank(ra.status));
+      }),
+    );
+  });
+});
+
+const status = fc.constantFrom<HealthStatus>('healthy', 'degraded', 'unhealthy');
+const agent = fc.record({ score: fc.integer({ min: 0, max: 100 }), status });
+
+describe('fleetHealth', () => {
+  it('is healthy with score 100 for an empty fleet', () => {
+    expect(fleetHealth([])).toEqual({ score: 100, status: 'healthy', reasons: [], agents: 0, byStatus: { healthy: 0, degraded: 0, unhealthy: 0 } });
+  });
+
+  it('does not let a mean hide dead agents', () => {
+    const fleet = [...Array.from({ length: 85 }, () => ({ score: 100, status: 'healthy' as const })), ...Array.from({ length: 15 }, () => ({ score: 0, status: 'unhealthy' as const }))];
+    const r = fleetHealth(fleet);
+    expect(r.score).toBe(85);
+    expect(r.status).toBe('unhealthy');
+    expect(r.byStatus).toEqual({ healthy: 85, degraded: 0, unhealthy: 15 });
+  });
+
+  it('is degraded when more than 5% of agents are not healthy', () => {
+    const fleet = [...Array.from({ length: 94 }, () => ({ score: 100, status: 'healthy' as const })), ...Array.from({ length: 6 }, () => ({ score: 60, status: 'degraded' as const }))];
+    expect(fleetHealth(fleet).status).toBe('degraded');
+    // exactly 5% (95 healthy, 5 degraded) is still healthy
+    expect(fleetHealth([{ score: 100, status: 'healthy' }, ...fleet.slice(0, 94), ...fleet.slice(95)]).status).toBe('healthy');
+  });
+
+  it('refuses a score outside 0..100', () => {
+    expect(() => fleetHealth([{ score: 101, status: 'healthy' }])).toThrow(/out of range/);
+  });
+
+  it('property: bounded, and monotone when any agent gets worse', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(agent, fc.nat({ max: 100 }), fc.nat({ max: 2 })), { minLength: 1, maxLength: 60 }),
+        (rows) => {
+          const a = rows.map(([x]) => x);
+          const ranks: HealthStatus[] = ['healthy', 'degraded', 'unhealthy'];
+          const b = rows.map(([x, drop, up]) => ({
+            score: Math.max(0, x.score - drop),
+            status: ranks[Math.min(2, statusRank(x.status) + up)] as HealthStatus,
+          }));
+          const fa = fleetHealth(a);
+          const fb = fleetHealth(b);
+          for (const f of [fa, fb]) {
+            expect(f.score).toBeGreaterThanOrEqual(0);
+            expect(f.score).toBeLessThanOrEqual(100);
+            expect(f.byStatus.healthy + f.byStatus.degraded + f.byStatus.unhealthy).toBe(f.agents);
+          }
+          expect(fb.score).toBeLessThanOrEqual(fa.score);
+          expect(statusRank(fb.status)).toBeGreaterThanOrEqual(statusRank(fa.status));
+        },
+      ),
+    );
+  });
+});

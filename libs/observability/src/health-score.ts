@@ -1,0 +1,187 @@
+import { FleetError } from '@fleet/errors';
+
+/**
+ * The sync-health score of one agent, and of the fleet: pure functions, no I/O, no clock. The
+ * inputs are what the seed's `SyncHealthMonitor.check_sync_health` gathers (lag since the last
+ * successful sync, queue size, failed operations, conflict rate over 24 h, consistency
+ * violations); the caller reads them (agent: its SQLite outbox and scheduler state; server: the
+ * change log and the agent's cursor) and this file only weighs them.
+ *
+ * The score starts at 100 and loses a penalty per signal. Each penalty is 0 at or below its
+ * target, grows linearly to its weight at its limit, and stays there. The weights add up to 100:
+ *
+ * | signal | target (no penalty) | limit (full penalty) | weight | why this weight |
+ * |---|---|---|---|---|
+ * | sync lag | 5 min | 24 h | 30 | staleness is what operators feel first; a day-old host is as stale as it gets for "recent" |
+ * | pending operations | 100 | 10 000 | 20 | a backlog means data not yet on the server; coalescing keeps it bounded, so 10k is a lot |
+ * | failed operations | 0 | 20 | 15 | a few failures are retries doing their job; 20 in a row is a broken path |
+ * | conflict rate | 1 % | 20 % | 15 | conflicts are resolved deterministically, but a high rate means writers fight over records |
+ * | consistency violations | 0 | 10 | 20 | the first violation costs 10 at once: it means verified convergence failed |
+ *
+ * Status: `healthy` at 80 or more, `degraded` from 50, `unhealthy` below 50; and two caps
+ * regardless of the score: any consistency violation caps the status at `degraded` (data differs
+ * and must be repaired), and a sync lag at or above 24 h makes it `unhealthy`.
+ *
+ * Every penalty and cap is monotone in its input, so a worse input never gives a better score or
+ * a better status (the property tests check it).
+ */
+
+export interface SyncHealthInput {
+  /** Seconds since the last successful sync; `Infinity` for an agent that never synced. */
+  readonly syncLagSeconds: number;
+  /** Operations waiting to sync (outbox size after coalescing, plus retry queue). */
+  readonly pendingOperations: number;
+  /** Failed sync operations in the window (or consecutive failures). */
+  readonly failedOperations: number;
+  /** Conflicts / total operations over the window (the seed uses 24 h); 0..1, higher is clamped. */
+  readonly conflictRate: number;
+  /** Merkle buckets that differed after sync claimed convergence. */
+  readonly consistencyViolations: number;
+}
+
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy';
+
+export interface SyncHealth {
+  /** 0..100, an integer; 100 is perfect. */
+  readonly score: number;
+  readonly status: HealthStatus;
+  /** One line per signal that cost points or capped the status, worst first. Empty when perfect. */
+  readonly reasons: readonly string[];
+}
+
+interface Signal {
+  readonly key: keyof SyncHealthInput;
+  readonly target: number;
+  readonly limit: number;
+  readonly weight: number;
+  /** A penalty paid in full as soon as the signal exceeds its target (a step, still monotone). */
+  readonly floor?: number;
+  readonly describe: (value: number, penalty: number) => string;
+}
+
+const DAY = 86_400;
+
+export const HEALTH_SIGNALS: readonly Signal[] = [
+  { key: 'syncLagSeconds', target: 300, limit: DAY, weight: 30, describe: (v, p) => `sync lag ${fmt(v)}s over the 300s target (-${fmt(p)})` },
+  { key: 'pendingOperations', target: 100, limit: 10_000, weight: 20, describe: (v, p) => `${fmt(v)} pending operations over the 100 target (-${fmt(p)})` },
+  { key: 'failedOperations', target: 0, limit: 20, weight: 15, describe: (v, p) => `${fmt(v)} failed operations (-${fmt(p)})` },
+  { key: 'conflictRate', target: 0.01, limit: 0.2, weight: 15, describe: (v, p) => `conflict rate ${fmt(v * 100)}% over the 1% target (-${fmt(p)})` },
+  { key: 'consistencyViolations', target: 0, limit: 10, weight: 20, floor: 10, describe: (v, p) => `${fmt(v)} consistency violations (-${fmt(p)})` },
+];
+
+export const HEALTH_THRESHOLDS = { healthy: 80, degraded: 50, unhealthyLagSeconds: DAY } as const;
+
+const RANK: Readonly<Record<HealthStatus, number>> = { healthy: 0, degraded: 1, unhealthy: 2 };
+
+/** Orders statuses: higher is worse. */
+export function statusRank(s: HealthStatus): number {
+  return RANK[s];
+}
+
+function worse(a: HealthStatus, b: HealthStatus): HealthStatus {
+  return RANK[a] >= RANK[b] ? a : b;
+}
+
+function fmt(n: number): string {
+  return Number.isFinite(n) ? String(Math.round(n * 100) / 100) : String(n);
+}
+
+function penalty(s: Signal, value: number): number {
+  if (value <= s.target) return 0;
+  const floor = s.floor ?? 0;
+  const fraction = Math.min(1, (value - s.target) / (s.limit - s.target));
+  return floor + (s.weight - floor) * fraction;
+}
+
+function statusOfScore(score: number): HealthStatus {
+  if (score >= HEALTH_THRESHOLDS.healthy) return 'healthy';
+  if (score >= HEALTH_THRESHOLDS.degraded) return 'degraded';
+  return 'unhealthy';
+}
+
+function validate(input: SyncHealthInput): void {
+  for (const s of HEALTH_SIGNALS) {
+    const v = input[s.key];
+    // Infinity is allowed (an agent that never synced has an infinite lag); NaN and negatives are bugs.
+    if (typeof v !== 'number' || Number.isNaN(v) || v < 0) {
+      throw new FleetError('FLEET_OBS_001', `${s.key} = ${String(v)}`, { details: { field: s.key } });
+    }
+  }
+}
+
+/** The sync-health score of one agent (see the table above). Throws FLEET_OBS_001 on NaN or negative input. */
+export function syncHealthScore(input: SyncHealthInput): SyncHealth {
+  validate(input);
+  const costs: { penalty: number; reason: string }[] = [];
+  for (const s of HEALTH_SIGNALS) {
+    const p = penalty(s, input[s.key]);
+    if (p > 0) costs.push({ penalty: p, reason: s.describe(input[s.key], p) });
+  }
+  const total = costs.reduce((sum, c) => sum + c.penalty, 0);
+  // Math.round is monotone, so rounding keeps "worse input, never a better score".
+  const score = Math.max(0, Math.min(100, Math.round(100 - total)));
+  costs.sort((a, b) => b.penalty - a.penalty);
+  const reasons = costs.map((c) => c.reason);
+
+  let status = statusOfScore(score);
+  if (input.consistencyViolations > 0 && status === 'healthy') {
+    status = 'degraded';
+    reasons.push('consistency violations cap the status at degraded');
+  }
+  if (input.syncLagSeconds >= HEALTH_THRESHOLDS.unhealthyLagSeconds && status !== 'unhealthy') {
+    status = 'unhealthy';
+    reasons.push(`no successful sync for ${fmt(input.syncLagSeconds)}s (>= 24h): unhealthy`);
+  }
+  return { score, status, reasons };
+}
+
+export interface FleetHealth extends SyncHealth {
+  readonly agents: number;
+  readonly byStatus: Readonly<Record<HealthStatus, number>>;
+}
+
+export interface FleetHealthOptions {
+  /** Fraction of unhealthy agents above which the fleet is unhealthy. Default 0.10. */
+  readonly unhealthyFraction?: number;
+  /** Fraction of non-healthy (degraded or unhealthy) agents above which the fleet is degraded. Default 0.05. */
+  readonly degradedFraction?: number;
+}
+
+/**
+ * The fleet's health from its agents' scores. The fleet score is the mean agent score (how good
+ * sync is on average); the status is not taken from the mean, because a mean hides a few dead
+ * agents among thousands: the fleet is `unhealthy` when more than 10 % of agents are unhealthy,
+ * `degraded` when more than 5 % are not healthy (or when the mean score alone says so), else
+ * `healthy`. An empty fleet is healthy with score 100. Monotone: lowering any agent's score or
+ * worsening its status never improves the fleet's.
+ */
+export function fleetHealth(perAgent: readonly Pick<SyncHealth, 'score' | 'status'>[], options: FleetHealthOptions = {}): FleetHealth {
+  const unhealthyFraction = options.unhealthyFraction ?? 0.1;
+  const degradedFraction = options.degradedFraction ?? 0.05;
+  const byStatus: Record<HealthStatus, number> = { healthy: 0, degraded: 0, unhealthy: 0 };
+  let sum = 0;
+  for (const a of perAgent) {
+    if (Number.isNaN(a.score) || a.score < 0 || a.score > 100) {
+      throw new FleetError('FLEET_OBS_001', `agent score ${String(a.score)} is outside 0..100`);
+    }
+    byStatus[a.status] += 1;
+    sum += a.score;
+  }
+  const agents = perAgent.length;
+  if (agents === 0) return { score: 100, status: 'healthy', reasons: [], agents, byStatus };
+
+  const score = Math.round(sum / agents);
+  const reasons: string[] = [];
+  const unhealthy = byStatus.unhealthy / agents;
+  const notHealthy = (byStatus.unhealthy + byStatus.degraded) / agents;
+  let status = statusOfScore(score);
+  if (status !== 'healthy') reasons.push(`mean agent score ${score}`);
+  if (unhealthy > unhealthyFraction) {
+    status = 'unhealthy';
+    reasons.push(`${fmt(unhealthy * 100)}% of agents unhealthy (> ${fmt(unhealthyFraction * 100)}%)`);
+  } else if (notHealthy > degradedFraction) {
+    status = worse(status, 'degraded');
+    reasons.push(`${fmt(notHealthy * 100)}% of agents not healthy (> ${fmt(degradedFraction * 100)}%)`);
+  }
+  return { score, status, reasons, agents, byStatus };
+}

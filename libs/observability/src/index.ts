@@ -1,0 +1,5 @@
+export * from './metrics';
+export * from './health-score';
+export * from './telemetry';
+export * from './health.module';
+export * from './metrics.module';

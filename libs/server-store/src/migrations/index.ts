@@ -1,0 +1,5 @@
+import { ChangeLog1767225600000 } from './1767225600000-change-log';
+import { OriginProgress1767225600001 } from './1767225600001-origin-progress';
+
+/** In order. Hand-written; a new table or column is a new migration, never an edit of one that shipped. */
+export const SERVER_STORE_MIGRATIONS = [ChangeLog1767225600000, OriginProgress1767225600001];

@@ -1,0 +1,245 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import type { Change, LoggedChange } from '@fleet/sync-core';
+import { FleetError } from '@fleet/errors';
+import type { AppendResult, ChangeLog, ReadSinceOptions, ReadSinceResult, RejectedChange } from './change-log.port';
+import type { Projection } from './projections/projection';
+import { OriginsProjection } from './projections/origins.projection';
+import { CHANGE_COLUMNS, contentOf, differingFields, rowToLoggedChange, toSafeNumber } from './rows';
+import type { ChangeLogRow } from './rows';
+
+/**
+ * The advisory lock that serialises seq assignment (and projection rebuilds) across every
+ * process appending to this database. A constant derived from a readable name.
+ */
+export const APPEND_LOCK_SQL = `select pg_advisory_xact_lock(hashtextextended('fleet.change_log.append', 0))`;
+
+export const MAX_READ_LIMIT = 10_000;
+
+export interface PostgresChangeLogOptions {
+  /** Projections maintained in the append transaction, applied in this order. Default: origins. */
+  readonly projections?: readonly Projection[];
+  /** How long an append waits for the append lock before failing (retryable). Default 30 s. */
+  readonly lockTimeoutMs?: number;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The change log on PostgreSQL.
+ *
+ * Append: one READ COMMITTED transaction per batch that (1) takes a transaction-scoped advisory
+ * lock, (2) looks up which changes are already logged (by change_id or (origin, origin_seq)),
+ * (3) inserts the new ones in one statement with seqs max(seq)+1.., ON CONFLICT DO NOTHING as a
+ * backstop, (4) applies the projections, (5) commits, which releases the lock.
+ *
+ * Why the lock (cursor safety): concurrent transactions would otherwise commit out of seq order,
+ * and a reader that saw seq 6 before seq 5 committed would move its cursor past 5 for ever.
+ * Under the lock, the transaction that assigns seqs n+1.. started its assignment after the
+ * previous holder released the lock, and PostgreSQL releases a transaction's locks only after
+ * its commit is visible to new snapshots (CommitTransaction in xact.c runs
+ * ProcArrayEndTransaction before ResourceOwnerRelease frees the locks; the "locks are released
+ * at commit" wording of the docs, "Advisory Locks" and "Explicit Locking"). So commit order ==
+ * seq order: any snapshot that sees seq s also sees every seq < s. READ COMMITTED matters: the
+ * max(seq) statement takes its snapshot after the lock is granted; under REPEATABLE READ the
+ * snapshot would date from before the wait. See docs/change-log.md.
+ */
+export class PostgresChangeLog implements ChangeLog {
+  private readonly projections: readonly Projection[];
+  private readonly lockTimeoutMs: number;
+
+  constructor(
+    private readonly ds: DataSource,
+    options: PostgresChangeLogOptions = {},
+  ) {
+    this.projections = options.projections ?? [new OriginsProjection()];
+    this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+  }
+
+  async appendBatch(changes: readonly Change[]): Promise<AppendResult> {
+    const rejected: RejectedChange[] = [];
+    const storable: Change[] = [];
+    for (const c of changes) {
+      const problem = unstorable(c);
+      if (problem === undefined) storable.push(c);
+      else rejected.push({ change: c, error: new FleetError('FLEET_DECODE_002', problem, { details: { changeId: c.changeId } }) });
+    }
+    if (storable.length === 0) return { appended: [], duplicates: [], rejected };
+    try {
+      return await this.ds.transaction('READ COMMITTED', async (tx) => {
+        await tx.query(`select set_config('lock_timeout', $1, true)`, [`${this.lockTimeoutMs}ms`]);
+        await tx.query(APPEND_LOCK_SQL);
+        return this.appendLocked(tx, storable, rejected);
+      });
+    } catch (e) {
+      throw asInfraError(e);
+    }
+  }
+
+  private async appendLocked(tx: EntityManager, changes: readonly Change[], rejected: RejectedChange[]): Promise<AppendResult> {
+    const existing = await this.findExisting(tx, changes);
+    const byId = new Map<string, LoggedChange>();
+    const byOrigin = new Map<string, LoggedChange>();
+    for (const l of existing) {
+      byId.set(l.changeId, l);
+      byOrigin.set(originKey(l), l);
+    }
+
+    // Classify in input order. `fresh` are inserted; a repeat inside the batch points at its index.
+    const fresh: Change[] = [];
+    const freshById = new Map<string, number>();
+    const freshByOrigin = new Map<string, number>();
+    const dupRefs: Array<{ logged: LoggedChange } | { fresh: number }> = [];
+    for (const c of changes) {
+      const id = c.changeId.toLowerCase();
+      const logged = byId.get(id);
+      if (logged !== undefined) {
+        if (contentOf(logged) === contentOf(c)) dupRefs.push({ logged });
+        else rejected.push({ change: c, error: contentConflict(c, logged) });
+        continue;
+      }
+      const sameOrigin = byOrigin.get(originKey(c));
+      if (sameOrigin !== undefined) {
+        rejected.push({ change: c, error: originSeqConflict(c, sameOrigin) });
+        continue;
+      }
+      const i = freshById.get(id);
+      if (i !== undefined) {
+        const first = fresh[i] as Change;
+        if (contentOf(first) === contentOf(c)) dupRefs.push({ fresh: i });
+        else rejected.push({ change: c, error: contentConflict(c, first) });
+        continue;
+      }
+      const j = freshByOrigin.get(originKey(c));
+      if (j !== undefined) {
+        rejected.push({ change: c, error: originSeqConflict(c, fresh[j] as Change) });
+        continue;
+      }
+      freshById.set(id, fresh.length);
+      freshByOrigin.set(originKey(c), fresh.length);
+      fresh.push(c);
+    }
+
+    const appended = fresh.length === 0 ? [] : await this.insert(tx, fresh);
+    if (appended.length > 0) for (const p of this.projections) await p.apply(tx, appended);
+    const duplicates = dupRefs.map((d) => ('logged' in d ? d.logged : (appended[d.fresh] as LoggedChange)));
+    return { appended, duplicates, rejected };
+  }
+
+  private async findExisting(tx: EntityManager, changes: readonly Change[]): Promise<LoggedChange[]> {
+    const rows: ChangeLogRow[] = await tx.query(
+      `select ${CHANGE_COLUMNS} from change_log where change_id = any($1::uuid[])
+       union
+       select ${CHANGE_COLUMNS} from change_log
+        where (origin, origin_seq) in (select * from unnest($2::text[], $3::bigint[]))`,
+      [changes.map((c) => c.changeId), changes.map((c) => c.origin), changes.map((c) => c.originSeq)],
+    );
+    return rows.map(rowToLoggedChange);
+  }
+
+  /** Inserts `fresh` with consecutive seqs after the head; the caller holds the append lock. */
+  private async insert(tx: EntityManager, fresh: readonly Change[]): Promise<LoggedChange[]> {
+    const [head] = (await tx.query('select coalesce(max(seq), 0) as head from change_log')) as Array<{ head: string }>;
+    const base = toSafeNumber(head?.head ?? 0, 'head seq');
+    const logged: LoggedChange[] = fresh.map((c, i) => ({ ...c, changeId: c.changeId.toLowerCase(), seq: base + i + 1 }));
+    const inserted = (await tx.query(
+      `insert into change_log (seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol)
+       select * from unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
+                            $9::jsonb[], $10::jsonb[], $11::text[], $12::jsonb[], $13::text[], $14::int[])
+       on conflict do nothing
+       returning seq`,
+      [
+        logged.map((c) => c.seq),
+        logged.map((c) => c.changeId),
+        logged.map((c) => c.origin),
+        logged.map((c) => c.originSeq),
+        logged.map((c) => c.scope),
+        logged.map((c) => c.collection),
+        logged.map((c) => c.key),
+        logged.map((c) => c.op),
+        logged.map((c) => JSON.stringify(c.fields)),
+        logged.map((c) => (c.unset === undefined ? null : JSON.stringify(c.unset))),
+        logged.map((c) => c.hlc),
+        logged.map((c) => JSON.stringify(c.vv)),
+        logged.map((c) => c.hash),
+        logged.map((c) => c.protocol),
+      ],
+    )) as unknown[];
+    // Under the lock, after the lookup, nothing can conflict. If something did, a writer bypassed
+    // the lock: roll back (throwing) rather than log with a hole; the retry classifies afresh.
+    if (inserted.length !== logged.length) {
+      throw new FleetError('FLEET_INFRA_001', `change_log insert raced: ${inserted.length} of ${logged.length} rows inserted`);
+    }
+    return logged;
+  }
+
+  async readSince(cursor: number, options: ReadSinceOptions): Promise<ReadSinceResult> {
+    if (!Number.isSafeInteger(cursor) || cursor < 0) throw new RangeError(`cursor must be a non-negative integer, got ${cursor}`);
+    const { limit, scopes } = options;
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_READ_LIMIT) throw new RangeError(`limit must be 1..${MAX_READ_LIMIT}, got ${limit}`);
+    if (scopes !== undefined && scopes.length === 0) return { changes: [], nextCursor: cursor, hasMore: false };
+    // One statement = one snapshot; by the append rule that snapshot holds a gapless prefix of
+    // the log, so whatever it returns may be consumed and the cursor moved past it.
+    const rows: ChangeLogRow[] =
+      scopes === undefined
+        ? await this.ds.query(`select ${CHANGE_COLUMNS} from change_log where seq > $1 order by seq limit $2`, [cursor, limit + 1])
+        : await this.ds.query(
+            `select ${CHANGE_COLUMNS} from change_log where scope = any($3::text[]) and seq > $1 order by seq limit $2`,
+            [cursor, limit + 1, scopes],
+          );
+    const hasMore = rows.length > limit;
+    const changes = rows.slice(0, limit).map(rowToLoggedChange);
+    const last = changes[changes.length - 1];
+    return { changes, nextCursor: last === undefined ? cursor : last.seq, hasMore };
+  }
+}
+
+function originKey(c: Change): string {
+  return `${c.origin}\u0000${c.originSeq}`;
+}
+
+function contentConflict(c: Change, logged: Change): FleetError {
+  const differs = differingFields(c, logged);
+  return new FleetError('FLEET_LOG_001', `changeId ${c.changeId} is already logged with different ${differs.join(', ')}`, {
+    details: { changeId: c.changeId, differs, ...('seq' in logged ? { loggedSeq: (logged as LoggedChange).seq } : {}) },
+  });
+}
+
+function originSeqConflict(c: Change, logged: Change): FleetError {
+  return new FleetError('FLEET_LOG_001', `(${c.origin}, ${c.originSeq}) is already logged as change ${logged.changeId}, not ${c.changeId}`, {
+    details: { changeId: c.changeId, origin: c.origin, originSeq: c.originSeq, loggedChangeId: logged.changeId },
+  });
+}
+
+const NUL = /\u0000/;
+
+/**
+ * What PostgreSQL would refuse for the whole batch (a bad uuid, a NUL in text or jsonb, an
+ * out-of-range number). The wire decoder should have caught it; checked again here so that one
+ * bad change is refused alone instead of poisoning its batch into endless redelivery.
+ */
+function unstorable(c: Change): string | undefined {
+  if (typeof c.changeId !== 'string' || !UUID.test(c.changeId)) return `changeId ${JSON.stringify(c.changeId)} is not a UUID`;
+  if (!Number.isSafeInteger(c.originSeq) || c.originSeq < 1) return `originSeq ${String(c.originSeq)} is not a positive integer`;
+  if (c.op !== 'put' && c.op !== 'delete') return `op ${JSON.stringify(c.op)} is not put or delete`;
+  if (!Number.isInteger(c.protocol) || c.protocol < 0 || c.protocol > 2_147_483_647) return `protocol ${String(c.protocol)} is out of range`;
+  for (const [name, v] of [['origin', c.origin], ['scope', c.scope], ['collection', c.collection], ['key', c.key], ['hlc', c.hlc], ['hash', c.hash]] as const) {
+    if (typeof v !== 'string' || NUL.test(v)) return `${name} is not a string without NUL characters`;
+  }
+  const json = JSON.stringify([c.fields, c.vv, c.unset ?? null]);
+  if (json.includes('\\u0000')) return 'fields, vv or unset contain a NUL character, which jsonb cannot store';
+  return undefined;
+}
+
+/** Connection and lock-timeout failures are retryable; anything already a FleetError stays as is. */
+function asInfraError(e: unknown): unknown {
+  if (e instanceof FleetError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  // 55P03 lock_not_available (lock_timeout), 57P01 admin_shutdown, 08xxx connection exceptions, 40001/40P01.
+  if (typeof code === 'string' && (code === '55P03' || code === '57P01' || code.startsWith('08') || code === '40001' || code === '40P01')) {
+    return new FleetError('FLEET_INFRA_001', `PostgreSQL: ${(e as Error).message}`, { cause: e });
+  }
+  if (e instanceof Error && /ECONNREFUSED|ECONNRESET|Connection terminated|timeout/i.test(e.message)) {
+    return new FleetError('FLEET_INFRA_001', `PostgreSQL: ${e.message}`, { cause: e });
+  }
+  return e;
+}

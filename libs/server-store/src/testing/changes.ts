@@ -1,0 +1,34 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Change } from '@fleet/sync-core';
+
+/** A UUIDv7 (what agents use as change ids), for tests. */
+export function testUuidV7(nowMs: number = Date.now()): string {
+  const b = randomBytes(16);
+  b.writeUIntBE(nowMs, 0, 6);
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x70;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * A change that passes the wire schema (`decodeChange`), for tests; everything not given is
+ * derived from (origin, originSeq). Host scope of its origin, so an agent may push it.
+ */
+export function testChange(origin: string, originSeq: number, overrides: Partial<Change> = {}): Change {
+  return {
+    changeId: testUuidV7(),
+    origin,
+    originSeq,
+    scope: `host.${origin}`,
+    collection: 'inventory',
+    key: `k${originSeq % 7}`,
+    op: 'put',
+    fields: { n: originSeq, name: `item ${originSeq}`, nested: { a: [1, 'two', null] } },
+    hlc: `${String(1_767_225_600_000 + originSeq).padStart(13, '0')}:0000:${origin}`,
+    vv: { [origin]: originSeq },
+    hash: createHash('sha256').update(`${origin}/${originSeq}`).digest('hex'),
+    protocol: 1,
+    ...overrides,
+  };
+}

@@ -1,0 +1,384 @@
+/**
+ * The record state: a state-based CRDT, so that every replica that has received the same set of
+ * changes holds the same state, whatever the order, duplication or batching of delivery.
+ *
+ * Shape
+ * - Every change is one write with a stamp: its dot `(origin, vv[origin])`, its `hlc`, its
+ *   `changeId` and its whole vector `vv`.
+ * - Each field is a multi-value register: the set of writes to that field (a value, or `removed` for
+ *   an unset) that no other write dominates. A write dominated by another write's vector is dropped:
+ *   a causal overwrite wins whatever the strategy, because its writer saw the older value and chose to
+ *   replace it. More than one write survives only for writes that are concurrent.
+ * - `existence` is the same register for the record itself: every put writes "alive", every delete
+ *   writes "dead".
+ * - A delete also removes every field write its vector dominates (what the deleter saw). Its vector is
+ *   kept in `deletes` (only the maximal ones) even after a later put supersedes it in `existence`,
+ *   because a write it dominated may still arrive late (out-of-order delivery) and must be dropped then.
+ *   A field write concurrent with the delete survives it: the deleter never saw it.
+ * - `vv` is the merge of every change applied.
+ * - `view` is derived: the visible record, the strategy's reduction of each register (see
+ *   `resolve.ts`). It is stored so that `visibleFields` and `recordHash` need no configuration, and so a
+ *   projection can index it; `refreshView` recomputes it when the configuration changes.
+ *
+ * Why it converges: each register holds exactly the maximal elements (under strict vector order) of
+ * all writes ever received for it, minus those a received delete dominates. Maximal elements of a set
+ * do not depend on the order the set was built in; strict vector order is transitive, so a dropped
+ * write is always dominated by something still held and re-delivery cannot resurrect it. The view is
+ * a deterministic function of the registers (rules see their inputs sorted).
+ *
+ * Why LWW is per field, not per record. A change carries only the fields it changed. Whole-record
+ * "the later change wins" would have to turn the losing side's fields back to the values the winner
+ * saw, i.e. the winner's base version, which is history nobody keeps (the winner's base was itself
+ * overwritten by the loser's write and dropped). So `lww` decides each field by its own writes' tags
+ * `(hlc, origin)`: equal to record-level LWW when changes write whole records, and the only
+ * deterministic reading when they write deltas. The same limit applies to a put that beats a
+ * concurrent delete: the record lives on with what the put wrote (and any other write the delete did not
+ * see), not with the whole record its writer saw.
+ *
+ * Delete vs concurrent edit, by strategy (the existence register's reduction, see `resolve.ts`):
+ * `lww`: the later tag wins; `merge`: edit wins (observed-remove: the delete removes only what it saw);
+ * `manual`: provisional winner by LWW, flagged for an operator; `custom`: `onDelete` in the
+ * collection's configuration, default LWW. Losing writes stay in the registers (hidden) until a
+ * resolution change dominates them: nothing disappears silently.
+ *
+ * Assumptions (not checkable locally): an origin never reuses a counter (an agent that loses its
+ * database must be re-seeded from the server before writing: `FLEET_CHANGE_002` flags what we can see),
+ * and resolution changes (origin `server`) are made by one writer per record at a time.
+ * Tombstones (`removed` writes, `deletes`) are kept: dropping them needs causal stability (knowing every
+ * replica has seen them), which the core has no way to know.
+ */
+import { FleetError } from '@fleet/errors';
+import { assertJson, canonicalJson, contentHash } from './canonical';
+import { isHlcString } from './hlc';
+import type { Change, Fields, JsonValue, RecordRef, VersionVector } from './model';
+import { vvCompare, vvGet, vvMerge, vvNormalize, vvValidate } from './vv';
+
+/** Which write, when, seen from where. `(origin, counter)` is the write's dot. */
+export interface WriteStamp {
+  readonly origin: string;
+  readonly counter: number;
+  readonly hlc: string;
+  readonly changeId: string;
+  readonly vv: VersionVector;
+}
+
+/** A field's value, or `removed` (unset / not present). */
+export type FieldValue = { readonly value: JsonValue } | { readonly removed: true };
+
+export type FieldWrite = WriteStamp & FieldValue;
+
+export type ExistenceWrite = WriteStamp & { readonly alive: boolean };
+
+export type RecordStatus = 'absent' | 'live' | 'deleted';
+
+/** What the record looks like under its strategy. Derived from the registers. */
+export interface RecordView {
+  /** `absent`: never written; `deleted`: a delete won. */
+  readonly status: RecordStatus;
+  /** The visible fields; `{}` unless live. */
+  readonly fields: Fields;
+  /** Fields whose register holds concurrent writes (sorted), whether a rule settled them or not. */
+  readonly contested: readonly string[];
+  /** A put and a delete are concurrent. */
+  readonly contestedExistence: boolean;
+  /** Something needs an operator (a `manual` register holds concurrent writes). */
+  readonly conflicted: boolean;
+}
+
+export const RECORD_STATE_FORMAT = 1;
+
+/** The stored state of one record: plain JSON (PostgreSQL jsonb, SQLite text). Arrays and keys are kept sorted so equal states have equal bytes. */
+export interface RecordState {
+  readonly format: typeof RECORD_STATE_FORMAT;
+  readonly ref: RecordRef;
+  readonly vv: VersionVector;
+  readonly existence: readonly ExistenceWrite[];
+  /** Maximal vectors of all deletes received (usually zero or one). */
+  readonly deletes: readonly VersionVector[];
+  readonly fields: { readonly [field: string]: readonly FieldWrite[] };
+  readonly view: RecordView;
+}
+
+export type ChangeOutcome = 'fast-forward' | 'stale' | 'duplicate' | 'concurrent';
+
+const EMPTY_VIEW: RecordView = { status: 'absent', fields: {}, contested: [], contestedExistence: false, conflicted: false };
+
+export function emptyRecord(ref: RecordRef): RecordState {
+  return { format: RECORD_STATE_FORMAT, ref: { scope: ref.scope, collection: ref.collection, key: ref.key }, vv: {}, existence: [], deletes: [], fields: {}, view: EMPTY_VIEW };
+}
+
+/**
+ * Where a change stands against a record's vector: `fast-forward` (it includes everything the record
+ * has: apply, no conflict), `duplicate` (same version), `stale` (the record already includes it),
+ * `concurrent` (neither includes the other: a conflict for the strategy).
+ *
+ * Stale and duplicate changes need no work when each origin's changes arrive in order (the change log
+ * guarantees it). Applying them anyway is always safe (the join is idempotent) and repairs a replica
+ * that received an origin's changes out of order, whose vector then claims writes it has not seen.
+ */
+export function classify(stateVv: VersionVector, changeVv: VersionVector): ChangeOutcome {
+  switch (vvCompare(changeVv, stateVv)) {
+    case 'after':
+      return 'fast-forward';
+    case 'equal':
+      return 'duplicate';
+    case 'before':
+      return 'stale';
+    case 'concurrent':
+      return 'concurrent';
+  }
+}
+
+/** The visible fields, or `null` when the record is deleted or absent. */
+export function visibleFields(state: RecordState): Fields | null {
+  return state.view.status === 'live' ? state.view.fields : null;
+}
+
+/** The hash of a visible version: `{fields}` when live, one tombstone marker otherwise (absent and deleted look the same: nothing visible). */
+export function visibleHash(visible: Fields | null): string {
+  return contentHash(visible === null ? { deleted: true } : { fields: visible });
+}
+
+/** Content hash of the visible record (what `Change.hash` carries and Merkle buckets compare). */
+export function recordHash(state: RecordState): string {
+  return visibleHash(visibleFields(state));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The join
+
+function invalidChange(why: string, change: Partial<Change>): never {
+  throw new FleetError('FLEET_CHANGE_001', why, { details: { changeId: change.changeId, origin: change.origin } });
+}
+
+/** Checks everything the join relies on; throws `FLEET_CHANGE_001` (never a TypeError) on bad input. */
+export function validateChange(change: Change, ref?: RecordRef): void {
+  if (typeof change !== 'object' || change === null) invalidChange('not an object', {});
+  if (ref !== undefined && (change.scope !== ref.scope || change.collection !== ref.collection || change.key !== ref.key)) {
+    invalidChange('change is for another record', change);
+  }
+  if (typeof change.origin !== 'string' || change.origin.length === 0) invalidChange('origin must be a non-empty string', change);
+  if (typeof change.changeId !== 'string' || change.changeId.length === 0) invalidChange('changeId must be a non-empty string', change);
+  if (!Number.isSafeInteger(change.originSeq) || change.originSeq < 1) invalidChange('originSeq must be a positive integer', change);
+  if (!isHlcString(change.hlc)) invalidChange('malformed hlc', change);
+  try {
+    vvValidate(change.vv);
+  } catch (cause) {
+    throw new FleetError('FLEET_CHANGE_001', 'invalid vv', { cause, details: { changeId: change.changeId } });
+  }
+  if (vvGet(change.vv, change.origin) < 1) invalidChange("vv lacks the origin's own entry", change);
+  if (typeof change.fields !== 'object' || change.fields === null || Array.isArray(change.fields)) invalidChange('fields must be an object', change);
+  const unset = change.unset ?? [];
+  if (!Array.isArray(unset) || unset.some((f) => typeof f !== 'string')) invalidChange('unset must be an array of field names', change);
+  if (change.op === 'delete') {
+    if (Object.keys(change.fields).length > 0 || unset.length > 0) invalidChange('a delete carries no fields', change);
+  } else if (change.op === 'put') {
+    for (const f of unset) if (Object.prototype.hasOwnProperty.call(change.fields, f)) invalidChange(`field ${f} is both set and unset`, change);
+    try {
+      assertJson(change.fields);
+    } catch (cause) {
+      throw new FleetError('FLEET_CHANGE_001', 'fields are not JSON', { cause, details: { changeId: change.changeId } });
+    }
+  } else {
+    invalidChange('op must be put or delete', change);
+  }
+}
+
+export function stampOf(change: Change): WriteStamp {
+  const vv = vvNormalize(change.vv);
+  return { origin: change.origin, counter: vvGet(vv, change.origin), hlc: change.hlc, changeId: change.changeId, vv };
+}
+
+/** Strictly greater vector: `a` saw `b` and more. */
+function dominates(a: VersionVector, b: VersionVector): boolean {
+  return vvCompare(a, b) === 'after';
+}
+
+function byDot(a: WriteStamp, b: WriteStamp): number {
+  if (a.origin !== b.origin) return a.origin < b.origin ? -1 : 1;
+  return a.counter - b.counter;
+}
+
+/**
+ * Adds `w` to an antichain of writes; returns the same array when nothing changed (a duplicate, or `w`
+ * is dominated). Same dot with another changeId is a reused counter: refuse, since keeping either would
+ * make the result depend on arrival order.
+ */
+function addWrite<T extends WriteStamp>(list: readonly T[], w: T): readonly T[] {
+  for (const x of list) {
+    if (x.origin === w.origin && x.counter === w.counter) {
+      if (x.changeId === w.changeId) return list;
+      throw new FleetError('FLEET_CHANGE_002', `${w.origin}#${w.counter} is both ${x.changeId} and ${w.changeId}`, {
+        details: { origin: w.origin, counter: w.counter, held: x.changeId, incoming: w.changeId },
+      });
+    }
+    if (dominates(x.vv, w.vv)) return list;
+  }
+  return [...list.filter((x) => !dominates(w.vv, x.vv)), w].sort(byDot);
+}
+
+function sortedKeys<V>(entries: Iterable<[string, V]>): { [k: string]: V } {
+  return Object.fromEntries([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/**
+ * Joins one change into the registers (the view is left as it was: `resolve.ts` recomputes it).
+ * `changed` is false when the change added nothing (duplicate, or entirely dominated).
+ */
+export function joinChange(state: RecordState, change: Change): { state: RecordState; changed: boolean } {
+  validateChange(change, state.ref);
+  const stamp = stampOf(change);
+  let changed = false;
+  let deletes = state.deletes;
+  const fields = new Map<string, readonly FieldWrite[]>(Object.entries(state.fields));
+
+  const existence = addWrite<ExistenceWrite>(state.existence, { ...stamp, alive: change.op === 'put' });
+  if (existence !== state.existence) changed = true;
+
+  if (change.op === 'delete') {
+    if (!deletes.some((d) => vvCompare(d, stamp.vv) === 'after' || vvCompare(d, stamp.vv) === 'equal')) {
+      deletes = [...deletes.filter((d) => !dominates(stamp.vv, d)), stamp.vv].sort((a, b) => (canonicalJson(a) < canonicalJson(b) ? -1 : 1));
+      changed = true;
+      for (const [f, writes] of fields) {
+        const kept = writes.filter((w) => !dominates(stamp.vv, w.vv));
+        if (kept.length === writes.length) continue;
+        if (kept.length === 0) fields.delete(f);
+        else fields.set(f, kept);
+      }
+    }
+  } else {
+    // A put dominated by a delete we hold is entirely superseded: the delete removed what it saw.
+    const deletedAway = deletes.some((d) => dominates(d, stamp.vv));
+    if (!deletedAway) {
+      const incoming: [string, FieldValue][] = [
+        ...Object.entries(change.fields).map(([f, value]): [string, FieldValue] => [f, { value }]),
+        ...(change.unset ?? []).map((f): [string, FieldValue] => [f, { removed: true }]),
+      ];
+      for (const [f, v] of incoming) {
+        const before = fields.get(f) ?? [];
+        const after = addWrite<FieldWrite>(before, { ...stamp, ...v });
+        if (after !== before) {
+          fields.set(f, after);
+          changed = true;
+        }
+      }
+    }
+  }
+  const vv = vvMerge(state.vv, stamp.vv);
+  if (!changed && vvCompare(vv, state.vv) === 'equal') return { state, changed: false };
+  return { state: { ...state, vv, existence, deletes, fields: sortedKeys(fields) }, changed: true };
+}
+
+/**
+ * The join of two states of the same record (registers only; the view is left to `resolve.ts`): what
+ * a replica holds after receiving everything either had received. Commutative, associative and
+ * idempotent, and equal to applying the union of both change sets: anti-entropy can ship states.
+ */
+export function joinStates(a: RecordState, b: RecordState): RecordState {
+  if (a.ref.scope !== b.ref.scope || a.ref.collection !== b.ref.collection || a.ref.key !== b.ref.key) {
+    throw new FleetError('FLEET_STATE_001', 'states are for different records');
+  }
+  let deletes = a.deletes;
+  for (const d of b.deletes) {
+    if (!deletes.some((x) => vvCompare(x, d) === 'after' || vvCompare(x, d) === 'equal')) {
+      deletes = [...deletes.filter((x) => !dominates(d, x)), d].sort((x, y) => (canonicalJson(x) < canonicalJson(y) ? -1 : 1));
+    }
+  }
+  let existence = a.existence;
+  for (const e of b.existence) existence = addWrite(existence, e);
+  const fields = new Map<string, readonly FieldWrite[]>();
+  const names = new Set([...Object.keys(a.fields), ...Object.keys(b.fields)]);
+  for (const f of names) {
+    let ws: readonly FieldWrite[] = [];
+    for (const w of [...(a.fields[f] ?? []), ...(b.fields[f] ?? [])]) ws = addWrite(ws, w);
+    // Each side already dropped what its own deletes dominate; the other side's deletes may dominate more.
+    ws = ws.filter((w) => !deletes.some((d) => dominates(d, w.vv)));
+    if (ws.length > 0) fields.set(f, ws);
+  }
+  return { ...a, vv: vvMerge(a.vv, b.vv), existence, deletes, fields: sortedKeys(fields) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage
+
+/** The canonical JSON text of a state (for SQLite text columns; jsonb can take the object as is). */
+export function encodeRecordState(state: RecordState): string {
+  return canonicalJson(state);
+}
+
+function badState(why: string): never {
+  throw new FleetError('FLEET_STATE_001', why);
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkStamp(w: unknown, where: string): asserts w is WriteStamp {
+  if (!isObj(w)) badState(`${where}: not an object`);
+  if (typeof w['origin'] !== 'string' || typeof w['changeId'] !== 'string' || !isHlcString(w['hlc'])) badState(`${where}: bad stamp`);
+  if (!Number.isSafeInteger(w['counter']) || (w['counter'] as number) < 1) badState(`${where}: bad counter`);
+  try {
+    vvValidate(w['vv']);
+  } catch {
+    badState(`${where}: bad vv`);
+  }
+}
+
+/**
+ * Decodes a stored state (text or an already parsed jsonb object), checking its shape so a corrupted
+ * row fails here with `FLEET_STATE_001` instead of deep inside a merge.
+ */
+export function decodeRecordState(stored: string | unknown): RecordState {
+  let v: unknown = stored;
+  if (typeof stored === 'string') {
+    try {
+      v = JSON.parse(stored);
+    } catch {
+      badState('not JSON');
+    }
+  }
+  if (!isObj(v)) badState('not an object');
+  if (v['format'] !== RECORD_STATE_FORMAT) badState(`unknown format ${String(v['format'])}`);
+  const ref = v['ref'];
+  if (!isObj(ref) || typeof ref['scope'] !== 'string' || typeof ref['collection'] !== 'string' || typeof ref['key'] !== 'string') badState('bad ref');
+  try {
+    vvValidate(v['vv']);
+  } catch {
+    badState('bad vv');
+  }
+  const existence = v['existence'];
+  if (!Array.isArray(existence)) badState('bad existence');
+  existence.forEach((w: unknown, i) => {
+    checkStamp(w, `existence[${i}]`);
+    if (typeof (w as unknown as Record<string, unknown>)['alive'] !== 'boolean') badState(`existence[${i}]: bad alive`);
+  });
+  const deletes = v['deletes'];
+  if (!Array.isArray(deletes)) badState('bad deletes');
+  deletes.forEach((d: unknown) => {
+    try {
+      vvValidate(d);
+    } catch {
+      badState('bad deletes');
+    }
+  });
+  const fields = v['fields'];
+  if (!isObj(fields)) badState('bad fields');
+  for (const [f, writes] of Object.entries(fields)) {
+    if (!Array.isArray(writes) || writes.length === 0) badState(`fields.${f}: bad register`);
+    writes.forEach((w: unknown, i) => {
+      checkStamp(w, `fields.${f}[${i}]`);
+      const r = w as unknown as Record<string, unknown>;
+      if (r['removed'] !== true && !('value' in r)) badState(`fields.${f}[${i}]: neither value nor removed`);
+    });
+  }
+  const view = v['view'];
+  if (!isObj(view) || !['absent', 'live', 'deleted'].includes(view['status'] as string) || !isObj(view['fields'])) badState('bad view');
+  if (!Array.isArray(view['contested']) || typeof view['contestedExistence'] !== 'boolean' || typeof view['conflicted'] !== 'boolean') badState('bad view');
+  try {
+    assertJson(v);
+  } catch {
+    badState('not JSON');
+  }
+  return v as unknown as RecordState;
+}

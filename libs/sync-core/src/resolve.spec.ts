@@ -1,0 +1,303 @@
+import fc from 'fast-check';
+import { isFleetError } from '@fleet/errors';
+import type { Change, StrategyConfig } from '@fleet/sync-core';
+import {
+  applyChange,
+  applyChanges,
+  conflictOf,
+  counterAdd,
+  counterValue,
+  decodeRecordState,
+  emptyRecord,
+  encodeHlc,
+  encodeRecordState,
+  joinRule,
+  makeLocalChange,
+  makeResolutionChange,
+  mergeRecordStates,
+  recordHash,
+  resolveManual,
+  validateStrategyConfig,
+  visibleFields,
+} from '@fleet/sync-core';
+import { historyArb, REF, runHistory, same, scramble } from './history.testkit';
+
+const CONFIGS: Record<string, StrategyConfig> = {
+  lww: { default: 'lww' },
+  merge: { default: { strategy: 'merge' } },
+  manual: { default: 'manual' },
+  custom: {
+    default: {
+      strategy: 'custom',
+      rule: 'max',
+      onDelete: 'delete-wins',
+      fields: { tags: { rule: 'set-union' }, hits: { rule: 'counter-sum' }, owner: { rule: 'prefer-server' }, color: { rule: 'prefer-origin' }, size: { rule: 'longest' } },
+    },
+    // A user rule: the longer text wins, ties by code unit order. Commutative, associative, idempotent.
+    rules: { longest: joinRule((a, b) => { const [x, y] = [JSON.stringify(a), JSON.stringify(b)]; return x.length !== y.length ? (x.length > y.length ? a : b) : x >= y ? a : b; }) },
+  },
+};
+
+function expectFleet(fn: () => unknown, code: string): void {
+  try {
+    fn();
+  } catch (e) {
+    expect(isFleetError(e)).toBe(true);
+    expect((e as { code: string }).code).toBe(code);
+    return;
+  }
+  throw new Error(`expected ${code}`);
+}
+
+describe.each(Object.keys(CONFIGS))('convergence under %s', (name) => {
+  const config = CONFIGS[name] as StrategyConfig;
+
+  it('any permutation and duplication of delivery gives the same state', () => {
+    fc.assert(
+      fc.property(historyArb, fc.integer(), fc.integer({ min: 0, max: 6 }), (h, seed, dups) => {
+        const { changes } = runHistory(h, config);
+        const inOrder = applyChanges(changes, config, emptyRecord(REF));
+        const scrambled = applyChanges(scramble(changes, seed, dups), config, emptyRecord(REF));
+        expect(same(scrambled, inOrder)).toBe(true);
+        // manual: same provisional winner (the view) and the same conflict set
+        expect(same(conflictOf(scrambled, config) ?? null, conflictOf(inOrder, config) ?? null)).toBe(true);
+        expect(recordHash(scrambled)).toBe(recordHash(inOrder));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('every node converges after a full exchange, whatever it saw before', () => {
+    fc.assert(
+      fc.property(historyArb, (h) => {
+        const { changes, finals } = runHistory(h, config);
+        const all = applyChanges(changes, config, emptyRecord(REF));
+        for (const f of finals) expect(same(applyChanges(changes, config, f), all)).toBe(true);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('state join is commutative, associative, idempotent, and equals applying the union', () => {
+    fc.assert(
+      fc.property(historyArb, fc.integer(), (h, seed) => {
+        const { changes } = runHistory(h, config);
+        const parts = [0, 1, 2].map((i) => scramble(changes, seed + i, 0).slice(0, (seed >>> i) % (changes.length + 1)));
+        const [a, b, c] = parts.map((p) => applyChanges(p, config, emptyRecord(REF))) as [ReturnType<typeof emptyRecord>, ReturnType<typeof emptyRecord>, ReturnType<typeof emptyRecord>];
+        const m = (x: typeof a, y: typeof a) => mergeRecordStates(x, y, config);
+        expect(same(m(a, b), m(b, a))).toBe(true);
+        expect(same(m(m(a, b), c), m(a, m(b, c)))).toBe(true);
+        expect(same(m(a, a), a)).toBe(true);
+        const union = [...(parts[0] ?? []), ...(parts[1] ?? [])];
+        expect(same(m(a, b), applyChanges(union, config, emptyRecord(REF)))).toBe(true);
+      }),
+      { numRuns: 80 },
+    );
+  });
+
+  it('encodes to JSON and decodes to the same state', () => {
+    fc.assert(
+      fc.property(historyArb, (h) => {
+        const s = applyChanges(runHistory(h, config).changes, config, emptyRecord(REF));
+        expect(same(decodeRecordState(encodeRecordState(s)), s)).toBe(true);
+      }),
+      { numRuns: 30 },
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Examples
+
+const lww: StrategyConfig = { default: 'lww' };
+const t = (ms: number, node: string): string => encodeHlc({ wallMs: ms, counter: 0, node });
+let seqs: Record<string, number> = {};
+beforeEach(() => {
+  seqs = {};
+});
+function write(state: ReturnType<typeof emptyRecord>, origin: string, ms: number, edit: Parameters<typeof makeLocalChange>[1], config: StrategyConfig) {
+  const seq = (seqs[origin] = (seqs[origin] ?? 0) + 1);
+  return makeLocalChange(state, edit, { origin, originSeq: seq, changeId: `${origin}-${seq}`, hlc: t(ms, origin), protocol: 1 }, config);
+}
+
+/** base written by `a`, then `a` and `b` write concurrently from it. */
+function fork(config: StrategyConfig, editA: Parameters<typeof makeLocalChange>[1], editB: Parameters<typeof makeLocalChange>[1], msA = 200, msB = 300) {
+  const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red', size: 1 } }, config);
+  const a = write(base.state, 'a', msA, editA, config);
+  const b = write(base.state, 'b', msB, editB, config);
+  const ab = applyChange(a.state, b.change, config);
+  const ba = applyChange(b.state, a.change, config);
+  expect(same(ab.state, ba.state)).toBe(true);
+  return { base, a, b, merged: ab.state, result: ab };
+}
+
+describe('lww', () => {
+  it('concurrent writes to one field: the later tag wins; disjoint fields both apply', () => {
+    const { merged, result } = fork(lww, { op: 'put', fields: { color: 'blue', x: 1 } }, { op: 'put', fields: { color: 'green', y: 2 } });
+    expect(result.outcome).toBe('concurrent');
+    expect(visibleFields(merged)).toEqual({ color: 'green', size: 1, x: 1, y: 2 });
+    expect(merged.view.contested).toEqual(['color']);
+    expect(merged.view.conflicted).toBe(false);
+    expect(result.conflict?.fields[0]?.sides.map((s) => s.origin)).toEqual(['a', 'b']);
+    expect(result.conflict?.needsOperator).toBe(false);
+  });
+
+  it('a causal overwrite wins even with an older clock (skewed host)', () => {
+    const base = write(emptyRecord(REF), 'a', 9_000, { op: 'put', fields: { color: 'red' } }, lww);
+    const later = write(base.state, 'b', 100, { op: 'put', fields: { color: 'blue' } }, lww);
+    expect(visibleFields(applyChange(base.state, later.change, lww).state)).toEqual({ color: 'blue' });
+    expect(applyChange(base.state, later.change, lww).outcome).toBe('fast-forward');
+  });
+
+  it('delete vs concurrent edit: the later tag decides; the losing put stays held', () => {
+    const delLater = fork(lww, { op: 'put', fields: { color: 'blue' } }, { op: 'delete' }, 200, 300);
+    expect(visibleFields(delLater.merged)).toBeNull();
+    expect(delLater.merged.view.contestedExistence).toBe(true);
+    expect(delLater.merged.fields['color']?.length).toBe(1);
+    const editLater = fork(lww, { op: 'put', fields: { color: 'blue' } }, { op: 'delete' }, 400, 300);
+    // the delete removed what it saw (size); the edit lives on with what it wrote
+    expect(visibleFields(editLater.merged)).toEqual({ color: 'blue' });
+  });
+
+  it('duplicate and stale deliveries are no-ops', () => {
+    const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, lww);
+    const next = write(base.state, 'a', 200, { op: 'put', fields: { size: 2 } }, lww);
+    const dup = applyChange(next.state, next.change, lww);
+    expect(dup.outcome).toBe('duplicate');
+    expect(dup.changed).toBe(false);
+    const stale = applyChange(next.state, base.change, lww);
+    expect(stale.outcome).toBe('stale');
+    expect(stale.state).toBe(next.state);
+  });
+
+  it('out-of-order delivery from one origin still ends with every field', () => {
+    const c1 = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, lww);
+    const c2 = write(c1.state, 'a', 200, { op: 'put', fields: { size: 2 } }, lww);
+    const s = applyChanges([c2.change, c1.change], lww, emptyRecord(REF));
+    expect(visibleFields(s)).toEqual({ color: 'red', size: 2 });
+  });
+
+  it('re-creating a deleted record does not resurface fields of a losing edit', () => {
+    const { merged } = fork(lww, { op: 'put', fields: { color: 'blue' } }, { op: 'delete' }, 200, 300);
+    const again = write(merged, 'b', 500, { op: 'put', fields: { size: 9 } }, lww);
+    expect(visibleFields(again.state)).toEqual({ size: 9 });
+    expect(again.change.unset).toEqual(['color']);
+  });
+});
+
+describe('merge', () => {
+  const merge: StrategyConfig = { default: { strategy: 'merge', fields: { size: { rule: 'max' } } } };
+  it('fields changed on one side merge; both sides go to the field rule', () => {
+    const { merged } = fork(merge, { op: 'put', fields: { size: 7, x: 1 } }, { op: 'put', fields: { size: 3, color: 'green' } });
+    expect(visibleFields(merged)).toEqual({ color: 'green', size: 7, x: 1 });
+  });
+  it('edit wins over a concurrent delete (observed-remove)', () => {
+    const { merged } = fork(merge, { op: 'put', fields: { color: 'blue' } }, { op: 'delete' }, 200, 900);
+    expect(visibleFields(merged)).toEqual({ color: 'blue' });
+  });
+});
+
+describe('manual', () => {
+  const manual: StrategyConfig = { default: 'manual' };
+  it('keeps both sides, shows a provisional LWW winner, queues a conflict; an operator choice collapses it everywhere', () => {
+    const { merged, result, a, b } = fork(manual, { op: 'put', fields: { color: 'blue' } }, { op: 'put', fields: { color: 'green' } });
+    expect(visibleFields(merged)).toEqual({ color: 'green', size: 1 });
+    expect(merged.view.conflicted).toBe(true);
+    const conflict = result.conflict;
+    expect(conflict?.needsOperator).toBe(true);
+    expect(conflict?.fields.map((f) => [f.field, f.sides.map((s) => ('value' in s ? s.value : null))])).toEqual([['color', ['blue', 'green']]]);
+    const resolution = resolveManual(merged, { take: 'a' }, manual);
+    expect(resolution).toEqual({ fields: { color: 'blue' }, unset: [] });
+    const r = makeResolutionChange(merged, { originSeq: 1, changeId: 'res-1', hlc: t(1000, 'server'), protocol: 1 }, manual, resolution);
+    expect(r.change.vv).toEqual({ a: 2, b: 1, server: 1 });
+    expect(visibleFields(r.state)).toEqual({ color: 'blue', size: 1 });
+    expect(r.state.view.conflicted).toBe(false);
+    expect(conflictOf(r.state, manual)).toBeUndefined();
+    // Replicas that still hold only one side converge when they get the other side and the resolution, in any order.
+    const onA = applyChanges([r.change, b.change], manual, a.state);
+    const onB = applyChanges([r.change, a.change], manual, b.state);
+    expect(same(onA, r.state)).toBe(true);
+    expect(same(onB, r.state)).toBe(true);
+    expect(r.change.hash).toBe(recordHash(onA));
+  });
+  it('taking the deleting side resolves to a delete', () => {
+    const { merged } = fork(manual, { op: 'put', fields: { color: 'blue' } }, { op: 'delete' });
+    expect(merged.view.conflicted).toBe(true);
+    expect(resolveManual(merged, { take: 'b' }, manual)).toEqual({ deleted: true });
+    expect(resolveManual(merged, { take: 'a' }, manual)).toEqual({ fields: {}, unset: [] });
+  });
+  it('rejects a resolution with nothing to resolve or an unknown side', () => {
+    const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, manual);
+    expectFleet(() => resolveManual(base.state, { take: 'a' }, manual), 'FLEET_RESOLVE_001');
+    const { merged } = fork(manual, { op: 'put', fields: { color: 'blue' } }, { op: 'put', fields: { color: 'green' } });
+    expectFleet(() => resolveManual(merged, { take: 'zed' }, manual), 'FLEET_RESOLVE_001');
+  });
+});
+
+describe('custom rules', () => {
+  const cfg = (rule: string, extra: Partial<StrategyConfig> = {}): StrategyConfig => ({ default: { strategy: 'custom', rule }, ...extra });
+  const both = (rule: string, va: unknown, vb: unknown, extra: Partial<StrategyConfig> = {}) =>
+    visibleFields(fork(cfg(rule, extra), { op: 'put', fields: { v: va as never } }, { op: 'put', fields: { v: vb as never } }).merged)?.['v'];
+
+  it('max, min', () => {
+    expect(both('max', 9, 4)).toBe(9);
+    expect(both('min', 9, 4)).toBe(4);
+  });
+  it('set-union', () => {
+    expect(both('set-union', ['x', 'y'], ['z', 'x'])).toEqual(['x', 'y', 'z']);
+  });
+  it('counter-sum adds concurrent increments without losing any', () => {
+    const c = cfg('counter-sum');
+    const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { hits: counterAdd(undefined, 'a', 5) } }, c);
+    const cur = visibleFields(base.state)?.['hits'];
+    const a = write(base.state, 'a', 200, { op: 'put', fields: { hits: counterAdd(cur, 'a', 2) } }, c);
+    const b = write(base.state, 'b', 300, { op: 'put', fields: { hits: counterAdd(cur, 'b', -1) } }, c);
+    const merged = applyChange(a.state, b.change, c).state;
+    expect(counterValue(visibleFields(merged)?.['hits'])).toBe(6);
+  });
+  it('prefer-server and prefer-origin', () => {
+    const c = cfg('prefer-server');
+    const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { v: 0 } }, c);
+    const agent = write(base.state, 'a', 900, { op: 'put', fields: { v: 'agent' } }, c);
+    const server = write(base.state, 'server', 200, { op: 'put', fields: { v: 'server' } }, c);
+    expect(visibleFields(applyChange(agent.state, server.change, c).state)?.['v']).toBe('server');
+    const o = cfg('prefer-origin');
+    expect(visibleFields(applyChange(agent.state, server.change, o).state)?.['v']).toBe('agent');
+  });
+  it('user-registered rules', () => {
+    const concat = joinRule((a, b) => [a, b].map(String).sort().join('+'));
+    expect(both('cat', 'p', 'q', { rules: { cat: concat } })).toBe('p+q');
+  });
+  it('unknown or reserved rules fail with FLEET_STRATEGY_001', () => {
+    expectFleet(() => validateStrategyConfig(cfg('nope')), 'FLEET_STRATEGY_001');
+    expectFleet(() => validateStrategyConfig({ default: 'lww', rules: { max: joinRule((a) => a) } }), 'FLEET_STRATEGY_001');
+    expectFleet(() => both('nope', 1, 2), 'FLEET_STRATEGY_001');
+    expectFleet(() => both('boom', 1, 2, { rules: { boom: () => { throw new Error('x'); } } }), 'FLEET_STRATEGY_001');
+    expect(() => { for (const c of Object.values(CONFIGS)) validateStrategyConfig(c); }).not.toThrow();
+  });
+});
+
+describe('bad input is a typed error, never a crash', () => {
+  const base = (): Change => write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, lww).change;
+  it.each<[string, (c: Change) => unknown, string]>([
+    ['another record', (c) => ({ ...c, key: 'other' }), 'FLEET_CHANGE_001'],
+    ['no own vv entry', (c) => ({ ...c, vv: { b: 1 } }), 'FLEET_CHANGE_001'],
+    ['negative vv', (c) => ({ ...c, vv: { a: -1 } }), 'FLEET_CHANGE_001'],
+    ['bad hlc', (c) => ({ ...c, hlc: 'yesterday' }), 'FLEET_CHANGE_001'],
+    ['delete with fields', (c) => ({ ...c, op: 'delete' }), 'FLEET_CHANGE_001'],
+    ['bad op', (c) => ({ ...c, op: 'upsert' }), 'FLEET_CHANGE_001'],
+    ['set and unset', (c) => ({ ...c, unset: ['color'] }), 'FLEET_CHANGE_001'],
+    ['non-JSON value', (c) => ({ ...c, fields: { x: Number.NaN } }), 'FLEET_CHANGE_001'],
+    ['fields not an object', (c) => ({ ...c, fields: null }), 'FLEET_CHANGE_001'],
+    ['dot reuse', (c) => ({ ...c, changeId: 'other-id' }), 'FLEET_CHANGE_002'],
+  ])('%s', (_name, mutate, code) => {
+    const c = base();
+    const s = applyChange(emptyRecord(REF), c, lww).state;
+    expectFleet(() => applyChange(s, mutate(c) as Change, lww), code);
+  });
+  it('corrupted stored state', () => {
+    expectFleet(() => decodeRecordState('{'), 'FLEET_STATE_001');
+    expectFleet(() => decodeRecordState({ format: 1 }), 'FLEET_STATE_001');
+    expectFleet(() => decodeRecordState({ ...emptyRecord(REF), format: 2 }), 'FLEET_STATE_001');
+  });
+});
