@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import { canonicalJson, contentHash, isJsonValue, jsonEquals } from '@fleet/sync-core';
+import { canonicalJson, contentHash, isJsonValue, jsonEquals } from './index';
 
 describe('canonicalJson', () => {
   it('sorts keys at every depth and writes no whitespace', () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import type { Change, RecordState, StrategyConfig } from '@fleet/sync-core';
-import { applyChange, applyChanges, coalesce, counterAdd, emptyRecord, encodeHlc, makeLocalChange } from '@fleet/sync-core';
+import type { Change, RecordState, StrategyConfig } from './index';
+import { applyChange, applyChanges, coalesce, counterAdd, emptyRecord, encodeHlc, makeLocalChange } from './index';
 import { FIELDS, historyArb, NODES, REF, runHistory, same } from './history.testkit';
 
 const CONFIGS: Record<string, StrategyConfig> = {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import type { Hlc } from '@fleet/sync-core';
-import { DEFAULT_MAX_DRIFT_MS, HLC_MAX_COUNTER, decodeHlc, encodeHlc, hlcCompare, hlcInit, hlcNow, hlcReceive } from '@fleet/sync-core';
+import type { Hlc } from './index';
+import { DEFAULT_MAX_DRIFT_MS, HLC_MAX_COUNTER, decodeHlc, encodeHlc, hlcCompare, hlcInit, hlcNow, hlcReceive } from './index';
 
 const nodeArb = fc.stringMatching(/^[a-z0-9-]{1,8}$/);
 const hlcArb: fc.Arbitrary<Hlc> = fc.record({ wallMs: fc.integer({ min: 0, max: 2 ** 45 }), counter: fc.integer({ min: 0, max: HLC_MAX_COUNTER }), node: nodeArb });
@@ -34,7 +34,7 @@ describe('hlc', () => {
           if (prev !== undefined) expect(hlcCompare(r.ts, prev)).toBe(1);
           if (e.kind === 'recv') {
             const drifted = e.remote.wallMs > e.phys + maxDriftMs;
-            expect((r as { drifted: boolean }).drifted).toBe(drifted);
+            expect('drifted' in r && r.drifted).toBe(drifted);
             // Causality: past what we received, unless it was beyond the drift bound.
             if (!drifted) expect(hlcCompare(r.ts, { ...e.remote, node: 'me' }) >= 0 && (r.ts.wallMs > e.remote.wallMs || r.ts.counter > e.remote.counter)).toBe(true);
             // Never dragged past now + maxDrift by a receive (beyond where we already were).

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import type { Change, StrategyConfig } from '@fleet/sync-core';
+import type { Change, StrategyConfig } from './index';
 import {
   applyChange,
   applyChanges,
@@ -19,7 +19,7 @@ import {
   resolveManual,
   validateStrategyConfig,
   visibleFields,
-} from '@fleet/sync-core';
+} from './index';
 import { historyArb, REF, runHistory, same, scramble } from './history.testkit';
 
 const CONFIGS: Record<string, StrategyConfig> = {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import type { VersionVector } from '@fleet/sync-core';
-import { vvCompare, vvCovers, vvDecode, vvDominates, vvEncode, vvIncrement, vvMerge, vvNormalize } from '@fleet/sync-core';
+import type { VersionVector } from './index';
+import { vvCompare, vvCovers, vvDecode, vvDominates, vvEncode, vvIncrement, vvMerge, vvNormalize } from './index';
 
 const vvArb: fc.Arbitrary<VersionVector> = fc.dictionary(fc.constantFrom('a', 'b', 'c', 'server'), fc.integer({ min: 0, max: 4 }), { maxKeys: 4 });
 const eq = (a: VersionVector, b: VersionVector): boolean => vvEncode(a) === vvEncode(b);

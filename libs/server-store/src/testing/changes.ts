@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { encodeHlc } from '@fleet/sync-core';
 import type { Change } from '@fleet/sync-core';
 
 /** A UUIDv7 (what agents use as change ids), for tests. */
@@ -25,7 +26,8 @@ export function testChange(origin: string, originSeq: number, overrides: Partial
     key: `k${originSeq % 7}`,
     op: 'put',
     fields: { n: originSeq, name: `item ${originSeq}`, nested: { a: [1, 'two', null] } },
-    hlc: `${String(1_767_225_600_000 + originSeq).padStart(13, '0')}:0000:${origin}`,
+    // sync-core's own encoder, so the helper follows the wire format when it changes.
+    hlc: encodeHlc({ wallMs: 1_767_225_600_000 + originSeq, counter: 0, node: origin }),
     vv: { [origin]: originSeq },
     hash: createHash('sha256').update(`${origin}/${originSeq}`).digest('hex'),
     protocol: 1,
