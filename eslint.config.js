@@ -35,7 +35,7 @@ module.exports = [
   },
   {
     // The pure core: time, randomness and I/O come in as parameters.
-    files: ['libs/sync-core/src/**/*.ts', 'libs/errors/src/**/*.ts', 'libs/contracts/src/**/*.ts'],
+    files: ['libs/sync-core/src/**/*.ts', 'libs/errors/src/**/*.ts', 'libs/contracts/src/**/*.ts', 'libs/agent-sync/src/protocol/**/*.ts'],
     ignores: ['**/*.spec.ts'],
     rules: {
       'no-restricted-imports': ['error', {

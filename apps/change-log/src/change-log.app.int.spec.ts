@@ -7,7 +7,9 @@ import { deleteNamespaceStreams, eventually, readStream, SHARED_NATS, testNamesp
 import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
 import type { TestDatabase } from '@fleet/server-store/src/testing';
 import { Client } from 'pg';
-import { startChangeLog } from './main';
+import { loadConfig } from '@fleet/config';
+import { createChangeLogApp } from './bootstrap';
+import { changeLogConfig } from './config';
 
 // The project-level testTimeout of jest.config.js is not applied by jest 30 here (5 s default seen): set it per file.
 jest.setTimeout(60_000);
@@ -21,7 +23,14 @@ let pg: Client;
 
 beforeAll(async () => {
   db = await createTestDatabase('fleet_changelog_nats');
-  app = await startChangeLog({ databaseUrl: db.url, natsServers: [SHARED_NATS], namespace: s.ns, httpPort: 0, concurrency: 2, dbPoolSize: 4 });
+  const config = loadConfig(changeLogConfig, {
+    FLEET_CHANGELOG_DATABASE_URL: db.url,
+    FLEET_CHANGELOG_NATS_URL: SHARED_NATS,
+    FLEET_CHANGELOG_NAMESPACE: s.ns,
+    FLEET_CHANGELOG_HTTP_PORT: '0',
+    FLEET_CHANGELOG_LOG_LEVEL: 'warn',
+  });
+  app = await createChangeLogApp(config);
   agent = await Messaging.connect({ servers: SHARED_NATS, name: 'test-agent' }, s);
   jsm = await agent.jsm();
   pg = new Client({ connectionString: db.url });
@@ -45,7 +54,11 @@ describe('change-log service over NATS JetStream and PostgreSQL', () => {
     expect((await fetch(`${base}/health/live`)).status).toBe(200);
     const ready = await fetch(`${base}/health/ready`);
     expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({ status: 'ok', postgres: 'ok', nats: 'ok' });
+    expect(await ready.json()).toMatchObject({
+      status: 'ready',
+      draining: false,
+      checks: [expect.objectContaining({ name: 'postgres', status: 'up' }), expect.objectContaining({ name: 'nats', status: 'up' })],
+    });
   });
 
   it('a batch with one malformed and one forged change: those two dead-lettered with reasons, the others appended and announced', async () => {

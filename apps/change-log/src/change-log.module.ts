@@ -1,47 +1,92 @@
-import { Module } from '@nestjs/common';
+import { Global, Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
-import { Messaging } from '@fleet/messaging';
+import { FleetError } from '@fleet/errors';
+import { JetStreamServer } from '@fleet/messaging';
+import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
+import type { SyncMetrics } from '@fleet/observability';
 import { openServerDataSource, PostgresChangeLog } from '@fleet/server-store';
 import type { ChangeLogConfig } from './config';
-import { HealthController } from './health.controller';
-import { PushBatchProcessor } from './push-batch.processor';
-import { PushHandler } from './push.handler';
+import { Failpoints } from './failpoints';
+import { PROCESSOR_FAILPOINTS, PushBatchProcessor } from './push-batch.processor';
+import { pushController } from './push.controller';
 import { CHANGE_LOG_CONFIG } from './tokens';
 
-/** Wiring only: PostgreSQL (migrated at start), NATS, the processor, the consumer, health. */
+/**
+ * The connections, shared app-wide: PostgreSQL (migrated at start) and the JetStream transport
+ * (built in bootstrap.ts, handed to Nest both as the microservice strategy and as a provider, so
+ * the health check and the processor reach the same connection).
+ */
+@Global()
 @Module({})
-export class ChangeLogModule {
-  static forRoot(config: ChangeLogConfig): DynamicModule {
+class InfraModule {
+  static forRoot(config: ChangeLogConfig, transport: JetStreamServer): DynamicModule {
     return {
-      module: ChangeLogModule,
-      controllers: [HealthController],
+      module: InfraModule,
       providers: [
         { provide: CHANGE_LOG_CONFIG, useValue: config },
+        { provide: JetStreamServer, useValue: transport },
         {
           provide: DataSource,
           useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'change-log' }),
         },
         {
-          provide: Messaging,
-          useFactory: () => Messaging.connect({ servers: config.natsServers, name: 'change-log' }, subjects(config.namespace)),
-        },
-        { provide: PostgresChangeLog, inject: [DataSource], useFactory: (ds: DataSource) => new PostgresChangeLog(ds) },
-        {
-          provide: PushBatchProcessor,
-          inject: [PostgresChangeLog, Messaging],
-          useFactory: (log: PostgresChangeLog, m: Messaging) => new PushBatchProcessor(log, m, subjects(config.namespace)),
-        },
-        PushHandler,
-        {
-          // Closed last (after the consumer drained), so in-flight appends finish first.
+          // onApplicationShutdown runs after the microservice drained (Nest: beforeShutdown, dispose, shutdown).
           provide: 'DataSourceCloser',
           inject: [DataSource],
           useFactory: (ds: DataSource) => ({ onApplicationShutdown: () => ds.destroy() }),
         },
       ],
-      exports: [DataSource, Messaging, PushHandler],
+      exports: [CHANGE_LOG_CONFIG, JetStreamServer, DataSource],
+    };
+  }
+}
+
+/** Wiring only: config, connections, metrics, health, the processor and the push consumer. */
+@Module({})
+export class ChangeLogModule {
+  static forRoot(config: ChangeLogConfig, transport: JetStreamServer): DynamicModule {
+    const s = subjects(config.namespace);
+    return {
+      module: ChangeLogModule,
+      imports: [
+        InfraModule.forRoot(config, transport),
+        SyncMetricsModule.forRoot(),
+        HealthModule.forRootAsync({
+          inject: [DataSource, JetStreamServer],
+          useFactory: (ds: DataSource, js: JetStreamServer) => ({
+            checks: [
+              { name: 'postgres', check: async () => void (await ds.query('select 1')) },
+              {
+                name: 'nats',
+                check: async () => {
+                  const nc = js.bus.nc; // throws FLEET_CONFIG_001 until the transport listens
+                  if (nc.isClosed() || nc.isDraining()) throw new FleetError('FLEET_INFRA_001', 'NATS connection closed');
+                  await nc.flush(); // a round trip: hangs (and times out) while reconnecting
+                },
+              },
+            ],
+          }),
+        }),
+      ],
+      controllers: [pushController(config)],
+      providers: [
+        {
+          provide: PostgresChangeLog,
+          inject: [DataSource],
+          useFactory: (ds: DataSource) => new PostgresChangeLog(ds, { lockTimeoutMs: config.lockTimeout }),
+        },
+        {
+          provide: PushBatchProcessor,
+          inject: [PostgresChangeLog, JetStreamServer, SYNC_METRICS],
+          useFactory: (log: PostgresChangeLog, js: JetStreamServer, metrics: SyncMetrics) =>
+            new PushBatchProcessor(log, { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, {
+              metrics,
+              failpoints: Failpoints.parse(config.failpoints, PROCESSOR_FAILPOINTS),
+            }),
+        },
+      ],
     };
   }
 }

@@ -1,67 +1,103 @@
-import { FleetError } from '@fleet/errors';
-import { DEFAULT_NAMESPACE, isSubjectToken } from '@fleet/contracts';
-
 /**
- * The service's configuration, read once from the environment and validated at start, failing
- * with a message that names the variable. (Local until libs/config lands; same contract.)
+ * The change-log's configuration: every option declared once (variable, schema, default,
+ * description). `loadConfig(changeLogConfig)` validates the environment at boot and names every bad
+ * variable; `describeConfig(changeLogConfig)` is the `--help` text and the table in
+ * docs/change-log.md. Variables are `FLEET_CHANGELOG_<NAME>`, then the shared fallback named in
+ * the table (the ConfigMap in k8s/config sets those).
  */
-export interface ChangeLogConfig {
-  /** DATABASE_URL, default postgres://postgres@127.0.0.1:5432/fleet_sync */
-  readonly databaseUrl: string;
-  /** NATS_URL: one or more comma-separated URLs, default nats://127.0.0.1:4222 */
-  readonly natsServers: readonly string[];
-  /** FLEET_NAMESPACE: subject namespace, default `sync` */
-  readonly namespace: string;
-  /** CHANGE_LOG_HTTP_PORT: health endpoints, default 3001 (0 = any free port) */
-  readonly httpPort: number;
-  /** CHANGE_LOG_CONCURRENCY: push messages handled at once per replica, default 4 */
-  readonly concurrency: number;
-  /** CHANGE_LOG_DB_POOL: PostgreSQL pool size, default 10 */
-  readonly dbPoolSize: number;
-}
+import {
+  databaseUrlOption,
+  defineConfig,
+  envDuration,
+  envInt,
+  envString,
+  envUrl,
+  logLevelOption,
+  namespaceOption,
+  natsUrlOption,
+} from '@fleet/config';
+import type { ConfigOf } from '@fleet/config';
 
-type Env = Readonly<Record<string, string | undefined>>;
+export const changeLogConfig = defineConfig({
+  prefix: 'FLEET_CHANGELOG_',
+  options: {
+    natsUrl: natsUrlOption(),
+    databaseUrl: databaseUrlOption(),
+    namespace: namespaceOption(),
+    logLevel: logLevelOption(),
+    httpPort: {
+      env: 'HTTP_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: '3000',
+      description: 'port of /health/live and /health/ready (0: any free port)',
+      fallback: ['FLEET_HTTP_PORT'],
+    },
+    metricsPort: {
+      env: 'METRICS_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: '9464',
+      description: 'port of the Prometheus /metrics endpoint (0: no metrics server)',
+      fallback: ['FLEET_METRICS_PORT'],
+    },
+    otlpEndpoint: {
+      env: 'OTLP_ENDPOINT',
+      schema: envUrl(['http', 'https']),
+      optional: true,
+      description: 'OTLP/HTTP traces endpoint; unset: spans are not exported (trace context still propagates)',
+      fallback: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
+    },
+    streamReplicas: {
+      env: 'STREAM_REPLICAS',
+      schema: envInt({ min: 1, max: 5 }),
+      default: '1',
+      description: 'JetStream replicas of the streams this service declares (push, log, dead letters); at most the number of NATS servers',
+      fallback: ['FLEET_STREAM_REPLICAS'],
+    },
+    dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '4', description: 'PostgreSQL pool size (appends are serialised: a few connections suffice)' },
+    batchMessages: {
+      env: 'BATCH_MESSAGES',
+      schema: envInt({ min: 1, max: 100 }),
+      default: '20',
+      description: 'push messages appended in one transaction (each acked after the commit); 1 = one transaction per push',
+    },
+    batchLinger: {
+      env: 'BATCH_LINGER',
+      schema: envDuration({ min: 0, max: 1000 }),
+      default: '5ms',
+      description: 'how long to wait for more push messages after the first before appending',
+    },
+    ackWait: {
+      env: 'ACK_WAIT',
+      schema: envDuration({ min: 1000, max: 600_000 }),
+      default: '30s',
+      description: 'JetStream ack wait of the push consumer: an unacked push is redelivered (maybe to another replica) after it',
+    },
+    maxDeliver: {
+      env: 'MAX_DELIVER',
+      schema: envInt({ min: 2, max: 100 }),
+      default: '10',
+      description: 'deliveries of a transiently failing push before it is dead-lettered (FLEET_MSG_001)',
+    },
+    lockTimeout: {
+      env: 'LOCK_TIMEOUT',
+      schema: envDuration({ min: 100, max: 600_000 }),
+      default: '30s',
+      description: 'how long an append waits for the append lock before failing (retryable)',
+    },
+    shutdownTimeout: {
+      env: 'SHUTDOWN_TIMEOUT',
+      schema: envDuration({ min: 1000, max: 600_000 }),
+      default: '25s',
+      description: 'SIGTERM: time to drain (finish and ack what is in hand) before exiting anyway; keep under terminationGracePeriodSeconds',
+    },
+    failpoints: {
+      env: 'FAILPOINTS',
+      schema: envString({ pattern: /^[a-z0-9.-]+=[a-z]+(\(\d+\))?(,[a-z0-9.-]+=[a-z]+(\(\d+\))?)*$/, patternHint: 'expected name=action[,name=action]' }),
+      optional: true,
+      description: 'TEST ONLY: fault injection, e.g. `change-log.after-commit=kill` (see docs/change-log.md); never set in production',
+      fallback: ['FLEET_FAILPOINTS'],
+    },
+  },
+});
 
-export function loadChangeLogConfig(env: Env): ChangeLogConfig {
-  const problems: string[] = [];
-  const str = (name: string, def: string) => {
-    const v = env[name];
-    return v === undefined || v === '' ? def : v;
-  };
-  const int = (name: string, def: number, min: number, max: number) => {
-    const raw = env[name];
-    if (raw === undefined || raw === '') return def;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      problems.push(`${name}=${JSON.stringify(raw)}: expected an integer in ${min}..${max}`);
-      return def;
-    }
-    return n;
-  };
-  const url = (name: string, value: string, protocols: readonly string[]) => {
-    try {
-      const u = new URL(value);
-      if (!protocols.includes(u.protocol)) problems.push(`${name}: expected a ${protocols.join(' or ')} URL, got ${u.protocol}`);
-    } catch {
-      problems.push(`${name}: not a URL`);
-    }
-  };
-
-  const databaseUrl = str('DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/fleet_sync');
-  url('DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']);
-  const natsServers = str('NATS_URL', 'nats://127.0.0.1:4222').split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (natsServers.length === 0) problems.push('NATS_URL: empty');
-  for (const s of natsServers) url('NATS_URL', s, ['nats:', 'tls:']);
-  const namespace = str('FLEET_NAMESPACE', DEFAULT_NAMESPACE);
-  if (!isSubjectToken(namespace)) problems.push(`FLEET_NAMESPACE=${JSON.stringify(namespace)}: expected [A-Za-z0-9_-]{1,128}`);
-  const config: ChangeLogConfig = {
-    databaseUrl,
-    natsServers,
-    namespace,
-    httpPort: int('CHANGE_LOG_HTTP_PORT', 3001, 0, 65535),
-    concurrency: int('CHANGE_LOG_CONCURRENCY', 4, 1, 256),
-    dbPoolSize: int('CHANGE_LOG_DB_POOL', 10, 1, 200),
-  };
-  if (problems.length > 0) throw new FleetError('FLEET_CONFIG_001', problems.join('; '), { details: { problems } });
-  return config;
-}
+export type ChangeLogConfig = ConfigOf<typeof changeLogConfig>;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { LoggedChange } from '@fleet/sync-core';
-import { FleetError } from '@fleet/errors';
+import type { Change, LoggedChange } from '@fleet/sync-core';
+import { FleetError, isFleetError } from '@fleet/errors';
 import {
   decodePushBatch,
   encodeJson,
@@ -10,8 +10,11 @@ import {
   PROTOCOL_VERSION,
   splitPushBatch,
 } from '@fleet/contracts';
-import type { Subjects } from '@fleet/contracts';
-import type { ChangeLog } from '@fleet/server-store';
+import type { PushBatch, RejectedChange as RefusedChange, Subjects } from '@fleet/contracts';
+import type { ChangeLog, RejectedChange } from '@fleet/server-store';
+import { syncMetrics } from '@fleet/observability';
+import type { SyncMetrics } from '@fleet/observability';
+import { Failpoints } from './failpoints';
 
 /** What the processor needs of an inbound push message (a subset of messaging's InboundMessage). */
 export interface PushMessage {
@@ -32,52 +35,164 @@ export interface PushOutcome {
   readonly appended: number;
   readonly duplicates: number;
   readonly deadLettered: number;
+  /** Appended events published for the whole group this message was appended with. */
   readonly events: number;
 }
 
+export interface GroupOutcome<M> {
+  /** Messages that were appended (and may be acked), with what became of their changes. */
+  readonly outcomes: ReadonlyMap<M, PushOutcome>;
+  /**
+   * Messages that must not be acked, with why: a non-retryable FleetError (undecodable envelope,
+   * forged agent) is dead-lettered whole by the transport; anything else is redelivered.
+   */
+  readonly failures: ReadonlyMap<M, unknown>;
+}
+
+/** Failpoints the processor hits (see failpoints.ts); test-only. */
+export const PROCESSOR_FAILPOINTS = ['change-log.after-commit'] as const;
+
+export interface PushBatchProcessorOptions {
+  readonly metrics?: SyncMetrics;
+  readonly failpoints?: Failpoints;
+}
+
+interface Parsed<M> {
+  readonly msg: M;
+  readonly agentId: string;
+  readonly batch: PushBatch;
+  readonly accepted: readonly Change[];
+  readonly refused: readonly RefusedChange[];
+}
+
 /**
- * Push batch -> change log -> appended events. Transport-independent: the JetStream handler
- * passes each message here and acks when `process` resolves; if it throws, a non-retryable
- * FleetError dead-letters the whole message, anything else is redelivered. Every step is
- * idempotent, so a redelivery after a crash at any point is harmless.
+ * Push batches -> change log -> appended events. Transport-independent: the JetStream handler
+ * passes messages here and acks those that did not fail; a non-retryable FleetError dead-letters
+ * the whole message, anything else is redelivered. Every step is idempotent, so a redelivery after
+ * a crash at any point is harmless (appends become duplicates, dead letters and events carry
+ * stable msg ids).
+ *
+ * Several push messages may be appended in ONE transaction (`processMany`): appends are serialised
+ * by the append lock, so the number of transactions, not the number of rows, bounds throughput.
+ * Each message still keeps its own fate: its refused changes are dead-lettered through that
+ * message, an undecodable envelope fails only that message, and every message is acked only after
+ * the commit (and after its dead letters and the group's events are durable).
  */
 export class PushBatchProcessor {
+  private readonly metrics: SyncMetrics;
+  private readonly failpoints: Failpoints;
+
   constructor(
     private readonly log: ChangeLog,
     private readonly publisher: EventPublisher,
     private readonly subjects: Subjects,
-  ) {}
+    options: PushBatchProcessorOptions = {},
+  ) {
+    this.metrics = options.metrics ?? syncMetrics();
+    this.failpoints = options.failpoints ?? Failpoints.none;
+  }
 
+  /** One message on its own; throws what `processMany` would report as its failure. */
   async process(msg: PushMessage): Promise<PushOutcome> {
-    const agentId = this.subjects.agentOfPush(msg.subject);
-    if (agentId === undefined) throw new FleetError('FLEET_AUTH_001', `message on ${JSON.stringify(msg.subject)} is not on a push subject`);
-    const batch = decodePushBatch(msg.data); // whole message dead-lettered if this throws
-    const { accepted, rejected } = splitPushBatch(batch, agentId); // throws FLEET_AUTH_001 for a forged envelope
+    const { outcomes, failures } = await this.processMany([msg]);
+    if (failures.has(msg)) throw failures.get(msg);
+    return outcomes.get(msg) as PushOutcome;
+  }
 
-    const result = await this.log.appendBatch(accepted);
-
-    // After the append: a failure from here on redelivers the message, and the append is then a duplicate.
-    for (const r of rejected) await msg.deadLetter(encodeJson(r.value), r.error);
-    for (const r of result.rejected) await msg.deadLetter(encodeJson(r.change), r.error);
-
-    const toAnnounce = uniqueBySeq([...result.appended, ...result.duplicates]);
-    const events = chunkEvents(toAnnounce);
-    for (const changes of events) {
-      // The AppendedEvent shape (contracts' AppendedEventSchema; the int test decodes it with decodeAppendedEvent).
-      const event = { protocol: PROTOCOL_VERSION, changes };
-      await this.publisher.publish(this.subjects.appended, encodeJson(event), {
-        msgId: appendedMsgId(changes),
-        headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
-      });
+  /**
+   * Appends the changes of every message in one transaction. Throws (every message is then
+   * redelivered) when the append or the event publish fails; a message whose own step failed
+   * (envelope, dead-letter publish) is reported in `failures`.
+   */
+  async processMany<M extends PushMessage>(msgs: readonly M[]): Promise<GroupOutcome<M>> {
+    const failures = new Map<M, unknown>();
+    const parsed: Parsed<M>[] = [];
+    for (const msg of msgs) {
+      try {
+        const agentId = this.subjects.agentOfPush(msg.subject);
+        if (agentId === undefined) throw new FleetError('FLEET_AUTH_001', `message on ${JSON.stringify(msg.subject)} is not on a push subject`);
+        const batch = decodePushBatch(msg.data); // whole message dead-lettered if this throws
+        const { accepted, rejected } = splitPushBatch(batch, agentId); // throws FLEET_AUTH_001 for a forged envelope
+        parsed.push({ msg, agentId, batch, accepted, refused: rejected });
+      } catch (e) {
+        failures.set(msg, e);
+        // The transport dead-letters a message that failed with a non-retryable FleetError.
+        if (isFleetError(e) && !e.retryable) this.metrics.deadLettered.add(1, { code: e.code, source: this.subjects.streams.push });
+      }
     }
-    return {
-      agentId,
-      batchId: batch.batchId,
-      appended: result.appended.length,
-      duplicates: result.duplicates.length,
-      deadLettered: rejected.length + result.rejected.length,
-      events: events.length,
-    };
+    if (parsed.length === 0) return { outcomes: new Map(), failures };
+
+    const all = parsed.flatMap((p) => p.accepted);
+    const started = performance.now();
+    let result;
+    try {
+      result = await this.log.appendBatch(all);
+    } catch (e) {
+      this.metrics.appendDuration.record((performance.now() - started) / 1000, { outcome: 'failed' });
+      throw e;
+    }
+    this.metrics.appendDuration.record((performance.now() - started) / 1000, { outcome: 'ok' });
+    // Committed. A crash from here until the ack redelivers the messages; their changes are then duplicates.
+    await this.failpoints.hit('change-log.after-commit');
+
+    this.metrics.changesAppended.add(result.appended.length, { origin: 'agent' });
+    this.metrics.changesIngested.add(result.appended.length, { outcome: 'applied', side: 'server' });
+    this.metrics.changesIngested.add(result.duplicates.length, { outcome: 'duplicate', side: 'server' });
+
+    const refusedByLog = new Map<Change, RejectedChange>(result.rejected.map((r) => [r.change, r]));
+    const appendedIds = new Set(result.appended.map((c) => c.changeId));
+    const counted = new Set<string>();
+    const outcomes = new Map<M, PushOutcome>();
+    for (const p of parsed) {
+      let appended = 0;
+      let duplicates = 0;
+      let deadLettered = 0;
+      try {
+        for (const r of p.refused) {
+          await p.msg.deadLetter(encodeJson(r.value), r.error);
+          this.countDeadLetter(r.error);
+          deadLettered++;
+        }
+        for (const c of p.accepted) {
+          const refused = refusedByLog.get(c);
+          if (refused !== undefined) {
+            await p.msg.deadLetter(encodeJson(refused.change), refused.error);
+            this.countDeadLetter(refused.error);
+            deadLettered++;
+            continue;
+          }
+          // appendBatch classifies in input order: the first occurrence of a new id is the appended one.
+          const id = c.changeId.toLowerCase();
+          if (appendedIds.has(id) && !counted.has(id)) {
+            counted.add(id);
+            appended++;
+          } else duplicates++;
+        }
+      } catch (e) {
+        failures.set(p.msg, e); // the dead-letter publish failed: redeliver this message only
+        continue;
+      }
+      outcomes.set(p.msg, { agentId: p.agentId, batchId: p.batch.batchId, appended, duplicates, deadLettered, events: 0 });
+    }
+
+    const events = chunkEvents(uniqueBySeq([...result.appended, ...result.duplicates]));
+    // Published together (one connection keeps their order); throws -> every message redelivered.
+    await Promise.all(
+      events.map((changes) =>
+        // The AppendedEvent shape (contracts' AppendedEventSchema; the int tests decode it with decodeAppendedEvent).
+        this.publisher.publish(this.subjects.appended, encodeJson({ protocol: PROTOCOL_VERSION, changes }), {
+          msgId: appendedMsgId(changes),
+          headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
+        }),
+      ),
+    );
+    for (const [m, o] of outcomes) outcomes.set(m, { ...o, events: events.length });
+    return { outcomes, failures };
+  }
+
+  private countDeadLetter(error: FleetError): void {
+    this.metrics.deadLettered.add(1, { code: error.code, source: this.subjects.streams.push });
+    this.metrics.changesIngested.add(1, { outcome: 'rejected', side: 'server' });
   }
 }
 

@@ -1,14 +1,15 @@
 /**
  * `node -r ./scripts/register.js apps/change-log/src/rebuild.ts`: empties the projections and
- * replays the change log into them (appends wait meanwhile). DATABASE_URL as for the service.
+ * replays the change log into them (appends wait meanwhile). Configuration as for the service (FLEET_CHANGELOG_DATABASE_URL, then DATABASE_URL).
  */
 import 'reflect-metadata';
 import { isFleetError } from '@fleet/errors';
 import { OriginsProjection, openServerDataSource, rebuildProjections } from '@fleet/server-store';
-import { loadChangeLogConfig } from './config';
+import { loadConfig } from '@fleet/config';
+import { changeLogConfig } from './config';
 
 async function main(): Promise<void> {
-  const config = loadChangeLogConfig(process.env);
+  const config = loadConfig(changeLogConfig);
   const ds = await openServerDataSource({ url: config.databaseUrl, poolSize: 2, applicationName: 'change-log-rebuild' });
   try {
     const started = Date.now();

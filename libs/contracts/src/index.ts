@@ -6,3 +6,5 @@ export * from './json-value';
 export * from './scope';
 export * from './change';
 export * from './messages';
+export * from './wire-record';
+export * from './events';

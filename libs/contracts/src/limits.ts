@@ -46,8 +46,12 @@ export const MAX_DEAD_LETTER_BYTES = 2 * MiB - 64 * KiB;
 export const MAX_CHANGES_PER_PUSH = 500;
 /** Changes in one appended event: one push batch's worth. */
 export const MAX_CHANGES_PER_APPENDED_EVENT = MAX_CHANGES_PER_PUSH;
-/** Changes in one pull response page, and the largest `limit` a pull may ask for. */
-export const MAX_PULL_LIMIT = 1000;
+/**
+ * Records in one pull response page, and the largest `limit` a pull may ask for. 5,000: a compacted
+ * record of a few fields is ~150-250 bytes on the wire, so a 960 KiB page holds a few thousand; a
+ * smaller cap would make a 1,000,000-record pull pay for more round trips than it needs.
+ */
+export const MAX_PULL_LIMIT = 5000;
 /** Scopes in one pull: an agent reads its host scope, `fleet` and its groups; 64 is generous. */
 export const MAX_PULL_SCOPES = 64;
 /** Known versions an agent may send with a pull. */

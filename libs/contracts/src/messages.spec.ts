@@ -36,7 +36,7 @@ function failure(fn: () => unknown): { code: ErrorCode; message: string } {
 const logged = { ...sampleChange(), seq: 5 };
 const batch = { protocol: 1, batchId: '0190a6e0-5b7e-4cc3-8a8a-0123456789ab', agentId: 'agent-1', changes: [sampleChange()] };
 const pullRequest = { protocol: 1, agentId: 'agent-1', scopes: ['host.agent-1', 'fleet'], cursor: 0 };
-const pullResponse = { protocol: 1, changes: [logged], nextCursor: 5, hasMore: false };
+const pullResponse = { protocol: 1, records: [{ s: 'fleet', c: 'settings', k: 'a', w: [['server', 1, '001767225600000-000000-server', 'c1', { server: 1 }]], x: [[0, 1]], f: { n: [[0, 1]] } }], nextCursor: 5, hasMore: false };
 const deadLetter = { protocol: 1, code: 'FLEET_DECODE_002', reason: 'x', source: { subject: 'sync.push.agent-1' }, rejectedAt: 0, payload: { a: 1 } };
 
 /** Every decoder with one valid message, its cap, and paths to corrupt. */
@@ -44,7 +44,7 @@ const decoders: { name: string; decode: (b: Uint8Array) => unknown; valid: Recor
   { name: 'push batch', decode: decodePushBatch, valid: batch, max: MAX_PUSH_BATCH_BYTES, required: ['batchId', 'agentId', 'changes'], protocol: true },
   { name: 'appended event', decode: decodeAppendedEvent, valid: { protocol: 1, changes: [logged] }, max: MAX_APPENDED_EVENT_BYTES, required: ['changes'], protocol: true },
   { name: 'pull request', decode: decodePullRequest, valid: pullRequest, max: MAX_PULL_REQUEST_BYTES, required: ['agentId', 'scopes', 'cursor'], protocol: true },
-  { name: 'pull response', decode: decodePullResponse, valid: pullResponse, max: MAX_PULL_RESPONSE_BYTES, required: ['changes', 'nextCursor', 'hasMore'], protocol: true },
+  { name: 'pull response', decode: decodePullResponse, valid: pullResponse, max: MAX_PULL_RESPONSE_BYTES, required: ['records', 'nextCursor', 'hasMore'], protocol: true },
   { name: 'error reply', decode: decodeErrorReply, valid: { error: { code: 'FLEET_AUTH_001', message: 'no' } }, max: MAX_ERROR_REPLY_BYTES, required: ['error'], protocol: false },
   { name: 'dead letter', decode: decodeDeadLetter, valid: deadLetter, max: MAX_DEAD_LETTER_BYTES, required: ['code', 'reason', 'source', 'rejectedAt'], protocol: true },
 ];
@@ -188,11 +188,12 @@ describe('appended event and pull response invariants', () => {
     const f = failure(() => decodeAppendedEvent(bytes({ protocol: 1, changes: [logged, logged] })));
     expect(f.message).toContain('changes[1].seq: expected seq above 5');
   });
-  it('requires nextCursor at least the last seq', () => {
-    expect(failure(() => decodePullResponse(bytes({ ...pullResponse, nextCursor: 4 }))).message).toContain('nextCursor');
+  it('rejects a cursor the server did not make', () => {
+    expect(failure(() => decodePullResponse(bytes({ ...pullResponse, nextCursor: 'x.1.' }))).message).toContain('nextCursor');
   });
-  it('rejects a nested change with an unsupported protocol', () => {
-    expect(failure(() => decodePullResponse(bytes({ ...pullResponse, changes: [{ ...logged, protocol: 2 }] }))).code).toBe('FLEET_DECODE_002');
+  it('rejects a record whose stamp index is out of range', () => {
+    const rec = { ...pullResponse.records[0], x: [[1, 1]] };
+    expect(failure(() => decodePullResponse(bytes({ ...pullResponse, records: [rec] }))).message).toContain('stamp index out of range');
   });
 });
 
@@ -201,8 +202,9 @@ describe('pull request', () => {
     ['duplicate scopes', { scopes: ['fleet', 'fleet'] }, /scopes: scopes are listed twice/],
     ['no scopes', { scopes: [] }, /scopes: at least one scope/],
     ['negative cursor', { cursor: -1 }, /cursor: expected a non-negative integer/],
+    ['forged cursor', { cursor: 'r.1.$$' }, /cursor: expected a cursor/],
     ['limit 0', { limit: 0 }, /limit: expected at least 1/],
-    ['limit above the cap', { limit: 1001 }, /limit: expected at most 1000/],
+    ['limit above the cap', { limit: 5001 }, /limit: expected at most 5000/],
     ['unknown encoding', { acceptEncodings: ['br'] }, /acceptEncodings\[0\]/],
     ['explicit null for an optional', { limit: null }, /limit/],
   ])('rejects %s', (_n, o, reason) => {

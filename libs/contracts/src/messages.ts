@@ -26,7 +26,6 @@ import {
   MAX_CHANGES_PER_PUSH,
   MAX_DEAD_LETTER_BYTES,
   MAX_ERROR_REPLY_BYTES,
-  MAX_KNOWN_VERSIONS,
   MAX_PULL_LIMIT,
   MAX_PULL_REQUEST_BYTES,
   MAX_PULL_RESPONSE_BYTES,
@@ -36,6 +35,7 @@ import {
 } from './limits';
 import { PROTOCOL_VERSION } from './protocol';
 import { assertOriginMatches, assertScopeWritableBy } from './scope';
+import { WireRecordSchema } from './wire-record';
 
 const ReasonSchema = z
   .string({ error: 'expected a string' })
@@ -149,32 +149,64 @@ export function decodeEncodingHeader(value: string | undefined): PayloadEncoding
   return r.data;
 }
 
-/** What an agent already holds of one record: lets the server send a field-level delta, or nothing. */
-export const KnownVersionSchema = z.strictObject({
-  scope: ScopeSchema,
-  collection: CollectionSchema,
-  key: KeySchema,
-  vv: VersionVectorSchema,
+/**
+ * A pull cursor. A NUMBER is a change-log `seq`: everything up to it has been delivered. A STRING is a
+ * position inside a full resync (`r.<seq>.<after>`): the agent is being sent the server's record states
+ * of its scopes as of at least log position `<seq>`, in (scope, collection, key) order, and `<after>`
+ * (base64url of the JSON `[scope, collection, key]`, empty at the start) is the last record sent.
+ * When the states are exhausted the server continues with the log after `<seq>`, as a number again.
+ * Agents store the cursor as given and never look inside.
+ */
+export const RESYNC_CURSOR = /^r\.(0|[1-9][0-9]{0,15})\.([A-Za-z0-9_-]{0,2048})$/;
+export const PullCursorSchema = z.union([NonNegativeIntSchema, z.string().regex(RESYNC_CURSOR, { error: 'expected a cursor returned by the server' })], {
+  error: 'expected a cursor: a non-negative integer or a string returned by the server',
 });
-export type KnownVersion = z.output<typeof KnownVersionSchema>;
+export type PullCursor = z.output<typeof PullCursorSchema>;
+
+export type ParsedCursor =
+  | { readonly kind: 'log'; readonly seq: number }
+  | { readonly kind: 'resync'; readonly at: number; readonly after?: { readonly scope: string; readonly collection: string; readonly key: string } };
+
+/** Reads a cursor; FLEET_DECODE_002 if a resync cursor's position does not decode. */
+export function parsePullCursor(c: PullCursor): ParsedCursor {
+  if (typeof c === 'number') return { kind: 'log', seq: c };
+  const m = RESYNC_CURSOR.exec(c);
+  if (m === null) throw new FleetError('FLEET_DECODE_002', `cursor: ${JSON.stringify(c.slice(0, 64))} is not a cursor`);
+  const at = Number(m[1]);
+  if (!Number.isSafeInteger(at)) throw new FleetError('FLEET_DECODE_002', 'cursor: position out of range');
+  if (m[2] === '') return { kind: 'resync', at };
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(m[2] as string, 'base64url').toString('utf8'));
+  } catch {
+    throw new FleetError('FLEET_DECODE_002', 'cursor: position does not decode');
+  }
+  if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'string')) throw new FleetError('FLEET_DECODE_002', 'cursor: position does not decode');
+  return { kind: 'resync', at, after: { scope: v[0] as string, collection: v[1] as string, key: v[2] as string } };
+}
+
+export function resyncCursor(at: number, after?: { readonly scope: string; readonly collection: string; readonly key: string }): string {
+  return `r.${at}.${after === undefined ? '' : Buffer.from(JSON.stringify([after.scope, after.collection, after.key]), 'utf8').toString('base64url')}`;
+}
+
+const AcceptEncodingsSchema = z.array(PayloadEncodingSchema, { error: 'expected an array' }).max(PAYLOAD_ENCODINGS.length, { error: 'too many encodings' });
 
 export const PullRequestSchema = z.strictObject({
   protocol: ProtocolSchema,
   /** Must equal the agent id of the pull subject (the delta calculator checks it). */
   agentId: AgentIdSchema,
-  /** Scopes to read: the agent's host scope, `fleet`, its groups. No duplicates. */
+  /** Scopes to read: the agent's host scope, `fleet`, its groups. No duplicates. Keep the same set between pages of one cursor. */
   scopes: z
     .array(ScopeSchema, { error: 'expected an array of scopes' })
     .min(1, { error: 'at least one scope' })
     .max(MAX_PULL_SCOPES, { error: `more than ${MAX_PULL_SCOPES} scopes` })
     .refine((s) => new Set(s).size === s.length, { error: 'scopes are listed twice' }),
-  /** The `nextCursor` of the previous response: a change-log `seq`. 0 = from the start. */
-  cursor: NonNegativeIntSchema,
-  /** At most this many changes in the response (the server may return fewer, and caps it). */
+  /** The `nextCursor` of the previous response. 0 = from the start. */
+  cursor: PullCursorSchema,
+  /** At most this many log entries (or resync records) are read for the page (the server may return fewer, and caps it). */
   limit: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(MAX_PULL_LIMIT, { error: `expected at most ${MAX_PULL_LIMIT}` }).exactOptional(),
-  knownVersions: z.array(KnownVersionSchema, { error: 'expected an array' }).max(MAX_KNOWN_VERSIONS, { error: `more than ${MAX_KNOWN_VERSIONS} known versions` }).exactOptional(),
   /** Encodings the agent can undo; the server compresses a large response only with one of them. */
-  acceptEncodings: z.array(PayloadEncodingSchema, { error: 'expected an array' }).max(PAYLOAD_ENCODINGS.length, { error: 'too many encodings' }).exactOptional(),
+  acceptEncodings: AcceptEncodingsSchema.exactOptional(),
 });
 export type PullRequest = z.output<typeof PullRequestSchema>;
 
@@ -183,38 +215,117 @@ export function decodePullRequest(bytes: Uint8Array): PullRequest {
 }
 
 /**
- * One page of changes for the requested scopes, after the request's cursor, in ascending
- * `seq`. The server may compact the page (drop a change that a later one in the page fully
- * supersedes), so the agent must not expect every seq. Compression is not a body field: the
- * whole payload is compressed and the `Fleet-Encoding` header says so; this decodes the bytes
- * after the transport undid it.
+ * One page. `records` holds, per record touched by the page's log entries, the DELTA STATE: the fold
+ * of those entries from an empty state (sync-core), so only the fields they wrote, with their write
+ * stamps. The agent JOINS each into its own state (`fromWireRecord` then `mergeRecordStates`): a
+ * CRDT join, so a page delivered twice or overlapping another does no harm, and its state equals
+ * the fold of every change up to `nextCursor`. During a full resync the records are whole states.
+ * Compression is not a body field: the whole payload is gzipped and the `Fleet-Encoding` header
+ * says so; this decodes the bytes after the agent undid it.
  */
-export const PullResponseSchema = z
-  .strictObject({
-    protocol: ProtocolSchema,
-    changes: z.array(LoggedChangeSchema, { error: 'expected an array' }).max(MAX_PULL_LIMIT, { error: `more than ${MAX_PULL_LIMIT} changes` }),
-    /** Send this as `cursor` next time. At least the last change's seq (higher when the tail was filtered out). */
-    nextCursor: NonNegativeIntSchema,
-    /** More changes are waiting: pull again now rather than on the schedule. */
-    hasMore: z.boolean({ error: 'expected a boolean' }),
-    /**
-     * The cursor is older than what the log still holds (compacted away): the agent must drop
-     * its replica of these scopes and rebuild it from this and the following pages, which then
-     * carry the current state of every record rather than the history.
-     */
-    fullResync: z.boolean({ error: 'expected a boolean' }).exactOptional(),
-  })
-  .superRefine((r, ctx) => {
-    strictlyAscendingSeq(r.changes, ctx);
-    const last = r.changes[r.changes.length - 1];
-    if (last !== undefined && r.nextCursor < last.seq) {
-      ctx.addIssue({ code: 'custom', path: ['nextCursor'], message: `expected at least the last change's seq ${last.seq}` });
-    }
-  });
+export const PullResponseSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  records: z.array(WireRecordSchema, { error: 'expected an array' }).max(MAX_PULL_LIMIT, { error: `more than ${MAX_PULL_LIMIT} records` }),
+  /** Send this as `cursor` next time. Persist it only after the records are joined. */
+  nextCursor: PullCursorSchema,
+  /** More is waiting: pull again now rather than on the schedule. */
+  hasMore: z.boolean({ error: 'expected a boolean' }),
+  /**
+   * The request's cursor was older than what the log still holds (compacted away, see
+   * docs/delta-calculator.md): this and the following pages carry whole record states of the
+   * scopes, then the log resumes. Joining is still the right thing to do (states are CRDTs, and the
+   * agent's own unpushed writes must survive); nothing needs to be dropped.
+   */
+  fullResync: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+});
 export type PullResponse = z.output<typeof PullResponseSchema>;
 
 export function decodePullResponse(bytes: Uint8Array): PullResponse {
   return decodeMessage(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+}
+
+export function decodePullReply(bytes: Uint8Array): Reply<PullResponse> {
+  return decodeReply(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+}
+
+// --- pull by keys: request/reply on `<ns>.pullkeys.<agentId>` (Merkle repair) ---
+
+export const PullKeyRefSchema = z.strictObject({ scope: ScopeSchema, collection: CollectionSchema, key: KeySchema });
+
+/** The server's whole current states of these records (what a Merkle exchange found missing or differing here). */
+export const PullKeysRequestSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  agentId: AgentIdSchema,
+  records: z.array(PullKeyRefSchema, { error: 'expected an array' }).min(1, { error: 'at least one record' }).max(MAX_PULL_LIMIT, { error: `more than ${MAX_PULL_LIMIT} records` }),
+  acceptEncodings: AcceptEncodingsSchema.exactOptional(),
+});
+export type PullKeysRequest = z.output<typeof PullKeysRequestSchema>;
+
+export function decodePullKeysRequest(bytes: Uint8Array): PullKeysRequest {
+  return decodeMessage(PullKeysRequestSchema, bytes, MAX_PULL_REQUEST_BYTES);
+}
+
+/**
+ * `records`: the states of those of the first `answered` requested records that the server holds
+ * (an absent one is simply not there). `answered < records.length` when the reply hit the size cap:
+ * ask again for the rest.
+ */
+export const PullKeysResponseSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  records: z.array(WireRecordSchema, { error: 'expected an array' }).max(MAX_PULL_LIMIT),
+  answered: NonNegativeIntSchema,
+});
+export type PullKeysResponse = z.output<typeof PullKeysResponseSchema>;
+
+export function decodePullKeysResponse(bytes: Uint8Array): PullKeysResponse {
+  return decodeMessage(PullKeysResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+}
+
+// --- Merkle anti-entropy: request/reply on `<ns>.merkle.<agentId>` ---
+
+const Base64UrlSchema = z.string().max(MAX_PULL_REQUEST_BYTES).regex(/^[A-Za-z0-9_-]*$/, { error: 'expected base64url' });
+const NodeIndexesSchema = z.array(NonNegativeIntSchema).max(65_536);
+
+/** sync-core's `MerkleVerifyRequest` (merkle-verify.ts), decoded. */
+export const MerkleVerifyRequestSchema = z.discriminatedUnion('t', [
+  z.strictObject({
+    t: z.literal('digests'),
+    v: PositiveIntSchema,
+    depth: PositiveIntSchema,
+    root: z.string().regex(/^[0-9a-f]{64}$/).exactOptional(),
+    level: PositiveIntSchema,
+    parents: NodeIndexesSchema,
+    digests: Base64UrlSchema,
+  }),
+  z.strictObject({ t: z.literal('entries'), v: PositiveIntSchema, depth: PositiveIntSchema, buckets: NodeIndexesSchema, counts: NodeIndexesSchema, entries: Base64UrlSchema }),
+]);
+
+/** An agent's step of a Merkle exchange over one (scope, collection); the server answers statelessly. */
+export const MerkleRequestSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  agentId: AgentIdSchema,
+  scope: ScopeSchema,
+  collection: CollectionSchema,
+  msg: MerkleVerifyRequestSchema,
+});
+export type MerkleRequest = z.output<typeof MerkleRequestSchema>;
+
+export function decodeMerkleRequest(bytes: Uint8Array): MerkleRequest {
+  return decodeMessage(MerkleRequestSchema, bytes, MAX_PULL_REQUEST_BYTES);
+}
+
+export const MerkleVerifyResponseSchema = z.discriminatedUnion('t', [
+  z.strictObject({ t: z.literal('equal') }),
+  z.strictObject({ t: z.literal('digests'), level: PositiveIntSchema, parents: NodeIndexesSchema, digests: Base64UrlSchema }),
+  z.strictObject({ t: z.literal('listing'), buckets: NodeIndexesSchema, counts: NodeIndexesSchema, keys: z.array(KeySchema).max(1_000_000), hashes: z.string().regex(/^[A-Za-z0-9_-]*$/) }),
+  z.strictObject({ t: z.literal('result'), missingHere: z.array(KeySchema).max(1_000_000), missingThere: NodeIndexesSchema, differing: NodeIndexesSchema }),
+]);
+
+export const MerkleResponseSchema = z.strictObject({ protocol: ProtocolSchema, msg: MerkleVerifyResponseSchema });
+export type MerkleResponse = z.output<typeof MerkleResponseSchema>;
+
+export function decodeMerkleResponse(bytes: Uint8Array): MerkleResponse {
+  return decodeMessage(MerkleResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
 }
 
 // --- error reply (any request/reply) ---
@@ -257,10 +368,6 @@ export function decodeReply<S extends z.ZodType>(schema: S, bytes: Uint8Array, m
   }
   checkProtocol(value);
   return { ok: true, value: decodeWith(schema, value) };
-}
-
-export function decodePullReply(bytes: Uint8Array): Reply<PullResponse> {
-  return decodeReply(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
 }
 
 // --- dead letter: `<ns>.dlq.<source>` ---

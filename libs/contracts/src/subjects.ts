@@ -70,6 +70,9 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
     /** Request/reply: an agent's pull (queue group shared by delta-calculator replicas). */
     pull: (agentId: string) => `${ns}.pull.${token('agent id', agentId)}`,
     pullAll: `${ns}.pull.*`,
+    /** Request/reply: whole current states of named records (Merkle repair), same queue group as pulls. */
+    pullKeys: (agentId: string) => `${ns}.pullkeys.${token('agent id', agentId)}`,
+    pullKeysAll: `${ns}.pullkeys.*`,
     /** Request/reply: Merkle anti-entropy exchange. */
     merkle: (agentId: string) => `${ns}.merkle.${token('agent id', agentId)}`,
     merkleAll: `${ns}.merkle.*`,

@@ -138,6 +138,68 @@ export const ErrorCodes = {
   FLEET_RESOLVE_001: { name: 'InvalidResolution', retryable: false, message: 'invalid conflict resolution' },
   /** A field delta is malformed: a field both set and unset, or `deleted` with fields. */
   FLEET_DELTA_001: { name: 'InvalidDelta', retryable: false, message: 'invalid field delta' },
+  // --- agent local store (libs/agent-store, apps/agent) ---
+  /**
+   * The agent's data directory or database cannot be created, opened or written: the directory is
+   * missing and cannot be made, is not a directory, is read-only, or permissions forbid it. The
+   * message names the path. Fix the path or its permissions (`FLEET_AGENT_DATA_DIR`); nothing was written.
+   */
+  FLEET_AGENT_001: { name: 'StoreUnavailable', retryable: false, message: 'agent store cannot be opened or written' },
+  /**
+   * The disk (or the database size quota, `FLEET_AGENT_DB_MAX_MB`) is full (SQLITE_FULL). The write
+   * that hit it was rolled back whole (record and outbox row together), so nothing half-written
+   * remains; free space or raise the quota and retry.
+   */
+  FLEET_AGENT_002: { name: 'StoreFull', retryable: true, message: 'agent store disk or quota is full' },
+  /**
+   * The offline queue (outbox) holds its configured maximum of unsent changes even after coalescing
+   * every unsent change it may merge. The new write is refused (rolled back) rather than dropping a
+   * queued change; it succeeds again once the sync manager has pushed part of the queue, or after
+   * raising `FLEET_AGENT_OUTBOX_MAX`. Direct SQL writes stay in the capture table meanwhile.
+   */
+  FLEET_AGENT_003: { name: 'OutboxFull', retryable: true, message: 'offline queue is full' },
+  /**
+   * The store was restored from a backup and has not been re-verified against the server yet. Local
+   * writes are held until then: writes made after the backup may have reached the server, and a new
+   * write now could reuse their version counters (FLEET_CHANGE_002). The sync manager clears it after
+   * its Merkle verification; direct SQL writes stay captured meanwhile.
+   */
+  FLEET_AGENT_004: { name: 'NeedsVerification', retryable: true, message: 'store awaits verification after a restore' },
+  /**
+   * A local write is invalid before it becomes a change: a malformed scope, collection or key, fields
+   * that are not a storable JSON object, or a size cap the server would refuse. Refused at once so
+   * the outbox never holds a change the server would dead-letter.
+   */
+  FLEET_AGENT_005: { name: 'InvalidLocalWrite', retryable: false, message: 'invalid local write' },
+  /**
+   * A backup cannot be taken or restored: no full backup to chain an incremental to, a missing file
+   * in the chain, links that do not match (an incremental of another full backup), or a backup of
+   * another agent. The message names the file.
+   */
+  FLEET_AGENT_006: { name: 'BadBackup', retryable: false, message: 'backup cannot be taken or restored' },
+  /**
+   * The database exists but is not this agent's store: another agent id, a newer schema version, or
+   * not an agent database at all (corrupt). Opening it anyway could reuse another origin's counters,
+   * so the agent stops; restore a backup or point `FLEET_AGENT_DATA_DIR` elsewhere.
+   */
+  FLEET_AGENT_007: { name: 'IncompatibleStore', retryable: false, message: 'database is not a compatible agent store' },
+  /** The agent command line was used wrongly: unknown command, missing or malformed argument. `agent --help` lists the usage. */
+  FLEET_AGENT_008: { name: 'AgentUsage', retryable: false, message: 'invalid agent command line' },
+  // --- conflict log and manual queue (conflict-resolver) ---
+  /** No conflict with that id in the conflict log. Check the id (`conflicts list`). */
+  FLEET_CONFLICT_001: { name: 'ConflictNotFound', retryable: false, message: 'no such conflict' },
+  /**
+   * The conflict was already resolved (by an operator, possibly another one, or automatically by its
+   * strategy). Resolving it again would write a second resolution over the first: refused. Show it to
+   * see the resolution change.
+   */
+  FLEET_CONFLICT_002: { name: 'ConflictAlreadyResolved', retryable: false, message: 'conflict already resolved' },
+  /**
+   * The conflict no longer describes the record: a later change settled it (the record's vector moved
+   * past every side), or new concurrent writes made a newer conflict of the record (resolve that one).
+   * The item is marked `superseded`; list the record's pending items again.
+   */
+  FLEET_CONFLICT_003: { name: 'ConflictSuperseded', retryable: false, message: 'conflict superseded by later changes' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

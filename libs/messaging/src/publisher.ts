@@ -37,7 +37,18 @@ export interface InboundRequest extends Reply {
   header(name: string): string | undefined;
 }
 
-export type RequestHandler = (req: InboundRequest) => Promise<Payload | void>;
+/**
+ * A reply that carries headers (e.g. `Fleet-Encoding` on a compressed pull page). A request handler
+ * returns it instead of a bare payload when the reply's meaning depends on a header.
+ */
+export class ReplyWithHeaders {
+  constructor(
+    readonly data: Payload,
+    readonly headers: Readonly<Record<string, string>>,
+  ) {}
+}
+
+export type RequestHandler = (req: InboundRequest) => Promise<Payload | ReplyWithHeaders | void>;
 
 export interface Responder {
   readonly subject: string;
@@ -149,7 +160,12 @@ export class NatsPublisher {
               };
               try {
                 const out = await handler(req);
-                if (msg.reply) msg.respond(out === undefined ? new Uint8Array() : toBytes(out));
+                if (!msg.reply) return;
+                if (out instanceof ReplyWithHeaders) {
+                  const h = natsHeaders();
+                  for (const [k, v] of Object.entries(out.headers)) h.set(k, v);
+                  msg.respond(toBytes(out.data), { headers: h });
+                } else msg.respond(out === undefined ? new Uint8Array() : toBytes(out));
               } catch (e) {
                 const h = natsHeaders();
                 const fe = e instanceof FleetError ? e : undefined;

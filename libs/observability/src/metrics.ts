@@ -45,6 +45,8 @@ const CONSISTENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 9
 /** Automatic resolution takes milliseconds; manual resolution waits for an operator (hours). */
 const RESOLVE_BUCKETS = [0.001, 0.01, 0.1, 1, 10, 60, 300, 900, 3600, 14_400, 86_400, 604_800] as const;
 const ROUND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+/** One append transaction holds the append lock: milliseconds normally, the lock timeout (30 s) at worst. */
+const APPEND_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 
 export const Metrics = {
   // --- lag and queues (mostly agent side) ---
@@ -158,6 +160,14 @@ export const Metrics = {
     unit: '{change}',
     description: 'Changes taken in by a consumer, by what became of them (change-log dedupe, version-vector classification, agent merge).',
     attributes: { outcome: ['applied', 'duplicate', 'stale', 'conflict', 'rejected'], side: SIDE },
+  },
+  appendDuration: {
+    name: 'fleet_sync.change_log.append.duration',
+    kind: 'histogram',
+    unit: 's',
+    description: 'Duration of one change-log append transaction (lock wait, lookup, insert, projections, commit); appends are serialised, so this bounds throughput.',
+    attributes: { outcome: ['ok', 'failed'] },
+    buckets: APPEND_BUCKETS,
   },
   deadLettered: {
     name: 'fleet_sync.dead_lettered',

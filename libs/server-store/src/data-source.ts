@@ -1,12 +1,14 @@
 import { DataSource } from 'typeorm';
 import { ChangeLogEntry } from './entities/change-log.entity';
 import { OriginProgress } from './entities/origin-progress.entity';
+import { RecordRow } from './entities/record.entity';
+import { ConflictRow } from './entities/conflict.entity';
 import { SERVER_STORE_MIGRATIONS } from './migrations';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/fleet_sync';
 
 /** Entities of the server store, for a DataSource (or `TypeOrmModule.forRoot`) of one's own. */
-export const SERVER_STORE_ENTITIES = [ChangeLogEntry, OriginProgress];
+export const SERVER_STORE_ENTITIES = [ChangeLogEntry, OriginProgress, RecordRow, ConflictRow];
 
 export interface ServerDataSourceOptions {
   readonly url: string;

@@ -75,6 +75,29 @@ export class PostgresChangeLog implements ChangeLog {
     }
   }
 
+  /**
+   * Appends inside the caller's transaction, which must be READ COMMITTED and already hold the append
+   * lock (`APPEND_LOCK_SQL`): for a writer that must read the log and append in one atomic step (the
+   * `ServerWriter` folds a record's unapplied changes, derives its change from them and appends it;
+   * holding the lock across the read means nothing can be appended in between). Same classification,
+   * projections and result as `appendBatch`; the commit is the caller's.
+   */
+  async appendInLockedTransaction(tx: EntityManager, changes: readonly Change[]): Promise<AppendResult> {
+    const rejected: RejectedChange[] = [];
+    const storable: Change[] = [];
+    for (const c of changes) {
+      const problem = unstorable(c);
+      if (problem === undefined) storable.push(c);
+      else rejected.push({ change: c, error: new FleetError('FLEET_DECODE_002', problem, { details: { changeId: c.changeId } }) });
+    }
+    if (storable.length === 0) return { appended: [], duplicates: [], rejected };
+    try {
+      return await this.appendLocked(tx, storable, rejected);
+    } catch (e) {
+      throw asInfraError(e);
+    }
+  }
+
   private async appendLocked(tx: EntityManager, changes: readonly Change[], rejected: RejectedChange[]): Promise<AppendResult> {
     const existing = await this.findExisting(tx, changes);
     const byId = new Map<string, LoggedChange>();
@@ -231,7 +254,7 @@ function unstorable(c: Change): string | undefined {
 }
 
 /** Connection and lock-timeout failures are retryable; anything already a FleetError stays as is. */
-function asInfraError(e: unknown): unknown {
+export function asInfraError(e: unknown): unknown {
   if (e instanceof FleetError) return e;
   const code = (e as { code?: unknown } | null)?.code;
   // 55P03 lock_not_available (lock_timeout), 57P01 admin_shutdown, 08xxx connection exceptions, 40001/40P01.

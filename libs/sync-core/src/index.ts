@@ -10,3 +10,5 @@ export * from './merkle';
 export * from './merkle-verify';
 export * from './scheduler';
 export * from './rules';
+export * from './connection';
+export * from './sync-protocol';

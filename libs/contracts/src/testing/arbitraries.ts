@@ -3,9 +3,13 @@
  * that wants generated wire messages (import from '@fleet/contracts/src/testing/arbitraries').
  */
 import fc from 'fast-check';
+import { applyChanges } from '@fleet/sync-core';
 import type { Change, Fields, JsonValue, LoggedChange } from '@fleet/sync-core';
 import { PROTOCOL_VERSION } from '../protocol';
+import { resyncCursor } from '../messages';
 import type { PullRequest, PushBatch } from '../messages';
+import { toWireRecord } from '../wire-record';
+import type { WireRecord } from '../wire-record';
 
 export const agentIdArb = fc.stringMatching(/^[A-Za-z0-9_-]{1,24}$/).filter((s) => s !== 'server' && s !== '__proto__');
 export const scopeArb = fc.oneof(
@@ -90,12 +94,11 @@ export const pullRequestArb: fc.Arbitrary<PullRequest> = fc.record(
     protocol: fc.constant(PROTOCOL_VERSION),
     agentId: agentIdArb,
     scopes: fc.uniqueArray(scopeArb, { minLength: 1, maxLength: 5 }),
-    cursor: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-    limit: fc.integer({ min: 1, max: 1000 }),
-    knownVersions: fc.array(
-      fc.record({ scope: scopeArb, collection: collectionArb, key: keyArb, vv: fc.dictionary(agentIdArb, fc.integer({ min: 1, max: 99 }), { maxKeys: 3 }) }),
-      { maxLength: 3 },
+    cursor: fc.oneof(
+      fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+      fc.tuple(fc.integer({ min: 0, max: 1e9 }), fc.option(fc.record({ scope: scopeArb, collection: collectionArb, key: keyArb }), { nil: undefined })).map(([at, after]) => resyncCursor(at, after)),
     ),
+    limit: fc.integer({ min: 1, max: 1000 }),
     acceptEncodings: fc.uniqueArray(fc.constantFrom('identity' as const, 'gzip' as const)),
   },
   { requiredKeys: ['protocol', 'agentId', 'scopes', 'cursor'] },
@@ -104,7 +107,7 @@ export const pullRequestArb: fc.Arbitrary<PullRequest> = fc.record(
 /** A pull response as a sender builds it (domain `LoggedChange`s). */
 export interface PullResponseLike {
   protocol: number;
-  changes: LoggedChange[];
+  records: WireRecord[];
   nextCursor: number;
   hasMore: boolean;
   fullResync?: boolean;
@@ -114,7 +117,7 @@ export const pullResponseArb: fc.Arbitrary<PullResponseLike> = fc
   .record({ changes: loggedChangesArb(5), extra: fc.integer({ min: 0, max: 100 }), hasMore: fc.boolean(), fullResync: fc.option(fc.boolean(), { nil: undefined }) })
   .map(({ changes, extra, hasMore, fullResync }) => {
     const last = changes[changes.length - 1]?.seq ?? 0;
-    const r: PullResponseLike = { protocol: PROTOCOL_VERSION, changes, nextCursor: last + extra, hasMore };
+    const r: PullResponseLike = { protocol: PROTOCOL_VERSION, records: changes.map((c) => toWireRecord(applyChanges([c], { default: 'lww' }))), nextCursor: last + extra, hasMore };
     return fullResync === undefined ? r : { ...r, fullResync };
   });
 

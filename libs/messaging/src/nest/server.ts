@@ -8,6 +8,7 @@ import type { ConsumeOptions } from '../consumer';
 import type { BatchOutcome, InboundMessage } from '../message';
 import { Messaging } from '../messaging';
 import type { StreamSpec } from '../provision';
+import { ReplyWithHeaders } from '../publisher';
 import type { InboundRequest, Payload } from '../publisher';
 import { JETSTREAM_CONSUMER, NATS_RESPONDER, type JetStreamConsumerExtras, type NatsResponderExtras } from './decorators';
 
@@ -120,8 +121,9 @@ function isConnection(c: NatsConnectOptions | NatsConnection): c is NatsConnecti
   return typeof (c as NatsConnection).publish === 'function';
 }
 
-function toReply(v: unknown): Payload | void {
+function toReply(v: unknown): Payload | ReplyWithHeaders | void {
   if (v === undefined || v === null) return undefined;
+  if (v instanceof ReplyWithHeaders) return v;
   if (typeof v === 'string' || v instanceof Uint8Array) return v;
   return JSON.stringify(v);
 }

@@ -16,6 +16,7 @@ export const bigintAsNumber: ValueTransformer = {
 @Unique('change_log_change_id_uq', ['changeId'])
 @Unique('change_log_origin_seq_uq', ['origin', 'originSeq'])
 @Index('change_log_scope_seq_idx', ['scope', 'seq'])
+@Index('change_log_record_seq_idx', ['scope', 'collection', 'key', 'seq'])
 @Check('change_log_op_ck', `op = ANY (ARRAY['put'::text, 'delete'::text])`)
 @Check('change_log_seq_ck', `seq > 0`)
 @Check('change_log_origin_seq_ck', `origin_seq > 0`)

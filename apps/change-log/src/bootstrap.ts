@@ -1,0 +1,43 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { LogLevel } from '@fleet/config';
+import { subjects } from '@fleet/contracts';
+import { JetStreamServer } from '@fleet/messaging';
+import { ChangeLogModule } from './change-log.module';
+import type { ChangeLogConfig } from './config';
+import { changeLogStreams } from './streams';
+
+const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
+  fatal: ['fatal'],
+  error: ['fatal', 'error'],
+  warn: ['fatal', 'error', 'warn'],
+  info: ['fatal', 'error', 'warn', 'log'],
+  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
+  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
+};
+
+/**
+ * Builds and starts the service: a hybrid Nest app, HTTP for the health endpoints and the
+ * JetStream transport for the push consumer. Resolves once the consumer is bound and HTTP listens.
+ * Used by main.ts (after telemetry started) and by in-process tests. `app.close()` drains: readiness
+ * turns false, the consumer stops pulling and settles what is in hand, then the pool closes.
+ */
+export async function createChangeLogApp(config: ChangeLogConfig): Promise<INestApplication> {
+  const s = subjects(config.namespace);
+  const logger = new Logger('change-log');
+  const transport = new JetStreamServer({
+    connection: { servers: config.natsUrl, name: 'change-log' },
+    subjects: s,
+    streams: changeLogStreams(s, config),
+    deadLetter: { replicas: config.streamReplicas },
+    consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+  });
+  const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), { logger: NEST_LEVELS[config.logLevel] });
+  app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
+  await app.startAllMicroservices();
+  await app.listen(config.httpPort, '0.0.0.0');
+  logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.pushAll} as ${s.ns}-change-log`);
+  return app;
+}

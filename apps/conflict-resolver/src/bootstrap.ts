@@ -1,0 +1,47 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { LogLevel } from '@fleet/config';
+import { subjects } from '@fleet/contracts';
+import { JetStreamServer } from '@fleet/messaging';
+import { loadStrategyConfig } from '@fleet/server-store';
+import type { StrategyConfig } from '@fleet/sync-core';
+import type { ConflictResolverConfig } from './config';
+import { conflictResolverStreams } from './streams';
+import { FleetErrorHttpFilter } from './fleet-error.filter';
+import { ConflictResolverModule } from './conflict-resolver.module';
+
+export const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
+  fatal: ['fatal'],
+  error: ['fatal', 'error'],
+  warn: ['fatal', 'error', 'warn'],
+  info: ['fatal', 'error', 'warn', 'log'],
+  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
+  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
+};
+
+/**
+ * Builds and starts the service: a hybrid Nest app (HTTP: operator API and health; the JetStream
+ * consumer of conflict events; the NATS operator API). `strategies` overrides the configured file/JSON (tests with code-registered rules).
+ * `app.close()` drains: readiness false, stop pulling, settle what is in hand, close the pool.
+ */
+export async function createConflictResolverApp(config: ConflictResolverConfig, strategies?: StrategyConfig): Promise<INestApplication> {
+  const s = subjects(config.namespace);
+  const logger = new Logger('conflict-resolver');
+  const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
+  const transport = new JetStreamServer({
+    connection: { servers: config.natsUrl, name: 'conflict-resolver' },
+    subjects: s,
+    streams: conflictResolverStreams(s, config),
+    deadLetter: { replicas: config.streamReplicas },
+    consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+  });
+  const app = await NestFactory.create(ConflictResolverModule.forRoot(config, strategyConfig, transport), { logger: NEST_LEVELS[config.logLevel] });
+  app.useGlobalFilters(new FleetErrorHttpFilter());
+  app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });
+  await app.startAllMicroservices();
+  await app.listen(config.httpPort, '0.0.0.0');
+  logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.classified('conflict')} as ${s.ns}-conflict-resolver, operator API on HTTP and ${s.conflictsApiAll}`);
+  return app;
+}

@@ -1,0 +1,97 @@
+/**
+ * conflict-resolver's configuration: every option declared once. Variables are
+ * `FLEET_CONFLICTRESOLVER_<NAME>`, then the shared fallback named in the table (`--help`).
+ */
+import { databaseUrlOption, defineConfig, envDuration, envInt, envString, envUrl, logLevelOption, namespaceOption, natsUrlOption } from '@fleet/config';
+import type { ConfigOf } from '@fleet/config';
+import { strategyConfigOptions } from '@fleet/server-store';
+
+export const conflictResolverConfig = defineConfig({
+  prefix: 'FLEET_CONFLICTRESOLVER_',
+  options: {
+    natsUrl: natsUrlOption(),
+    databaseUrl: databaseUrlOption(),
+    namespace: namespaceOption(),
+    logLevel: logLevelOption(),
+    ...strategyConfigOptions(),
+    httpPort: {
+      env: 'HTTP_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: '3000',
+      description: 'port of the operator API (/conflicts, /records) and /health/live, /health/ready (0: any free port)',
+      fallback: ['FLEET_HTTP_PORT'],
+    },
+    metricsPort: {
+      env: 'METRICS_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: '9464',
+      description: 'port of the Prometheus /metrics endpoint (0: no metrics server)',
+      fallback: ['FLEET_METRICS_PORT'],
+    },
+    otlpEndpoint: {
+      env: 'OTLP_ENDPOINT',
+      schema: envUrl(['http', 'https']),
+      optional: true,
+      description: 'OTLP/HTTP traces endpoint; unset: spans are not exported (trace context still propagates)',
+      fallback: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
+    },
+    streamReplicas: {
+      env: 'STREAM_REPLICAS',
+      schema: envInt({ min: 1, max: 5 }),
+      default: '1',
+      description: 'JetStream replicas of the streams this service declares; at most the number of NATS servers',
+      fallback: ['FLEET_STREAM_REPLICAS'],
+    },
+    dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '4', description: 'PostgreSQL pool size' },
+    batchMessages: {
+      env: 'BATCH_MESSAGES',
+      schema: envInt({ min: 1, max: 100 }),
+      default: '20',
+      description: 'conflict events decided in one transaction',
+    },
+    batchLinger: {
+      env: 'BATCH_LINGER',
+      schema: envDuration({ min: 0, max: 1000 }),
+      default: '5ms',
+      description: 'how long to wait for more conflict events after the first',
+    },
+    ackWait: {
+      env: 'ACK_WAIT',
+      schema: envDuration({ min: 1000, max: 600_000 }),
+      default: '30s',
+      description: 'JetStream ack wait of the conflict-events consumer',
+    },
+    maxDeliver: {
+      env: 'MAX_DELIVER',
+      schema: envInt({ min: 2, max: 100 }),
+      default: '10',
+      description: 'deliveries of a transiently failing event before it is dead-lettered (FLEET_MSG_001)',
+    },
+    node: {
+      env: 'NODE_ID',
+      schema: envString({ min: 1, max: 100, pattern: /^[\x21-\x7e]+$/, patternHint: 'expected printable ASCII without spaces' }),
+      optional: true,
+      description: "this replica's HLC node id for server changes (default: server-<HOSTNAME or pid>); unique per replica",
+    },
+    sweepInterval: {
+      env: 'SWEEP_INTERVAL',
+      schema: envDuration({ min: 0, max: 3_600_000 }),
+      default: '15s',
+      description: 'how often open conflicts whose event was lost are picked up again (0: never)',
+    },
+    sweepAge: {
+      env: 'SWEEP_AGE',
+      schema: envDuration({ min: 1000, max: 3_600_000 }),
+      default: '30s',
+      description: 'an open conflict older than this is swept',
+    },
+    shutdownTimeout: {
+      env: 'SHUTDOWN_TIMEOUT',
+      schema: envDuration({ min: 1000, max: 600_000 }),
+      default: '25s',
+      description: 'SIGTERM: time to drain before exiting anyway; keep under terminationGracePeriodSeconds',
+    },
+  },
+});
+
+export type ConflictResolverConfig = ConfigOf<typeof conflictResolverConfig>;

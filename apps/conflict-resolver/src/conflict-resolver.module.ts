@@ -1,0 +1,92 @@
+import { Global, Module } from '@nestjs/common';
+import type { DynamicModule } from '@nestjs/common';
+import { hostname } from 'node:os';
+import { DataSource } from 'typeorm';
+import { subjects } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import { JetStreamServer } from '@fleet/messaging';
+import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
+import type { SyncMetrics } from '@fleet/observability';
+import { ConflictDesk, openServerDataSource, PostgresChangeLog, ServerWriter } from '@fleet/server-store';
+import type { StrategyConfig } from '@fleet/sync-core';
+import type { ConflictResolverConfig } from './config';
+import { conflictEventsController } from './conflict-events.controller';
+import { conflictsApiController } from './conflicts-api.controller';
+import { ConflictsHttpController } from './conflicts.controller';
+import { ConflictResolverPublisher } from './publisher';
+import { RecordsController } from './records.controller';
+import { ResolverService } from './resolver.service';
+import { CONFLICT_RESOLVER_CONFIG, STRATEGY_CONFIG } from './tokens';
+
+@Global()
+@Module({})
+class InfraModule {
+  static forRoot(config: ConflictResolverConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
+    return {
+      module: InfraModule,
+      providers: [
+        { provide: CONFLICT_RESOLVER_CONFIG, useValue: config },
+        { provide: STRATEGY_CONFIG, useValue: strategies },
+        { provide: JetStreamServer, useValue: transport },
+        {
+          provide: DataSource,
+          useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'conflict-resolver' }),
+        },
+        {
+          provide: 'DataSourceCloser',
+          inject: [DataSource],
+          useFactory: (ds: DataSource) => ({ onApplicationShutdown: () => ds.destroy() }),
+        },
+      ],
+      exports: [CONFLICT_RESOLVER_CONFIG, STRATEGY_CONFIG, JetStreamServer, DataSource],
+    };
+  }
+}
+
+/** Wiring only: config, connections, metrics, health, the ServerWriter, the consumer and the operator API (HTTP and NATS). */
+@Module({})
+export class ConflictResolverModule {
+  static forRoot(config: ConflictResolverConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
+    const s = subjects(config.namespace);
+    const node = config.node ?? `server-${(process.env['HOSTNAME'] ?? hostname()).replace(/[^\x21-\x7e]/g, '')}-${process.pid}`;
+    return {
+      module: ConflictResolverModule,
+      imports: [
+        InfraModule.forRoot(config, strategies, transport),
+        SyncMetricsModule.forRoot(),
+        HealthModule.forRootAsync({
+          inject: [DataSource, JetStreamServer],
+          useFactory: (ds: DataSource, js: JetStreamServer) => ({
+            checks: [
+              { name: 'postgres', check: async () => void (await ds.query('select 1')) },
+              {
+                name: 'nats',
+                check: async () => {
+                  const nc = js.bus.nc;
+                  if (nc.isClosed() || nc.isDraining()) throw new FleetError('FLEET_INFRA_001', 'NATS connection closed');
+                  await nc.flush();
+                },
+              },
+            ],
+          }),
+        }),
+      ],
+      controllers: [conflictEventsController(config), conflictsApiController(config), ConflictsHttpController, RecordsController],
+      providers: [
+        { provide: ConflictResolverPublisher, inject: [JetStreamServer], useFactory: (js: JetStreamServer) => new ConflictResolverPublisher(js, s) },
+        {
+          provide: ServerWriter,
+          inject: [DataSource],
+          useFactory: (ds: DataSource) => new ServerWriter(ds, { changeLog: new PostgresChangeLog(ds), config: strategies, node }),
+        },
+        { provide: ConflictDesk, inject: [DataSource, ServerWriter], useFactory: (ds: DataSource, w: ServerWriter) => new ConflictDesk(ds, w) },
+        {
+          provide: ResolverService,
+          inject: [ConflictDesk, ConflictResolverPublisher, SYNC_METRICS],
+          useFactory: (desk: ConflictDesk, pub: ConflictResolverPublisher, metrics: SyncMetrics) =>
+            new ResolverService(desk, () => pub.bus, s, metrics, { intervalMs: config.sweepInterval, ageMs: config.sweepAge }),
+        },
+      ],
+    };
+  }
+}

@@ -1,0 +1,48 @@
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query, UseFilters } from '@nestjs/common';
+import { ConflictResolveRequestSchema, ConflictShowRequestSchema, ConflictsListRequestSchema, decodeWith, PROTOCOL_VERSION } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import { FleetErrorHttpFilter } from './fleet-error.filter';
+import { ResolverService } from './resolver.service';
+
+/** A decimal id or number from a path or query string, strictly (`12abc` is not 12). */
+export function intParam(name: string, v: string | undefined): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d{1,15}$/.test(v)) throw new FleetError('FLEET_DECODE_002', `${name}: expected a non-negative integer, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/**
+ * The operator API over HTTP: the conflict log and the manual queue.
+ * `GET /conflicts?status=pending&after=&limit=`, `GET /conflicts/:id`,
+ * `POST /conflicts/:id/resolve` with `{take: origin}` | `{fields, unset?}` | `{deleted: true}`.
+ * Inputs are decoded with the same schemas as the NATS API; errors map to HTTP in the filter.
+ */
+@Controller('conflicts')
+@UseFilters(FleetErrorHttpFilter)
+export class ConflictsHttpController {
+  constructor(@Inject(ResolverService) private readonly resolver: ResolverService) {}
+
+  @Get()
+  async list(@Query('status') status?: string, @Query('after') after?: string, @Query('limit') limit?: string): Promise<unknown> {
+    const req = decodeWith(ConflictsListRequestSchema, {
+      protocol: PROTOCOL_VERSION,
+      ...(status === undefined ? {} : { status }),
+      ...(after === undefined ? {} : { after: intParam('after', after) }),
+      ...(limit === undefined ? {} : { limit: intParam('limit', limit) }),
+    });
+    return this.resolver.list(req);
+  }
+
+  @Get(':id')
+  async show(@Param('id') id: string): Promise<unknown> {
+    const req = decodeWith(ConflictShowRequestSchema, { protocol: PROTOCOL_VERSION, id: intParam('id', id) });
+    return this.resolver.show(req.id);
+  }
+
+  @Post(':id/resolve')
+  @HttpCode(200)
+  async resolve(@Param('id') id: string, @Body() body: unknown): Promise<unknown> {
+    const req = decodeWith(ConflictResolveRequestSchema, { protocol: PROTOCOL_VERSION, id: intParam('id', id), choice: body });
+    return this.resolver.resolve(req.id, req.choice);
+  }
+}

@@ -1,0 +1,46 @@
+import { Catch, HttpException, Logger } from '@nestjs/common';
+import type { ArgumentsHost, ExceptionFilter } from '@nestjs/common';
+import type { Response } from 'express';
+import { errorReply } from '@fleet/contracts';
+import { isFleetError } from '@fleet/errors';
+import type { ErrorCode } from '@fleet/errors';
+
+/** HTTP status of each error code the operator API can meet; anything else is 500 (or 503 when retryable). */
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  FLEET_DECODE_001: 400,
+  FLEET_DECODE_002: 400,
+  FLEET_DECODE_003: 400,
+  FLEET_DECODE_004: 413,
+  FLEET_RESOLVE_001: 422,
+  FLEET_CHANGE_001: 422,
+  FLEET_JSON_001: 422,
+  FLEET_AUTH_003: 403,
+  FLEET_CONFLICT_001: 404,
+  FLEET_CONFLICT_002: 409,
+  FLEET_CONFLICT_003: 409,
+  FLEET_INFRA_001: 503,
+};
+
+/**
+ * The edge of the operator API: a FleetError becomes its HTTP status and the `errorReply` body
+ * (`{"error":{"code","message","retryable","details"}}`), the same body the NATS API answers with.
+ * Anything else is a bug: logged with its stack, answered FLEET_INTERNAL_001 with nothing inside.
+ */
+@Catch()
+export class FleetErrorHttpFilter implements ExceptionFilter {
+  private readonly logger = new Logger('FleetErrorHttpFilter');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const res = host.switchToHttp().getResponse<Response>();
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      // Nest's own (404 for an unknown route, a malformed JSON body): keep the status, say it in our shape.
+      const code: ErrorCode = status === 404 ? 'FLEET_CONFLICT_001' : status < 500 ? 'FLEET_DECODE_001' : 'FLEET_INTERNAL_001';
+      res.status(status).json({ error: { code, message: exception.message, retryable: false } });
+      return;
+    }
+    if (!isFleetError(exception)) this.logger.error(exception instanceof Error ? (exception.stack ?? exception.message) : String(exception));
+    const status = isFleetError(exception) ? (STATUS[exception.code] ?? (exception.retryable ? 503 : 500)) : 500;
+    res.status(status).json(errorReply(exception));
+  }
+}

@@ -1,0 +1,32 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { subjects } from '@fleet/contracts';
+import { JetStreamServer } from '@fleet/messaging';
+import type { StrategyConfig } from '@fleet/sync-core';
+import type { DeltaConfig } from './config';
+import { DeltaModule } from './delta.module';
+
+/**
+ * A hybrid Nest app: HTTP (health, operator API) and the JetStream transport (pull, pull-by-keys and
+ * Merkle responders in the `queueGroups.pull` queue group; the nudge consumer). `app.close()` drains:
+ * responders stop taking requests and finish those in hand, then the pool closes. The log stream is
+ * change-log's: start this service after it has provisioned the stream.
+ */
+export async function createDeltaApp(config: DeltaConfig, strategies: StrategyConfig = { default: 'lww' }): Promise<INestApplication> {
+  const s = subjects(config.namespace);
+  const logger = new Logger('delta-calculator');
+  const transport = new JetStreamServer({
+    connection: { servers: config.natsUrl, name: 'delta-calculator' },
+    subjects: s,
+    consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+  });
+  const app = await NestFactory.create(DeltaModule.forRoot(config, transport, strategies), { logger: config.logLevel === 'debug' || config.logLevel === 'trace' ? ['error', 'warn', 'log', 'debug'] : ['error', 'warn'] });
+  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
+  await app.startAllMicroservices();
+  await app.listen(config.httpPort, '0.0.0.0');
+  logger.log(`ready: answering ${s.pullAll}, ${s.pullKeysAll}, ${s.merkleAll} in ${s.queueGroups.pull}`);
+  return app;
+}

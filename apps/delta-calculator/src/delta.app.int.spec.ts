@@ -1,0 +1,290 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import type { INestApplication } from '@nestjs/common';
+import type { DataSource } from 'typeorm';
+import { loadConfig } from '@fleet/config';
+import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import type { PullCursor } from '@fleet/contracts';
+import { DeltaStore } from '@fleet/delta';
+import { AgentReplica } from '@fleet/delta/src/testing/agent-replica';
+import { isFleetError } from '@fleet/errors';
+import { Messaging } from '@fleet/messaging';
+import { deleteNamespaceStreams, eventually, freePort, SHARED_NATS, testNamespace } from '@fleet/messaging/src/test-support';
+import { openServerDataSource } from '@fleet/server-store/src/data-source';
+import { PostgresChangeLog } from '@fleet/server-store/src/postgres-change-log';
+import { createTestDatabase, testChange } from '@fleet/server-store/src/testing';
+import type { TestDatabase } from '@fleet/server-store/src/testing';
+import { MerkleTree, recordHash, canonicalJson, decodeRecordState, encodeHlc } from '@fleet/sync-core';
+import type { Change, Fields, RecordState } from '@fleet/sync-core';
+import { createDeltaApp } from './bootstrap';
+import { deltaConfig } from './config';
+
+const s = testNamespace('dc');
+let db: TestDatabase;
+let ds: DataSource;
+let app: INestApplication;
+let bus: Messaging;
+let log: PostgresChangeLog;
+let store: DeltaStore;
+let serverSeq = 0;
+
+/** A server-origin change to a fleet-scoped record (what an agent reads but never writes). */
+function serverChange(collection: string, key: string, fields: Fields, over: Partial<Change> = {}): Change {
+  serverSeq++;
+  return testChange('server', serverSeq, {
+    scope: 'fleet',
+    collection,
+    key,
+    fields,
+    hlc: encodeHlc({ wallMs: 1_767_225_600_000 + serverSeq, counter: 0, node: 'server' }),
+    vv: { server: serverSeq },
+    ...over,
+  });
+}
+
+async function append(changes: readonly Change[]): Promise<void> {
+  for (let i = 0; i < changes.length; i += 500) await log.appendBatch(changes.slice(i, i + 500));
+}
+
+function config(extra: Record<string, string> = {}) {
+  return loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: SHARED_NATS, FLEET_DELTA_NAMESPACE: s.ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_NUDGE_WINDOW: '100ms', ...extra });
+}
+
+/** The server's visible records of the fleet scope, key -> recordHash, from its own projection. */
+async function serverHashes(collection: string): Promise<Map<string, string>> {
+  await store.project();
+  const rows = (await ds.query(`select key, state from record_states where scope = 'fleet' and collection = $1`, [collection])) as { key: string; state: unknown }[];
+  const out = new Map<string, string>();
+  for (const r of rows) {
+    const st = decodeRecordState(r.state);
+    if (st.view.status === 'live') out.set(r.key, recordHash(st));
+  }
+  return out;
+}
+
+function replicaHashes(a: AgentReplica, collection: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const st of a.states.values()) if (st.ref.collection === collection && st.view.status === 'live') out.set(st.ref.key, recordHash(st));
+  return out;
+}
+
+const sorted = (m: Map<string, string>) => canonicalJson([...m].sort(([a], [b]) => (a < b ? -1 : 1)));
+
+beforeAll(async () => {
+  db = await createTestDatabase('fleet_delta');
+  ds = await openServerDataSource({ url: db.url, poolSize: 4 });
+  log = new PostgresChangeLog(ds);
+  store = new DeltaStore(ds, { default: 'lww' });
+  bus = await Messaging.connect({ servers: [SHARED_NATS], name: 'delta-test' }, s);
+  await bus.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
+  app = await createDeltaApp(config());
+});
+
+afterAll(async () => {
+  await app?.close();
+  await deleteNamespaceStreams(await bus.jsm(), s);
+  await bus?.drain();
+  await ds?.destroy();
+  await db?.drop();
+});
+
+describe('pull', () => {
+  const N = 10_000;
+  it(`pulls ${N} records in batches; resuming from every intermediate cursor gives the same final state`, async () => {
+    const changes: Change[] = [];
+    for (let i = 0; i < N; i++) changes.push(serverChange('bulk', `k${i}`, { n: i, name: `item ${i}`, tags: ['a', 'b'] }));
+    for (let i = 0; i < N; i += 7) changes.push(serverChange('bulk', `k${i}`, { n: -i }, { vv: { server: serverSeq + 1 } }));
+    await append(changes);
+    const agent = new AgentReplica('a1', ['fleet'], bus);
+    const snapshots: { cursor: PullCursor; states: Map<string, RecordState> }[] = [];
+    const stats = await agent.pullAll({ limit: 1000, onPage: (cursor) => snapshots.push({ cursor, states: new Map(agent.states) }) });
+    expect(stats.pages).toBeGreaterThan(10);
+    const want = sorted(await serverHashes('bulk'));
+    expect(sorted(replicaHashes(agent, 'bulk'))).toBe(want);
+    expect(agent.states.get(`fleet\u0000bulk\u0000k7`)?.view.fields).toEqual({ n: -7, name: 'item 7', tags: ['a', 'b'] });
+    for (const snap of snapshots.slice(0, -1)) {
+      const b = new AgentReplica('a1', ['fleet'], bus);
+      for (const [k, v] of snap.states) b.states.set(k, v);
+      b.cursor = snap.cursor;
+      await b.pullAll({ limit: 1000 });
+      expect(sorted(replicaHashes(b, 'bulk'))).toBe(want);
+    }
+  });
+
+  it('never skips a change appended while pulls run', async () => {
+    const agent = new AgentReplica('a2', ['fleet'], bus);
+    await agent.pullAll();
+    const keys: string[] = [];
+    let done = false;
+    const writer = (async () => {
+      for (let b = 0; b < 40; b++) {
+        const batch = Array.from({ length: 50 }, (_, i) => serverChange('race', `r${b}-${i}`, { b, i }));
+        keys.push(...batch.map((c) => c.key));
+        await Promise.all([log.appendBatch(batch.slice(0, 25)), log.appendBatch(batch.slice(25))]);
+      }
+      done = true;
+    })();
+    for (;;) {
+      const finished = done;
+      const r = await agent.pullAll({ limit: 37 });
+      if (finished && r.records === 0) break;
+    }
+    await writer;
+    const have = replicaHashes(agent, 'race');
+    expect(keys.filter((k) => !have.has(k))).toEqual([]);
+    expect(have.size).toBe(2000);
+  });
+
+  it('sends only the fields changed since the agent looked (field-level delta)', async () => {
+    await append([serverChange('delta', 'd1', { a: 'x'.repeat(500), b: 1, c: { deep: [1, 2, 3] } })]);
+    const agent = new AgentReplica('a3', ['fleet'], bus);
+    await agent.pullAll();
+    await append([serverChange('delta', 'd1', { b: 2 }, { vv: { server: serverSeq + 1 } })]);
+    const { response, rawBytes } = await agent.pullPage({ gzip: false });
+    expect(response.records).toHaveLength(1);
+    expect(Object.keys(response.records[0]?.f ?? {})).toEqual(['b']);
+    expect(rawBytes).toBeLessThan(400);
+    expect(agent.states.get('fleet\u0000delta\u0000d1')?.view.fields).toEqual({ a: 'x'.repeat(500), b: 2, c: { deep: [1, 2, 3] } });
+  });
+
+  it('gzips large replies (Fleet-Encoding) and the result equals the identity pull', async () => {
+    const g = new AgentReplica('a4', ['fleet'], bus);
+    const i = new AgentReplica('a4', ['fleet'], bus);
+    const req = encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'a4', scopes: ['fleet'], cursor: 0, acceptEncodings: ['gzip'] });
+    const raw = await bus.request(s.pull('a4'), req, { timeoutMs: 30_000 });
+    expect(raw.headers?.get(Headers.Encoding)).toBe('gzip');
+    const sg = await g.pullAll({ gzip: true });
+    const si = await i.pullAll({ gzip: false });
+    expect(sg.wireBytes * 3).toBeLessThan(si.wireBytes);
+    expect(sorted(replicaHashes(g, 'bulk'))).toBe(sorted(replicaHashes(i, 'bulk')));
+  });
+});
+
+describe('errors', () => {
+  const ask = async (subject: string, body: Uint8Array | string) => {
+    try {
+      await bus.request(subject, body, { timeoutMs: 10_000 });
+    } catch (e) {
+      if (isFleetError(e)) return e;
+      throw e;
+    }
+    throw new Error('expected an error reply');
+  };
+  it('refuses a foreign scope with FLEET_AUTH_002; a group once the agent is a member', async () => {
+    const body = (scopes: string[]) => encodeJson({ protocol: 1, agentId: 'a5', scopes, cursor: 0 });
+    expect((await ask(s.pull('a5'), body(['host.other']))).code).toBe('FLEET_AUTH_002');
+    expect((await ask(s.pull('a5'), body(['group.ops']))).code).toBe('FLEET_AUTH_002');
+    const port = (app.getHttpServer() as { address(): { port: number } }).address().port;
+    const res = await fetch(`http://127.0.0.1:${port}/agents/a5/groups`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ groups: ['ops'] }) });
+    expect(res.status).toBe(200);
+    const ok = await bus.request(s.pull('a5'), body(['group.ops', 'host.a5', 'fleet']), { timeoutMs: 30_000 });
+    expect(ok.data.byteLength).toBeGreaterThan(0);
+    expect((await ask(s.pull('a5'), encodeJson({ protocol: 1, agentId: 'a6', scopes: ['fleet'], cursor: 0 }))).code).toBe('FLEET_AUTH_001');
+  });
+  it('answers a malformed request with a decode error', async () => {
+    expect((await ask(s.pull('a5'), 'not json')).code).toBe('FLEET_DECODE_001');
+    expect((await ask(s.pull('a5'), encodeJson({ protocol: 1, agentId: 'a5', scopes: [], cursor: -1 }))).code).toBe('FLEET_DECODE_002');
+    expect((await ask(s.pull('a5'), encodeJson({ protocol: 1, agentId: 'a5', scopes: ['fleet'], cursor: 'r.1.!!' }))).code).toBe('FLEET_DECODE_002');
+    expect((await ask(s.merkle('a5'), encodeJson({ protocol: 1, agentId: 'a5', scope: 'fleet', collection: 'x', msg: { t: 'nope' } }))).code).toBe('FLEET_DECODE_002');
+  });
+});
+
+describe('retention', () => {
+  it('a cursor older than the horizon gets a full resync, and the agent ends identical', async () => {
+    const before = new AgentReplica('a7', ['fleet'], bus);
+    before.cursor = 5;
+    const head = Number(((await ds.query('select max(seq) as m from change_log')) as { m: string }[])[0]?.m);
+    const horizon = await store.compact(head - 100);
+    expect(horizon).toBe(head - 100);
+    const stats = await before.pullAll({ limit: 2000 });
+    expect(stats.fullResync).toBe(true);
+    for (const c of ['bulk', 'race', 'delta']) expect(sorted(replicaHashes(before, c))).toBe(sorted(await serverHashes(c)));
+    // and the log after the horizon still serves deltas
+    await append([serverChange('delta', 'd1', { b: 3 }, { vv: { server: serverSeq + 1 } })]);
+    const { response } = await before.pullPage();
+    expect(response.fullResync).toBeUndefined();
+    expect(response.records.map((r) => r.k)).toEqual(['d1']);
+  });
+});
+
+describe('max payload', () => {
+  it('splits replies under a small max_payload (private nats-server, 64 KiB)', async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'fleet-nats-'));
+    writeFileSync(join(dir, 'n.conf'), `port: ${port}\nhost: 127.0.0.1\nmax_payload: 65536\njetstream { store_dir: "${dir}" }\n`);
+    const proc = spawn(process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server', ['-c', join(dir, 'n.conf')], { stdio: 'ignore' });
+    try {
+      const url = `nats://127.0.0.1:${port}`;
+      const small = await eventually(() => Messaging.connect({ servers: [url], name: 'small' }, s).catch(() => undefined), 10_000, 'private nats');
+      await small.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
+      const app2 = await createDeltaApp(config({ FLEET_DELTA_NATS_URL: url }));
+      try {
+        await append(Array.from({ length: 60 }, (_, i) => serverChange('big', `b${i}`, { blob: randomBytes(6000).toString('base64') })));
+        for (const gzip of [false, true]) {
+          const agent = new AgentReplica('a8', ['fleet'], small);
+          let maxWire = 0;
+          for (;;) {
+            const { response, wireBytes } = await agent.pullPage({ gzip });
+            maxWire = Math.max(maxWire, wireBytes);
+            if (!response.hasMore) break;
+          }
+          expect(maxWire).toBeLessThanOrEqual(65536);
+          expect(sorted(replicaHashes(agent, 'big'))).toBe(sorted(await serverHashes('big')));
+        }
+      } finally {
+        await app2.close();
+        await small.drain();
+      }
+    } finally {
+      proc.kill('SIGKILL');
+    }
+  });
+});
+
+describe('nudges', () => {
+  it('a burst of 100 appended events gives one nudge (or a bounded few) per subscribed agent', async () => {
+    await ds.query(`insert into agent_groups (agent_id, group_name) values ('n1', 'g1'), ('n2', 'g1')`);
+    const got = new Map<string, number>();
+    const subs = ['n1', 'n2', 'n3'].map((a) => bus.nc.subscribe(s.notify(a), { callback: () => got.set(a, (got.get(a) ?? 0) + 1) }));
+    await bus.nc.flush();
+    for (let i = 0; i < 100; i++) {
+      const c = { ...testChange('server', 900_000 + i, { scope: 'group.g1', vv: { server: 900_000 + i } }), seq: 1_000_000 + i };
+      await bus.publish(s.appended, encodeJson({ protocol: 1, changes: [c] }));
+    }
+    await eventually(() => (got.get('n1') ?? 0) > 0 && (got.get('n2') ?? 0) > 0, 10_000, 'nudges');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(got.get('n1')).toBeLessThanOrEqual(3);
+    expect(got.get('n2')).toBeLessThanOrEqual(3);
+    expect(got.get('n3')).toBeUndefined();
+    for (const sub of subs) sub.unsubscribe();
+  });
+});
+
+describe('merkle', () => {
+  it('one exchange finds exactly the corrupted, deleted and added records of a local copy, and the repair makes it equal', async () => {
+    await append(Array.from({ length: 3000 }, (_, i) => serverChange('m', `m${i}`, { v: i })));
+    const agent = new AgentReplica('a9', ['fleet'], bus);
+    await agent.pullAll();
+    const id = (k: string) => `fleet\u0000m\u0000${k}`;
+    // corrupt 3 (a value changed under the same stamp), delete 3, add 3 ghosts
+    for (const k of ['m10', 'm20', 'm30']) {
+      const st = agent.states.get(id(k)) as RecordState;
+      agent.states.set(id(k), { ...st, view: { ...st.view, fields: { v: 'corrupt' } } });
+    }
+    for (const k of ['m11', 'm21', 'm31']) agent.states.delete(id(k));
+    const donor = agent.states.get(id('m1')) as RecordState;
+    for (const k of ['ghost1', 'ghost2', 'ghost3']) agent.states.set(id(k), { ...donor, ref: { ...donor.ref, key: k } });
+    const r = await agent.verifyAndRepair('fleet', 'm');
+    expect(r.diff).toEqual({ differing: ['m10', 'm20', 'm30'], missingHere: ['m11', 'm21', 'm31'], missingThere: ['ghost1', 'ghost2', 'ghost3'] });
+    expect(r.bytes).toBeLessThan(64 * 1024);
+    const server = await serverHashes('m');
+    expect(sorted(replicaHashes(agent, 'm'))).toBe(sorted(server));
+    expect(agent.localTree('fleet', 'm').root).toBe(MerkleTree.build([...server].map(([key, h]) => ({ key, recordHash: h }))).root);
+    const again = await agent.verifyAndRepair('fleet', 'm');
+    expect(again.diff).toEqual({ differing: [], missingHere: [], missingThere: [] });
+    expect(again.roundTrips).toBe(1);
+  });
+});

@@ -1,0 +1,59 @@
+import { Module } from '@nestjs/common';
+import type { DynamicModule } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { subjects } from '@fleet/contracts';
+import { DeltaStore, MerkleService, Nudger, PullService } from '@fleet/delta';
+import { JetStreamServer } from '@fleet/messaging';
+import { openServerDataSource } from '@fleet/server-store/src/data-source';
+import { syncMetrics } from '@fleet/observability';
+import type { StrategyConfig } from '@fleet/sync-core';
+import type { DeltaConfig } from './config';
+import { AgentsController, deltaController, HealthController } from './delta.controller';
+
+/** Wiring only: PostgreSQL (migrated at start), the store, the pull / Merkle services, the nudger. */
+@Module({})
+export class DeltaModule {
+  static forRoot(config: DeltaConfig, transport: JetStreamServer, strategies: StrategyConfig): DynamicModule {
+    const s = subjects(config.namespace);
+    return {
+      module: DeltaModule,
+      controllers: [deltaController(config), AgentsController, HealthController],
+      providers: [
+        { provide: JetStreamServer, useValue: transport },
+        { provide: DataSource, useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'delta-calculator' }) },
+        { provide: DeltaStore, inject: [DataSource], useFactory: (ds: DataSource) => new DeltaStore(ds, strategies) },
+        { provide: PullService, inject: [DeltaStore], useFactory: (st: DeltaStore) => new PullService(st, { compressAbove: config.compressAbove }) },
+        {
+          provide: MerkleService,
+          inject: [DeltaStore, PullService],
+          useFactory: (st: DeltaStore, p: PullService) =>
+            new MerkleService(st, p, { onDifferences: (n) => syncMetrics().consistencyViolations.add(n, { side: 'server' }) }),
+        },
+        {
+          provide: Nudger,
+          inject: [DeltaStore],
+          useFactory: (st: DeltaStore) => new Nudger((sc) => st.subscribers(sc), { publishCore: (subj, p) => transport.bus.publishCore(subj, p) }, s, config.nudgeWindow),
+        },
+        {
+          // Background catch-up of the record-states projection, so Merkle answers and resyncs start warm.
+          provide: 'Projector',
+          inject: [DeltaStore],
+          useFactory: (st: DeltaStore) => {
+            let running: Promise<unknown> = Promise.resolve();
+            const timer = setInterval(() => {
+              running = st.project().catch(() => undefined);
+            }, config.projectEvery);
+            timer.unref();
+            return { beforeApplicationShutdown: async () => (clearInterval(timer), await running) };
+          },
+        },
+        {
+          provide: 'Closer',
+          inject: [DataSource, Nudger],
+          useFactory: (ds: DataSource, n: Nudger) => ({ onApplicationShutdown: async () => (await n.stop(), await ds.destroy()) }),
+        },
+      ],
+      exports: [DataSource, DeltaStore],
+    };
+  }
+}

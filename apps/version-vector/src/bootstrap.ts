@@ -1,0 +1,45 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { LogLevel } from '@fleet/config';
+import { subjects } from '@fleet/contracts';
+import { JetStreamServer } from '@fleet/messaging';
+import { loadStrategyConfig } from '@fleet/server-store';
+import type { StrategyConfig } from '@fleet/sync-core';
+import type { VersionVectorConfig } from './config';
+import { versionVectorStreams } from './streams';
+import { VersionVectorModule } from './version-vector.module';
+
+export const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
+  fatal: ['fatal'],
+  error: ['fatal', 'error'],
+  warn: ['fatal', 'error', 'warn'],
+  info: ['fatal', 'error', 'warn', 'log'],
+  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
+  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
+};
+
+/**
+ * Builds and starts the service: a hybrid Nest app (HTTP health, the JetStream consumer of appended
+ * events). `strategies` overrides the configured file/JSON (tests with code-registered rules).
+ * `app.close()` drains: readiness false, stop pulling, settle what is in hand, close the pool.
+ */
+export async function createVersionVectorApp(config: VersionVectorConfig, strategies?: StrategyConfig): Promise<INestApplication> {
+  const s = subjects(config.namespace);
+  const logger = new Logger('version-vector');
+  const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
+  const transport = new JetStreamServer({
+    connection: { servers: config.natsUrl, name: 'version-vector' },
+    subjects: s,
+    streams: versionVectorStreams(s, config),
+    deadLetter: { replicas: config.streamReplicas },
+    consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+  });
+  const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), { logger: NEST_LEVELS[config.logLevel] });
+  app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
+  await app.startAllMicroservices();
+  await app.listen(config.httpPort, '0.0.0.0');
+  logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.appended} as ${s.ns}-version-vector`);
+  return app;
+}

@@ -1,0 +1,79 @@
+import { Global, Module } from '@nestjs/common';
+import type { DynamicModule } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { subjects } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import { JetStreamServer } from '@fleet/messaging';
+import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
+import type { SyncMetrics } from '@fleet/observability';
+import { openServerDataSource, RecordsProjection } from '@fleet/server-store';
+import type { StrategyConfig } from '@fleet/sync-core';
+import { appendedController } from './appended.controller';
+import { ClassifyProcessor } from './classify.processor';
+import type { VersionVectorConfig } from './config';
+import { STRATEGY_CONFIG, VERSION_VECTOR_CONFIG } from './tokens';
+
+@Global()
+@Module({})
+class InfraModule {
+  static forRoot(config: VersionVectorConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
+    return {
+      module: InfraModule,
+      providers: [
+        { provide: VERSION_VECTOR_CONFIG, useValue: config },
+        { provide: STRATEGY_CONFIG, useValue: strategies },
+        { provide: JetStreamServer, useValue: transport },
+        {
+          provide: DataSource,
+          useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'version-vector' }),
+        },
+        {
+          provide: 'DataSourceCloser',
+          inject: [DataSource],
+          useFactory: (ds: DataSource) => ({ onApplicationShutdown: () => ds.destroy() }),
+        },
+      ],
+      exports: [VERSION_VECTOR_CONFIG, STRATEGY_CONFIG, JetStreamServer, DataSource],
+    };
+  }
+}
+
+/** Wiring only: config, connections, metrics, health, the projection and the appended consumer. */
+@Module({})
+export class VersionVectorModule {
+  static forRoot(config: VersionVectorConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
+    const s = subjects(config.namespace);
+    return {
+      module: VersionVectorModule,
+      imports: [
+        InfraModule.forRoot(config, strategies, transport),
+        SyncMetricsModule.forRoot(),
+        HealthModule.forRootAsync({
+          inject: [DataSource, JetStreamServer],
+          useFactory: (ds: DataSource, js: JetStreamServer) => ({
+            checks: [
+              { name: 'postgres', check: async () => void (await ds.query('select 1')) },
+              {
+                name: 'nats',
+                check: async () => {
+                  const nc = js.bus.nc;
+                  if (nc.isClosed() || nc.isDraining()) throw new FleetError('FLEET_INFRA_001', 'NATS connection closed');
+                  await nc.flush();
+                },
+              },
+            ],
+          }),
+        }),
+      ],
+      controllers: [appendedController(config)],
+      providers: [
+        {
+          provide: ClassifyProcessor,
+          inject: [DataSource, JetStreamServer, SYNC_METRICS],
+          useFactory: (ds: DataSource, js: JetStreamServer, metrics: SyncMetrics) =>
+            new ClassifyProcessor(ds, new RecordsProjection(strategies), { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, metrics),
+        },
+      ],
+    };
+  }
+}

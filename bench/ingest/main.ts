@@ -1,0 +1,200 @@
+/**
+ * Ingest benchmark: `node -r ./scripts/register.js bench/ingest/main.ts` from the repository root
+ * (NATS on 127.0.0.1:4222 and PostgreSQL on 127.0.0.1:5432, as `npm run setup` starts them).
+ *
+ * Changes per second from the first publish to the last committed row, through the real
+ * change-log running as a CHILD PROCESS (main.ts, as deployed: its own event loop, so the
+ * publisher does not steal its CPU time), for push batches of 1, 100, 500 and 1000 changes, beside
+ * two references measured in the same run: the raw JetStream publish rate of one nats.js client
+ * with the same payloads, and the raw PostgreSQL multi-row insert rate into a copy of change_log.
+ * Uses its own database and subject namespace, and removes them at the end.
+ */
+import { Client } from 'pg';
+import type { Change } from '@fleet/sync-core';
+import { encodeJson, MAX_CHANGES_PER_PUSH, subjects } from '@fleet/contracts';
+import type { Subjects } from '@fleet/contracts';
+import { Messaging } from '@fleet/messaging';
+import { deleteNamespaceStreams, SHARED_NATS } from '@fleet/messaging/src/test-support';
+import { openServerDataSource } from '@fleet/server-store';
+import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
+import { ServiceProcess } from '../../apps/change-log/src/testing/service-process';
+
+const AGENTS = 8;
+/** Publishes awaiting their PubAck at once (one client, pipelined). */
+const WINDOW = 128;
+
+interface Push {
+  readonly subject: string;
+  readonly msgId: string;
+  readonly bytes: Uint8Array;
+  readonly changes: number;
+}
+
+/** Pre-encoded pushes of `size` changes, `total` changes in all, round-robin over the agents. */
+function makePushes(s: Subjects, size: number, total: number, seqBase: Map<string, number>): Push[] {
+  const out: Push[] = [];
+  for (let n = 0, i = 0; n < total; n += size, i++) {
+    const agentId = `bench-${i % AGENTS}`;
+    const base = seqBase.get(agentId) ?? 0;
+    const changes: Change[] = Array.from({ length: size }, (_, k) => testChange(agentId, base + k + 1));
+    seqBase.set(agentId, base + size);
+    const batchId = testUuidV7();
+    out.push({ subject: s.push(agentId), msgId: batchId, bytes: encodeJson({ protocol: 1, batchId, agentId, changes }), changes: size });
+  }
+  return out;
+}
+
+/** Publishes with WINDOW PubAcks outstanding; resolves when every one is stored. */
+async function publishAll(m: Messaging, pushes: readonly Push[], subjectOf: (p: Push) => string = (p) => p.subject): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < pushes.length) {
+      const p = pushes[next++] as Push;
+      await m.publish(subjectOf(p), p.bytes, { msgId: p.msgId, timeoutMs: 30_000 });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(WINDOW, pushes.length) }, worker));
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const secs = (t0: number) => (performance.now() - t0) / 1000;
+
+async function waitForRows(pg: Client, target: number, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await pg.query('select coalesce(max(seq), 0)::bigint as n from change_log');
+    if (Number((r.rows[0] as { n: string }).n) >= target) return;
+    if (Date.now() > deadline) throw new Error(`timed out at ${String((r.rows[0] as { n: string }).n)} of ${target} rows`);
+    await new Promise((res) => setTimeout(res, 2));
+  }
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const os = await import('node:os');
+  console.log(`ingest benchmark: node ${process.version}, ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}, NATS ${SHARED_NATS}`);
+  const s = subjects(`bench${testUuidV7().slice(-8)}`);
+  const rawNs = subjects(`${s.ns}raw`);
+  const db = await createTestDatabase('fleet_bench_ingest');
+  // Migrate once here, so the service start and the raw-insert table do not race on it.
+  await (await openServerDataSource({ url: db.url, poolSize: 1 })).destroy();
+  const pg = new Client({ connectionString: db.url });
+  await pg.connect();
+  const agent = await Messaging.connect({ servers: SHARED_NATS, name: 'bench-agent' }, s);
+  const procs: ServiceProcess[] = [];
+  const startService = async (batchMessages: number) => {
+    const p = await ServiceProcess.start(`bench-cl-${batchMessages}`, {
+      databaseUrl: db.url,
+      natsUrl: SHARED_NATS,
+      namespace: s.ns,
+      extra: { FLEET_CHANGELOG_LOG_LEVEL: 'warn', FLEET_CHANGELOG_BATCH_MESSAGES: String(batchMessages) },
+    });
+    procs.push(p);
+    return p;
+  };
+  const lines: string[] = [];
+  const report = (line: string) => {
+    console.log(line);
+    lines.push(line);
+  };
+  try {
+    const seqBase = new Map<string, number>();
+    let rows = 0;
+    let svc: ServiceProcess | undefined;
+    const only = process.env['BENCH_ONLY']; // e.g. BENCH_ONLY=100: only the end-to-end runs of that batch size
+    const run = async (label: string, size: number, total: number, pushesPerMessage = 1) => {
+      if (only !== undefined && only !== String(size * pushesPerMessage)) return;
+      const pushes = makePushes(s, size, total, seqBase);
+      const before = { n: await svc!.metric('fleet_sync_change_log_append_duration_count'), t: await svc!.metric('fleet_sync_change_log_append_duration_sum') };
+      const t0 = performance.now();
+      await publishAll(agent, pushes);
+      const tPub = secs(t0);
+      rows += total;
+      await waitForRows(pg, rows);
+      const t = secs(t0);
+      await new Promise((r) => setTimeout(r, 1200)); // one metrics collection after the last append
+      const txns = (await svc!.metric('fleet_sync_change_log_append_duration_count')) - before.n;
+      const txnSecs = (await svc!.metric('fleet_sync_change_log_append_duration_sum')) - before.t;
+      report(
+        `  ${label.padEnd(44)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} changes in ${fmt(pushes.length / pushesPerMessage)} x ${pushesPerMessage > 1 ? `${pushesPerMessage}x` : ''}${size}, ${t.toFixed(2)} s; publishing took ${tPub.toFixed(2)} s; ${fmt(txns)} append txns, ${fmt(total / Math.max(1, txns))} changes and ${((txnSecs / Math.max(1, txns)) * 1000).toFixed(1)} ms each, ${Math.round((txnSecs / t) * 100)} % of the time in appends)`,
+      );
+    };
+
+    console.log('\nchange-log end to end: first publish -> last row committed (max(seq) polled every 2 ms), one nats.js client, 128 PubAcks in flight');
+    console.log('  service: a child process (main.ts); the consumer takes up to FLEET_CHANGELOG_BATCH_MESSAGES pushes per transaction');
+    const svc1 = await startService(1);
+    svc = svc1;
+    await run('batch 100, BATCH_MESSAGES=1 (txn per push)', 100, 30_000);
+    await svc1.kill(); // the rows are committed; nothing pending
+    svc = await startService(20);
+    await run('batch 1, BATCH_MESSAGES=20', 1, 4_000);
+    await run('batch 100, BATCH_MESSAGES=20', 100, 100_000);
+    await run(`batch ${MAX_CHANGES_PER_PUSH}, BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 100_000);
+    // 1000 exceeds MAX_CHANGES_PER_PUSH (500): an agent sends it as 2 pushes of 500 back to back.
+    await run(`batch 1000 (2 x ${MAX_CHANGES_PER_PUSH}), BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 100_000, 2);
+
+    if (only !== undefined) return;
+    console.log('\nraw JetStream publish: the same pre-encoded payloads into a file stream with no consumer, one nats.js client, 128 PubAcks in flight');
+    const raw = await Messaging.connect({ servers: SHARED_NATS, name: 'bench-raw' }, rawNs);
+    await raw.provision([{ name: rawNs.streams.push, subjects: [rawNs.pushAll] }], { deadLetter: false });
+    const rawSeq = new Map<string, number>();
+    for (const [size, total] of [[1, 4_000], [100, 100_000], [MAX_CHANGES_PER_PUSH, 100_000]] as const) {
+      const pushes = makePushes(s, size, total, rawSeq);
+      const t0 = performance.now();
+      await publishAll(raw, pushes, (p) => p.subject.replace(`${s.ns}.`, `${rawNs.ns}.`));
+      const t = secs(t0);
+      report(`  raw publish, batch ${String(size).padEnd(30)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(pushes.length / t)} msgs/s, ${fmt(pushes.reduce((a, p) => a + p.bytes.length, 0) / t / 1024 / 1024)} MiB/s)`);
+    }
+    await deleteNamespaceStreams(await raw.jsm(), rawNs);
+    await raw.drain();
+
+    console.log('\nraw PostgreSQL insert: the change-log insert statement (unnest of 14 arrays) into a copy of change_log (same indexes), one connection, one statement per transaction');
+    await pg.query('create table raw_insert (like change_log including defaults including constraints including indexes)');
+    for (const [rowsPerInsert, total] of [[100, 50_000], [2_000, 100_000]] as const) {
+      const batches: Change[][] = [];
+      const rawPg = new Map<string, number>();
+      for (let n = 0; n < total; n += rowsPerInsert) batches.push(Array.from({ length: rowsPerInsert }, (_, k) => testChange(`raw-${n % 7}`, (rawPg.get('x') ?? 0) + n + k + 1)));
+      await pg.query('truncate raw_insert');
+      let seq = 0;
+      const t0 = performance.now();
+      for (const b of batches) {
+        const seqs = b.map(() => ++seq);
+        await pg.query(
+          `insert into raw_insert (seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol)
+           select * from unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                $9::jsonb[], $10::jsonb[], $11::text[], $12::jsonb[], $13::text[], $14::int[])`,
+          [
+            seqs,
+            b.map((c) => c.changeId),
+            b.map((c) => c.origin),
+            b.map((c) => c.originSeq),
+            b.map((c) => c.scope),
+            b.map((c) => c.collection),
+            b.map((c) => c.key),
+            b.map((c) => c.op),
+            b.map((c) => JSON.stringify(c.fields)),
+            b.map(() => null),
+            b.map((c) => c.hlc),
+            b.map((c) => JSON.stringify(c.vv)),
+            b.map((c) => c.hash),
+            b.map((c) => c.protocol),
+          ],
+        );
+      }
+      const t = secs(t0);
+      report(`  raw insert, ${String(rowsPerInsert).padEnd(5)} rows per statement${' '.repeat(20)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} rows, ${t.toFixed(2)} s)`);
+    }
+  } finally {
+    await Promise.all(procs.map((p) => p.kill()));
+    await deleteNamespaceStreams(await agent.jsm(), s).catch(() => undefined);
+    await agent.drain();
+    await pg.end();
+    await db.drop();
+  }
+  console.log(`\ntotal ${secs(started).toFixed(1)} s; load average now ${(await import('node:os')).loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,4 @@
+export * from './local-store';
+export * from './schema';
+export * from './sqlite-errors';
+export * from './sqlite-local-store';

@@ -1,0 +1,205 @@
+/**
+ * The agent's local store: the port. `SqliteLocalStore` (sqlite-local-store.ts) implements it.
+ *
+ * Why a port at all, when there is one adapter: the sync manager (push, pull, merge, reconnection)
+ * is written against this interface, so it can be tested with a store opened on a temp file and
+ * nothing else, and the contract each method promises is written down once, here, and checked once
+ * by `describeLocalStoreConformance` for every implementation.
+ *
+ * Why synchronous: better-sqlite3 is synchronous, and a transaction must never span an `await`
+ * (another caller's writes would interleave into it and roll back with it). Every call here is
+ * a few microseconds of SQLite work on the agent's own disk; there is nothing to wait for.
+ *
+ * The invariants every implementation keeps:
+ * - A local write and its outbox row commit together or not at all (one SQLite transaction).
+ * - The outbox is ordered by `originSeq`; a row leaves it only through `markSent` (after a PubAck).
+ * - Nothing recorded is dropped: an over-full outbox refuses the write (FLEET_AGENT_003), a direct
+ *   SQL write that cannot be turned into a change yet stays in the capture table.
+ * - `applyRemote` applies a batch and moves the cursor in the same transaction: the cursor is never
+ *   ahead of what is applied, so a crash re-pulls at most one batch (the CRDT join is idempotent).
+ */
+import type { Change, Fields, HlcString, MerkleEntry, RecordRef, RecordState, RecordStatus, VersionVector } from '@fleet/sync-core';
+
+/** A record as a local reader sees it. */
+export interface StoredRecord {
+  readonly ref: RecordRef;
+  /** `live` or `deleted` (a row exists once anything was written or received). */
+  readonly status: RecordStatus;
+  /** The visible fields; `null` unless live. */
+  readonly fields: Fields | null;
+  /** Some register holds concurrent writes a `manual` strategy leaves to an operator. */
+  readonly conflicted: boolean;
+  /** `recordHash` of the visible record (what Merkle buckets compare). */
+  readonly hash: string;
+  readonly vv: VersionVector;
+}
+
+export interface QueryOptions {
+  /** Only keys starting with this prefix (exact code point prefix, no wildcards). */
+  readonly prefix?: string;
+  /** At most this many records (default 1000). */
+  readonly limit?: number;
+  /** Keys strictly after this one: pass the last key of a page to get the next page. */
+  readonly after?: string;
+}
+
+/** What `watch` listeners receive, after the transaction that made it committed. */
+export interface StoreEvent {
+  /** `local`: the store API; `captured`: a direct SQL write turned into a change; `remote`: pulled from the server. */
+  readonly source: 'local' | 'captured' | 'remote';
+  readonly ref: RecordRef;
+  /** The change made (local, captured) or applied (remote, when given as a change); absent for merged states. */
+  readonly change?: Change;
+  readonly record: StoredRecord;
+}
+
+export type StoreListener = (event: StoreEvent) => void;
+
+/** A pulled item: a change, or a (delta) record state encoded with `encodeRecordState`. */
+export type RemoteItem = Change | { readonly ref: RecordRef; readonly state: string | RecordState };
+
+/** An opaque pull cursor (the server's `seq`, or whatever the delta calculator hands out). `null`: unknown. */
+export type SyncCursor = string | number | null;
+
+export interface SyncState {
+  /** Epoch ms of the last complete sync (push and pull), or null. */
+  readonly lastSyncAt: number | null;
+  /** Epoch ms of the last pull applied, or null. */
+  readonly lastPullAt: number | null;
+  /** Where the next pull starts; `null` after a restore or on a fresh store: start by verifying (Merkle). */
+  readonly cursor: SyncCursor;
+  /**
+   * Set by a restore: the local state may lack writes the server has (made after the backup), so
+   * the cursor cannot be trusted and local writes are held (FLEET_AGENT_004) until the sync manager
+   * has verified with the server and clears the flag.
+   */
+  readonly needsVerification: boolean;
+}
+
+export interface OutboxStats {
+  /** Unsent changes queued. */
+  readonly size: number;
+  /** The configured bound (FLEET_AGENT_OUTBOX_MAX). */
+  readonly max: number;
+  /** Epoch ms the oldest queued change was first made (a coalesced row keeps the oldest time), or null. */
+  readonly oldestAt: number | null;
+  /** `now - oldestAt`, or null when empty. */
+  readonly oldestAgeMs: number | null;
+  /** Queued changes with at least one failed push attempt. */
+  readonly failures: number;
+  /** `recordFailure` calls since the last `markSent`: the attempt number for `backoffDelay`. */
+  readonly consecutiveFailures: number;
+  /** The last push error recorded, or null. */
+  readonly lastError: string | null;
+  readonly lastErrorAt: number | null;
+  /** Rows already handed to the sync manager by `peekOutbox` (frozen: never coalesced again). */
+  readonly inFlight: number;
+  /** Direct SQL writes captured but not yet turned into changes. */
+  readonly capturedPending: number;
+  /** Direct SQL writes that could not be turned into changes (kept in `capture_rejected` with the reason). */
+  readonly capturedRejected: number;
+}
+
+export interface ProcessCapturedResult {
+  /** Captured rows turned into changes (or found to change nothing). */
+  readonly processed: number;
+  /** Rows moved to `capture_rejected` (invalid content), with their reason. */
+  readonly rejected: number;
+  /** Rows left for later (outbox full, writes held after a restore). */
+  readonly remaining: number;
+}
+
+export interface BackupInfo {
+  readonly id: string;
+  readonly kind: 'full' | 'incremental';
+  /** The full backup this one chains to (itself for a full backup). */
+  readonly fullId: string;
+  /** The backup this one follows (null for a full backup). */
+  readonly parentId: string | null;
+  /** The chain's directory: what `restore` takes. */
+  readonly dir: string;
+  /** The file written. */
+  readonly file: string;
+  /** The store's modification counter the backup is complete up to. */
+  readonly marker: number;
+  readonly createdAt: number;
+  readonly records: number;
+  readonly outbox: number;
+}
+
+export interface LocalStore {
+  /** The origin id of every change this store makes. */
+  readonly agentId: string;
+
+  // --- reading ---
+  /** The record, or null if nothing was ever written or received for it (a deleted one is returned with `status: 'deleted'`). */
+  get(ref: RecordRef): StoredRecord | null;
+  /** The full CRDT state (for the sync manager's merge and delta work), or null. */
+  getState(ref: RecordRef): RecordState | null;
+  /** Live records of one collection, by key (code point order), paged with `after`. */
+  query(scope: string, collection: string, options?: QueryOptions): StoredRecord[];
+  /** Records whose register holds a conflict an operator must settle. */
+  conflictCount(): number;
+
+  // --- local writes (each: HLC tick, makeLocalChange, outbox row, one transaction) ---
+  /**
+   * Replaces the record's visible fields with `fields`: fields that differ are written, fields no
+   * longer present are unset. Returns the change queued, or null when nothing visible changes.
+   */
+  put(ref: RecordRef, fields: Fields): Change | null;
+  /** Writes the given fields and unsets `unset`; others are left alone. Null when nothing changes. */
+  patch(ref: RecordRef, fields: Fields, unset?: readonly string[]): Change | null;
+  /** Deletes the record (a tombstone change). Null if it is not live. */
+  delete(ref: RecordRef): Change | null;
+  /**
+   * Runs `fn` in one SQLite transaction: every write inside commits together or not at all (a throw
+   * rolls back records, outbox rows, counters). Nested calls join the outer one (as a savepoint).
+   * `fn` must be synchronous: a promise returned from it is refused.
+   */
+  transaction<T>(fn: () => T): T;
+  /** Calls `listener` after each committed local, captured or remote change; returns the unsubscribe. */
+  watch(listener: StoreListener): () => void;
+
+  // --- direct SQL writes ---
+  /** Turns captured direct SQL writes into changes (in capture order). The agent loop calls it; `open` does too. */
+  processCaptured(limit?: number): ProcessCapturedResult;
+
+  // --- offline queue, for the sync manager ---
+  /**
+   * The first `limit` queued changes in `originSeq` order. Rows returned are frozen: never coalesced
+   * again, because a publish whose PubAck was lost may have reached the server, and a rewritten row
+   * under the same changeId would then be an identity conflict there (FLEET_LOG_001).
+   */
+  peekOutbox(limit: number): Change[];
+  /** Removes rows by changeId. Call only after the PubAck of the batch that carried them. Returns rows removed. */
+  markSent(changeIds: readonly string[]): number;
+  /** Counts a failed push of these rows and keeps the error for `outboxStats`. */
+  recordFailure(changeIds: readonly string[], error: string): void;
+  outboxStats(): OutboxStats;
+  /** Coalesces every unfrozen record run in the outbox now (normally automatic past the soft limit). Returns rows saved. */
+  coalesceOutbox(): number;
+
+  // --- remote changes, for the sync manager ---
+  /**
+   * Applies pulled changes or delta states (CRDT join against the local state: pending local changes
+   * stay queued and win or lose by the same rules as on the server), moves the HLC past them
+   * (`hlcReceive`), and sets the cursor to `cursorAfter`, all in one transaction.
+   */
+  applyRemote(items: readonly RemoteItem[], cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number };
+  syncState(): SyncState;
+  setSyncState(patch: Partial<SyncState>): void;
+  /** Raises the origin sequence counter to at least `floor` (after verification learnt the server's highest for this origin). */
+  raiseOriginSeqFloor(floor: number): void;
+
+  // --- anti-entropy ---
+  /** Every record of the collection (live or deleted) as (key, visible hash), by key: the input of sync-core's Merkle tree. */
+  merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;
+
+  // --- backups ---
+  /** A consistent online backup: `full` starts a new chain; `incremental` (default) chains to the last one (a full one if none). */
+  backup(options?: { full?: boolean; dir?: string }): BackupInfo;
+
+  /** The last HLC issued or received (for status and tests). */
+  clock(): HlcString;
+  close(): void;
+}

@@ -1,0 +1,110 @@
+/**
+ * The SQLite schema of the agent's store (see docs/agent.md for the reasoning).
+ *
+ * - `records`: one row per record: the CRDT state (`encodeRecordState`), and, derived from it for
+ *   readers and indexes, the visible fields, hash, status, conflict flag and vector. `mseq` is the
+ *   store's modification counter at the row's last write: incremental backups copy `mseq > marker`.
+ * - `outbox`: the offline queue, one row per unsent change, keyed by `origin_seq` (its order).
+ *   `frozen` marks rows handed to the sync manager (never coalesced again).
+ * - `capture`: direct SQL writes made through the `visible_records` view, in order, waiting for
+ *   `processCaptured` to turn them into changes. `capture_rejected` keeps those that could not be.
+ * - `records` is a rowid table with a unique index rather than WITHOUT ROWID: its rows (the state
+ *   JSON, often 1 kB or more) are far above the size where SQLite advises WITHOUT ROWID, and inserts
+ *   in random key order would split wide leaf pages.
+ * - `meta`: counters (HLC, origin sequence, modification counter), sync state, backup chain.
+ */
+export const SCHEMA_VERSION = 1;
+
+export const SCHEMA_SQL = `
+CREATE TABLE IF NOT EXISTS meta (
+  k TEXT PRIMARY KEY,
+  v TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS records (
+  scope TEXT NOT NULL,
+  collection TEXT NOT NULL,
+  key TEXT NOT NULL,
+  state TEXT NOT NULL,
+  fields TEXT,
+  hash TEXT NOT NULL,
+  status TEXT NOT NULL,
+  conflicted INTEGER NOT NULL DEFAULT 0,
+  vv TEXT NOT NULL,
+  mseq INTEGER NOT NULL,
+  UNIQUE (scope, collection, key)
+);
+CREATE INDEX IF NOT EXISTS records_mseq ON records (mseq);
+CREATE INDEX IF NOT EXISTS records_conflicted ON records (conflicted) WHERE conflicted = 1;
+
+CREATE TABLE IF NOT EXISTS outbox (
+  origin_seq INTEGER PRIMARY KEY,
+  change_id TEXT NOT NULL UNIQUE,
+  scope TEXT NOT NULL,
+  collection TEXT NOT NULL,
+  key TEXT NOT NULL,
+  change TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  frozen INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  last_attempt_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_record ON outbox (scope, collection, key, origin_seq);
+
+CREATE TABLE IF NOT EXISTS capture (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope TEXT NOT NULL,
+  collection TEXT NOT NULL,
+  key TEXT NOT NULL,
+  op TEXT NOT NULL CHECK (op IN ('put', 'delete')),
+  fields TEXT,
+  captured_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+CREATE TABLE IF NOT EXISTS capture_rejected (
+  seq INTEGER PRIMARY KEY,
+  scope TEXT,
+  collection TEXT,
+  key TEXT,
+  op TEXT,
+  fields TEXT,
+  captured_at TEXT,
+  reason TEXT NOT NULL,
+  rejected_at INTEGER NOT NULL
+);
+
+-- The writable surface for other local programs: the live records' visible fields.
+-- Writes to it never touch records: INSTEAD OF triggers append them to capture.
+CREATE VIEW IF NOT EXISTS visible_records AS
+  SELECT scope, collection, key, fields FROM records WHERE status = 'live';
+
+CREATE TRIGGER IF NOT EXISTS visible_records_insert INSTEAD OF INSERT ON visible_records
+BEGIN
+  SELECT RAISE(ABORT, 'visible_records: scope, collection and key are required')
+    WHERE NEW.scope IS NULL OR NEW.collection IS NULL OR NEW.key IS NULL;
+  SELECT RAISE(ABORT, 'visible_records: fields must be a JSON object')
+    WHERE NEW.fields IS NULL OR json_valid(NEW.fields) = 0 OR json_type(NEW.fields) <> 'object';
+  INSERT INTO capture (scope, collection, key, op, fields) VALUES (NEW.scope, NEW.collection, NEW.key, 'put', json(NEW.fields));
+END;
+
+CREATE TRIGGER IF NOT EXISTS visible_records_update INSTEAD OF UPDATE ON visible_records
+BEGIN
+  SELECT RAISE(ABORT, 'visible_records: scope, collection and key are required')
+    WHERE NEW.scope IS NULL OR NEW.collection IS NULL OR NEW.key IS NULL;
+  SELECT RAISE(ABORT, 'visible_records: fields must be a JSON object')
+    WHERE NEW.fields IS NULL OR json_valid(NEW.fields) = 0 OR json_type(NEW.fields) <> 'object';
+  INSERT INTO capture (scope, collection, key, op, fields)
+    SELECT OLD.scope, OLD.collection, OLD.key, 'delete', NULL
+    WHERE NEW.scope IS NOT OLD.scope OR NEW.collection IS NOT OLD.collection OR NEW.key IS NOT OLD.key;
+  INSERT INTO capture (scope, collection, key, op, fields) VALUES (NEW.scope, NEW.collection, NEW.key, 'put', json(NEW.fields));
+END;
+
+CREATE TRIGGER IF NOT EXISTS visible_records_delete INSTEAD OF DELETE ON visible_records
+BEGIN
+  INSERT INTO capture (scope, collection, key, op, fields) VALUES (OLD.scope, OLD.collection, OLD.key, 'delete', NULL);
+END;
+`;
+
+/** Tables copied whole into every incremental backup (they are bounded); `records` is copied by `mseq`. */
+export const SNAPSHOT_TABLES = ['outbox', 'capture', 'capture_rejected', 'meta'] as const;

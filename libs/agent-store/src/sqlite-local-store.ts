@@ -1,0 +1,1066 @@
+/**
+ * `LocalStore` on SQLite (better-sqlite3), one file per agent: `<dataDir>/agent.db`.
+ *
+ * Durability. WAL journal with `synchronous=FULL` by default: every commit fsyncs the WAL before
+ * the call returns, so a write the API (or `agent put`) acknowledged survives a power cut or a kernel
+ * panic, not only a crash of the agent. `NORMAL` in WAL mode is crash-safe for the process but may
+ * lose the last commits on power loss; managed hosts (laptops, edge boxes) lose power, and "nothing
+ * recorded may be lost" is the product, so FULL is the default. The cost is one fsync per
+ * transaction, which is why bulk writers batch in `transaction()`. `busy_timeout` (5 s) lets other
+ * local programs writing the `visible_records` view take the write lock briefly without failing us.
+ * Write transactions start `BEGIN IMMEDIATE`: in WAL mode, a deferred transaction that reads and then
+ * writes fails with SQLITE_BUSY_SNAPSHOT (not retried by busy_timeout) when another connection wrote
+ * in between.
+ *
+ * Counters (HLC, origin sequence, modification counter) live in memory and are written to `meta`
+ * in the same transaction as the writes that used them; a rollback restores the in-memory copy.
+ */
+import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, isAgentId, isHostScope, isScope, KeySchema, MAX_FIELDS_PER_CHANGE, PROTOCOL_VERSION } from '@fleet/contracts';
+import { FleetError, isFleetError } from '@fleet/errors';
+import {
+  applyChange,
+  coalesce,
+  decodeHlc,
+  decodeRecordState,
+  emptyRecord,
+  encodeHlc,
+  encodeRecordState,
+  hlcInit,
+  hlcNow,
+  hlcReceive,
+  jsonEquals,
+  makeLocalChange,
+  mergeRecordStates,
+  recordHash,
+} from '@fleet/sync-core';
+import type { Change, Fields, HlcState, JsonValue, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import type {
+  BackupInfo,
+  LocalStore,
+  OutboxStats,
+  ProcessCapturedResult,
+  QueryOptions,
+  RemoteItem,
+  StoredRecord,
+  StoreEvent,
+  StoreListener,
+  SyncCursor,
+  SyncState,
+} from './local-store';
+import { SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from './schema';
+import { uuidV7Generator } from './ids';
+import { translateError } from './sqlite-errors';
+
+export const DB_FILE = 'agent.db';
+export const DEFAULT_OUTBOX_MAX = 100_000;
+/**
+ * After a restore the origin sequence jumps by this much: changes made after the backup may have
+ * reached the server with the sequence numbers the restored store would hand out again, and the
+ * change log refuses a reused (origin, originSeq) (FLEET_LOG_001). A billion is more writes than an
+ * agent makes between two backups; gaps in originSeq are normal.
+ */
+export const RESTORE_SEQ_GAP = 1_000_000_000;
+
+export interface SqliteLocalStoreOptions {
+  /** Directory of `agent.db` (created if missing). */
+  readonly dataDir: string;
+  /** This agent's id: the origin of its changes; must be a subject token. */
+  readonly agentId: string;
+  /** Bound of the outbox (rows). Default 100,000. */
+  readonly outboxMax?: number;
+  /** Above this many rows, unsent changes to the same record are coalesced as they are written. Default `outboxMax / 2`. */
+  readonly coalesceAbove?: number;
+  /** Wall clock, epoch ms. Injected for tests. */
+  readonly now?: () => number;
+  /** Change id generator (lowercase UUIDv7). Injected for tests. */
+  readonly newId?: () => string;
+  /** Resolution strategies: must be the server's, so both compute the same views. Default all-LWW. */
+  readonly strategies?: StrategyConfig;
+  /** `FULL` (default) or `NORMAL`; see the module comment. */
+  readonly synchronous?: 'FULL' | 'NORMAL';
+  /** A size quota for the database file (bytes): writes past it fail with FLEET_AGENT_002. */
+  readonly maxDbBytes?: number;
+  /** Where `backup()` writes chains by default. Default `<dataDir>/backups`. */
+  readonly backupRoot?: string;
+  /** HLC drift bound passed to `hlcReceive`. */
+  readonly maxDriftMs?: number;
+  /** Called when a `watch` listener throws (the write is already committed). Default: ignore. */
+  readonly onListenerError?: (error: unknown, event: StoreEvent) => void;
+  /** Turn pending captured writes into changes at open (default true). */
+  readonly processCapturedOnOpen?: boolean;
+}
+
+interface Counters {
+  hlc: HlcState;
+  originSeq: number;
+  mseq: number;
+}
+
+interface BackupChain {
+  readonly fullId: string;
+  readonly dir: string;
+  readonly lastId: string;
+  readonly lastMarker: number;
+  readonly count: number;
+}
+
+interface RecordRow {
+  scope: string;
+  collection: string;
+  key: string;
+  fields: string | null;
+  hash: string;
+  status: string;
+  conflicted: number;
+  vv: string;
+}
+
+interface OutboxRow {
+  origin_seq: number;
+  change_id: string;
+  change: string;
+  created_at: number;
+}
+
+interface CaptureRow {
+  seq: number;
+  scope: string;
+  collection: string;
+  key: string;
+  op: string;
+  fields: string | null;
+  captured_at: string;
+}
+
+const DEFAULT_SYNC_STATE: SyncState = { lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false };
+const DEFAULT_STRATEGIES: StrategyConfig = { default: 'lww' };
+
+function invalidWrite(why: string, details?: Record<string, unknown>): never {
+  throw new FleetError('FLEET_AGENT_005', why, details === undefined ? undefined : { details });
+}
+
+function has(o: object, k: string): boolean {
+  return Object.prototype.hasOwnProperty.call(o, k);
+}
+
+/** The smallest string greater than every string with this prefix, in code point (= UTF-8 byte) order. */
+export function prefixUpperBound(prefix: string): string | undefined {
+  const cps = Array.from(prefix);
+  while (cps.length > 0) {
+    const last = (cps.pop() as string).codePointAt(0) as number;
+    if (last < 0x10ffff) {
+      const next = last + 1 === 0xd800 ? 0xe000 : last + 1;
+      return cps.join('') + String.fromCodePoint(next);
+    }
+  }
+  return undefined;
+}
+
+function sameRef(a: RecordRef, b: RecordRef): boolean {
+  return a.scope === b.scope && a.collection === b.collection && a.key === b.key;
+}
+
+/** The greatest HLC among a state's writes (what a received state has "seen"). */
+function maxHlcOf(state: RecordState): string | undefined {
+  let max: string | undefined;
+  for (const w of state.existence) if (max === undefined || w.hlc > max) max = w.hlc;
+  for (const ws of Object.values(state.fields)) for (const w of ws) if (max === undefined || w.hlc > max) max = w.hlc;
+  return max;
+}
+
+export class SqliteLocalStore implements LocalStore {
+  readonly agentId: string;
+  readonly path: string;
+  private readonly db: Database.Database;
+  private readonly now: () => number;
+  private readonly newId: () => string;
+  private readonly strategies: StrategyConfig;
+  private readonly outboxMax: number;
+  private readonly coalesceAbove: number;
+  private readonly backupRoot: string;
+  private readonly maxDriftMs: number | undefined;
+  private readonly onListenerError: (error: unknown, event: StoreEvent) => void;
+  private readonly listeners = new Set<StoreListener>();
+
+  private counters: Counters;
+  private outboxCount = 0;
+  private needFullPass = true;
+  private needsVerification = false;
+  private depth = 0;
+  private pending: StoreEvent[] = [];
+  private closed = false;
+  private readonly runTx: Database.Transaction<(fn: () => unknown) => unknown>;
+
+  private readonly st: {
+    getRecord: Database.Statement<[string, string, string], { state: string }>;
+    getRow: Database.Statement<[string, string, string], RecordRow>;
+    upsertRecord: Database.Statement<[string, string, string, string, string | null, string, string, number, string, number]>;
+    insertOutbox: Database.Statement<[number, string, string, string, string, string, number]>;
+    putMeta: Database.Statement<[string, string]>;
+    getMeta: Database.Statement<[string], { v: string }>;
+    outboxRunOf: Database.Statement<[string, string, string], OutboxRow>;
+    deleteOutboxSeq: Database.Statement<[number]>;
+    countOutbox: Database.Statement<[], { n: number }>;
+  };
+
+  private constructor(db: Database.Database, path: string, options: SqliteLocalStoreOptions) {
+    this.db = db;
+    this.path = path;
+    this.agentId = options.agentId;
+    this.now = options.now ?? Date.now;
+    this.newId = options.newId ?? uuidV7Generator(this.now);
+    this.strategies = options.strategies ?? DEFAULT_STRATEGIES;
+    this.outboxMax = options.outboxMax ?? DEFAULT_OUTBOX_MAX;
+    this.coalesceAbove = options.coalesceAbove ?? Math.floor(this.outboxMax / 2);
+    this.backupRoot = options.backupRoot ?? join(options.dataDir, 'backups');
+    this.maxDriftMs = options.maxDriftMs;
+    this.onListenerError = options.onListenerError ?? (() => undefined);
+    this.counters = { hlc: hlcInit(options.agentId), originSeq: 0, mseq: 0 };
+    this.runTx = db.transaction((fn: () => unknown) => {
+      const r = fn();
+      if (typeof r === 'object' && r !== null && typeof (r as { then?: unknown }).then === 'function') {
+        throw new TypeError('transaction(fn): fn must be synchronous (it returned a promise)');
+      }
+      return r;
+    });
+    this.st = {
+      getRecord: db.prepare('SELECT state FROM records WHERE scope = ? AND collection = ? AND key = ?'),
+      getRow: db.prepare('SELECT scope, collection, key, fields, hash, status, conflicted, vv FROM records WHERE scope = ? AND collection = ? AND key = ?'),
+      upsertRecord: db.prepare(
+        `INSERT INTO records (scope, collection, key, state, fields, hash, status, conflicted, vv, mseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (scope, collection, key) DO UPDATE SET state = excluded.state, fields = excluded.fields, hash = excluded.hash,
+         status = excluded.status, conflicted = excluded.conflicted, vv = excluded.vv, mseq = excluded.mseq`,
+      ),
+      insertOutbox: db.prepare('INSERT INTO outbox (origin_seq, change_id, scope, collection, key, change, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      putMeta: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
+      getMeta: db.prepare('SELECT v FROM meta WHERE k = ?'),
+      outboxRunOf: db.prepare('SELECT origin_seq, change_id, change, created_at FROM outbox WHERE scope = ? AND collection = ? AND key = ? AND frozen = 0 ORDER BY origin_seq'),
+      deleteOutboxSeq: db.prepare('DELETE FROM outbox WHERE origin_seq = ?'),
+      countOutbox: db.prepare('SELECT count(*) AS n FROM outbox'),
+    };
+  }
+
+  /**
+   * Opens (creating if needed) the agent's store in `dataDir`. Throws FLEET_AGENT_001 when the
+   * directory or file cannot be created or written, FLEET_AGENT_007 when the file is another
+   * agent's store, a newer schema, or not a database, FLEET_CONFIG_001 for a bad agent id.
+   */
+  static open(options: SqliteLocalStoreOptions): SqliteLocalStore {
+    if (!isAgentId(options.agentId)) {
+      throw new FleetError('FLEET_CONFIG_001', `agent id ${JSON.stringify(options.agentId)} is not a subject token ([A-Za-z0-9_-], 1-128, not "server")`);
+    }
+    const dataDir = resolve(options.dataDir);
+    const path = join(dataDir, DB_FILE);
+    try {
+      mkdirSync(dataDir, { recursive: true });
+      if (!statSync(dataDir).isDirectory()) throw new FleetError('FLEET_AGENT_001', `${dataDir} is not a directory`, { details: { path: dataDir } });
+      accessSync(dataDir, fsConstants.W_OK | fsConstants.X_OK);
+    } catch (e) {
+      const t = translateError(e, dataDir);
+      if (isFleetError(t)) throw t;
+      throw new FleetError('FLEET_AGENT_001', `${dataDir}: ${e instanceof Error ? e.message : String(e)}`, { cause: e, details: { path: dataDir } });
+    }
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(path);
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (String(mode).toLowerCase() !== 'wal') throw new FleetError('FLEET_AGENT_001', `${path}: cannot use WAL journal mode (got ${String(mode)})`);
+      db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
+      db.pragma('busy_timeout = 5000');
+      db.pragma('foreign_keys = OFF');
+      if (options.maxDbBytes !== undefined) {
+        const pageSize = Number(db.pragma('page_size', { simple: true }));
+        db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxDbBytes / pageSize))}`);
+      }
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        db.exec(SCHEMA_SQL);
+        const get = (k: string) => (db as Database.Database).prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v;
+        const put = (k: string, v: string) => (db as Database.Database).prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
+        const version = get('schema_version');
+        if (version !== undefined && Number(version) > SCHEMA_VERSION) {
+          throw new FleetError('FLEET_AGENT_007', `${path} has schema version ${version}; this agent understands up to ${SCHEMA_VERSION}`, { details: { path } });
+        }
+        const owner = get('agent_id');
+        if (owner !== undefined && owner !== options.agentId) {
+          throw new FleetError('FLEET_AGENT_007', `${path} belongs to agent ${JSON.stringify(owner)}, not ${JSON.stringify(options.agentId)}`, { details: { path, owner } });
+        }
+        if (version === undefined) put('schema_version', String(SCHEMA_VERSION));
+        if (owner === undefined) put('agent_id', options.agentId);
+        db.exec('COMMIT');
+      } catch (e) {
+        if (db.inTransaction) db.exec('ROLLBACK');
+        throw e;
+      }
+      const store = new SqliteLocalStore(db, path, options);
+      store.load();
+      if (options.processCapturedOnOpen !== false) store.processCaptured();
+      return store;
+    } catch (e) {
+      try {
+        db?.close();
+      } catch {
+        // already failing: report the first error
+      }
+      throw translateError(e, path);
+    }
+  }
+
+  private load(): void {
+    const raw = this.st.getMeta.get('counters')?.v;
+    if (raw !== undefined) {
+      const c = JSON.parse(raw) as { hlc: string; originSeq: number; mseq: number };
+      const h = decodeHlc(c.hlc);
+      this.counters = { hlc: { ...h, node: this.agentId }, originSeq: c.originSeq, mseq: c.mseq };
+    }
+    this.needsVerification = this.readSyncState().needsVerification;
+    this.outboxCount = this.st.countOutbox.get()?.n ?? 0;
+    this.needFullPass = true;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // plumbing
+
+  private assertOpen(): void {
+    if (this.closed) throw new FleetError('FLEET_AGENT_001', `${this.path}: store is closed`);
+  }
+
+  private guard<T>(fn: () => T): T {
+    this.assertOpen();
+    try {
+      return fn();
+    } catch (e) {
+      throw translateError(e, this.path);
+    }
+  }
+
+  private persistCounters(): void {
+    const c = this.counters;
+    this.st.putMeta.run('counters', JSON.stringify({ hlc: encodeHlc(c.hlc), originSeq: c.originSeq, mseq: c.mseq }));
+  }
+
+  transaction<T>(fn: () => T): T {
+    this.assertOpen();
+    if (this.depth > 0) {
+      // Nested: a savepoint. Counters may stay advanced after its rollback (gaps are harmless);
+      // the outbox count and the events it buffered are put back.
+      const mark = this.pending.length;
+      const needFullPass = this.needFullPass;
+      this.depth++;
+      try {
+        return this.runTx(fn) as T;
+      } catch (e) {
+        this.pending.length = mark;
+        this.needFullPass = needFullPass;
+        this.outboxCount = this.st.countOutbox.get()?.n ?? 0;
+        throw translateError(e, this.path);
+      } finally {
+        this.depth--;
+      }
+    }
+    const saved = { counters: { ...this.counters }, outboxCount: this.outboxCount, needFullPass: this.needFullPass, needsVerification: this.needsVerification };
+    this.depth++;
+    let result: T;
+    try {
+      result = this.runTx.immediate(() => {
+        const r = fn();
+        this.persistCounters();
+        return r;
+      }) as T;
+    } catch (e) {
+      this.counters = saved.counters;
+      this.outboxCount = saved.outboxCount;
+      this.needFullPass = saved.needFullPass;
+      this.needsVerification = saved.needsVerification;
+      this.pending = [];
+      throw translateError(e, this.path);
+    } finally {
+      this.depth--;
+    }
+    const events = this.pending;
+    this.pending = [];
+    this.emit(events);
+    return result;
+  }
+
+  private emit(events: readonly StoreEvent[]): void {
+    if (events.length === 0 || this.listeners.size === 0) return;
+    for (const ev of events) {
+      for (const l of [...this.listeners]) {
+        try {
+          l(ev);
+        } catch (e) {
+          this.onListenerError(e, ev);
+        }
+      }
+    }
+  }
+
+  watch(listener: StoreListener): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  private loadState(ref: RecordRef): RecordState {
+    const row = this.st.getRecord.get(ref.scope, ref.collection, ref.key);
+    return row === undefined ? emptyRecord(ref) : decodeRecordState(row.state);
+  }
+
+  private saveState(state: RecordState, hash?: string): StoredRecord {
+    const { ref, view } = state;
+    const h = hash ?? recordHash(state);
+    const fields = view.status === 'live' ? view.fields : null;
+    this.counters.mseq += 1;
+    this.st.upsertRecord.run(
+      ref.scope,
+      ref.collection,
+      ref.key,
+      // JSON.stringify, not encodeRecordState's canonical form: the stored text is only ever parsed
+      // (decodeRecordState), never compared or hashed, and canonicalJson costs ~5x more per write.
+      JSON.stringify(state),
+      fields === null ? null : JSON.stringify(fields),
+      h,
+      view.status,
+      view.conflicted ? 1 : 0,
+      JSON.stringify(state.vv),
+      this.counters.mseq,
+    );
+    return { ref: { scope: ref.scope, collection: ref.collection, key: ref.key }, status: view.status, fields, conflicted: view.conflicted, hash: h, vv: state.vv };
+  }
+
+  private rowToRecord(row: RecordRow): StoredRecord {
+    return {
+      ref: { scope: row.scope, collection: row.collection, key: row.key },
+      status: row.status as StoredRecord['status'],
+      fields: row.fields === null ? null : (JSON.parse(row.fields) as Fields),
+      conflicted: row.conflicted === 1,
+      hash: row.hash,
+      vv: JSON.parse(row.vv) as StoredRecord['vv'],
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // reading
+
+  get(ref: RecordRef): StoredRecord | null {
+    return this.guard(() => {
+      const row = this.st.getRow.get(ref.scope, ref.collection, ref.key);
+      return row === undefined ? null : this.rowToRecord(row);
+    });
+  }
+
+  getState(ref: RecordRef): RecordState | null {
+    return this.guard(() => {
+      const row = this.st.getRecord.get(ref.scope, ref.collection, ref.key);
+      return row === undefined ? null : decodeRecordState(row.state);
+    });
+  }
+
+  query(scope: string, collection: string, options: QueryOptions = {}): StoredRecord[] {
+    return this.guard(() => {
+      const limit = options.limit ?? 1000;
+      if (!Number.isSafeInteger(limit) || limit < 0) invalidWrite(`query limit must be a non-negative integer, got ${limit}`);
+      const where = ['scope = ?', 'collection = ?', "status = 'live'"];
+      const params: (string | number)[] = [scope, collection];
+      if (options.prefix !== undefined && options.prefix !== '') {
+        where.push('key >= ?');
+        params.push(options.prefix);
+        const upper = prefixUpperBound(options.prefix);
+        if (upper !== undefined) {
+          where.push('key < ?');
+          params.push(upper);
+        }
+      }
+      if (options.after !== undefined) {
+        where.push('key > ?');
+        params.push(options.after);
+      }
+      params.push(limit);
+      const rows = this.db
+        .prepare<(string | number)[], RecordRow>(`SELECT scope, collection, key, fields, hash, status, conflicted, vv FROM records WHERE ${where.join(' AND ')} ORDER BY key LIMIT ?`)
+        .all(...params);
+      return rows.map((r) => this.rowToRecord(r));
+    });
+  }
+
+  conflictCount(): number {
+    return this.guard(() => this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM records WHERE conflicted = 1').get()?.n ?? 0);
+  }
+
+  clock(): string {
+    return encodeHlc(this.counters.hlc);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // local writes
+
+  private checkRef(ref: RecordRef): void {
+    if (typeof ref !== 'object' || ref === null) invalidWrite('ref must be { scope, collection, key }');
+    if (typeof ref.scope !== 'string' || !isScope(ref.scope)) invalidWrite(`scope ${JSON.stringify(ref.scope)}: expected "fleet", "group.<name>" or "host.<agentId>"`);
+    const c = CollectionSchema.safeParse(ref.collection);
+    if (!c.success) invalidWrite(`collection ${JSON.stringify(ref.collection)}: ${c.error.issues.map((i) => i.message).join('; ')}`);
+    const k = KeySchema.safeParse(ref.key);
+    if (!k.success) invalidWrite(`key: ${k.error.issues.map((i) => i.message).join('; ')}`);
+    if (!isHostScope(ref.scope, this.agentId)) {
+      throw new FleetError('FLEET_AUTH_003', `agent ${this.agentId} may write only scope host.${this.agentId}, not ${JSON.stringify(ref.scope)} (server-owned)`, {
+        details: { scope: ref.scope, agentId: this.agentId },
+      });
+    }
+  }
+
+  private checkFields(fields: Fields, unset: readonly string[]): void {
+    const f = FieldsSchema.safeParse(fields);
+    if (!f.success) invalidWrite(`fields: ${f.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    if (!Array.isArray(unset)) invalidWrite('unset must be an array of field names');
+    for (const name of unset) {
+      const p = typeof name === 'string' ? fieldNameProblem(name) : 'field name must be a string';
+      if (p !== undefined) invalidWrite(`unset ${JSON.stringify(name)}: ${p}`);
+      if (has(fields, name)) invalidWrite(`field ${JSON.stringify(name)} is both written and unset`);
+    }
+  }
+
+  private assertWritable(): void {
+    if (this.needsVerification) {
+      throw new FleetError('FLEET_AGENT_004', 'local writes are held until the sync manager has verified the restored store with the server');
+    }
+  }
+
+  /** What a put (replace) or patch writes, against the current view; null when it changes nothing. */
+  private editFor(state: RecordState, kind: 'put' | 'patch' | 'delete', fields: Fields, unset: readonly string[]): LocalEdit | null {
+    const view = state.view;
+    const live = view.status === 'live';
+    if (kind === 'delete') return live || view.contestedExistence ? { op: 'delete' } : null;
+    const visible: Fields = live ? view.fields : {};
+    const contested = new Set(view.contested);
+    const set: [string, JsonValue][] = [];
+    for (const [f, v] of Object.entries(fields)) {
+      if (!live || !has(visible, f) || contested.has(f) || !jsonEquals(visible[f] as JsonValue, v)) set.push([f, v]);
+    }
+    const removed = kind === 'put' ? Object.keys(visible).filter((f) => !has(fields, f)) : unset.filter((f) => has(visible, f) || contested.has(f));
+    if (live && !view.contestedExistence && set.length === 0 && removed.length === 0) return null;
+    if (set.length + removed.length > MAX_FIELDS_PER_CHANGE) invalidWrite(`the write changes ${set.length + removed.length} fields; a change carries at most ${MAX_FIELDS_PER_CHANGE}`);
+    return { op: 'put', fields: Object.fromEntries(set), unset: removed };
+  }
+
+  /** The write path every local and captured write takes. Must run inside `transaction`. */
+  private writeLocal(ref: RecordRef, kind: 'put' | 'patch' | 'delete', fields: Fields, unset: readonly string[], source: 'local' | 'captured'): Change | null {
+    this.assertWritable();
+    this.checkRef(ref);
+    if (kind !== 'delete') this.checkFields(fields, unset);
+    const state = this.loadState(ref);
+    const edit = this.editFor(state, kind, fields, unset);
+    if (edit === null) return null;
+    const nowMs = this.now();
+    const tick = hlcNow(this.counters.hlc, nowMs);
+    this.counters.hlc = tick.state;
+    this.counters.originSeq += 1;
+    const made = makeLocalChange(
+      state,
+      edit,
+      { origin: this.agentId, originSeq: this.counters.originSeq, changeId: this.newId(), hlc: encodeHlc(tick.ts), protocol: PROTOCOL_VERSION },
+      this.strategies,
+    );
+    const change = made.change;
+    const record = this.saveState(made.state, change.hash);
+    this.st.insertOutbox.run(change.originSeq, change.changeId, ref.scope, ref.collection, ref.key, JSON.stringify(change), nowMs);
+    this.outboxCount += 1;
+    this.pending.push({ source, ref: record.ref, change, record });
+    this.boundOutbox(ref);
+    return change;
+  }
+
+  /** Coalescing and the bound (see docs/agent.md, "Outbox rules"). */
+  private boundOutbox(ref: RecordRef): void {
+    if (this.outboxCount <= this.coalesceAbove) {
+      this.needFullPass = true;
+      return;
+    }
+    if (this.needFullPass) {
+      this.coalesceAllUnfrozen();
+      this.needFullPass = false;
+    } else {
+      this.coalesceRecord(ref);
+    }
+    if (this.outboxCount > this.outboxMax) {
+      throw new FleetError('FLEET_AGENT_003', `the outbox holds ${this.outboxMax} unsent changes (FLEET_AGENT_OUTBOX_MAX) after coalescing; this write was refused, nothing queued was dropped`, {
+        details: { max: this.outboxMax, scope: ref.scope, collection: ref.collection, key: ref.key },
+      });
+    }
+  }
+
+  /**
+   * Coalesces one record's unfrozen outbox rows with sync-core `coalesce`, and applies the result to
+   * the local record state too (coalesce's caller duty: the merged change re-stamps fields written by
+   * earlier ones, and the agent must hold what every other replica will hold). Returns rows saved.
+   */
+  private coalesceRecord(ref: RecordRef): number {
+    const rows = this.st.outboxRunOf.all(ref.scope, ref.collection, ref.key);
+    if (rows.length < 2) return 0;
+    const changes = rows.map((r) => JSON.parse(r.change) as Change);
+    const merged = coalesce(changes);
+    if (merged.length >= rows.length) return 0;
+    const createdAt = Math.min(...rows.map((r) => r.created_at));
+    for (const r of rows) this.st.deleteOutboxSeq.run(r.origin_seq);
+    for (const c of merged) this.st.insertOutbox.run(c.originSeq, c.changeId, c.scope, c.collection, c.key, JSON.stringify(c), createdAt);
+    let state = this.loadState(ref);
+    const before = recordHash(state);
+    let changed = false;
+    for (const c of merged) {
+      const r = applyChange(state, c, this.strategies);
+      if (r.changed) {
+        state = r.state;
+        changed = true;
+      }
+    }
+    if (changed) {
+      const record = this.saveState(state);
+      if (record.hash !== before) this.pending.push({ source: 'local', ref: record.ref, record });
+    }
+    const saved = rows.length - merged.length;
+    this.outboxCount -= saved;
+    return saved;
+  }
+
+  private coalesceAllUnfrozen(): number {
+    const refs = this.db
+      .prepare<[], RecordRef>('SELECT scope, collection, key FROM outbox WHERE frozen = 0 GROUP BY scope, collection, key HAVING count(*) > 1')
+      .all();
+    let saved = 0;
+    for (const ref of refs) saved += this.coalesceRecord(ref);
+    return saved;
+  }
+
+  coalesceOutbox(): number {
+    return this.transaction(() => this.coalesceAllUnfrozen());
+  }
+
+  put(ref: RecordRef, fields: Fields): Change | null {
+    return this.transaction(() => this.writeLocal(ref, 'put', fields, [], 'local'));
+  }
+
+  patch(ref: RecordRef, fields: Fields, unset: readonly string[] = []): Change | null {
+    return this.transaction(() => this.writeLocal(ref, 'patch', fields, unset, 'local'));
+  }
+
+  delete(ref: RecordRef): Change | null {
+    return this.transaction(() => this.writeLocal(ref, 'delete', {}, [], 'local'));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // direct SQL writes
+
+  processCaptured(limit = 1000): ProcessCapturedResult {
+    return this.guard(() => {
+      const pendingCount = () => this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM capture').get()?.n ?? 0;
+      if (this.needsVerification) return { processed: 0, rejected: 0, remaining: pendingCount() };
+      let processed = 0;
+      let rejected = 0;
+      let stop = false;
+      while (!stop) {
+        const rows = this.db.prepare<[number], CaptureRow>('SELECT seq, scope, collection, key, op, fields, captured_at FROM capture ORDER BY seq LIMIT ?').all(Math.min(limit - processed - rejected, 500));
+        if (rows.length === 0) break;
+        this.transaction(() => {
+          const del = this.db.prepare('DELETE FROM capture WHERE seq = ?');
+          for (const row of rows) {
+            try {
+              this.transaction(() => this.applyCaptured(row));
+              processed += 1;
+            } catch (e) {
+              if (isFleetError(e, 'FLEET_AGENT_003') || isFleetError(e, 'FLEET_AGENT_004')) {
+                stop = true; // retry later: the row stays captured
+                break;
+              }
+              // Disk full, locks, bugs: roll the batch back and report; the rows stay captured.
+              if (!isFleetError(e) || e.retryable) throw e;
+              this.db
+                .prepare('INSERT OR REPLACE INTO capture_rejected (seq, scope, collection, key, op, fields, captured_at, reason, rejected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+                .run(row.seq, row.scope, row.collection, row.key, row.op, row.fields, row.captured_at, `${e.code} ${e.message}`, this.now());
+              rejected += 1;
+            }
+            del.run(row.seq);
+          }
+        });
+        if (processed + rejected >= limit) break;
+      }
+      return { processed, rejected, remaining: pendingCount() };
+    });
+  }
+
+  private applyCaptured(row: CaptureRow): void {
+    const ref = { scope: row.scope, collection: row.collection, key: row.key };
+    if (row.op === 'delete') {
+      this.writeLocal(ref, 'delete', {}, [], 'captured');
+      return;
+    }
+    let fields: unknown;
+    try {
+      fields = JSON.parse(row.fields ?? 'null');
+    } catch {
+      invalidWrite('captured fields are not JSON');
+    }
+    if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) invalidWrite('captured fields must be a JSON object');
+    this.writeLocal(ref, 'put', fields as Fields, [], 'captured');
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // outbox, for the sync manager
+
+  peekOutbox(limit: number): Change[] {
+    if (!Number.isSafeInteger(limit) || limit < 0) invalidWrite(`peekOutbox limit must be a non-negative integer, got ${limit}`);
+    return this.transaction(() => {
+      const rows = this.db.prepare<[number], { origin_seq: number; change: string; frozen: number }>('SELECT origin_seq, change, frozen FROM outbox ORDER BY origin_seq LIMIT ?').all(limit);
+      const last = rows[rows.length - 1];
+      if (last !== undefined) this.db.prepare('UPDATE outbox SET frozen = 1 WHERE frozen = 0 AND origin_seq <= ?').run(last.origin_seq);
+      return rows.map((r) => JSON.parse(r.change) as Change);
+    });
+  }
+
+  markSent(changeIds: readonly string[]): number {
+    return this.transaction(() => {
+      const del = this.db.prepare('DELETE FROM outbox WHERE change_id = ?');
+      let n = 0;
+      for (const id of changeIds) n += del.run(id).changes;
+      this.outboxCount -= n;
+      if (n > 0) this.st.putMeta.run('consecutive_failures', '0');
+      if (this.outboxCount <= this.coalesceAbove) this.needFullPass = true;
+      return n;
+    });
+  }
+
+  recordFailure(changeIds: readonly string[], error: string): void {
+    this.transaction(() => {
+      const at = this.now();
+      const upd = this.db.prepare('UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_at = ? WHERE change_id = ?');
+      for (const id of changeIds) upd.run(error, at, id);
+      const n = Number(this.st.getMeta.get('consecutive_failures')?.v ?? '0');
+      this.st.putMeta.run('consecutive_failures', String(n + 1));
+      this.st.putMeta.run('last_error', JSON.stringify({ message: error, at }));
+    });
+  }
+
+  outboxStats(): OutboxStats {
+    return this.guard(() => {
+      const o = this.db
+        .prepare<[], { size: number; oldest: number | null; failures: number; inflight: number }>(
+          'SELECT count(*) AS size, min(created_at) AS oldest, coalesce(sum(attempts > 0), 0) AS failures, coalesce(sum(frozen), 0) AS inflight FROM outbox',
+        )
+        .get() ?? { size: 0, oldest: null, failures: 0, inflight: 0 };
+      const last = this.st.getMeta.get('last_error')?.v;
+      const lastError = last === undefined ? null : (JSON.parse(last) as { message: string; at: number });
+      const count = (sql: string) => this.db.prepare<[], { n: number }>(sql).get()?.n ?? 0;
+      return {
+        size: o.size,
+        max: this.outboxMax,
+        oldestAt: o.oldest,
+        oldestAgeMs: o.oldest === null ? null : Math.max(0, this.now() - o.oldest),
+        failures: o.failures,
+        consecutiveFailures: Number(this.st.getMeta.get('consecutive_failures')?.v ?? '0'),
+        lastError: lastError?.message ?? null,
+        lastErrorAt: lastError?.at ?? null,
+        inFlight: o.inflight,
+        capturedPending: count('SELECT count(*) AS n FROM capture'),
+        capturedRejected: count('SELECT count(*) AS n FROM capture_rejected'),
+      };
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // remote changes, for the sync manager
+
+  applyRemote(items: readonly RemoteItem[], cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number } {
+    return this.transaction(() => {
+      let changed = 0;
+      let conflicts = 0;
+      let drifted = 0;
+      const nowMs = this.now();
+      const receive = (hlc: string | undefined) => {
+        if (hlc === undefined) return;
+        const r = hlcReceive(this.counters.hlc, hlc, nowMs, this.maxDriftMs === undefined ? {} : { maxDriftMs: this.maxDriftMs });
+        this.counters.hlc = r.state;
+        if (r.drifted) drifted += 1;
+      };
+      for (const item of items) {
+        if ('state' in item) {
+          const remote = typeof item.state === 'string' ? decodeRecordState(item.state) : decodeRecordState(item.state as unknown);
+          if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
+          const local = this.loadState(remote.ref);
+          const merged = mergeRecordStates(local, remote, this.strategies);
+          receive(maxHlcOf(remote));
+          if (encodeRecordState(merged) !== encodeRecordState(local)) {
+            const record = this.saveState(merged);
+            changed += 1;
+            if (merged.view.conflicted && !local.view.conflicted) conflicts += 1;
+            this.pending.push({ source: 'remote', ref: record.ref, record });
+          }
+        } else {
+          const change = item;
+          const local = this.loadState(change);
+          const r = applyChange(local, change, this.strategies);
+          receive(change.hlc);
+          if (r.changed) {
+            const record = this.saveState(r.state);
+            changed += 1;
+            if (r.conflict !== undefined) conflicts += 1;
+            this.pending.push({ source: 'remote', ref: record.ref, change, record });
+          }
+        }
+      }
+      this.writeSyncState({ ...this.readSyncState(), cursor: cursorAfter, lastPullAt: nowMs });
+      return { applied: items.length, changed, conflicts, drifted };
+    });
+  }
+
+  private readSyncState(): SyncState {
+    const raw = this.st.getMeta.get('sync_state')?.v;
+    return raw === undefined ? DEFAULT_SYNC_STATE : { ...DEFAULT_SYNC_STATE, ...(JSON.parse(raw) as Partial<SyncState>) };
+  }
+
+  private writeSyncState(s: SyncState): void {
+    this.st.putMeta.run('sync_state', JSON.stringify(s));
+    this.needsVerification = s.needsVerification;
+  }
+
+  syncState(): SyncState {
+    return this.guard(() => this.readSyncState());
+  }
+
+  setSyncState(patch: Partial<SyncState>): void {
+    this.transaction(() => {
+      const next = { ...this.readSyncState() };
+      for (const [k, v] of Object.entries(patch)) if (v !== undefined) (next as Record<string, unknown>)[k] = v;
+      this.writeSyncState(next);
+    });
+  }
+
+  raiseOriginSeqFloor(floor: number): void {
+    if (!Number.isSafeInteger(floor) || floor < 0) invalidWrite(`origin sequence floor must be a non-negative integer, got ${floor}`);
+    this.transaction(() => {
+      if (this.counters.originSeq < floor) this.counters.originSeq = floor;
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // anti-entropy
+
+  *merkleEntries(scope: string, collection: string): Iterable<MerkleEntry> {
+    // Paged by key (not one open cursor), so the caller may write to the store between pages.
+    const page = this.db.prepare<[string, string, string, number], { key: string; hash: string }>(
+      'SELECT key, hash FROM records WHERE scope = ? AND collection = ? AND key > ? ORDER BY key LIMIT ?',
+    );
+    let after = '';
+    for (;;) {
+      const rows = this.guard(() => page.all(scope, collection, after, 2000));
+      for (const r of rows) yield { key: r.key, recordHash: r.hash };
+      const last = rows[rows.length - 1];
+      if (last === undefined || rows.length < 2000) return;
+      after = last.key;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // backups
+
+  backup(options: { full?: boolean; dir?: string } = {}): BackupInfo {
+    this.assertOpen();
+    if (this.depth > 0) throw new TypeError('backup() cannot run inside transaction()');
+    const chainRaw = this.st.getMeta.get('backup_chain')?.v;
+    const chain = chainRaw === undefined ? undefined : (JSON.parse(chainRaw) as BackupChain);
+    const root = resolve(options.dir ?? this.backupRoot);
+    const wantFull = options.full === true || chain === undefined || !existsSync(chain.dir) || (options.dir !== undefined && resolve(chain.dir, '..') !== root);
+    try {
+      return wantFull ? this.backupFull(root) : this.backupIncremental(chain as BackupChain);
+    } catch (e) {
+      const t = translateError(e, root);
+      if (isFleetError(t)) throw t;
+      throw new FleetError('FLEET_AGENT_006', `backup to ${root} failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  }
+
+  private backupFull(root: string): BackupInfo {
+    const id = this.newId();
+    const dir = join(root, `chain-${id}`);
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, 'full.db');
+    const createdAt = this.now();
+    // VACUUM INTO reads one consistent snapshot; this connection is synchronous, so the marker read
+    // just before it is exactly what the snapshot holds.
+    const marker = this.counters.mseq;
+    this.db.prepare('VACUUM INTO ?').run(file);
+    const out = new Database(file);
+    let records = 0;
+    let outbox = 0;
+    try {
+      out.pragma('journal_mode = DELETE');
+      records = out.prepare<[], { n: number }>('SELECT count(*) AS n FROM records').get()?.n ?? 0;
+      outbox = out.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox').get()?.n ?? 0;
+      out.exec('CREATE TABLE backup_info (id TEXT NOT NULL, kind TEXT NOT NULL, full_id TEXT NOT NULL, parent_id TEXT, agent_id TEXT NOT NULL, marker INTEGER NOT NULL, created_at INTEGER NOT NULL)');
+      out.prepare('INSERT INTO backup_info VALUES (?, ?, ?, ?, ?, ?, ?)').run(id, 'full', id, null, this.agentId, marker, createdAt);
+    } finally {
+      out.close();
+    }
+    const chain: BackupChain = { fullId: id, dir, lastId: id, lastMarker: marker, count: 0 };
+    this.transaction(() => this.st.putMeta.run('backup_chain', JSON.stringify(chain)));
+    return { id, kind: 'full', fullId: id, parentId: null, dir, file, marker, createdAt, records, outbox };
+  }
+
+  private backupIncremental(chain: BackupChain): BackupInfo {
+    const id = this.newId();
+    const n = chain.count + 1;
+    const file = join(chain.dir, `inc-${String(n).padStart(6, '0')}.db`);
+    if (existsSync(file)) rmSync(file);
+    const createdAt = this.now();
+    const marker = this.counters.mseq;
+    this.db.prepare('ATTACH DATABASE ? AS inc').run(file);
+    let records = 0;
+    let outbox = 0;
+    try {
+      this.runTx(() => {
+        this.db.prepare('CREATE TABLE inc.records AS SELECT * FROM main.records WHERE mseq > ?').run(chain.lastMarker);
+        for (const t of SNAPSHOT_TABLES) this.db.exec(`CREATE TABLE inc.${t} AS SELECT * FROM main.${t}`);
+        this.db.exec('CREATE TABLE inc.backup_info (id TEXT NOT NULL, kind TEXT NOT NULL, full_id TEXT NOT NULL, parent_id TEXT, agent_id TEXT NOT NULL, marker INTEGER NOT NULL, created_at INTEGER NOT NULL)');
+        this.db.prepare('INSERT INTO inc.backup_info VALUES (?, ?, ?, ?, ?, ?, ?)').run(id, 'incremental', chain.fullId, chain.lastId, this.agentId, marker, createdAt);
+        records = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM inc.records').get()?.n ?? 0;
+        outbox = this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM inc.outbox').get()?.n ?? 0;
+      });
+    } finally {
+      this.db.exec('DETACH DATABASE inc');
+    }
+    const next: BackupChain = { ...chain, lastId: id, lastMarker: marker, count: n };
+    this.transaction(() => this.st.putMeta.run('backup_chain', JSON.stringify(next)));
+    return { id, kind: 'incremental', fullId: chain.fullId, parentId: chain.lastId, dir: chain.dir, file, marker, createdAt, records, outbox };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}
+
+interface BackupInfoRow {
+  id: string;
+  kind: string;
+  full_id: string;
+  parent_id: string | null;
+  agent_id: string;
+  marker: number;
+  created_at: number;
+}
+
+export interface RestoreResult {
+  readonly fullId: string;
+  /** Backup ids applied, full first. */
+  readonly applied: readonly string[];
+  /** Where the store that was there before went (kept, never deleted), or null if there was none. */
+  readonly previousMovedTo: string | null;
+  readonly path: string;
+}
+
+/**
+ * Rebuilds the store in `dataDir` from a backup chain directory (`full.db` plus `inc-NNNNNN.db`, as
+ * `backup()` writes them): the full backup, then each incremental in order, each checked to follow
+ * the previous one. The store must be closed (stop the agent first). The store that was there is
+ * moved aside (`agent.db.before-restore-<ms>`), never deleted.
+ *
+ * After a restore the store is flagged `needsVerification` with the cursor `null`: writes made after
+ * the backup may exist on the server, so the sync manager must verify (Merkle) before trusting or
+ * moving the cursor, and local writes are held until it does (FLEET_AGENT_004). The origin sequence
+ * jumps by RESTORE_SEQ_GAP for the same reason.
+ */
+export function restoreSqliteStore(backupDir: string, dataDir: string, options: { agentId?: string; now?: () => number } = {}): RestoreResult {
+  const dir = resolve(backupDir);
+  const now = options.now ?? Date.now;
+  const bad = (why: string, file = dir): never => {
+    throw new FleetError('FLEET_AGENT_006', `${file}: ${why}`, { details: { file } });
+  };
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) bad('not a backup directory');
+  const full = join(dir, 'full.db');
+  if (!existsSync(full)) bad('no full.db: not a backup chain directory');
+  const incs = readdirSync(dir)
+    .filter((f) => /^inc-\d{6}\.db$/.test(f))
+    .sort()
+    .map((f) => join(dir, f));
+  const target = resolve(dataDir);
+  try {
+    mkdirSync(target, { recursive: true });
+    accessSync(target, fsConstants.W_OK);
+  } catch (e) {
+    throw new FleetError('FLEET_AGENT_001', `${target}: ${e instanceof Error ? e.message : String(e)}`, { cause: e, details: { path: target } });
+  }
+  const work = join(target, `${DB_FILE}.restoring`);
+  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${work}${suffix}`, { force: true });
+  copyFileSync(full, work);
+  const db = new Database(work);
+  const applied: string[] = [];
+  let fullId = '';
+  try {
+    db.pragma('journal_mode = DELETE');
+    const info = (schema: string, file: string): BackupInfoRow => {
+      try {
+        const row = db.prepare<[], BackupInfoRow>(`SELECT * FROM ${schema}.backup_info`).get();
+        if (row === undefined) return bad('backup_info is empty', file);
+        return row;
+      } catch (e) {
+        if (isFleetError(e)) throw e;
+        return bad(`not a backup written by the agent (${e instanceof Error ? e.message : String(e)})`, file);
+      }
+    };
+    const head = info('main', full);
+    if (head.kind !== 'full') bad('full.db is not a full backup', full);
+    if (options.agentId !== undefined && head.agent_id !== options.agentId) bad(`backup of agent ${JSON.stringify(head.agent_id)}, not ${JSON.stringify(options.agentId)}`, full);
+    fullId = head.id;
+    applied.push(head.id);
+    let prev = head.id;
+    for (const file of incs) {
+      db.prepare('ATTACH DATABASE ? AS inc').run(file);
+      try {
+        const inc = info('inc', file);
+        if (inc.full_id !== fullId) bad(`belongs to full backup ${inc.full_id}, not ${fullId}`, file);
+        if (inc.parent_id !== prev) bad(`follows backup ${String(inc.parent_id)}, but the chain so far ends at ${prev} (a missing or reordered file)`, file);
+        db.transaction(() => {
+          db.exec('INSERT OR REPLACE INTO main.records SELECT * FROM inc.records');
+          for (const t of SNAPSHOT_TABLES) db.exec(`DELETE FROM main.${t}; INSERT INTO main.${t} SELECT * FROM inc.${t};`);
+        })();
+        prev = inc.id;
+        applied.push(inc.id);
+      } finally {
+        db.exec('DETACH DATABASE inc');
+      }
+    }
+    db.transaction(() => {
+      const get = (k: string) => db.prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v;
+      const put = (k: string, v: string) => db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
+      const sync = { ...DEFAULT_SYNC_STATE, ...(JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>), cursor: null, needsVerification: true };
+      put('sync_state', JSON.stringify(sync));
+      const counters = get('counters');
+      if (counters !== undefined) {
+        const c = JSON.parse(counters) as { hlc: string; originSeq: number; mseq: number };
+        put('counters', JSON.stringify({ ...c, originSeq: c.originSeq + RESTORE_SEQ_GAP }));
+      }
+      db.prepare('DELETE FROM meta WHERE k = ?').run('backup_chain');
+      put('restored_from', JSON.stringify({ dir, fullId, applied, at: now() }));
+      db.exec('DROP TABLE IF EXISTS backup_info');
+    })();
+  } catch (e) {
+    db.close();
+    rmSync(work, { force: true });
+    throw translateError(e, work);
+  }
+  db.close();
+  const live = join(target, DB_FILE);
+  let previousMovedTo: string | null = null;
+  if (existsSync(live)) {
+    previousMovedTo = `${live}.before-restore-${now()}`;
+    // The WAL and shared-memory files go with their database: a stale WAL beside the restored file
+    // would be replayed into it.
+    for (const suffix of ['-wal', '-shm']) if (existsSync(`${live}${suffix}`)) renameSync(`${live}${suffix}`, `${previousMovedTo}${suffix}`);
+    renameSync(live, previousMovedTo);
+  }
+  renameSync(work, live);
+  return { fullId, applied, previousMovedTo, path: live };
+}

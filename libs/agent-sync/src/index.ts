@@ -1,0 +1,4 @@
+export * from './ports';
+export * from './transport';
+export * from './sync-manager';
+export * from './protocol/wire';

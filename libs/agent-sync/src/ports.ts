@@ -1,0 +1,35 @@
+/**
+ * What the sync manager needs of the agent's local store. A structural subset of
+ * `@fleet/agent-store`'s `LocalStore`, declared here so that this lib depends on the contract it
+ * uses and nothing more (and can be tested with a store in memory): pass a `SqliteLocalStore` as is.
+ */
+import type { Change, MerkleEntry, RecordRef, RecordState } from '@fleet/sync-core';
+
+/** The server's cursor as the store keeps it: `null` on a fresh or restored store (pull from 0). */
+export type StoredCursor = string | number | null;
+
+export interface SyncStore {
+  readonly agentId: string;
+  /** The full CRDT state, or null: the snapshot `mergePulledRecords` counts conflicts against. */
+  getState(ref: RecordRef): RecordState | null;
+  /** The first `limit` queued changes in originSeq order (frozen from then on: never coalesced again). */
+  peekOutbox(limit: number): Change[];
+  /** Only after the PubAck of the batch that carried them. */
+  markSent(changeIds: readonly string[]): number;
+  recordFailure(changeIds: readonly string[], error: string): void;
+  outboxStats(): { readonly size: number };
+  /** Joins the states and sets the cursor in ONE transaction: the cursor is never ahead of what is applied. */
+  applyRemote(items: readonly { readonly ref: RecordRef; readonly state: RecordState }[], cursorAfter: StoredCursor): { readonly changed: number };
+  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean };
+  setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean }): void;
+  /** (key, visible hash) of every record of the collection, live or deleted. */
+  merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;
+  /** Calls back after each committed change; `local` / `captured` ones went to the outbox. */
+  watch(listener: (event: { readonly source: 'local' | 'captured' | 'remote' }) => void): () => void;
+  /**
+   * Queues the current local state of these records for push again (a verification found the server
+   * lacks writes made here, e.g. its log was restored from an older backup). Not in `LocalStore`
+   * yet: without it, such records are reported as unrepaired violations.
+   */
+  requeueForPush?(refs: readonly RecordRef[]): number;
+}

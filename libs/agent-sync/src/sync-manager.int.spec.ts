@@ -1,0 +1,250 @@
+/**
+ * The sync manager against a REAL nats-server with JetStream (a private one on a spare port, so the
+ * test can take the link away), with the server side played by small responders in this file (the
+ * delta calculator's pull/merkle/pullkeys wire from @fleet/contracts; the push stream as the
+ * change-log service provisions it). What the server does with a batch is the change log's business
+ * and tested there.
+ */
+import { gzipSync } from 'node:zlib';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { connectNats, NatsPublisher, provisionStream } from '@fleet/messaging';
+import { eventually, PrivateNatsServer, readStream, testNamespace } from '@fleet/messaging/src/test-support';
+import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePushBatch, encodeJson, Headers, toWireRecord } from '@fleet/contracts';
+import type { Subjects } from '@fleet/contracts';
+import { answerVerify, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
+import type { MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
+import { SyncManager } from './sync-manager';
+import { NatsSyncTransport } from './transport';
+import { MemorySyncStore } from './testing/memory-store';
+
+jest.setTimeout(60_000);
+
+const AGENT = 'agent-1';
+const REF = (key: string) => ({ scope: `host.${AGENT}`, collection: 'inventory', key });
+const FLEET = (key: string) => ({ scope: 'fleet', collection: 'settings', key });
+
+/** The server side: a log of record deltas (seq-ordered) and the current states, answering the agent's requests. */
+class FakeDeltaServer {
+  log: { seq: number; state: RecordState }[] = [];
+  current = new Map<string, RecordState>();
+  pageSize = 2;
+  gzip = true;
+  pulls = 0;
+  private responders: { drain(): Promise<void> }[] = [];
+  readonly writer = new MemorySyncStore('server');
+  constructor(
+    private readonly pub: NatsPublisher,
+    private readonly s: Subjects,
+  ) {}
+  write(ref: { scope: string; collection: string; key: string }, fields: Record<string, string | number>): void {
+    this.writer.put(ref, fields);
+    const st = this.writer.getState(ref) as RecordState;
+    this.log.push({ seq: this.log.length + 1, state: st });
+    this.current.set(ref.key, st);
+  }
+  private reply(body: unknown): { data: Uint8Array; headers: Record<string, string> } {
+    const raw = encodeJson(body);
+    return this.gzip ? { data: new Uint8Array(gzipSync(raw)), headers: { [Headers.Encoding]: 'gzip' } } : { data: raw, headers: {} };
+  }
+  start(): void {
+    // messaging's responder cannot set reply headers, so answer on the raw connection.
+    const nc = this.pub.nc;
+    const sub = (subject: string, fn: (data: Uint8Array) => unknown) => {
+      const s = nc.subscribe(subject, {
+        callback: (_e, m) => {
+          const r = this.reply(fn(m.data));
+          const h = (async () => (await import('@nats-io/nats-core')).headers())();
+          void h.then((hd) => {
+            for (const [k, v] of Object.entries(r.headers)) hd.set(k, v);
+            m.respond(r.data, { headers: hd });
+          });
+        },
+      });
+      this.responders.push({ drain: () => s.drain() });
+    };
+    sub(this.s.pull(AGENT), (data) => {
+      this.pulls++;
+      const req = decodePullRequest(data);
+      const from = typeof req.cursor === 'number' ? req.cursor : 0;
+      const entries = this.log.filter((e) => e.seq > from).slice(0, this.pageSize);
+      const last = entries[entries.length - 1];
+      return { protocol: 1, records: entries.map((e) => toWireRecord(e.state)), nextCursor: last?.seq ?? from, hasMore: this.log.some((e) => e.seq > (last?.seq ?? from)) };
+    });
+    sub(this.s.merkle(AGENT), (data) => {
+      const req = decodeMerkleRequest(data);
+      const tree = MerkleTree.build([...this.current.values()].filter((s) => s.ref.scope === req.scope && s.ref.collection === req.collection).map((s) => ({ key: s.ref.key, recordHash: recordHash(s) })));
+      return { protocol: 1, msg: answerVerify(tree, req.msg as MerkleVerifyRequest) };
+    });
+    sub(this.s.pullKeys(AGENT), (data) => {
+      const req = decodePullKeysRequest(data);
+      const records = req.records.map((r) => this.current.get(r.key)).filter((s): s is RecordState => s !== undefined);
+      return { protocol: 1, records: records.map(toWireRecord), answered: req.records.length };
+    });
+  }
+  async stop(): Promise<void> {
+    for (const r of this.responders) await r.drain().catch(() => undefined);
+  }
+}
+
+let nats: PrivateNatsServer;
+let serverNc: NatsConnection;
+let jsm: JetStreamManager;
+let s: Subjects;
+let server: FakeDeltaServer;
+const managers: SyncManager[] = [];
+
+function manager(store: MemorySyncStore, extra: Partial<ConstructorParameters<typeof SyncManager>[0]> = {}): SyncManager {
+  const m = new SyncManager({
+    store,
+    transport: new NatsSyncTransport({ servers: nats.url, name: AGENT, reconnectTimeWaitMs: 100, timeoutMs: 2000 }, s.ns),
+    namespace: s.ns,
+    strategy: { default: 'lww' },
+    connection: { backoff: { baseMs: 50, maxMs: 200 }, verifyIntervalMs: Number.POSITIVE_INFINITY },
+    requestTimeoutMs: 1500,
+    publishTimeoutMs: 1500,
+    ...extra,
+  });
+  managers.push(m);
+  return m;
+}
+
+beforeAll(async () => {
+  nats = await PrivateNatsServer.start();
+  s = testNamespace('as');
+});
+
+beforeEach(async () => {
+  serverNc = await connectNats({ servers: nats.url, name: 'server-side', reconnectTimeWaitMs: 100 });
+  jsm = await jetstreamManager(serverNc);
+  await provisionStream(jsm, { name: s.streams.push, subjects: [s.pushAll], duplicateWindowMs: 120_000 });
+  await jsm.streams.purge(s.streams.push);
+  server = new FakeDeltaServer(new NatsPublisher(serverNc, s), s);
+  server.start();
+});
+
+afterEach(async () => {
+  for (const m of managers.splice(0)) await m.stop();
+  await server.stop();
+  await serverNc.close();
+});
+
+afterAll(async () => {
+  await nats?.stop();
+});
+
+describe('SyncManager (real JetStream, private nats-server)', () => {
+  it('offline: rows stay in the outbox; after the link returns they are pushed in originSeq order and leave only after the PubAck', async () => {
+    await serverNc.close();
+    await nats.kill();
+    const store = new MemorySyncStore(AGENT);
+    const m = manager(store);
+    m.start();
+    for (let i = 0; i < 5; i++) store.put(REF(`k${i}`), { n: i });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(store.outbox).toHaveLength(5);
+    expect(m.state).toBe('connecting');
+
+    await nats.startProcess();
+    serverNc = await connectNats({ servers: nats.url, name: 'server-side', reconnectTimeWaitMs: 100 });
+    jsm = await jetstreamManager(serverNc);
+    server = new FakeDeltaServer(new NatsPublisher(serverNc, s), s);
+    server.start();
+    const status = await m.nextSync();
+    expect(status).toMatchObject({ changesPushed: 5 });
+    expect(store.outbox).toHaveLength(0);
+    const msgs = await readStream(jsm, s.streams.push);
+    expect(msgs).toHaveLength(1);
+    const batch = decodePushBatch(msgs[0]!.data);
+    expect((batch.changes as { originSeq: number }[]).map((c) => c.originSeq)).toEqual([1, 2, 3, 4, 5]);
+    expect(msgs[0]!.header.get(Headers.MsgId)).toBe(batchIdOf((batch.changes as { changeId: string }[]).map((c) => c.changeId)));
+  });
+
+  it('a crash between the PubAck and markSent: the restarted agent republishes the same batch id and the stream dedupes it', async () => {
+    const store = new MemorySyncStore(AGENT);
+    store.failNext.markSent = () => {
+      throw new Error('crash after publish');
+    };
+    const a = manager(store, { connection: { backoff: { baseMs: 60_000, maxMs: 60_000 }, verifyIntervalMs: Number.POSITIVE_INFINITY } });
+    for (let i = 0; i < 3; i++) store.put(REF(`c${i}`), { n: i });
+    a.start();
+    await eventually(() => a.state === 'backoff', 10_000, 'first manager failing after publish');
+    await a.stop();
+    expect(store.outbox).toHaveLength(3);
+    expect(await readStream(jsm, s.streams.push)).toHaveLength(1);
+
+    const b = manager(store);
+    b.start();
+    await b.nextSync();
+    expect(store.outbox).toHaveLength(0);
+    const msgs = await readStream(jsm, s.streams.push);
+    expect(msgs).toHaveLength(1); // the second publish was a dedupe hit
+    const info = await jsm.streams.info(s.streams.push);
+    expect(info.state.messages).toBe(1);
+  });
+
+  it('pull: pages applied with their cursor, never ahead; a crash between pages re-pulls only the page that failed; gzip undone', async () => {
+    for (let i = 0; i < 5; i++) server.write(FLEET(`f${i}`), { v: i });
+    const store = new MemorySyncStore(AGENT);
+    let cursorAtCrash: unknown;
+    let calls = 0;
+    const original = store.applyRemote.bind(store);
+    store.applyRemote = (items, cursor) => {
+      calls++;
+      if (calls === 2) {
+        cursorAtCrash = store.cursor;
+        throw new Error('killed between pages');
+      }
+      return original(items, cursor);
+    };
+    const m = manager(store);
+    m.start();
+    const status = await m.nextSync();
+    expect(cursorAtCrash).toBe(2); // page 1 applied, with its cursor; page 2 not, and the cursor did not move
+    expect(store.cursor).toBe(5);
+    expect(status.changesPulled).toBe(5);
+    for (let i = 0; i < 5; i++) expect(store.getState(FLEET(`f${i}`))?.view.fields).toEqual({ v: i });
+  });
+
+  it('a nudge triggers a pull', async () => {
+    const store = new MemorySyncStore(AGENT);
+    const m = manager(store);
+    m.start();
+    await m.nextSync();
+    const before = server.pulls;
+    server.write(FLEET('nudged'), { on: 1 });
+    serverNc.publish(s.notify(AGENT), new Uint8Array());
+    await eventually(() => store.getState(FLEET('nudged'))?.view.fields['on'] === 1, 10_000, 'nudged record');
+    expect(server.pulls).toBeGreaterThan(before);
+  });
+
+  it('conflicts: a pulled write concurrent with a local one is counted and resolved by the strategy (same code as the server)', async () => {
+    const store = new MemorySyncStore(AGENT);
+    store.put(FLEET('both'), { mode: 'local' }); // agent writes a fleet record offline (pushed rows are the server's business)
+    store.outbox = [];
+    server.write(FLEET('both'), { mode: 'server' });
+    const m = manager(store);
+    m.start();
+    const status = await m.nextSync();
+    expect(status.conflictsDetected).toBe(1);
+    expect(status.conflictsResolved).toBe(1);
+    expect(store.getState(FLEET('both'))?.view.contested).toEqual(['mode']);
+  });
+
+  it('verification after a restore: Merkle exchange finds what is missing here, fetches it, clears needsVerification', async () => {
+    server.write(FLEET('a'), { x: 1 });
+    server.write(FLEET('b'), { x: 2 });
+    server.log = []; // compacted away: only verification can find them
+    const store = new MemorySyncStore(AGENT);
+    store.needsVerification = true;
+    const reports: unknown[] = [];
+    const m = manager(store, { verifyTargets: [{ scope: 'fleet', collection: 'settings' }], onReport: (r) => reports.push(r) });
+    m.start();
+    await eventually(() => !store.needsVerification, 10_000, 'verification');
+    expect(store.getState(FLEET('a'))?.view.fields).toEqual({ x: 1 });
+    expect(store.getState(FLEET('b'))?.view.fields).toEqual({ x: 2 });
+    expect(m.lastVerify[0]).toMatchObject({ missingHere: 2, fetched: 2, unrepaired: [] });
+    expect(reports).toContainEqual({ type: 'verified', violations: 2, repaired: 0 });
+  });
+});

@@ -1,0 +1,412 @@
+/**
+ * The agent's sync manager: runs sync-core's connection state machine (`connection.ts`) against a
+ * real transport and the local store. The machine decides; this class only moves bytes, arms timers
+ * and feeds outcomes back as events, one at a time, in arrival order.
+ *
+ * Operations (one in flight at a time, by the machine's construction):
+ * - pull: one page from the durable cursor; un-gzip, decode, count conflicts (sync-core's join, the
+ *   server's code), then `applyRemote(records, nextCursor)`: records and cursor in one transaction.
+ * - push: one batch from the outbox; `Nats-Msg-Id` = batch id derived from its change ids; rows leave
+ *   the outbox (`markSent`) only after the PubAck; a failure is recorded on the rows.
+ * - verify: the Merkle exchange per (scope, collection), then the repairs.
+ */
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb } from 'node:zlib';
+import { FleetError, isFleetError } from '@fleet/errors';
+import { decodeEncodingHeader, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import type { Subjects } from '@fleet/contracts';
+import {
+  DEFAULT_CONNECTION_CONFIG,
+  initialConnection,
+  mergePulledRecords,
+  MerkleTree,
+  planVerifyFetch,
+  repushAfterFetch,
+  startVerify,
+  stepConnection,
+  stepVerify,
+} from '@fleet/sync-core';
+import type {
+  ConnectionConfig,
+  ConnectionEffect,
+  ConnectionEvent,
+  ConnectionMachine,
+  RecordRef,
+  RecordState,
+  RemoteRecord,
+  StrategyConfig,
+  SyncStatus,
+} from '@fleet/sync-core';
+import type { SyncStore } from './ports';
+import type { SyncTransport, TransportReply } from './transport';
+import {
+  buildMerkleRequest,
+  buildPullKeysRequest,
+  buildPullRequest,
+  buildPushBatch,
+  chunk,
+  decodeMerkleReply,
+  decodePullKeysPage,
+  decodePullPage,
+  liveMerkleEntries,
+} from './protocol/wire';
+
+const gunzip = promisify(gunzipCb);
+
+export interface VerifyTarget {
+  readonly scope: string;
+  readonly collection: string;
+}
+
+export interface VerifyReport {
+  readonly target: VerifyTarget;
+  readonly missingHere: number;
+  readonly missingThere: number;
+  readonly differing: number;
+  /** Records fetched from the server and joined here. */
+  readonly fetched: number;
+  /** Records queued for push again. */
+  readonly repushed: number;
+  /** Keys that differ and could not be repaired from here (see docs/agent-sync.md). */
+  readonly unrepaired: readonly string[];
+  readonly roundTrips: number;
+}
+
+export interface SyncManagerOptions {
+  readonly store: SyncStore;
+  readonly transport: SyncTransport;
+  /** Subject namespace (default `sync`). */
+  readonly namespace?: string;
+  /** Scopes to pull: default the host scope and `fleet`; add `group.<name>` for each group. */
+  readonly scopes?: readonly string[];
+  /** The same strategy configuration as the server (conflict counting uses it). */
+  readonly strategy: StrategyConfig;
+  /** Collections to verify, per scope; default none (verification then checks nothing). */
+  readonly verifyTargets?: readonly VerifyTarget[] | (() => readonly VerifyTarget[]);
+  readonly connection?: Partial<ConnectionConfig>;
+  readonly requestTimeoutMs?: number;
+  readonly publishTimeoutMs?: number;
+  /** Records per pull page asked for (the server caps it). */
+  readonly pullLimit?: number;
+  /** Gather local writes this long before the first push of a burst. Default 25 ms. */
+  readonly pushLingerMs?: number;
+  readonly now?: () => number;
+  readonly random?: () => number;
+  readonly timers?: { set(fn: () => void, ms: number): unknown; clear(handle: unknown): void };
+  /** Every report the machine makes (`synced`, `failed`, `verified`) and every transition, for logs and metrics. */
+  readonly onReport?: (report: ConnectionEffect | { type: 'transition'; from: string; to: string; event: string } | { type: 'verify-report'; report: VerifyReport }) => void;
+}
+
+const HEADER_ROOM = 8 * 1024;
+
+export class SyncManager {
+  private readonly s: Subjects;
+  private readonly agentId: string;
+  private readonly scopes: readonly string[];
+  private readonly config: ConnectionConfig;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly timers: NonNullable<SyncManagerOptions['timers']>;
+  private machine: ConnectionMachine | undefined;
+  private readonly queue: ConnectionEvent[] = [];
+  private draining = false;
+  private timer: unknown;
+  private linger: unknown;
+  private readonly unsubs: (() => void)[] = [];
+  private stoppedResolve: (() => void) | undefined;
+  private readonly stopped: Promise<void>;
+  private readonly syncWaiters: ((s: SyncStatus) => void)[] = [];
+  /** The batch published and not yet marked sent: a retry in this process re-sends exactly it. */
+  private inflightBatch: readonly string[] | undefined;
+  lastSync: SyncStatus | undefined;
+  lastVerify: VerifyReport[] = [];
+
+  constructor(private readonly o: SyncManagerOptions) {
+    this.agentId = o.store.agentId;
+    this.s = subjects(o.namespace);
+    this.scopes = o.scopes ?? [`host.${this.agentId}`, 'fleet'];
+    this.config = { ...DEFAULT_CONNECTION_CONFIG, ...o.connection };
+    this.now = o.now ?? Date.now;
+    this.random = o.random ?? Math.random;
+    this.timers = o.timers ?? { set: (fn, ms) => setTimeout(fn, ms), clear: (h) => clearTimeout(h as NodeJS.Timeout) };
+    this.stopped = new Promise((r) => (this.stoppedResolve = r));
+  }
+
+  get state(): string {
+    return this.machine?.state ?? 'new';
+  }
+
+  /** Starts the machine: connects (in the background: the agent works offline meanwhile), subscribes to nudges and to the outbox. */
+  start(): void {
+    if (this.machine !== undefined) return;
+    const init = initialConnection(this.env(), { verifyPending: this.o.store.syncState().needsVerification });
+    this.machine = init.machine;
+    this.unsubs.push(this.o.transport.onStatus((online) => this.dispatch({ type: online ? 'connected' : 'disconnected' })));
+    this.unsubs.push(this.o.transport.subscribe(this.s.notify(this.agentId), () => this.dispatch({ type: 'nudge' })));
+    this.unsubs.push(
+      this.o.store.watch((e) => {
+        if (e.source === 'remote' || this.linger !== undefined) return;
+        this.linger = this.timers.set(() => {
+          this.linger = undefined;
+          this.dispatch({ type: 'outbox-changed' });
+        }, this.o.pushLingerMs ?? 25);
+      }),
+    );
+    this.run(init.effects);
+  }
+
+  /** Stops after the operation in flight (a published batch is still marked sent); resolves when closed. */
+  async stop(): Promise<void> {
+    if (this.machine === undefined) return;
+    this.dispatch({ type: 'stop' });
+    await this.stopped;
+  }
+
+  /** Asks for a Merkle verification at the next opportunity. */
+  requestVerification(): void {
+    this.dispatch({ type: 'verify-needed' });
+  }
+
+  /** As if the server nudged: pull now (when idle). */
+  syncNow(): void {
+    this.dispatch({ type: 'nudge' });
+  }
+
+  /** Resolves with the next completed sync cycle's status. */
+  nextSync(): Promise<SyncStatus> {
+    return new Promise((r) => this.syncWaiters.push(r));
+  }
+
+  private env() {
+    return { nowMs: this.now(), random: this.random, config: this.config };
+  }
+
+  private dispatch(event: ConnectionEvent): void {
+    this.queue.push(event);
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let e = this.queue.shift(); e !== undefined; e = this.queue.shift()) {
+        if (this.machine === undefined) continue;
+        const from = this.machine.state;
+        const step = stepConnection(this.machine, e, this.env());
+        this.machine = step.machine;
+        if (from !== step.machine.state) this.o.onReport?.({ type: 'transition', from, to: step.machine.state, event: e.type });
+        this.run(step.effects);
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private run(effects: readonly ConnectionEffect[]): void {
+    for (const eff of effects) {
+      switch (eff.type) {
+        case 'connect':
+          // Resolves when connected; the status listener reports it. Never rejects for an unreachable server (it retries).
+          void this.o.transport.connect().catch((e: unknown) => this.o.onReport?.({ type: 'failed', op: 'pull', error: describe(e), attempt: 0 }));
+          break;
+        case 'run':
+          void this.operate(eff.op).then((ev) => this.dispatch(ev));
+          break;
+        case 'set-timer':
+          if (this.timer !== undefined) this.timers.clear(this.timer);
+          this.timer = this.timers.set(() => {
+            this.timer = undefined;
+            this.dispatch({ type: 'timer', id: eff.id });
+          }, eff.delayMs);
+          break;
+        case 'cancel-timer':
+          if (this.timer !== undefined) this.timers.clear(this.timer);
+          this.timer = undefined;
+          break;
+        case 'synced':
+          this.lastSync = eff.status;
+          this.o.store.setSyncState({ lastSyncAt: this.now() });
+          this.o.onReport?.(eff);
+          for (const w of this.syncWaiters.splice(0)) w(eff.status);
+          break;
+        case 'failed':
+        case 'verified':
+          this.o.onReport?.(eff);
+          break;
+        case 'close':
+          void this.close();
+          break;
+      }
+    }
+  }
+
+  private async close(): Promise<void> {
+    for (const u of this.unsubs.splice(0)) u();
+    if (this.linger !== undefined) this.timers.clear(this.linger);
+    if (this.timer !== undefined) this.timers.clear(this.timer);
+    await this.o.transport.close().catch(() => undefined);
+    this.stoppedResolve?.();
+  }
+
+  private async operate(op: 'pull' | 'push' | 'verify'): Promise<ConnectionEvent> {
+    try {
+      if (op === 'pull') return await this.pullPage();
+      if (op === 'push') return await this.pushBatch();
+      return await this.verify();
+    } catch (e) {
+      const error = describe(e);
+      if (op === 'pull') return { type: 'pull-failed', error };
+      if (op === 'push') return { type: 'push-failed', error };
+      return { type: 'verify-failed', error };
+    }
+  }
+
+  private async body(reply: TransportReply): Promise<Uint8Array> {
+    const encoding = decodeEncodingHeader(reply.header(Headers.Encoding));
+    if (encoding === 'identity') return reply.data;
+    try {
+      // Bounded: a reply may not inflate past the decode cap (one byte over is enough to be refused there).
+      const out = await gunzip(reply.data, { maxOutputLength: MAX_PULL_RESPONSE_BYTES + 1 });
+      return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+    } catch (cause) {
+      throw new FleetError('FLEET_DECODE_001', 'reply does not gunzip (or inflates past the pull response cap)', { cause });
+    }
+  }
+
+  private async request(subject: string, payload: unknown): Promise<Uint8Array> {
+    const reply = await this.o.transport.request(subject, encodeJson(payload), {
+      timeoutMs: this.o.requestTimeoutMs ?? 10_000,
+      headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
+    });
+    return this.body(reply);
+  }
+
+  /** One page: fetch, count, apply with its cursor (one transaction). */
+  private async pullPage(): Promise<ConnectionEvent> {
+    const t0 = this.now();
+    const cursor = this.o.store.syncState().cursor ?? 0;
+    const page = decodePullPage(await this.request(this.s.pull(this.agentId), buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit)));
+    const latencyMs = Math.max(0, this.now() - t0);
+    const counted = mergePulledRecords(page.records, (ref) => this.o.store.getState(ref) ?? undefined, () => false, this.o.strategy);
+    const applied = this.o.store.applyRemote(
+      page.records.map((r) => ({ ref: { scope: r.scope, collection: r.collection, key: r.key }, state: r.state })),
+      page.nextCursor,
+    );
+    this.o.store.setSyncState({ lastPullAt: this.now() });
+    return {
+      type: 'pull-page',
+      pulled: applied.changed,
+      conflictsDetected: counted.conflictsDetected,
+      conflictsResolved: counted.conflictsResolved,
+      hasMore: page.hasMore,
+      fullResync: page.fullResync,
+      latencyMs,
+    };
+  }
+
+  /** One batch: publish, and only after the PubAck, mark its rows sent. */
+  private async pushBatch(): Promise<ConnectionEvent> {
+    const t0 = this.now();
+    const rows = this.o.store.peekOutbox(MAX_CHANGES_PER_PUSH);
+    const pinned = this.inflightBatch;
+    // A retry in this process re-sends exactly the batch whose PubAck it missed, so JetStream dedupes it.
+    const pinnedRows = pinned === undefined ? undefined : rows.slice(0, pinned.length);
+    const reuse = pinned !== undefined && pinnedRows !== undefined && pinnedRows.length === pinned.length && pinnedRows.every((c, i) => c.changeId === pinned[i]);
+    const maxPayload = (this.o.transport.maxPayload() ?? Number.POSITIVE_INFINITY) - HEADER_ROOM;
+    const batch = buildPushBatch(this.agentId, reuse ? (pinnedRows as typeof rows) : rows, this.now(), maxPayload);
+    if (batch === undefined) {
+      this.inflightBatch = undefined;
+      return { type: 'push-acked', pushed: 0, more: false, latencyMs: 0 };
+    }
+    this.inflightBatch = batch.changeIds;
+    try {
+      await this.o.transport.publish(this.s.push(this.agentId), batch.payload, {
+        msgId: batch.batchId,
+        headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
+        timeoutMs: this.o.publishTimeoutMs ?? 10_000,
+      });
+    } catch (e) {
+      this.o.store.recordFailure(batch.changeIds, describe(e));
+      throw e;
+    }
+    this.o.store.markSent(batch.changeIds);
+    this.inflightBatch = undefined;
+    return { type: 'push-acked', pushed: batch.changeIds.length, more: this.o.store.outboxStats().size > 0, latencyMs: Math.max(0, this.now() - t0) };
+  }
+
+  private targets(): readonly VerifyTarget[] {
+    const t = this.o.verifyTargets;
+    return typeof t === 'function' ? t() : (t ?? []);
+  }
+
+  /** The Merkle pass over every target, then the repairs; clears `needsVerification` when all went through. */
+  private async verify(): Promise<ConnectionEvent> {
+    const reports: VerifyReport[] = [];
+    for (const target of this.targets()) reports.push(await this.verifyOne(target));
+    this.lastVerify = reports;
+    for (const report of reports) this.o.onReport?.({ type: 'verify-report', report });
+    if (this.o.store.syncState().needsVerification) this.o.store.setSyncState({ needsVerification: false });
+    return {
+      type: 'verify-done',
+      violations: reports.reduce((n, r) => n + r.missingHere + r.missingThere + r.differing, 0),
+      repaired: reports.reduce((n, r) => n + r.repushed, 0),
+    };
+  }
+
+  private async verifyOne(target: VerifyTarget): Promise<VerifyReport> {
+    const { scope, collection } = target;
+    const tree = MerkleTree.build(liveMerkleEntries(this.o.store.merkleEntries(scope, collection)));
+    const start = startVerify(tree);
+    let state = start.state;
+    let request = start.request;
+    let diff;
+    let roundTrips;
+    for (;;) {
+      const response = decodeMerkleReply(await this.request(this.s.merkle(this.agentId), buildMerkleRequest(this.agentId, scope, collection, request)));
+      const step = stepVerify(state, response);
+      if (step.done) {
+        diff = step.result;
+        roundTrips = step.roundTrips;
+        break;
+      }
+      state = step.state;
+      request = step.request;
+    }
+    const writable = scope === `host.${this.agentId}`;
+    const plan = planVerifyFetch(diff, writable);
+    const ref = (key: string): RecordRef => ({ scope, collection, key });
+    const fetched = new Map<string, RecordState>();
+    for (const keys of chunk(plan.fetch, MAX_PULL_LIMIT)) {
+      let rest = keys;
+      while (rest.length > 0) {
+        const page = decodePullKeysPage(await this.request(this.s.pullKeys(this.agentId), buildPullKeysRequest(this.agentId, rest.map(ref))));
+        if (page.answered < 1) throw new FleetError('FLEET_MSG_004', 'pull keys answered nothing');
+        const records: RemoteRecord[] = page.records.filter((r) => r.scope === scope && r.collection === collection);
+        // Joined with the cursor unchanged: a repair is not a position in the log.
+        if (records.length > 0) this.o.store.applyRemote(records.map((r) => ({ ref: ref(r.key), state: r.state })), this.o.store.syncState().cursor);
+        for (const r of records) fetched.set(r.key, r.state);
+        rest = rest.slice(page.answered);
+      }
+    }
+    const differingRepush = writable ? repushAfterFetch(diff.differing, (k) => this.o.store.getState(ref(k)) ?? undefined, (k) => fetched.get(k)) : [];
+    const repushKeys = [...plan.repush, ...differingRepush];
+    const unrepaired = [...plan.unrepairable];
+    let repushed = 0;
+    if (repushKeys.length > 0) {
+      if (this.o.store.requeueForPush !== undefined) repushed = this.o.store.requeueForPush(repushKeys.map(ref));
+      else unrepaired.push(...repushKeys);
+    }
+    return {
+      target,
+      missingHere: diff.missingHere.length,
+      missingThere: diff.missingThere.length,
+      differing: diff.differing.length,
+      fetched: fetched.size,
+      repushed,
+      unrepaired: unrepaired.sort(),
+      roundTrips,
+    };
+  }
+}
+
+function describe(e: unknown): string {
+  if (isFleetError(e)) return `${e.code}: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,122 @@
+/**
+ * A `SyncStore` in memory, for this lib's tests (not exported from index.ts). It keeps the invariants
+ * the real store promises – a write and its outbox row together, rows leave only by `markSent`, a
+ * page and its cursor applied together – and it can fail on purpose (`failNext`) to simulate a crash
+ * at a chosen call. Persisting across a "restart" is done by handing the same object to a new manager.
+ */
+import { randomUUID } from 'node:crypto';
+import { emptyRecord, encodeHlc, makeLocalChange, mergeRecordStates, recordHash } from '@fleet/sync-core';
+import type { Change, Fields, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import type { StoredCursor, SyncStore } from '../ports';
+
+const key = (r: RecordRef): string => JSON.stringify([r.scope, r.collection, r.key]);
+
+/** A UUIDv7-shaped id (the contracts require v7 for change ids). */
+function uuidV7(ms: number): string {
+  const h = randomUUID().replace(/-/g, '');
+  const t = ms.toString(16).padStart(12, '0');
+  return `${t.slice(0, 8)}-${t.slice(8, 12)}-7${h.slice(13, 16)}-${((parseInt(h[16] as string, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+type Listener = (e: { readonly source: 'local' | 'captured' | 'remote' }) => void;
+
+export class MemorySyncStore implements SyncStore {
+  readonly records = new Map<string, RecordState>();
+  outbox: Change[] = [];
+  cursor: StoredCursor = null;
+  needsVerification = false;
+  originSeq = 0;
+  private tick = 0;
+  failures: { ids: readonly string[]; error: string }[] = [];
+  /** Called before each named method; throw from it to simulate a crash there. */
+  failNext: Partial<Record<'markSent' | 'applyRemote', () => void>> = {};
+  applyCalls = 0;
+  private readonly listeners = new Set<Listener>();
+
+  constructor(
+    readonly agentId: string,
+    private readonly config: StrategyConfig = { default: 'lww' },
+  ) {}
+
+  put(ref: RecordRef, fields: Fields): Change {
+    const state = this.records.get(key(ref)) ?? emptyRecord(ref);
+    this.originSeq++;
+    this.tick++;
+    const now = 1_767_225_600_000 + this.tick;
+    const { change, state: next } = makeLocalChange(state, { op: 'put', fields }, { origin: this.agentId, originSeq: this.originSeq, changeId: uuidV7(now), hlc: encodeHlc({ wallMs: now, counter: 0, node: this.agentId }), protocol: 1 }, this.config);
+    this.records.set(key(ref), next);
+    this.outbox.push(change);
+    for (const l of this.listeners) l({ source: 'local' });
+    return change;
+  }
+
+  getState(ref: RecordRef): RecordState | null {
+    return this.records.get(key(ref)) ?? null;
+  }
+
+  peekOutbox(limit: number): Change[] {
+    return [...this.outbox].sort((a, b) => a.originSeq - b.originSeq).slice(0, limit);
+  }
+
+  markSent(changeIds: readonly string[]): number {
+    const f = this.failNext.markSent;
+    if (f !== undefined) {
+      delete this.failNext.markSent;
+      f();
+    }
+    const ids = new Set(changeIds);
+    const before = this.outbox.length;
+    this.outbox = this.outbox.filter((c) => !ids.has(c.changeId));
+    return before - this.outbox.length;
+  }
+
+  recordFailure(changeIds: readonly string[], error: string): void {
+    this.failures.push({ ids: changeIds, error });
+  }
+
+  outboxStats(): { size: number } {
+    return { size: this.outbox.length };
+  }
+
+  applyRemote(items: readonly { ref: RecordRef; state: RecordState }[], cursorAfter: StoredCursor): { changed: number } {
+    this.applyCalls++;
+    const f = this.failNext.applyRemote;
+    if (f !== undefined) {
+      delete this.failNext.applyRemote;
+      f(); // before anything is written: the "transaction" rolls back whole
+    }
+    let changed = 0;
+    const next = new Map<string, RecordState>();
+    for (const it of items) {
+      const k = key(it.ref);
+      const before = next.get(k) ?? this.records.get(k) ?? emptyRecord(it.ref);
+      const after = mergeRecordStates(before, it.state, this.config);
+      if (JSON.stringify(after) !== JSON.stringify(before)) changed++;
+      next.set(k, after);
+    }
+    for (const [k, v] of next) this.records.set(k, v);
+    this.cursor = cursorAfter;
+    if (items.length > 0) for (const l of this.listeners) l({ source: 'remote' });
+    return { changed };
+  }
+
+  syncState(): { cursor: StoredCursor; needsVerification: boolean } {
+    return { cursor: this.cursor, needsVerification: this.needsVerification };
+  }
+
+  setSyncState(patch: { needsVerification?: boolean }): void {
+    if (patch.needsVerification !== undefined) this.needsVerification = patch.needsVerification;
+  }
+
+  merkleEntries(scope: string, collection: string): MerkleEntry[] {
+    return [...this.records.values()]
+      .filter((s) => s.ref.scope === scope && s.ref.collection === collection)
+      .map((s) => ({ key: s.ref.key, recordHash: recordHash(s) }))
+      .sort((a, b) => (a.key < b.key ? -1 : 1));
+  }
+
+  watch(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The delta calculator's PostgreSQL side: reading pages (log or resync), the record-states
+ * projection (the fold of the log per record, which full resyncs, pulls by key and Merkle trees read),
+ * compaction (retention), and group membership. Tables: migration 1767225600300-delta-calculator.
+ */
+import type { DataSource, EntityManager } from 'typeorm';
+import { applyChange, decodeRecordState, emptyRecord, encodeRecordState, recordHash } from '@fleet/sync-core';
+import type { LoggedChange, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import { CHANGE_COLUMNS, rowToLoggedChange } from '@fleet/server-store/src/rows';
+import type { ChangeLogRow } from '@fleet/server-store/src/rows';
+import { recordId } from './fold';
+
+export interface StateRow {
+  readonly scope: string;
+  readonly collection: string;
+  readonly key: string;
+  readonly state: RecordState;
+}
+
+export type PageRead =
+  | { readonly kind: 'log'; readonly changes: LoggedChange[]; readonly hasMore: boolean }
+  | { readonly kind: 'resync'; readonly at: number; readonly states: StateRow[]; readonly exhausted: boolean };
+
+const PROJECTOR = 'record_states';
+
+export class DeltaStore {
+  constructor(
+    private readonly ds: DataSource,
+    private readonly config: StrategyConfig,
+  ) {}
+
+  /**
+   * One page, read in ONE repeatable-read snapshot so that the horizon and the rows agree (a
+   * compaction commits its deletes and the new horizon together). `cursor` is a log seq or a resync
+   * position; a log cursor below the horizon starts a resync, as does a resync position from before a
+   * later compaction (its log tail is gone).
+   */
+  async readPage(scopes: readonly string[], cursor: { kind: 'log'; seq: number } | { kind: 'resync'; at: number; after?: RecordRef }, limit: number): Promise<PageRead> {
+    return this.ds.transaction('REPEATABLE READ', async (tx) => {
+      await tx.query('set transaction read only');
+      const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string }[];
+      const horizon = Number(h?.horizon ?? 0);
+      const projected = Number(h?.projected ?? 0);
+      let c = cursor;
+      if (c.kind === 'log' && c.seq < horizon) c = { kind: 'resync', at: projected };
+      else if (c.kind === 'resync' && c.at < horizon) c = { kind: 'resync', at: projected };
+      if (c.kind === 'log') {
+        const rows = (await tx.query(`select ${CHANGE_COLUMNS} from change_log where scope = any($1::text[]) and seq > $2 order by seq limit $3`, [scopes, c.seq, limit + 1])) as ChangeLogRow[];
+        return { kind: 'log', changes: rows.slice(0, limit).map(rowToLoggedChange), hasMore: rows.length > limit };
+      }
+      const a = c.after;
+      const rows = (await tx.query(
+        a === undefined
+          ? `select scope, collection, key, state from record_states where scope = any($1::text[]) order by scope, collection, key limit $2`
+          : `select scope, collection, key, state from record_states where scope = any($1::text[]) and (scope, collection, key) > ($3, $4, $5) order by scope, collection, key limit $2`,
+        a === undefined ? [scopes, limit + 1] : [scopes, limit + 1, a.scope, a.collection, a.key],
+      )) as { scope: string; collection: string; key: string; state: unknown }[];
+      const states = rows.slice(0, limit).map((r) => ({ scope: r.scope, collection: r.collection, key: r.key, state: decodeRecordState(r.state) }));
+      return { kind: 'resync', at: c.at, states, exhausted: rows.length <= limit };
+    });
+  }
+
+  async statesOf(refs: readonly RecordRef[]): Promise<StateRow[]> {
+    if (refs.length === 0) return [];
+    const rows = (await this.ds.query(
+      `select s.scope, s.collection, s.key, s.state from record_states s
+        join unnest($1::text[], $2::text[], $3::text[]) with ordinality as r(scope, collection, key, n)
+          on s.scope = r.scope and s.collection = r.collection and s.key = r.key
+        order by r.n`,
+      [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key)],
+    )) as { scope: string; collection: string; key: string; state: unknown }[];
+    return rows.map((r) => ({ scope: r.scope, collection: r.collection, key: r.key, state: decodeRecordState(r.state) }));
+  }
+
+  /**
+   * Folds the log after the projector's cursor into `record_states`, in pages. One projector at a
+   * time (the cursor row is locked FOR UPDATE), in seq order, so each row's `rev` (the seq of the last
+   * change folded into it) is assigned in commit order: a reader of `rev > r` never skips (the change
+   * log's own argument, docs/change-log.md). Returns the cursor reached.
+   */
+  async project(pageSize = 2000): Promise<number> {
+    for (;;) {
+      const { cursor, done } = await this.ds.transaction('READ COMMITTED', async (tx) => {
+        const [p] = (await tx.query(`select cursor from delta_progress where name = $1 for update`, [PROJECTOR])) as { cursor: string }[];
+        const from = Number(p?.cursor ?? 0);
+        const rows = (await tx.query(`select ${CHANGE_COLUMNS} from change_log where seq > $1 order by seq limit $2`, [from, pageSize])) as ChangeLogRow[];
+        if (rows.length === 0) return { cursor: from, done: true };
+        const changes = rows.map(rowToLoggedChange);
+        await this.fold(tx, changes);
+        const to = (changes[changes.length - 1] as LoggedChange).seq;
+        await tx.query(`update delta_progress set cursor = $2 where name = $1`, [PROJECTOR, to]);
+        return { cursor: to, done: rows.length < pageSize };
+      });
+      if (done) return cursor;
+    }
+  }
+
+  private async fold(tx: EntityManager, changes: readonly LoggedChange[]): Promise<void> {
+    const byRecord = new Map<string, { ref: RecordRef; changes: LoggedChange[] }>();
+    for (const c of changes) {
+      const id = recordId(c.scope, c.collection, c.key);
+      const e = byRecord.get(id) ?? { ref: { scope: c.scope, collection: c.collection, key: c.key }, changes: [] };
+      e.changes.push(c);
+      byRecord.set(id, e);
+    }
+    const refs = [...byRecord.values()].map((e) => e.ref);
+    const existing = new Map<string, RecordState>();
+    for (const r of await this.statesOfTx(tx, refs)) existing.set(recordId(r.scope, r.collection, r.key), r.state);
+    const out: { ref: RecordRef; state: RecordState; rev: number }[] = [];
+    for (const [id, e] of byRecord) {
+      let s = existing.get(id) ?? emptyRecord(e.ref);
+      for (const c of e.changes) s = applyChange(s, c, this.config).state;
+      out.push({ ref: e.ref, state: s, rev: (e.changes[e.changes.length - 1] as LoggedChange).seq });
+    }
+    await tx.query(
+      `insert into record_states (scope, collection, key, state, record_hash, rev)
+       select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::bigint[])
+       on conflict (scope, collection, key) do update set state = excluded.state, record_hash = excluded.record_hash, rev = excluded.rev`,
+      [
+        out.map((o) => o.ref.scope),
+        out.map((o) => o.ref.collection),
+        out.map((o) => o.ref.key),
+        out.map((o) => encodeRecordState(o.state)),
+        out.map((o) => recordHash(o.state)),
+        out.map((o) => o.rev),
+      ],
+    );
+  }
+
+  private async statesOfTx(tx: EntityManager, refs: readonly RecordRef[]): Promise<StateRow[]> {
+    const rows = (await tx.query(
+      `select s.scope, s.collection, s.key, s.state from record_states s
+        join unnest($1::text[], $2::text[], $3::text[]) as r(scope, collection, key)
+          on s.scope = r.scope and s.collection = r.collection and s.key = r.key`,
+      [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key)],
+    )) as { scope: string; collection: string; key: string; state: unknown }[];
+    return rows.map((r) => ({ scope: r.scope, collection: r.collection, key: r.key, state: decodeRecordState(r.state) }));
+  }
+
+  /**
+   * Retention: deletes log entries with seq <= `upTo` once the projection has folded them, and moves
+   * the horizon there. Capped below the log's head (the change log numbers new appends from
+   * max(seq)+1, so its last row must stay). Returns the horizon now in force.
+   */
+  async compact(upTo: number): Promise<number> {
+    await this.project();
+    return this.ds.transaction('READ COMMITTED', async (tx) => {
+      await tx.query(`select horizon from log_horizon for update`);
+      const [r] = (await tx.query(
+        `select least($1::bigint, (select cursor from delta_progress where name = $2), coalesce((select max(seq) from change_log), 0) - 1) as p,
+                (select horizon from log_horizon) as h`,
+        [upTo, PROJECTOR],
+      )) as { p: string; h: string }[];
+      const p = Math.max(Number(r?.p ?? 0), Number(r?.h ?? 0));
+      await tx.query(`delete from change_log where seq <= $1`, [p]);
+      await tx.query(`update log_horizon set horizon = $1`, [p]);
+      return p;
+    });
+  }
+
+  async horizon(): Promise<number> {
+    const [r] = (await this.ds.query(`select horizon from log_horizon`)) as { horizon: string }[];
+    return Number(r?.horizon ?? 0);
+  }
+
+  /** Visible-record hashes of one (scope, collection) changed after `rev` (all when 0), for the Merkle trees. */
+  async hashesSince(scope: string, collection: string, rev: number): Promise<{ key: string; hash: string; live: boolean; rev: number }[]> {
+    const rows = (await this.ds.query(
+      `select key, record_hash, state->'view'->>'status' = 'live' as live, rev from record_states where scope = $1 and collection = $2 and rev > $3 order by rev`,
+      [scope, collection, rev],
+    )) as { key: string; record_hash: string; live: boolean; rev: string }[];
+    return rows.map((r) => ({ key: r.key, hash: r.record_hash, live: r.live, rev: Number(r.rev) }));
+  }
+
+  // --- groups ---
+
+  async groupsOf(agentId: string): Promise<string[]> {
+    const rows = (await this.ds.query(`select group_name from agent_groups where agent_id = $1 order by group_name`, [agentId])) as { group_name: string }[];
+    return rows.map((r) => r.group_name);
+  }
+
+  async setGroups(agentId: string, groups: readonly string[]): Promise<void> {
+    await this.ds.transaction(async (tx) => {
+      await tx.query(`delete from agent_groups where agent_id = $1`, [agentId]);
+      if (groups.length > 0) await tx.query(`insert into agent_groups (agent_id, group_name) select $1, unnest($2::text[]) on conflict do nothing`, [agentId, groups]);
+    });
+  }
+
+  /** Agents subscribed to any of these scopes: host.X -> X; group.g -> its members; fleet -> every known agent. */
+  async subscribers(scopes: readonly string[]): Promise<string[]> {
+    const hosts = scopes.filter((s) => s.startsWith('host.')).map((s) => s.slice(5));
+    const groups = scopes.filter((s) => s.startsWith('group.')).map((s) => s.slice(6));
+    const fleet = scopes.includes('fleet');
+    const out = new Set(hosts);
+    if (groups.length > 0) {
+      const rows = (await this.ds.query(`select distinct agent_id from agent_groups where group_name = any($1::text[])`, [groups])) as { agent_id: string }[];
+      for (const r of rows) out.add(r.agent_id);
+    }
+    if (fleet) {
+      const rows = (await this.ds.query(`select origin as agent_id from origin_progress where origin <> 'server' union select agent_id from agent_groups`)) as { agent_id: string }[];
+      for (const r of rows) out.add(r.agent_id);
+    }
+    return [...out].sort();
+  }
+}

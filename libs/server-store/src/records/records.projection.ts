@@ -1,0 +1,274 @@
+import type { DataSource, EntityManager } from 'typeorm';
+import {
+  applyChange,
+  decodeRecordState,
+  emptyRecord,
+  encodeRecordState,
+  recordHash,
+  visibleFields,
+  type ChangeOutcome,
+  type ConflictRecord,
+  type LoggedChange,
+  type RecordRef,
+  type RecordState,
+  type StrategyConfig,
+  type VersionVector,
+} from '@fleet/sync-core';
+import { asInfraError } from '../postgres-change-log';
+import type { Projection } from '../projections/projection';
+import { CHANGE_COLUMNS, rowToLoggedChange, toSafeNumber, type ChangeLogRow } from '../rows';
+import { strategyNameOf } from '../strategy-config';
+
+/**
+ * The lock that serialises `rev` assignment, taken LAST in a projection transaction (after the row
+ * locks), so it is held only for the final update and the commit. Same argument as the change log's
+ * seq (docs/change-log.md, "Cursor rule"): the next holder waits until this transaction's commit is
+ * visible, so commit order == rev order and a reader polling `rev > cursor` never skips a row.
+ */
+export const REV_LOCK_SQL = `select pg_advisory_xact_lock(hashtextextended('fleet.records.rev', 0))`;
+
+export type Strategy = 'lww' | 'merge' | 'manual' | 'custom';
+
+/** One change as the projection classified it, in seq order. */
+export interface ClassifiedChange {
+  readonly change: LoggedChange;
+  /** `concurrent` with a conflict left in the record is reported in `conflicts` too. */
+  readonly outcome: ChangeOutcome;
+  readonly changed: boolean;
+}
+
+/** A record after the transaction (one per record touched). */
+export interface AppliedRecord {
+  readonly ref: RecordRef;
+  readonly seq: number;
+  readonly rev: number;
+  readonly hash: string;
+  readonly status: 'absent' | 'live' | 'deleted';
+  readonly conflicted: boolean;
+  readonly vv: VersionVector;
+  readonly state: RecordState;
+}
+
+/** A conflict recorded in the conflict log (status `open`) by this transaction. */
+export interface DetectedConflict {
+  readonly id: number;
+  readonly seq: number;
+  readonly ref: RecordRef;
+  readonly strategy: Strategy;
+  readonly conflict: ConflictRecord;
+}
+
+export interface ProjectionBatchResult {
+  readonly classified: readonly ClassifiedChange[];
+  readonly records: readonly AppliedRecord[];
+  readonly conflicts: readonly DetectedConflict[];
+}
+
+interface Row {
+  scope: string;
+  collection: string;
+  key: string;
+  state: unknown;
+  last_seq: string;
+}
+
+export function refKey(r: RecordRef): string {
+  return `${r.scope}\u0000${r.collection}\u0000${r.key}`;
+}
+
+/** Code-unit order, the same as `COLLATE "C"` for the ASCII-only scopes and collections (keys: see lockRows). */
+function compareRefs(a: RecordRef, b: RecordRef): number {
+  const x = refKey(a);
+  const y = refKey(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/**
+ * The records projection: each record's sync-core state, its visible fields, hash, vector, status,
+ * `conflicted` flag, how far in the log it is applied (`last_seq`) and its projection cursor (`rev`).
+ *
+ * Per-record serialisation across replicas, and why it is also the single-threaded model:
+ * a transaction (1) inserts the missing rows (ON CONFLICT DO NOTHING) and locks every affected row
+ * `FOR UPDATE`, both in one sorted order (deadlock-free; different records proceed in parallel in
+ * other transactions); (2) reads from the LOG every change of those records with seq > last_seq
+ * (not just the changes of the event that triggered it) and applies them in seq order; (3) records
+ * the conflicts; (4) takes the rev lock, writes the rows with fresh revs, commits. Whatever replica
+ * gets whichever event, each record's changes are applied exactly once, in log order, so the
+ * classification (fast-forward / stale / duplicate / concurrent) is the one a single thread reading
+ * the log would make, and `last_seq` means "every change of this record up to here is applied",
+ * which is what the ServerWriter's fold relies on. An event whose changes another replica already
+ * applied finds nothing to do.
+ */
+export class RecordsProjection implements Projection {
+  readonly name = 'records';
+
+  constructor(private readonly config: StrategyConfig) {}
+
+  /**
+   * The live path (version-vector): one transaction for the records of `changes` (any order, any
+   * duplicates: only which records and that they are logged matters).
+   */
+  async applyLogged(ds: DataSource, changes: readonly LoggedChange[]): Promise<ProjectionBatchResult> {
+    if (changes.length === 0) return { classified: [], records: [], conflicts: [] };
+    try {
+      return await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
+    } catch (e) {
+      throw asInfraError(e);
+    }
+  }
+
+  /** `Projection`: the rebuild path (`rebuildProjections`, under the append lock): same fold, no conflict rows. */
+  async apply(tx: EntityManager, changes: readonly LoggedChange[]): Promise<void> {
+    await this.run(tx, changes, false);
+  }
+
+  async reset(tx: EntityManager): Promise<void> {
+    await tx.query('truncate records');
+  }
+
+  private async run(tx: EntityManager, changes: readonly LoggedChange[], live: boolean): Promise<ProjectionBatchResult> {
+    const byKey = new Map<string, RecordRef>();
+    for (const c of changes) byKey.set(refKey(c), { scope: c.scope, collection: c.collection, key: c.key });
+    const refs = [...byKey.values()].sort(compareRefs);
+    const rows = await this.lockRows(tx, refs);
+
+    const after = refs.map((r) => toSafeNumber(rows.get(refKey(r))?.last_seq ?? '0', 'last_seq'));
+    const pending: ChangeLogRow[] = await tx.query(
+      `select ${CHANGE_COLUMNS.split(', ').map((c) => `c.${c}`).join(', ')}
+         from unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) as r(scope, collection, key, after)
+         join change_log c on c.scope = r.scope and c.collection = r.collection and c.key = r.key and c.seq > r.after
+        order by c.seq`,
+      [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key), after],
+    );
+
+    const states = new Map<string, { state: RecordState; lastSeq: number; touched: boolean }>();
+    for (const r of refs) {
+      const row = rows.get(refKey(r));
+      states.set(refKey(r), {
+        state: row === undefined || row.state === null ? emptyRecord(r) : decodeRecordState(row.state),
+        lastSeq: toSafeNumber(row?.last_seq ?? '0', 'last_seq'),
+        touched: false,
+      });
+    }
+    const classified: ClassifiedChange[] = [];
+    const found: { seq: number; ref: RecordRef; conflict: ConflictRecord }[] = [];
+    for (const row of pending) {
+      const change = rowToLoggedChange(row);
+      const s = states.get(refKey(change)) as { state: RecordState; lastSeq: number; touched: boolean };
+      const r = applyChange(s.state, change, this.config);
+      s.state = r.state;
+      s.lastSeq = change.seq;
+      s.touched = true;
+      classified.push({ change, outcome: r.outcome, changed: r.changed });
+      if (r.conflict !== undefined) found.push({ seq: change.seq, ref: s.state.ref, conflict: r.conflict });
+    }
+
+    const touched = refs.filter((r) => states.get(refKey(r))?.touched === true);
+    if (touched.length === 0) return { classified, records: [], conflicts: [] };
+
+    const conflicts: DetectedConflict[] = [];
+    if (live && found.length > 0) {
+      const inserted = (await tx.query(
+        `insert into conflicts (conflict_key, scope, collection, key, seq, strategy, sides, status, detected_at)
+         select k, s, c, kk, q, st, sd, 'open', now()
+           from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[]) as t(k, s, c, kk, q, st, sd)
+         on conflict (conflict_key) do nothing
+         returning id, conflict_key`,
+        [
+          found.map((f) => f.conflict.id),
+          found.map((f) => f.ref.scope),
+          found.map((f) => f.ref.collection),
+          found.map((f) => f.ref.key),
+          found.map((f) => f.seq),
+          found.map((f) => strategyNameOf(this.config, f.ref.collection)),
+          found.map((f) => JSON.stringify(f.conflict)),
+        ],
+      )) as { id: string; conflict_key: string }[];
+      const ids = new Map(inserted.map((r) => [r.conflict_key, toSafeNumber(r.id, 'conflict id')]));
+      for (const f of found) {
+        const id = ids.get(f.conflict.id);
+        if (id !== undefined) conflicts.push({ id, seq: f.seq, ref: f.ref, strategy: strategyNameOf(this.config, f.ref.collection), conflict: f.conflict });
+      }
+    }
+
+    // Last: the rev lock, held for one statement and the commit.
+    await tx.query(REV_LOCK_SQL);
+    const [head] = (await tx.query('select coalesce(max(rev), 0) as head from records')) as { head: string }[];
+    const base = toSafeNumber(head?.head ?? '0', 'rev head');
+    const out: AppliedRecord[] = touched.map((ref, i) => {
+      const s = states.get(refKey(ref)) as { state: RecordState; lastSeq: number };
+      return {
+        ref,
+        seq: s.lastSeq,
+        rev: base + i + 1,
+        hash: recordHash(s.state),
+        status: s.state.view.status,
+        conflicted: s.state.view.conflicted,
+        vv: s.state.vv,
+        state: s.state,
+      };
+    });
+    await tx.query(
+      `update records r set state = t.state, fields = t.fields, hash = t.hash, vv = t.vv, status = t.status,
+              conflicted = t.conflicted, last_seq = t.last_seq, rev = t.rev, updated_at = now()
+         from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::jsonb[], $8::text[], $9::bool[], $10::bigint[], $11::bigint[])
+           as t(scope, collection, key, state, fields, hash, vv, status, conflicted, last_seq, rev)
+        where r.scope = t.scope and r.collection = t.collection and r.key = t.key`,
+      [
+        out.map((o) => o.ref.scope),
+        out.map((o) => o.ref.collection),
+        out.map((o) => o.ref.key),
+        out.map((o) => encodeRecordState(o.state)),
+        out.map((o) => {
+          const f = visibleFields(o.state);
+          return f === null ? null : JSON.stringify(f);
+        }),
+        out.map((o) => o.hash),
+        out.map((o) => JSON.stringify(o.vv)),
+        out.map((o) => o.status),
+        out.map((o) => o.conflicted),
+        out.map((o) => o.seq),
+        out.map((o) => o.rev),
+      ],
+    );
+    return { classified, records: out, conflicts };
+  }
+
+  /**
+   * Inserts the missing rows, then locks all of them, in one order (`COLLATE "C"`, i.e. byte order,
+   * equal to `compareRefs` for valid UTF-8). Every transaction locks in that order, so two
+   * transactions sharing records wait for each other instead of deadlocking.
+   */
+  private async lockRows(tx: EntityManager, refs: readonly RecordRef[]): Promise<Map<string, Row>> {
+    const params = [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key)];
+    await tx.query(
+      `insert into records (scope, collection, key, state, fields, hash, vv, status, conflicted, last_seq, rev)
+       select t.scope, t.collection, t.key, 'null'::jsonb, null, '', '{}'::jsonb, 'absent', false, 0, 0
+         from unnest($1::text[], $2::text[], $3::text[]) as t(scope, collection, key)
+        order by t.scope collate "C", t.collection collate "C", t.key collate "C"
+       on conflict do nothing`,
+      params,
+    );
+    const rows = (await tx.query(
+      `select r.scope, r.collection, r.key, r.state, r.last_seq
+         from records r join unnest($1::text[], $2::text[], $3::text[]) as t(scope, collection, key)
+           on r.scope = t.scope and r.collection = t.collection and r.key = t.key
+        order by r.scope collate "C", r.collection collate "C", r.key collate "C"
+        for update of r`,
+      params,
+    )) as Row[];
+    return new Map(rows.map((r) => [refKey(r), r]));
+  }
+}
+
+/** Reads one record's state from the projection (undefined when it has no row or was never applied). */
+export async function readRecordState(q: DataSource | EntityManager, ref: RecordRef): Promise<{ state: RecordState; lastSeq: number; rev: number } | undefined> {
+  const rows = (await q.query('select state, last_seq, rev from records where scope = $1 and collection = $2 and key = $3', [ref.scope, ref.collection, ref.key])) as {
+    state: unknown;
+    last_seq: string;
+    rev: string;
+  }[];
+  const r = rows[0];
+  if (r === undefined || r.state === null) return undefined;
+  return { state: decodeRecordState(r.state), lastSeq: toSafeNumber(r.last_seq, 'last_seq'), rev: toSafeNumber(r.rev, 'rev') };
+}
