@@ -124,21 +124,21 @@ async function main(): Promise<void> {
     console.log('  service: a child process (main.ts); the consumer takes up to FLEET_CHANGELOG_BATCH_MESSAGES pushes per transaction');
     const svc1 = await startService(1);
     svc = svc1;
-    await run('batch 100, BATCH_MESSAGES=1 (txn per push)', 100, 30_000);
+    await run('batch 100, BATCH_MESSAGES=1 (txn per push)', 100, 10_000);
     await svc1.kill(); // the rows are committed; nothing pending
     svc = await startService(20);
-    await run('batch 1, BATCH_MESSAGES=20', 1, 4_000);
-    await run('batch 100, BATCH_MESSAGES=20', 100, 100_000);
-    await run(`batch ${MAX_CHANGES_PER_PUSH}, BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 100_000);
+    await run('batch 1, BATCH_MESSAGES=20', 1, 2_000);
+    await run('batch 100, BATCH_MESSAGES=20', 100, 50_000);
+    await run(`batch ${MAX_CHANGES_PER_PUSH}, BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 50_000);
     // 1000 exceeds MAX_CHANGES_PER_PUSH (500): an agent sends it as 2 pushes of 500 back to back.
-    await run(`batch 1000 (2 x ${MAX_CHANGES_PER_PUSH}), BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 100_000, 2);
+    await run(`batch 1000 (2 x ${MAX_CHANGES_PER_PUSH}), BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 50_000, 2);
 
     if (only !== undefined) return;
     console.log('\nraw JetStream publish: the same pre-encoded payloads into a file stream with no consumer, one nats.js client, 128 PubAcks in flight');
     const raw = await Messaging.connect({ servers: SHARED_NATS, name: 'bench-raw' }, rawNs);
     await raw.provision([{ name: rawNs.streams.push, subjects: [rawNs.pushAll] }], { deadLetter: false });
     const rawSeq = new Map<string, number>();
-    for (const [size, total] of [[1, 4_000], [100, 100_000], [MAX_CHANGES_PER_PUSH, 100_000]] as const) {
+    for (const [size, total] of [[1, 2_000], [100, 50_000], [MAX_CHANGES_PER_PUSH, 50_000]] as const) {
       const pushes = makePushes(s, size, total, rawSeq);
       const t0 = performance.now();
       await publishAll(raw, pushes, (p) => p.subject.replace(`${s.ns}.`, `${rawNs.ns}.`));
@@ -150,7 +150,7 @@ async function main(): Promise<void> {
 
     console.log('\nraw PostgreSQL insert: the change-log insert statement (unnest of 14 arrays) into a copy of change_log (same indexes), one connection, one statement per transaction');
     await pg.query('create table raw_insert (like change_log including defaults including constraints including indexes)');
-    for (const [rowsPerInsert, total] of [[100, 50_000], [2_000, 100_000]] as const) {
+    for (const [rowsPerInsert, total] of [[100, 20_000], [2_000, 50_000]] as const) {
       const batches: Change[][] = [];
       const rawPg = new Map<string, number>();
       for (let n = 0; n < total; n += rowsPerInsert) batches.push(Array.from({ length: rowsPerInsert }, (_, k) => testChange(`raw-${n % 7}`, (rawPg.get('x') ?? 0) + n + k + 1)));

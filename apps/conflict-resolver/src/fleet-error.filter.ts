@@ -1,6 +1,5 @@
 import { Catch, HttpException, Logger } from '@nestjs/common';
 import type { ArgumentsHost, ExceptionFilter } from '@nestjs/common';
-import type { Response } from 'express';
 import { errorReply } from '@fleet/contracts';
 import { isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
@@ -31,7 +30,8 @@ export class FleetErrorHttpFilter implements ExceptionFilter {
   private readonly logger = new Logger('FleetErrorHttpFilter');
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const res = host.switchToHttp().getResponse<Response>();
+    // express's Response, typed structurally (no @types/express in the workspace).
+    const res = host.switchToHttp().getResponse<{ status(code: number): { json(body: unknown): void } }>();
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       // Nest's own (404 for an unknown route, a malformed JSON body): keep the status, say it in our shape.

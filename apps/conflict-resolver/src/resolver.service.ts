@@ -78,6 +78,7 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     if (this.sweep.intervalMs > 0) {
       this.sweepTimer = setInterval(() => {
         this.sweeping ??= this.sweepOnce()
+          .then(() => undefined)
           .catch((e: unknown) => this.logger.warn(`sweep: ${String(e)}`))
           .finally(() => (this.sweeping = undefined));
       }, this.sweep.intervalMs);

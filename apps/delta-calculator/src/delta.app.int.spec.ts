@@ -228,6 +228,7 @@ describe('max payload', () => {
           let maxWire = 0;
           for (;;) {
             const { response, wireBytes } = await agent.pullPage({ gzip });
+            if (process.env['DEBUG_DELTA']) console.log(gzip, wireBytes, response.records.length, response.nextCursor, response.hasMore);
             maxWire = Math.max(maxWire, wireBytes);
             if (!response.hasMore) break;
           }
@@ -250,10 +251,12 @@ describe('nudges', () => {
     const got = new Map<string, number>();
     const subs = ['n1', 'n2', 'n3'].map((a) => bus.nc.subscribe(s.notify(a), { callback: () => got.set(a, (got.get(a) ?? 0) + 1) }));
     await bus.nc.flush();
-    for (let i = 0; i < 100; i++) {
-      const c = { ...testChange('server', 900_000 + i, { scope: 'group.g1', vv: { server: 900_000 + i } }), seq: 1_000_000 + i };
-      await bus.publish(s.appended, encodeJson({ protocol: 1, changes: [c] }));
-    }
+    await Promise.all(
+      Array.from({ length: 100 }, (_, i) => {
+        const c = { ...testChange('server', 900_000 + i, { scope: 'group.g1', vv: { server: 900_000 + i } }), seq: 1_000_000 + i };
+        return bus.publish(s.appended, encodeJson({ protocol: 1, changes: [c] }));
+      }),
+    );
     await eventually(() => (got.get('n1') ?? 0) > 0 && (got.get('n2') ?? 0) > 0, 10_000, 'nudges');
     await new Promise((r) => setTimeout(r, 500));
     expect(got.get('n1')).toBeLessThanOrEqual(3);

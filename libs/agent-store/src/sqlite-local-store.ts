@@ -190,6 +190,8 @@ export class SqliteLocalStore implements LocalStore {
   private needFullPass = true;
   private needsVerification = false;
   private depth = 0;
+  /** A write failed after touching the database: the current transaction must roll back. */
+  private poisoned = false;
   private pending: StoreEvent[] = [];
   private closed = false;
   private readonly runTx: Database.Transaction<(fn: () => unknown) => unknown>;
@@ -271,6 +273,8 @@ export class SqliteLocalStore implements LocalStore {
       db.pragma(`synchronous = ${options.synchronous ?? 'FULL'}`);
       db.pragma('busy_timeout = 5000');
       db.pragma('foreign_keys = OFF');
+      // 16 MiB page cache (default 2 MiB): index pages of a large store stay hot; bounded, unlike mmap.
+      db.pragma('cache_size = -16384');
       if (options.maxDbBytes !== undefined) {
         const pageSize = Number(db.pragma('page_size', { simple: true }));
         db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxDbBytes / pageSize))}`);
@@ -365,8 +369,10 @@ export class SqliteLocalStore implements LocalStore {
     this.depth++;
     let result: T;
     try {
+      this.poisoned = false;
       result = this.runTx.immediate(() => {
         const r = fn();
+        if (this.poisoned) throw new FleetError('FLEET_AGENT_001', `${this.path}: a write in this transaction failed part-way; the whole transaction was rolled back`);
         this.persistCounters();
         return r;
       }) as T;
@@ -379,6 +385,7 @@ export class SqliteLocalStore implements LocalStore {
       throw translateError(e, this.path);
     } finally {
       this.depth--;
+      this.poisoned = false;
     }
     const events = this.pending;
     this.pending = [];
@@ -547,7 +554,12 @@ export class SqliteLocalStore implements LocalStore {
     return { op: 'put', fields: Object.fromEntries(set), unset: removed };
   }
 
-  /** The write path every local and captured write takes. Must run inside `transaction`. */
+  /**
+   * The write path every local and captured write takes; runs inside a transaction. Everything that
+   * can refuse the write (validation, held writes, the outbox bound) is decided before the first
+   * SQL write, so a refused write leaves nothing behind even inside a caller's transaction, and no
+   * savepoint per write is needed (in WAL mode each costs a sub-journal of every page touched).
+   */
   private writeLocal(ref: RecordRef, kind: 'put' | 'patch' | 'delete', fields: Fields, unset: readonly string[], source: 'local' | 'captured'): Change | null {
     this.assertWritable();
     this.checkRef(ref);
@@ -565,32 +577,49 @@ export class SqliteLocalStore implements LocalStore {
       { origin: this.agentId, originSeq: this.counters.originSeq, changeId: this.newId(), hlc: encodeHlc(tick.ts), protocol: PROTOCOL_VERSION },
       this.strategies,
     );
-    const change = made.change;
-    const record = this.saveState(made.state, change.hash);
-    this.st.insertOutbox.run(change.originSeq, change.changeId, ref.scope, ref.collection, ref.key, JSON.stringify(change), nowMs);
-    this.outboxCount += 1;
-    this.pending.push({ source, ref: record.ref, change, record });
-    this.boundOutbox(ref);
-    return change;
-  }
-
-  /** Coalescing and the bound (see docs/agent.md, "Outbox rules"). */
-  private boundOutbox(ref: RecordRef): void {
-    if (this.outboxCount <= this.coalesceAbove) {
-      this.needFullPass = true;
-      return;
-    }
-    if (this.needFullPass) {
-      this.coalesceAllUnfrozen();
-      this.needFullPass = false;
+    // The bound: past `coalesceAbove`, the new change is coalesced with the record's unsent run.
+    let run: OutboxRow[] = [];
+    let queue: Change[] = [made.change];
+    if (this.outboxCount + 1 > this.coalesceAbove) {
+      if (this.needFullPass) {
+        this.coalesceAllUnfrozen(); // semantically neutral, so it may stay even if this write is refused
+        this.needFullPass = false;
+      }
+      run = this.st.outboxRunOf.all(ref.scope, ref.collection, ref.key);
+      if (run.length > 0) {
+        const merged = coalesce([...run.map((r) => JSON.parse(r.change) as Change), made.change]);
+        if (merged.length < run.length + 1) queue = merged;
+        else run = [];
+      }
     } else {
-      this.coalesceRecord(ref);
+      this.needFullPass = true;
     }
-    if (this.outboxCount > this.outboxMax) {
-      throw new FleetError('FLEET_AGENT_003', `the outbox holds ${this.outboxMax} unsent changes (FLEET_AGENT_OUTBOX_MAX) after coalescing; this write was refused, nothing queued was dropped`, {
-        details: { max: this.outboxMax, scope: ref.scope, collection: ref.collection, key: ref.key },
+    const delta = queue.length - run.length;
+    if (this.outboxCount + delta > this.outboxMax) {
+      throw new FleetError('FLEET_AGENT_003', `the outbox holds ${this.outboxCount} unsent changes (max ${this.outboxMax}, FLEET_AGENT_OUTBOX_MAX) even after coalescing; this write was refused, nothing queued was dropped`, {
+        details: { max: this.outboxMax, size: this.outboxCount, scope: ref.scope, collection: ref.collection, key: ref.key },
       });
     }
+    const queued = queue[queue.length - 1] as Change;
+    try {
+      let next = made.state;
+      // coalesce's caller duty: the merged change re-stamps fields of the earlier ones; hold the same.
+      if (run.length > 0) for (const c of queue) next = applyChange(next, c, this.strategies).state;
+      const record = this.saveState(next, run.length > 0 ? undefined : made.change.hash);
+      let createdAt = nowMs;
+      for (const r of run) {
+        createdAt = Math.min(createdAt, r.created_at);
+        this.st.deleteOutboxSeq.run(r.origin_seq);
+      }
+      for (const c of queue) this.st.insertOutbox.run(c.originSeq, c.changeId, c.scope, c.collection, c.key, JSON.stringify(c), createdAt);
+      this.outboxCount += delta;
+      this.pending.push({ source, ref: record.ref, change: queued, record });
+    } catch (e) {
+      // Half written: make sure the enclosing transaction cannot commit, even if its caller swallows this.
+      this.poisoned = true;
+      throw e;
+    }
+    return queued;
   }
 
   /**
@@ -639,16 +668,26 @@ export class SqliteLocalStore implements LocalStore {
     return this.transaction(() => this.coalesceAllUnfrozen());
   }
 
+  /** Inside a transaction: no savepoint (writeLocal refuses before writing); outside: its own transaction. */
+  private write<T>(fn: () => T): T {
+    if (this.depth === 0) return this.transaction(fn);
+    try {
+      return fn();
+    } catch (e) {
+      throw translateError(e, this.path);
+    }
+  }
+
   put(ref: RecordRef, fields: Fields): Change | null {
-    return this.transaction(() => this.writeLocal(ref, 'put', fields, [], 'local'));
+    return this.write(() => this.writeLocal(ref, 'put', fields, [], 'local'));
   }
 
   patch(ref: RecordRef, fields: Fields, unset: readonly string[] = []): Change | null {
-    return this.transaction(() => this.writeLocal(ref, 'patch', fields, unset, 'local'));
+    return this.write(() => this.writeLocal(ref, 'patch', fields, unset, 'local'));
   }
 
   delete(ref: RecordRef): Change | null {
-    return this.transaction(() => this.writeLocal(ref, 'delete', {}, [], 'local'));
+    return this.write(() => this.writeLocal(ref, 'delete', {}, [], 'local'));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -668,7 +707,7 @@ export class SqliteLocalStore implements LocalStore {
           const del = this.db.prepare('DELETE FROM capture WHERE seq = ?');
           for (const row of rows) {
             try {
-              this.transaction(() => this.applyCaptured(row));
+              this.applyCaptured(row);
               processed += 1;
             } catch (e) {
               if (isFleetError(e, 'FLEET_AGENT_003') || isFleetError(e, 'FLEET_AGENT_004')) {

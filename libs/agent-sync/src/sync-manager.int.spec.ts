@@ -8,6 +8,7 @@
 import { gzipSync } from 'node:zlib';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamManager } from '@nats-io/jetstream';
+import { headers } from '@nats-io/nats-core';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connectNats, NatsPublisher, provisionStream } from '@fleet/messaging';
 import { eventually, PrivateNatsServer, readStream, testNamespace } from '@fleet/messaging/src/test-support';
@@ -55,11 +56,9 @@ class FakeDeltaServer {
       const s = nc.subscribe(subject, {
         callback: (_e, m) => {
           const r = this.reply(fn(m.data));
-          const h = (async () => (await import('@nats-io/nats-core')).headers())();
-          void h.then((hd) => {
-            for (const [k, v] of Object.entries(r.headers)) hd.set(k, v);
-            m.respond(r.data, { headers: hd });
-          });
+          const hd = headers();
+          for (const [k, v] of Object.entries(r.headers)) hd.set(k, v);
+          m.respond(r.data, { headers: hd });
         },
       });
       this.responders.push({ drain: () => s.drain() });

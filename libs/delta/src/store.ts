@@ -35,7 +35,7 @@ export class DeltaStore {
    * position; a log cursor below the horizon starts a resync, as does a resync position from before a
    * later compaction (its log tail is gone).
    */
-  async readPage(scopes: readonly string[], cursor: { kind: 'log'; seq: number } | { kind: 'resync'; at: number; after?: RecordRef }, limit: number): Promise<PageRead> {
+  async readPage(scopes: readonly string[], cursor: { kind: 'log'; seq: number } | { kind: 'resync'; at: number; after?: RecordRef }, limit: number, maxBytes = Number.MAX_SAFE_INTEGER): Promise<PageRead> {
     return this.ds.transaction('REPEATABLE READ', async (tx) => {
       await tx.query('set transaction read only');
       const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string }[];
@@ -45,8 +45,19 @@ export class DeltaStore {
       if (c.kind === 'log' && c.seq < horizon) c = { kind: 'resync', at: projected };
       else if (c.kind === 'resync' && c.at < horizon) c = { kind: 'resync', at: projected };
       if (c.kind === 'log') {
-        const rows = (await tx.query(`select ${CHANGE_COLUMNS} from change_log where scope = any($1::text[]) and seq > $2 order by seq limit $3`, [scopes, c.seq, limit + 1])) as ChangeLogRow[];
-        return { kind: 'log', changes: rows.slice(0, limit).map(rowToLoggedChange), hasMore: rows.length > limit };
+        // The byte estimate is summed in SQL so that a page of large changes does not transfer `limit` rows to use a few.
+        const rows = (await tx.query(
+          `select ${CHANGE_COLUMNS}, n, total from (
+             select ${CHANGE_COLUMNS}, row_number() over w as n, count(*) over () as total,
+                    sum(octet_length(fields::text) + octet_length(key) * 3 + coalesce(octet_length(unset::text), 0) + 200) over w as cum
+               from (select * from change_log where scope = any($1::text[]) and seq > $2 order by seq limit $3) l
+             window w as (order by seq rows unbounded preceding)) t
+           where n = 1 or cum <= $4 order by seq`,
+          [scopes, c.seq, limit + 1, maxBytes],
+        )) as (ChangeLogRow & { n: string; total: string })[];
+        const total = Number(rows[0]?.total ?? 0);
+        const kept = rows.slice(0, limit);
+        return { kind: 'log', changes: kept.map(rowToLoggedChange), hasMore: total > kept.length };
       }
       const a = c.after;
       const rows = (await tx.query(

@@ -1,5 +1,5 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { v7 as uuidv7 } from 'uuid';
+import { randomBytes } from 'node:crypto';
 import {
   applyChange,
   decodeRecordState,
@@ -150,8 +150,18 @@ export class ServerWriter {
     const seen = maxHlc(state);
     if (seen !== undefined) clock = hlcReceive(clock, seen, now).state;
     this.clock = clock;
-    return { originSeq, changeId: uuidv7(), hlc: encodeHlc(clock), protocol: this.protocol };
+    return { originSeq, changeId: uuidV7(now), hlc: encodeHlc(clock), protocol: this.protocol };
   }
+}
+
+/** RFC 9562 UUIDv7 (48-bit ms timestamp, random rest). Local: the `uuid` package is ESM-only, which jest's CommonJS runtime cannot load. */
+export function uuidV7(nowMs: number): string {
+  const b = randomBytes(16);
+  b.writeUIntBE(nowMs, 0, 6);
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x70;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 function getState(states: Map<string, RecordState>, ref: RecordRef): RecordState {

@@ -1,0 +1,64 @@
+/**
+ * Wiring of the agent's network half (`@fleet/agent-sync`) for `agent run`: a NATS transport, the
+ * sync manager over the local store, and a clean stop on SIGTERM / SIGINT (the operation in flight
+ * finishes: a published batch is still marked sent, an applied page keeps its cursor).
+ *
+ * `agent run` calls `startSync(store, config)` once the store is open, and awaits `done` before
+ * closing the store.
+ */
+import { NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import type { SyncManagerOptions, SyncStore, VerifyTarget } from '@fleet/agent-sync';
+import type { StrategyConfig } from '@fleet/sync-core';
+
+export interface AgentSyncConfig {
+  /** `nats://host:port` (several for a cluster). */
+  readonly servers: string | readonly string[];
+  /** Contents of this agent's `.creds` file, when the server requires them. */
+  readonly credentials?: string;
+  /** Subject namespace (default `sync`). */
+  readonly namespace?: string;
+  /** Groups this agent belongs to: their scopes are pulled too. */
+  readonly groups?: readonly string[];
+  /** Collections to verify with the server, per scope. */
+  readonly verifyTargets?: readonly VerifyTarget[];
+  /** The strategy configuration the server uses. */
+  readonly strategy: StrategyConfig;
+  readonly onReport?: SyncManagerOptions['onReport'];
+}
+
+export interface RunningSync {
+  readonly manager: SyncManager;
+  /** Resolves once the manager stopped (after SIGTERM / SIGINT or `stop()`). */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function startSync(store: SyncStore, config: AgentSyncConfig): RunningSync {
+  const transport = new NatsSyncTransport(
+    { servers: config.servers, name: `agent-${store.agentId}`, ...(config.credentials === undefined ? {} : { credentials: config.credentials }) },
+    config.namespace,
+  );
+  const manager = new SyncManager({
+    store,
+    transport,
+    strategy: config.strategy,
+    scopes: [`host.${store.agentId}`, 'fleet', ...(config.groups ?? []).map((g) => `group.${g}`)],
+    ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+    ...(config.verifyTargets === undefined ? {} : { verifyTargets: config.verifyTargets }),
+    ...(config.onReport === undefined ? {} : { onReport: config.onReport }),
+  });
+  let resolveDone: () => void = () => undefined;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  let stopping: Promise<void> | undefined;
+  const onSignal = (): void => void stop();
+  const stop = (): Promise<void> =>
+    (stopping ??= manager.stop().finally(() => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolveDone();
+    }));
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  manager.start();
+  return { manager, done, stop };
+}

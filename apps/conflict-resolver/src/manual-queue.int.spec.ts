@@ -1,0 +1,149 @@
+/**
+ * The manual queue through the operator API, over HTTP and over NATS request/reply: list, show,
+ * resolve (a resolution is itself a change, applied by version-vector), resolve again (error),
+ * resolve a superseded item (error). Also the operator write of a server-owned record.
+ */
+import {
+  decodeConflictResolveReply,
+  decodeConflictShowReply,
+  decodeConflictsListReply,
+  encodeJson,
+  PROTOCOL_VERSION,
+} from '@fleet/contracts';
+import { visibleFields, type RecordRef, type StrategyConfig } from '@fleet/sync-core';
+import { Agent, eventually, readRecordState, startHarness, type Harness } from './testing/harness';
+
+jest.setTimeout(120_000);
+
+const strategies: StrategyConfig = { default: 'lww', collections: { settings: { strategy: 'manual' } } };
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness(strategies);
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+async function http(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${h.http}${path}`, { method, headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  return { status: res.status, body: await res.json() };
+}
+
+/** Two agents' concurrent edits of `key`; returns the agents (to make more edits) and the ref. */
+async function conflicted(key: string): Promise<{ ref: RecordRef; a: Agent; b: Agent }> {
+  const [ida, idb] = [`${key}-a`, `${key}-b`];
+  const ref = { scope: `host.${ida}`, collection: 'settings', key };
+  const a = new Agent(ida, strategies);
+  const b = new Agent(idb, strategies);
+  const base = a.write(ref, { op: 'put', fields: { level: 1 } });
+  await h.push(ida, [base]);
+  b.receive([base]);
+  await h.push(ida, [a.write(ref, { op: 'put', fields: { level: 2, mode: 'a' } }, 1_767_225_700_000)]);
+  await h.append([b.write(ref, { op: 'put', fields: { level: 3 } }, 1_767_225_700_100)]);
+  await h.quiesce();
+  return { ref, a, b };
+}
+
+async function pendingIdOf(ref: RecordRef): Promise<number> {
+  const [r] = (await h.ds.query(`select id from conflicts where scope = $1 and collection = $2 and key = $3 and status = 'pending'`, [ref.scope, ref.collection, ref.key])) as { id: string }[];
+  return Number(r?.id);
+}
+
+describe('manual queue over HTTP', () => {
+  it('lists, shows, resolves; resolving again and resolving a superseded item are clear errors', async () => {
+    const { ref, b } = await conflicted('http1');
+    const list = await http('GET', '/conflicts?status=pending');
+    expect(list.status).toBe(200);
+    const item = (list.body.items as { id: number; ref: RecordRef }[]).find((i) => i.ref.key === 'http1');
+    expect(item).toBeDefined();
+    const shown = await http('GET', `/conflicts/${item!.id}`);
+    expect(shown.status).toBe(200);
+    expect(shown.body.item).toMatchObject({ id: item!.id, status: 'pending', strategy: 'manual', ref });
+    expect(shown.body.item.conflict.fields.map((f: { field: string }) => f.field)).toEqual(['level']);
+    expect(shown.body.item.outcome).toEqual({ kind: 'queued', provisional: { fields: { level: 3, mode: 'a' } } });
+
+    const resolved = await http('POST', `/conflicts/${item!.id}/resolve`, { take: b.id });
+    expect(resolved.status).toBe(200);
+    expect(resolved.body.item).toMatchObject({ status: 'resolved', resolvedBy: 'operator', outcome: { kind: 'resolution', fields: { level: 3 }, unset: [] } });
+    expect(resolved.body.change).toMatchObject({ origin: 'server', op: 'put', fields: { level: 3 } });
+    // The resolution is a change like any other: version-vector applies it, the flag clears.
+    await eventually(async () => (await readRecordState(h.ds, ref))?.state.view.conflicted === false, 10_000, 'resolution applied');
+    expect(visibleFields((await readRecordState(h.ds, ref))!.state)).toEqual({ level: 3, mode: 'a' });
+
+    const again = await http('POST', `/conflicts/${item!.id}/resolve`, { take: b.id });
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe('FLEET_CONFLICT_002');
+
+    expect((await http('GET', '/conflicts/999999')).body.error.code).toBe('FLEET_CONFLICT_001');
+    const bad = await http('POST', `/conflicts/${item!.id}/resolve`, { take: 'nobody', extra: 1 });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('FLEET_DECODE_002');
+  });
+
+  it('an item superseded by newer concurrent writes cannot be resolved', async () => {
+    const { ref, a } = await conflicted('http2');
+    const oldId = await pendingIdOf(ref);
+    // a writes again, still without having seen b: a newer conflict of the record
+    await h.push(a.id, [a.write(ref, { op: 'put', fields: { level: 4 } })]);
+    await h.quiesce();
+    await eventually(async () => (await pendingIdOf(ref)) !== oldId, 10_000, 'newer pending item');
+    const r = await http('POST', `/conflicts/${oldId}/resolve`, { fields: { level: 9 } });
+    expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe('FLEET_CONFLICT_003');
+    expect((await http('GET', `/conflicts/${oldId}`)).body.item.status).toBe('superseded');
+    // the newer one resolves, with explicit fields
+    const ok = await http('POST', `/conflicts/${await pendingIdOf(ref)}/resolve`, { fields: { level: 9 }, unset: ['mode'] });
+    expect(ok.status).toBe(200);
+    await eventually(async () => {
+      const s = (await readRecordState(h.ds, ref))?.state;
+      return s !== undefined && !s.view.conflicted && JSON.stringify(visibleFields(s)) === JSON.stringify({ level: 9 });
+    }, 10_000, 'explicit resolution applied');
+  });
+});
+
+describe('manual queue over NATS request/reply', () => {
+  const ask = async (verb: 'list' | 'show' | 'resolve', body: unknown) => (await h.bus.request(h.s.conflictsApi(verb), encodeJson({ protocol: PROTOCOL_VERSION, ...(body as object) }), { timeoutMs: 10_000 })).data;
+
+  it('lists, shows, resolves, and refuses to resolve twice or a superseded item', async () => {
+    const { ref, a } = await conflicted('nats1');
+    const list = decodeConflictsListReply(await ask('list', { status: 'pending' }));
+    expect(list.ok).toBe(true);
+    const item = list.ok ? list.value.items.find((i) => i.ref.key === 'nats1') : undefined;
+    expect(item).toBeDefined();
+    const shown = decodeConflictShowReply(await ask('show', { id: item!.id }));
+    expect(shown.ok && shown.value.item.status).toBe('pending');
+
+    const resolved = decodeConflictResolveReply(await ask('resolve', { id: item!.id, choice: { take: a.id } }));
+    expect(resolved.ok).toBe(true);
+    if (resolved.ok) expect(resolved.value.change.fields).toEqual({ level: 2 });
+    const again = decodeConflictResolveReply(await ask('resolve', { id: item!.id, choice: { take: a.id } }));
+    expect(again.ok ? 'ok' : again.error.code).toBe('FLEET_CONFLICT_002');
+
+    const { ref: ref2, a: a2 } = await conflicted('nats2');
+    const oldId = await pendingIdOf(ref2);
+    await h.push(a2.id, [a2.write(ref2, { op: 'delete' })]);
+    await h.quiesce();
+    const sup = decodeConflictResolveReply(await ask('resolve', { id: oldId, choice: { deleted: true } }));
+    expect(sup.ok ? 'ok' : sup.error.code).toBe('FLEET_CONFLICT_003');
+    const malformed = decodeConflictShowReply(await ask('show', { id: -1 }));
+    expect(malformed.ok ? 'ok' : malformed.error.code).toBe('FLEET_DECODE_002');
+    void ref;
+  });
+});
+
+describe('operator writes of server-owned records', () => {
+  it('PUT and DELETE /records/:scope/:collection/:key are server changes, applied like any other; host scopes are refused', async () => {
+    const put = await http('PUT', '/records/fleet/config/ntp', { fields: { servers: ['a', 'b'] } });
+    expect(put.status).toBe(200);
+    expect(put.body.change).toMatchObject({ origin: 'server', scope: 'fleet', op: 'put', vv: { server: 1 } });
+    const put2 = await http('PUT', '/records/fleet/config/ntp', { fields: { servers: ['c'] } });
+    expect(put2.body.change.vv).toEqual({ server: 2 });
+    await h.quiesce();
+    expect(visibleFields((await readRecordState(h.ds, { scope: 'fleet', collection: 'config', key: 'ntp' }))!.state)).toEqual({ servers: ['c'] });
+    const del = await http('DELETE', '/records/fleet/config/ntp');
+    expect(del.body.change).toMatchObject({ op: 'delete', vv: { server: 3 } });
+    const host = await http('PUT', '/records/host.x/config/ntp', { fields: { a: 1 } });
+    expect(host.status).toBe(403);
+    expect(host.body.error.code).toBe('FLEET_AUTH_003');
+  });
+});

@@ -1,0 +1,244 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { isFleetError } from '@fleet/errors';
+import type { RecordRef } from '@fleet/sync-core';
+import { DB_FILE, RESTORE_SEQ_GAP, restoreSqliteStore, SqliteLocalStore } from './sqlite-local-store';
+import type { SqliteLocalStoreOptions } from './sqlite-local-store';
+import { describeLocalStoreConformance } from './testing/conformance';
+
+const roots: string[] = [];
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'agent-store-'));
+  roots.push(d);
+  return d;
+}
+afterAll(() => {
+  for (const d of roots) rmSync(d, { recursive: true, force: true });
+});
+
+describeLocalStoreConformance('SqliteLocalStore', (o) => {
+  const dataDir = tempDir();
+  const opts = (x: Partial<typeof o> = {}): SqliteLocalStoreOptions => {
+    const m = { ...o, ...x };
+    return { dataDir, agentId: m.agentId, now: m.now, ...(m.outboxMax !== undefined ? { outboxMax: m.outboxMax } : {}), ...(m.coalesceAbove !== undefined ? { coalesceAbove: m.coalesceAbove } : {}) };
+  };
+  let store = SqliteLocalStore.open(opts());
+  return {
+    get store() {
+      return store;
+    },
+    reopen(x) {
+      store.close();
+      store = SqliteLocalStore.open(opts(x));
+      return store;
+    },
+    cleanup() {
+      store.close();
+    },
+  };
+});
+
+const AGENT = 'agent-1';
+const HOST = `host.${AGENT}`;
+const ref = (key: string, collection = 'settings'): RecordRef => ({ scope: HOST, collection, key });
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return isFleetError(e) ? e.code : `not a FleetError: ${String(e)}`;
+  }
+  return undefined;
+}
+
+describe('SqliteLocalStore on disk', () => {
+  it('opens in WAL mode with the durability settings it documents', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    s.close();
+    const db = new Database(join(dir, DB_FILE));
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    db.close();
+  });
+
+  it('turns direct SQL writes from another connection into changes', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    s.put(ref('existing'), { a: 1, b: 2 });
+    const other = new Database(join(dir, DB_FILE));
+    other.pragma('busy_timeout = 5000');
+    other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run(HOST, 'settings', 'from-sql', '{"x": 1}');
+    other.prepare("UPDATE visible_records SET fields = json_set(fields, '$.b', 20, '$.c', 30) WHERE scope = ? AND collection = ? AND key = ?").run(HOST, 'settings', 'existing');
+    other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run('fleet', 'settings', 'not-mine', '{"x": 1}');
+    expect(() => other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run(HOST, 'settings', 'bad', 'not json')).toThrow(/JSON object/);
+    expect(() => other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run(HOST, 'settings', 'bad', '[1]')).toThrow(/JSON object/);
+    // The records themselves are untouched until processed.
+    expect(s.get(ref('from-sql'))).toBeNull();
+    expect(s.outboxStats().capturedPending).toBe(3);
+    const events: string[] = [];
+    s.watch((e) => events.push(`${e.source}:${e.ref.key}:${e.record.status}`));
+    expect(s.processCaptured()).toEqual({ processed: 2, rejected: 1, remaining: 0 });
+    // The view shows processed records: a row is deletable through it once processed.
+    expect(other.prepare('DELETE FROM visible_records WHERE key = ?').run('from-sql').changes).toBe(0);
+    expect(s.processCaptured()).toEqual({ processed: 1, rejected: 0, remaining: 0 });
+    expect(events).toEqual(['captured:from-sql:live', 'captured:existing:live', 'captured:from-sql:deleted']);
+    expect(s.get(ref('existing'))?.fields).toEqual({ a: 1, b: 20, c: 30 });
+    expect(s.get(ref('from-sql'))?.status).toBe('deleted');
+    const queued = s.peekOutbox(10);
+    expect(queued.map((c) => [c.key, c.op])).toEqual([
+      ['existing', 'put'],
+      ['from-sql', 'put'],
+      ['existing', 'put'],
+      ['from-sql', 'delete'],
+    ]);
+    expect(queued[2]).toMatchObject({ fields: { b: 20, c: 30 } });
+    expect(s.outboxStats()).toMatchObject({ capturedPending: 0, capturedRejected: 1 });
+    const rejected = other.prepare('SELECT key, reason FROM capture_rejected').all() as { key: string; reason: string }[];
+    expect(rejected).toEqual([{ key: 'not-mine', reason: expect.stringMatching(/^FLEET_AUTH_003/) as unknown as string }]);
+    other.close();
+    s.close();
+  });
+
+  it('processes captured writes at open, and holds them while the outbox is full', () => {
+    const dir = tempDir();
+    let s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, outboxMax: 1, coalesceAbove: 1 });
+    s.put(ref('a'), { n: 1 });
+    s.peekOutbox(1); // frozen: nothing can merge
+    s.close();
+    const other = new Database(join(dir, DB_FILE));
+    other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run(HOST, 'settings', 'b', '{"n": 2}');
+    other.close();
+    s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, outboxMax: 1, coalesceAbove: 1 });
+    expect(s.outboxStats()).toMatchObject({ size: 1, capturedPending: 1 });
+    s.markSent(s.peekOutbox(1).map((c) => c.changeId));
+    expect(s.processCaptured()).toEqual({ processed: 1, rejected: 0, remaining: 0 });
+    expect(s.get(ref('b'))?.fields).toEqual({ n: 2 });
+    s.close();
+  });
+
+  it('backs up (full, then incremental) and restores the state as of the last backup, flagged for verification', () => {
+    const dir = tempDir();
+    let t = 1_700_000_000_000;
+    const now = () => t++;
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now });
+    s.put(ref('a'), { v: 1 });
+    s.put(ref('b'), { v: 1 });
+    s.setSyncState({ cursor: 41, lastSyncAt: 5 });
+    const full = s.backup({ full: true });
+    expect(full).toMatchObject({ kind: 'full', parentId: null, records: 2, outbox: 2 });
+    s.put(ref('b'), { v: 2 });
+    s.put(ref('c'), { v: 1 });
+    s.markSent(s.peekOutbox(1).map((c) => c.changeId)); // 'a' sent after the full backup
+    const inc = s.backup();
+    expect(inc).toMatchObject({ kind: 'incremental', fullId: full.id, parentId: full.id, dir: full.dir, records: 2, outbox: 3 });
+    s.put(ref('c'), { v: 2 });
+    s.put(ref('d'), { v: 1 });
+    const inc2Before = s.outboxStats().size;
+    expect(inc2Before).toBe(5);
+    const lastSeq = s.peekOutbox(100).at(-1)?.originSeq ?? 0;
+    s.close();
+
+    const result = restoreSqliteStore(full.dir, dir, { agentId: AGENT });
+    expect(result.applied).toEqual([full.id, inc.id]);
+    expect(result.previousMovedTo).toMatch(/before-restore/);
+    const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now });
+    expect(r.get(ref('a'))?.fields).toEqual({ v: 1 });
+    expect(r.get(ref('b'))?.fields).toEqual({ v: 2 });
+    expect(r.get(ref('c'))?.fields).toEqual({ v: 1 });
+    expect(r.get(ref('d'))).toBeNull();
+    expect(r.outboxStats().size).toBe(3);
+    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true });
+    expect(codeOf(() => r.put(ref('e'), { v: 1 }))).toBe('FLEET_AGENT_004');
+    r.setSyncState({ needsVerification: false });
+    const next = r.put(ref('e'), { v: 1 });
+    // Sequence numbers the lost writes used (up to lastSeq) are never handed out again.
+    expect(next?.originSeq).toBe(4 + RESTORE_SEQ_GAP + 1);
+    expect(next?.originSeq).toBeGreaterThan(lastSeq);
+    // After a restore the next backup starts a new chain.
+    expect(r.backup().kind).toBe('full');
+    r.close();
+    // The store that was replaced is kept.
+    expect(readdirSync(dir).some((f) => f.includes('before-restore'))).toBe(true);
+  });
+
+  it('refuses a broken backup chain', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    s.put(ref('a'), { v: 1 });
+    const full = s.backup({ full: true });
+    s.put(ref('a'), { v: 2 });
+    s.backup();
+    s.put(ref('a'), { v: 3 });
+    s.backup();
+    s.close();
+    rmSync(join(full.dir, 'inc-000001.db'));
+    expect(codeOf(() => restoreSqliteStore(full.dir, tempDir()))).toBe('FLEET_AGENT_006');
+    expect(codeOf(() => restoreSqliteStore(tempDir(), tempDir()))).toBe('FLEET_AGENT_006');
+    expect(codeOf(() => restoreSqliteStore(full.dir, tempDir(), { agentId: 'someone-else' }))).toBe('FLEET_AGENT_006');
+  });
+
+  it('reports an unwritable data directory, another agent\'s store, and a file that is not a database', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'file'), 'x');
+    expect(codeOf(() => SqliteLocalStore.open({ dataDir: join(dir, 'file', 'sub'), agentId: AGENT }))).toBe('FLEET_AGENT_001');
+    expect(codeOf(() => SqliteLocalStore.open({ dataDir: join(dir, 'file'), agentId: AGENT }))).toBe('FLEET_AGENT_001');
+    expect(codeOf(() => SqliteLocalStore.open({ dataDir: dir, agentId: 'bad.id' }))).toBe('FLEET_CONFIG_001');
+    SqliteLocalStore.open({ dataDir: dir, agentId: AGENT }).close();
+    expect(codeOf(() => SqliteLocalStore.open({ dataDir: dir, agentId: 'agent-2' }))).toBe('FLEET_AGENT_007');
+    const junk = join(tempDir(), 'junk');
+    mkdirSync(junk);
+    writeFileSync(join(junk, DB_FILE), 'this is not a database, just text long enough to have a header '.repeat(20));
+    expect(codeOf(() => SqliteLocalStore.open({ dataDir: junk, agentId: AGENT }))).toBe('FLEET_AGENT_007');
+  });
+
+  it('reports a full disk (SQLITE_FULL via a size quota) and rolls the write back whole', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, maxDbBytes: 64 * 1024, outboxMax: 1_000_000 });
+    let code: string | undefined;
+    let written = 0;
+    for (let i = 0; i < 10_000 && code === undefined; i++) {
+      code = codeOf(() => s.put(ref(`k${i}`), { blob: 'x'.repeat(2000) }));
+      if (code === undefined) written++;
+    }
+    expect(code).toBe('FLEET_AGENT_002');
+    expect(written).toBeGreaterThan(0);
+    const stats = s.outboxStats();
+    expect(stats.size).toBe(written);
+    expect(s.query(HOST, 'settings', { limit: 100_000 })).toHaveLength(written);
+    s.close();
+  });
+
+  it('loses nothing and applies nothing twice when the process is killed mid-way (SIGKILL)', () => {
+    const dir = tempDir();
+    const script = join(tempDir(), 'crash.ts');
+    const lib = resolve(__dirname, 'index.ts');
+    writeFileSync(
+      script,
+      `import { SqliteLocalStore } from ${JSON.stringify(lib)};
+const s = SqliteLocalStore.open({ dataDir: ${JSON.stringify(dir)}, agentId: 'agent-1' });
+for (let t = 0; ; t++) {
+  s.transaction(() => { for (let i = 0; i < 50; i++) s.put({ scope: 'host.agent-1', collection: 'c', key: 't' + t + '-' + i }, { t, i }); });
+  if (t === 7) { s.transaction(() => { s.put({ scope: 'host.agent-1', collection: 'c', key: 'half' }, { x: 1 }); process.kill(process.pid, 'SIGKILL'); }); }
+}
+`,
+    );
+    const root = resolve(__dirname, '../../..');
+    const r = spawnSync(process.execPath, ['-r', join(root, 'scripts/register.js'), script], { cwd: root, encoding: 'utf8' });
+    expect(r.signal).toBe('SIGKILL');
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    const records = s.query(HOST, 'c', { limit: 10_000 });
+    const outbox = s.peekOutbox(10_000);
+    expect(records).toHaveLength(400);
+    expect(outbox).toHaveLength(400);
+    expect(s.get({ scope: HOST, collection: 'c', key: 'half' })).toBeNull();
+    expect(new Set(outbox.map((c) => c.changeId)).size).toBe(400);
+    expect(outbox.map((c) => c.originSeq)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+    const next = s.put({ scope: HOST, collection: 'c', key: 'after' }, { ok: true });
+    expect(next?.originSeq).toBe(401);
+    s.close();
+    void execFileSync;
+  });
+});

@@ -1,0 +1,338 @@
+/**
+ * The LocalStore conformance suite, written once and registered for every implementation
+ * (`describeLocalStoreConformance('sqlite', factory)` in the adapter's spec). It checks the port's
+ * contract only: nothing here knows about SQLite.
+ */
+import { isFleetError } from '@fleet/errors';
+import { applyChanges, emptyRecord, encodeRecordState, makeLocalChange, recordHash, visibleFields } from '@fleet/sync-core';
+import type { Change, Fields, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import type { LocalStore, StoreEvent } from '../local-store';
+
+export interface ConformanceOptions {
+  readonly agentId: string;
+  readonly now: () => number;
+  readonly outboxMax?: number;
+  readonly coalesceAbove?: number;
+}
+
+export interface StoreHarness {
+  readonly store: LocalStore;
+  /** Closes the store and opens it again on the same data (a restart). */
+  reopen(overrides?: Partial<ConformanceOptions>): LocalStore;
+  cleanup(): void;
+}
+
+export type StoreFactory = (options: ConformanceOptions) => StoreHarness;
+
+const AGENT = 'agent-1';
+const HOST = `host.${AGENT}`;
+const LWW: StrategyConfig = { default: 'lww' };
+
+function ref(key: string, collection = 'settings', scope = HOST): RecordRef {
+  return { scope, collection, key };
+}
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return isFleetError(e) ? e.code : `not a FleetError: ${String(e)}`;
+  }
+  return undefined;
+}
+
+/** A replica elsewhere (the server) making its own changes to records, with sync-core. */
+class Remote {
+  private seq = 0;
+  private wall: number;
+  readonly states = new Map<string, RecordState>();
+  constructor(
+    private readonly origin: string,
+    wallMs = 1_700_000_060_000,
+  ) {
+    this.wall = wallMs;
+  }
+  write(r: RecordRef, fields: Fields, base?: RecordState): Change {
+    const k = `${r.scope}/${r.collection}/${r.key}`;
+    const state = base ?? this.states.get(k) ?? emptyRecord(r);
+    this.seq += 1;
+    this.wall += 1;
+    const hlc = `${String(this.wall).padStart(15, '0')}-000000-${this.origin}`;
+    const made = makeLocalChange(state, { op: 'put', fields }, { origin: this.origin, originSeq: this.seq, changeId: `0190a000-0000-7000-8000-${String(this.seq).padStart(12, '0')}`, hlc, protocol: 1 }, LWW);
+    this.states.set(k, made.state);
+    return made.change;
+  }
+}
+
+export function describeLocalStoreConformance(name: string, factory: StoreFactory): void {
+  describe(`LocalStore conformance: ${name}`, () => {
+    let clock = 1_700_000_000_000;
+    const now = () => clock;
+    let h: StoreHarness;
+    let store: LocalStore;
+    const open = (o: Partial<ConformanceOptions> = {}) => {
+      h = factory({ agentId: AGENT, now, ...o });
+      store = h.store;
+    };
+    beforeEach(() => {
+      clock = 1_700_000_000_000;
+    });
+    afterEach(() => h?.cleanup());
+
+    it('writes, reads, patches, deletes and queries records', () => {
+      open();
+      const c1 = store.put(ref('a'), { x: 1, y: 'two' });
+      expect(c1).toMatchObject({ origin: AGENT, originSeq: 1, op: 'put', fields: { x: 1, y: 'two' }, scope: HOST, collection: 'settings', key: 'a' });
+      expect(store.get(ref('a'))).toMatchObject({ status: 'live', fields: { x: 1, y: 'two' }, conflicted: false, vv: { [AGENT]: 1 } });
+      // put replaces: y is unset, x unchanged is not re-sent.
+      const c2 = store.put(ref('a'), { x: 1, z: true });
+      expect(c2).toMatchObject({ fields: { z: true }, unset: ['y'] });
+      expect(store.get(ref('a'))?.fields).toEqual({ x: 1, z: true });
+      expect(store.put(ref('a'), { x: 1, z: true })).toBeNull();
+      const c3 = store.patch(ref('a'), { x: 2 }, ['z']);
+      expect(c3).toMatchObject({ fields: { x: 2 }, unset: ['z'] });
+      expect(store.patch(ref('a'), { x: 2 })).toBeNull();
+      store.put(ref('b/1'), { v: 1 });
+      store.put(ref('b/2'), { v: 2 });
+      store.put(ref('c'), { v: 3 });
+      expect(store.delete(ref('c'))).toMatchObject({ op: 'delete', fields: {} });
+      expect(store.delete(ref('c'))).toBeNull();
+      expect(store.get(ref('c'))).toMatchObject({ status: 'deleted', fields: null });
+      expect(store.get(ref('nope'))).toBeNull();
+      expect(store.query(HOST, 'settings').map((r) => r.ref.key)).toEqual(['a', 'b/1', 'b/2']);
+      expect(store.query(HOST, 'settings', { prefix: 'b/' }).map((r) => r.ref.key)).toEqual(['b/1', 'b/2']);
+      expect(store.query(HOST, 'settings', { after: 'a', limit: 1 }).map((r) => r.ref.key)).toEqual(['b/1']);
+      expect(store.get(ref('a'))?.hash).toBe(recordHash(store.getState(ref('a')) as RecordState));
+    });
+
+    it('refuses invalid writes and writes to server-owned scopes, queueing nothing', () => {
+      open();
+      expect(code(() => store.put(ref('k', 'settings', 'fleet'), { a: 1 }))).toBe('FLEET_AUTH_003');
+      expect(code(() => store.put(ref('k', 'settings', 'host.other'), { a: 1 }))).toBe('FLEET_AUTH_003');
+      expect(code(() => store.put(ref('k', 'bad collection!'), { a: 1 }))).toBe('FLEET_AGENT_005');
+      expect(code(() => store.put(ref(''), { a: 1 }))).toBe('FLEET_AGENT_005');
+      expect(code(() => store.put(ref('k'), { a: Number.NaN }))).toBe('FLEET_AGENT_005');
+      expect(code(() => store.put(ref('k'), { a: 'nul\u0000' }))).toBe('FLEET_AGENT_005');
+      expect(code(() => store.patch(ref('k'), { a: 1 }, ['a']))).toBe('FLEET_AGENT_005');
+      expect(store.outboxStats().size).toBe(0);
+      expect(store.get(ref('k'))).toBeNull();
+    });
+
+    it('commits a record and its outbox row together or not at all (crash inside a transaction)', () => {
+      open();
+      store.put(ref('before'), { n: 0 });
+      expect(() =>
+        store.transaction(() => {
+          store.put(ref('a'), { n: 1 });
+          store.put(ref('b'), { n: 2 });
+          throw new Error('crash');
+        }),
+      ).toThrow('crash');
+      expect(store.get(ref('a'))).toBeNull();
+      expect(store.get(ref('b'))).toBeNull();
+      expect(store.outboxStats().size).toBe(1);
+      // A failing write inside a transaction whose caller swallows the error still leaves the rest consistent.
+      store.transaction(() => {
+        store.put(ref('c'), { n: 3 });
+        expect(code(() => store.put(ref('x', 'settings', 'fleet'), { n: 4 }))).toBe('FLEET_AUTH_003');
+      });
+      expect(store.peekOutbox(10).map((c) => c.key)).toEqual(['before', 'c']);
+      expect(() => store.transaction(() => Promise.resolve(1))).toThrow(/synchronous/);
+    });
+
+    it('keeps outbox order and a monotonic HLC across a restart, even when the wall clock steps back', () => {
+      open();
+      const made: Change[] = [];
+      store.transaction(() => {
+        for (let i = 0; i < 5; i++) made.push(store.put(ref(`k${i}`), { i }) as Change);
+      });
+      const hlcBefore = store.clock();
+      store = h.reopen();
+      clock -= 3_600_000; // NTP step back an hour
+      const after = store.put(ref('later'), { i: 99 }) as Change;
+      expect(after.originSeq).toBe(6);
+      expect(after.hlc > hlcBefore).toBe(true);
+      expect(store.peekOutbox(100).map((c) => c.changeId)).toEqual([...made.map((c) => c.changeId), after.changeId]);
+      const seqs = store.peekOutbox(100).map((c) => c.originSeq);
+      expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+    });
+
+    it('hands the outbox out in order, removes rows only on markSent, and reports failures', () => {
+      open();
+      store.put(ref('a'), { n: 1 });
+      clock += 1000;
+      store.put(ref('b'), { n: 2 });
+      store.put(ref('c'), { n: 3 });
+      clock += 500;
+      const first = store.peekOutbox(2);
+      expect(first.map((c) => c.key)).toEqual(['a', 'b']);
+      store.recordFailure(first.map((c) => c.changeId), 'nats: timeout');
+      let s = store.outboxStats();
+      expect(s).toMatchObject({ size: 3, oldestAt: 1_700_000_000_000, oldestAgeMs: 1500, failures: 2, consecutiveFailures: 1, lastError: 'nats: timeout', inFlight: 2 });
+      expect(store.peekOutbox(2).map((c) => c.changeId)).toEqual(first.map((c) => c.changeId));
+      expect(store.markSent(first.map((c) => c.changeId))).toBe(2);
+      expect(store.markSent(first.map((c) => c.changeId))).toBe(0);
+      s = store.outboxStats();
+      expect(s).toMatchObject({ size: 1, oldestAt: 1_700_000_001_000, consecutiveFailures: 0 });
+      expect(store.peekOutbox(10).map((c) => c.key)).toEqual(['c']);
+    });
+
+    it('coalesces unsent changes so that applying the queue anywhere gives the local state', () => {
+      open({ coalesceAbove: 0, outboxMax: 1000 });
+      const r = ref('busy');
+      store.put(r, { a: 1, b: 1 });
+      store.patch(r, { b: 2, c: 3 });
+      store.patch(r, {}, ['a']);
+      store.delete(r);
+      store.put(r, { d: 4 });
+      store.patch(r, { d: 5, e: 6 });
+      store.put(ref('other'), { z: 1 });
+      const queued = store.peekOutbox(100);
+      expect(queued.filter((c) => c.key === 'busy').map((c) => c.op)).toEqual(['delete', 'put']);
+      expect(queued.map((c) => c.originSeq)).toEqual([...queued.map((c) => c.originSeq)].sort((x, y) => x - y));
+      // A replica that receives only the queue holds exactly what the agent holds.
+      const replica = applyChanges(queued.filter((c) => c.key === 'busy'), LWW);
+      const local = store.getState(r) as RecordState;
+      expect(visibleFields(replica)).toEqual({ d: 5, e: 6 });
+      expect(encodeRecordState(replica)).toBe(encodeRecordState(local));
+      // Rows handed out are frozen: later writes queue behind them, not into them.
+      store.patch(r, { e: 7 });
+      const afterPeek = store.peekOutbox(100).filter((c) => c.key === 'busy');
+      expect(afterPeek).toHaveLength(3);
+      expect(afterPeek.slice(0, 2)).toEqual(queued.filter((c) => c.key === 'busy'));
+    });
+
+    it('bounds the outbox: coalesces past the soft limit, refuses new records past the max, loses nothing', () => {
+      open({ coalesceAbove: 2, outboxMax: 3 });
+      store.put(ref('a'), { n: 1 });
+      store.put(ref('a'), { n: 2 }); // the queue stays within the soft limit: kept as made
+      expect(store.outboxStats().size).toBe(2);
+      store.put(ref('b'), { n: 1 }); // would pass the soft limit: a full pass merges a's run first
+      expect(store.outboxStats().size).toBe(2);
+      store.put(ref('a'), { n: 3 }); // past the soft limit: merged into a's row as it is written
+      expect(store.outboxStats().size).toBe(2);
+      store.put(ref('c'), { n: 1 });
+      expect(store.outboxStats().size).toBe(3);
+      expect(code(() => store.put(ref('d'), { n: 1 }))).toBe('FLEET_AGENT_003');
+      expect(store.get(ref('d'))).toBeNull();
+      // A write to a record already queued coalesces into its row: accepted at the bound.
+      expect(store.put(ref('b'), { n: 2 })).not.toBeNull();
+      expect(store.outboxStats().size).toBe(3);
+      const queued = store.peekOutbox(10);
+      expect(queued.map((c) => [c.key, c.fields])).toEqual([
+        ['a', { n: 3 }],
+        ['c', { n: 1 }],
+        ['b', { n: 2 }],
+      ]);
+      // Frozen rows cannot merge: the bound holds and says so.
+      expect(code(() => store.put(ref('b'), { n: 3 }))).toBe('FLEET_AGENT_003');
+      store.markSent(queued.map((c) => c.changeId));
+      expect(store.put(ref('d'), { n: 1 })).not.toBeNull();
+    });
+
+    it('applies remote changes and moves the cursor in the same transaction', () => {
+      open();
+      const server = new Remote('server');
+      const fleet = ref('policy', 'settings', 'fleet');
+      const ok = server.write(fleet, { level: 'strict' });
+      const events: StoreEvent[] = [];
+      const stop = store.watch((e) => events.push(e));
+      const r = store.applyRemote([ok], 17);
+      expect(r).toMatchObject({ applied: 1, changed: 1, conflicts: 0 });
+      expect(store.get(fleet)?.fields).toEqual({ level: 'strict' });
+      expect(store.syncState()).toMatchObject({ cursor: 17, lastPullAt: clock });
+      expect(events.map((e) => e.source)).toEqual(['remote']);
+      // Re-delivery is harmless.
+      expect(store.applyRemote([ok], 17).changed).toBe(0);
+      // A batch that fails part-way applies nothing and leaves the cursor.
+      const next = server.write(fleet, { level: 'lax' });
+      const broken = { ...server.write(ref('x', 'settings', 'fleet'), { a: 1 }), vv: {} };
+      expect(code(() => store.applyRemote([next, broken], 'c-99'))).toBe('FLEET_CHANGE_001');
+      expect(store.get(fleet)?.fields).toEqual({ level: 'strict' });
+      expect(store.syncState().cursor).toBe(17);
+      stop();
+      store.applyRemote([next], 'c-20');
+      expect(events).toHaveLength(1);
+      expect(store.syncState().cursor).toBe('c-20');
+      // The HLC moved past what was received: the next local write orders after it.
+      expect((store.put(ref('mine'), { a: 1 }) as Change).hlc.slice(0, 22) > next.hlc.slice(0, 22)).toBe(true);
+      // A remote clock far ahead is applied but not followed past the drift bound, and counted.
+      const far = new Remote('server', clock + 86_400_000).write(ref('far', 'settings', 'fleet'), { a: 1 });
+      expect(store.applyRemote([far], 'c-21')).toMatchObject({ changed: 1, drifted: 1 });
+      expect(store.clock() < far.hlc).toBe(true);
+    });
+
+    it('keeps pending local changes queued while remote changes merge into the same record', () => {
+      open();
+      const r = ref('shared');
+      const mine = store.put(r, { a: 'local', b: 'local' }) as Change;
+      // The server concurrently writes b (it never saw ours); its clock is later, so LWW takes its b.
+      const server = new Remote('server');
+      const theirs = server.write(r, { b: 'server', c: 'server' });
+      const res = store.applyRemote([theirs], 1);
+      expect(res.changed).toBe(1);
+      expect(store.get(r)?.fields).toEqual({ a: 'local', b: 'server', c: 'server' });
+      expect(store.get(r)?.vv).toEqual({ [AGENT]: 1, server: 1 });
+      expect(store.peekOutbox(10).map((c) => c.changeId)).toEqual([mine.changeId]);
+      // The server, receiving our pending change, converges to the same state.
+      const serverState = applyChanges([mine], LWW, server.states.get(`${r.scope}/${r.collection}/${r.key}`));
+      expect(recordHash(serverState)).toBe(store.get(r)?.hash);
+    });
+
+    it('merges delta states (anti-entropy repair)', () => {
+      open();
+      const server = new Remote('server');
+      const fleet = ref('cfg', 'settings', 'fleet');
+      server.write(fleet, { a: 1 });
+      server.write(fleet, { b: 2 });
+      const state = server.states.get('fleet/settings/cfg') as RecordState;
+      store.applyRemote([{ ref: fleet, state: encodeRecordState(state) }], null);
+      expect(store.get(fleet)?.fields).toEqual({ a: 1, b: 2 });
+      expect(store.get(fleet)?.hash).toBe(recordHash(state));
+      expect(code(() => store.applyRemote([{ ref: ref('other', 'settings', 'fleet'), state }], null))).toBe('FLEET_STATE_001');
+    });
+
+    it('notifies watchers after commit only, and stops after unsubscribe', () => {
+      open();
+      const seen: string[] = [];
+      const stop = store.watch((e) => seen.push(`${e.source}:${e.ref.key}:${e.record.status}`));
+      store.put(ref('a'), { n: 1 });
+      expect(() =>
+        store.transaction(() => {
+          store.put(ref('b'), { n: 1 });
+          throw new Error('abort');
+        }),
+      ).toThrow('abort');
+      store.delete(ref('a'));
+      stop();
+      store.put(ref('c'), { n: 1 });
+      expect(seen).toEqual(['local:a:live', 'local:a:deleted']);
+    });
+
+    it('lists Merkle entries (key, visible hash) of a collection, deleted records included', () => {
+      open();
+      store.put(ref('b'), { n: 2 });
+      store.put(ref('a'), { n: 1 });
+      store.put(ref('c'), { n: 3 });
+      store.delete(ref('c'));
+      store.put(ref('z', 'other'), { n: 9 });
+      const entries = [...store.merkleEntries(HOST, 'settings')];
+      expect(entries.map((e) => e.key)).toEqual(['a', 'b', 'c']);
+      expect(entries[0]?.recordHash).toBe(store.get(ref('a'))?.hash);
+      expect(entries[2]?.recordHash).toBe(recordHash(emptyRecord(ref('c'))));
+    });
+
+    it('keeps sync state', () => {
+      open();
+      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false });
+      store.setSyncState({ lastSyncAt: 5, cursor: 'abc' });
+      store = h.reopen();
+      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false });
+      store.setSyncState({ needsVerification: true });
+      expect(code(() => store.put(ref('a'), { n: 1 }))).toBe('FLEET_AGENT_004');
+      store.setSyncState({ needsVerification: false });
+      store.raiseOriginSeqFloor(500);
+      expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(501);
+    });
+  });
+}
