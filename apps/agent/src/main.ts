@@ -1,1 +1,256 @@
-export {};
+/**
+ * The agent's command line: `node -r ./scripts/register.js apps/agent/src/main.ts <command>`.
+ * Wiring only: the store is libs/agent-store. The network half (push, pull, merge, reconnection)
+ * belongs to the sync manager, which does not exist yet: `agent run` only keeps the local store
+ * current (captured direct SQL writes) and does not sync.
+ *
+ * Exit codes (sysexits.h): 0 ok, 64 usage, 78 configuration, 73 data directory not writable,
+ * 74 disk or quota full, 65 bad backup or incompatible store, 75 temporarily refused (outbox
+ * full, held after restore), 1 other FleetError, 70 internal error. Errors print one line with the
+ * code, never a stack.
+ */
+import { parseArgs } from 'node:util';
+import { restoreSqliteStore, SqliteLocalStore } from '@fleet/agent-store';
+import type { LocalStore } from '@fleet/agent-store';
+import { describeConfig } from '@fleet/config';
+import { FleetError, isFleetError } from '@fleet/errors';
+import type { ErrorCode } from '@fleet/errors';
+import type { Fields } from '@fleet/sync-core';
+import { agentConfig, loadAgentConfig } from './config';
+import type { AgentConfig } from './config';
+
+export interface Io {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+}
+
+const USAGE = `usage: agent <command> [options]
+
+commands:
+  put <scope> <collection> <key> <json>   replace a record's fields (a JSON object)
+  patch <scope> <collection> <key> <json> [--unset f1,f2]
+  delete <scope> <collection> <key>
+  get <scope> <collection> <key>           print the record (JSON)
+  list <scope> <collection> [--prefix p] [--limit n]
+  status                                   outbox, cursor, last sync, conflicts, connection
+  backup [--full]                          consistent online backup (incremental unless --full or no chain yet)
+  restore <dir>                            rebuild the store from a backup chain directory (stop the agent first)
+  run                                      keep the store current until SIGTERM (no network sync yet)
+
+options: --json (status as JSON), --help`;
+
+const EXIT: Partial<Record<ErrorCode, number>> = {
+  FLEET_AGENT_008: 64,
+  FLEET_CONFIG_001: 78,
+  FLEET_AGENT_001: 73,
+  FLEET_AGENT_002: 74,
+  FLEET_AGENT_006: 65,
+  FLEET_AGENT_007: 65,
+  FLEET_AGENT_003: 75,
+  FLEET_AGENT_004: 75,
+};
+
+function usage(why: string): never {
+  throw new FleetError('FLEET_AGENT_008', `${why} (agent --help for usage)`);
+}
+
+function parseFields(text: string | undefined): Fields {
+  if (text === undefined) usage('missing <json>');
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    usage(`<json> is not valid JSON: ${text.length > 60 ? `${text.slice(0, 57)}...` : text}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) usage('<json> must be a JSON object of fields');
+  return v as Fields;
+}
+
+function refArgs(args: readonly string[]): { scope: string; collection: string; key: string } {
+  const [scope, collection, key] = args;
+  if (scope === undefined || collection === undefined || key === undefined) usage('expected <scope> <collection> <key>');
+  return { scope, collection, key };
+}
+
+function openStore(config: AgentConfig): SqliteLocalStore {
+  return SqliteLocalStore.open({
+    dataDir: config.dataDir,
+    agentId: config.agentId,
+    outboxMax: config.outboxMax,
+    backupRoot: config.backupDir,
+    ...(config.dbMaxMb !== undefined ? { maxDbBytes: config.dbMaxMb * 1024 * 1024 } : {}),
+  });
+}
+
+function statusOf(store: LocalStore): Record<string, unknown> {
+  const o = store.outboxStats();
+  const s = store.syncState();
+  return {
+    agentId: store.agentId,
+    connection: 'unknown (no sync manager yet: this agent does not sync)',
+    outbox: { size: o.size, max: o.max, oldestAt: o.oldestAt === null ? null : new Date(o.oldestAt).toISOString(), oldestAgeMs: o.oldestAgeMs, failures: o.failures, lastError: o.lastError, inFlight: o.inFlight },
+    captured: { pending: o.capturedPending, rejected: o.capturedRejected },
+    cursor: s.cursor,
+    lastSyncAt: s.lastSyncAt === null ? null : new Date(s.lastSyncAt).toISOString(),
+    lastPullAt: s.lastPullAt === null ? null : new Date(s.lastPullAt).toISOString(),
+    needsVerification: s.needsVerification,
+    conflicts: store.conflictCount(),
+    clock: store.clock(),
+  };
+}
+
+function printStatus(st: Record<string, unknown>, io: Io): void {
+  const o = st['outbox'] as Record<string, unknown>;
+  const c = st['captured'] as Record<string, unknown>;
+  io.out(`agent        ${String(st['agentId'])}`);
+  io.out(`connection   ${String(st['connection'])}`);
+  io.out(`outbox       ${String(o['size'])} / ${String(o['max'])} unsent, oldest ${o['oldestAt'] === null ? '-' : `${String(o['oldestAt'])} (${Math.round(Number(o['oldestAgeMs']) / 1000)} s ago)`}, ${String(o['failures'])} failed, last error ${o['lastError'] === null ? '-' : String(o['lastError'])}`);
+  io.out(`captured     ${String(c['pending'])} pending, ${String(c['rejected'])} rejected`);
+  io.out(`cursor       ${st['cursor'] === null ? 'unknown' : JSON.stringify(st['cursor'])}${st['needsVerification'] === true ? ' (restored: needs verification, local writes held)' : ''}`);
+  io.out(`last sync    ${st['lastSyncAt'] === null ? 'never' : String(st['lastSyncAt'])}`);
+  io.out(`conflicts    ${String(st['conflicts'])}`);
+}
+
+/** `agent run`: process captured writes every interval; stop cleanly on SIGTERM/SIGINT. */
+async function run(config: AgentConfig, io: Io): Promise<void> {
+  const store = openStore(config);
+  io.out(`agent ${config.agentId}: store ${store.path} open; NOT syncing (the sync manager is not built yet); processing direct SQL writes every ${config.captureInterval} ms`);
+  await new Promise<void>((resolveRun, rejectRun) => {
+    const stop = (signal: string) => {
+      clearInterval(timer);
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      store.close();
+      io.out(`agent ${config.agentId}: ${signal}, store closed`);
+      resolveRun();
+    };
+    const onTerm = () => stop('SIGTERM');
+    const onInt = () => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+    const timer: NodeJS.Timeout = setInterval(() => {
+      try {
+        const r = store.processCaptured();
+        if (r.processed + r.rejected > 0) io.out(`captured: ${r.processed} processed, ${r.rejected} rejected, ${r.remaining} remaining`);
+      } catch (e) {
+        if (isFleetError(e) && e.retryable) {
+          io.err(`agent: ${e.code} ${e.message} (will retry)`);
+          return;
+        }
+        clearInterval(timer);
+        process.off('SIGTERM', onTerm);
+        process.off('SIGINT', onInt);
+        store.close();
+        rejectRun(e);
+      }
+    }, config.captureInterval);
+  });
+}
+
+/** Runs one command; returns the exit code. Never throws. */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: [...argv],
+        allowPositionals: true,
+        options: { full: { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, unset: { type: 'string' }, prefix: { type: 'string' }, limit: { type: 'string' } },
+      });
+    } catch (e) {
+      usage(e instanceof Error ? e.message : String(e));
+    }
+    const { values, positionals } = parsed;
+    const [command, ...args] = positionals;
+    if (values.help === true || command === undefined || command === 'help') {
+      io.out(USAGE);
+      io.out('\nconfiguration (environment):\n');
+      io.out(describeConfig(agentConfig));
+      return command === undefined && values.help !== true ? 64 : 0;
+    }
+    const known = ['put', 'patch', 'delete', 'get', 'list', 'status', 'backup', 'restore', 'run'];
+    if (!known.includes(command)) usage(`unknown command ${JSON.stringify(command)}`);
+    const config = loadAgentConfig(env);
+    if (command === 'restore') {
+      const dir = args[0];
+      if (dir === undefined) usage('expected <dir>');
+      const r = restoreSqliteStore(dir, config.dataDir, { agentId: config.agentId });
+      io.out(`restored ${r.path} from ${r.applied.length} backup(s) of chain ${r.fullId}${r.previousMovedTo === null ? '' : `; previous store kept at ${r.previousMovedTo}`}`);
+      io.out('the store needs verification with the server: the cursor is unknown and local writes are held until the sync manager has verified');
+      return 0;
+    }
+    if (command === 'run') {
+      await run(config, io);
+      return 0;
+    }
+    const store = openStore(config);
+    try {
+      switch (command) {
+        case 'put':
+        case 'patch': {
+          const ref = refArgs(args);
+          const fields = parseFields(args[3]);
+          const unset = values.unset === undefined ? [] : values.unset.split(',').map((s) => s.trim()).filter((s) => s !== '');
+          const change = command === 'put' ? store.put(ref, fields) : store.patch(ref, fields, unset);
+          io.out(change === null ? 'unchanged' : `queued ${change.changeId} (seq ${change.originSeq})`);
+          return 0;
+        }
+        case 'delete': {
+          const change = store.delete(refArgs(args));
+          io.out(change === null ? 'unchanged (not live)' : `queued ${change.changeId} (seq ${change.originSeq})`);
+          return 0;
+        }
+        case 'get': {
+          const rec = store.get(refArgs(args));
+          if (rec === null) {
+            io.err('not found');
+            return 1;
+          }
+          io.out(JSON.stringify(rec, null, 2));
+          return 0;
+        }
+        case 'list': {
+          const [scope, collection] = args;
+          if (scope === undefined || collection === undefined) usage('expected <scope> <collection>');
+          const limit = values.limit === undefined ? 100 : Number(values.limit);
+          if (!Number.isSafeInteger(limit) || limit < 0) usage('--limit must be a non-negative integer');
+          for (const r of store.query(scope, collection, { limit, ...(values.prefix !== undefined ? { prefix: values.prefix } : {}) })) io.out(`${r.ref.key}\t${JSON.stringify(r.fields)}`);
+          return 0;
+        }
+        case 'status': {
+          const st = statusOf(store);
+          if (values.json === true) io.out(JSON.stringify(st, null, 2));
+          else printStatus(st, io);
+          return 0;
+        }
+        case 'backup': {
+          const b = store.backup(values.full === true ? { full: true } : {});
+          io.out(`${b.kind} backup ${b.id}: ${b.file} (${b.records} records, ${b.outbox} queued changes); restore with: agent restore ${b.dir}`);
+          return 0;
+        }
+        default:
+          return usage(`unknown command ${JSON.stringify(command)}`);
+      }
+    } finally {
+      store.close();
+    }
+  } catch (e) {
+    if (isFleetError(e)) {
+      io.err(`agent: ${e.code} ${e.message}`);
+      return EXIT[e.code] ?? 1;
+    }
+    io.err(`agent: FLEET_INTERNAL_001 internal error: ${e instanceof Error ? e.message : String(e)}`);
+    return 70;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2), process.env, { out: (l) => console.log(l), err: (l) => console.error(l) }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    () => {
+      process.exitCode = 70;
+    },
+  );
+}

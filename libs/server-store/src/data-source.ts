@@ -1,4 +1,4 @@
-import { DataSource } from 'typeorm';
+import { DataSource, MigrationExecutor } from 'typeorm';
 import { ChangeLogEntry } from './entities/change-log.entity';
 import { OriginProgress } from './entities/origin-progress.entity';
 import { RecordRow } from './entities/record.entity';
@@ -36,9 +36,32 @@ export function createServerDataSource(o: ServerDataSourceOptions): DataSource {
   });
 }
 
-/** Runs pending migrations; safe to call at every start (TypeORM locks its migrations table). */
+/** Serialises migrations between processes starting at once (a session lock: held across the migration transaction). */
+const MIGRATE_LOCK = `hashtextextended('fleet.server_store.migrate', 0)`;
+
+/**
+ * Runs pending migrations; safe to call at every start, from any number of replicas at once.
+ * TypeORM takes no lock of its own on PostgreSQL: two replicas starting together on an empty
+ * database both saw no migrations table and both ran `create table`, and one crashed at boot
+ * (`pg_type_typname_nsp_index`; found by the change-log's two-replica process test). So the
+ * migrations run on one connection holding a session advisory lock: the second replica waits, then
+ * finds nothing pending. One connection, so a pool of size 1 cannot deadlock on it.
+ */
 export async function migrate(ds: DataSource): Promise<void> {
-  await ds.runMigrations({ transaction: 'all' });
+  const qr = ds.createQueryRunner();
+  await qr.connect();
+  try {
+    await qr.query(`select pg_advisory_lock(${MIGRATE_LOCK})`);
+    try {
+      const executor = new MigrationExecutor(ds, qr);
+      executor.transaction = 'all';
+      await executor.executePendingMigrations();
+    } finally {
+      await qr.query(`select pg_advisory_unlock(${MIGRATE_LOCK})`).catch(() => undefined);
+    }
+  } finally {
+    await qr.release();
+  }
 }
 
 /** Initialises and migrates: what a service or test needs before touching the log. */

@@ -99,15 +99,27 @@ export async function startHarness(strategies: StrategyConfig, opts: { replicas?
   const processor = new PushBatchProcessor(new PostgresChangeLog(ds), { publish: (subject, payload, o) => bus.publish(subject, payload, o) }, s);
   const address = (resolvers[0] as INestApplication).getHttpServer().address() as { port: number };
   const logOf = async (ref: RecordRef): Promise<LoggedChange[]> => {
-    const log = new PostgresChangeLog(ds);
-    const out: LoggedChange[] = [];
-    let cursor = 0;
-    for (;;) {
-      const page = await log.readSince(cursor, { limit: 10_000, scopes: [ref.scope] });
-      out.push(...page.changes.filter((c) => c.collection === ref.collection && c.key === ref.key));
-      cursor = page.nextCursor;
-      if (!page.hasMore) return out;
-    }
+    const rows = (await ds.query(
+      `select seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol
+         from change_log where scope = $1 and collection = $2 and key = $3 order by seq`,
+      [ref.scope, ref.collection, ref.key],
+    )) as Record<string, unknown>[];
+    return rows.map((r) => ({
+      seq: Number(r['seq']),
+      changeId: r['change_id'] as string,
+      origin: r['origin'] as string,
+      originSeq: Number(r['origin_seq']),
+      scope: r['scope'] as string,
+      collection: r['collection'] as string,
+      key: r['key'] as string,
+      op: r['op'] as 'put' | 'delete',
+      fields: r['fields'] as LoggedChange['fields'],
+      ...(r['unset'] === null ? {} : { unset: r['unset'] as string[] }),
+      hlc: r['hlc'] as string,
+      vv: r['vv'] as LoggedChange['vv'],
+      hash: r['hash'] as string,
+      protocol: r['protocol'] as number,
+    }));
   };
   return {
     s,

@@ -19,7 +19,7 @@ export function prng(seed: number): () => number {
  * written to it so far), so the changes form a real partial order: some causal, many concurrent.
  * Returned in a random delivery order (not per-origin order).
  */
-export function hotWorkload(opts: { total: number; records: number; origins: number; collections: readonly string[]; seed: number; config: StrategyConfig; scope?: string; prefix?: string }): { changes: Change[]; refs: RecordRef[] } {
+export function hotWorkload(opts: { total: number; records: number; origins: number; collections: readonly string[]; seed: number; config: StrategyConfig; scope?: string; prefix?: string; syncProbability?: number }): { changes: Change[]; refs: RecordRef[] } {
   const rnd = prng(opts.seed);
   const prefix = opts.prefix ?? 'hot';
   const agents = Array.from({ length: opts.origins }, (_, i) => new Agent(`${prefix}-o${i}`, opts.config, 1_767_225_600_000 + i * 7));
@@ -33,7 +33,7 @@ export function hotWorkload(opts: { total: number; records: number; origins: num
     const agent = agents[ai] as Agent;
     const log = byRecord[ri] as Change[];
     const seenRow = seen[ai] as number[];
-    if (rnd() < 0.35 && (seenRow[ri] as number) < log.length) {
+    if (rnd() < (opts.syncProbability ?? 0.35) && (seenRow[ri] as number) < log.length) {
       agent.receive(log.slice(seenRow[ri]));
       seenRow[ri] = log.length;
     }

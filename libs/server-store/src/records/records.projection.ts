@@ -1,6 +1,7 @@
 import type { DataSource, EntityManager } from 'typeorm';
 import {
   applyChange,
+  conflictOf,
   decodeRecordState,
   emptyRecord,
   encodeRecordState,
@@ -111,7 +112,10 @@ export class RecordsProjection implements Projection {
   async applyLogged(ds: DataSource, changes: readonly LoggedChange[]): Promise<ProjectionBatchResult> {
     if (changes.length === 0) return { classified: [], records: [], conflicts: [] };
     try {
-      return await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
+      const t0 = performance.now();
+      const r = await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
+      if (process.env['FLEET_TIMING']) console.log(`vv tx ${changes.length} changes ${r.classified.length} applied ${r.records.length} records ${(performance.now() - t0).toFixed(1)} ms`);
+      return r;
     } catch (e) {
       throw asInfraError(e);
     }
@@ -160,7 +164,11 @@ export class RecordsProjection implements Projection {
       s.lastSeq = change.seq;
       s.touched = true;
       classified.push({ change, outcome: r.outcome, changed: r.changed });
-      if (r.conflict !== undefined) found.push({ seq: change.seq, ref: s.state.ref, conflict: r.conflict });
+      // sync-core reports the conflict of a `concurrent` change. A change delivered after a later one of
+      // its own origin is `stale` by vector yet may still add a write nothing dominates (another field):
+      // that is a conflict too, and must be recorded and resolved like any other.
+      const conflict = r.conflict ?? (r.changed && r.outcome !== 'fast-forward' ? conflictOf(r.state, this.config) : undefined);
+      if (conflict !== undefined) found.push({ seq: change.seq, ref: s.state.ref, conflict });
     }
 
     const touched = refs.filter((r) => states.get(refKey(r))?.touched === true);

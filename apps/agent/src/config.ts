@@ -1,0 +1,58 @@
+/**
+ * The agent's configuration (prefix `FLEET_AGENT_`), validated at start with libs/config.
+ * `agent --help` and docs/agent.md print the table from `describeConfig(agentConfig)`.
+ */
+import { join } from 'node:path';
+import { isAgentId, isHostScope, isScope } from '@fleet/contracts';
+import { defineConfig, envDuration, envInt, envString, loadConfig, logLevelOption, natsUrlOption } from '@fleet/config';
+import type { ConfigOf, Env } from '@fleet/config';
+import { FleetError } from '@fleet/errors';
+
+export const agentConfig = defineConfig({
+  prefix: 'FLEET_AGENT_',
+  options: {
+    agentId: {
+      env: 'ID',
+      schema: envString({ min: 1, max: 128 }).refine(isAgentId, { error: 'expected an agent id: 1-128 of [A-Za-z0-9_-] (a NATS subject token), not "server"' }),
+      description: "this host's agent id: the origin of its changes and the token of its subjects",
+    },
+    natsUrl: natsUrlOption(),
+    dataDir: { env: 'DATA_DIR', schema: envString({ min: 1 }), default: '/var/lib/fleet-agent', description: 'directory of the local store (agent.db) and, by default, its backups' },
+    scopes: {
+      env: 'SCOPES',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: 'scopes this agent holds, comma-separated (default: host.<id>,fleet)',
+    },
+    outboxMax: {
+      env: 'OUTBOX_MAX',
+      schema: envInt({ min: 10, max: 100_000_000 }),
+      default: '100000',
+      description: 'most unsent changes kept; past half of it unsent changes to one record are coalesced; at it new writes are refused (FLEET_AGENT_003)',
+    },
+    dbMaxMb: { env: 'DB_MAX_MB', schema: envInt({ min: 1 }), optional: true, description: 'size quota of agent.db in MiB; writes past it fail with FLEET_AGENT_002 (default: none)' },
+    backupDir: { env: 'BACKUP_DIR', schema: envString({ min: 1 }), optional: true, description: 'where backup chains go (default: <data dir>/backups)' },
+    captureInterval: { env: 'CAPTURE_INTERVAL', schema: envDuration({ min: 100 }), default: '2s', description: '`agent run`: how often direct SQL writes are turned into changes' },
+    logLevel: logLevelOption(),
+  },
+});
+
+export interface AgentConfig extends Omit<ConfigOf<typeof agentConfig>, 'scopes'> {
+  readonly scopes: readonly string[];
+  readonly backupDir: string;
+}
+
+/** Loads and checks the configuration; throws FLEET_CONFIG_001 naming every bad variable. */
+export function loadAgentConfig(env: Env): AgentConfig {
+  const c = loadConfig(agentConfig, env);
+  const scopes = c.scopes === undefined ? [`host.${c.agentId}`, 'fleet'] : c.scopes.split(',').map((s) => s.trim());
+  const problems: string[] = [];
+  for (const s of scopes) {
+    if (!isScope(s)) problems.push(`${JSON.stringify(s)} is not a scope ("fleet", "group.<name>" or "host.<agentId>")`);
+    else if (s.startsWith('host.') && !isHostScope(s, c.agentId)) problems.push(`${JSON.stringify(s)} is another host's scope`);
+  }
+  if (problems.length > 0) {
+    throw new FleetError('FLEET_CONFIG_001', `1 problem(s):\n  FLEET_AGENT_SCOPES: ${problems.join('; ')}`, { details: { problems: problems.map((reason) => ({ variable: 'FLEET_AGENT_SCOPES', reason })) } });
+  }
+  return { ...c, scopes, backupDir: c.backupDir ?? join(c.dataDir, 'backups') };
+}

@@ -1,0 +1,120 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+
+const ROOT = resolve(__dirname, '../../..');
+const MAIN = 'apps/agent/src/main.ts';
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'agent-cli-'));
+  dirs.push(d);
+  return d;
+}
+
+function agent(args: string[], env: Record<string, string>) {
+  const r = spawnSync(process.execPath, ['-r', './scripts/register.js', MAIN, ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { PATH: process.env['PATH'] ?? '', ...env },
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('agent CLI', () => {
+  it('puts, gets, reports status, backs up and restores', () => {
+    const dataDir = tempDir();
+    const env = { FLEET_AGENT_ID: 'host-7', FLEET_AGENT_DATA_DIR: dataDir };
+    let r = agent(['put', 'host.host-7', 'settings', 'ntp', '{"server":"pool.ntp.org","enabled":true}'], env);
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(r.out).toMatch(/^queued [0-9a-f-]{36} \(seq 1\)/);
+    r = agent(['get', 'host.host-7', 'settings', 'ntp'], env);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ status: 'live', fields: { server: 'pool.ntp.org', enabled: true } });
+    r = agent(['backup'], env);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^full backup /);
+    const chainDir = /agent restore (\S+)/.exec(r.out)?.[1] as string;
+    agent(['patch', 'host.host-7', 'settings', 'ntp', '{"enabled":false}'], env);
+    expect(agent(['backup'], env).out).toMatch(/^incremental backup /);
+    r = agent(['status', '--json'], env);
+    expect(JSON.parse(r.out)).toMatchObject({ agentId: 'host-7', outbox: { size: 2 }, cursor: null, conflicts: 0, connection: expect.stringMatching(/^unknown/) as unknown });
+    expect(agent(['status'], env).out).toMatch(/outbox\s+2 \/ 100000 unsent/);
+    agent(['delete', 'host.host-7', 'settings', 'ntp'], env);
+    r = agent(['restore', chainDir], env);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(agent(['get', 'host.host-7', 'settings', 'ntp'], env).out)).toMatchObject({ fields: { enabled: false } });
+    r = agent(['status'], env);
+    expect(r.out).toMatch(/cursor\s+unknown \(restored: needs verification/);
+    r = agent(['put', 'host.host-7', 'settings', 'x', '{}'], env);
+    expect(r.code).toBe(75);
+    expect(r.err).toMatch(/^agent: FLEET_AGENT_004 /);
+  });
+
+  it('fails clearly on bad configuration, bad usage, an unwritable data directory and a full disk', () => {
+    const dataDir = tempDir();
+    let r = agent(['status'], { FLEET_AGENT_ID: 'bad.id', FLEET_AGENT_OUTBOX_MAX: 'lots', FLEET_AGENT_DATA_DIR: dataDir });
+    expect(r.code).toBe(78);
+    expect(r.err).toMatch(/FLEET_CONFIG_001 invalid configuration: 2 problem\(s\)/);
+    expect(r.err).toMatch(/FLEET_AGENT_ID: expected an agent id/);
+    expect(r.err).toMatch(/FLEET_AGENT_OUTBOX_MAX: expected an integer/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+    r = agent(['status'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_SCOPES: 'host.a1,host.other', FLEET_AGENT_DATA_DIR: dataDir });
+    expect(r.code).toBe(78);
+    expect(r.err).toMatch(/another host's scope/);
+    const env = { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir };
+    r = agent(['frobnicate'], env);
+    expect(r.code).toBe(64);
+    expect(r.err).toMatch(/FLEET_AGENT_008 .*unknown command/);
+    r = agent(['put', 'host.a1', 'settings', 'k', '{not json'], env);
+    expect(r.code).toBe(64);
+    r = agent(['put', 'fleet', 'settings', 'k', '{}'], env);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/FLEET_AUTH_003/);
+    const file = join(tempDir(), 'a-file');
+    writeFileSync(file, 'x');
+    r = agent(['status'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: join(file, 'sub') });
+    expect(r.code).toBe(73);
+    expect(r.err).toMatch(/^agent: FLEET_AGENT_001 .*a-file/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+    // A tiny quota fills up: SQLITE_FULL becomes FLEET_AGENT_002, exit 74.
+    const full = { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: tempDir(), FLEET_AGENT_DB_MAX_MB: '1' };
+    const blob = JSON.stringify({ blob: 'x'.repeat(60_000) });
+    let code: number | null = 0;
+    for (let i = 0; i < 40 && code === 0; i++) {
+      r = agent(['put', 'host.a1', 'files', `f${i}`, blob], full);
+      code = r.code;
+    }
+    expect(code).toBe(74);
+    expect(r.err).toMatch(/^agent: FLEET_AGENT_002 .*full/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+
+  it('`run` processes direct SQL writes and exits cleanly on SIGTERM', async () => {
+    const dataDir = tempDir();
+    const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CAPTURE_INTERVAL: '100ms' };
+    const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const waitFor = async (re: RegExp) => {
+      for (let i = 0; i < 200 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(out).toMatch(re);
+    };
+    await waitFor(/NOT syncing/);
+    const db = new Database(join(dataDir, 'agent.db'));
+    db.pragma('busy_timeout = 5000');
+    db.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run('host.a1', 'inventory', 'pkg', '{"v":"1.0"}');
+    db.close();
+    await waitFor(/captured: 1 processed/);
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(out).toMatch(/SIGTERM, store closed/);
+    const r = agent(['get', 'host.a1', 'inventory', 'pkg'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir });
+    expect(JSON.parse(r.out)).toMatchObject({ fields: { v: '1.0' } });
+  });
+});

@@ -1,2 +1,0 @@
-import { emptyRecord, makeLocalChange } from '@fleet/sync-core';
-for (let i = 0; i < 60000; i++) makeLocalChange(emptyRecord({ scope: 'host.a1', collection: 'pkgs', key: 'k' + i }), { op: 'put', fields: { name: 'p' + i, version: '1.2.3', size: i } }, { origin: 'a1', originSeq: i + 1, changeId: '01a22106-614c-71c5-bcd9-6fa5de7fbc56', hlc: '001795850249861-000000-a1', protocol: 1 }, { default: 'lww' });
