@@ -45,9 +45,9 @@ export const conflictResolverConfig = defineConfig({
     dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '4', description: 'PostgreSQL pool size' },
     batchMessages: {
       env: 'BATCH_MESSAGES',
-      schema: envInt({ min: 1, max: 100 }),
-      default: '20',
-      description: 'conflict events decided in one transaction',
+      schema: envInt({ min: 1, max: 1000 }),
+      default: '200',
+      description: 'conflict events decided in one transaction (one event per conflict; the transaction holds the append lock, so keep it in the hundreds)',
     },
     batchLinger: {
       env: 'BATCH_LINGER',

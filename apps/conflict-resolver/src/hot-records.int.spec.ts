@@ -10,7 +10,9 @@ import { hotWorkload } from './testing/workload';
 
 jest.setTimeout(180_000);
 
-const TOTAL = Number(process.env['HOT_CHANGES'] ?? 10_000);
+// 5,000 by default keeps the file near a minute on a 2-core box (generating the agents' histories alone takes a few seconds);
+// HOT_CHANGES=10000 runs the full size (passes, ~75 s here; see docs/conflicts.md).
+const TOTAL = Number(process.env['HOT_CHANGES'] ?? 5_000);
 const strategies: StrategyConfig = {
   default: 'lww',
   collections: { lww: { strategy: 'lww' }, merge: { strategy: 'merge' }, custom: { strategy: 'custom', rule: 'max', fields: { tags: { rule: 'set-union' } } } },

@@ -59,7 +59,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(strategies: StrategyConfig, opts: { replicas?: number; batchMessages?: number; sweepInterval?: string } = {}): Promise<Harness> {
+export async function startHarness(strategies: StrategyConfig, opts: { replicas?: number; batchMessages?: number; resolverBatch?: number; sweepInterval?: string } = {}): Promise<Harness> {
   const s = testNamespace('cr');
   const db = await createTestDatabase('fleet_conflicts');
   const ds = await openServerDataSource({ url: db.url, poolSize: 4 });
@@ -87,7 +87,7 @@ export async function startHarness(strategies: StrategyConfig, opts: { replicas?
         loadConfig(conflictResolverConfig, {
           ...common,
           FLEET_CONFLICTRESOLVER_NODE_ID: `server-r${i}`,
-          FLEET_CONFLICTRESOLVER_BATCH_MESSAGES: String(opts.batchMessages ?? 20),
+          FLEET_CONFLICTRESOLVER_BATCH_MESSAGES: String(opts.resolverBatch ?? 200),
           FLEET_CONFLICTRESOLVER_BATCH_LINGER: '2ms',
           FLEET_CONFLICTRESOLVER_SWEEP_INTERVAL: opts.sweepInterval ?? '2s',
           FLEET_CONFLICTRESOLVER_SWEEP_AGE: '2s',

@@ -1,0 +1,256 @@
+/**
+ * The four server services as real child processes (`node -r ./scripts/register.js
+ * apps/<svc>/src/main.ts`), configured only through the environment, exactly as a user deploying
+ * them would: their own fresh database, their own subject namespace, distinct HTTP and metrics
+ * ports. Each can be SIGKILLed, SIGTERMed and restarted on the same ports.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Client } from 'pg';
+import { randomBytes } from 'node:crypto';
+import { DEFAULT_DATABASE_URL } from '@fleet/server-store';
+import type { StrategyConfigJson } from '@fleet/server-store';
+import { eventually, freePort } from './util';
+
+export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
+
+export type ServiceName = 'change-log' | 'version-vector' | 'conflict-resolver' | 'delta-calculator';
+export const SERVICE_NAMES: readonly ServiceName[] = ['change-log', 'version-vector', 'conflict-resolver', 'delta-calculator'];
+
+/** Each app's variable prefix (see its `config.ts`). */
+const PREFIX: Record<ServiceName, string> = {
+  'change-log': 'FLEET_CHANGELOG_',
+  'version-vector': 'FLEET_VERSIONVECTOR_',
+  'conflict-resolver': 'FLEET_CONFLICTRESOLVER_',
+  'delta-calculator': 'FLEET_DELTA_',
+};
+
+/**
+ * The readiness endpoint. delta-calculator serves only `/health/live` (no readiness check: see the
+ * report), so for it "live" is what we can wait for.
+ */
+const READY_PATH: Record<ServiceName, string> = {
+  'change-log': '/health/ready',
+  'version-vector': '/health/ready',
+  'conflict-resolver': '/health/ready',
+  'delta-calculator': '/health/live',
+};
+
+export interface ServiceSpec {
+  readonly name: ServiceName;
+  readonly databaseUrl: string;
+  readonly natsUrl: string;
+  readonly namespace: string;
+  readonly strategies: StrategyConfigJson;
+  readonly logDir: string;
+  /** Extra variables (e.g. shorter ack waits for fault tests). */
+  readonly extra?: Readonly<Record<string, string>>;
+}
+
+export class ServiceProcess {
+  private proc: ChildProcess | undefined;
+  private exitedP: Promise<void> = Promise.resolve();
+  private log: WriteStream | undefined;
+  private tail = '';
+  starts = 0;
+
+  private constructor(
+    readonly spec: ServiceSpec,
+    readonly httpPort: number,
+    readonly metricsPort: number,
+  ) {}
+
+  static async create(spec: ServiceSpec): Promise<ServiceProcess> {
+    return new ServiceProcess(spec, await freePort(), await freePort());
+  }
+
+  get name(): ServiceName {
+    return this.spec.name;
+  }
+
+  get running(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
+  get logFile(): string {
+    return join(this.spec.logDir, `${this.spec.name}.log`);
+  }
+
+  /** The environment a deployment would set: the app's own prefix, nothing shared implicitly. */
+  env(): Record<string, string> {
+    const p = PREFIX[this.name];
+    const e: Record<string, string> = {
+      PATH: process.env['PATH'] ?? '',
+      HOME: process.env['HOME'] ?? '/tmp',
+      NO_COLOR: '1',
+      HOSTNAME: `${this.name}-${this.httpPort}`,
+      [`${p}DATABASE_URL`]: this.spec.databaseUrl,
+      [`${p}NATS_URL`]: this.spec.natsUrl,
+      [`${p}NAMESPACE`]: this.spec.namespace,
+      [`${p}HTTP_PORT`]: String(this.httpPort),
+      [`${p}LOG_LEVEL`]: 'warn',
+    };
+    if (this.name === 'delta-calculator') {
+      // delta-calculator has no metrics-port option: its telemetry binds the default 9464 (a taken
+      // port only disables its metrics). Its views use lww for every collection (no strategies option).
+      e['FLEET_DELTA_PROJECT_EVERY'] = '250ms';
+    } else {
+      e[`${p}METRICS_PORT`] = String(this.metricsPort);
+    }
+    if (this.name === 'version-vector' || this.name === 'conflict-resolver') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
+    if (this.name === 'conflict-resolver') {
+      e[`${p}NODE_ID`] = `server-cr-${this.httpPort}`;
+      e[`${p}SWEEP_INTERVAL`] = '2s';
+      e[`${p}SWEEP_AGE`] = '3s';
+    }
+    return { ...e, ...this.spec.extra };
+  }
+
+  /** Starts the process and waits until its health endpoint answers 200. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    if (this.running) return;
+    this.log ??= createWriteStream(this.logFile, { flags: 'a' });
+    this.log.write(`\n===== start ${new Date().toISOString()}\n`);
+    const proc = spawn(process.execPath, ['-r', './scripts/register.js', `apps/${this.name}/src/main.ts`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: this.env() });
+    this.proc = proc;
+    this.starts++;
+    const onData = (d: Buffer): void => {
+      this.log?.write(d);
+      this.tail = (this.tail + d.toString()).slice(-4000);
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', onData);
+    this.exitedP = new Promise((r) => proc.once('exit', () => r()));
+    const early = this.exitedP.then(() => {
+      throw new Error(`${this.name} exited during start (code ${String(proc.exitCode)}, signal ${String(proc.signalCode)}); log ${this.logFile}:\n${this.tail}`);
+    });
+    await Promise.race([eventually(() => this.ready(), timeoutMs, `${this.name} ready on :${this.httpPort}`), early]);
+  }
+
+  async ready(): Promise<boolean> {
+    const r = await fetch(`http://127.0.0.1:${this.httpPort}${READY_PATH[this.name]}`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+    return r?.status === 200;
+  }
+
+  /** SIGKILL: a crash, no drain. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.proc?.kill('SIGKILL');
+    await this.exitedP;
+  }
+
+  /** SIGTERM: drain and exit; SIGKILL after `timeoutMs`. Returns the exit code. */
+  async stop(timeoutMs = 30_000): Promise<number | null> {
+    if (!this.running) return this.proc?.exitCode ?? null;
+    const p = this.proc as ChildProcess;
+    p.kill('SIGTERM');
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    await this.exitedP;
+    clearTimeout(t);
+    return p.exitCode;
+  }
+
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.start();
+  }
+
+  /** Sum of a Prometheus series on this service's /metrics (0 when absent or unreachable). */
+  async metric(series: string): Promise<number> {
+    const text = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`, { signal: AbortSignal.timeout(2000) })
+      .then((r) => r.text())
+      .catch(() => '');
+    let sum = 0;
+    for (const line of text.split('\n')) if (line.startsWith(`${series}{`) || line.startsWith(`${series} `)) sum += Number(line.split(' ').pop());
+    return sum;
+  }
+
+  closeLog(): void {
+    this.log?.end();
+    this.log = undefined;
+  }
+}
+
+export interface Database {
+  readonly url: string;
+  readonly name: string;
+  drop(): Promise<void>;
+}
+
+/** A new empty database on the server of `baseUrl` (default DATABASE_URL or the project's default). */
+export async function createDatabase(prefix: string, baseUrl = process.env['DATABASE_URL'] ?? DEFAULT_DATABASE_URL): Promise<Database> {
+  const base = new URL(baseUrl);
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
+  const admin = new URL(base);
+  admin.pathname = '/postgres';
+  const run = async (sql: string): Promise<void> => {
+    const c = new Client({ connectionString: admin.toString() });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  await run(`create database "${name}"`);
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), name, drop: () => run(`drop database if exists "${name}" with (force)`) };
+}
+
+/** The four services of one deployment, started in dependency order (change-log provisions the streams the others read). */
+export class ServerStack {
+  readonly services: Map<ServiceName, ServiceProcess>;
+
+  private constructor(services: ServiceProcess[]) {
+    this.services = new Map(services.map((s) => [s.name, s]));
+  }
+
+  static async create(base: Omit<ServiceSpec, 'name'>, extra: Partial<Record<ServiceName, Readonly<Record<string, string>>>> = {}): Promise<ServerStack> {
+    const list: ServiceProcess[] = [];
+    for (const name of SERVICE_NAMES) {
+      const e = extra[name];
+      list.push(await ServiceProcess.create({ ...base, name, ...(e === undefined ? {} : { extra: e }) }));
+    }
+    return new ServerStack(list);
+  }
+
+  get(name: ServiceName): ServiceProcess {
+    return this.services.get(name) as ServiceProcess;
+  }
+
+  /** Base URL of the conflict-resolver's HTTP API (operator API: /conflicts, /records). */
+  get operatorUrl(): string {
+    return `http://127.0.0.1:${this.get('conflict-resolver').httpPort}`;
+  }
+
+  /** Base URL of the delta-calculator's HTTP API (PUT /agents/:id/groups). */
+  get deltaUrl(): string {
+    return `http://127.0.0.1:${this.get('delta-calculator').httpPort}`;
+  }
+
+  async start(): Promise<void> {
+    // change-log first: it migrates the database and provisions the push and log streams.
+    await this.get('change-log').start();
+    await Promise.all(SERVICE_NAMES.filter((n) => n !== 'change-log').map((n) => this.get(n).start()));
+  }
+
+  async stop(): Promise<Record<ServiceName, number | null>> {
+    const out = {} as Record<ServiceName, number | null>;
+    await Promise.all(SERVICE_NAMES.map(async (n) => (out[n] = await this.get(n).stop())));
+    for (const s of this.services.values()) s.closeLog();
+    return out;
+  }
+
+  async kill(): Promise<void> {
+    await Promise.all([...this.services.values()].map((s) => s.kill()));
+    for (const s of this.services.values()) s.closeLog();
+  }
+}
