@@ -7,8 +7,9 @@
  * 2. Resident memory with N local records (default 1,000,000): a child process inserts them (in
  *    transactions of 1,000, then marks them sent, as after a sync), forces a GC and reads RSS; a second
  *    child opens the existing store, reads status, a query page and all Merkle entries of a
- *    collection, forces a GC and reads RSS. RSS is process.memoryUsage().rss (includes SQLite's
- *    16 MiB page cache and the Node runtime, ~45 MB on its own).
+ *    collection, forces a GC and reads RSS. RSS is process.memoryUsage().rss: it includes SQLite's
+ *    16 MiB page cache and the runtime; a third child with an empty store gives that baseline
+ *    (Node plus the swc transpiler `scripts/register.js` loads, which a built agent would not carry).
  * 3. Push throughput from a 100,000-change outbox: not measured here; see `benchPushThroughput`.
  */
 import { spawnSync } from 'node:child_process';
@@ -96,6 +97,15 @@ function childInsert(dir: string, n: number): void {
   console.log(JSON.stringify({ ...mem, seconds }));
 }
 
+/** Child: the same process with an empty store: Node, the swc runtime transpiler (absent from a built agent), better-sqlite3. */
+function childBaseline(dir: string): void {
+  const store = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+  store.outboxStats();
+  const mem = gcAndRss();
+  store.close();
+  console.log(JSON.stringify(mem));
+}
+
 /** Child: open an existing store, do the reads an agent does, GC, print RSS as JSON. */
 function childOpen(dir: string): void {
   const store = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
@@ -125,10 +135,11 @@ export async function benchPushThroughput(): Promise<void> {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { records: { type: 'string' }, writes: { type: 'string' }, 'child-insert': { type: 'string' }, 'child-open': { type: 'string' }, n: { type: 'string' } },
+    options: { records: { type: 'string' }, writes: { type: 'string' }, 'child-insert': { type: 'string' }, 'child-open': { type: 'string' }, 'child-baseline': { type: 'string' }, n: { type: 'string' } },
   });
   if (values['child-insert'] !== undefined) return childInsert(values['child-insert'], Number(values.n));
   if (values['child-open'] !== undefined) return childOpen(values['child-open']);
+  if (values['child-baseline'] !== undefined) return childBaseline(values['child-baseline']);
   const writes = Number(values.writes ?? 100_000);
   const records = Number(values.records ?? 1_000_000);
   console.log(`agent store benchmark: node ${process.version} on ${process.platform}/${process.arch}`);
@@ -138,6 +149,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'agent-bench-mem-'));
   try {
     console.log(`\n2. resident memory with ${records.toLocaleString('en')} local records, target < 150 MB (RSS after a forced GC, in a child process)`);
+    const base = runChild(['--child-baseline', join(dir, 'empty')]);
+    console.log(`   baseline (same process, empty store: Node + swc runtime transpiler + better-sqlite3): RSS ${base['rssMb']?.toFixed(0)} MB`);
     const ins = runChild(['--child-insert', dir, '--n', String(records)]);
     const size = statSync(join(dir, 'agent.db')).size / MB;
     console.log(`   inserting process: RSS ${ins['rssMb']?.toFixed(0)} MB (JS heap ${ins['heapMb']?.toFixed(0)} MB) after ${ins['seconds']?.toFixed(0)} s of inserts; agent.db ${size.toFixed(0)} MB`);

@@ -1,4 +1,4 @@
-import { JetStreamServer } from '@fleet/messaging';
+import type { JetStreamServer } from '@fleet/messaging';
 import type { Subjects } from '@fleet/contracts';
 import type { LoggedChange } from '@fleet/sync-core';
 import { publishAppended, type Publisher } from './resolver.service';

@@ -12,6 +12,8 @@ import type { INestApplication } from '@nestjs/common';
 import { describeConfig, loadConfig, redactConfig, unknownVariables } from '@fleet/config';
 import { isFleetError } from '@fleet/errors';
 import { startTelemetry } from '@fleet/observability';
+import { loadStrategyConfig } from '@fleet/server-store';
+import type { StrategyConfig } from '@fleet/sync-core';
 import { versionVectorConfig } from './config';
 import type { VersionVectorConfig } from './config';
 
@@ -32,6 +34,16 @@ function readConfig(): VersionVectorConfig {
 const config = readConfig();
 for (const v of unknownVariables(versionVectorConfig)) console.warn(`version-vector: ${v} is not a known option (typo?); see --help`);
 
+function readStrategies(): StrategyConfig {
+  try {
+    return loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
+  } catch (e) {
+    console.error(`version-vector: bad strategy configuration: ${isFleetError(e) ? `${e.code} ${e.message}` : String(e)}`);
+    process.exit(78); // EX_CONFIG
+  }
+}
+const strategies = readStrategies();
+
 const telemetry = startTelemetry({
   serviceName: 'version-vector',
   serviceInstanceId: process.env['HOSTNAME'] ?? `local-${process.pid}`,
@@ -44,7 +56,7 @@ let stopping = false;
 // A dynamic import, so that @nestjs/core loads only now, after the instrumentation is registered.
 const started: Promise<INestApplication> = import('./bootstrap').then(({ createVersionVectorApp }) => {
   console.log(`version-vector: starting with ${JSON.stringify(redactConfig(versionVectorConfig, config))}`);
-  return createVersionVectorApp(config);
+  return createVersionVectorApp(config, strategies);
 });
 started.catch(async (e: unknown) => {
   console.error('version-vector: failed to start:', e);

@@ -112,10 +112,7 @@ export class RecordsProjection implements Projection {
   async applyLogged(ds: DataSource, changes: readonly LoggedChange[]): Promise<ProjectionBatchResult> {
     if (changes.length === 0) return { classified: [], records: [], conflicts: [] };
     try {
-      const t0 = performance.now();
-      const r = await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
-      if (process.env['FLEET_TIMING']) console.log(`vv tx ${changes.length} changes ${r.classified.length} applied ${r.records.length} records ${(performance.now() - t0).toFixed(1)} ms`);
-      return r;
+      return await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
     } catch (e) {
       throw asInfraError(e);
     }

@@ -101,7 +101,6 @@ export class ServerWriter {
   async write<T>(refs: readonly RecordRef[], fn: (ctx: ServerWriteContext) => Promise<T> | T): Promise<ServerWriteResult<T>> {
     const made: Change[] = [];
     let out: { result: T; appended: LoggedChange[] };
-    const t0 = performance.now();
     try {
       out = await this.ds.transaction('READ COMMITTED', async (tx) => {
         await tx.query(`select set_config('lock_timeout', $1, true)`, [`${this.lockTimeoutMs}ms`]);
@@ -140,7 +139,6 @@ export class ServerWriter {
     } catch (e) {
       throw asInfraError(e);
     }
-    if (process.env['FLEET_TIMING']) console.log(`writer tx ${refs.length} refs ${out.appended.length} changes ${(performance.now() - t0).toFixed(1)} ms`);
     if (out.appended.length > 0 && this.options.publishAppended !== undefined) await this.options.publishAppended(out.appended);
     return out;
   }

@@ -1,0 +1,228 @@
+/**
+ * A real agent stack hosted in this process: its own `SqliteLocalStore` file and its own
+ * `SyncManager` over its own NATS connection (`NatsSyncTransport`), wired as
+ * `apps/agent/src/sync-runner.ts` wires them (minus the per-process signal handlers, which a fleet
+ * of agents in one process cannot each install). Offline = the manager stopped and its connection
+ * closed; online = a new manager and connection over the same store (the durable outbox and
+ * cursor carry over, as across an agent restart).
+ */
+import { NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import type { SyncStore, SyncTransport, TransportReply, VerifyReport, VerifyTarget } from '@fleet/agent-sync';
+import { SqliteLocalStore } from '@fleet/agent-store';
+import type { Change, Fields, RecordRef, StrategyConfig } from '@fleet/sync-core';
+
+/** Bytes the agents put on and took off the wire (payloads of publishes, requests and replies). */
+export interface WireCounters {
+  bytesOut: number;
+  bytesIn: number;
+  publishes: number;
+  requests: number;
+  nudges: number;
+}
+
+export function newWireCounters(): WireCounters {
+  return { bytesOut: 0, bytesIn: 0, publishes: 0, requests: 0, nudges: 0 };
+}
+
+/** The NATS transport, counting payload bytes. */
+class CountingTransport implements SyncTransport {
+  constructor(
+    private readonly inner: NatsSyncTransport,
+    private readonly c: WireCounters,
+  ) {}
+  connect(): Promise<void> {
+    return this.inner.connect();
+  }
+  onStatus(listener: (online: boolean) => void): () => void {
+    return this.inner.onStatus(listener);
+  }
+  async publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Readonly<Record<string, string>>; timeoutMs?: number }): Promise<{ seq: number; duplicate: boolean }> {
+    this.c.bytesOut += data.byteLength;
+    this.c.publishes++;
+    return this.inner.publish(subject, data, opts);
+  }
+  async request(subject: string, data: Uint8Array, opts?: { timeoutMs?: number; headers?: Readonly<Record<string, string>> }): Promise<TransportReply> {
+    this.c.bytesOut += data.byteLength;
+    this.c.requests++;
+    const r = await this.inner.request(subject, data, opts);
+    this.c.bytesIn += r.data.byteLength;
+    return r;
+  }
+  subscribe(subject: string, onMessage: () => void): () => void {
+    return this.inner.subscribe(subject, () => {
+      this.c.nudges++;
+      onMessage();
+    });
+  }
+  maxPayload(): number | undefined {
+    return this.inner.maxPayload();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+export interface FleetAgentOptions {
+  readonly id: string;
+  readonly dataDir: string;
+  readonly natsUrl: string;
+  readonly namespace: string;
+  readonly strategies: StrategyConfig;
+  readonly groups?: readonly string[];
+  /** Collections verified by Merkle exchange in every scope the agent holds. */
+  readonly collections: readonly string[];
+  readonly wire: WireCounters;
+  /** SQLite `synchronous` (FULL by default, as deployed; the 1,000-agent bench uses NORMAL). */
+  readonly synchronous?: 'FULL' | 'NORMAL';
+  /** The injected random source of the sync manager (jitter): seeded for replay. */
+  readonly random?: () => number;
+  readonly onRemote?: (agent: FleetAgent, ref: RecordRef, atMs: number) => void;
+  readonly onFailure?: (agent: FleetAgent, error: string) => void;
+}
+
+export class FleetAgent {
+  readonly store: SqliteLocalStore;
+  /** Change ids the agent got a PubAck for (markSent is called only after one). */
+  readonly acked = new Set<string>();
+  /** Every change the agent made locally, in order. */
+  readonly made: Change[] = [];
+  manager: SyncManager | undefined;
+  lastVerify: { violations: number; reports: VerifyReport[] } | undefined;
+  private verifyWaiters: ((v: { violations: number; reports: VerifyReport[] }) => void)[] = [];
+  private pendingReports: VerifyReport[] = [];
+  failures = 0;
+  readonly port: SyncStore;
+
+  constructor(readonly o: FleetAgentOptions) {
+    // coalesceAbove = outboxMax: changes are queued exactly as made, so every one can be checked in the log.
+    this.store = SqliteLocalStore.open({ dataDir: o.dataDir, agentId: o.id, strategies: o.strategies, synchronous: o.synchronous ?? 'FULL', outboxMax: 100_000, coalesceAbove: 100_000 });
+    const s = this.store;
+    const acked = this.acked;
+    this.port = {
+      agentId: s.agentId,
+      getState: (r) => s.getState(r),
+      peekOutbox: (n) => s.peekOutbox(n),
+      markSent: (ids) => {
+        const n = s.markSent(ids);
+        for (const id of ids) acked.add(id);
+        return n;
+      },
+      recordFailure: (ids, e) => s.recordFailure(ids, e),
+      outboxStats: () => s.outboxStats(),
+      applyRemote: (items, cursor) => s.applyRemote(items, cursor),
+      syncState: () => s.syncState(),
+      setSyncState: (p) => s.setSyncState(p),
+      merkleEntries: (scope, c) => s.merkleEntries(scope, c),
+      watch: (l) => s.watch(l),
+    };
+    if (o.onRemote !== undefined) {
+      const cb = o.onRemote;
+      s.watch((e) => {
+        if (e.source === 'remote') cb(this, e.ref, Date.now());
+      });
+    }
+  }
+
+  get id(): string {
+    return this.o.id;
+  }
+
+  get scopes(): string[] {
+    return [`host.${this.id}`, 'fleet', ...(this.o.groups ?? []).map((g) => `group.${g}`)];
+  }
+
+  get online(): boolean {
+    return this.manager !== undefined;
+  }
+
+  verifyTargets(): VerifyTarget[] {
+    return this.scopes.flatMap((scope) => this.o.collections.map((collection) => ({ scope, collection })));
+  }
+
+  /** Starts a sync manager over a new NATS connection (the reconnect protocol runs on connect). */
+  goOnline(): void {
+    if (this.manager !== undefined) return;
+    const transport = new CountingTransport(new NatsSyncTransport({ servers: this.o.natsUrl, name: `agent-${this.id}` }, this.o.namespace), this.o.wire);
+    const m = new SyncManager({
+      store: this.port,
+      transport,
+      namespace: this.o.namespace,
+      scopes: this.scopes,
+      strategy: this.o.strategies,
+      verifyTargets: () => this.verifyTargets(),
+      requestTimeoutMs: 15_000,
+      publishTimeoutMs: 15_000,
+      ...(this.o.random === undefined ? {} : { random: this.o.random }),
+      onReport: (r) => {
+        if (r.type === 'verify-report') this.pendingReports.push(r.report);
+        else if (r.type === 'verified') {
+          const v = { violations: r.violations, reports: this.pendingReports.splice(0) };
+          this.lastVerify = v;
+          for (const w of this.verifyWaiters.splice(0)) w(v);
+        } else if (r.type === 'failed') {
+          this.failures++;
+          this.o.onFailure?.(this, `${r.op}: ${r.error}`);
+        }
+      },
+    });
+    this.manager = m;
+    m.start();
+  }
+
+  /** Stops the manager (the operation in flight finishes) and closes its connection. */
+  async goOffline(): Promise<void> {
+    const m = this.manager;
+    this.manager = undefined;
+    if (m !== undefined) await m.stop();
+  }
+
+  /** A Merkle verification of every (scope, collection) the agent holds; resolves with its result. */
+  verify(): Promise<{ violations: number; reports: VerifyReport[] }> {
+    const m = this.manager;
+    if (m === undefined) return Promise.reject(new Error(`agent ${this.id} is offline`));
+    const p = new Promise<{ violations: number; reports: VerifyReport[] }>((r) => this.verifyWaiters.push(r));
+    m.requestVerification();
+    return p;
+  }
+
+  private host(collection: string, key: string): RecordRef {
+    return { scope: `host.${this.id}`, collection, key };
+  }
+
+  put(collection: string, key: string, fields: Fields): Change | null {
+    const c = this.store.put(this.host(collection, key), fields);
+    if (c !== null) this.made.push(c);
+    return c;
+  }
+
+  patch(collection: string, key: string, fields: Fields, unset: readonly string[] = []): Change | null {
+    const c = this.store.patch(this.host(collection, key), fields, unset);
+    if (c !== null) this.made.push(c);
+    return c;
+  }
+
+  delete(collection: string, key: string): Change | null {
+    const c = this.store.delete(this.host(collection, key));
+    if (c !== null) this.made.push(c);
+    return c;
+  }
+
+  /** Several writes in one SQLite transaction (one fsync). */
+  batch<T>(fn: () => T): T {
+    return this.store.transaction(fn);
+  }
+
+  outboxSize(): number {
+    return this.store.outboxStats().size;
+  }
+
+  cursor(): number {
+    const c = this.store.syncState().cursor;
+    return typeof c === 'number' ? c : c === null ? 0 : Number.NaN;
+  }
+
+  async close(): Promise<void> {
+    await this.goOffline();
+    this.store.close();
+  }
+}

@@ -1,0 +1,332 @@
+/**
+ * The fleet scenario of `npm run demo` (and of the demo e2e test):
+ * 1. agents register (group memberships) and sync their host inventory;
+ * 2. the server publishes fleet-wide and group-wide desired configuration (operator API);
+ * 3. a share of the agents go offline and keep editing, while the server and the online agents edit
+ *    some of the same records: conflicts under every strategy (merge, lww, custom prefer-server,
+ *    custom counter-sum, manual);
+ * 4. the offline agents come back at once (a reconnect storm); the manual items are resolved
+ *    through the operator API;
+ * 5. every agent verifies with the server by Merkle exchange, and the checker compares every replica
+ *    with sync-core's fold of the change log.
+ * Every random choice comes from one seeded PRNG, so a seed replays the same scenario (the same
+ * edits, the same records, the same operator choices; thread timing may still differ).
+ */
+import { counterAdd } from '@fleet/sync-core';
+import type { JsonValue, LocalEdit, RecordRef } from '@fleet/sync-core';
+import type { StrategyConfigJson } from '@fleet/server-store';
+import type { FleetAgent } from './agent';
+import { describeResult } from './checker';
+import type { ConvergenceResult } from './checker';
+import { Fleet } from './fleet';
+import { Prng, sleep } from './util';
+
+export const DEMO_STRATEGIES: StrategyConfigJson = {
+  default: 'lww',
+  collections: {
+    packages: { strategy: 'merge' },
+    users: { strategy: 'lww' },
+    hardware: { strategy: 'lww' },
+    settings: { strategy: 'lww' },
+    desired: { strategy: 'custom', rule: 'prefer-server' },
+    counters: { strategy: 'custom', rule: 'counter-sum' },
+    notes: { strategy: 'manual' },
+  },
+};
+export const DEMO_COLLECTIONS = ['packages', 'users', 'hardware', 'settings', 'desired', 'counters', 'notes'] as const;
+const GROUPS = ['web', 'db', 'cache'] as const;
+const PACKAGES = ['openssl', 'nginx', 'curl', 'bash', 'systemd', 'openssh-server', 'postgresql-client', 'python3', 'chrony', 'rsyslog', 'git', 'vim'];
+const USERS = ['root', 'deploy', 'ops', 'backup', 'monitor'];
+
+export interface ScenarioOptions {
+  readonly agents: number;
+  readonly offlineShare: number;
+  /** Edits per agent per edit phase. */
+  readonly editRate: number;
+  readonly seed: number;
+  /** Progress lines (stderr in the demo). */
+  readonly progress?: (line: string, redraw: boolean) => void;
+  /** Run on a private nats-server (default true). */
+  readonly privateNats?: boolean;
+  readonly keep?: boolean;
+}
+
+export interface ScenarioReport {
+  readonly ok: boolean;
+  readonly text: string;
+  readonly check: ConvergenceResult;
+  readonly verifyViolations: number;
+  readonly convergenceMs: number;
+  readonly conflicts: readonly { strategy: string; status: string; resolvedBy: string | null; n: number }[];
+}
+
+interface Counters {
+  phase: string;
+  agentChanges: number;
+  serverWrites: number;
+  hostServerEdits: number;
+  operatorResolutions: number;
+}
+
+export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioReport> {
+  const rng = new Prng(o.seed);
+  const jitter = rng.fork();
+  const t0 = performance.now();
+  const counters: Counters = { phase: 'starting services', agentChanges: 0, serverWrites: 0, hostServerEdits: 0, operatorResolutions: 0 };
+  const progress = o.progress ?? (() => undefined);
+  const fleet = await Fleet.start({
+    agents: o.agents,
+    strategies: DEMO_STRATEGIES,
+    collections: DEMO_COLLECTIONS,
+    groupsOf: (i) => [GROUPS[i % GROUPS.length] as string],
+    privateNats: o.privateNats ?? true,
+    random: () => jitter.next(),
+  });
+  const startupMs = performance.now() - t0;
+  let ticker: NodeJS.Timeout | undefined;
+  let ticking: Promise<void> | undefined;
+  const tick = async (): Promise<void> => {
+    const [r] = await fleet
+      .sql<{ seq: number; open: number; pending: number; settled: number }>(
+        `select coalesce((select max(seq) from change_log), 0)::int as seq,
+                (select count(*)::int from conflicts where status = 'open') as open,
+                (select count(*)::int from conflicts where status = 'pending') as pending,
+                (select count(*)::int from conflicts where status in ('auto-resolved', 'resolved', 'superseded')) as settled`,
+      )
+      .catch(() => [undefined]);
+    const online = fleet.agents.filter((a) => a.online).length;
+    const outbox = fleet.agents.reduce((n, a) => n + a.outboxSize(), 0);
+    const secs = ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
+    progress(
+      `[${secs}s] ${counters.phase.padEnd(28)} agents ${online}/${fleet.agents.length} online | changes made ${counters.agentChanges + counters.serverWrites} | logged ${r?.seq ?? '?'} | outbox ${outbox} | conflicts open ${r?.open ?? '?'} pending ${r?.pending ?? '?'} settled ${r?.settled ?? '?'} | wire ${kib(fleet.wire.bytesOut + fleet.wire.bytesIn)}`,
+      true,
+    );
+  };
+  ticker = setInterval(() => (ticking ??= tick().finally(() => (ticking = undefined))), 500);
+  fleet.startSampling(250);
+  const phaseTimes: [string, number][] = [];
+  let last = performance.now();
+  const phase = (name: string): void => {
+    const now = performance.now();
+    if (counters.phase !== 'starting services') phaseTimes.push([counters.phase, now - last]);
+    else phaseTimes.push(['start 4 services + open agent stores', now - t0]);
+    last = now;
+    counters.phase = name;
+  };
+  const count = (c: unknown): void => void (c !== null && c !== undefined ? counters.agentChanges++ : undefined);
+
+  try {
+    // --- 1. register and sync inventory ------------------------------------------------------------
+    phase('1 register + inventory');
+    await fleet.registerGroups();
+    await fleet.bringOnline();
+    for (const a of fleet.agents) {
+      const r = rng.fork();
+      a.batch(() => {
+        for (const p of r.shuffle(PACKAGES).slice(0, 6 + r.int(5))) count(a.put('packages', p, { version: `${1 + r.int(3)}.${r.int(20)}.${r.int(10)}`, arch: 'amd64', source: 'debian' }));
+        for (const u of r.shuffle(USERS).slice(0, 2 + r.int(3))) count(a.put('users', u, { uid: 1000 + USERS.indexOf(u), shell: r.pick(['/bin/bash', '/bin/sh', '/usr/sbin/nologin']), groups: [r.pick(['sudo', 'adm', 'staff'])] }));
+        count(a.put('hardware', 'host', { cpus: r.pick([2, 4, 8, 16]), memMb: r.pick([2048, 4096, 8192, 16384]), disks: 1 + r.int(3), model: r.pick(['r640', 'r650', 'm5.large', 'n2-standard-4']) }));
+        count(a.put('settings', 'ntp', { server: 'pool.ntp.org', enabled: true }));
+        count(a.put('settings', 'logging', { level: 'info', remote: false }));
+        count(a.put('desired', 'agent-config', { interval: 60, mode: 'normal' }));
+        count(a.put('counters', 'restarts', { n: counterAdd(undefined, a.id, 1) }));
+        count(a.put('notes', 'owner', { text: `installed by ${a.id}`, team: r.pick(['infra', 'platform', 'data']) }));
+      });
+    }
+    await fleet.waitConverged(120_000);
+
+    // --- 2. desired configuration from the server --------------------------------------------------
+    phase('2 fleet + group config');
+    await fleet.serverPut({ scope: 'fleet', collection: 'settings', key: 'ntp' }, { server: 'ntp.corp.example', enabled: true });
+    await fleet.serverPut({ scope: 'fleet', collection: 'desired', key: 'baseline' }, { minKernel: '6.1', autoUpdate: true, sshPasswordAuth: false });
+    await fleet.serverPut({ scope: 'fleet', collection: 'packages', key: 'required' }, { list: ['openssl', 'chrony', 'rsyslog'] });
+    counters.serverWrites += 3;
+    for (const g of GROUPS) {
+      await fleet.serverPut({ scope: `group.${g}`, collection: 'desired', key: 'role' }, { role: g, replicas: 1 + rng.int(5) });
+      await fleet.serverPut({ scope: `group.${g}`, collection: 'settings', key: 'firewall' }, { open: g === 'web' ? [80, 443] : g === 'db' ? [5432] : [6379] });
+      counters.serverWrites += 2;
+    }
+    await fleet.waitConverged(120_000);
+
+    // --- 3. partition: a share offline, everyone keeps editing -------------------------------------
+    phase('3 partition + edits');
+    const offlineN = Math.max(o.agents > 1 ? 1 : 0, Math.round(o.agents * o.offlineShare));
+    const offline = rng.shuffle(fleet.agents).slice(0, offlineN);
+    const offlineIds = new Set(offline.map((a) => a.id));
+    await fleet.takeOffline(offline);
+    // The server edits some of the same host records (on every offline agent: those become
+    // concurrent; on a sample of the online ones: those race with the agents' own edits).
+    const serverTargets = fleet.agents.filter((a) => offlineIds.has(a.id) || rng.chance(0.3));
+    const rounds = 2;
+    for (let round = 0; round < rounds; round++) {
+      for (const a of fleet.agents) {
+        const r = rng.fork();
+        a.batch(() => {
+          for (let i = 0; i < o.editRate; i++) agentEdit(a, r, count);
+        });
+      }
+      for (const a of serverTargets) {
+        const r = rng.fork();
+        const edits = serverEdits(a, r, round);
+        for (const [ref, edit] of edits) {
+          await fleet.serverEditHost(ref, edit);
+          counters.hostServerEdits++;
+          counters.serverWrites++;
+        }
+      }
+      await fleet.serverPut({ scope: 'fleet', collection: 'desired', key: 'baseline' }, { autoUpdate: round % 2 === 0, rolloutWave: round + 1 });
+      await fleet.serverPut({ scope: `group.${rng.pick(GROUPS)}`, collection: 'desired', key: 'role' }, { replicas: 1 + rng.int(5) });
+      counters.serverWrites += 2;
+      await sleep(300);
+    }
+    // The online part of the fleet settles before the storm, so the storm is measured on its own.
+    await fleet.waitConverged(120_000);
+
+    // --- 4. reconnect storm ------------------------------------------------------------------------
+    phase('4 reconnect storm');
+    const storm0 = performance.now();
+    await fleet.bringOnline(offline);
+    const stormMs = await fleet.waitConverged(180_000);
+    const convergenceMs = performance.now() - storm0;
+    phase('4b operator resolves manual');
+    const decisions: string[] = [];
+    for (let pass = 0; pass < 20; pass++) {
+      const pending = await fleet.pendingConflicts();
+      if (pending.length === 0) break;
+      for (const p of pending) {
+        const origins = [...new Set(p.conflict.fields.flatMap((f) => f.sides.map((s) => s.origin)))].sort();
+        const pick = new Prng(o.seed ^ hash32(`${p.ref.scope}/${p.ref.collection}/${p.ref.key}`)).pick(origins);
+        const res = await fleet.resolveConflict(p.id, { take: pick });
+        decisions.push(`${p.ref.scope}/${p.ref.collection}/${p.ref.key}: take ${pick} -> ${res.ok ? 'resolved' : `HTTP ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`}`);
+        if (res.ok) counters.operatorResolutions++;
+      }
+      await fleet.waitConverged(120_000);
+    }
+    const totalConvergenceMs = performance.now() - storm0;
+
+    // --- 5. verify -----------------------------------------------------------------------------------
+    phase('5 Merkle verification');
+    const verify = await fleet.verifyAll();
+    phase('5b convergence check');
+    await fleet.waitConverged(60_000);
+    await fleet.stopSampling();
+    await fleet.sample();
+    const check = await fleet.check();
+    phase('done');
+    clearInterval(ticker);
+    ticker = undefined;
+    await ticking;
+
+    const conflicts = await fleet.conflictStats();
+    const [logStats] = await fleet.sql<{ total: number; agent: number; server: number }>(
+      `select count(*)::int as total, count(*) filter (where origin <> 'server')::int as agent, count(*) filter (where origin = 'server')::int as server from change_log`,
+    );
+    const acked = fleet.agents.reduce((n, a) => n + a.acked.size, 0);
+    const varz = await fleet.nats?.varz();
+    const ok = check.ok && verify.violations === 0 && verify.failed.length === 0;
+    const lines: string[] = [];
+    lines.push('', `fleet scenario report (seed ${o.seed}, ${o.agents} agents, ${offline.length} offline = ${(o.offlineShare * 100).toFixed(0)} %, ${o.editRate} edits per agent per round, ${rounds} rounds)`);
+    lines.push(`  hosting: 4 services as child processes (change-log, version-vector, conflict-resolver, delta-calculator), ${o.agents} real agent stacks (SQLite file + SyncManager + own NATS connection each) in this process, ${fleet.nats ? `private nats-server ${fleet.natsUrl}` : `NATS ${fleet.natsUrl}`}, PostgreSQL database ${fleet.db.name}`);
+    lines.push('', 'changes');
+    lines.push(`  made on agents            ${counters.agentChanges}`);
+    lines.push(`  acknowledged by JetStream ${acked} (PubAck, then removed from the outbox)`);
+    lines.push(`  server writes             ${counters.serverWrites} (${counters.serverWrites - counters.hostServerEdits} desired config via PUT /records, ${counters.hostServerEdits} edits of host records via ServerWriter)`);
+    lines.push(`  change log                ${logStats?.total ?? 0} rows: ${logStats?.agent ?? 0} from agents, ${logStats?.server ?? 0} from the server (writes + resolutions)`);
+    lines.push('', 'conflicts (conflict log, by strategy and outcome)');
+    const strategies = [...new Set(conflicts.map((c) => c.strategy))].sort();
+    for (const st of strategies) {
+      const rows = conflicts.filter((c) => c.strategy === st);
+      const total = rows.reduce((n, c) => n + c.n, 0);
+      lines.push(`  ${st.padEnd(8)} ${String(total).padStart(5)}  ${rows.map((c) => `${c.status}${c.resolvedBy ? ` by ${c.resolvedBy}` : ''}: ${c.n}`).join(', ')}`);
+    }
+    const manualSample = decisions.slice(0, 3);
+    if (manualSample.length > 0) lines.push(`  operator decisions (${decisions.length}), e.g.: ${manualSample.join('; ')}`);
+    lines.push('', 'timing');
+    for (const [name, ms] of phaseTimes) lines.push(`  ${name.padEnd(36)} ${(ms / 1000).toFixed(1)} s`);
+    lines.push(`  reconnect storm -> every agent holds every change of its scopes: ${(stormMs / 1000).toFixed(2)} s (${offline.length} agents at once; manual items provisional)`);
+    lines.push(`  reconnect storm -> converged incl. operator resolutions:        ${(totalConvergenceMs / 1000).toFixed(2)} s`);
+    lines.push(`  (startup ${(startupMs / 1000).toFixed(1)} s; storm wait measured from first reconnect to positions check, polled every 100 ms; convergence ${(convergenceMs / 1000).toFixed(2)} s)`);
+    lines.push('', 'wire');
+    lines.push(`  agents' payloads: ${kib(fleet.wire.bytesOut)} out (${fleet.wire.publishes} push publishes, ${fleet.wire.requests} pull/merkle requests), ${kib(fleet.wire.bytesIn)} in (replies), ${fleet.wire.nudges} nudges received`);
+    if (varz !== undefined) lines.push(`  nats-server total (all clients incl. services, headers, JetStream acks): ${kib(varz.inBytes)} in, ${kib(varz.outBytes)} out, ${varz.inMsgs} msgs in, ${varz.outMsgs} msgs out`);
+    lines.push('', 'queue peaks (sampled every 250 ms)');
+    lines.push(`  outbox, whole fleet ${fleet.peaks.outboxTotal} changes; one agent ${fleet.peaks.outboxOneAgent}`);
+    lines.push(`  push stream, not yet appended by change-log: ${fleet.peaks.pushPending} messages; log stream, not yet applied by version-vector: ${fleet.peaks.logPending} events`);
+    lines.push(`  conflicts open or pending at once: ${fleet.peaks.conflictsWaiting}`);
+    lines.push(`  agent sync failures reported (then retried with backoff): ${fleet.failures.length}${fleet.failures.length > 0 ? ` e.g. ${fleet.failures.slice(0, 3).join(' | ')}` : ''}`);
+    lines.push('', 'verification');
+    lines.push(`  Merkle exchange: ${verify.agents} agents, ${verify.targets} (scope, collection) trees, ${verify.roundTrips} round trips, ${verify.violations} violations`);
+    for (const f of verify.failed.slice(0, 10)) lines.push(`    ${f}`);
+    lines.push(`  ${describeResult(check).split('\n').join('\n  ')}`);
+    lines.push('', `VERDICT: ${ok ? 'PASS: every replica holds identical data for its scopes; no acknowledged change missing, none logged twice' : 'FAIL: replicas differ or changes are missing (details above)'}`);
+    return { ok, text: lines.join('\n'), check, verifyViolations: verify.violations, convergenceMs: stormMs, conflicts };
+  } catch (e) {
+    const logs = [...fleet.stack.services.values()].map((s) => s.logFile).join(', ');
+    throw new Error(`scenario failed in phase "${counters.phase}" (seed ${o.seed}): ${e instanceof Error ? e.message : String(e)}\n  service logs: ${logs}`, { cause: e });
+  } finally {
+    if (ticker !== undefined) clearInterval(ticker);
+    await fleet.close(o.keep ? { keep: true } : {});
+  }
+}
+
+/** One random local edit on an agent's own host records. */
+function agentEdit(a: FleetAgent, r: Prng, count: (c: unknown) => void): void {
+  const kind = r.int(8);
+  const pkg = r.pick(PACKAGES);
+  switch (kind) {
+    case 0:
+    case 1: {
+      const cur = a.store.get({ scope: `host.${a.id}`, collection: 'packages', key: pkg });
+      if (cur?.status === 'live' && r.chance(0.2)) count(a.delete('packages', pkg));
+      else count(a.patch('packages', pkg, { version: `${1 + r.int(3)}.${r.int(20)}.${r.int(10)}`, arch: 'amd64' }));
+      return;
+    }
+    case 2:
+      count(a.patch('settings', r.pick(['ntp', 'logging']), { level: r.pick(['info', 'debug', 'warn']), enabled: r.chance(0.5) }));
+      return;
+    case 3:
+      count(a.patch('desired', 'agent-config', { interval: r.pick([30, 60, 120, 300]) }));
+      return;
+    case 4: {
+      const cur = a.store.get({ scope: `host.${a.id}`, collection: 'counters', key: 'restarts' });
+      count(a.patch('counters', 'restarts', { n: counterAdd(cur?.fields?.['n'] as JsonValue | undefined, a.id, 1) }));
+      return;
+    }
+    case 5:
+      count(a.patch('notes', 'owner', { text: `edited on host ${a.id} #${r.int(1000)}` }));
+      return;
+    case 6:
+      count(a.patch('users', r.pick(USERS), { shell: r.pick(['/bin/bash', '/bin/zsh']), lastLogin: 1_700_000_000 + r.int(1_000_000) }));
+      return;
+    default:
+      count(a.patch('hardware', 'host', { memMb: r.pick([4096, 8192, 16384, 32768]) }));
+  }
+}
+
+/**
+ * The server's edits of one agent's host records in a round: the same fields the agent edits, so
+ * each is a conflict when the agent edited concurrently (offline), under the collection's strategy.
+ */
+function serverEdits(a: FleetAgent, r: Prng, round: number): [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] {
+  const host = (collection: string, key: string): RecordRef => ({ scope: `host.${a.id}`, collection, key });
+  const out: [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] = [];
+  // custom prefer-server: the server's interval wins.
+  out.push([host('desired', 'agent-config'), () => ({ op: 'put', fields: { interval: 15 * (round + 1), mode: 'managed' } })]);
+  // custom counter-sum: both sides count.
+  out.push([host('counters', 'restarts'), (cur) => ({ op: 'put', fields: { n: counterAdd(cur?.['n'] as JsonValue | undefined, 'server', 1) } })]);
+  if (r.chance(0.7)) out.push([host('notes', 'owner'), () => ({ op: 'put', fields: { text: `server note r${round}` } })]); // manual
+  if (r.chance(0.7)) out.push([host('settings', r.pick(['ntp', 'logging'])), () => ({ op: 'put', fields: { level: 'warn', enabled: true } })]); // lww
+  const pkg = r.pick(PACKAGES);
+  out.push([host('packages', pkg), (cur) => (cur === null ? { op: 'put', fields: { pinned: true } } : { op: 'put', fields: { version: `9.${round}.0`, pinned: true } })]); // merge
+  return out;
+}
+
+function kib(n: number): string {
+  return n >= 10 * 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
+
+function hash32(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
