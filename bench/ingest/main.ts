@@ -9,6 +9,7 @@
  * with the same payloads, and the raw PostgreSQL multi-row insert rate into a copy of change_log.
  * Uses its own database and subject namespace, and removes them at the end.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { Client } from 'pg';
 import type { Change } from '@fleet/sync-core';
 import { encodeJson, MAX_CHANGES_PER_PUSH, subjects } from '@fleet/contracts';
@@ -59,6 +60,68 @@ async function publishAll(m: Messaging, pushes: readonly Push[], subjectOf: (p: 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const secs = (t0: number) => (performance.now() - t0) / 1000;
 
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); 0 when unreadable. */
+function procCpuSecs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+const CLOCK_TICKS = 100;
+
+/** The pid of the nats-server listening on the port of `url` (found through /proc; undefined if not local). */
+function natsServerPid(url: string): number | undefined {
+  const port = new URL(url.replace(/^nats:/, 'http:')).port || '4222';
+  for (const d of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(d)) continue;
+    try {
+      const args = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (args[0]?.endsWith('nats-server') && args.includes('-p') && args[args.indexOf('-p') + 1] === port) return Number(d);
+    } catch {
+      // gone
+    }
+  }
+  return undefined;
+}
+
+/**
+ * CPU used by each part of the pipeline, to say where the ceiling is: the bench's publisher (this
+ * process), the change-log process, nats-server, the PostgreSQL backends connected to the bench's
+ * database, and PostgreSQL's WAL writer (shared with anything else running on the server).
+ */
+class CpuMeter {
+  constructor(
+    private readonly pg: Client,
+    private readonly dbName: string,
+    private readonly natsPid: number | undefined,
+  ) {}
+
+  async sample(servicePid: number | undefined): Promise<Record<string, number>> {
+    const r = await this.pg.query<{ pid: number; kind: string }>(
+      `select pid, case when datname = $1 and pid <> pg_backend_pid() then 'postgres' else 'wal writer' end as kind
+         from pg_stat_activity where (datname = $1 and pid <> pg_backend_pid()) or backend_type = 'walwriter'`,
+      [this.dbName],
+    );
+    const out: Record<string, number> = { bench: (process.cpuUsage().user + process.cpuUsage().system) / 1e6 };
+    out['change-log'] = servicePid === undefined ? 0 : procCpuSecs(servicePid);
+    out['nats-server'] = this.natsPid === undefined ? 0 : procCpuSecs(this.natsPid);
+    out['postgres'] = 0;
+    out['wal writer'] = 0;
+    for (const { pid, kind } of r.rows) out[kind] = (out[kind] ?? 0) + procCpuSecs(pid);
+    return out;
+  }
+}
+
+/** `change-log 41 µs, postgres 30 µs, ...` per change, and the sum. */
+function cpuLine(before: Record<string, number>, after: Record<string, number>, changes: number, wallSecs: number): string {
+  const parts = Object.keys(after).map((k) => [k, ((after[k] ?? 0) - (before[k] ?? 0)) / changes] as const);
+  const total = parts.reduce((a, [, v]) => a + v, 0);
+  return `cpu per change: ${parts.map(([k, v]) => `${k} ${(v * 1e6).toFixed(1)} µs`).join(', ')}; total ${(total * 1e6).toFixed(1)} µs (= ${((total * changes) / wallSecs).toFixed(2)} cores busy)`;
+}
+
 async function waitForRows(pg: Client, target: number, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -81,16 +144,28 @@ async function main(): Promise<void> {
   const pg = new Client({ connectionString: db.url });
   await pg.connect();
   const agent = await Messaging.connect({ servers: SHARED_NATS, name: 'bench-agent' }, s);
+  const cpu = new CpuMeter(pg, db.name, natsServerPid(SHARED_NATS));
+  // BENCH_PROFILE_DIR=dir: the service runs with --cpu-prof and is stopped with SIGTERM (so the profile is written).
+  const profileDir = process.env['BENCH_PROFILE_DIR'];
   const procs: ServiceProcess[] = [];
   const startService = async (batchMessages: number) => {
     const p = await ServiceProcess.start(`bench-cl-${batchMessages}`, {
       databaseUrl: db.url,
       natsUrl: SHARED_NATS,
       namespace: s.ns,
-      extra: { FLEET_CHANGELOG_LOG_LEVEL: 'warn', FLEET_CHANGELOG_BATCH_MESSAGES: String(batchMessages) },
+      extra: {
+        FLEET_CHANGELOG_LOG_LEVEL: 'warn',
+        FLEET_CHANGELOG_BATCH_MESSAGES: String(batchMessages),
+      },
+      ...(profileDir === undefined ? {} : { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] }),
     });
     procs.push(p);
     return p;
+  };
+  const stopService = async (p: ServiceProcess) => {
+    if (profileDir === undefined) return p.kill(); // the rows are committed; nothing pending
+    p.signal('SIGTERM');
+    await p.exited;
   };
   const lines: string[] = [];
   const report = (line: string) => {
@@ -106,6 +181,7 @@ async function main(): Promise<void> {
       if (only !== undefined && only !== String(size * pushesPerMessage)) return;
       const pushes = makePushes(s, size, total, seqBase);
       const before = { n: await svc!.metric('fleet_sync_change_log_append_duration_count'), t: await svc!.metric('fleet_sync_change_log_append_duration_sum') };
+      const cpu0 = await cpu.sample(svc!.pid);
       const t0 = performance.now();
       await publishAll(agent, pushes);
       const tPub = secs(t0);
@@ -113,11 +189,13 @@ async function main(): Promise<void> {
       await waitForRows(pg, rows);
       const t = secs(t0);
       await new Promise((r) => setTimeout(r, 1200)); // one metrics collection after the last append
+      const cpu1 = await cpu.sample(svc!.pid); // after the pause: includes the events and acks after the last commit
       const txns = (await svc!.metric('fleet_sync_change_log_append_duration_count')) - before.n;
       const txnSecs = (await svc!.metric('fleet_sync_change_log_append_duration_sum')) - before.t;
       report(
         `  ${label.padEnd(44)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} changes in ${fmt(pushes.length / pushesPerMessage)} x ${pushesPerMessage > 1 ? `${pushesPerMessage}x` : ''}${size}, ${t.toFixed(2)} s; publishing took ${tPub.toFixed(2)} s; ${fmt(txns)} append txns, ${fmt(total / Math.max(1, txns))} changes and ${((txnSecs / Math.max(1, txns)) * 1000).toFixed(1)} ms each, ${Math.round((txnSecs / t) * 100)} % of the time in appends)`,
       );
+      report(`      ${cpuLine(cpu0, cpu1, total, t)}`);
     };
 
     console.log('\nchange-log end to end: first publish -> last row committed (max(seq) polled every 2 ms), one nats.js client, 128 PubAcks in flight');
@@ -125,7 +203,7 @@ async function main(): Promise<void> {
     const svc1 = await startService(1);
     svc = svc1;
     await run('batch 100, BATCH_MESSAGES=1 (txn per push)', 100, 10_000);
-    await svc1.kill(); // the rows are committed; nothing pending
+    await stopService(svc1);
     svc = await startService(20);
     await run('batch 1, BATCH_MESSAGES=20', 1, 2_000);
     await run('batch 100, BATCH_MESSAGES=20', 100, 50_000);
@@ -185,7 +263,7 @@ async function main(): Promise<void> {
       report(`  raw insert, ${String(rowsPerInsert).padEnd(5)} rows per statement${' '.repeat(20)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} rows, ${t.toFixed(2)} s)`);
     }
   } finally {
-    await Promise.all(procs.map((p) => p.kill()));
+    await Promise.all(procs.map((p) => stopService(p)));
     await deleteNamespaceStreams(await agent.jsm(), s).catch(() => undefined);
     await agent.drain();
     await pg.end();

@@ -46,8 +46,14 @@ export const conflictResolverConfig = defineConfig({
     batchMessages: {
       env: 'BATCH_MESSAGES',
       schema: envInt({ min: 1, max: 1000 }),
-      default: '200',
-      description: 'conflict events decided in one transaction (one event per conflict; the transaction holds the append lock, so keep it in the hundreds)',
+      default: '20',
+      description: 'conflict events handled together (each lists the conflicts of one version-vector transaction); acked after their transactions commit',
+    },
+    txnConflicts: {
+      env: 'TXN_CONFLICTS',
+      schema: envInt({ min: 1, max: 20_000 }),
+      default: '5000',
+      description: 'conflicts decided in one transaction (it holds the change log append lock for its catch-up read, append and commit)',
     },
     batchLinger: {
       env: 'BATCH_LINGER',

@@ -84,7 +84,7 @@ export class ConflictResolverModule {
           provide: ResolverService,
           inject: [ConflictDesk, ConflictResolverPublisher, SYNC_METRICS],
           useFactory: (desk: ConflictDesk, pub: ConflictResolverPublisher, metrics: SyncMetrics) =>
-            new ResolverService(desk, () => pub.bus, s, metrics, { intervalMs: config.sweepInterval, ageMs: config.sweepAge }),
+            new ResolverService(desk, () => pub.bus, s, metrics, { intervalMs: config.sweepInterval, ageMs: config.sweepAge }, undefined, config.txnConflicts),
         },
       ],
     };

@@ -2,13 +2,14 @@ import { createHash } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import {
-  decodeConflictDetectedEvent,
+  chunkEvents,
+  decodeConflictsDetectedEvent,
   encodeJson,
   Headers,
   MAX_CHANGES_PER_APPENDED_EVENT,
   PROTOCOL_VERSION,
 } from '@fleet/contracts';
-import type { ConflictItem, ConflictResolvedEvent, ConflictStatus, Subjects, WireManualChoice } from '@fleet/contracts';
+import type { ConflictItem, ConflictResolved, ConflictsResolvedEvent, ConflictStatus, Subjects, WireManualChoice } from '@fleet/contracts';
 import type { SyncMetrics } from '@fleet/observability';
 import type { ConflictDecision, ConflictDesk, ConflictEntry } from '@fleet/server-store';
 import type { LoggedChange } from '@fleet/sync-core';
@@ -72,6 +73,8 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     private readonly metrics: SyncMetrics,
     private readonly sweep: { readonly intervalMs: number; readonly ageMs: number },
     private readonly now: () => number = () => Date.now(),
+    /** Conflicts decided in one ServerWriter transaction (one append lock, one multi-row append, one publish). */
+    private readonly txnConflicts = 5000,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -92,20 +95,23 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     await this.sweeping;
   }
 
-  /** A batch of conflict events: decode (an undecodable one fails alone), decide, publish. */
+  /**
+   * A batch of conflict events (each lists the conflicts of one projection transaction): decode (an
+   * undecodable one fails alone), decide in transactions of up to `txnConflicts` conflicts, publish.
+   */
   async onConflictEvents<M extends ConflictMessage>(msgs: readonly M[]): Promise<Map<M, unknown>> {
     const failures = new Map<M, unknown>();
     const ids: number[] = [];
     let redelivered = false;
     for (const m of msgs) {
       try {
-        ids.push(decodeConflictDetectedEvent(m.data).conflictId);
+        for (const c of decodeConflictsDetectedEvent(m.data).conflicts) ids.push(c.conflictId);
         if (m.deliveryCount > 1) redelivered = true;
       } catch (e) {
         failures.set(m, e);
       }
     }
-    if (ids.length > 0) await this.decide(ids, redelivered);
+    for (let i = 0; i < ids.length; i += this.txnConflicts) await this.decide(ids.slice(i, i + this.txnConflicts), redelivered);
     return failures;
   }
 
@@ -125,7 +131,7 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     await publishAppended(this.publisher(), this.s, appended);
     if (republish && decidedBefore.length > 0) await publishAppended(this.publisher(), this.s, await this.desk.changesById(decidedBefore));
     const seqOf = new Map(appended.map((c) => [c.changeId, c.seq]));
-    await Promise.all(decisions.map((d) => this.announce(d, seqOf.get(d.change?.changeId ?? ''))));
+    await this.announce(decisions.map((d) => [d, seqOf.get(d.change?.changeId ?? '')] as const));
     const now = this.now();
     for (const d of decisions) {
       if (d.status !== 'auto-resolved') continue;
@@ -135,17 +141,26 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     if (decisions.some((d) => d.status !== 'auto-resolved')) await this.updateQueueGauge();
   }
 
-  private async announce(d: ConflictDecision, seq: number | undefined): Promise<void> {
-    const e: ConflictResolvedEvent = {
-      protocol: PROTOCOL_VERSION,
+  /** One `ConflictsResolvedEvent` per decided transaction (chunked); the msg id names the chunk's rows and statuses, so a re-announce dedupes. */
+  private async announce(decided: readonly (readonly [ConflictDecision, number | undefined])[]): Promise<void> {
+    const items: ConflictResolved[] = decided.map(([d, seq]) => ({
       conflictIds: [...d.conflictIds],
       ref: d.ref,
       strategy: d.strategy,
       status: d.status,
       ...(d.change === undefined ? {} : { resolutionChangeId: d.change.changeId }),
       ...(seq === undefined ? {} : { resolutionSeq: seq }),
-    };
-    await this.publisher().publish(this.s.resolved, encodeJson(e), { msgId: `resolved-${d.status}-${d.conflictIds.join('.')}`.slice(0, 200), headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) } });
+    }));
+    const headers = { [Headers.Protocol]: String(PROTOCOL_VERSION) };
+    await Promise.all(
+      chunkEvents(items, (decisions): ConflictsResolvedEvent => ({ protocol: PROTOCOL_VERSION, decisions })).map((c) => {
+        const digest = createHash('sha256')
+          .update(c.items.map((i) => `${i.status}:${i.conflictIds.join('.')}`).join(','))
+          .digest('hex')
+          .slice(0, 16);
+        return this.publisher().publish(this.s.resolved, c.payload, { msgId: `resolved-${c.items[0]?.conflictIds[0]}-${digest}`, headers });
+      }),
+    );
   }
 
   async list(q: { status?: ConflictStatus; after?: number; limit?: number }): Promise<{ protocol: typeof PROTOCOL_VERSION; items: ConflictItem[]; nextCursor: number; hasMore: boolean }> {
@@ -161,7 +176,7 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     try {
       const { entry, change, detectedAt } = await this.desk.resolveByOperator(id, choice);
       await publishAppended(this.publisher(), this.s, [change]);
-      await this.announce({ ref: entry.ref, strategy: entry.strategy, status: 'resolved', conflictIds: [id], detectedAt: [detectedAt], change }, change.seq);
+      await this.announce([[{ ref: entry.ref, strategy: entry.strategy, status: 'resolved', conflictIds: [id], detectedAt: [detectedAt], change }, change.seq]]);
       this.metrics.conflictsResolved.add(1, { strategy: entry.strategy, by: 'operator' });
       this.metrics.timeToResolve.record(Math.max(0, this.now() - detectedAt.getTime()) / 1000, { strategy: entry.strategy, by: 'operator' });
       return { protocol: PROTOCOL_VERSION, item: toWireItem(entry), change };

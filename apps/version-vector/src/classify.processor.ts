@@ -1,8 +1,9 @@
-import { decodeAppendedEvent, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
-import type { ChangeIgnoredEvent, ConflictDetectedEvent, RecordAppliedEvent, Subjects } from '@fleet/contracts';
+import { chunkEvents, decodeAppendedEvent, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import type { ChangeIgnored, ChangesIgnoredEvent, ConflictDetected, ConflictsDetectedEvent, RecordApplied, RecordsAppliedEvent, Subjects } from '@fleet/contracts';
 import { decodeHlc } from '@fleet/sync-core';
 import type { LoggedChange } from '@fleet/sync-core';
 import type { SyncMetrics } from '@fleet/observability';
+import { refKey } from '@fleet/server-store';
 import type { ProjectionBatchResult, RecordsProjection } from '@fleet/server-store';
 import type { DataSource } from 'typeorm';
 
@@ -47,29 +48,35 @@ export class ClassifyProcessor {
     return { result, failures };
   }
 
+  /**
+   * One event per subject per projection transaction (chunked by `chunkEvents`), not one per record
+   * or change: publishing (PubAck round trips, spans) was the largest JavaScript cost per conflict.
+   * Msg ids are stable: revs, seqs and conflict ids are assigned once, so a chunk is named by its
+   * first and last one (a re-publish of the same chunk dedupes).
+   */
   private async publish(r: ProjectionBatchResult): Promise<void> {
     const s = this.subjects;
     const headers = { [Headers.Protocol]: String(PROTOCOL_VERSION) };
     const out: Promise<unknown>[] = [];
-    for (const rec of r.records) {
-      const e: RecordAppliedEvent = {
-        protocol: PROTOCOL_VERSION,
-        seq: rec.seq,
-        rev: rec.rev,
-        scope: rec.ref.scope,
-        collection: rec.ref.collection,
-        key: rec.ref.key,
-        hash: rec.hash,
-        status: rec.status,
-        conflicted: rec.conflicted,
-        vv: rec.vv,
-      };
-      out.push(this.publisher.publish(s.classified('applied'), encodeJson(e), { msgId: `applied-${rec.rev}`, headers }));
+    const applied: RecordApplied[] = r.records.map((rec) => ({
+      seq: rec.seq,
+      rev: rec.rev,
+      scope: rec.ref.scope,
+      collection: rec.ref.collection,
+      key: rec.ref.key,
+      hash: rec.hash,
+      status: rec.status,
+      conflicted: rec.conflicted,
+      vv: rec.vv,
+    }));
+    for (const c of chunkEvents(applied, (records): RecordsAppliedEvent => ({ protocol: PROTOCOL_VERSION, records }))) {
+      out.push(this.publisher.publish(s.classified('applied'), c.payload, { msgId: `applied-${c.items[0]?.rev}-${c.items[c.items.length - 1]?.rev}`, headers }));
     }
+    const vvOf = new Map(r.records.map((x) => [refKey(x.ref), x.vv]));
+    const ignored: ChangeIgnored[] = [];
     for (const c of r.classified) {
       if (c.outcome !== 'stale' && c.outcome !== 'duplicate') continue;
-      const e: ChangeIgnoredEvent = {
-        protocol: PROTOCOL_VERSION,
+      ignored.push({
         seq: c.change.seq,
         changeId: c.change.changeId,
         origin: c.change.origin,
@@ -78,13 +85,15 @@ export class ClassifyProcessor {
         key: c.change.key,
         outcome: c.outcome,
         changeVv: c.change.vv,
-        recordVv: r.records.find((x) => x.ref.scope === c.change.scope && x.ref.collection === c.change.collection && x.ref.key === c.change.key)?.vv ?? c.change.vv,
-      };
-      out.push(this.publisher.publish(s.classified('stale'), encodeJson(e), { msgId: `ignored-${c.change.seq}`, headers }));
+        recordVv: vvOf.get(refKey(c.change)) ?? c.change.vv,
+      });
     }
-    for (const c of r.conflicts) {
-      const e: ConflictDetectedEvent = { protocol: PROTOCOL_VERSION, conflictId: c.id, seq: c.seq, ref: c.ref, strategy: c.strategy, conflict: c.conflict as ConflictDetectedEvent['conflict'] };
-      out.push(this.publisher.publish(s.classified('conflict'), encodeJson(e), { msgId: `conflict-${c.id}`, headers }));
+    for (const c of chunkEvents(ignored, (changes): ChangesIgnoredEvent => ({ protocol: PROTOCOL_VERSION, changes }))) {
+      out.push(this.publisher.publish(s.classified('stale'), c.payload, { msgId: `ignored-${c.items[0]?.seq}-${c.items[c.items.length - 1]?.seq}`, headers }));
+    }
+    const detected: ConflictDetected[] = r.conflicts.map((c) => ({ conflictId: c.id, conflictKey: c.conflict.id, seq: c.seq, ref: c.ref, strategy: c.strategy }));
+    for (const c of chunkEvents(detected, (conflicts): ConflictsDetectedEvent => ({ protocol: PROTOCOL_VERSION, conflicts }))) {
+      out.push(this.publisher.publish(s.classified('conflict'), c.payload, { msgId: `conflicts-${c.items[0]?.conflictId}-${c.items[c.items.length - 1]?.conflictId}`, headers }));
     }
     await Promise.all(out);
   }

@@ -1,7 +1,7 @@
 /**
  * The SQLite schema of the agent's store (see docs/agent.md for the reasoning).
  *
- * - `records`: one row per record: the CRDT state (`encodeRecordState`), and, derived from it for
+ * - `records`: one row per record: the CRDT state (compact, see stored-state.ts), and, derived from it for
  *   readers and indexes, the visible fields, hash, status, conflict flag and vector. `mseq` is the
  *   store's modification counter at the row's last write: incremental backups copy `mseq > marker`.
  * - `outbox`: the offline queue, one row per unsent change, keyed by `origin_seq` (its order).
@@ -9,11 +9,12 @@
  * - `capture`: direct SQL writes made through the `visible_records` view, in order, waiting for
  *   `processCaptured` to turn them into changes. `capture_rejected` keeps those that could not be.
  * - `records` is a rowid table with a unique index rather than WITHOUT ROWID: its rows (the state
- *   JSON, often 1 kB or more) are far above the size where SQLite advises WITHOUT ROWID, and inserts
- *   in random key order would split wide leaf pages.
+ *   and the visible fields, a few hundred bytes and more) are above the size where SQLite advises
+ *   WITHOUT ROWID, and inserts in random key order would split wide leaf pages.
  * - `meta`: counters (HLC, origin sequence, modification counter), sync state, backup chain.
  */
-export const SCHEMA_VERSION = 1;
+/** 2: `records.state` holds the compact stored form (stored-state.ts); 1 held sync-core's whole JSON state. */
+export const SCHEMA_VERSION = 2;
 
 export const SCHEMA_SQL = `
 CREATE TABLE IF NOT EXISTS meta (

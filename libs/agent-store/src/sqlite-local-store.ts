@@ -15,6 +15,7 @@
  * Counters (HLC, origin sequence, modification counter) live in memory and are written to `meta`
  * in the same transaction as the writes that used them; a rollback restores the in-memory copy.
  */
+import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -22,12 +23,12 @@ import { CollectionSchema, fieldNameProblem, FieldsSchema, isAgentId, isHostScop
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
   applyChange,
+  canonicalJson,
   coalesce,
   decodeHlc,
   decodeRecordState,
   emptyRecord,
   encodeHlc,
-  encodeRecordState,
   hlcInit,
   hlcNow,
   hlcReceive,
@@ -35,6 +36,7 @@ import {
   makeLocalChange,
   mergeRecordStates,
   recordHash,
+  uuidV7Generator,
 } from '@fleet/sync-core';
 import type { Change, Fields, HlcState, JsonValue, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
 import type {
@@ -51,8 +53,8 @@ import type {
   SyncState,
 } from './local-store';
 import { SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from './schema';
-import { uuidV7Generator } from './ids';
 import { translateError } from './sqlite-errors';
+import { decodeStoredState, encodeStoredState } from './stored-state';
 
 export const DB_FILE = 'agent.db';
 export const DEFAULT_OUTBOX_MAX = 100_000;
@@ -171,6 +173,25 @@ function maxHlcOf(state: RecordState): string | undefined {
   return max;
 }
 
+/**
+ * Schema 1 -> 2: `records.state` from sync-core's whole JSON state (`decodeRecordState`) to the compact
+ * stored form (stored-state.ts). Runs once, inside the open transaction, in pages by rowid.
+ */
+function migrateRecordStates(db: Database.Database): void {
+  const page = db.prepare<[number], { id: number; state: string }>('SELECT rowid AS id, state FROM records WHERE rowid > ? ORDER BY rowid LIMIT 1000');
+  const upd = db.prepare('UPDATE records SET state = ? WHERE rowid = ?');
+  // An incremental backup on top of a full one of the old format could not be restored: start a new chain.
+  db.prepare('DELETE FROM meta WHERE k = ?').run('backup_chain');
+  let after = 0;
+  for (;;) {
+    const rows = page.all(after);
+    for (const r of rows) upd.run(encodeStoredState(decodeRecordState(r.state)), r.id);
+    const last = rows[rows.length - 1];
+    if (last === undefined) return;
+    after = last.id;
+  }
+}
+
 export class SqliteLocalStore implements LocalStore {
   readonly agentId: string;
   readonly path: string;
@@ -213,7 +234,7 @@ export class SqliteLocalStore implements LocalStore {
     this.path = path;
     this.agentId = options.agentId;
     this.now = options.now ?? Date.now;
-    this.newId = options.newId ?? uuidV7Generator(this.now);
+    this.newId = options.newId ?? uuidV7Generator(this.now, randomFillSync);
     this.strategies = options.strategies ?? DEFAULT_STRATEGIES;
     this.outboxMax = options.outboxMax ?? DEFAULT_OUTBOX_MAX;
     this.coalesceAbove = options.coalesceAbove ?? Math.floor(this.outboxMax / 2);
@@ -292,7 +313,8 @@ export class SqliteLocalStore implements LocalStore {
         if (owner !== undefined && owner !== options.agentId) {
           throw new FleetError('FLEET_AGENT_007', `${path} belongs to agent ${JSON.stringify(owner)}, not ${JSON.stringify(options.agentId)}`, { details: { path, owner } });
         }
-        if (version === undefined) put('schema_version', String(SCHEMA_VERSION));
+        if (version !== undefined && Number(version) < SCHEMA_VERSION) migrateRecordStates(db);
+        if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
         if (owner === undefined) put('agent_id', options.agentId);
         db.exec('COMMIT');
       } catch (e) {
@@ -415,10 +437,11 @@ export class SqliteLocalStore implements LocalStore {
 
   private loadState(ref: RecordRef): RecordState {
     const row = this.st.getRecord.get(ref.scope, ref.collection, ref.key);
-    return row === undefined ? emptyRecord(ref) : decodeRecordState(row.state);
+    return row === undefined ? emptyRecord(ref) : decodeStoredState(ref, row.state, this.strategies);
   }
 
-  private saveState(state: RecordState, hash?: string): StoredRecord {
+  /** `encoded`: the state's `encodeStoredState` text when the caller already has it. */
+  private saveState(state: RecordState, hash?: string, encoded?: string): StoredRecord {
     const { ref, view } = state;
     const h = hash ?? recordHash(state);
     const fields = view.status === 'live' ? view.fields : null;
@@ -427,9 +450,8 @@ export class SqliteLocalStore implements LocalStore {
       ref.scope,
       ref.collection,
       ref.key,
-      // JSON.stringify, not encodeRecordState's canonical form: the stored text is only ever parsed
-      // (decodeRecordState), never compared or hashed, and canonicalJson costs ~5x more per write.
-      JSON.stringify(state),
+      // The compact form (stored-state.ts): registers with each stamp once, no view, no vector.
+      encoded ?? encodeStoredState(state),
       fields === null ? null : JSON.stringify(fields),
       h,
       view.status,
@@ -464,7 +486,7 @@ export class SqliteLocalStore implements LocalStore {
   getState(ref: RecordRef): RecordState | null {
     return this.guard(() => {
       const row = this.st.getRecord.get(ref.scope, ref.collection, ref.key);
-      return row === undefined ? null : decodeRecordState(row.state);
+      return row === undefined ? null : decodeStoredState(ref, row.state, this.strategies);
     });
   }
 
@@ -827,15 +849,31 @@ export class SqliteLocalStore implements LocalStore {
         if ('state' in item) {
           const remote = typeof item.state === 'string' ? decodeRecordState(item.state) : decodeRecordState(item.state as unknown);
           if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
-          const local = this.loadState(remote.ref);
-          const merged = mergeRecordStates(local, remote, this.strategies);
+          const row = this.st.getRecord.get(remote.ref.scope, remote.ref.collection, remote.ref.key);
           receive(maxHlcOf(remote));
-          if (encodeRecordState(merged) !== encodeRecordState(local)) {
-            const record = this.saveState(merged);
-            changed += 1;
-            if (merged.view.conflicted && !local.view.conflicted) conflicts += 1;
-            this.pending.push({ source: 'remote', ref: record.ref, record });
+          let merged: RecordState;
+          let encoded: string;
+          let conflictedBefore = false;
+          if (row === undefined) {
+            // Not held yet (every record of a first pull): the join with the empty state is the
+            // received state itself, normalised; no stored state to parse or compare with.
+            merged = mergeRecordStates(emptyRecord(remote.ref), remote, this.strategies);
+            if (merged.existence.length === 0) continue;
+            encoded = encodeStoredState(merged);
+          } else {
+            const local = decodeStoredState(remote.ref, row.state, this.strategies);
+            merged = mergeRecordStates(local, remote, this.strategies);
+            encoded = encodeStoredState(merged);
+            // Equal texts are equal states. Different texts may still be equal states (a value's object
+            // keys in another order), so those are compared canonically before counting a change.
+            const before = encodeStoredState(local);
+            if (encoded === before || canonicalJson(JSON.parse(encoded)) === canonicalJson(JSON.parse(before))) continue;
+            conflictedBefore = local.view.conflicted;
           }
+          const record = this.saveState(merged, undefined, encoded);
+          changed += 1;
+          if (merged.view.conflicted && !conflictedBefore) conflicts += 1;
+          this.pending.push({ source: 'remote', ref: record.ref, record });
         } else {
           const change = item;
           const local = this.loadState(change);

@@ -3,11 +3,13 @@
  *
  * version-vector -> `<ns>.vv.applied|stale|conflict` (stream `streams.vv`);
  * conflict-resolver -> `<ns>.conflict.resolved` (stream `streams.conflicts`);
+ * each event is a batch: one per projection (or resolver) transaction and subject, cut into chunks
+ * of at most `MAX_ITEMS_PER_VV_EVENT` items and `MAX_CONFLICT_EVENT_BYTES` bytes;
  * operator request/reply on `<ns>.admin.conflicts.list|show|resolve` (queue group `queueGroups.admin`).
  * See docs/conflicts.md.
  */
 import { z } from 'zod';
-import { decodeMessage } from './codec';
+import { decodeMessage, encodeJson } from './codec';
 import { decodeReply, type Reply as ReplyOf } from './messages';
 import {
   ChangeIdSchema,
@@ -39,13 +41,15 @@ export const StrategyNameSchema = z.enum(['lww', 'merge', 'manual', 'custom'], {
 
 // --- version-vector -> `<ns>.vv.applied` ---
 
+/** Items in one batched event (applied records, ignored changes, detected conflicts, resolver decisions). */
+export const MAX_ITEMS_PER_VV_EVENT = 2000;
+
 /**
  * A record of the projection changed: its new hash, status and vector after the changes up to
  * `seq` (the last change applied), and its projection cursor `rev` (see docs/conflicts.md).
- * One event per record per projection transaction, not per change.
+ * One item per record per projection transaction, not per change.
  */
-export const RecordAppliedEventSchema = z.strictObject({
-  protocol: ProtocolSchema,
+export const RecordAppliedSchema = z.strictObject({
   seq: PositiveIntSchema,
   rev: PositiveIntSchema,
   scope: ScopeSchema,
@@ -57,13 +61,19 @@ export const RecordAppliedEventSchema = z.strictObject({
   conflicted: z.boolean({ error: 'expected a boolean' }),
   vv: VersionVectorSchema,
 });
-export type RecordAppliedEvent = z.output<typeof RecordAppliedEventSchema>;
+export type RecordApplied = z.output<typeof RecordAppliedSchema>;
+
+/** The records one projection transaction changed (a chunk of them), in rev order. */
+export const RecordsAppliedEventSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  records: z.array(RecordAppliedSchema).min(1).max(MAX_ITEMS_PER_VV_EVENT),
+});
+export type RecordsAppliedEvent = z.output<typeof RecordsAppliedEventSchema>;
 
 // --- version-vector -> `<ns>.vv.stale` ---
 
 /** A change the record already included (`stale`: its vector is below the record's; `duplicate`: equal). Nothing was changed. */
-export const ChangeIgnoredEventSchema = z.strictObject({
-  protocol: ProtocolSchema,
+export const ChangeIgnoredSchema = z.strictObject({
   seq: PositiveIntSchema,
   changeId: ChangeIdSchema,
   origin: OriginSchema,
@@ -74,7 +84,14 @@ export const ChangeIgnoredEventSchema = z.strictObject({
   changeVv: VersionVectorSchema,
   recordVv: VersionVectorSchema,
 });
-export type ChangeIgnoredEvent = z.output<typeof ChangeIgnoredEventSchema>;
+export type ChangeIgnored = z.output<typeof ChangeIgnoredSchema>;
+
+/** The changes one projection transaction ignored (a chunk of them), in seq order. */
+export const ChangesIgnoredEventSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  changes: z.array(ChangeIgnoredSchema).min(1).max(MAX_ITEMS_PER_VV_EVENT),
+});
+export type ChangesIgnoredEvent = z.output<typeof ChangesIgnoredEventSchema>;
 
 // --- the ConflictRecord of sync-core, on the wire ---
 
@@ -111,18 +128,26 @@ export type WireConflictRecord = z.output<typeof ConflictRecordSchema>;
 
 /**
  * A change was concurrent with the record and left it with concurrent writes. The conflict is
- * already recorded (row `conflictId` of the conflict log, status `open`) in the same transaction as
- * the projection: this event only wakes the resolver (which also sweeps open rows).
+ * already recorded, with every side (row `conflictId` of the conflict log, status `open`), in the
+ * same transaction as the projection: the event only wakes the resolver (which also sweeps open
+ * rows), so it names the row and the record, not the sides (the operator API shows them).
  */
-export const ConflictDetectedEventSchema = z.strictObject({
-  protocol: ProtocolSchema,
+export const ConflictDetectedSchema = z.strictObject({
   conflictId: PositiveIntSchema,
+  /** sync-core's conflict id (`conflicts.conflict_key`). */
+  conflictKey: HashSchema,
   seq: PositiveIntSchema,
   ref: RecordRefSchema,
   strategy: StrategyNameSchema,
-  conflict: ConflictRecordSchema,
 });
-export type ConflictDetectedEvent = z.output<typeof ConflictDetectedEventSchema>;
+export type ConflictDetected = z.output<typeof ConflictDetectedSchema>;
+
+/** The conflicts one projection transaction recorded (a chunk of them). */
+export const ConflictsDetectedEventSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  conflicts: z.array(ConflictDetectedSchema).min(1).max(MAX_ITEMS_PER_VV_EVENT),
+});
+export type ConflictsDetectedEvent = z.output<typeof ConflictsDetectedEventSchema>;
 
 // --- conflict log items and the resolver's event ---
 
@@ -158,9 +183,8 @@ export const ConflictItemSchema = z.strictObject({
 });
 export type ConflictItem = z.output<typeof ConflictItemSchema>;
 
-/** conflict-resolver -> `<ns>.conflict.resolved`: what became of some conflict rows of one record. */
-export const ConflictResolvedEventSchema = z.strictObject({
-  protocol: ProtocolSchema,
+/** What became of some conflict rows of one record. */
+export const ConflictResolvedSchema = z.strictObject({
   conflictIds: z.array(PositiveIntSchema).min(1).max(10_000),
   ref: RecordRefSchema,
   strategy: StrategyNameSchema,
@@ -168,7 +192,14 @@ export const ConflictResolvedEventSchema = z.strictObject({
   resolutionChangeId: ChangeIdSchema.exactOptional(),
   resolutionSeq: PositiveIntSchema.exactOptional(),
 });
-export type ConflictResolvedEvent = z.output<typeof ConflictResolvedEventSchema>;
+export type ConflictResolved = z.output<typeof ConflictResolvedSchema>;
+
+/** conflict-resolver -> `<ns>.conflict.resolved`: the decisions of one resolver transaction (a chunk of them). */
+export const ConflictsResolvedEventSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  decisions: z.array(ConflictResolvedSchema).min(1).max(MAX_ITEMS_PER_VV_EVENT),
+});
+export type ConflictsResolvedEvent = z.output<typeof ConflictsResolvedEventSchema>;
 
 // --- operator API: request/reply on `<ns>.admin.conflicts.<verb>` ---
 
@@ -214,13 +245,32 @@ export type ConflictResolveResponse = z.output<typeof ConflictResolveResponseSch
 
 // --- decoders ---
 
-export const decodeRecordAppliedEvent = (b: Uint8Array): RecordAppliedEvent => decodeMessage(RecordAppliedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
-export const decodeChangeIgnoredEvent = (b: Uint8Array): ChangeIgnoredEvent => decodeMessage(ChangeIgnoredEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
-export const decodeConflictDetectedEvent = (b: Uint8Array): ConflictDetectedEvent => decodeMessage(ConflictDetectedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
-export const decodeConflictResolvedEvent = (b: Uint8Array): ConflictResolvedEvent => decodeMessage(ConflictResolvedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
+export const decodeRecordsAppliedEvent = (b: Uint8Array): RecordsAppliedEvent => decodeMessage(RecordsAppliedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
+export const decodeChangesIgnoredEvent = (b: Uint8Array): ChangesIgnoredEvent => decodeMessage(ChangesIgnoredEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
+export const decodeConflictsDetectedEvent = (b: Uint8Array): ConflictsDetectedEvent => decodeMessage(ConflictsDetectedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
+export const decodeConflictsResolvedEvent = (b: Uint8Array): ConflictsResolvedEvent => decodeMessage(ConflictsResolvedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
 export const decodeConflictsListRequest = (b: Uint8Array): ConflictsListRequest => decodeMessage(ConflictsListRequestSchema, b, MAX_ADMIN_REQUEST_BYTES);
 export const decodeConflictShowRequest = (b: Uint8Array): ConflictShowRequest => decodeMessage(ConflictShowRequestSchema, b, MAX_ADMIN_REQUEST_BYTES);
 export const decodeConflictResolveRequest = (b: Uint8Array): ConflictResolveRequest => decodeMessage(ConflictResolveRequestSchema, b, MAX_ADMIN_REQUEST_BYTES);
 export const decodeConflictsListReply = (b: Uint8Array): ReplyOf<ConflictsListResponse> => decodeReply(ConflictsListResponseSchema, b, MAX_ADMIN_REPLY_BYTES);
 export const decodeConflictShowReply = (b: Uint8Array): ReplyOf<ConflictShowResponse> => decodeReply(ConflictShowResponseSchema, b, MAX_ADMIN_REPLY_BYTES);
 export const decodeConflictResolveReply = (b: Uint8Array): ReplyOf<ConflictResolveResponse> => decodeReply(ConflictResolveResponseSchema, b, MAX_ADMIN_REPLY_BYTES);
+
+/**
+ * Cuts the items of one batched event into payloads of at most `maxItems` items and `maxBytes`
+ * bytes (`make` builds the event from a chunk). An item too large for an event alone gets one.
+ */
+export function chunkEvents<T>(items: readonly T[], make: (chunk: T[]) => unknown, maxItems = MAX_ITEMS_PER_VV_EVENT, maxBytes = MAX_CONFLICT_EVENT_BYTES): { payload: Uint8Array; items: T[] }[] {
+  const out: { payload: Uint8Array; items: T[] }[] = [];
+  const emit = (chunk: T[]): void => {
+    if (chunk.length === 0) return;
+    const payload = encodeJson(make(chunk));
+    if (payload.byteLength > maxBytes && chunk.length > 1) {
+      const half = Math.ceil(chunk.length / 2);
+      emit(chunk.slice(0, half));
+      emit(chunk.slice(half));
+    } else out.push({ payload, items: chunk });
+  };
+  for (let i = 0; i < items.length; i += maxItems) emit(items.slice(i, i + maxItems));
+  return out;
+}

@@ -28,7 +28,7 @@ export function stringProblem(s: string): string | undefined {
   return undefined;
 }
 
-type Issue = { path: PropertyKey[]; message: string; oversized?: boolean };
+export type Issue = { path: PropertyKey[]; message: string; oversized?: boolean };
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
@@ -83,6 +83,11 @@ function report(ctx: z.core.$RefinementCtx, issues: readonly Issue[]): void {
   for (const i of issues) {
     ctx.addIssue(i.oversized ? { code: 'custom', path: i.path, message: i.message, params: OVERSIZED } : { code: 'custom', path: i.path, message: i.message });
   }
+}
+
+/** The problems of one JSON value (see the file comment), appended to `issues` with paths under `path`. */
+export function jsonValueIssues(v: unknown, path: PropertyKey[], issues: Issue[]): void {
+  checkJson(v, path, 0, issues);
 }
 
 /** Any JSON value that survives storage and hashing unchanged (see the file comment). */

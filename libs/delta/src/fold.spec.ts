@@ -3,7 +3,9 @@ import { applyChanges, canonicalJson, emptyRecord, mergeRecordStates } from '@fl
 import type { LoggedChange, StrategyConfig } from '@fleet/sync-core';
 import { historyArb, REF, runHistory } from '@fleet/sync-core/src/history.testkit';
 import { decodePullResponse, encodeJson, fromWireRecord } from '@fleet/contracts';
-import { foldDeltas, foldWire } from './fold';
+import { foldDeltas, foldWire, singleChangeWire } from './fold';
+import { toWireRecord } from '@fleet/contracts';
+import { joinChange } from '@fleet/sync-core';
 
 const configs: StrategyConfig[] = [{ default: 'lww' }, { default: 'merge' }, { default: 'manual' }];
 
@@ -33,5 +35,17 @@ describe('delta states', () => {
     const changes = runHistory({ steps: [{ kind: 'write', node: 0, del: false, set: [[0, 1], [1, 2]], unset: [] }, { kind: 'write', node: 0, del: false, set: [[1, 3]], unset: [] }], skews: [0, 0, 0] }, configs[0] as StrategyConfig).changes.map((ch, i) => ({ ...ch, seq: i + 1 }));
     const [delta] = foldDeltas(changes.slice(1));
     expect(Object.keys(delta?.fields ?? {})).toEqual(['size']);
+  });
+
+  it('the direct wire form of a single change equals the wire form of its join from an empty state', () => {
+    fc.assert(
+      fc.property(historyArb, (input) => {
+        for (const ch of runHistory(input, configs[1] as StrategyConfig).changes) {
+          expect(singleChangeWire(ch)).toEqual(toWireRecord(joinChange(emptyRecord(ch), ch).state));
+          expect(canonicalJson(singleChangeWire(ch))).toBe(canonicalJson(toWireRecord(joinChange(emptyRecord(ch), ch).state)));
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -9,10 +9,10 @@
  * re-delivered or overlapping page changes nothing. The delta holds only the fields the page's changes
  * wrote: an agent with version n of a record receives only the fields changed after n.
  */
-import { emptyRecord, joinChange } from '@fleet/sync-core';
-import type { LoggedChange, RecordState } from '@fleet/sync-core';
+import { emptyRecord, joinChange, validateChange, vvGet, vvNormalize } from '@fleet/sync-core';
+import type { Change, JsonValue, LoggedChange, RecordState } from '@fleet/sync-core';
 import { toWireRecord } from '@fleet/contracts';
-import type { WireRecord } from '@fleet/contracts';
+import type { WireFieldWrite, WireRecord, WireStamp } from '@fleet/contracts';
 
 export function recordId(scope: string, collection: string, key: string): string {
   return `${scope}\u0000${collection}\u0000${key}`;
@@ -29,8 +29,49 @@ export function foldDeltas(changes: readonly LoggedChange[]): RecordState[] {
   return [...states.values()];
 }
 
+/**
+ * The wire form of the join of ONE change into an empty state, built directly: one stamp, the existence
+ * write, and (a put) one single-write register per field set or unset, sorted by name; (a delete) its
+ * vector as the one delete. Exactly `toWireRecord(joinChange(emptyRecord(c), c).state)` (property test
+ * in fold.spec.ts), without the generic join's allocations: most records of a page were touched by one
+ * change. `validateChange` still refuses a malformed change (FLEET_CHANGE_001), as the join does.
+ */
+export function singleChangeWire(c: Change): WireRecord {
+  validateChange(c);
+  const vv = vvNormalize(c.vv);
+  const stamp: WireStamp = [c.origin, vvGet(vv, c.origin), c.hlc, c.changeId, vv];
+  if (c.op === 'delete') return { s: c.scope, c: c.collection, k: c.key, w: [stamp], x: [[0, 0]], d: [vv] };
+  const names = Object.keys(c.fields);
+  const unset = c.unset ?? [];
+  if (names.length === 0 && unset.length === 0) return { s: c.scope, c: c.collection, k: c.key, w: [stamp], x: [[0, 1]] };
+  const entries: [string, WireFieldWrite[]][] = [];
+  for (const f of names) entries.push([f, [[0, c.fields[f] as JsonValue]]]);
+  for (const f of unset) entries.push([f, [[0]]]);
+  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return { s: c.scope, c: c.collection, k: c.key, w: [stamp], x: [[0, 1]], f: Object.fromEntries(entries) };
+}
+
+/** Wire delta states of the records touched by `changes` (seq order), in order of first appearance. */
 export function foldWire(changes: readonly LoggedChange[]): WireRecord[] {
-  return foldDeltas(changes).map(toWireRecord);
+  // Group by record first: a record touched once takes the direct path, several times the join.
+  const groups = new Map<string, LoggedChange[]>();
+  for (const c of changes) {
+    const id = recordId(c.scope, c.collection, c.key);
+    const g = groups.get(id);
+    if (g === undefined) groups.set(id, [c]);
+    else g.push(c);
+  }
+  const out: WireRecord[] = [];
+  for (const g of groups.values()) {
+    if (g.length === 1) {
+      out.push(singleChangeWire(g[0] as LoggedChange));
+      continue;
+    }
+    let s = emptyRecord(g[0] as LoggedChange);
+    for (const c of g) s = joinChange(s, c).state;
+    out.push(toWireRecord(s));
+  }
+  return out;
 }
 
 /**

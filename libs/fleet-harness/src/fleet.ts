@@ -58,6 +58,7 @@ export interface QueuePeaks {
 }
 
 export interface ConflictRow {
+  readonly collection: string;
   readonly strategy: string;
   readonly status: string;
   readonly resolvedBy: string | null;
@@ -75,6 +76,8 @@ export class Fleet {
   private writer: ServerWriter | undefined;
   private writerDs: DataSource | undefined;
   failures: string[] = [];
+  /** PUT /records attempts answered 503 (retried). */
+  serverWriteRetries: string[] = [];
 
   private constructor(
     readonly o: FleetOptions,
@@ -138,13 +141,23 @@ export class Fleet {
     });
   }
 
-  /** Operator write of desired state (`fleet`, `group.<g>`): `PUT /records/:scope/:collection/:key` on the conflict-resolver. */
+  /**
+   * Operator write of desired state (`fleet`, `group.<g>`): `PUT /records/:scope/:collection/:key` on
+   * the conflict-resolver. A retryable failure (503) is retried as an operator would; note that the
+   * first attempt may already be committed (see `serverWriteRetries` and the report).
+   */
   async serverPut(ref: RecordRef, fields: Record<string, unknown>, unset?: readonly string[]): Promise<LoggedChange> {
-    const r = (await httpJson('PUT', `${this.stack.operatorUrl}/records/${encodeURIComponent(ref.scope)}/${encodeURIComponent(ref.collection)}/${encodeURIComponent(ref.key)}`, {
-      fields,
-      ...(unset === undefined ? {} : { unset }),
-    })) as { change: LoggedChange };
-    return r.change;
+    const url = `${this.stack.operatorUrl}/records/${encodeURIComponent(ref.scope)}/${encodeURIComponent(ref.collection)}/${encodeURIComponent(ref.key)}`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = (await httpJson('PUT', url, { fields, ...(unset === undefined ? {} : { unset }) })) as { change: LoggedChange };
+        return r.change;
+      } catch (e) {
+        if (attempt >= 60 || !(e instanceof Error) || !/HTTP 503/.test(e.message)) throw e;
+        this.serverWriteRetries.push(e.message.slice(0, 300));
+        await sleep(500);
+      }
+    }
   }
 
   async serverDelete(ref: RecordRef): Promise<LoggedChange> {
@@ -168,7 +181,20 @@ export class Fleet {
         changeLog: new PostgresChangeLog(this.writerDs),
         config: this.config,
         node: 'server-harness',
-        publishAppended: (changes) => publishAppended(this.bus, this.s, changes),
+        // The change is committed before this runs: its announcement is retried until NATS takes it
+        // (same msg id: a repeat dedupes). Without it, a publish lost to a NATS restart leaves the
+        // change un-announced (records projection, conflict detection and nudges wait for the
+        // record's next change): see the report on PUT /records, which has no such retry.
+        publishAppended: async (changes) => {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              return await publishAppended(this.bus, this.s, changes);
+            } catch (e) {
+              if (attempt >= 120) throw e;
+              await sleep(250);
+            }
+          }
+        },
       });
     }
     const { appended } = await this.writer.write([ref], (ctx) => {
@@ -207,10 +233,10 @@ export class Fleet {
   }
 
   async conflictStats(): Promise<ConflictRow[]> {
-    const rows = await this.sql<{ strategy: string; status: string; resolved_by: string | null; n: number }>(
-      `select strategy, status, resolved_by, count(*)::int as n from conflicts group by 1, 2, 3 order by 1, 2, 3`,
+    const rows = await this.sql<{ collection: string; strategy: string; status: string; resolved_by: string | null; n: number }>(
+      `select collection, strategy, status, resolved_by, count(*)::int as n from conflicts group by 1, 2, 3, 4 order by 1, 2, 3, 4`,
     );
-    return rows.map((r) => ({ strategy: r.strategy, status: r.status, resolvedBy: r.resolved_by, n: r.n }));
+    return rows.map((r) => ({ collection: r.collection, strategy: r.strategy, status: r.status, resolvedBy: r.resolved_by, n: r.n }));
   }
 
   /** The server is quiet: no conflict open, the records projection at the log's head, the delta projection too. */
@@ -229,24 +255,25 @@ export class Fleet {
    * or past the last logged change of each of its scopes; and the server is quiet. Checks only
    * positions; `check()` compares the data.
    */
-  async converged(): Promise<boolean> {
-    if (this.agents.some((a) => a.outboxSize() > 0)) return false;
+  async converged(agents: readonly FleetAgent[] = this.agents): Promise<boolean> {
+    if (agents.some((a) => a.outboxSize() > 0)) return false;
     if (!(await this.serverQuiet())) return false;
     const rows = await this.sql<{ scope: string; m: string }>(`select scope, max(seq) as m from change_log group by scope`);
     const max = new Map(rows.map((r) => [r.scope, Number(r.m)]));
-    for (const a of this.agents) {
+    for (const a of agents) {
       const c = a.cursor();
       for (const s of a.scopes) if ((max.get(s) ?? 0) > c) return false;
     }
-    return (await this.serverQuiet()) && this.agents.every((a) => a.outboxSize() === 0);
+    return (await this.serverQuiet()) && agents.every((a) => a.outboxSize() === 0);
   }
 
+  /** Until `converged()` for the online agents (all agents when every one is online). */
   async waitConverged(timeoutMs: number, onTick?: () => void): Promise<number> {
     const t0 = performance.now();
     await eventually(
       async () => {
         onTick?.();
-        return this.converged();
+        return this.converged(this.agents.filter((a) => a.online));
       },
       timeoutMs,
       'every agent to hold every change of its scopes',
@@ -297,7 +324,9 @@ export class Fleet {
     let roundTrips = 0;
     const failed: string[] = [];
     await pool(this.agents, concurrency, async (a) => {
-      const v = await Promise.race([a.verify(), sleep(60_000).then(() => undefined)]);
+      let timer: NodeJS.Timeout | undefined;
+      const v = await Promise.race([a.verify(), new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), 60_000)))]);
+      clearTimeout(timer);
       if (v === undefined) {
         failed.push(`${a.id}: verification did not finish in 60 s`);
         return;

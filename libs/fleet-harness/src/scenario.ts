@@ -19,6 +19,7 @@ import type { FleetAgent } from './agent';
 import { describeResult } from './checker';
 import type { ConvergenceResult } from './checker';
 import { Fleet } from './fleet';
+import type { ConflictRow } from './fleet';
 import { Prng, sleep } from './util';
 
 export const DEMO_STRATEGIES: StrategyConfigJson = {
@@ -57,7 +58,7 @@ export interface ScenarioReport {
   readonly check: ConvergenceResult;
   readonly verifyViolations: number;
   readonly convergenceMs: number;
-  readonly conflicts: readonly { strategy: string; status: string; resolvedBy: string | null; n: number }[];
+  readonly conflicts: readonly ConflictRow[];
 }
 
 interface Counters {
@@ -167,8 +168,11 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
       }
       for (const a of serverTargets) {
         const r = rng.fork();
-        const edits = serverEdits(a, r, round);
-        for (const [ref, edit] of edits) {
+        const plan = { settings: r.pick(['ntp', 'logging']), pkg: r.pick(PACKAGES), note: r.chance(0.8) };
+        // An offline agent edits the same fields of the same records meanwhile: every one of these
+        // becomes a conflict under its collection's strategy when it reconnects.
+        if (offlineIds.has(a.id)) a.batch(() => contestedAgentEdits(a, plan, round, count));
+        for (const [ref, edit] of serverEdits(a, plan, round)) {
           await fleet.serverEditHost(ref, edit);
           counters.hostServerEdits++;
           counters.serverWrites++;
@@ -233,11 +237,11 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     lines.push(`  server writes             ${counters.serverWrites} (${counters.serverWrites - counters.hostServerEdits} desired config via PUT /records, ${counters.hostServerEdits} edits of host records via ServerWriter)`);
     lines.push(`  change log                ${logStats?.total ?? 0} rows: ${logStats?.agent ?? 0} from agents, ${logStats?.server ?? 0} from the server (writes + resolutions)`);
     lines.push('', 'conflicts (conflict log, by strategy and outcome)');
-    const strategies = [...new Set(conflicts.map((c) => c.strategy))].sort();
-    for (const st of strategies) {
-      const rows = conflicts.filter((c) => c.strategy === st);
+    const collections = [...new Set(conflicts.map((c) => c.collection))].sort();
+    for (const col of collections) {
+      const rows = conflicts.filter((c) => c.collection === col);
       const total = rows.reduce((n, c) => n + c.n, 0);
-      lines.push(`  ${st.padEnd(8)} ${String(total).padStart(5)}  ${rows.map((c) => `${c.status}${c.resolvedBy ? ` by ${c.resolvedBy}` : ''}: ${c.n}`).join(', ')}`);
+      lines.push(`  ${strategyLabel(col).padEnd(24)} ${col.padEnd(9)} ${String(total).padStart(5)}  ${rows.map((c) => `${c.status}${c.resolvedBy ? ` by ${c.resolvedBy}` : ''}: ${c.n}`).join(', ')}`);
     }
     const manualSample = decisions.slice(0, 3);
     if (manualSample.length > 0) lines.push(`  operator decisions (${decisions.length}), e.g.: ${manualSample.join('; ')}`);
@@ -303,22 +307,47 @@ function agentEdit(a: FleetAgent, r: Prng, count: (c: unknown) => void): void {
   }
 }
 
+interface EditPlan {
+  readonly settings: string;
+  readonly pkg: string;
+  readonly note: boolean;
+}
+
+/** What an offline agent does to the records the server also edits (same fields). */
+function contestedAgentEdits(a: FleetAgent, plan: EditPlan, round: number, count: (c: unknown) => void): void {
+  const host = (collection: string, key: string) => ({ scope: `host.${a.id}`, collection, key });
+  count(a.patch('desired', 'agent-config', { interval: 45 + round }));
+  const cur = a.store.get(host('counters', 'restarts'));
+  count(a.patch('counters', 'restarts', { n: counterAdd(cur?.fields?.['n'] as JsonValue | undefined, a.id, 1) }));
+  if (plan.note) count(a.patch('notes', 'owner', { text: `offline note from ${a.id} r${round}` }));
+  count(a.patch('settings', plan.settings, { level: 'debug', enabled: false }));
+  const pkg = a.store.get(host('packages', plan.pkg));
+  if (pkg?.status === 'live' && round === 1) count(a.delete('packages', plan.pkg));
+  else count(a.patch('packages', plan.pkg, { version: `0.${round}.1-local` }));
+}
+
 /**
  * The server's edits of one agent's host records in a round: the same fields the agent edits, so
  * each is a conflict when the agent edited concurrently (offline), under the collection's strategy.
  */
-function serverEdits(a: FleetAgent, r: Prng, round: number): [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] {
+function serverEdits(a: FleetAgent, plan: EditPlan, round: number): [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] {
   const host = (collection: string, key: string): RecordRef => ({ scope: `host.${a.id}`, collection, key });
   const out: [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] = [];
   // custom prefer-server: the server's interval wins.
   out.push([host('desired', 'agent-config'), () => ({ op: 'put', fields: { interval: 15 * (round + 1), mode: 'managed' } })]);
   // custom counter-sum: both sides count.
   out.push([host('counters', 'restarts'), (cur) => ({ op: 'put', fields: { n: counterAdd(cur?.['n'] as JsonValue | undefined, 'server', 1) } })]);
-  if (r.chance(0.7)) out.push([host('notes', 'owner'), () => ({ op: 'put', fields: { text: `server note r${round}` } })]); // manual
-  if (r.chance(0.7)) out.push([host('settings', r.pick(['ntp', 'logging'])), () => ({ op: 'put', fields: { level: 'warn', enabled: true } })]); // lww
-  const pkg = r.pick(PACKAGES);
-  out.push([host('packages', pkg), (cur) => (cur === null ? { op: 'put', fields: { pinned: true } } : { op: 'put', fields: { version: `9.${round}.0`, pinned: true } })]); // merge
+  if (plan.note) out.push([host('notes', 'owner'), () => ({ op: 'put', fields: { text: `server note r${round}` } })]); // manual
+  out.push([host('settings', plan.settings), () => ({ op: 'put', fields: { level: 'warn', enabled: true } })]); // lww
+  // merge: the version field on both sides (the rule: lww); a delete on the agent vs this edit: edit wins.
+  out.push([host('packages', plan.pkg), () => ({ op: 'put', fields: { version: `9.${round}.0`, pinned: true } })]);
   return out;
+}
+
+function strategyLabel(collection: string): string {
+  const c = DEMO_STRATEGIES.collections?.[collection];
+  if (c === undefined) return String(typeof DEMO_STRATEGIES.default === 'string' ? DEMO_STRATEGIES.default : DEMO_STRATEGIES.default.strategy);
+  return c.rule === undefined ? c.strategy : `${c.strategy} (${c.rule})`;
 }
 
 function kib(n: number): string {

@@ -25,48 +25,81 @@ function isPlainObject(v: object): boolean {
   return proto === Object.prototype || proto === null;
 }
 
-function write(value: unknown, out: string[], path: string, ancestors: Set<object>): void {
+/**
+ * Appends the canonical text of `value` to `out`. The hot path (every write hashes its record) builds
+ * no path strings and allocates nothing per primitive: on a failure the path of the offending value is
+ * found again by `locate`, which costs only in the error case.
+ */
+function write(value: unknown, out: string[], ancestors: object[]): boolean {
   switch (typeof value) {
     case 'string':
       out.push(JSON.stringify(value));
+      return true;
+    case 'number':
+      if (!Number.isFinite(value)) return false;
+      out.push(JSON.stringify(value));
+      return true;
+    case 'boolean':
+      out.push(value ? 'true' : 'false');
+      return true;
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) {
+    out.push('null');
+    return true;
+  }
+  if (ancestors.includes(value)) return false;
+  ancestors.push(value);
+  if (Array.isArray(value)) {
+    out.push('[');
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out.push(',');
+      // A hole reads as undefined and is rejected like any undefined.
+      if (!write(value[i], out, ancestors)) return false;
+    }
+    out.push(']');
+  } else {
+    if (!isPlainObject(value)) return false;
+    const obj = value as Record<string, unknown>;
+    const keys = Object.keys(obj).sort();
+    out.push('{');
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i] as string;
+      out.push(i > 0 ? ',' : '', JSON.stringify(k), ':');
+      if (!write(obj[k], out, ancestors)) return false;
+    }
+    out.push('}');
+  }
+  ancestors.pop();
+  return true;
+}
+
+/** Finds the first value `write` refuses, depth first in canonical order, and throws naming its path. */
+function locate(value: unknown, path: string, ancestors: Set<object>): void {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
       return;
     case 'number':
       if (!Number.isFinite(value)) fail(path, `non-finite number ${String(value)}`);
-      out.push(JSON.stringify(value));
-      return;
-    case 'boolean':
-      out.push(value ? 'true' : 'false');
       return;
     case 'object':
       break;
     default:
       fail(path, `${typeof value} is not JSON`);
   }
-  if (value === null) {
-    out.push('null');
-    return;
-  }
+  if (value === null) return;
   if (ancestors.has(value)) fail(path, 'cycle');
   ancestors.add(value);
   if (Array.isArray(value)) {
-    out.push('[');
-    for (let i = 0; i < value.length; i++) {
-      if (i > 0) out.push(',');
-      // A hole reads as undefined and is rejected like any undefined.
-      write(value[i], out, `${path}[${i}]`, ancestors);
-    }
-    out.push(']');
+    for (let i = 0; i < value.length; i++) locate(value[i], `${path}[${i}]`, ancestors);
   } else {
     if (!isPlainObject(value)) fail(path, 'not a plain object');
     const obj = value as Record<string, unknown>;
-    const keys = Object.keys(obj).sort();
-    out.push('{');
-    keys.forEach((k, i) => {
-      if (i > 0) out.push(',');
-      out.push(JSON.stringify(k), ':');
-      write(obj[k], out, `${path}.${k}`, ancestors);
-    });
-    out.push('}');
+    for (const k of Object.keys(obj).sort()) locate(obj[k], `${path}.${k}`, ancestors);
   }
   ancestors.delete(value);
 }
@@ -74,7 +107,10 @@ function write(value: unknown, out: string[], path: string, ancestors: Set<objec
 /** The one canonical JSON text of `value`. Throws `FLEET_JSON_001` for anything that is not JSON. */
 export function canonicalJson(value: unknown): string {
   const out: string[] = [];
-  write(value, out, '$', new Set());
+  if (!write(value, out, [])) {
+    locate(value, '$', new Set());
+    fail('$', 'not JSON'); // unreachable: locate throws for whatever write refused
+  }
   return out.join('');
 }
 

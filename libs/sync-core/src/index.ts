@@ -12,3 +12,4 @@ export * from './scheduler';
 export * from './rules';
 export * from './connection';
 export * from './sync-protocol';
+export * from './uuid';

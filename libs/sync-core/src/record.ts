@@ -184,8 +184,20 @@ export function validateChange(change: Change, ref?: RecordRef): void {
   }
 }
 
+/** Whether a vector is already in canonical form (actors ascending, no zero entries): the common case. */
+function isNormalized(vv: VersionVector): boolean {
+  let prev: string | undefined;
+  for (const k in vv) {
+    if (!Object.hasOwn(vv, k)) return false;
+    if ((prev !== undefined && k <= prev) || !((vv[k] as number) > 0)) return false;
+    prev = k;
+  }
+  return true;
+}
+
 export function stampOf(change: Change): WriteStamp {
-  const vv = vvNormalize(change.vv);
+  // Vectors are treated as immutable values everywhere, so a canonical one is shared, not copied.
+  const vv = isNormalized(change.vv) ? change.vv : vvNormalize(change.vv);
   return { origin: change.origin, counter: vvGet(vv, change.origin), hlc: change.hlc, changeId: change.changeId, vv };
 }
 
@@ -205,6 +217,7 @@ function byDot(a: WriteStamp, b: WriteStamp): number {
  * make the result depend on arrival order.
  */
 function addWrite<T extends WriteStamp>(list: readonly T[], w: T): readonly T[] {
+  if (list.length === 0) return [w];
   for (const x of list) {
     if (x.origin === w.origin && x.counter === w.counter) {
       if (x.changeId === w.changeId) return list;
@@ -221,6 +234,16 @@ function sortedKeys<V>(entries: Iterable<[string, V]>): { [k: string]: V } {
   return Object.fromEntries([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** `fields` with its keys in order: itself when they already are (the common case), else a sorted copy. */
+function sortedFields<V>(fields: { readonly [k: string]: V }): { readonly [k: string]: V } {
+  let prev: string | undefined;
+  for (const k of Object.keys(fields)) {
+    if (prev !== undefined && k <= prev) return sortedKeys(Object.entries(fields));
+    prev = k;
+  }
+  return fields;
+}
+
 /**
  * Joins one change into the registers (the view is left as it was: `resolve.ts` recomputes it).
  * `changed` is false when the change added nothing (duplicate, or entirely dominated).
@@ -228,45 +251,48 @@ function sortedKeys<V>(entries: Iterable<[string, V]>): { [k: string]: V } {
 export function joinChange(state: RecordState, change: Change): { state: RecordState; changed: boolean } {
   validateChange(change, state.ref);
   const stamp = stampOf(change);
+  const { origin, counter, hlc, changeId, vv: svv } = stamp;
   let changed = false;
   let deletes = state.deletes;
-  const fields = new Map<string, readonly FieldWrite[]>(Object.entries(state.fields));
+  // Copied only when a register changes (most joins touch few registers of a record).
+  let fields: Map<string, readonly FieldWrite[]> | undefined;
 
-  const existence = addWrite<ExistenceWrite>(state.existence, { ...stamp, alive: change.op === 'put' });
+  const existence = addWrite<ExistenceWrite>(state.existence, { origin, counter, hlc, changeId, vv: svv, alive: change.op === 'put' });
   if (existence !== state.existence) changed = true;
 
   if (change.op === 'delete') {
-    if (!deletes.some((d) => vvCompare(d, stamp.vv) === 'after' || vvCompare(d, stamp.vv) === 'equal')) {
-      deletes = [...deletes.filter((d) => !dominates(stamp.vv, d)), stamp.vv].sort((a, b) => (canonicalJson(a) < canonicalJson(b) ? -1 : 1));
+    if (!deletes.some((d) => vvCompare(d, svv) === 'after' || vvCompare(d, svv) === 'equal')) {
+      deletes = [...deletes.filter((d) => !dominates(svv, d)), svv].sort((a, b) => (canonicalJson(a) < canonicalJson(b) ? -1 : 1));
       changed = true;
-      for (const [f, writes] of fields) {
-        const kept = writes.filter((w) => !dominates(stamp.vv, w.vv));
+      for (const [f, writes] of Object.entries(state.fields)) {
+        const kept = writes.filter((w) => !dominates(svv, w.vv));
         if (kept.length === writes.length) continue;
+        fields ??= new Map(Object.entries(state.fields));
         if (kept.length === 0) fields.delete(f);
         else fields.set(f, kept);
       }
     }
   } else {
     // A put dominated by a delete we hold is entirely superseded: the delete removed what it saw.
-    const deletedAway = deletes.some((d) => dominates(d, stamp.vv));
+    const deletedAway = deletes.length > 0 && deletes.some((d) => dominates(d, svv));
     if (!deletedAway) {
-      const incoming: [string, FieldValue][] = [
-        ...Object.entries(change.fields).map(([f, value]): [string, FieldValue] => [f, { value }]),
-        ...(change.unset ?? []).map((f): [string, FieldValue] => [f, { removed: true }]),
-      ];
-      for (const [f, v] of incoming) {
-        const before = fields.get(f) ?? [];
-        const after = addWrite<FieldWrite>(before, { ...stamp, ...v });
+      const held = state.fields;
+      const add = (f: string, w: FieldWrite): void => {
+        const before = fields !== undefined ? (fields.get(f) ?? []) : Object.hasOwn(held, f) ? (held[f] as readonly FieldWrite[]) : [];
+        const after = addWrite<FieldWrite>(before, w);
         if (after !== before) {
+          fields ??= new Map(Object.entries(held));
           fields.set(f, after);
           changed = true;
         }
-      }
+      };
+      for (const f of Object.keys(change.fields)) add(f, { origin, counter, hlc, changeId, vv: svv, value: change.fields[f] as JsonValue });
+      if (change.unset !== undefined) for (const f of change.unset) add(f, { origin, counter, hlc, changeId, vv: svv, removed: true });
     }
   }
-  const vv = vvMerge(state.vv, stamp.vv);
+  const vv = vvMerge(state.vv, svv);
   if (!changed && vvCompare(vv, state.vv) === 'equal') return { state, changed: false };
-  return { state: { ...state, vv, existence, deletes, fields: sortedKeys(fields) }, changed: true };
+  return { state: { ...state, vv, existence, deletes, fields: fields === undefined ? sortedFields(state.fields) : sortedKeys(fields) }, changed: true };
 }
 
 /**

@@ -16,6 +16,8 @@ export interface ServiceEnv {
   readonly namespace: string;
   /** Any other FLEET_CHANGELOG_* / FLEET_* variables. */
   readonly extra?: Readonly<Record<string, string>>;
+  /** Extra node options before the script (e.g. `--cpu-prof`, which NODE_OPTIONS does not accept). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export class ServiceProcess {
@@ -36,7 +38,7 @@ export class ServiceProcess {
   /** Starts the service and waits until /health/ready answers 200. */
   static async start(name: string, env: ServiceEnv): Promise<ServiceProcess> {
     const [httpPort, metricsPort] = [await freePort(), await freePort()];
-    const proc = spawn(process.execPath, ['-r', './scripts/register.js', 'apps/change-log/src/main.ts'], {
+    const proc = spawn(process.execPath, [...(env.nodeArgs ?? []), '-r', './scripts/register.js', 'apps/change-log/src/main.ts'], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {

@@ -3,12 +3,14 @@
  * real NATS and PostgreSQL, one database and namespace per harness, and simulated agents that make
  * their changes with sync-core exactly as the agent does.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { loadConfig } from '@fleet/config';
 import { encodeJson, subjects, type Subjects } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
-import { deleteNamespaceStreams, eventually, SHARED_NATS, testNamespace } from '@fleet/messaging/src/test-support';
+import { deleteNamespaceStreams, eventually, freePort, SHARED_NATS, testNamespace } from '@fleet/messaging/src/test-support';
 import { openServerDataSource, PostgresChangeLog, readRecordState } from '@fleet/server-store';
 import { createTestDatabase, testUuidV7, type TestDatabase } from '@fleet/server-store/src/testing';
 import {
@@ -59,7 +61,46 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(strategies: StrategyConfig, opts: { replicas?: number; batchMessages?: number; resolverBatch?: number; sweepInterval?: string } = {}): Promise<Harness> {
+export interface HarnessOptions {
+  readonly replicas?: number;
+  readonly batchMessages?: number;
+  readonly resolverBatch?: number;
+  readonly sweepInterval?: string;
+  /**
+   * Run the replicas as child processes (`main.ts` of each service, as deployed) instead of in this
+   * process: `vv` and `resolvers` are then empty and `http` is the first resolver's URL.
+   */
+  readonly processes?: boolean;
+}
+
+const ROOT = join(__dirname, '..', '..', '..', '..');
+
+/** Starts a service's main.ts as a child process with `env`; resolves when its /health/ready answers 200. */
+async function spawnService(main: string, env: Record<string, string>, port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['-r', join(ROOT, 'scripts', 'register.js'), join(ROOT, main)], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  await eventually(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`${main} exited with ${child.exitCode}`);
+      return (await fetch(`http://127.0.0.1:${port}/health/ready`).catch(() => undefined))?.status === 200;
+    },
+    60_000,
+    `${main} ready`,
+  );
+  return child;
+}
+
+async function stopService(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+export async function startHarness(strategies: StrategyConfig, opts: HarnessOptions = {}): Promise<Harness> {
   const s = testNamespace('cr');
   const db = await createTestDatabase('fleet_conflicts');
   const ds = await openServerDataSource({ url: db.url, poolSize: 4 });
@@ -75,29 +116,31 @@ export async function startHarness(strategies: StrategyConfig, opts: { replicas?
   const replicas = opts.replicas ?? 1;
   const vv: INestApplication[] = [];
   const resolvers: INestApplication[] = [];
+  const children: ChildProcess[] = [];
+  const vvEnv = { FLEET_VERSIONVECTOR_BATCH_MESSAGES: String(opts.batchMessages ?? 20), FLEET_VERSIONVECTOR_BATCH_LINGER: '2ms' };
+  const resolverEnv = (i: number) => ({
+    FLEET_CONFLICTRESOLVER_NODE_ID: `server-r${i}`,
+    FLEET_CONFLICTRESOLVER_BATCH_MESSAGES: String(opts.resolverBatch ?? 20),
+    FLEET_CONFLICTRESOLVER_BATCH_LINGER: '2ms',
+    FLEET_CONFLICTRESOLVER_SWEEP_INTERVAL: opts.sweepInterval ?? '2s',
+    FLEET_CONFLICTRESOLVER_SWEEP_AGE: '2s',
+  });
+  let http = '';
   for (let i = 0; i < replicas; i++) {
-    vv.push(
-      await createVersionVectorApp(
-        loadConfig(versionVectorConfig, { ...common, FLEET_VERSIONVECTOR_BATCH_MESSAGES: String(opts.batchMessages ?? 20), FLEET_VERSIONVECTOR_BATCH_LINGER: '2ms' }),
-        strategies,
-      ),
-    );
-    resolvers.push(
-      await createConflictResolverApp(
-        loadConfig(conflictResolverConfig, {
-          ...common,
-          FLEET_CONFLICTRESOLVER_NODE_ID: `server-r${i}`,
-          FLEET_CONFLICTRESOLVER_BATCH_MESSAGES: String(opts.resolverBatch ?? 200),
-          FLEET_CONFLICTRESOLVER_BATCH_LINGER: '2ms',
-          FLEET_CONFLICTRESOLVER_SWEEP_INTERVAL: opts.sweepInterval ?? '2s',
-          FLEET_CONFLICTRESOLVER_SWEEP_AGE: '2s',
-        }),
-        strategies,
-      ),
-    );
+    if (opts.processes === true) {
+      const env = { ...common, FLEET_STRATEGIES: JSON.stringify(strategies) };
+      const vvPort = await freePort();
+      children.push(await spawnService('apps/version-vector/src/main.ts', { ...env, ...vvEnv, FLEET_HTTP_PORT: String(vvPort) }, vvPort));
+      const crPort = await freePort();
+      children.push(await spawnService('apps/conflict-resolver/src/main.ts', { ...env, ...resolverEnv(i), FLEET_HTTP_PORT: String(crPort) }, crPort));
+      if (http === '') http = `http://127.0.0.1:${crPort}`;
+      continue;
+    }
+    vv.push(await createVersionVectorApp(loadConfig(versionVectorConfig, { ...common, ...vvEnv }), strategies));
+    resolvers.push(await createConflictResolverApp(loadConfig(conflictResolverConfig, { ...common, ...resolverEnv(i) }), strategies));
   }
+  if (resolvers[0] !== undefined) http = `http://127.0.0.1:${(resolvers[0].getHttpServer().address() as { port: number }).port}`;
   const processor = new PushBatchProcessor(new PostgresChangeLog(ds), { publish: (subject, payload, o) => bus.publish(subject, payload, o) }, s);
-  const address = (resolvers[0] as INestApplication).getHttpServer().address() as { port: number };
   const logOf = async (ref: RecordRef): Promise<LoggedChange[]> => {
     const rows = (await ds.query(
       `select seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol
@@ -129,7 +172,7 @@ export async function startHarness(strategies: StrategyConfig, opts: { replicas?
     processor,
     vv,
     resolvers,
-    http: `http://127.0.0.1:${address.port}`,
+    http,
     async push(agentId, changes) {
       for (let i = 0; i < changes.length; i += 500) {
         const batch = { protocol: 1, batchId: testUuidV7(), agentId, changes: changes.slice(i, i + 500) };
@@ -167,6 +210,7 @@ export async function startHarness(strategies: StrategyConfig, opts: { replicas?
     },
     async close() {
       for (const a of [...resolvers, ...vv]) await a.close().catch(() => undefined);
+      await Promise.all(children.map(stopService));
       const jsm = await bus.jsm();
       await deleteNamespaceStreams(jsm, s).catch(() => undefined);
       await bus.drain();

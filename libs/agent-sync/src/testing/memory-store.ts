@@ -4,19 +4,12 @@
  * page and its cursor applied together – and it can fail on purpose (`failNext`) to simulate a crash
  * at a chosen call. Persisting across a "restart" is done by handing the same object to a new manager.
  */
-import { randomUUID } from 'node:crypto';
-import { emptyRecord, encodeHlc, makeLocalChange, mergeRecordStates, recordHash } from '@fleet/sync-core';
+import { randomFillSync } from 'node:crypto';
+import { emptyRecord, encodeHlc, formatUuidV7, makeLocalChange, mergeRecordStates, recordHash } from '@fleet/sync-core';
 import type { Change, Fields, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
 import type { StoredCursor, SyncStore } from '../ports';
 
 const key = (r: RecordRef): string => JSON.stringify([r.scope, r.collection, r.key]);
-
-/** A UUIDv7-shaped id (the contracts require v7 for change ids). */
-function uuidV7(ms: number): string {
-  const h = randomUUID().replace(/-/g, '');
-  const t = ms.toString(16).padStart(12, '0');
-  return `${t.slice(0, 8)}-${t.slice(8, 12)}-7${h.slice(13, 16)}-${((parseInt(h[16] as string, 16) & 0x3) | 0x8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
 
 type Listener = (e: { readonly source: 'local' | 'captured' | 'remote' }) => void;
 
@@ -43,7 +36,7 @@ export class MemorySyncStore implements SyncStore {
     this.originSeq++;
     this.tick++;
     const now = 1_767_225_600_000 + this.tick;
-    const { change, state: next } = makeLocalChange(state, { op: 'put', fields }, { origin: this.agentId, originSeq: this.originSeq, changeId: uuidV7(now), hlc: encodeHlc({ wallMs: now, counter: 0, node: this.agentId }), protocol: 1 }, this.config);
+    const { change, state: next } = makeLocalChange(state, { op: 'put', fields }, { origin: this.agentId, originSeq: this.originSeq, changeId: formatUuidV7(now, randomFillSync(new Uint8Array(16))), hlc: encodeHlc({ wallMs: now, counter: 0, node: this.agentId }), protocol: 1 }, this.config);
     this.records.set(key(ref), next);
     this.outbox.push(change);
     for (const l of this.listeners) l({ source: 'local' });

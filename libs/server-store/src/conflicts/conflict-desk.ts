@@ -111,16 +111,9 @@ async function applyUpdates(tx: EntityManager, updates: readonly Update[]): Prom
   await tx.query(
     `update conflicts c set status = u.status, outcome = u.outcome, resolved_by = u.by, resolution_change_id = u.change_id,
             resolved_at = case when u.resolved then now() else c.resolved_at end
-       from unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[], $5::uuid[], $6::bool[]) as u(id, status, outcome, by, change_id, resolved)
+       from jsonb_to_recordset($1::jsonb) as u(id bigint, status text, outcome jsonb, by text, change_id uuid, resolved bool)
       where c.id = u.id`,
-    [
-      updates.map((u) => u.id),
-      updates.map((u) => u.status),
-      updates.map((u) => JSON.stringify(u.outcome)),
-      updates.map((u) => u.by),
-      updates.map((u) => u.changeId),
-      updates.map((u) => u.resolved),
-    ],
+    [JSON.stringify(updates.map((u) => ({ id: u.id, status: u.status, outcome: u.outcome, by: u.by, change_id: u.changeId, resolved: u.resolved })))],
   );
 }
 
@@ -162,13 +155,17 @@ export class ConflictDesk {
     for (const r of rows) if (r.status === 'open') refs.set(refKey(r), { scope: r.scope, collection: r.collection, key: r.key });
     if (refs.size === 0) return { decisions: [], appended: [], decidedBefore };
     const config = this.writer.config;
-    const { result, appended } = await this.writer.write([...refs.values()], async (ctx) => {
-      const locked = (await ctx.tx.query(
+    // The conflict rows are locked before the append lock (record locks -> conflict rows -> append lock).
+    let locked: Row[] = [];
+    const lockRows = async (tx: EntityManager): Promise<void> => {
+      locked = (await tx.query(
         `select ${COLUMNS} from conflicts
           where (scope, collection, key) in (select * from unnest($1::text[], $2::text[], $3::text[])) and status in ('open', 'pending')
           order by id for update`,
         [[...refs.values()].map((r) => r.scope), [...refs.values()].map((r) => r.collection), [...refs.values()].map((r) => r.key)],
       )) as Row[];
+    };
+    const { result, appended } = await this.writer.write([...refs.values()], async (ctx) => {
       const byRecord = new Map<string, Row[]>();
       for (const r of locked) {
         const list = byRecord.get(refKey(r)) ?? [];
@@ -207,7 +204,7 @@ export class ConflictDesk {
       }
       await applyUpdates(ctx.tx, updates);
       return decisions;
-    });
+    }, lockRows);
     return { decisions: result, appended, decidedBefore };
   }
 

@@ -4,7 +4,6 @@ import {
   conflictOf,
   decodeRecordState,
   emptyRecord,
-  encodeRecordState,
   recordHash,
   visibleFields,
   type ChangeOutcome,
@@ -131,7 +130,9 @@ export class RecordsProjection implements Projection {
     const byKey = new Map<string, RecordRef>();
     for (const c of changes) byKey.set(refKey(c), { scope: c.scope, collection: c.collection, key: c.key });
     const refs = [...byKey.values()].sort(compareRefs);
+    const T: number[] = [performance.now()];
     const rows = await this.lockRows(tx, refs);
+    T.push(performance.now());
 
     const after = refs.map((r) => toSafeNumber(rows.get(refKey(r))?.last_seq ?? '0', 'last_seq'));
     const pending: ChangeLogRow[] = await tx.query(
@@ -142,6 +143,7 @@ export class RecordsProjection implements Projection {
       [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key), after],
     );
 
+    T.push(performance.now());
     const states = new Map<string, { state: RecordState; lastSeq: number; touched: boolean }>();
     for (const r of refs) {
       const row = rows.get(refKey(r));
@@ -168,6 +170,7 @@ export class RecordsProjection implements Projection {
       if (conflict !== undefined) found.push({ seq: change.seq, ref: s.state.ref, conflict });
     }
 
+    T.push(performance.now());
     const touched = refs.filter((r) => states.get(refKey(r))?.touched === true);
     if (touched.length === 0) return { classified, records: [], conflicts: [] };
 
@@ -175,19 +178,11 @@ export class RecordsProjection implements Projection {
     if (live && found.length > 0) {
       const inserted = (await tx.query(
         `insert into conflicts (conflict_key, scope, collection, key, seq, strategy, sides, status, detected_at)
-         select k, s, c, kk, q, st, sd, 'open', now()
-           from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[]) as t(k, s, c, kk, q, st, sd)
+         select t.k, t.s, t.c, t.kk, t.q, t.st, t.sd, 'open', now()
+           from jsonb_to_recordset($1::jsonb) as t(k text, s text, c text, kk text, q bigint, st text, sd jsonb)
          on conflict (conflict_key) do nothing
          returning id, conflict_key`,
-        [
-          found.map((f) => f.conflict.id),
-          found.map((f) => f.ref.scope),
-          found.map((f) => f.ref.collection),
-          found.map((f) => f.ref.key),
-          found.map((f) => f.seq),
-          found.map((f) => strategyNameOf(this.config, f.ref.collection)),
-          found.map((f) => JSON.stringify(f.conflict)),
-        ],
+        [JSON.stringify(found.map((f) => ({ k: f.conflict.id, s: f.ref.scope, c: f.ref.collection, kk: f.ref.key, q: f.seq, st: strategyNameOf(this.config, f.ref.collection), sd: f.conflict })))],
       )) as { id: string; conflict_key: string }[];
       const ids = new Map(inserted.map((r) => [r.conflict_key, toSafeNumber(r.id, 'conflict id')]));
       for (const f of found) {
@@ -196,6 +191,7 @@ export class RecordsProjection implements Projection {
       }
     }
 
+    T.push(performance.now());
     // Last: the rev lock, held for one statement and the commit.
     await tx.query(REV_LOCK_SQL);
     const [head] = (await tx.query('select coalesce(max(rev), 0) as head from records')) as { head: string }[];
@@ -213,29 +209,35 @@ export class RecordsProjection implements Projection {
         state: s.state,
       };
     });
+    // One jsonb document, not 11 parallel arrays: node-postgres escapes every element of a text array
+    // (large JSON texts), PostgreSQL parses the document once. The state object goes in as is: jsonb
+    // normalises key order, so canonical text (`encodeRecordState`, for text columns) buys nothing here.
     await tx.query(
       `update records r set state = t.state, fields = t.fields, hash = t.hash, vv = t.vv, status = t.status,
               conflicted = t.conflicted, last_seq = t.last_seq, rev = t.rev, updated_at = now()
-         from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::jsonb[], $8::text[], $9::bool[], $10::bigint[], $11::bigint[])
-           as t(scope, collection, key, state, fields, hash, vv, status, conflicted, last_seq, rev)
+         from jsonb_to_recordset($1::jsonb)
+           as t(scope text, collection text, key text, state jsonb, fields jsonb, hash text, vv jsonb, status text, conflicted bool, last_seq bigint, rev bigint)
         where r.scope = t.scope and r.collection = t.collection and r.key = t.key`,
       [
-        out.map((o) => o.ref.scope),
-        out.map((o) => o.ref.collection),
-        out.map((o) => o.ref.key),
-        out.map((o) => encodeRecordState(o.state)),
-        out.map((o) => {
-          const f = visibleFields(o.state);
-          return f === null ? null : JSON.stringify(f);
-        }),
-        out.map((o) => o.hash),
-        out.map((o) => JSON.stringify(o.vv)),
-        out.map((o) => o.status),
-        out.map((o) => o.conflicted),
-        out.map((o) => o.seq),
-        out.map((o) => o.rev),
+        JSON.stringify(
+          out.map((o) => ({
+            scope: o.ref.scope,
+            collection: o.ref.collection,
+            key: o.ref.key,
+            state: o.state,
+            fields: visibleFields(o.state),
+            hash: o.hash,
+            vv: o.vv,
+            status: o.status,
+            conflicted: o.conflicted,
+            last_seq: o.seq,
+            rev: o.rev,
+          })),
+        ),
       ],
     );
+    T.push(performance.now());
+    if (process.env['VV_TRACE']) console.error(`vv txn changes=${changes.length} refs=${refs.length} pending=${pending.length} found=${found.length} lock=${(T[1]!-T[0]!).toFixed(0)} read=${(T[2]!-T[1]!).toFixed(0)} apply=${(T[3]!-T[2]!).toFixed(0)} conflicts=${(T[4]!-T[3]!).toFixed(0)} revupd=${(T[5]!-T[4]!).toFixed(0)}`);
     return { classified, records: out, conflicts };
   }
 

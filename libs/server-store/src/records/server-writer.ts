@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import {
   applyChange,
   decodeRecordState,
+  formatUuidV7,
   emptyRecord,
   encodeHlc,
   hlcInit,
@@ -95,20 +96,31 @@ export class ServerWriter {
   }
 
   /**
-   * Locks `refs`, loads their states, runs `fn` (it may also lock conflict rows of these records),
-   * then appends the changes `fn` made through `ctx` (at most one per record) and commits.
+   * Locks `refs`, loads their states, runs `prepare` (it may lock conflict rows of these records),
+   * takes the append lock, runs `fn`, then appends the changes `fn` made through `ctx` (at most one
+   * per record) and commits.
+   *
+   * The append lock serialises every append of the server, so it is taken as late as possible: the
+   * states are loaded (projection rows + unapplied changes) and `prepare` runs BEFORE it, under the
+   * record locks only; once it is held, one catch-up read finds what was appended to these records
+   * since (usually nothing) and folds it. So `fn` still sees each record at the log's head with
+   * nothing appendable in between, and the lock is held for the catch-up read, `fn`, the append and
+   * the commit.
    */
-  async write<T>(refs: readonly RecordRef[], fn: (ctx: ServerWriteContext) => Promise<T> | T): Promise<ServerWriteResult<T>> {
+  async write<T>(refs: readonly RecordRef[], fn: (ctx: ServerWriteContext) => Promise<T> | T, prepare?: (tx: EntityManager) => Promise<void>): Promise<ServerWriteResult<T>> {
     const made: Change[] = [];
     let out: { result: T; appended: LoggedChange[] };
     try {
       out = await this.ds.transaction('READ COMMITTED', async (tx) => {
         await tx.query(`select set_config('lock_timeout', $1, true)`, [`${this.lockTimeoutMs}ms`]);
         await lockRecords(tx, refs);
-        await tx.query(APPEND_LOCK_SQL);
-        const states = await loadStates(tx, refs, this.options.config);
+        const loaded = await loadStatesAt(tx, refs, this.options.config);
         // One origin seq per record is what resolutions and operator writes use; the makers are synchronous for the callback's convenience.
         const seqs = await nextOriginSeqs(tx, Math.max(1, refs.length));
+        if (prepare !== undefined) await prepare(tx);
+        await tx.query(APPEND_LOCK_SQL);
+        await catchUp(tx, loaded, this.options.config);
+        const states = loaded.states;
         const ctx: ServerWriteContext = {
           tx,
           state: (ref) => getState(states, ref),
@@ -150,18 +162,8 @@ export class ServerWriter {
     const seen = maxHlc(state);
     if (seen !== undefined) clock = hlcReceive(clock, seen, now).state;
     this.clock = clock;
-    return { originSeq, changeId: uuidV7(now), hlc: encodeHlc(clock), protocol: this.protocol };
+    return { originSeq, changeId: formatUuidV7(now, randomBytes(16)), hlc: encodeHlc(clock), protocol: this.protocol };
   }
-}
-
-/** RFC 9562 UUIDv7 (48-bit ms timestamp, random rest). Local: the `uuid` package is ESM-only, which jest's CommonJS runtime cannot load. */
-export function uuidV7(nowMs: number): string {
-  const b = randomBytes(16);
-  b.writeUIntBE(nowMs, 0, 6);
-  b[6] = ((b[6] ?? 0) & 0x0f) | 0x70;
-  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 function getState(states: Map<string, RecordState>, ref: RecordRef): RecordState {
@@ -196,8 +198,25 @@ async function nextOriginSeqs(tx: EntityManager, n: number): Promise<number[]> {
 
 /** Each record's state at the log's head: projection row + the logged changes it has not applied. */
 export async function loadStates(tx: EntityManager, refs: readonly RecordRef[], config: StrategyConfig): Promise<Map<string, RecordState>> {
+  return (await loadStatesAt(tx, refs, config)).states;
+}
+
+interface LoadedStates {
+  readonly refs: readonly RecordRef[];
+  readonly states: Map<string, RecordState>;
+  /** Per record: the last seq folded into its state. */
+  readonly seqs: Map<string, number>;
+}
+
+const PENDING_SQL = `select ${CHANGE_COLUMNS.split(', ').map((c) => `c.${c}`).join(', ')}
+   from unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) as r(scope, collection, key, after)
+   join change_log c on c.scope = r.scope and c.collection = r.collection and c.key = r.key and c.seq > r.after
+  order by c.seq`;
+
+async function loadStatesAt(tx: EntityManager, refs: readonly RecordRef[], config: StrategyConfig): Promise<LoadedStates> {
   const states = new Map<string, RecordState>();
-  if (refs.length === 0) return states;
+  const seqs = new Map<string, number>();
+  if (refs.length === 0) return { refs, states, seqs };
   const params = [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key)];
   const rows = (await tx.query(
     `select t.scope, t.collection, t.key, r.state, coalesce(r.last_seq, 0) as last_seq
@@ -205,22 +224,29 @@ export async function loadStates(tx: EntityManager, refs: readonly RecordRef[], 
        left join records r on r.scope = t.scope and r.collection = t.collection and r.key = t.key`,
     params,
   )) as { scope: string; collection: string; key: string; state: unknown; last_seq: string }[];
-  const lastSeq = new Map<string, string>();
   for (const r of rows) {
     states.set(refKey(r), r.state === null || r.state === undefined ? emptyRecord(r) : decodeRecordState(r.state));
-    lastSeq.set(refKey(r), r.last_seq);
+    seqs.set(refKey(r), toSafeNumber(r.last_seq, 'last_seq'));
   }
-  const pending: ChangeLogRow[] = await tx.query(
-    `select ${CHANGE_COLUMNS.split(', ').map((c) => `c.${c}`).join(', ')}
-       from unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) as r(scope, collection, key, after)
-       join change_log c on c.scope = r.scope and c.collection = r.collection and c.key = r.key and c.seq > r.after
-      order by c.seq`,
-    [...params, refs.map((r) => lastSeq.get(refKey(r)) ?? '0')],
-  );
+  const loaded = { refs, states, seqs };
+  await catchUp(tx, loaded, config);
+  return loaded;
+}
+
+/** Folds the changes of the loaded records logged after what their states include. */
+async function catchUp(tx: EntityManager, loaded: LoadedStates, config: StrategyConfig): Promise<void> {
+  const { refs, states, seqs } = loaded;
+  if (refs.length === 0) return;
+  const pending: ChangeLogRow[] = await tx.query(PENDING_SQL, [
+    refs.map((r) => r.scope),
+    refs.map((r) => r.collection),
+    refs.map((r) => r.key),
+    refs.map((r) => seqs.get(refKey(r)) ?? 0),
+  ]);
   for (const row of pending) {
     const c = rowToLoggedChange(row);
     const k = refKey(c);
     states.set(k, applyChange(states.get(k) as RecordState, c, config).state);
+    seqs.set(k, c.seq);
   }
-  return states;
 }

@@ -1,15 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { encodeHlc } from '@fleet/sync-core';
+import { encodeHlc, formatUuidV7 } from '@fleet/sync-core';
 import type { Change } from '@fleet/sync-core';
 
-/** A UUIDv7 (what agents use as change ids), for tests. */
+/** A UUIDv7 (what agents use as change ids), for tests: sync-core's formatter. */
 export function testUuidV7(nowMs: number = Date.now()): string {
-  const b = randomBytes(16);
-  b.writeUIntBE(nowMs, 0, 6);
-  b[6] = ((b[6] ?? 0) & 0x0f) | 0x70;
-  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
-  const h = b.toString('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  return formatUuidV7(nowMs, randomBytes(16));
 }
 
 /**

@@ -1,0 +1,122 @@
+/**
+ * Fleet benchmark: a reconnect storm and propagation latency, on the real services.
+ *
+ *   npm run bench:fleet -- [--agents 1000] [--changes 100] [--probes 40]
+ *
+ * Setup: a private nats-server, a fresh PostgreSQL database, the four services as child processes,
+ * N real agent stacks in THIS process (each its own SQLite file, synchronous=NORMAL, its own
+ * SyncManager and NATS connection).
+ * 1. Storm: every agent makes `changes` changes to its host scope while offline (never connected),
+ *    the server writes 10 fleet records meanwhile; then every agent connects at once. Measured: from
+ *    the first connect to the moment every agent holds every change of its scopes (its outbox empty,
+ *    its cursor at or past the last logged change of host.<id> and fleet, the server's projections
+ *    at the log's head; polled every 100 ms), then checked record by record against sync-core's fold
+ *    of the log.
+ * 2. Propagation, both online, one change at a time, `probes` samples each:
+ *    a. server -> agents: an operator write (PUT /records group.probe/...) until each of the 10 agents
+ *       of group `probe` has it in SQLite (store watch event): one sample per (write, agent);
+ *    b. agent -> server: an agent write until the server's records projection holds it (polled
+ *       every 2 ms). Agent -> another agent in the same scope does not exist in this design: only the
+ *       agent writes its host scope, and only it reads it.
+ */
+import { parseArgs } from 'node:util';
+import { cpus, loadavg } from 'node:os';
+import { DEMO_COLLECTIONS, DEMO_STRATEGIES, describeResult, Fleet, percentile, Prng, sleep } from '@fleet/fleet-harness';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { agents: { type: 'string' }, changes: { type: 'string' }, probes: { type: 'string' } } });
+  const N = Number(values.agents ?? 1000);
+  const CHANGES = Number(values.changes ?? 100);
+  const PROBES = Number(values.probes ?? 40);
+  const rng = new Prng(1);
+  const la = (): string => loadavg().map((x) => x.toFixed(1)).join(' ');
+  console.log(`fleet benchmark: node ${process.version}, ${cpus().length} cores, load average ${la()}; ${N} agents x ${CHANGES} offline changes`);
+  const probeLat: number[] = [];
+  const pending = new Map<string, number>(); // probe key -> written at
+  const t0 = performance.now();
+  const fleet = await Fleet.start({
+    agents: N,
+    strategies: DEMO_STRATEGIES,
+    collections: DEMO_COLLECTIONS,
+    groupsOf: (i) => (i < 10 ? ['probe'] : []),
+    privateNats: true,
+    synchronous: 'NORMAL',
+    random: () => rng.next(),
+    serviceEnv: { 'delta-calculator': { FLEET_DELTA_MAX_CONCURRENT: '32' } },
+    onRemote: (_a, ref, at) => {
+      const w = pending.get(ref.key);
+      if (ref.scope === 'group.probe' && w !== undefined) probeLat.push(at - w);
+    },
+  });
+  try {
+    console.log(`  setup: services up and ${N} agent stores opened in ${((performance.now() - t0) / 1000).toFixed(1)} s; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+    await fleet.registerGroups();
+    // --- 1. offline changes, then the storm -----------------------------------------------------------
+    const w0 = performance.now();
+    for (const a of fleet.agents) {
+      a.batch(() => {
+        for (let i = 0; i < CHANGES; i++) a.put(i % 2 === 0 ? 'packages' : 'settings', `k${i % 50}`, { v: i, at: 'offline', host: a.id });
+      });
+    }
+    for (let i = 0; i < 10; i++) await fleet.serverPut({ scope: 'fleet', collection: 'desired', key: `baseline-${i}` }, { v: i });
+    console.log(`  offline writes: ${N * CHANGES} changes in ${((performance.now() - w0) / 1000).toFixed(1)} s (one SQLite transaction per agent)`);
+    fleet.startSampling(250);
+    const s0 = performance.now();
+    await fleet.bringOnline();
+    let lastPrint = 0;
+    const stormMs = await fleet.waitConverged(600_000, () => {
+      if (performance.now() - lastPrint > 5000) {
+        lastPrint = performance.now();
+        const outbox = fleet.agents.reduce((n, a) => n + a.outboxSize(), 0);
+        console.log(`    ${((performance.now() - s0) / 1000).toFixed(0)} s: outbox ${outbox} changes left, ${fleet.agents.filter((a) => a.outboxSize() === 0).length}/${N} agents drained`);
+      }
+    });
+    await fleet.stopSampling();
+    const stormTotal = performance.now() - s0;
+    const check = await fleet.check();
+    const [stats] = await fleet.sql<{ n: number }>(`select count(*)::int as n from change_log`);
+    console.log(`  reconnect storm: ${N} agents x ${CHANGES} changes, all connecting at once -> every agent holds every change of its scopes: ${(stormMs / 1000).toFixed(2)} s (${(stormTotal / 1000).toFixed(2)} s incl. the last poll)`);
+    console.log(`    ${stats?.n ?? 0} changes logged; ${((stats?.n ?? 0) / (stormMs / 1000)).toFixed(0)} changes/s; peaks: push stream pending ${fleet.peaks.pushPending} msgs, log stream pending ${fleet.peaks.logPending} events; agent sync failures ${fleet.failures.length}${fleet.failures.length > 0 ? ` (e.g. ${fleet.failures[0]})` : ''}`);
+    console.log(`    wire (agents' payloads): ${(fleet.wire.bytesOut / 2 ** 20).toFixed(1)} MiB out, ${(fleet.wire.bytesIn / 2 ** 20).toFixed(1)} MiB in; ${fleet.wire.publishes} publishes, ${fleet.wire.requests} requests`);
+    console.log(`    ${describeResult(check).split('\n').join('\n    ')}`);
+    console.log(`    target: < 20 s -> ${stormMs < 20_000 ? 'MET' : 'NOT MET'}`);
+
+    // --- 2a. server -> agents -------------------------------------------------------------------------------
+    for (let i = 0; i < PROBES; i++) {
+      const key = `probe-${i}`;
+      pending.set(key, Date.now());
+      await fleet.serverPut({ scope: 'group.probe', collection: 'desired', key }, { i });
+      await sleep(150);
+    }
+    await sleep(2000);
+    const sorted = [...probeLat].sort((a, b) => a - b);
+    console.log(`  propagation server -> agent (PUT /records group.probe, until in each of the 10 member agents' SQLite): ${sorted.length}/${PROBES * 10} samples, p50 ${percentile(sorted, 50).toFixed(0)} ms, p99 ${percentile(sorted, 99).toFixed(0)} ms, max ${sorted[sorted.length - 1] ?? NaN} ms (target p50 < 50, p99 < 250)`);
+
+    // --- 2b. agent -> server --------------------------------------------------------------------------------
+    const lat: number[] = [];
+    for (let i = 0; i < PROBES; i++) {
+      const a = fleet.agents[i % fleet.agents.length];
+      if (a === undefined) break;
+      const start = performance.now();
+      const c = a.put('settings', `probe-${i}`, { i });
+      if (c === null) continue;
+      for (;;) {
+        const [r] = await fleet.sql<{ n: number }>(`select count(*)::int as n from records where scope = $1 and collection = 'settings' and key = $2`, [`host.${a.id}`, `probe-${i}`]);
+        if ((r?.n ?? 0) > 0) break;
+        await sleep(2);
+      }
+      lat.push(performance.now() - start);
+    }
+    lat.sort((a, b) => a - b);
+    console.log(`  propagation agent -> server (local write until in the server's records projection; includes the 25 ms push linger): p50 ${percentile(lat, 50).toFixed(0)} ms, p99 ${percentile(lat, 99).toFixed(0)} ms (${lat.length} samples)`);
+    console.log(`  load average now ${la()}; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+    process.exitCode = check.ok ? 0 : 1;
+  } finally {
+    await fleet.close();
+  }
+}
+
+void main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
