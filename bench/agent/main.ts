@@ -1,5 +1,5 @@
 /**
- * The agent store benchmark: `node --expose-gc -r ./scripts/register.js bench/agent/main.ts [--records N] [--writes N]`.
+ * The agent store benchmark: `node --expose-gc -r ./scripts/register.js bench/agent/main.ts [--records N] [--writes N] [--push N] [--push-only]`.
  *
  * 1. Local writes per second through the LocalStore API (each write: HLC tick, sync-core
  *    makeLocalChange, record row, outbox row), in transactions of 100, synchronous=FULL (the
@@ -10,7 +10,8 @@
  *    collection, forces a GC and reads RSS. RSS is process.memoryUsage().rss: it includes SQLite's
  *    16 MiB page cache and the runtime; a third child with an empty store gives that baseline
  *    (Node plus the swc transpiler `scripts/register.js` loads, which a built agent would not carry).
- * 3. Push throughput from a 100,000-change outbox: not measured here; see `benchPushThroughput`.
+ * 3. Push throughput from a full outbox of 100,000 changes (`--push N`) to the real JetStream: see
+ *    `benchPushThroughput`.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -28,7 +29,7 @@ function fields(i: number) {
   return { name: `package-${i}`, version: `1.${i % 100}.${i % 7}`, arch: 'x86_64', size: 1000 + (i % 5000) };
 }
 
-function benchWrites(total: number, synchronous: 'FULL' | 'NORMAL'): number {
+function benchWrites(total: number, synchronous: 'FULL' | 'NORMAL'): { perSec: number; cpuUs: number } {
   const dir = mkdtempSync(join(tmpdir(), 'agent-bench-'));
   try {
     const store = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, synchronous, outboxMax: total + 2000, coalesceAbove: total + 2000 });
@@ -36,6 +37,7 @@ function benchWrites(total: number, synchronous: 'FULL' | 'NORMAL'): number {
     store.transaction(() => {
       for (let i = 0; i < 1000; i++) store.put({ scope: SCOPE, collection: 'warm', key: `w${i}` }, fields(i));
     });
+    const c0 = process.cpuUsage();
     const t0 = performance.now();
     for (let i = 0; i < total; i += 100) {
       store.transaction(() => {
@@ -43,8 +45,9 @@ function benchWrites(total: number, synchronous: 'FULL' | 'NORMAL'): number {
       });
     }
     const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(c0);
     store.close();
-    return (total / ms) * 1000;
+    return { perSec: (total / ms) * 1000, cpuUs: (cpu.user + cpu.system) / total };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -125,26 +128,87 @@ function runChild(args: string[]): Record<string, number> {
 }
 
 /**
- * Placeholder for the sync-manager colleague: push throughput from a 100,000-change outbox to
- * JetStream (peekOutbox -> publish batch -> PubAck -> markSent). Needs the sync manager and a
- * running NATS; no figure is printed until it is written.
+ * Push throughput from a full outbox: N changes written through the store (not timed), then the sync
+ * manager's push loop exactly (`SyncManager.pushBatch`: `peekOutbox(500)` -> `buildPushBatch` ->
+ * JetStream publish with `Nats-Msg-Id` = batch id -> wait for the PubAck -> `markSent`), one batch
+ * at a time, against the real NATS (`NATS_URL`, default 127.0.0.1:4222) with a file-storage stream on
+ * `subjects(ns).push(agentId)` created for the run and deleted after. Timed: first peek to last
+ * markSent. Not included: the change-log service consuming the stream (its ingest is bench/ingest's).
  */
-export async function benchPushThroughput(): Promise<void> {
-  console.log('push throughput (100,000-change outbox): NOT MEASURED (needs the sync manager; benchPushThroughput in bench/agent/main.ts)');
+export async function benchPushThroughput(n: number): Promise<void> {
+  const { Messaging } = await import('@fleet/messaging');
+  const { subjects, Headers, PROTOCOL_VERSION, MAX_CHANGES_PER_PUSH } = await import('@fleet/contracts');
+  const { buildPushBatch } = await import('@fleet/agent-sync');
+  const s = subjects(`benchpush${Date.now().toString(36)}`);
+  const dir = mkdtempSync(join(tmpdir(), 'agent-bench-push-'));
+  const bus = await Messaging.connect({ servers: [process.env['NATS_URL'] ?? 'nats://127.0.0.1:4222'], name: 'bench-agent-push' }, s);
+  try {
+    await bus.provision([{ name: s.streams.push, subjects: [s.push(AGENT)] }], { deadLetter: false });
+    const store = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, outboxMax: n, coalesceAbove: n });
+    for (let i = 0; i < n; i += 1000) {
+      store.transaction(() => {
+        for (let j = i; j < Math.min(n, i + 1000); j++) store.put({ scope: SCOPE, collection: 'packages', key: `pkg-${j}` }, fields(j));
+      });
+    }
+    const maxPayload = bus.nc.info?.max_payload ?? 1024 * 1024;
+    let pushed = 0;
+    let batches = 0;
+    let bytes = 0;
+    const t0 = performance.now();
+    const split = { peek: 0, build: 0, publish: 0, markSent: 0 };
+    let t = t0;
+    const lap = (k: keyof typeof split) => {
+      const now = performance.now();
+      split[k] += now - t;
+      t = now;
+    };
+    for (;;) {
+      const rows = store.peekOutbox(MAX_CHANGES_PER_PUSH);
+      lap('peek');
+      const batch = buildPushBatch(AGENT, rows, Date.now(), maxPayload - 8 * 1024);
+      lap('build');
+      if (batch === undefined) break;
+      await bus.publish(s.push(AGENT), batch.payload, { msgId: batch.batchId, headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) }, timeoutMs: 10_000 });
+      lap('publish');
+      store.markSent(batch.changeIds);
+      lap('markSent');
+      pushed += batch.changeIds.length;
+      bytes += batch.payload.byteLength;
+      batches++;
+    }
+    const secs = (performance.now() - t0) / 1000;
+    const left = store.outboxStats().size;
+    store.close();
+    console.log(
+      `   ${pushed.toLocaleString('en')} changes in ${batches} batches (${(bytes / batches / 1024).toFixed(0)} KiB each) drained in ${secs.toFixed(2)} s: ${Math.round(pushed / secs).toLocaleString('en')} changes/s; outbox left ${left}`,
+    );
+    const ms = (k: keyof typeof split) => `${k} ${(split[k] / 1000).toFixed(2)} s`;
+    console.log(`   where: ${ms('peek')} (read + freeze + parse), ${ms('build')} (size plan + encode), ${ms('publish')} (to PubAck), ${ms('markSent')} (synchronous=FULL)`);
+  } finally {
+    const jsm = await bus.jsm();
+    await jsm.streams.delete(s.streams.push).catch(() => undefined);
+    await bus.drain();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { records: { type: 'string' }, writes: { type: 'string' }, 'child-insert': { type: 'string' }, 'child-open': { type: 'string' }, 'child-baseline': { type: 'string' }, n: { type: 'string' } },
+    options: { records: { type: 'string' }, writes: { type: 'string' }, 'child-insert': { type: 'string' }, 'child-open': { type: 'string' }, 'child-baseline': { type: 'string' }, n: { type: 'string' }, push: { type: 'string' }, 'push-only': { type: 'boolean' } },
   });
   if (values['child-insert'] !== undefined) return childInsert(values['child-insert'], Number(values.n));
   if (values['child-open'] !== undefined) return childOpen(values['child-open']);
   if (values['child-baseline'] !== undefined) return childBaseline(values['child-baseline']);
+  if (values['push-only'] === true) return benchPushThroughput(Number(values.push ?? 100_000));
   const writes = Number(values.writes ?? 100_000);
   const records = Number(values.records ?? 1_000_000);
   console.log(`agent store benchmark: node ${process.version} on ${process.platform}/${process.arch}`);
   console.log(`\n1. local writes through the API (HLC, makeLocalChange, record + outbox row), transactions of 100, ${writes} writes, target >= 50,000/s`);
-  for (const sync of ['FULL', 'NORMAL'] as const) console.log(`   synchronous=${sync}: ${Math.round(benchWrites(writes, sync)).toLocaleString('en')} writes/s`);
+  for (const sync of ['FULL', 'NORMAL'] as const) {
+    const r = benchWrites(writes, sync);
+    // CPU time per write too: on a shared box the wall-clock rate swings with other load, CPU time less.
+    console.log(`   synchronous=${sync}: ${Math.round(r.perSec).toLocaleString('en')} writes/s (CPU ${r.cpuUs.toFixed(0)} us per write, this process)`);
+  }
   console.log(`   of which sync-core makeLocalChange alone: ${coreMicrosPerWrite(20_000).toFixed(1)} us per write`);
   const dir = mkdtempSync(join(tmpdir(), 'agent-bench-mem-'));
   try {
@@ -159,8 +223,9 @@ async function main(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  console.log('\n3.');
-  await benchPushThroughput();
+  const push = Number(values.push ?? 100_000);
+  console.log(`\n3. push throughput from a full outbox of ${push.toLocaleString('en')} changes (publish -> PubAck -> markSent, batches of 500, one in flight), target drained in < 5 s`);
+  await benchPushThroughput(push);
 }
 
 main().catch((e: unknown) => {

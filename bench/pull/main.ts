@@ -8,10 +8,11 @@
  *   `insert ... select generate_series` statement (not through NATS or the change-log service); not timed.
  * - Pull: the delta-calculator app runs IN THIS PROCESS (sharing the CPU with the agent: a pessimistic
  *   setup on 2 cores). The agent pipelines one request ahead (asks for page k+1 as soon as page k
- *   arrives, joins page k meanwhile), accepts gzip, joins every record (`fromWireRecord` +
- *   `mergeRecordStates`, computing the view) and writes it into SQLite (better-sqlite3, WAL,
- *   one transaction per page) into a minimal table `(scope, collection, key, state)` (the real agent
- *   store has more: this is the bench's stand-in). Timed: first request to last commit.
+ *   arrives, joins page k meanwhile), accepts gzip, decodes the page (contracts' hand-written wire
+ *   record checks) and applies it with the REAL agent store: `SqliteLocalStore.applyRemote` (default
+ *   settings: WAL, synchronous=FULL; one transaction per page with the cursor; each record joined
+ *   into what the store holds, the view computed, the record row with its visible fields and hash
+ *   written). Timed: first request to last commit.
  *   bytes/record = reply payload bytes on the wire (after gzip) / records.
  * - Merkle: two sync-core trees of 1,000,000 entries differing in 10 (4 changed, 3 missing on each
  *   side), exchanged with startVerify / answerVerify / stepVerify in process; bytes = the JSON of every
@@ -30,7 +31,8 @@ import type { PullCursor } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { openServerDataSource } from '@fleet/server-store/src/data-source';
 import { createTestDatabase } from '@fleet/server-store/src/testing/test-database';
-import { MerkleTree, answerVerify, emptyRecord, encodeRecordState, mergeRecordStates, startVerify, stepVerify } from '@fleet/sync-core';
+import { SqliteLocalStore } from '@fleet/agent-store';
+import { MerkleTree, answerVerify, startVerify, stepVerify } from '@fleet/sync-core';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { createDeltaApp } from '../../apps/delta-calculator/src/bootstrap';
 import { deltaConfig } from '../../apps/delta-calculator/src/config';
@@ -56,11 +58,7 @@ async function benchPull(n: number): Promise<void> {
     const bus = await Messaging.connect({ servers: [NATS], name: 'bench-agent' }, s);
     await bus.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
     const app = await createDeltaApp(loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: NATS, FLEET_DELTA_NAMESPACE: ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_PROJECT_EVERY: '600s' }));
-    const sqlite = new Database(join(dir, 'agent.db'));
-    sqlite.pragma('journal_mode = WAL');
-    sqlite.pragma('synchronous = NORMAL');
-    sqlite.exec('create table records (scope text, collection text, key text, state text, primary key (scope, collection, key))');
-    const ins = sqlite.prepare('insert or replace into records (scope, collection, key, state) values (?, ?, ?, ?)');
+    const store = SqliteLocalStore.open({ dataDir: dir, agentId: 'bench-agent', strategies: config });
     const ask = (cursor: PullCursor) =>
       bus.request(s.pull('bench-agent'), encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'bench-agent', scopes: ['fleet'], cursor, acceptEncodings: ['gzip'] }), { timeoutMs: 60_000 });
     let wire = 0;
@@ -74,17 +72,17 @@ async function benchPull(n: number): Promise<void> {
       const raw = reply.headers?.get(Headers.Encoding) === 'gzip' ? gunzipSync(reply.data) : reply.data;
       const page = decodePullResponse(raw);
       if (page.hasMore) next = ask(page.nextCursor);
-      sqlite.transaction(() => {
-        for (const w of page.records) {
-          const st = mergeRecordStates(emptyRecord({ scope: w.s, collection: w.c, key: w.k }), fromWireRecord(w), config);
-          ins.run(w.s, w.c, w.k, encodeRecordState(st));
-        }
-      })();
+      store.applyRemote(
+        page.records.map((w) => ({ ref: { scope: w.s, collection: w.c, key: w.k }, state: fromWireRecord(w) })),
+        page.nextCursor,
+      );
       records += page.records.length;
       pages++;
       if (!page.hasMore) break;
     }
     const secs = (performance.now() - t0) / 1000;
+    store.close();
+    const sqlite = new Database(join(dir, 'agent.db'), { readonly: true });
     const count = (sqlite.prepare('select count(*) as c from records').get() as { c: number }).c;
     console.log(`pull ${n.toLocaleString('en')} records: ${secs.toFixed(2)} s, ${Math.round(records / secs).toLocaleString('en')} records/s, ${(wire / records).toFixed(1)} bytes/record on the wire (gzip), ${pages} pages, ${count.toLocaleString('en')} rows in SQLite`);
     sqlite.close();

@@ -51,9 +51,10 @@ export const conflictResolverConfig = defineConfig({
     },
     txnConflicts: {
       env: 'TXN_CONFLICTS',
-      schema: envInt({ min: 1, max: 20_000 }),
-      default: '5000',
-      description: 'conflicts decided in one transaction (it holds the change log append lock for its catch-up read, append and commit)',
+      schema: envInt({ min: 1, max: 4000 }),
+      default: '1000',
+      description:
+        "conflicts decided in one transaction (one append lock, one multi-row append, one publish); each record is one advisory lock in PostgreSQL's shared lock table (max_locks_per_transaction x max_connections, 6,400 by default), so keep replicas x this well under it",
     },
     batchLinger: {
       env: 'BATCH_LINGER',

@@ -74,7 +74,7 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     private readonly sweep: { readonly intervalMs: number; readonly ageMs: number },
     private readonly now: () => number = () => Date.now(),
     /** Conflicts decided in one ServerWriter transaction (one append lock, one multi-row append, one publish). */
-    private readonly txnConflicts = 5000,
+    private readonly txnConflicts = 1000,
   ) {}
 
   onApplicationBootstrap(): void {

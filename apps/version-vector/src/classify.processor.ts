@@ -1,7 +1,7 @@
-import { chunkEvents, decodeAppendedEvent, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import { chunkEvents, decodeAppendedRefs, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { ChangeIgnored, ChangesIgnoredEvent, ConflictDetected, ConflictsDetectedEvent, RecordApplied, RecordsAppliedEvent, Subjects } from '@fleet/contracts';
 import { decodeHlc } from '@fleet/sync-core';
-import type { LoggedChange } from '@fleet/sync-core';
+import type { RecordRef } from '@fleet/sync-core';
 import type { SyncMetrics } from '@fleet/observability';
 import { refKey } from '@fleet/server-store';
 import type { ProjectionBatchResult, RecordsProjection } from '@fleet/server-store';
@@ -34,10 +34,11 @@ export class ClassifyProcessor {
 
   async processMany<M extends AppendedMessage>(msgs: readonly M[]): Promise<{ result: ProjectionBatchResult; failures: Map<M, unknown> }> {
     const failures = new Map<M, unknown>();
-    const changes: LoggedChange[] = [];
+    // Only which records: the projection reads their changes from the log (decodeAppendedRefs).
+    const changes: RecordRef[] = [];
     for (const m of msgs) {
       try {
-        changes.push(...decodeAppendedEvent(m.data).changes);
+        changes.push(...decodeAppendedRefs(m.data).changes);
       } catch (e) {
         failures.set(m, e); // non-retryable FleetError: that message alone is dead-lettered
       }

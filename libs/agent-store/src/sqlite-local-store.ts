@@ -296,6 +296,7 @@ export class SqliteLocalStore implements LocalStore {
       db.pragma('foreign_keys = OFF');
       // 16 MiB page cache (default 2 MiB): index pages of a large store stay hot; bounded, unlike mmap.
       db.pragma('cache_size = -16384');
+      db.pragma('wal_autocheckpoint = 8192');
       if (options.maxDbBytes !== undefined) {
         const pageSize = Number(db.pragma('page_size', { simple: true }));
         db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxDbBytes / pageSize))}`);

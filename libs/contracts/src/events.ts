@@ -26,7 +26,7 @@ import {
   VersionVectorSchema,
 } from './change';
 import { FieldsSchema, JsonValueSchema } from './json-value';
-import { MAX_FIELDS_PER_CHANGE } from './limits';
+import { MAX_APPENDED_EVENT_BYTES, MAX_CHANGES_PER_APPENDED_EVENT, MAX_FIELDS_PER_CHANGE } from './limits';
 
 /** An event or an operator reply: one record's conflict with every side fits easily; a list page is bounded by `MAX_CONFLICTS_PAGE`. */
 export const MAX_CONFLICT_EVENT_BYTES = 960 * 1024;
@@ -38,6 +38,23 @@ export const MAX_CONFLICTS_PAGE = 200;
 export const RecordRefSchema = z.strictObject({ scope: ScopeSchema, collection: CollectionSchema, key: KeySchema });
 export const RecordStatusSchema = z.enum(['absent', 'live', 'deleted'], { error: 'expected absent, live or deleted' });
 export const StrategyNameSchema = z.enum(['lww', 'merge', 'manual', 'custom'], { error: 'expected lww, merge, manual or custom' });
+
+// --- `<ns>.log.appended`, as version-vector reads it ---
+
+/**
+ * The part of an `AppendedEvent` (messages.ts) version-vector uses: which records (and seqs) were
+ * appended. It reads the changes themselves from the log (every change of those records after the
+ * row's `last_seq`, in seq order), never from the event, so it checks only these fields (other
+ * fields are not looked at; the change log validated the changes before appending them).
+ */
+export const AppendedRefsSchema = z.object({
+  protocol: ProtocolSchema,
+  changes: z
+    .array(z.object({ seq: PositiveIntSchema, scope: ScopeSchema, collection: CollectionSchema, key: KeySchema }), { error: 'expected an array' })
+    .min(1, { error: 'an event carries at least one change' })
+    .max(MAX_CHANGES_PER_APPENDED_EVENT, { error: `more than ${MAX_CHANGES_PER_APPENDED_EVENT} changes` }),
+});
+export type AppendedRefs = z.output<typeof AppendedRefsSchema>;
 
 // --- version-vector -> `<ns>.vv.applied` ---
 
@@ -245,6 +262,7 @@ export type ConflictResolveResponse = z.output<typeof ConflictResolveResponseSch
 
 // --- decoders ---
 
+export const decodeAppendedRefs = (b: Uint8Array): AppendedRefs => decodeMessage(AppendedRefsSchema, b, MAX_APPENDED_EVENT_BYTES);
 export const decodeRecordsAppliedEvent = (b: Uint8Array): RecordsAppliedEvent => decodeMessage(RecordsAppliedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
 export const decodeChangesIgnoredEvent = (b: Uint8Array): ChangesIgnoredEvent => decodeMessage(ChangesIgnoredEventSchema, b, MAX_CONFLICT_EVENT_BYTES);
 export const decodeConflictsDetectedEvent = (b: Uint8Array): ConflictsDetectedEvent => decodeMessage(ConflictsDetectedEventSchema, b, MAX_CONFLICT_EVENT_BYTES);

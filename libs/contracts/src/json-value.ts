@@ -136,3 +136,46 @@ export const FieldsSchema: z.ZodType<Fields> = z.custom<Fields>().superRefine((v
   if (total > MAX_CHANGE_FIELDS_BYTES) issues.push({ path: [], message: `fields are ${total} bytes as JSON, the limit is ${MAX_CHANGE_FIELDS_BYTES}`, oversized: true });
   report(ctx, issues);
 });
+
+/**
+ * Whether `checkJson` would find nothing wrong with `v` at `depth`: the same rules as a yes/no,
+ * without building a path per node (the decoders' fast path; see `isValidFields`).
+ */
+function isCleanJson(v: unknown, depth: number): boolean {
+  if (v === null || typeof v === 'boolean') return true;
+  if (typeof v === 'number') return Number.isFinite(v);
+  if (typeof v === 'string') return stringProblem(v) === undefined;
+  if (depth >= MAX_JSON_DEPTH) return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (!(i in v) || !isCleanJson(v[i], depth + 1)) return false;
+    return true;
+  }
+  if (!isPlainObject(v)) return false;
+  for (const k of Object.keys(v)) {
+    if (k === '__proto__' || utf8ByteLength(k) > MAX_FIELD_NAME_BYTES || stringProblem(k) !== undefined) return false;
+    if (!isCleanJson(v[k], depth + 1)) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether `FieldsSchema` accepts `v` without a single issue, as a yes/no (the decoders' fast path:
+ * a `false` sends the value through the schema, which says exactly what is wrong). Must never say
+ * yes where the schema would report an issue; `change.spec.ts` checks the two agree.
+ */
+export function isValidFields(v: unknown): v is Fields {
+  if (!isPlainObject(v)) return false;
+  const keys = Object.keys(v);
+  if (keys.length > MAX_FIELDS_PER_CHANGE) return false;
+  let total = 0;
+  for (const k of keys) {
+    if (fieldNameProblem(k) !== undefined) return false;
+    const value = v[k];
+    if (!isCleanJson(value, 1)) return false;
+    const bytes = utf8ByteLength(JSON.stringify(value));
+    if (bytes > MAX_FIELD_VALUE_BYTES) return false;
+    total += bytes;
+  }
+  return total <= MAX_CHANGE_FIELDS_BYTES;
+}
+

@@ -77,6 +77,32 @@ function write(value: unknown, out: string[], ancestors: object[]): boolean {
   return true;
 }
 
+/** Whether `value` is JSON `write` would accept, without producing the text (what `assertJson` needs). */
+function isJson(value: unknown, ancestors: object[]): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) return true;
+  if (ancestors.includes(value)) return false;
+  ancestors.push(value);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (!isJson(value[i], ancestors)) return false;
+  } else {
+    if (!isPlainObject(value)) return false;
+    for (const k in value) if (Object.hasOwn(value, k) && !isJson((value as Record<string, unknown>)[k], ancestors)) return false;
+  }
+  ancestors.pop();
+  return true;
+}
+
 /** Finds the first value `write` refuses, depth first in canonical order, and throws naming its path. */
 function locate(value: unknown, path: string, ancestors: Set<object>): void {
   switch (typeof value) {
@@ -116,17 +142,15 @@ export function canonicalJson(value: unknown): string {
 
 /** Narrows `value` to JSON, or throws `FLEET_JSON_001` naming the offending path. */
 export function assertJson(value: unknown): asserts value is JsonValue {
-  canonicalJson(value);
+  if (!isJson(value, [])) {
+    locate(value, '$', new Set());
+    fail('$', 'not JSON'); // unreachable: locate throws for whatever isJson refused
+  }
 }
 
 /** Whether `value` is representable as canonical JSON (never throws). */
 export function isJsonValue(value: unknown): value is JsonValue {
-  try {
-    canonicalJson(value);
-    return true;
-  } catch {
-    return false;
-  }
+  return isJson(value, []);
 }
 
 /** Structural equality of two JSON values (key order ignored). */

@@ -77,7 +77,9 @@ const ROOT = join(__dirname, '..', '..', '..', '..');
 
 /** Starts a service's main.ts as a child process with `env`; resolves when its /health/ready answers 200. */
 async function spawnService(main: string, env: Record<string, string>, port: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['-r', join(ROOT, 'scripts', 'register.js'), join(ROOT, main)], {
+  // The parent's V8 / profiling flags (`--cpu-prof`, `--max-semi-space-size=...`) apply to the services too.
+  const flags = process.execArgv.filter((a) => a.startsWith('--'));
+  const child = spawn(process.execPath, [...flags, '-r', join(ROOT, 'scripts', 'register.js'), join(ROOT, main)], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'inherit'],

@@ -11,6 +11,11 @@ export class OriginsProjection implements Projection {
   readonly name = 'origins';
 
   async apply(tx: EntityManager, changes: readonly LoggedChange[]): Promise<void> {
+    // An append's changes (and a rebuild's pages) are consecutive seqs: one range scan of the primary
+    // key instead of a probe per seq. Any other set is read by its seqs.
+    const first = changes[0]?.seq ?? 0;
+    const consecutive = changes.every((c, i) => c.seq === first + i);
+    const [where, params] = consecutive ? ['seq between $1 and $2', [first, first + changes.length - 1]] : ['seq = any($1::bigint[])', [changes.map((c) => c.seq)]];
     await tx.query(
       `insert into origin_progress as p (origin, last_origin_seq, last_hlc, changes_count, last_seq, last_appended_at)
        select origin,
@@ -20,7 +25,7 @@ export class OriginsProjection implements Projection {
               max(seq),
               max(appended_at)
          from change_log
-        where seq = any($1::bigint[])
+        where ${where}
         group by origin
        on conflict (origin) do update set
          last_hlc = case when excluded.last_origin_seq > p.last_origin_seq then excluded.last_hlc else p.last_hlc end,
@@ -28,7 +33,7 @@ export class OriginsProjection implements Projection {
          changes_count = p.changes_count + excluded.changes_count,
          last_seq = greatest(p.last_seq, excluded.last_seq),
          last_appended_at = greatest(p.last_appended_at, excluded.last_appended_at)`,
-      [changes.map((c) => c.seq)],
+      params,
     );
   }
 

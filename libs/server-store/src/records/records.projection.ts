@@ -68,7 +68,6 @@ interface Row {
   scope: string;
   collection: string;
   key: string;
-  state: unknown;
   last_seq: string;
 }
 
@@ -102,19 +101,46 @@ function compareRefs(a: RecordRef, b: RecordRef): number {
 export class RecordsProjection implements Projection {
   readonly name = 'records';
 
-  constructor(private readonly config: StrategyConfig) {}
+  /**
+   * States this projection committed, by record, with the `last_seq` they are at (live path only).
+   * A row whose `last_seq` equals the cached one holds that very state: a record's state is a
+   * function of its log prefix (the CRDT fold, byte-identical whoever applied it, a rebuild too),
+   * so its state is not read, parsed and re-validated again. Filled after the commit only; LRU.
+   */
+  private readonly cache = new Map<string, { readonly lastSeq: number; readonly state: RecordState }>();
+  private readonly cacheSize: number;
+
+  constructor(
+    private readonly config: StrategyConfig,
+    options: { readonly stateCacheSize?: number } = {},
+  ) {
+    this.cacheSize = options.stateCacheSize ?? 20_000;
+  }
 
   /**
    * The live path (version-vector): one transaction for the records of `changes` (any order, any
-   * duplicates: only which records and that they are logged matters).
+   * duplicates: only which records matters; their changes are read from the log).
    */
-  async applyLogged(ds: DataSource, changes: readonly LoggedChange[]): Promise<ProjectionBatchResult> {
+  async applyLogged(ds: DataSource, changes: readonly RecordRef[]): Promise<ProjectionBatchResult> {
     if (changes.length === 0) return { classified: [], records: [], conflicts: [] };
+    let result: ProjectionBatchResult;
     try {
-      return await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
+      result = await ds.transaction('READ COMMITTED', (tx) => this.run(tx, changes, true));
     } catch (e) {
       throw asInfraError(e);
     }
+    if (this.cacheSize > 0) {
+      for (const r of result.records) {
+        const k = refKey(r.ref);
+        this.cache.delete(k);
+        this.cache.set(k, { lastSeq: r.seq, state: r.state });
+      }
+      for (const k of this.cache.keys()) {
+        if (this.cache.size <= this.cacheSize) break;
+        this.cache.delete(k);
+      }
+    }
+    return result;
   }
 
   /** `Projection`: the rebuild path (`rebuildProjections`, under the append lock): same fold, no conflict rows. */
@@ -123,10 +149,11 @@ export class RecordsProjection implements Projection {
   }
 
   async reset(tx: EntityManager): Promise<void> {
+    this.cache.clear();
     await tx.query('truncate records');
   }
 
-  private async run(tx: EntityManager, changes: readonly LoggedChange[], live: boolean): Promise<ProjectionBatchResult> {
+  private async run(tx: EntityManager, changes: readonly RecordRef[], live: boolean): Promise<ProjectionBatchResult> {
     const byKey = new Map<string, RecordRef>();
     for (const c of changes) byKey.set(refKey(c), { scope: c.scope, collection: c.collection, key: c.key });
     const refs = [...byKey.values()].sort(compareRefs);
@@ -145,13 +172,24 @@ export class RecordsProjection implements Projection {
 
     T.push(performance.now());
     const states = new Map<string, { state: RecordState; lastSeq: number; touched: boolean }>();
+    const misses: RecordRef[] = [];
     for (const r of refs) {
-      const row = rows.get(refKey(r));
-      states.set(refKey(r), {
-        state: row === undefined || row.state === null ? emptyRecord(r) : decodeRecordState(row.state),
-        lastSeq: toSafeNumber(row?.last_seq ?? '0', 'last_seq'),
-        touched: false,
-      });
+      const lastSeq = toSafeNumber(rows.get(refKey(r))?.last_seq ?? '0', 'last_seq');
+      const cached = live ? this.cache.get(refKey(r)) : undefined;
+      if (lastSeq === 0) states.set(refKey(r), { state: emptyRecord(r), lastSeq, touched: false });
+      else if (cached !== undefined && cached.lastSeq === lastSeq) states.set(refKey(r), { state: cached.state, lastSeq, touched: false });
+      else misses.push(r);
+    }
+    if (misses.length > 0) {
+      const stored = (await tx.query(
+        `select r.scope, r.collection, r.key, r.state, r.last_seq
+           from records r join unnest($1::text[], $2::text[], $3::text[]) as t(scope, collection, key)
+             on r.scope = t.scope and r.collection = t.collection and r.key = t.key`,
+        [misses.map((r) => r.scope), misses.map((r) => r.collection), misses.map((r) => r.key)],
+      )) as { scope: string; collection: string; key: string; state: unknown; last_seq: string }[];
+      for (const row of stored) {
+        states.set(refKey(row), { state: row.state === null ? emptyRecord(row) : decodeRecordState(row.state), lastSeq: toSafeNumber(row.last_seq, 'last_seq'), touched: false });
+      }
     }
     const classified: ClassifiedChange[] = [];
     const found: { seq: number; ref: RecordRef; conflict: ConflictRecord }[] = [];
@@ -257,7 +295,7 @@ export class RecordsProjection implements Projection {
       params,
     );
     const rows = (await tx.query(
-      `select r.scope, r.collection, r.key, r.state, r.last_seq
+      `select r.scope, r.collection, r.key, r.last_seq
          from records r join unnest($1::text[], $2::text[], $3::text[]) as t(scope, collection, key)
            on r.scope = t.scope and r.collection = t.collection and r.key = t.key
         order by r.scope collate "C", r.collection collate "C", r.key collate "C"
