@@ -4,8 +4,9 @@
  */
 import { join } from 'node:path';
 import { isAgentId, isHostScope, isScope } from '@fleet/contracts';
-import { defineConfig, envDuration, envInt, envString, loadConfig, logLevelOption, natsUrlOption } from '@fleet/config';
+import { defineConfig, envDuration, envInt, envString, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf, Env } from '@fleet/config';
+import type { StrategyConfig } from '@fleet/sync-core';
 import { FleetError } from '@fleet/errors';
 
 export const agentConfig = defineConfig({
@@ -17,6 +18,20 @@ export const agentConfig = defineConfig({
       description: "this host's agent id: the origin of its changes and the token of its subjects",
     },
     natsUrl: natsUrlOption(),
+    namespace: namespaceOption(),
+    credentialsFile: {
+      env: 'CREDS_FILE',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: "this agent's NATS credentials file (.creds), when the server requires them",
+    },
+    groups: {
+      env: 'GROUPS',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: 'groups this agent belongs to, comma-separated: their `group.<name>` scopes are pulled too',
+    },
+    ...strategyConfigOptions(),
     dataDir: { env: 'DATA_DIR', schema: envString({ min: 1 }), default: '/var/lib/fleet-agent', description: 'directory of the local store (agent.db) and, by default, its backups' },
     scopes: {
       env: 'SCOPES',
@@ -37,22 +52,28 @@ export const agentConfig = defineConfig({
   },
 });
 
-export interface AgentConfig extends Omit<ConfigOf<typeof agentConfig>, 'scopes'> {
+export interface AgentConfig extends Omit<ConfigOf<typeof agentConfig>, 'scopes' | 'groups'> {
   readonly scopes: readonly string[];
+  readonly groups: readonly string[];
   readonly backupDir: string;
+  /** The conflict strategies: must be the server's, so agent and server compute the same views. */
+  readonly strategyConfig: StrategyConfig;
 }
 
 /** Loads and checks the configuration; throws FLEET_CONFIG_001 naming every bad variable. */
 export function loadAgentConfig(env: Env): AgentConfig {
   const c = loadConfig(agentConfig, env);
-  const scopes = c.scopes === undefined ? [`host.${c.agentId}`, 'fleet'] : c.scopes.split(',').map((s) => s.trim());
-  const problems: string[] = [];
+  const groups = c.groups === undefined ? [] : c.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
+  const scopes = c.scopes === undefined ? [`host.${c.agentId}`, 'fleet', ...groups.map((g) => `group.${g}`)] : c.scopes.split(',').map((s) => s.trim());
+  const problems: { variable: string; reason: string }[] = [];
+  for (const g of groups) if (!isScope(`group.${g}`)) problems.push({ variable: 'FLEET_AGENT_GROUPS', reason: `${JSON.stringify(g)} is not a group name` });
   for (const s of scopes) {
-    if (!isScope(s)) problems.push(`${JSON.stringify(s)} is not a scope ("fleet", "group.<name>" or "host.<agentId>")`);
-    else if (s.startsWith('host.') && !isHostScope(s, c.agentId)) problems.push(`${JSON.stringify(s)} is another host's scope`);
+    if (!isScope(s)) problems.push({ variable: 'FLEET_AGENT_SCOPES', reason: `${JSON.stringify(s)} is not a scope ("fleet", "group.<name>" or "host.<agentId>")` });
+    else if (s.startsWith('host.') && !isHostScope(s, c.agentId)) problems.push({ variable: 'FLEET_AGENT_SCOPES', reason: `${JSON.stringify(s)} is another host's scope` });
   }
   if (problems.length > 0) {
-    throw new FleetError('FLEET_CONFIG_001', `1 problem(s):\n  FLEET_AGENT_SCOPES: ${problems.join('; ')}`, { details: { problems: problems.map((reason) => ({ variable: 'FLEET_AGENT_SCOPES', reason })) } });
+    throw new FleetError('FLEET_CONFIG_001', `${problems.length} problem(s):\n${problems.map((p) => `  ${p.variable}: ${p.reason}`).join('\n')}`, { details: { problems } });
   }
-  return { ...c, scopes, backupDir: c.backupDir ?? join(c.dataDir, 'backups') };
+  const strategyConfig = loadStrategyConfig({ json: c.strategies, file: c.strategiesFile });
+  return { ...c, scopes, groups, strategyConfig, backupDir: c.backupDir ?? join(c.dataDir, 'backups') };
 }

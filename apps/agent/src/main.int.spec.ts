@@ -3,6 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { subjects } from '@fleet/contracts';
 
 const ROOT = resolve(__dirname, '../../..');
 const MAIN = 'apps/agent/src/main.ts';
@@ -42,7 +45,7 @@ describe('agent CLI', () => {
     agent(['patch', 'host.host-7', 'settings', 'ntp', '{"enabled":false}'], env);
     expect(agent(['backup'], env).out).toMatch(/^incremental backup /);
     r = agent(['status', '--json'], env);
-    expect(JSON.parse(r.out)).toMatchObject({ agentId: 'host-7', outbox: { size: 2 }, cursor: null, conflicts: 0, connection: expect.stringMatching(/^unknown/) as unknown });
+    expect(JSON.parse(r.out)).toMatchObject({ agentId: 'host-7', outbox: { size: 2 }, cursor: null, conflicts: 0, connection: 'not running' });
     expect(agent(['status'], env).out).toMatch(/outbox\s+2 \/ 100000 unsent/);
     agent(['delete', 'host.host-7', 'settings', 'ntp'], env);
     r = agent(['restore', chainDir], env);
@@ -94,27 +97,51 @@ describe('agent CLI', () => {
     expect(r.err).not.toMatch(/\n\s+at /);
   });
 
-  it('`run` processes direct SQL writes and exits cleanly on SIGTERM', async () => {
+  it('`run` turns direct SQL writes into changes, pushes them to JetStream and exits cleanly on SIGTERM', async () => {
     const dataDir = tempDir();
-    const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CAPTURE_INTERVAL: '100ms' };
-    const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    const waitFor = async (re: RegExp) => {
-      for (let i = 0; i < 200 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 50));
-      expect(out).toMatch(re);
-    };
-    await waitFor(/NOT syncing/);
-    const db = new Database(join(dataDir, 'agent.db'));
-    db.pragma('busy_timeout = 5000');
-    db.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run('host.a1', 'inventory', 'pkg', '{"v":"1.0"}');
-    db.close();
-    await waitFor(/captured: 1 processed/);
-    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
-    expect(out).toMatch(/SIGTERM, store closed/);
-    const r = agent(['get', 'host.a1', 'inventory', 'pkg'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir });
-    expect(JSON.parse(r.out)).toMatchObject({ fields: { v: '1.0' } });
+    // Its own subject namespace and push stream: the PubAck is what lets a row leave the outbox.
+    const s = subjects(`agentcli${process.pid}${Date.now() % 100000}`);
+    const nc = await connect({ servers: '127.0.0.1:4222' });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: s.streams.push, subjects: [s.pushAll] });
+    try {
+      const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CAPTURE_INTERVAL: '100ms', FLEET_NAMESPACE: s.ns };
+      const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env });
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      const waitFor = async (re: RegExp) => {
+        for (let i = 0; i < 300 && !re.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+        expect(out).toMatch(re);
+      };
+      await waitFor(/syncing host\.a1, fleet/);
+      expect(JSON.parse(agent(['status', '--json'], env).out)).toMatchObject({ connection: expect.stringMatching(/agent run, pid/) as unknown });
+      const db = new Database(join(dataDir, 'agent.db'));
+      db.pragma('busy_timeout = 5000');
+      db.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run('host.a1', 'inventory', 'pkg', '{"v":"1.0"}');
+      db.close();
+      await waitFor(/captured: 1 processed/);
+      // The change reaches the agent's push subject, and leaves the outbox once acknowledged.
+      let messages = 0;
+      for (let i = 0; i < 200 && messages === 0; i++) {
+        messages = (await jsm.streams.info(s.streams.push)).state.messages;
+        if (messages === 0) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(messages).toBe(1);
+      const pushed = await jsm.streams.getMessage(s.streams.push, { seq: 1 });
+      expect(pushed.subject).toBe(s.push('a1'));
+      expect((pushed.json() as { changes: { key: string }[] }).changes.map((c) => c.key)).toEqual(['pkg']);
+      for (let i = 0; i < 100 && JSON.parse(agent(['status', '--json'], env).out).outbox.size !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(JSON.parse(agent(['status', '--json'], env).out)).toMatchObject({ outbox: { size: 0 } });
+      const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(out).toMatch(/stopped, store closed/);
+      expect(JSON.parse(agent(['status', '--json'], env).out)).toMatchObject({ connection: expect.stringMatching(/^not running/) as unknown });
+      const r = agent(['get', 'host.a1', 'inventory', 'pkg'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir });
+      expect(JSON.parse(r.out)).toMatchObject({ fields: { v: '1.0' } });
+    } finally {
+      await jsm.streams.delete(s.streams.push).catch(() => undefined);
+      await nc.close();
+    }
   });
 });

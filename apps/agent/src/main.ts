@@ -1,23 +1,26 @@
 /**
  * The agent's command line: `node -r ./scripts/register.js apps/agent/src/main.ts <command>`.
- * Wiring only: the store is libs/agent-store. The network half (push, pull, merge, reconnection)
- * belongs to the sync manager, which does not exist yet: `agent run` only keeps the local store
- * current (captured direct SQL writes) and does not sync.
+ * Wiring only: the store is libs/agent-store, the network half (push, pull, merge, reconnection,
+ * verification) libs/agent-sync. `agent run` syncs until SIGTERM and keeps turning direct SQL
+ * writes into changes; it writes its connection state to `<data dir>/agent.status.json`, which
+ * `agent status` (another process) reads.
  *
  * Exit codes (sysexits.h): 0 ok, 64 usage, 78 configuration, 73 data directory not writable,
  * 74 disk or quota full, 65 bad backup or incompatible store, 75 temporarily refused (outbox
  * full, held after restore), 1 other FleetError, 70 internal error. Errors print one line with the
  * code, never a stack.
  */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { restoreSqliteStore, SqliteLocalStore } from '@fleet/agent-store';
-import type { LocalStore } from '@fleet/agent-store';
 import { describeConfig } from '@fleet/config';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
 import type { Fields } from '@fleet/sync-core';
 import { agentConfig, loadAgentConfig } from './config';
 import type { AgentConfig } from './config';
+import { startSync } from './sync-runner';
 
 export interface Io {
   readonly out: (line: string) => void;
@@ -35,7 +38,7 @@ commands:
   status                                   outbox, cursor, last sync, conflicts, connection
   backup [--full]                          consistent online backup (incremental unless --full or no chain yet)
   restore <dir>                            rebuild the store from a backup chain directory (stop the agent first)
-  run                                      keep the store current until SIGTERM (no network sync yet)
+  run                                      sync with the server until SIGTERM
 
 options: --json (status as JSON), --help`;
 
@@ -78,16 +81,17 @@ function openStore(config: AgentConfig): SqliteLocalStore {
     agentId: config.agentId,
     outboxMax: config.outboxMax,
     backupRoot: config.backupDir,
+    strategies: config.strategyConfig,
     ...(config.dbMaxMb !== undefined ? { maxDbBytes: config.dbMaxMb * 1024 * 1024 } : {}),
   });
 }
 
-function statusOf(store: LocalStore): Record<string, unknown> {
+function statusOf(store: SqliteLocalStore): Record<string, unknown> {
   const o = store.outboxStats();
   const s = store.syncState();
   return {
     agentId: store.agentId,
-    connection: 'unknown (no sync manager yet: this agent does not sync)',
+    connection: runningState(store),
     outbox: { size: o.size, max: o.max, oldestAt: o.oldestAt === null ? null : new Date(o.oldestAt).toISOString(), oldestAgeMs: o.oldestAgeMs, failures: o.failures, lastError: o.lastError, inFlight: o.inFlight },
     captured: { pending: o.capturedPending, rejected: o.capturedRejected },
     cursor: s.cursor,
@@ -111,40 +115,73 @@ function printStatus(st: Record<string, unknown>, io: Io): void {
   io.out(`conflicts    ${String(st['conflicts'])}`);
 }
 
-/** `agent run`: process captured writes every interval; stop cleanly on SIGTERM/SIGINT. */
+/** Where a running agent publishes its connection state for `agent status` (another process). */
+function statusFile(store: SqliteLocalStore): string {
+  return join(store.path, '..', 'agent.status.json');
+}
+
+function runningState(store: SqliteLocalStore): string {
+  try {
+    const st = JSON.parse(readFileSync(statusFile(store), 'utf8')) as { state: string; pid: number; at: string };
+    let alive = true;
+    try {
+      process.kill(st.pid, 0);
+    } catch {
+      alive = false;
+    }
+    return alive ? `${st.state} (agent run, pid ${st.pid}, since ${st.at})` : `not running (last: ${st.state} at ${st.at})`;
+  } catch {
+    return 'not running';
+  }
+}
+
+/**
+ * `agent run`: the sync manager over the local store, plus captured direct SQL writes turned into
+ * changes every interval. Stops cleanly on SIGTERM/SIGINT: the batch or page in flight finishes
+ * (a published batch is still marked sent, an applied page keeps its cursor), then the store closes.
+ */
 async function run(config: AgentConfig, io: Io): Promise<void> {
   const store = openStore(config);
-  io.out(`agent ${config.agentId}: store ${store.path} open; NOT syncing (the sync manager is not built yet); processing direct SQL writes every ${config.captureInterval} ms`);
-  await new Promise<void>((resolveRun, rejectRun) => {
-    const stop = (signal: string) => {
-      clearInterval(timer);
-      process.off('SIGTERM', onTerm);
-      process.off('SIGINT', onInt);
-      store.close();
-      io.out(`agent ${config.agentId}: ${signal}, store closed`);
-      resolveRun();
-    };
-    const onTerm = () => stop('SIGTERM');
-    const onInt = () => stop('SIGINT');
-    process.on('SIGTERM', onTerm);
-    process.on('SIGINT', onInt);
-    const timer: NodeJS.Timeout = setInterval(() => {
-      try {
-        const r = store.processCaptured();
-        if (r.processed + r.rejected > 0) io.out(`captured: ${r.processed} processed, ${r.rejected} rejected, ${r.remaining} remaining`);
-      } catch (e) {
-        if (isFleetError(e) && e.retryable) {
-          io.err(`agent: ${e.code} ${e.message} (will retry)`);
-          return;
-        }
-        clearInterval(timer);
-        process.off('SIGTERM', onTerm);
-        process.off('SIGINT', onInt);
-        store.close();
-        rejectRun(e);
-      }
-    }, config.captureInterval);
+  const file = statusFile(store);
+  const publish = (state: string): void => {
+    // Written whole then renamed, so a reader never sees half a file.
+    writeFileSync(`${file}.tmp`, JSON.stringify({ state, pid: process.pid, at: new Date().toISOString() }));
+    renameSync(`${file}.tmp`, file);
+  };
+  publish('connecting');
+  const sync = startSync(store, {
+    servers: config.natsUrl,
+    namespace: config.namespace,
+    scopes: config.scopes,
+    strategy: config.strategyConfig,
+    ...(config.credentialsFile === undefined ? {} : { credentials: readFileSync(config.credentialsFile, 'utf8') }),
+    onReport: (r) => {
+      if (r.type === 'transition') publish(r.to);
+      else if (r.type === 'synced') io.out(`synced (${r.kind}): ${r.status.changesPushed} pushed, ${r.status.changesPulled} pulled, ${r.status.conflictsDetected} conflicts`);
+      else if (r.type === 'failed') io.err(`${r.op} failed (attempt ${r.attempt}): ${r.error}${r.retryInMs === undefined ? '' : `, retry in ${r.retryInMs} ms`}`);
+    },
   });
+  io.out(`agent ${config.agentId}: store ${store.path} open; syncing ${config.scopes.join(', ')} via ${config.natsUrl.join(',')} (namespace ${config.namespace})`);
+  let failure: unknown;
+  const timer: NodeJS.Timeout = setInterval(() => {
+    try {
+      const r = store.processCaptured();
+      if (r.processed + r.rejected > 0) io.out(`captured: ${r.processed} processed, ${r.rejected} rejected, ${r.remaining} remaining`);
+    } catch (e) {
+      if (isFleetError(e) && e.retryable) {
+        io.err(`agent: ${e.code} ${e.message} (will retry)`);
+        return;
+      }
+      failure = e;
+      void sync.stop();
+    }
+  }, config.captureInterval);
+  await sync.done;
+  clearInterval(timer);
+  publish('stopped');
+  store.close();
+  io.out(`agent ${config.agentId}: stopped, store closed`);
+  if (failure !== undefined) throw failure;
 }
 
 /** Runs one command; returns the exit code. Never throws. */

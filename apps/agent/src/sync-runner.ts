@@ -17,8 +17,8 @@ export interface AgentSyncConfig {
   readonly credentials?: string;
   /** Subject namespace (default `sync`). */
   readonly namespace?: string;
-  /** Groups this agent belongs to: their scopes are pulled too. */
-  readonly groups?: readonly string[];
+  /** The scopes this agent holds and pulls (its host scope, `fleet`, its groups'). */
+  readonly scopes: readonly string[];
   /** Collections to verify with the server, per scope. */
   readonly verifyTargets?: readonly VerifyTarget[];
   /** The strategy configuration the server uses. */
@@ -42,7 +42,7 @@ export function startSync(store: SyncStore, config: AgentSyncConfig): RunningSyn
     store,
     transport,
     strategy: config.strategy,
-    scopes: [`host.${store.agentId}`, 'fleet', ...(config.groups ?? []).map((g) => `group.${g}`)],
+    scopes: config.scopes,
     ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     ...(config.verifyTargets === undefined ? {} : { verifyTargets: config.verifyTargets }),
     ...(config.onReport === undefined ? {} : { onReport: config.onReport }),

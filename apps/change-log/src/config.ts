@@ -60,6 +60,12 @@ export const changeLogConfig = defineConfig({
       default: '20',
       description: 'push messages appended in one transaction (each acked after the commit); 1 = one transaction per push',
     },
+    batchConcurrency: {
+      env: 'BATCH_CONCURRENCY',
+      schema: envInt({ min: 1, max: 8 }),
+      default: '2',
+      description: 'groups of push messages in flight at once: while one group waits on its commit, the next is decoded (appends stay serialised by the append lock); 1 = one group at a time',
+    },
     batchLinger: {
       env: 'BATCH_LINGER',
       schema: envDuration({ min: 0, max: 1000 }),

@@ -175,12 +175,11 @@ export class PushBatchProcessor {
       outcomes.set(p.msg, { agentId: p.agentId, batchId: p.batch.batchId, appended, duplicates, deadLettered, events: 0 });
     }
 
-    const events = chunkEvents(uniqueBySeq([...result.appended, ...result.duplicates]));
+    const events = encodeAppendedEvents(uniqueBySeq([...result.appended, ...result.duplicates]));
     // Published together (one connection keeps their order); throws -> every message redelivered.
     await Promise.all(
-      events.map((changes) =>
-        // The AppendedEvent shape (contracts' AppendedEventSchema; the int tests decode it with decodeAppendedEvent).
-        this.publisher.publish(this.subjects.appended, encodeJson({ protocol: PROTOCOL_VERSION, changes }), {
+      events.map(({ changes, payload }) =>
+        this.publisher.publish(this.subjects.appended, payload, {
           msgId: appendedMsgId(changes),
           headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
         }),
@@ -204,20 +203,37 @@ function uniqueBySeq(changes: readonly LoggedChange[]): LoggedChange[] {
 
 /** Splits into events within the contract's count and byte limits (a logged change is a little larger than the pushed one). */
 export function chunkEvents(changes: readonly LoggedChange[]): LoggedChange[][] {
-  const out: LoggedChange[][] = [];
+  return encodeAppendedEvents(changes).map((e) => e.changes);
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * `chunkEvents`, with each event's payload: the AppendedEvent shape (contracts' AppendedEventSchema;
+ * the int tests decode it with decodeAppendedEvent), byte for byte what
+ * `encodeJson({ protocol, changes })` writes, but each change is serialised once (it was twice: once
+ * to measure it, once in the event).
+ */
+export function encodeAppendedEvents(changes: readonly LoggedChange[]): { changes: LoggedChange[]; payload: Uint8Array }[] {
+  const out: { changes: LoggedChange[]; payload: Uint8Array }[] = [];
   let cur: LoggedChange[] = [];
+  let parts: string[] = [];
   let bytes = 64; // envelope
+  const flush = () => {
+    out.push({ changes: cur, payload: utf8.encode(`{"protocol":${JSON.stringify(PROTOCOL_VERSION)},"changes":[${parts.join(',')}]}`) });
+    cur = [];
+    parts = [];
+    bytes = 64;
+  };
   for (const c of changes) {
-    const size = encodeJson(c).byteLength + 1;
-    if (cur.length > 0 && (cur.length >= MAX_CHANGES_PER_APPENDED_EVENT || bytes + size > MAX_APPENDED_EVENT_BYTES)) {
-      out.push(cur);
-      cur = [];
-      bytes = 64;
-    }
+    const json = JSON.stringify(c);
+    const size = Buffer.byteLength(json, 'utf8') + 1;
+    if (cur.length > 0 && (cur.length >= MAX_CHANGES_PER_APPENDED_EVENT || bytes + size > MAX_APPENDED_EVENT_BYTES)) flush();
     cur.push(c);
+    parts.push(json);
     bytes += size;
   }
-  if (cur.length > 0) out.push(cur);
+  if (cur.length > 0) flush();
   return out;
 }
 

@@ -26,7 +26,7 @@ export function pushController(config: ChangeLogConfig): Type<unknown> {
 
     constructor(@Inject(PushBatchProcessor) private readonly processor: PushBatchProcessor) {}
 
-    @JetStreamBatch(pushConsumerSpec(s, config), { batch: { size: config.batchMessages, lingerMs: config.batchLinger } })
+    @JetStreamBatch(pushConsumerSpec(s, config), { batch: { size: config.batchMessages, lingerMs: config.batchLinger, concurrency: config.batchConcurrency } })
     async onPush(@Payload() msgs: readonly InboundMessage[]): Promise<BatchOutcome> {
       const { outcomes, failures } = await this.processor.processMany(msgs);
       for (const o of outcomes.values()) {

@@ -2,9 +2,8 @@
  * conflict-resolver's configuration: every option declared once. Variables are
  * `FLEET_CONFLICTRESOLVER_<NAME>`, then the shared fallback named in the table (`--help`).
  */
-import { databaseUrlOption, defineConfig, envDuration, envInt, envString, envUrl, logLevelOption, namespaceOption, natsUrlOption } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, envString, envUrl, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
-import { strategyConfigOptions } from '@fleet/server-store';
 
 export const conflictResolverConfig = defineConfig({
   prefix: 'FLEET_CONFLICTRESOLVER_',

@@ -9,10 +9,9 @@
  *    exit 1 if the drain exceeds the shutdown timeout (the unacked messages are redelivered).
  */
 import type { INestApplication } from '@nestjs/common';
-import { describeConfig, loadConfig, redactConfig, unknownVariables } from '@fleet/config';
+import { describeConfig, loadConfig, loadStrategyConfig, redactConfig, unknownVariables } from '@fleet/config';
 import { isFleetError } from '@fleet/errors';
 import { startTelemetry } from '@fleet/observability';
-import { loadStrategyConfig } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { conflictResolverConfig } from './config';
 import type { ConflictResolverConfig } from './config';

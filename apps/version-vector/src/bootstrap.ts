@@ -1,11 +1,11 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
+import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { LogLevel } from '@fleet/config';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
-import { loadStrategyConfig } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { VersionVectorConfig } from './config';
 import { versionVectorStreams } from './streams';

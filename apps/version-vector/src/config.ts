@@ -2,9 +2,8 @@
  * version-vector's configuration: every option declared once. Variables are
  * `FLEET_VERSIONVECTOR_<NAME>`, then the shared fallback named in the table (`--help`).
  */
-import { databaseUrlOption, defineConfig, envDuration, envInt, envUrl, logLevelOption, namespaceOption, natsUrlOption } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, envUrl, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
-import { strategyConfigOptions } from '@fleet/server-store';
 
 export const versionVectorConfig = defineConfig({
   prefix: 'FLEET_VERSIONVECTOR_',
@@ -43,6 +42,12 @@ export const versionVectorConfig = defineConfig({
       fallback: ['FLEET_STREAM_REPLICAS'],
     },
     dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '4', description: 'PostgreSQL pool size' },
+    stateCache: {
+      env: 'STATE_CACHE',
+      schema: envInt({ min: 0, max: 1_000_000 }),
+      default: '20000',
+      description: 'record states kept in memory after commit (LRU), so a record applied again is not re-read and re-validated; 0 disables',
+    },
     batchMessages: {
       env: 'BATCH_MESSAGES',
       schema: envInt({ min: 1, max: 100 }),

@@ -6,9 +6,9 @@
  * readers of `rev` (delta-calculator) must reset their cursors after a rebuild (docs/conflicts.md).
  */
 import 'reflect-metadata';
-import { loadConfig } from '@fleet/config';
+import { loadConfig, loadStrategyConfig } from '@fleet/config';
 import { isFleetError } from '@fleet/errors';
-import { loadStrategyConfig, openServerDataSource, rebuildProjections, RecordsProjection } from '@fleet/server-store';
+import { openServerDataSource, rebuildProjections, RecordsProjection } from '@fleet/server-store';
 import { versionVectorConfig } from './config';
 
 async function main(): Promise<void> {

@@ -71,7 +71,7 @@ export class VersionVectorModule {
           provide: ClassifyProcessor,
           inject: [DataSource, JetStreamServer, SYNC_METRICS],
           useFactory: (ds: DataSource, js: JetStreamServer, metrics: SyncMetrics) =>
-            new ClassifyProcessor(ds, new RecordsProjection(strategies), { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, metrics),
+            new ClassifyProcessor(ds, new RecordsProjection(strategies, { stateCacheSize: config.stateCache }), { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, metrics),
         },
       ],
     };

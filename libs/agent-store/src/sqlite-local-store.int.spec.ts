@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { isFleetError } from '@fleet/errors';
-import type { RecordRef } from '@fleet/sync-core';
+import { encodeRecordState } from '@fleet/sync-core';
+import type { RecordRef, RecordState } from '@fleet/sync-core';
 import { DB_FILE, RESTORE_SEQ_GAP, restoreSqliteStore, SqliteLocalStore } from './sqlite-local-store';
 import type { SqliteLocalStoreOptions } from './sqlite-local-store';
 import { describeLocalStoreConformance } from './testing/conformance';
@@ -62,6 +63,43 @@ describe('SqliteLocalStore on disk', () => {
     const db = new Database(join(dir, DB_FILE));
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
     db.close();
+  });
+
+  it('stores compact states, converts a schema-1 store at open, and refuses a corrupted state', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    const a = { scope: SCOPE, collection: 'c', key: 'a' };
+    s.put(a, { x: 1, y: 'two', z: { deep: [1, 2] } });
+    s.patch(a, { x: 3 }, ['y']);
+    s.put({ ...a, key: 'b' }, { n: 1 });
+    s.delete({ ...a, key: 'b' });
+    const before = [s.getState(a), s.getState({ ...a, key: 'b' })];
+    const rows = [s.get(a), s.get({ ...a, key: 'b' })];
+    s.close();
+    // Rewrite the file as schema 1 held it: sync-core's whole JSON state.
+    const db = new Database(join(dir, DB_FILE));
+    const stored = db.prepare<[], { state: string }>("SELECT state FROM records WHERE key = 'a'").get()?.state ?? '';
+    expect(stored.length).toBeLessThan(400);
+    expect(stored).not.toContain('view');
+    db.prepare("UPDATE records SET state = ? WHERE key = 'a'").run(encodeRecordState(before[0] as RecordState));
+    db.prepare("UPDATE records SET state = ? WHERE key = 'b'").run(encodeRecordState(before[1] as RecordState));
+    db.prepare("UPDATE meta SET v = '1' WHERE k = 'schema_version'").run();
+    db.close();
+    const again = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    expect([again.getState(a), again.getState({ ...a, key: 'b' })].map((x) => encodeRecordState(x as RecordState))).toEqual(before.map((x) => encodeRecordState(x as RecordState)));
+    expect([again.get(a), again.get({ ...a, key: 'b' })]).toEqual(rows);
+    again.close();
+    const db2 = new Database(join(dir, DB_FILE));
+    expect(db2.prepare<[], { v: string }>("SELECT v FROM meta WHERE k = 'schema_version'").get()?.v).toBe('2');
+    db2.prepare("UPDATE records SET state = ? WHERE key = 'a'").run('{"w":[],"x":[[0,1]]}');
+    db2.close();
+    const third = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    try {
+      expect(() => third.getState(a)).toThrow(expect.objectContaining({ code: 'FLEET_STATE_001' }) as Error);
+      expect(() => third.put(a, { x: 4 })).toThrow(expect.objectContaining({ code: 'FLEET_STATE_001' }) as Error);
+    } finally {
+      third.close();
+    }
   });
 
   it('turns direct SQL writes from another connection into changes', () => {

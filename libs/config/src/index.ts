@@ -1,3 +1,4 @@
 export * from './values';
 export * from './define';
 export * from './common';
+export * from './strategy-config';

@@ -14,7 +14,7 @@
  */
 import { counterAdd } from '@fleet/sync-core';
 import type { JsonValue, LocalEdit, RecordRef } from '@fleet/sync-core';
-import type { StrategyConfigJson } from '@fleet/server-store';
+import type { StrategyConfigJson } from '@fleet/config';
 import type { FleetAgent } from './agent';
 import { describeResult } from './checker';
 import type { ConvergenceResult } from './checker';

@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { randomBytes } from 'node:crypto';
 import { DEFAULT_DATABASE_URL } from '@fleet/server-store';
-import type { StrategyConfigJson } from '@fleet/server-store';
+import type { StrategyConfigJson } from '@fleet/config';
 import { eventually, freePort } from './util';
 
 export const REPO_ROOT = resolve(__dirname, '..', '..', '..');

@@ -1,7 +1,7 @@
 import { expectedStates } from './checker';
 import { percentile, Prng } from './util';
+import { parseStrategyConfig } from '@fleet/config';
 import { DEMO_STRATEGIES } from './scenario';
-import { parseStrategyConfig } from '@fleet/server-store';
 import { emptyRecord, encodeHlc, makeLocalChange } from '@fleet/sync-core';
 import type { LoggedChange } from '@fleet/sync-core';
 

@@ -3,7 +3,7 @@
  * refills its buffer as messages ARRIVE, not as they are handled, so a slow handler lets the buffer
  * grow without bound while each buffered message's ack-wait ticks. The loop here asks the server
  * for exactly as many messages as there are free handler slots, so the messages a process holds
- * (buffered + in flight) never exceed `concurrency` (or one batch in batch mode).
+ * (buffered + in flight) never exceed `concurrency` (in batch mode, `batch.concurrency` batches).
  *
  * Each fetch is a pull request with server heartbeats; a fetch that ends for any reason (expired,
  * heartbeats missed after a NATS restart, consumer deleted) is simply followed by the next one, after
@@ -24,9 +24,12 @@ export interface ConsumeOptions {
   readonly concurrency?: number;
   /**
    * Batch mode: the handler receives up to `size` messages at once, gathered for at most `lingerMs`
-   * after the first arrives (default 20 ms). One batch is in flight at a time.
+   * after the first arrives (default 20 ms). `concurrency` batches are in flight at a time (default
+   * 1): with 2, the next batch is fetched and handled while the previous one waits on I/O (a
+   * database commit), so the process's CPU and the I/O overlap. Each batch is still settled on its
+   * own, when its handler resolves.
    */
-  readonly batch?: { readonly size: number; readonly lingerMs?: number };
+  readonly batch?: { readonly size: number; readonly lingerMs?: number; readonly concurrency?: number };
   /** Pull request expiry (>= 1000). Shorter means faster recovery after a NATS restart. Default 10 s. */
   readonly expiresMs?: number;
   /**
@@ -64,11 +67,14 @@ export class JetStreamConsumer {
     private readonly opts: ConsumeOptions = {},
   ) {
     this.js = jetstream(nc);
-    this.slots = new Semaphore(handler.kind === 'batch' ? 1 : Math.max(1, opts.concurrency ?? 1));
+    this.slots = new Semaphore(Math.max(1, (handler.kind === 'batch' ? opts.batch?.concurrency : opts.concurrency) ?? 1));
     this.maxDeliver = spec.maxDeliver ?? CONSUMER_DEFAULTS.maxDeliver;
     this.ackWaitMs = spec.ackWaitMs ?? CONSUMER_DEFAULTS.ackWaitMs;
     if (handler.kind === 'batch' && (!Number.isInteger(opts.batch?.size) || (opts.batch?.size ?? 0) < 1)) {
       throw new RangeError('batch mode needs batch.size >= 1');
+    }
+    if (handler.kind === 'batch' && opts.batch?.concurrency !== undefined && (!Number.isInteger(opts.batch.concurrency) || opts.batch.concurrency < 1)) {
+      throw new RangeError('batch.concurrency must be an integer >= 1');
     }
   }
 
@@ -146,10 +152,12 @@ export class JetStreamConsumer {
   }
 
   private async fetchBatch(handle: BatchHandler): Promise<void> {
+    await this.slots.whenFree();
     if (this.stopping || this.consumer === undefined) return;
     const size = this.opts.batch?.size ?? 1;
     const linger = this.opts.batch?.lingerMs ?? 20;
-    const iter = await this.consumer.fetch(this.fetchOptions(size));
+    // At most one batch per free slot, so a process never holds more than concurrency x size messages.
+    const iter = await this.consumer.fetch(this.fetchOptions(size * this.slots.free));
     this.fetching = iter;
     const it = iter[Symbol.asyncIterator]();
     let buf: JsMsg[] = [];
@@ -157,7 +165,11 @@ export class JetStreamConsumer {
       if (buf.length === 0) return;
       const batch = buf;
       buf = [];
-      await this.slots.run(() => this.handleBatch(batch, handle));
+      // Waits while every slot is busy; the handler then runs while the loop gathers the next batch.
+      await this.slots.acquire();
+      void this.handleBatch(batch, handle)
+        .catch((e: unknown) => this.report(e, 'batch'))
+        .finally(() => this.slots.release());
     };
     try {
       let next = it.next();

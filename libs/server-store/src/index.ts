@@ -11,7 +11,6 @@ export { CHANGE_COLUMNS, rowToLoggedChange } from './rows';
 export type { ChangeLogRow } from './rows';
 export * from './entities/record.entity';
 export * from './entities/conflict.entity';
-export * from './strategy-config';
 export * from './records/records.projection';
 export * from './records/server-writer';
 export * from './conflicts/conflict-desk';

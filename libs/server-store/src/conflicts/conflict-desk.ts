@@ -14,7 +14,7 @@ import { FleetError } from '@fleet/errors';
 import { CHANGE_COLUMNS, rowToLoggedChange, toSafeNumber, type ChangeLogRow } from '../rows';
 import { refKey } from '../records/records.projection';
 import type { ServerWriter } from '../records/server-writer';
-import { strategyNameOf } from '../strategy-config';
+import { strategyNameOf } from '@fleet/config';
 
 export type ConflictStatus = 'open' | 'pending' | 'auto-resolved' | 'resolved' | 'superseded';
 export type StrategyName = 'lww' | 'merge' | 'manual' | 'custom';

@@ -17,7 +17,7 @@ import {
 import { asInfraError } from '../postgres-change-log';
 import type { Projection } from '../projections/projection';
 import { CHANGE_COLUMNS, rowToLoggedChange, toSafeNumber, type ChangeLogRow } from '../rows';
-import { strategyNameOf } from '../strategy-config';
+import { strategyNameOf } from '@fleet/config';
 
 /**
  * The lock that serialises `rev` assignment, taken LAST in a projection transaction (after the row
@@ -157,9 +157,7 @@ export class RecordsProjection implements Projection {
     const byKey = new Map<string, RecordRef>();
     for (const c of changes) byKey.set(refKey(c), { scope: c.scope, collection: c.collection, key: c.key });
     const refs = [...byKey.values()].sort(compareRefs);
-    const T: number[] = [performance.now()];
     const rows = await this.lockRows(tx, refs);
-    T.push(performance.now());
 
     const after = refs.map((r) => toSafeNumber(rows.get(refKey(r))?.last_seq ?? '0', 'last_seq'));
     const pending: ChangeLogRow[] = await tx.query(
@@ -170,7 +168,6 @@ export class RecordsProjection implements Projection {
       [refs.map((r) => r.scope), refs.map((r) => r.collection), refs.map((r) => r.key), after],
     );
 
-    T.push(performance.now());
     const states = new Map<string, { state: RecordState; lastSeq: number; touched: boolean }>();
     const misses: RecordRef[] = [];
     for (const r of refs) {
@@ -190,6 +187,7 @@ export class RecordsProjection implements Projection {
       for (const row of stored) {
         states.set(refKey(row), { state: row.state === null ? emptyRecord(row) : decodeRecordState(row.state), lastSeq: toSafeNumber(row.last_seq, 'last_seq'), touched: false });
       }
+      for (const r of misses) if (!states.has(refKey(r))) states.set(refKey(r), { state: emptyRecord(r), lastSeq: 0, touched: false });
     }
     const classified: ClassifiedChange[] = [];
     const found: { seq: number; ref: RecordRef; conflict: ConflictRecord }[] = [];
@@ -208,7 +206,6 @@ export class RecordsProjection implements Projection {
       if (conflict !== undefined) found.push({ seq: change.seq, ref: s.state.ref, conflict });
     }
 
-    T.push(performance.now());
     const touched = refs.filter((r) => states.get(refKey(r))?.touched === true);
     if (touched.length === 0) return { classified, records: [], conflicts: [] };
 
@@ -229,7 +226,6 @@ export class RecordsProjection implements Projection {
       }
     }
 
-    T.push(performance.now());
     // Last: the rev lock, held for one statement and the commit.
     await tx.query(REV_LOCK_SQL);
     const [head] = (await tx.query('select coalesce(max(rev), 0) as head from records')) as { head: string }[];
@@ -274,8 +270,6 @@ export class RecordsProjection implements Projection {
         ),
       ],
     );
-    T.push(performance.now());
-    if (process.env['VV_TRACE']) console.error(`vv txn changes=${changes.length} refs=${refs.length} pending=${pending.length} found=${found.length} lock=${(T[1]!-T[0]!).toFixed(0)} read=${(T[2]!-T[1]!).toFixed(0)} apply=${(T[3]!-T[2]!).toFixed(0)} conflicts=${(T[4]!-T[3]!).toFixed(0)} revupd=${(T[5]!-T[4]!).toFixed(0)}`);
     return { classified, records: out, conflicts };
   }
 

@@ -113,19 +113,13 @@ export class ServerWriter {
     try {
       out = await this.ds.transaction('READ COMMITTED', async (tx) => {
         await tx.query(`select set_config('lock_timeout', $1, true)`, [`${this.lockTimeoutMs}ms`]);
-        const T = [performance.now()];
         await lockRecords(tx, refs);
-        T.push(performance.now());
         const loaded = await loadStatesAt(tx, refs, this.options.config);
         // One origin seq per record is what resolutions and operator writes use; the makers are synchronous for the callback's convenience.
         const seqs = await nextOriginSeqs(tx, Math.max(1, refs.length));
-        T.push(performance.now());
         if (prepare !== undefined) await prepare(tx);
-        T.push(performance.now());
         await tx.query(APPEND_LOCK_SQL);
-        T.push(performance.now());
         await catchUp(tx, loaded, this.options.config);
-        T.push(performance.now());
         const states = loaded.states;
         const ctx: ServerWriteContext = {
           tx,
@@ -149,10 +143,7 @@ export class ServerWriter {
         };
         const result = await fn(ctx);
         if (made.length === 0) return { result, appended: [] };
-        T.push(performance.now());
         const r = await this.options.changeLog.appendInLockedTransaction(tx, made);
-        T.push(performance.now());
-        if (process.env['VV_TRACE']) console.error(`sw txn refs=${refs.length} reclock=${(T[1]!-T[0]!).toFixed(0)} load=${(T[2]!-T[1]!).toFixed(0)} prepare=${(T[3]!-T[2]!).toFixed(0)} applock=${(T[4]!-T[3]!).toFixed(0)} catchup=${(T[5]!-T[4]!).toFixed(0)} fn=${(T[6]!-T[5]!).toFixed(0)} append=${(T[7]!-T[6]!).toFixed(0)}`);
         const bad = r.rejected[0];
         if (bad !== undefined) throw bad.error;
         return { result, appended: [...r.appended] };

@@ -12,7 +12,8 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { envString, type Env } from '@fleet/config';
+import { envString } from './values';
+import type { Env } from './define';
 import { validateStrategyConfig, type FieldRule, type StrategyConfig } from '@fleet/sync-core';
 
 const Name = z.string().min(1).max(128);
