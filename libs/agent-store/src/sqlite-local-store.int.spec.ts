@@ -68,7 +68,7 @@ describe('SqliteLocalStore on disk', () => {
   it('stores compact states, converts a schema-1 store at open, and refuses a corrupted state', () => {
     const dir = tempDir();
     const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
-    const a = { scope: SCOPE, collection: 'c', key: 'a' };
+    const a = ref('a', 'c');
     s.put(a, { x: 1, y: 'two', z: { deep: [1, 2] } });
     s.patch(a, { x: 3 }, ['y']);
     s.put({ ...a, key: 'b' }, { n: 1 });
@@ -95,8 +95,8 @@ describe('SqliteLocalStore on disk', () => {
     db2.close();
     const third = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
     try {
-      expect(() => third.getState(a)).toThrow(expect.objectContaining({ code: 'FLEET_STATE_001' }) as Error);
-      expect(() => third.put(a, { x: 4 })).toThrow(expect.objectContaining({ code: 'FLEET_STATE_001' }) as Error);
+      expect(codeOf(() => third.getState(a))).toBe('FLEET_STATE_001');
+      expect(codeOf(() => third.put(a, { x: 4 }))).toBe('FLEET_STATE_001');
     } finally {
       third.close();
     }
