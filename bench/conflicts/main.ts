@@ -25,7 +25,7 @@ const strategies: StrategyConfig = { default: 'lww' };
 
 async function ours(): Promise<{ ms: number; detected: number; resolved: number }> {
   const inProcess = process.env['BENCH_IN_PROCESS'] === '1';
-  const h = await startHarness(strategies, { batchMessages: 20, sweepInterval: '0', processes: !inProcess });
+  const h = await startHarness(strategies, { batchMessages: Number(process.env['BENCH_VV_BATCH'] ?? 20), sweepInterval: '0', processes: !inProcess });
   try {
     const a = new Agent('bench-a', strategies);
     const b = new Agent('bench-b', strategies);

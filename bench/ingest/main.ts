@@ -148,14 +148,15 @@ async function main(): Promise<void> {
   // BENCH_PROFILE_DIR=dir: the service runs with --cpu-prof and is stopped with SIGTERM (so the profile is written).
   const profileDir = process.env['BENCH_PROFILE_DIR'];
   const procs: ServiceProcess[] = [];
-  const startService = async (batchMessages: number) => {
-    const p = await ServiceProcess.start(`bench-cl-${batchMessages}`, {
+  const startService = async (batchMessages: number, concurrency = 2) => {
+    const p = await ServiceProcess.start(`bench-cl-${batchMessages}-${concurrency}`, {
       databaseUrl: db.url,
       natsUrl: SHARED_NATS,
       namespace: s.ns,
       extra: {
         FLEET_CHANGELOG_LOG_LEVEL: 'warn',
         FLEET_CHANGELOG_BATCH_MESSAGES: String(batchMessages),
+        FLEET_CHANGELOG_BATCH_CONCURRENCY: String(concurrency),
       },
       ...(profileDir === undefined ? {} : { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] }),
     });
@@ -193,17 +194,24 @@ async function main(): Promise<void> {
       const txns = (await svc!.metric('fleet_sync_change_log_append_duration_count')) - before.n;
       const txnSecs = (await svc!.metric('fleet_sync_change_log_append_duration_sum')) - before.t;
       report(
-        `  ${label.padEnd(44)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} changes in ${fmt(pushes.length / pushesPerMessage)} x ${pushesPerMessage > 1 ? `${pushesPerMessage}x` : ''}${size}, ${t.toFixed(2)} s; publishing took ${tPub.toFixed(2)} s; ${fmt(txns)} append txns, ${fmt(total / Math.max(1, txns))} changes and ${((txnSecs / Math.max(1, txns)) * 1000).toFixed(1)} ms each, ${Math.round((txnSecs / t) * 100)} % of the time in appends)`,
+        `  ${label.padEnd(44)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} changes in ${fmt(pushes.length / pushesPerMessage)} x ${pushesPerMessage > 1 ? `${pushesPerMessage}x` : ''}${size}, ${t.toFixed(2)} s; publishing took ${tPub.toFixed(2)} s; ${fmt(txns)} append txns, ${fmt(total / Math.max(1, txns))} changes and ${((txnSecs / Math.max(1, txns)) * 1000).toFixed(1)} ms each incl. lock wait, sum ${Math.round((txnSecs / t) * 100)} % of the wall time)`,
       );
       report(`      ${cpuLine(cpu0, cpu1, total, t)}`);
     };
 
     console.log('\nchange-log end to end: first publish -> last row committed (max(seq) polled every 2 ms), one nats.js client, 128 PubAcks in flight');
-    console.log('  service: a child process (main.ts); the consumer takes up to FLEET_CHANGELOG_BATCH_MESSAGES pushes per transaction');
+    console.log('  cpu per change: CPU seconds (from /proc) of each process over the run, divided by the changes: the bench (publisher and');
+    console.log('  poller), the change-log, nats-server, the PostgreSQL backends of the bench database, and the WAL writer');
+    console.log('  service: a child process (main.ts); the consumer takes up to FLEET_CHANGELOG_BATCH_MESSAGES pushes per transaction,');
+    console.log('  FLEET_CHANGELOG_BATCH_CONCURRENCY (default 2) such groups in flight (appends serialised by the append lock)');
     const svc1 = await startService(1);
     svc = svc1;
     await run('batch 100, BATCH_MESSAGES=1 (txn per push)', 100, 10_000);
     await stopService(svc1);
+    const svcSerial = await startService(20, 1);
+    svc = svcSerial;
+    await run('batch 100, BATCH_MESSAGES=20, CONCURRENCY=1', 100, 50_000);
+    await stopService(svcSerial);
     svc = await startService(20);
     await run('batch 1, BATCH_MESSAGES=20', 1, 2_000);
     await run('batch 100, BATCH_MESSAGES=20', 100, 50_000);
@@ -226,18 +234,23 @@ async function main(): Promise<void> {
     await deleteNamespaceStreams(await raw.jsm(), rawNs);
     await raw.drain();
 
-    console.log('\nraw PostgreSQL insert: the change-log insert statement (unnest of 14 arrays) into a copy of change_log (same indexes), one connection, one statement per transaction');
+    console.log('\nraw PostgreSQL insert: a plain insert of unnest(14 arrays) into a copy of change_log (same indexes), one connection, one statement per transaction');
     await pg.query('create table raw_insert (like change_log including defaults including constraints including indexes)');
+    // Another connection inserts: the backend that created a table stays ~2x slower at inserting into it.
+    const ins = new Client({ connectionString: db.url });
+    await ins.connect();
+    const insPid = (await ins.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]?.pid ?? 0;
     for (const [rowsPerInsert, total] of [[100, 20_000], [2_000, 50_000]] as const) {
       const batches: Change[][] = [];
       const rawPg = new Map<string, number>();
       for (let n = 0; n < total; n += rowsPerInsert) batches.push(Array.from({ length: rowsPerInsert }, (_, k) => testChange(`raw-${n % 7}`, (rawPg.get('x') ?? 0) + n + k + 1)));
       await pg.query('truncate raw_insert');
       let seq = 0;
+      const cpu0 = procCpuSecs(insPid);
       const t0 = performance.now();
       for (const b of batches) {
         const seqs = b.map(() => ++seq);
-        await pg.query(
+        await ins.query(
           `insert into raw_insert (seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol)
            select * from unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
                                 $9::jsonb[], $10::jsonb[], $11::text[], $12::jsonb[], $13::text[], $14::int[])`,
@@ -260,8 +273,11 @@ async function main(): Promise<void> {
         );
       }
       const t = secs(t0);
-      report(`  raw insert, ${String(rowsPerInsert).padEnd(5)} rows per statement${' '.repeat(20)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} rows, ${t.toFixed(2)} s)`);
+      report(
+        `  raw insert, ${String(rowsPerInsert).padEnd(5)} rows per statement${' '.repeat(20)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} rows, ${t.toFixed(2)} s; postgres ${(((procCpuSecs(insPid) - cpu0) / total) * 1e6).toFixed(1)} µs CPU per row)`,
+      );
     }
+    await ins.end();
   } finally {
     await Promise.all(procs.map((p) => stopService(p)));
     await deleteNamespaceStreams(await agent.jsm(), s).catch(() => undefined);

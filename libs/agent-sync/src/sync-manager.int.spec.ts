@@ -12,7 +12,8 @@ import { headers } from '@nats-io/nats-core';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connectNats, NatsPublisher, provisionStream } from '@fleet/messaging';
 import { eventually, PrivateNatsServer, readStream, testNamespace } from '@fleet/messaging/src/test-support';
-import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePushBatch, encodeJson, Headers, toWireRecord } from '@fleet/contracts';
+import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePushBatch, encodeJson, errorReply, Headers, toWireRecord } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
 import type { Subjects } from '@fleet/contracts';
 import { answerVerify, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
 import type { MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
@@ -83,7 +84,8 @@ class FakeDeltaServer {
     });
   }
   async stop(): Promise<void> {
-    for (const r of this.responders) await r.drain().catch(() => undefined);
+    // Stoppable more than once (a test may take the responders away and bring them back).
+    for (const r of this.responders.splice(0)) await r.drain().catch(() => undefined);
   }
 }
 
@@ -229,6 +231,54 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(status.conflictsDetected).toBe(1);
     expect(status.conflictsResolved).toBe(1);
     expect(store.getState(FLEET('both'))?.view.contested).toEqual(['mode']);
+  });
+
+  it('push and pull are independent: with no pull responder, then one answering errors, the outbox still drains; once it answers, pulls succeed', async () => {
+    // The delta calculator is down (no responder on the pull subject); the change log's stream is up.
+    await server.stop();
+    server.write(FLEET('while-down'), { v: 1 });
+    const store = new MemorySyncStore(AGENT);
+    for (let i = 0; i < 3; i++) store.put(REF(`d${i}`), { n: i });
+    const reports: unknown[] = [];
+    const m = manager(store, { onReport: (r) => reports.push(r), connection: { backoff: { baseMs: 400, maxMs: 800 }, verifyIntervalMs: Number.POSITIVE_INFINITY } });
+    m.start();
+    // Push first: the reconnect drains the outbox although every pull fails.
+    await eventually(() => store.outbox.length === 0, 10_000, 'outbox drained with no pull responder');
+    await eventually(() => m.state === 'backoff', 10_000, 'pull backing off');
+    expect(reports).toContainEqual(expect.objectContaining({ type: 'failed', op: 'pull' }));
+    expect(reports).not.toContainEqual(expect.objectContaining({ type: 'failed', op: 'push' }));
+    expect(store.cursor).toBeNull();
+    expect(await readStream(jsm, s.streams.push)).toHaveLength(1);
+
+    // While the pull backs off, a local write is pushed at once (not after the pull's retry).
+    store.put(REF('during-backoff'), { n: 1 });
+    await eventually(() => store.outbox.length === 0, 10_000, 'a write during the pull backoff pushed');
+    expect(await readStream(jsm, s.streams.push)).toHaveLength(2);
+
+    // The delta calculator answers, but with errors (its database is down): still no pull, pushes still go.
+    const failing = serverNc.subscribe(s.pull(AGENT), { callback: (_e, msg) => msg.respond(encodeJson(errorReply(new FleetError('FLEET_INFRA_001', 'database unavailable')))) });
+    const errorsBefore = reports.filter((r) => (r as { type: string; error?: string }).type === 'failed' && /FLEET_INFRA_001/.test((r as { error?: string }).error ?? '')).length;
+    await eventually(
+      () => reports.filter((r) => (r as { type: string; error?: string }).type === 'failed' && /FLEET_INFRA_001/.test((r as { error?: string }).error ?? '')).length > errorsBefore,
+      10_000,
+      'a pull failing with the remote error',
+    );
+    store.put(REF('during-errors'), { n: 2 });
+    await eventually(() => store.outbox.length === 0, 10_000, 'a write during pull errors pushed');
+    const msgs = await readStream(jsm, s.streams.push);
+    expect(msgs).toHaveLength(3);
+    const keys = msgs.flatMap((msg) => (decodePushBatch(msg.data).changes as { key: string }[]).map((c) => c.key));
+    expect(keys).toEqual(['d0', 'd1', 'd2', 'during-backoff', 'during-errors']);
+    expect(store.cursor).toBeNull();
+
+    // The responder comes back: the pull's retry succeeds, the reconnect completes.
+    await failing.drain();
+    server.start();
+    const status = await m.nextSync();
+    expect(status.changesPulled).toBe(1);
+    expect(store.cursor).toBe(1);
+    expect(store.getState(FLEET('while-down'))?.view.fields).toEqual({ v: 1 });
+    expect(m.state).toBe('idle');
   });
 
   it('verification after a restore: Merkle exchange finds what is missing here, fetches it, clears needsVerification', async () => {

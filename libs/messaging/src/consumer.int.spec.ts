@@ -213,6 +213,40 @@ describe('batch mode', () => {
   });
 });
 
+describe('batch mode with concurrency', () => {
+  it('runs up to `batch.concurrency` batches at once, each settled on its own', async () => {
+    const c = spec();
+    const jsm = await bus.jsm();
+    for (let i = 0; i < 40; i++) await bus.publish(c.subject, `p${i}`);
+    let inFlight = 0;
+    let max = 0;
+    const seen: string[] = [];
+    let failedOnce = false;
+    await bus.consumeBatch(
+      c,
+      async (msgs) => {
+        inFlight++;
+        max = Math.max(max, inFlight);
+        await new Promise((r) => setTimeout(r, 60));
+        inFlight--;
+        seen.push(...msgs.map((m) => dec.decode(m.data)));
+        // one batch fails (retryable): only its messages come back
+        if (!failedOnce && msgs.some((m) => dec.decode(m.data) === 'p5')) {
+          failedOnce = true;
+          throw new Error('transaction rolled back');
+        }
+      },
+      { batch: { size: 4, lingerMs: 20, concurrency: 2 }, backoff: fastBackoff },
+    );
+    await eventually(async () => new Set(seen).size === 40 && (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 10_000, 'all settled');
+    expect(max).toBe(2);
+    // every message handled; only the failed batch's messages (p5 among them) were handled twice
+    const twice = [...new Set(seen)].filter((b) => seen.filter((x) => x === b).length > 1);
+    expect(twice).toContain('p5');
+    expect(twice.length).toBeLessThanOrEqual(4);
+  });
+});
+
 describe('flow control and lifecycle', () => {
   it('never runs more than `concurrency` handlers at once', async () => {
     const c = spec();

@@ -4,6 +4,7 @@ import {
   CONNECTION_STATES,
   CONNECTION_TABLE,
   DEFAULT_CONNECTION_CONFIG,
+  EMPTY_SYNC_STATUS as EMPTY,
   initialConnection,
   operationInFlight,
   stepConnection,
@@ -94,6 +95,7 @@ class Harness {
       this.effects.push(eff);
       if (eff.type === 'run') {
         expect(this.inFlight).toBeUndefined(); // never two operations at once
+        expect(this.m.ctx.retryAtMs[eff.op]).toBeNull(); // an operation never runs before its own retry deadline
         this.inFlight = eff.op;
       }
       if (eff.type === 'set-timer') {
@@ -117,6 +119,22 @@ class Harness {
     if (this.timerArmed) expect(this.m.ctx.timerId).toBe(this.armedId);
     // Nothing runs offline.
     if (this.m.state === 'offline') expect(this.inFlight).toBeUndefined();
+    const c = this.m.ctx;
+    if (this.m.state === 'idle' || this.m.state === 'backoff') {
+      // Independent failure domains, work-conserving: at rest, nothing is owed that is not waiting for its OWN retry.
+      expect(c.pushRequested && c.retryAtMs.push === null).toBe(false);
+      expect((c.pullRequested || c.reconnectOwed) && c.retryAtMs.pull === null).toBe(false);
+      expect((c.verifyPending || this.now >= c.nextVerifyAtMs) && c.retryAtMs.verify === null).toBe(false);
+      // backoff exactly while a retry is pending; pulls never stop (a retry or the periodic sync is scheduled).
+      const retries = [c.retryAtMs.push, c.retryAtMs.pull, c.retryAtMs.verify].filter((t): t is number => t !== null);
+      expect(this.m.state === 'backoff').toBe(retries.length > 0);
+      expect(c.retryAtMs.pull !== null || c.syncAtMs !== null).toBe(true);
+      // The one timer is armed, for the earliest deadline.
+      expect(this.timerArmed).toBe(true);
+      expect(c.timerAtMs).toBe(Math.min(...retries, c.syncAtMs ?? Number.POSITIVE_INFINITY));
+    }
+    // No timer offline, while connecting, or once stopping.
+    if (this.m.state === 'offline' || this.m.state === 'connecting' || this.m.state === 'stopping' || this.m.state === 'stopped') expect(this.timerArmed).toBe(false);
   }
   fireTimer(): void {
     if (this.timerArmed) this.send({ type: 'timer', id: this.armedId });
@@ -169,7 +187,9 @@ function reach(state: ConnectionState): Harness {
       h.send({ type: 'outbox-changed' });
       break;
     case 'backoff':
+      // The reconnect's push went through, its pull failed (the delta calculator is down).
       connect();
+      h.succeed();
       h.fail();
       break;
     case 'verifying':
@@ -190,12 +210,14 @@ function reach(state: ConnectionState): Harness {
   return h;
 }
 
+type Row = { readonly [E in ConnectionEventType]: ConnectionState };
+
 /**
  * The expected next state for every (state, event) pair from the reachable machine `reach(state)`,
  * with the representative event `eventOf(type, ctx, 0)` (outcomes: success, nothing more to do).
  * Typed as the full mapped table, so a new state or event fails to compile here too.
  */
-const EXPECTED: { readonly [S in ConnectionState]: { readonly [E in ConnectionEventType]: ConnectionState } } = {
+const EXPECTED: { readonly [S in ConnectionState]: Row } = {
   connecting: {
     connected: 'reconciling', disconnected: 'connecting', nudge: 'connecting', 'outbox-changed': 'connecting', timer: 'connecting',
     'push-acked': 'connecting', 'push-failed': 'connecting', 'pull-page': 'connecting', 'pull-failed': 'connecting',
@@ -206,15 +228,15 @@ const EXPECTED: { readonly [S in ConnectionState]: { readonly [E in ConnectionEv
     'push-acked': 'offline', 'push-failed': 'offline', 'pull-page': 'offline', 'pull-failed': 'offline',
     'verify-needed': 'offline', 'verify-done': 'offline', 'verify-failed': 'offline', stop: 'stopped',
   },
-  // In the pull phase: a page without more moves to the push phase (same state).
+  // Just connected, in the push phase: the drain done (or failed: its own retry), the pull phase follows (same state).
   reconciling: {
     connected: 'reconciling', disconnected: 'reconciling', nudge: 'reconciling', 'outbox-changed': 'reconciling', timer: 'reconciling',
-    'push-acked': 'reconciling', 'push-failed': 'reconciling', 'pull-page': 'reconciling', 'pull-failed': 'backoff',
+    'push-acked': 'reconciling', 'push-failed': 'reconciling', 'pull-page': 'reconciling', 'pull-failed': 'reconciling',
     'verify-needed': 'reconciling', 'verify-done': 'reconciling', 'verify-failed': 'reconciling', stop: 'stopping',
   },
   pulling: {
     connected: 'pulling', disconnected: 'pulling', nudge: 'pulling', 'outbox-changed': 'pulling', timer: 'pulling',
-    'push-acked': 'pulling', 'push-failed': 'pulling', 'pull-page': 'pushing', 'pull-failed': 'backoff',
+    'push-acked': 'pulling', 'push-failed': 'pulling', 'pull-page': 'idle', 'pull-failed': 'backoff',
     'verify-needed': 'pulling', 'verify-done': 'pulling', 'verify-failed': 'pulling', stop: 'stopping',
   },
   pushing: {
@@ -227,10 +249,12 @@ const EXPECTED: { readonly [S in ConnectionState]: { readonly [E in ConnectionEv
     'push-acked': 'idle', 'push-failed': 'idle', 'pull-page': 'idle', 'pull-failed': 'idle',
     'verify-needed': 'verifying', 'verify-done': 'idle', 'verify-failed': 'idle', stop: 'stopped',
   },
+  // The reconnect's pull is backing off: a nudge waits for its retry; an outbox change pushes at once
+  // (still in `reconciling`: the reconnect is owed); verification is its own domain.
   backoff: {
-    connected: 'backoff', disconnected: 'offline', nudge: 'backoff', 'outbox-changed': 'backoff', timer: 'reconciling',
+    connected: 'backoff', disconnected: 'offline', nudge: 'backoff', 'outbox-changed': 'reconciling', timer: 'reconciling',
     'push-acked': 'backoff', 'push-failed': 'backoff', 'pull-page': 'backoff', 'pull-failed': 'backoff',
-    'verify-needed': 'backoff', 'verify-done': 'backoff', 'verify-failed': 'backoff', stop: 'stopped',
+    'verify-needed': 'verifying', 'verify-done': 'backoff', 'verify-failed': 'backoff', stop: 'stopped',
   },
   verifying: {
     connected: 'verifying', disconnected: 'verifying', nudge: 'verifying', 'outbox-changed': 'verifying', timer: 'verifying',
@@ -249,36 +273,97 @@ const EXPECTED: { readonly [S in ConnectionState]: { readonly [E in ConnectionEv
   },
 };
 
+/** More situations whose rows differ from their state's: the other reconcile phase and the other failure domain. */
+interface Situation {
+  readonly name: string;
+  readonly state: ConnectionState;
+  readonly reach: () => Harness;
+  readonly expected: Row;
+}
+const EXTRA_SITUATIONS: readonly Situation[] = [
+  {
+    name: 'reconciling (pull phase)',
+    state: 'reconciling',
+    reach: () => {
+      const h = reach('reconciling');
+      h.succeed();
+      return h;
+    },
+    expected: {
+      connected: 'reconciling', disconnected: 'reconciling', nudge: 'reconciling', 'outbox-changed': 'reconciling', timer: 'reconciling',
+      'push-acked': 'reconciling', 'push-failed': 'reconciling', 'pull-page': 'idle', 'pull-failed': 'backoff',
+      'verify-needed': 'reconciling', 'verify-done': 'reconciling', 'verify-failed': 'reconciling', stop: 'stopping',
+    },
+  },
+  {
+    // The CLI case: the delta calculator is down, the change log is up, a local write arrives.
+    name: 'reconciling (a push while the pull backs off)',
+    state: 'reconciling',
+    reach: () => {
+      const h = reach('backoff');
+      h.send({ type: 'outbox-changed' });
+      return h;
+    },
+    expected: {
+      connected: 'reconciling', disconnected: 'reconciling', nudge: 'reconciling', 'outbox-changed': 'reconciling', timer: 'reconciling',
+      'push-acked': 'backoff', 'push-failed': 'backoff', 'pull-page': 'reconciling', 'pull-failed': 'reconciling',
+      'verify-needed': 'reconciling', 'verify-done': 'reconciling', 'verify-failed': 'reconciling', stop: 'stopping',
+    },
+  },
+  {
+    // JetStream refuses pushes; the delta calculator is fine: pulls go on, on nudges and on the sync deadline.
+    name: 'backoff (push failing)',
+    state: 'backoff',
+    reach: () => {
+      const h = reach('pushing');
+      h.fail();
+      return h;
+    },
+    expected: {
+      connected: 'backoff', disconnected: 'offline', nudge: 'pulling', 'outbox-changed': 'backoff', timer: 'pushing',
+      'push-acked': 'backoff', 'push-failed': 'backoff', 'pull-page': 'backoff', 'pull-failed': 'backoff',
+      'verify-needed': 'verifying', 'verify-done': 'backoff', 'verify-failed': 'backoff', stop: 'stopped',
+    },
+  },
+];
+
+const SITUATIONS: readonly Situation[] = [
+  ...CONNECTION_STATES.map((state) => ({ name: state, state, reach: () => reach(state), expected: EXPECTED[state] })),
+  ...EXTRA_SITUATIONS,
+];
+
 describe('connection state machine', () => {
   it('the table has a handler for every state x event pair', () => {
     expect(Object.keys(CONNECTION_TABLE).sort()).toEqual([...CONNECTION_STATES].sort());
     for (const s of CONNECTION_STATES) expect(Object.keys(CONNECTION_TABLE[s]).sort()).toEqual([...CONNECTION_EVENT_TYPES].sort());
   });
 
-  describe.each(CONNECTION_STATES.map((s) => [s]))('from %s', (state) => {
+  describe.each(SITUATIONS.map((x) => [x.name, x] as const))('from %s', (_name, situation) => {
+    const { state, expected } = situation;
     it.each(CONNECTION_EVENT_TYPES.map((e) => [e]))('on %s: the expected state, invariants kept', (type) => {
-      const h = reach(state);
+      const h = situation.reach();
+      expect(h.m.state).toBe(state);
       const event = eventOf(type, h.m.ctx);
       // An outcome of an operation that is not in flight is delivered raw (the harness would drop it): it must be ignored.
       const op = OUTCOME_OF[type];
       if (op !== undefined && op !== h.inFlight && state !== 'stopped') {
         const step = stepConnection(h.m, event, env());
-        expect(step.machine.state).toBe(EXPECTED[state][type]);
+        expect(step.machine.state).toBe(expected[type]);
         // Ignored, except in stopping, where any outcome ends the wait (only one operation can be in flight).
         if (state === 'stopping') expect(step.effects).toEqual([{ type: 'close' }]);
         else expect(step.effects).toEqual([]);
         return;
       }
       h.send(event);
-      expect(h.m.state).toBe(EXPECTED[state][type]);
+      expect(h.m.state).toBe(expected[type]);
     });
 
     it.each(CONNECTION_EVENT_TYPES.map((e) => [e]))('on %s (variants: more to do, stale timer, failure offline): invariants kept', (type) => {
       for (const variant of [1, 2]) {
-        const h = reach(state);
+        const h = situation.reach();
         h.send(eventOf(type, h.m.ctx, variant));
       }
-      const h = reach(state);
+      const h = situation.reach();
       h.send({ type: 'disconnected' });
       h.send(eventOf(type, h.m.ctx, 0));
     });
@@ -291,19 +376,99 @@ describe('connection state machine', () => {
     expect(step.effects).toEqual([]);
   });
 
-  it('reconnection: pull every page, then push the outbox, then one synced report with the sums', () => {
+  it('reconnection: push the whole outbox first, then pull every page, then one synced report with the sums', () => {
     const h = new Harness();
     h.send({ type: 'connected' });
-    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'pull' });
-    h.send({ type: 'pull-page', pulled: 5, conflictsDetected: 2, conflictsResolved: 1, hasMore: true, fullResync: false, latencyMs: 10 });
-    h.send({ type: 'pull-page', pulled: 3, conflictsDetected: 1, conflictsResolved: 1, hasMore: false, fullResync: false, latencyMs: 10 });
     expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'push' });
     h.send({ type: 'push-acked', pushed: 500, more: true, latencyMs: 10 });
+    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'push' });
     h.send({ type: 'push-acked', pushed: 20, more: false, latencyMs: 10 });
-    const synced = h.effects.find((e) => e.type === 'synced');
-    expect(synced).toEqual({ type: 'synced', kind: 'reconnect', status: { conflictsDetected: 3, conflictsResolved: 2, changesPushed: 520, changesPulled: 8 } });
+    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'pull' });
+    expect(h.m.state).toBe('reconciling');
+    h.send({ type: 'pull-page', pulled: 5, conflictsDetected: 2, conflictsResolved: 1, hasMore: true, fullResync: false, latencyMs: 10 });
+    h.send({ type: 'pull-page', pulled: 3, conflictsDetected: 1, conflictsResolved: 1, hasMore: false, fullResync: false, latencyMs: 10 });
+    const synced = h.effects.filter((e) => e.type === 'synced');
+    expect(synced).toEqual([{ type: 'synced', kind: 'reconnect', status: { conflictsDetected: 3, conflictsResolved: 2, changesPushed: 520, changesPulled: 8 } }]);
     expect(h.m.state).toBe('idle');
     expect(h.timerArmed).toBe(true);
+  });
+
+  it('a failing pull does not hold back pushes: while the pull backs off, every outbox change is pushed at once', () => {
+    const h = new Harness();
+    h.send({ type: 'connected' });
+    h.send({ type: 'push-acked', pushed: 0, more: false, latencyMs: 1 }); // the outbox was empty
+    h.send({ type: 'pull-failed', error: 'FLEET_MSG_003: no responders' });
+    expect(h.m.state).toBe('backoff');
+    const retryTimer = h.armedId;
+    for (let i = 1; i <= 3; i++) {
+      h.send({ type: 'outbox-changed' });
+      expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'push' });
+      h.send({ type: 'push-acked', pushed: 2, more: true, latencyMs: 1 });
+      h.send({ type: 'push-acked', pushed: 1, more: false, latencyMs: 1 });
+      expect(h.m.state).toBe('backoff');
+      expect(h.effects.at(-1)).toEqual({ type: 'synced', kind: 'push', status: { ...EMPTY, changesPushed: 3 } });
+      expect(h.armedId).toBe(retryTimer); // the pull's retry was not re-armed, not cut short
+    }
+    // A nudge does not cut the pull's wait short (a fleet-wide nudge must not undo the jitter).
+    h.send({ type: 'nudge' });
+    expect(h.m.state).toBe('backoff');
+    h.fireTimer();
+    expect(h.m.state).toBe('reconciling');
+    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'pull' });
+    h.succeed(false);
+    expect(h.m.state).toBe('idle');
+    expect(h.effects.filter((e) => e.type === 'synced').at(-1)).toMatchObject({ kind: 'reconnect' });
+  });
+
+  it('a failing push does not stop pulls: the reconnect pulls, and nudges and the sync deadline pull while the push backs off', () => {
+    const h = new Harness();
+    h.send({ type: 'connected' });
+    h.send({ type: 'push-failed', error: 'no stream' });
+    expect(h.m.state).toBe('reconciling');
+    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'pull' });
+    expect(h.m.ctx.retryAtMs.push).not.toBeNull();
+    h.send({ type: 'pull-page', pulled: 4, conflictsDetected: 0, conflictsResolved: 0, hasMore: false, fullResync: false, latencyMs: 1 });
+    expect(h.effects.filter((e) => e.type === 'synced')).toEqual([{ type: 'synced', kind: 'reconnect', status: { ...EMPTY, changesPulled: 4 } }]);
+    expect(h.m.state).toBe('backoff');
+    // The push waits for its own retry: a new local write does not cut it short.
+    h.send({ type: 'outbox-changed' });
+    expect(h.m.state).toBe('backoff');
+    h.send({ type: 'nudge' });
+    expect(h.m.state).toBe('pulling');
+    h.succeed(false);
+    expect(h.m.state).toBe('backoff');
+    // The push's retry fires first (0.5 s before the sync deadline): pushes resume; the sync deadline still pulls.
+    h.fireTimer();
+    expect(h.m.state).toBe('pushing');
+    h.succeed(false);
+    expect(h.m.state).toBe('idle');
+    expect(h.m.ctx.syncAtMs).not.toBeNull();
+    h.fireTimer();
+    expect(h.m.state).toBe('pulling');
+  });
+
+  it('both failing: each operation keeps its own attempt count and deadline, the one timer on the earliest', () => {
+    const h = reach('idle');
+    h.send({ type: 'outbox-changed' });
+    h.fail(); // push: attempt 1, retry in 500
+    h.fail(); // (nothing in flight: a no-op)
+    h.send({ type: 'nudge' });
+    expect(h.m.state).toBe('pulling');
+    h.fail(); // pull: attempt 1, its own retry
+    expect(h.m.state).toBe('backoff');
+    expect(h.m.ctx.attempts).toEqual({ push: 1, pull: 1, verify: 0 });
+    const { push, pull } = h.m.ctx.retryAtMs;
+    expect(push).not.toBeNull();
+    expect(pull).not.toBeNull();
+    expect(h.m.ctx.timerAtMs).toBe(Math.min(push as number, pull as number));
+    h.now += 10_000; // both due: the timer resumes both, one at a time (push first)
+    h.fireTimer();
+    expect(h.m.state).toBe('pushing');
+    h.succeed(false);
+    expect(h.m.state).toBe('pulling');
+    h.succeed(false);
+    expect(h.m.state).toBe('idle');
+    expect(h.m.ctx.attempts).toEqual({ push: 0, pull: 0, verify: 0 });
   });
 
   it('a link lost mid-push waits for the outcome, then goes offline; reconnecting reruns the protocol', () => {
@@ -317,6 +482,7 @@ describe('connection state machine', () => {
     expect(h.m.state).toBe('offline');
     h.send({ type: 'connected' });
     expect(h.m.state).toBe('reconciling');
+    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'push' });
   });
 
   it('backoff: exponential with full jitter, reset on success, resumes the failed step', () => {
@@ -332,7 +498,7 @@ describe('connection state machine', () => {
     // random 0.5: half of base * 2^attempt
     expect(delays).toEqual([500, 1000, 2000, 4000]);
     h.succeed();
-    expect(h.m.ctx.attempt).toBe(0);
+    expect(h.m.ctx.attempts.push).toBe(0);
   });
 
   it('a nudge during a pull pulls once more; the sync timer during a push asks for a pull afterwards', () => {
@@ -341,18 +507,28 @@ describe('connection state machine', () => {
     h.succeed(false);
     expect(h.m.state).toBe('pulling');
     h.succeed(false);
-    expect(h.m.state).toBe('pushing');
+    expect(h.m.state).toBe('idle');
     const p = reach('pushing');
     p.fireTimer();
     p.succeed(false);
     expect(p.m.state).toBe('pulling');
+    // The push's counts go into the sync's report.
+    p.succeed(false);
+    expect(p.effects.filter((e) => e.type === 'synced').at(-1)).toEqual({ type: 'synced', kind: 'sync', status: { ...EMPTY, changesPushed: 1, changesPulled: 1 } });
+  });
+
+  it('an outbox change during a pull is pushed after it', () => {
+    const h = reach('pulling');
+    h.send({ type: 'outbox-changed' });
+    h.succeed(false);
+    expect(h.m.state).toBe('pushing');
   });
 
   it('full resync and restore ask for verification after the sync', () => {
     const h = new Harness();
     h.send({ type: 'connected' });
-    h.send({ type: 'pull-page', pulled: 1, conflictsDetected: 0, conflictsResolved: 0, hasMore: false, fullResync: true, latencyMs: 1 });
     h.succeed();
+    h.send({ type: 'pull-page', pulled: 1, conflictsDetected: 0, conflictsResolved: 0, hasMore: false, fullResync: true, latencyMs: 1 });
     expect(h.m.state).toBe('verifying');
     h.send({ type: 'verify-done', violations: 2, repaired: 1 });
     expect(h.m.state).toBe('pushing'); // repaired records were re-queued: push them
@@ -362,7 +538,7 @@ describe('connection state machine', () => {
     const h = reach('idle');
     h.now += DEFAULT_CONNECTION_CONFIG.verifyIntervalMs + 1;
     h.fireTimer();
-    h.succeed();
+    expect(h.m.state).toBe('pulling');
     h.succeed();
     expect(h.m.state).toBe('verifying');
   });
@@ -372,8 +548,8 @@ describe('connection state machine', () => {
       let m = initialConnection(env()).machine;
       for (const [e, rr] of [
         [{ type: 'connected' }, r],
-        [{ type: 'pull-page', pulled: 0, conflictsDetected: 0, conflictsResolved: 0, hasMore: false, fullResync: false, latencyMs: 1 }, r],
         [{ type: 'push-acked', pushed: 0, more: false, latencyMs: 1 }, r],
+        [{ type: 'pull-page', pulled: 0, conflictsDetected: 0, conflictsResolved: 0, hasMore: false, fullResync: false, latencyMs: 1 }, r],
       ] as const) {
         const s = stepConnection(m, e as ConnectionEvent, env(1_000_000, rr));
         m = s.machine;

@@ -10,20 +10,29 @@
  *   an operation does not leave the state: it clears `online`, and the operation's own outcome (it
  *   fails or times out) moves the machine on. So an outcome is never mistaken for the outcome of a
  *   later operation, and a flapping link never starts two operations.
- * - At most one timer is armed; each `set-timer` carries a fresh id and a `timer` event whose id is
- *   not the armed one is stale and ignored (the adapter cannot un-queue a timer that already fired).
+ * - At most one timer is armed, for the earliest pending deadline (a retry of a failed operation, or
+ *   the next periodic pull); each `set-timer` carries a fresh id and a `timer` event whose id is not
+ *   the armed one is stale and ignored (the adapter cannot un-queue a timer that already fired).
  * - `stopped` is terminal and is entered only with `close`; `stop` never abandons an operation in
  *   flight (a batch that was published still gets its rows marked sent, a page still commits with
  *   its cursor) – `stopping` waits for its outcome.
  * - Nothing is pulled or pushed while the link is known to be down.
+ * - At rest (`idle`, `backoff`) nothing is both owed and allowed to run: an operation waits only for
+ *   its OWN retry deadline. Push (JetStream, the change log) and pull / verify (request/reply, the
+ *   delta calculator) are independent failure domains: a failing pull never holds back a push, a
+ *   failing push never stops pulls.
  *
- * Cycles. On (re)connect, `reconciling` runs the seed's reconnection protocol: pull every page since
- * the durable cursor (phase `pull`), then push the whole outbox (phase `push`), then report one
- * `synced` with the reconnect's counts. Afterwards `idle` waits for the adaptive timer or a nudge
- * (both start `pulling` then `pushing`: a full sync), or an outbox change (`pushing` alone: agents
- * push as soon as they can; the sync timer keeps running so pulls never starve behind pushes).
- * Failures go to `backoff` (exponential, full jitter) and resume the step that failed: every step is
- * idempotent (the cursor moves only with an applied page, a batch id is derived from its rows).
+ * Cycles. On (re)connect, `reconciling` pushes first – drains the outbox (phase `push`) – then pulls
+ * every page since the durable cursor (phase `pull`), then reports one `synced` (`reconnect`). The
+ * seed pulled first to resolve conflicts on the agent before pushing; with the record CRDT (join is
+ * commutative, associative, idempotent, run with the same code on both sides) the order does not
+ * change the outcome, and pushing first means a slow or absent delta calculator never holds back
+ * the change log. Afterwards `idle` waits for the adaptive timer or a nudge (`pulling`; an outbox
+ * owed is pushed first), or an outbox change (`pushing` alone: agents push as soon as they can; the
+ * sync deadline keeps running so pulls never starve behind pushes). A failed operation gets its own
+ * retry deadline (exponential backoff, full jitter, its own attempt count); the others go on, and
+ * `backoff` is the rest state while any retry is pending. Every step is idempotent (the cursor moves
+ * only with an applied page, a batch id is derived from its rows), so a retry simply runs it again.
  */
 import type { BackoffOptions, RandomSource, SchedulerConfig, SchedulerState } from './scheduler';
 import { backoffDelay, DEFAULT_SCHEDULER_CONFIG, initialSchedulerState, jitteredDelay, scheduleNextSync } from './scheduler';
@@ -104,51 +113,56 @@ export const CONNECTION_EVENT_TYPES: readonly ConnectionEventType[] = [
 ];
 
 export type Operation = 'pull' | 'push' | 'verify';
+export const OPERATIONS: readonly Operation[] = ['push', 'pull', 'verify'];
+
+/** One value per operation (each is its own failure domain). */
+export type PerOperation<T> = { readonly [O in Operation]: T };
 
 export type ConnectionEffect =
   /** Open the transport (once, at start; it reconnects on its own afterwards). */
   | { readonly type: 'connect' }
   /** Run one operation and feed its outcome back: `pull` one page from the durable cursor, `push` one batch, `verify` the whole Merkle pass. */
   | { readonly type: 'run'; readonly op: Operation }
-  /** Arm the one timer (replacing any armed one). */
+  /** Arm the one timer (replacing any armed one). `reason`: what its deadline is (a retry, or the periodic sync). */
   | { readonly type: 'set-timer'; readonly id: number; readonly delayMs: number; readonly reason: 'sync' | 'retry' }
   | { readonly type: 'cancel-timer' }
-  /** Report: a sync cycle ended. `kind` says what started it. */
+  /** Report: a sync cycle ended (`reconnect`, `sync`: a pull drained; `push`: an outbox drain not followed by a pull). Counts since the last report. */
   | { readonly type: 'synced'; readonly kind: 'reconnect' | 'sync' | 'push'; readonly status: SyncStatus }
-  /** Report: an operation failed; `retryInMs` is the backoff, absent when waiting for the link. */
+  /** Report: an operation failed; `retryInMs` is its backoff, absent when waiting for the link. */
   | { readonly type: 'failed'; readonly op: Operation; readonly error: string; readonly attempt: number; readonly retryInMs?: number }
   | { readonly type: 'verified'; readonly violations: number; readonly repaired: number }
   /** Close the transport: nothing is in flight. */
   | { readonly type: 'close' };
 
-/** Where a retry resumes. */
-export type Resume = { readonly state: 'reconciling'; readonly phase: 'pull' | 'push' } | { readonly state: 'pulling' | 'pushing' | 'verifying' };
-
 export interface ConnectionContext {
   /** The transport's last word on the link. */
   readonly online: boolean;
   readonly scheduler: SchedulerState;
-  /** Consecutive failed operations: the backoff exponent. */
-  readonly attempt: number;
+  /** Consecutive failures of each operation: its backoff exponent (reset by its own success). */
+  readonly attempts: PerOperation<number>;
+  /** When each failed operation may run again (epoch ms); null: not backing off. */
+  readonly retryAtMs: PerOperation<number | null>;
+  /** When the next periodic pull is due (epoch ms); null while a pull is running or owed anyway, and offline. */
+  readonly syncAtMs: number | null;
   /** Id of the armed timer (0: none yet); events with another id are stale. */
   readonly timerId: number;
   readonly timerArmed: boolean;
-  /** The phase of `reconciling`: pull every page, then push the outbox. */
-  readonly phase: 'pull' | 'push';
-  /** What `backoff` resumes when its timer fires. */
-  readonly resume: Resume;
-  /** A reconnection protocol is owed (connected, not yet finished): retries resume it, and it reports as `reconnect`. */
+  /** The deadline the armed timer is for (epoch ms): the earliest of `retryAtMs` and `syncAtMs`. */
+  readonly timerAtMs: number;
+  /** The phase of `reconciling`: the operation in flight (push the outbox first, then pull every page). */
+  readonly phase: 'push' | 'pull';
+  /** A reconnection pull is owed (connected, not yet pulled to the end): its operations run in `reconciling`, and it reports as `reconnect`. */
   readonly reconnectOwed: boolean;
-  /** A nudge or the sync timer arrived while busy: pull (again) when the current step ends. */
+  /** A pull is owed: a nudge, the sync deadline, a failed pull, or a nudge during a pull (pull once more). */
   readonly pullRequested: boolean;
-  /** The outbox changed while busy with something that will not push next. */
+  /** A push is owed: the outbox changed, a reconnect, a failed push, rows re-queued by a verification. */
   readonly pushRequested: boolean;
   readonly verifyPending: boolean;
   /** When the next periodic verification is due (epoch ms). */
   readonly nextVerifyAtMs: number;
-  /** Counts of the cycle in progress. */
+  /** Counts since the last `synced` report. */
   readonly cycle: SyncStatus;
-  /** Largest round trip of the cycle (scheduler input: a slow network stretches the interval). */
+  /** Largest round trip since the last report (scheduler input: a slow network stretches the interval). */
   readonly cycleLatencyMs: number;
 }
 
@@ -182,16 +196,20 @@ export interface ConnectionStep {
   readonly effects: readonly ConnectionEffect[];
 }
 
+const NO_RETRY: PerOperation<number | null> = { push: null, pull: null, verify: null };
+
 /** The machine at start: connecting. Run its effects (`connect`). */
 export function initialConnection(env: ConnectionEnv, opts: { verifyPending?: boolean } = {}): ConnectionStep {
   const ctx: ConnectionContext = {
     online: false,
     scheduler: initialSchedulerState(env.config.scheduler),
-    attempt: 0,
+    attempts: { push: 0, pull: 0, verify: 0 },
+    retryAtMs: NO_RETRY,
+    syncAtMs: null,
     timerId: 0,
     timerArmed: false,
-    phase: 'pull',
-    resume: { state: 'pulling' },
+    timerAtMs: 0,
+    phase: 'push',
     reconnectOwed: false,
     pullRequested: false,
     pushRequested: false,
@@ -223,13 +241,52 @@ export type ConnectionTable = {
 const to = (state: ConnectionState, ctx: ConnectionContext, ...effects: ConnectionEffect[]): ConnectionStep => ({ machine: { state, ctx }, effects });
 const run = (op: Operation): ConnectionEffect => ({ type: 'run', op });
 
-function armTimer(ctx: ConnectionContext, delayMs: number, reason: 'sync' | 'retry'): { ctx: ConnectionContext; effect: ConnectionEffect } {
-  const id = ctx.timerId + 1;
-  return { ctx: { ...ctx, timerId: id, timerArmed: true }, effect: { type: 'set-timer', id, delayMs, reason } };
-}
-
 function disarm(ctx: ConnectionContext): { ctx: ConnectionContext; effects: ConnectionEffect[] } {
   return ctx.timerArmed ? { ctx: { ...ctx, timerArmed: false }, effects: [{ type: 'cancel-timer' }] } : { ctx, effects: [] };
+}
+
+function retrying(ctx: ConnectionContext): boolean {
+  return OPERATIONS.some((op) => ctx.retryAtMs[op] !== null);
+}
+
+/** The earliest pending deadline, and whether it is a retry. */
+function nextDeadline(ctx: ConnectionContext): { atMs: number; reason: 'sync' | 'retry' } | undefined {
+  let best: { atMs: number; reason: 'sync' | 'retry' } | undefined;
+  for (const op of OPERATIONS) {
+    const at = ctx.retryAtMs[op];
+    if (at !== null && (best === undefined || at < best.atMs)) best = { atMs: at, reason: 'retry' };
+  }
+  if (ctx.syncAtMs !== null && (best === undefined || ctx.syncAtMs < best.atMs)) best = { atMs: ctx.syncAtMs, reason: 'sync' };
+  return best;
+}
+
+/** The one timer, armed for the earliest deadline (left alone when it already is). */
+function alignTimer(ctx: ConnectionContext, env: ConnectionEnv): { ctx: ConnectionContext; effects: ConnectionEffect[] } {
+  const next = nextDeadline(ctx);
+  if (next === undefined) return disarm(ctx);
+  if (ctx.timerArmed && ctx.timerAtMs === next.atMs) return { ctx, effects: [] };
+  const id = ctx.timerId + 1;
+  return {
+    ctx: { ...ctx, timerId: id, timerArmed: true, timerAtMs: next.atMs },
+    effects: [{ type: 'set-timer', id, delayMs: Math.max(0, next.atMs - env.nowMs), reason: next.reason }],
+  };
+}
+
+/** Owed, whatever its domain's state. */
+function owed(ctx: ConnectionContext, op: Operation, env: ConnectionEnv): boolean {
+  switch (op) {
+    case 'push':
+      return ctx.pushRequested;
+    case 'pull':
+      return ctx.pullRequested || ctx.reconnectOwed;
+    case 'verify':
+      return ctx.verifyPending || env.nowMs >= ctx.nextVerifyAtMs;
+  }
+}
+
+/** Owed and not waiting for its own retry deadline: the only thing that gates an operation (besides the link and the one-at-a-time rule). */
+function runnable(ctx: ConnectionContext, op: Operation, env: ConnectionEnv): boolean {
+  return owed(ctx, op, env) && ctx.retryAtMs[op] === null;
 }
 
 const freshCycle = (ctx: ConnectionContext): ConnectionContext => ({ ...ctx, cycle: EMPTY_SYNC_STATUS, cycleLatencyMs: 0 });
@@ -243,70 +300,98 @@ function addStatus(a: SyncStatus, b: Partial<SyncStatus>): SyncStatus {
   };
 }
 
-/** Starts a full sync (pull, then push) from a state with nothing in flight. */
-function startPull(ctx: ConnectionContext, ...pre: ConnectionEffect[]): ConnectionStep {
-  return to('pulling', { ...ctx, pullRequested: false }, ...pre, run('pull'));
+/** Starts `op` (nothing in flight, link up). Operations owed by a reconnect run in `reconciling`. */
+function start(ctx: ConnectionContext, op: Operation, env: ConnectionEnv, pre: ConnectionEffect[]): ConnectionStep {
+  let c: ConnectionContext;
+  let state: ConnectionState;
+  switch (op) {
+    case 'push':
+      c = { ...ctx, pushRequested: false, phase: 'push' };
+      state = ctx.reconnectOwed ? 'reconciling' : 'pushing';
+      break;
+    case 'pull':
+      // This pull is the periodic sync too: the next one is scheduled when it ends.
+      c = { ...ctx, pullRequested: false, syncAtMs: null, phase: 'pull' };
+      state = ctx.reconnectOwed ? 'reconciling' : 'pulling';
+      break;
+    case 'verify':
+      c = ctx;
+      state = 'verifying';
+      break;
+  }
+  const t = alignTimer(c, env);
+  return to(state, t.ctx, ...pre, ...t.effects, run(op));
 }
 
-function startReconcile(ctx: ConnectionContext): ConnectionStep {
-  const d = disarm(ctx);
-  return to('reconciling', { ...freshCycle(d.ctx), online: true, reconnectOwed: true, phase: 'pull', pullRequested: false, pushRequested: false }, ...d.effects, run('pull'));
+function goOffline(ctx: ConnectionContext, pre: ConnectionEffect[]): ConnectionStep {
+  // No deadlines offline: the reconnect runs the whole protocol at once.
+  const d = disarm({ ...ctx, online: false, retryAtMs: NO_RETRY, syncAtMs: null });
+  return to('offline', d.ctx, ...pre, ...d.effects);
 }
 
-/** Nothing in flight, link up: pick the next thing owed, else rest in idle with the sync timer armed. */
-function settle(ctx: ConnectionContext, env: ConnectionEnv, pre: ConnectionEffect[] = []): ConnectionStep {
-  if (!ctx.online) {
-    const d = disarm(ctx);
-    return to('offline', d.ctx, ...pre, ...d.effects);
-  }
-  if (ctx.reconnectOwed) return to('reconciling', { ...ctx, phase: 'pull', pullRequested: false }, ...pre, run('pull'));
-  if (ctx.pullRequested) {
-    const d = disarm(ctx);
-    return startPull(freshCycle(d.ctx), ...pre, ...d.effects);
-  }
-  if (ctx.verifyPending || env.nowMs >= ctx.nextVerifyAtMs) {
-    const d = disarm(ctx);
-    return to('verifying', d.ctx, ...pre, ...d.effects, run('verify'));
-  }
-  if (ctx.pushRequested) return to('pushing', freshCycle({ ...ctx, pushRequested: false }), ...pre, run('push'));
-  if (ctx.timerArmed) return to('idle', ctx, ...pre);
-  const t = armTimer(ctx, jitteredDelay(ctx.scheduler, env.random, env.config.scheduler), 'sync');
-  return to('idle', t.ctx, ...pre, t.effect);
+/**
+ * Nothing in flight: start the first runnable operation (push first unless `prefer` says pull:
+ * after a push, a pull that is owed goes next, so neither starves the other); else rest, in
+ * `backoff` while a retry is pending, `idle` otherwise, with the timer on the earliest deadline.
+ */
+function settle(ctx: ConnectionContext, env: ConnectionEnv, pre: ConnectionEffect[] = [], prefer: 'push' | 'pull' = 'push'): ConnectionStep {
+  if (!ctx.online) return goOffline(ctx, pre);
+  const order: readonly Operation[] = prefer === 'pull' ? ['pull', 'push', 'verify'] : ['push', 'pull', 'verify'];
+  for (const op of order) if (runnable(ctx, op, env)) return start(ctx, op, env, pre);
+  // Pulls never stop: unless a pull retry is pending, the periodic sync is scheduled.
+  const c = ctx.retryAtMs.pull === null && ctx.syncAtMs === null ? { ...ctx, syncAtMs: env.nowMs + jitteredDelay(ctx.scheduler, env.random, env.config.scheduler) } : ctx;
+  const t = alignTimer(c, env);
+  return to(retrying(t.ctx) ? 'backoff' : 'idle', t.ctx, ...pre, ...t.effects);
 }
 
-/** A cycle that pulled ended: report it, feed the scheduler, arm the next sync. */
-function finishSync(ctx: ConnectionContext, env: ConnectionEnv): ConnectionStep {
-  const kind = ctx.reconnectOwed ? 'reconnect' : 'sync';
-  const report: ConnectionEffect = { type: 'synced', kind, status: ctx.cycle };
+function startReconcile(ctx: ConnectionContext, env: ConnectionEnv): ConnectionStep {
+  // Push first (drain the outbox), then pull every page. A fresh link: no retry waits on the old one.
+  const c = { ...freshCycle(ctx), online: true, reconnectOwed: true, pushRequested: true, pullRequested: false, retryAtMs: NO_RETRY, syncAtMs: null };
+  return settle(c, env);
+}
+
+/** The pull drained (no more pages): report the cycle, feed the scheduler, schedule the next sync. */
+function finishPull(ctx: ConnectionContext, env: ConnectionEnv): ConnectionStep {
+  const report: ConnectionEffect = { type: 'synced', kind: ctx.reconnectOwed ? 'reconnect' : 'sync', status: ctx.cycle };
   const next = scheduleNextSync(ctx.scheduler, { changes: ctx.cycle.changesPushed + ctx.cycle.changesPulled, latencyMs: ctx.cycleLatencyMs }, env.nowMs, env.random, env.config.scheduler);
-  const t = armTimer({ ...ctx, scheduler: next.state, reconnectOwed: false }, next.delayMs, 'sync');
-  return settle(t.ctx, env, [report, t.effect]);
+  return settle(freshCycle({ ...ctx, scheduler: next.state, syncAtMs: env.nowMs + next.delayMs, reconnectOwed: false }), env, [report]);
 }
 
-/** An operation failed: wait for the link if it is down, else back off and resume `resume`. */
-function fail(ctx: ConnectionContext, op: Operation, error: string, resume: Resume, env: ConnectionEnv): ConnectionStep {
-  const attempt = ctx.attempt + 1;
-  if (!ctx.online) {
-    const d = disarm({ ...ctx, attempt });
-    return to('offline', d.ctx, { type: 'failed', op, error, attempt }, ...d.effects);
-  }
-  const delay = backoffDelay(Math.min(ctx.attempt, 60), env.config.backoff, env.random);
-  const t = armTimer({ ...ctx, attempt, resume }, delay, 'retry');
-  return to('backoff', t.ctx, { type: 'failed', op, error, attempt, retryInMs: delay }, t.effect);
+/** The outbox drained: a pull that is owed and allowed goes next (its report carries the push); otherwise report the push alone. */
+function finishPush(ctx: ConnectionContext, env: ConnectionEnv): ConnectionStep {
+  if (ctx.online && runnable(ctx, 'pull', env)) return settle(ctx, env, [], 'pull');
+  return settle(freshCycle(ctx), env, [{ type: 'synced', kind: 'push', status: ctx.cycle }]);
 }
 
-function resumeFromBackoff(ctx: ConnectionContext): ConnectionStep {
-  const c = { ...ctx, timerArmed: false };
-  switch (c.resume.state) {
-    case 'reconciling':
-      return to('reconciling', { ...c, phase: c.resume.phase }, run(c.resume.phase));
-    case 'pulling':
-      return to('pulling', { ...c, pullRequested: false }, run('pull'));
-    case 'pushing':
-      return to('pushing', c, run('push'));
-    case 'verifying':
-      return to('verifying', c, run('verify'));
-  }
+/** An operation failed: its own retry deadline (its own attempt count); the other operations go on. Offline: wait for the link. */
+function fail(ctx: ConnectionContext, op: Operation, error: string, env: ConnectionEnv): ConnectionStep {
+  const attempt = ctx.attempts[op] + 1;
+  const owe = op === 'push' ? { pushRequested: true } : op === 'pull' ? { pullRequested: true } : { verifyPending: true };
+  const c = { ...ctx, ...owe, attempts: { ...ctx.attempts, [op]: attempt } };
+  if (!c.online) return goOffline(c, [{ type: 'failed', op, error, attempt }]);
+  const delay = backoffDelay(Math.min(ctx.attempts[op], 60), env.config.backoff, env.random);
+  const retry = { ...c, retryAtMs: { ...c.retryAtMs, [op]: env.nowMs + delay } };
+  return settle(retry, env, [{ type: 'failed', op, error, attempt, retryInMs: delay }], op === 'push' ? 'pull' : 'push');
+}
+
+/**
+ * The armed timer fired: every deadline it covers is due (the adapter's clock may read a little
+ * early: the deadline the timer was armed for is due in any case). Undefined for a stale timer.
+ */
+function fire(ctx: ConnectionContext, e: { readonly id: number }, env: ConnectionEnv): ConnectionContext | undefined {
+  if (e.id !== ctx.timerId || !ctx.timerArmed) return undefined;
+  const at = Math.max(env.nowMs, ctx.timerAtMs);
+  const due = (t: number | null): boolean => t !== null && t <= at;
+  const r = ctx.retryAtMs;
+  return {
+    ...ctx,
+    timerArmed: false,
+    retryAtMs: { push: due(r.push) ? null : r.push, pull: due(r.pull) ? null : r.pull, verify: due(r.verify) ? null : r.verify },
+    syncAtMs: due(ctx.syncAtMs) ? null : ctx.syncAtMs,
+    pushRequested: ctx.pushRequested || due(r.push),
+    pullRequested: ctx.pullRequested || due(r.pull) || due(ctx.syncAtMs),
+    verifyPending: ctx.verifyPending || due(r.verify),
+  };
 }
 
 function stopNow(ctx: ConnectionContext): ConnectionStep {
@@ -340,13 +425,73 @@ const markPush =
   (state: ConnectionState): Handler<ConnectionEvent> =>
   (ctx) =>
     to(state, { ...ctx, pushRequested: true });
-/** A timer event while an operation runs: the sync timer (if it is the armed one) asks for a pull afterwards. */
+/** A timer event while an operation runs: what it covers becomes owed, and runs after the operation (when allowed). */
 const timerWhileBusy =
   (state: ConnectionState): Handler<Extract<ConnectionEvent, { type: 'timer' }>> =>
-  (ctx, e) =>
-    e.id === ctx.timerId && ctx.timerArmed ? to(state, { ...ctx, timerArmed: false, pullRequested: true }) : to(state, ctx);
+  (ctx, e, env) =>
+    to(state, fire(ctx, e, env) ?? ctx);
 /** The outcome of an operation that is not the one in flight (cannot happen while the invariants hold): ignored. */
 const outOfTurn = stay;
+
+/** A push outcome, in `pushing` or in `reconciling`'s push phase. */
+const pushAcked =
+  (state: 'reconciling' | 'pushing'): Handler<Extract<ConnectionEvent, { type: 'push-acked' }>> =>
+  (ctx, e, env) => {
+    if (ctx.phase !== 'push') return to(state, ctx);
+    const c = { ...ctx, attempts: { ...ctx.attempts, push: 0 }, cycle: addStatus(ctx.cycle, { changesPushed: e.pushed }), cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs) };
+    if (e.more && c.online) return to(state, c, run('push'));
+    if (e.more) return settle({ ...c, pushRequested: true }, env);
+    return finishPush(c, env);
+  };
+const pushFailed =
+  (state: 'reconciling' | 'pushing'): Handler<Extract<ConnectionEvent, { type: 'push-failed' }>> =>
+  (ctx, e, env) =>
+    ctx.phase === 'push' ? fail(ctx, 'push', e.error, env) : to(state, ctx);
+/** A pull outcome, in `pulling` or in `reconciling`'s pull phase. */
+const pullPage =
+  (state: 'reconciling' | 'pulling'): Handler<Extract<ConnectionEvent, { type: 'pull-page' }>> =>
+  (ctx, e, env) => {
+    if (ctx.phase !== 'pull') return to(state, ctx);
+    const c = {
+      ...ctx,
+      attempts: { ...ctx.attempts, pull: 0 },
+      verifyPending: ctx.verifyPending || e.fullResync,
+      cycle: addStatus(ctx.cycle, { changesPulled: e.pulled, conflictsDetected: e.conflictsDetected, conflictsResolved: e.conflictsResolved }),
+      cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs),
+    };
+    if (!c.online) return settle({ ...c, pullRequested: c.pullRequested || e.hasMore }, env);
+    // A nudge during the pull may announce changes after this page's snapshot: pull once more.
+    if (e.hasMore || c.pullRequested) return to(state, { ...c, pullRequested: false }, run('pull'));
+    return finishPull(c, env);
+  };
+const pullFailed =
+  (state: 'reconciling' | 'pulling'): Handler<Extract<ConnectionEvent, { type: 'pull-failed' }>> =>
+  (ctx, e, env) =>
+    ctx.phase === 'pull' ? fail(ctx, 'pull', e.error, env) : to(state, ctx);
+
+/** `idle` and `backoff`: nothing in flight, link up. Anything owed and allowed starts at once; a pending retry is waited for, never cut short. */
+function restRow(state: 'idle' | 'backoff'): ConnectionTable['idle'] {
+  return {
+    connected: markOnline(state, true),
+    disconnected: (ctx) => goOffline(ctx, []),
+    // In backoff, a nudge waits for the pull's retry: after an outage a fleet-wide nudge must not undo the jitter.
+    nudge: (ctx, _e, env) => settle({ ...ctx, pullRequested: true }, env),
+    // A failing pull (or verification) does not hold the push back.
+    'outbox-changed': (ctx, _e, env) => settle({ ...ctx, pushRequested: true }, env),
+    timer: (ctx, e, env) => {
+      const c = fire(ctx, e, env);
+      return c === undefined ? to(state, ctx) : settle(c, env);
+    },
+    'push-acked': outOfTurn(state),
+    'push-failed': outOfTurn(state),
+    'pull-page': outOfTurn(state),
+    'pull-failed': outOfTurn(state),
+    'verify-needed': (ctx, _e, env) => settle({ ...ctx, verifyPending: true }, env),
+    'verify-done': outOfTurn(state),
+    'verify-failed': outOfTurn(state),
+    stop: (ctx) => stopNow(ctx),
+  };
+}
 
 /** States with no operation in flight ignore outcomes; `stopping` ends on any outcome. */
 const finishStop: Handler<ConnectionEvent> = (ctx) => {
@@ -356,7 +501,7 @@ const finishStop: Handler<ConnectionEvent> = (ctx) => {
 
 export const CONNECTION_TABLE: ConnectionTable = {
   connecting: {
-    connected: (ctx) => startReconcile(ctx),
+    connected: (ctx, _e, env) => startReconcile(ctx, env),
     disconnected: markOnline('connecting', false),
     nudge: stay('connecting'),
     'outbox-changed': stay('connecting'),
@@ -371,9 +516,9 @@ export const CONNECTION_TABLE: ConnectionTable = {
     stop: (ctx) => stopNow(ctx),
   },
   offline: {
-    connected: (ctx) => startReconcile(ctx),
+    connected: (ctx, _e, env) => startReconcile(ctx, env),
     disconnected: stay('offline'),
-    // Offline there is nothing to do: the reconnect runs the whole protocol (pull, then the outbox).
+    // Offline there is nothing to do: the reconnect runs the whole protocol (the outbox, then pull).
     nudge: stay('offline'),
     'outbox-changed': stay('offline'),
     timer: stay('offline'),
@@ -390,31 +535,15 @@ export const CONNECTION_TABLE: ConnectionTable = {
     connected: markOnline('reconciling', true),
     disconnected: markOnline('reconciling', false),
     nudge: markPull('reconciling'),
-    // A row may land after the last batch's `more` was read: push once more at the end (an empty peek is cheap).
+    // A row may land after the last batch's `more` was read: push once more (an empty peek is cheap).
     'outbox-changed': markPush('reconciling'),
     timer: timerWhileBusy('reconciling'),
-    'push-acked': (ctx, e, env) => {
-      if (ctx.phase !== 'push') return to('reconciling', ctx);
-      const c = { ...ctx, attempt: 0, cycle: addStatus(ctx.cycle, { changesPushed: e.pushed }), cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs) };
-      if (e.more && c.online) return to('reconciling', c, run('push'));
-      if (e.more) return settle(c, env);
-      return finishSync(c, env);
-    },
-    'push-failed': (ctx, e, env) => (ctx.phase === 'push' ? fail(ctx, 'push', e.error, { state: 'reconciling', phase: 'push' }, env) : to('reconciling', ctx)),
-    'pull-page': (ctx, e, env) => {
-      if (ctx.phase !== 'pull') return to('reconciling', ctx);
-      const c = {
-        ...ctx,
-        attempt: 0,
-        verifyPending: ctx.verifyPending || e.fullResync,
-        cycle: addStatus(ctx.cycle, { changesPulled: e.pulled, conflictsDetected: e.conflictsDetected, conflictsResolved: e.conflictsResolved }),
-        cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs),
-      };
-      if (!c.online) return settle(c, env);
-      if (e.hasMore || c.pullRequested) return to('reconciling', { ...c, pullRequested: false }, run('pull'));
-      return to('reconciling', { ...c, phase: 'push', pushRequested: false }, run('push'));
-    },
-    'pull-failed': (ctx, e, env) => (ctx.phase === 'pull' ? fail(ctx, 'pull', e.error, { state: 'reconciling', phase: 'pull' }, env) : to('reconciling', ctx)),
+    // Push phase: next batch, or the pull phase (a failed push gets its retry deadline and the pull goes on).
+    'push-acked': pushAcked('reconciling'),
+    'push-failed': pushFailed('reconciling'),
+    // Pull phase: next page, or done (`synced` reconnect); a failed pull backs off, pushes go on meanwhile.
+    'pull-page': pullPage('reconciling'),
+    'pull-failed': pullFailed('reconciling'),
     'verify-needed': markVerify('reconciling'),
     'verify-done': outOfTurn('reconciling'),
     'verify-failed': outOfTurn('reconciling'),
@@ -424,25 +553,12 @@ export const CONNECTION_TABLE: ConnectionTable = {
     connected: markOnline('pulling', true),
     disconnected: markOnline('pulling', false),
     nudge: markPull('pulling'),
-    // A full sync pushes right after its pull.
-    'outbox-changed': stay('pulling'),
+    'outbox-changed': markPush('pulling'),
     timer: timerWhileBusy('pulling'),
     'push-acked': outOfTurn('pulling'),
     'push-failed': outOfTurn('pulling'),
-    'pull-page': (ctx, e, env) => {
-      const c = {
-        ...ctx,
-        attempt: 0,
-        verifyPending: ctx.verifyPending || e.fullResync,
-        cycle: addStatus(ctx.cycle, { changesPulled: e.pulled, conflictsDetected: e.conflictsDetected, conflictsResolved: e.conflictsResolved }),
-        cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs),
-      };
-      if (!c.online) return settle(c, env);
-      // A nudge during the pull may announce changes after this page's snapshot: pull once more.
-      if (e.hasMore || c.pullRequested) return to('pulling', { ...c, pullRequested: false }, run('pull'));
-      return to('pushing', { ...c, pushRequested: false }, run('push'));
-    },
-    'pull-failed': (ctx, e, env) => fail(ctx, 'pull', e.error, { state: 'pulling' }, env),
+    'pull-page': pullPage('pulling'),
+    'pull-failed': pullFailed('pulling'),
     'verify-needed': markVerify('pulling'),
     'verify-done': outOfTurn('pulling'),
     'verify-failed': outOfTurn('pulling'),
@@ -454,15 +570,8 @@ export const CONNECTION_TABLE: ConnectionTable = {
     nudge: markPull('pushing'),
     'outbox-changed': markPush('pushing'),
     timer: timerWhileBusy('pushing'),
-    'push-acked': (ctx, e, env) => {
-      const c = { ...ctx, attempt: 0, cycle: addStatus(ctx.cycle, { changesPushed: e.pushed }), cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs) };
-      if (e.more && c.online) return to('pushing', c, run('push'));
-      if (e.more) return settle(c, env);
-      // Pulled this cycle: a full sync ends here. Push-only cycles report and keep the sync timer as armed.
-      if (c.cycle.changesPulled > 0 || !c.timerArmed) return finishSync(c, env);
-      return settle(c, env, [{ type: 'synced', kind: 'push', status: c.cycle }]);
-    },
-    'push-failed': (ctx, e, env) => fail(ctx, 'push', e.error, { state: 'pushing' }, env),
+    'push-acked': pushAcked('pushing'),
+    'push-failed': pushFailed('pushing'),
     'pull-page': outOfTurn('pushing'),
     'pull-failed': outOfTurn('pushing'),
     'verify-needed': markVerify('pushing'),
@@ -470,50 +579,8 @@ export const CONNECTION_TABLE: ConnectionTable = {
     'verify-failed': outOfTurn('pushing'),
     stop: (ctx) => stopAfterOp(ctx),
   },
-  idle: {
-    connected: markOnline('idle', true),
-    disconnected: (ctx) => {
-      const d = disarm({ ...ctx, online: false });
-      return to('offline', d.ctx, ...d.effects);
-    },
-    nudge: (ctx) => {
-      const d = disarm(ctx);
-      return startPull(freshCycle(d.ctx), ...d.effects);
-    },
-    'outbox-changed': (ctx) => to('pushing', freshCycle({ ...ctx, pushRequested: false }), run('push')),
-    timer: (ctx, e) => (e.id === ctx.timerId && ctx.timerArmed ? startPull(freshCycle({ ...ctx, timerArmed: false })) : to('idle', ctx)),
-    'push-acked': outOfTurn('idle'),
-    'push-failed': outOfTurn('idle'),
-    'pull-page': outOfTurn('idle'),
-    'pull-failed': outOfTurn('idle'),
-    'verify-needed': (ctx) => {
-      const d = disarm({ ...ctx, verifyPending: true });
-      return to('verifying', d.ctx, ...d.effects, run('verify'));
-    },
-    'verify-done': outOfTurn('idle'),
-    'verify-failed': outOfTurn('idle'),
-    stop: (ctx) => stopNow(ctx),
-  },
-  backoff: {
-    // A flap while waiting: still owe the step; the timer resumes it.
-    connected: markOnline('backoff', true),
-    disconnected: (ctx) => {
-      const d = disarm({ ...ctx, online: false });
-      return to('offline', d.ctx, ...d.effects);
-    },
-    // Not earlier than the timer: a fleet-wide nudge after an outage must not undo the jitter.
-    nudge: markPull('backoff'),
-    'outbox-changed': markPush('backoff'),
-    timer: (ctx, e) => (e.id === ctx.timerId && ctx.timerArmed ? resumeFromBackoff(ctx) : to('backoff', ctx)),
-    'push-acked': outOfTurn('backoff'),
-    'push-failed': outOfTurn('backoff'),
-    'pull-page': outOfTurn('backoff'),
-    'pull-failed': outOfTurn('backoff'),
-    'verify-needed': markVerify('backoff'),
-    'verify-done': outOfTurn('backoff'),
-    'verify-failed': outOfTurn('backoff'),
-    stop: (ctx) => stopNow(ctx),
-  },
+  idle: restRow('idle'),
+  backoff: restRow('backoff'),
   verifying: {
     connected: markOnline('verifying', true),
     disconnected: markOnline('verifying', false),
@@ -527,10 +594,16 @@ export const CONNECTION_TABLE: ConnectionTable = {
     'verify-needed': stay('verifying'),
     'verify-done': (ctx, e, env) => {
       // Repairs re-queued local records: push them now.
-      const c = { ...ctx, attempt: 0, verifyPending: false, nextVerifyAtMs: env.nowMs + env.config.verifyIntervalMs, pushRequested: ctx.pushRequested || e.repaired > 0 };
+      const c = {
+        ...ctx,
+        attempts: { ...ctx.attempts, verify: 0 },
+        verifyPending: false,
+        nextVerifyAtMs: env.nowMs + env.config.verifyIntervalMs,
+        pushRequested: ctx.pushRequested || e.repaired > 0,
+      };
       return settle(c, env, [{ type: 'verified', violations: e.violations, repaired: e.repaired }]);
     },
-    'verify-failed': (ctx, e, env) => fail(ctx, 'verify', e.error, { state: 'verifying' }, env),
+    'verify-failed': (ctx, e, env) => fail(ctx, 'verify', e.error, env),
     stop: (ctx) => stopAfterOp(ctx),
   },
   stopping: {

@@ -109,10 +109,10 @@ interface Update {
 async function applyUpdates(tx: EntityManager, updates: readonly Update[]): Promise<void> {
   if (updates.length === 0) return;
   await tx.query(
-    `update conflicts c set status = u.status, outcome = u.outcome, resolved_by = u.by, resolution_change_id = u.change_id,
-            resolved_at = case when u.resolved then now() else c.resolved_at end
-       from jsonb_to_recordset($1::jsonb) as u(id bigint, status text, outcome jsonb, by text, change_id uuid, resolved bool)
-      where c.id = u.id`,
+    `update conflicts c set status = u->>'status', outcome = u->'outcome', resolved_by = u->>'by', resolution_change_id = (u->>'change_id')::uuid,
+            resolved_at = case when (u->>'resolved')::bool then now() else c.resolved_at end
+       from jsonb_array_elements($1::jsonb) as u
+      where c.id = (u->>'id')::bigint`,
     [JSON.stringify(updates.map((u) => ({ id: u.id, status: u.status, outcome: u.outcome, by: u.by, change_id: u.changeId, resolved: u.resolved })))],
   );
 }

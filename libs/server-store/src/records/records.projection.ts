@@ -213,8 +213,8 @@ export class RecordsProjection implements Projection {
     if (live && found.length > 0) {
       const inserted = (await tx.query(
         `insert into conflicts (conflict_key, scope, collection, key, seq, strategy, sides, status, detected_at)
-         select t.k, t.s, t.c, t.kk, t.q, t.st, t.sd, 'open', now()
-           from jsonb_to_recordset($1::jsonb) as t(k text, s text, c text, kk text, q bigint, st text, sd jsonb)
+         select e->>'k', e->>'s', e->>'c', e->>'kk', (e->>'q')::bigint, e->>'st', e->'sd', 'open', now()
+           from jsonb_array_elements($1::jsonb) as e
          on conflict (conflict_key) do nothing
          returning id, conflict_key`,
         [JSON.stringify(found.map((f) => ({ k: f.conflict.id, s: f.ref.scope, c: f.ref.collection, kk: f.ref.key, q: f.seq, st: strategyNameOf(this.config, f.ref.collection), sd: f.conflict })))],
@@ -244,14 +244,16 @@ export class RecordsProjection implements Projection {
       };
     });
     // One jsonb document, not 11 parallel arrays: node-postgres escapes every element of a text array
-    // (large JSON texts), PostgreSQL parses the document once. The state object goes in as is: jsonb
-    // normalises key order, so canonical text (`encodeRecordState`, for text columns) buys nothing here.
+    // (large JSON texts). Read with jsonb_array_elements and `->`: jsonb_to_recordset would turn every
+    // jsonb column back into text and parse it again (measured 2.5x slower). The state object goes in
+    // as is: jsonb normalises key order, so canonical text (`encodeRecordState`, for text columns)
+    // buys nothing here.
     await tx.query(
-      `update records r set state = t.state, fields = t.fields, hash = t.hash, vv = t.vv, status = t.status,
-              conflicted = t.conflicted, last_seq = t.last_seq, rev = t.rev, updated_at = now()
-         from jsonb_to_recordset($1::jsonb)
-           as t(scope text, collection text, key text, state jsonb, fields jsonb, hash text, vv jsonb, status text, conflicted bool, last_seq bigint, rev bigint)
-        where r.scope = t.scope and r.collection = t.collection and r.key = t.key`,
+      `update records r set state = e->'state', fields = nullif(e->'fields', 'null'::jsonb), hash = e->>'hash', vv = e->'vv',
+              status = e->>'status', conflicted = (e->>'conflicted')::bool, last_seq = (e->>'last_seq')::bigint,
+              rev = (e->>'rev')::bigint, updated_at = now()
+         from jsonb_array_elements($1::jsonb) as e
+        where r.scope = e->>'scope' and r.collection = e->>'collection' and r.key = e->>'key'`,
       [
         JSON.stringify(
           out.map((o) => ({
