@@ -128,8 +128,8 @@ describe('agent CLI', () => {
       }
       expect(messages).toBe(1);
       const pushed = await jsm.streams.getMessage(s.streams.push, { seq: 1 });
-      expect(pushed.subject).toBe(s.push('a1'));
-      expect((pushed.json() as { changes: { key: string }[] }).changes.map((c) => c.key)).toEqual(['pkg']);
+      expect(pushed?.subject).toBe(s.push('a1'));
+      expect((pushed?.json() as { changes: { key: string }[] }).changes.map((c) => c.key)).toEqual(['pkg']);
       for (let i = 0; i < 100 && JSON.parse(agent(['status', '--json'], env).out).outbox.size !== 0; i++) await new Promise((r) => setTimeout(r, 100));
       expect(JSON.parse(agent(['status', '--json'], env).out)).toMatchObject({ outbox: { size: 0 } });
       const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));

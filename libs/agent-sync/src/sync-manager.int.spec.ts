@@ -256,13 +256,13 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(await readStream(jsm, s.streams.push)).toHaveLength(2);
 
     // The delta calculator answers, but with errors (its database is down): still no pull, pushes still go.
-    const failing = serverNc.subscribe(s.pull(AGENT), { callback: (_e, msg) => msg.respond(encodeJson(errorReply(new FleetError('FLEET_INFRA_001', 'database unavailable')))) });
-    const errorsBefore = reports.filter((r) => (r as { type: string; error?: string }).type === 'failed' && /FLEET_INFRA_001/.test((r as { error?: string }).error ?? '')).length;
-    await eventually(
-      () => reports.filter((r) => (r as { type: string; error?: string }).type === 'failed' && /FLEET_INFRA_001/.test((r as { error?: string }).error ?? '')).length > errorsBefore,
-      10_000,
-      'a pull failing with the remote error',
-    );
+    const failing = serverNc.subscribe(s.pull(AGENT), {
+      callback: (_e, msg) => {
+        msg.respond(encodeJson(errorReply(new FleetError('FLEET_INFRA_001', 'database unavailable'))));
+      },
+    });
+    const remoteErrors = () => reports.filter((r) => (r as { type: string }).type === 'failed' && /FLEET_INFRA_001/.test((r as { error?: string }).error ?? '')).length;
+    await eventually(() => remoteErrors() > 0, 10_000, 'a pull failing with the remote error');
     store.put(REF('during-errors'), { n: 2 });
     await eventually(() => store.outbox.length === 0, 10_000, 'a write during pull errors pushed');
     const msgs = await readStream(jsm, s.streams.push);

@@ -165,6 +165,8 @@ export class ConflictDesk {
         [[...refs.values()].map((r) => r.scope), [...refs.values()].map((r) => r.collection), [...refs.values()].map((r) => r.key)],
       )) as Row[];
     };
+    // Decided before the append lock (`optimistic`), again under it if the records moved meanwhile: the
+    // callback reads only `locked` (fetched once) and its own fresh lists, and overwrites the same rows.
     const { result, appended } = await this.writer.write([...refs.values()], async (ctx) => {
       const byRecord = new Map<string, Row[]>();
       for (const r of locked) {
@@ -204,7 +206,7 @@ export class ConflictDesk {
       }
       await applyUpdates(ctx.tx, updates);
       return decisions;
-    }, lockRows);
+    }, { prepare: lockRows, optimistic: true });
     return { decisions: result, appended, decidedBefore };
   }
 

@@ -131,3 +131,27 @@ it('ServerWriter: folds logged changes not applied yet, ticks the server once pe
   await new RecordsProjection(config).applyLogged(ds, all);
   expect((await readRecordState(ds, ref))!.state.view.fields).toEqual({ a: 1, b: 2, c: 3 });
 });
+
+it('ServerWriter optimistic: a change logged between the read and the append lock makes the callback run again on the caught-up state', async () => {
+  const log = new PostgresChangeLog(ds);
+  const ref = { scope: 'fleet', collection: 'l', key: 'opt' };
+  const writer = new ServerWriter(ds, { changeLog: log, config, node: 'server-t3' });
+  await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: { a: 1 } }));
+  const [before] = (await log.readSince(0, { limit: 10_000, scopes: ['fleet'] })).changes.filter((c) => c.key === 'opt');
+  // another origin's change, appended on another connection while the write is between its read and the append lock
+  const agent = makeLocalChange(applyChanges([before!], config), { op: 'put', fields: { b: 2 } }, { origin: 'o9', originSeq: 1, changeId: testUuidV7(), hlc: encodeHlc({ wallMs: 1_767_225_700_000, counter: 0, node: 'o9' }), protocol: 1 }, config).change;
+  const seen: (number | undefined)[] = [];
+  const r = await writer.write(
+    [ref],
+    (ctx) => {
+      seen.push(ctx.state(ref).vv['o9']);
+      return ctx.edit(ref, { op: 'put', fields: { c: 3 } });
+    },
+    { optimistic: true, prepare: async () => void (await new PostgresChangeLog(ds2).appendBatch([agent])) },
+  );
+  expect(seen).toEqual([undefined, 1]); // ran before the lock, then again with the agent's change folded in
+  expect(r.appended).toHaveLength(1);
+  expect(r.appended[0]!.vv).toEqual({ server: 2, o9: 1 }); // derived from the head: causally after the agent's change
+  const all = (await log.readSince(0, { limit: 10_000, scopes: ['fleet'] })).changes.filter((c) => c.key === 'opt');
+  expect(applyChanges(all, config).view.fields).toEqual({ a: 1, b: 2, c: 3 });
+});

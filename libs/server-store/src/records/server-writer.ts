@@ -51,6 +51,13 @@ export interface ServerWriteContext {
   edit(ref: RecordRef, edit: LocalEdit): Change;
 }
 
+export interface ServerWriteOptions {
+  /** Runs after the states are loaded, before the append lock (the desk locks conflict rows here). */
+  readonly prepare?: (tx: EntityManager) => Promise<void>;
+  /** Run the callback before the append lock, and again under it if the records moved meanwhile (see `write`). */
+  readonly optimistic?: boolean;
+}
+
 export interface ServerWriteResult<T> {
   readonly result: T;
   /** The changes appended (seq order), already published when `publishAppended` is set. */
@@ -97,18 +104,21 @@ export class ServerWriter {
 
   /**
    * Locks `refs`, loads their states, runs `prepare` (it may lock conflict rows of these records),
-   * takes the append lock, runs `fn`, then appends the changes `fn` made through `ctx` (at most one
-   * per record) and commits.
+   * runs `fn`, appends the changes `fn` made through `ctx` (at most one per record) and commits.
    *
-   * The append lock serialises every append of the server, so it is taken as late as possible: the
-   * states are loaded (projection rows + unapplied changes) and `prepare` runs BEFORE it, under the
-   * record locks only; once it is held, one catch-up read finds what was appended to these records
-   * since (usually nothing) and folds it. So `fn` still sees each record at the log's head with
-   * nothing appendable in between, and the lock is held for the catch-up read, `fn`, the append and
-   * the commit.
+   * The append lock serialises every append of the server, so it is held as briefly as possible:
+   * the states are loaded (projection rows + unapplied changes) and `prepare` runs BEFORE it, under
+   * the record locks only; once it is held, one catch-up read finds what was appended to these
+   * records since (usually nothing) and folds it, so the changes are always derived from each
+   * record's state at the log's head with nothing appendable in between.
+   * - default: `fn` runs after the catch-up, under the append lock;
+   * - `optimistic`: `fn` runs BEFORE the append lock (the resolver's decisions, the JavaScript and
+   *   its conflict-row updates); if the catch-up then finds new changes of these records, its changes
+   *   are discarded and `fn` runs again, under the lock, on the caught-up states. So `fn` must be
+   *   re-runnable in the same transaction (its writes overwritten by the second run's).
    */
-  async write<T>(refs: readonly RecordRef[], fn: (ctx: ServerWriteContext) => Promise<T> | T, prepare?: (tx: EntityManager) => Promise<void>): Promise<ServerWriteResult<T>> {
-    const made: Change[] = [];
+  async write<T>(refs: readonly RecordRef[], fn: (ctx: ServerWriteContext) => Promise<T> | T, opts: ServerWriteOptions = {}): Promise<ServerWriteResult<T>> {
+    let made: Change[] = [];
     let out: { result: T; appended: LoggedChange[] };
     try {
       out = await this.ds.transaction('READ COMMITTED', async (tx) => {
@@ -116,32 +126,46 @@ export class ServerWriter {
         await lockRecords(tx, refs);
         const loaded = await loadStatesAt(tx, refs, this.options.config);
         // One origin seq per record is what resolutions and operator writes use; the makers are synchronous for the callback's convenience.
-        const seqs = await nextOriginSeqs(tx, Math.max(1, refs.length));
-        if (prepare !== undefined) await prepare(tx);
-        await tx.query(APPEND_LOCK_SQL);
-        await catchUp(tx, loaded, this.options.config);
-        const states = loaded.states;
-        const ctx: ServerWriteContext = {
-          tx,
-          state: (ref) => getState(states, ref),
-          resolve: (ref, resolution) => {
-            const state = getState(states, ref);
-            const meta = this.meta(state, seqs.shift());
-            const { change, state: next } = makeResolutionChange(state, meta, this.options.config, resolution);
-            states.set(refKey(ref), next);
-            made.push(change);
-            return change;
-          },
-          edit: (ref, edit) => {
-            const state = getState(states, ref);
-            const meta = this.meta(state, seqs.shift());
-            const { change, state: next } = makeLocalChange(state, edit, { ...meta, origin: SERVER_ORIGIN }, this.options.config);
-            states.set(refKey(ref), next);
-            made.push(change);
-            return change;
-          },
+        // A discarded run's changes were never appended, so a second run reuses the same seqs.
+        const pool = await nextOriginSeqs(tx, Math.max(1, refs.length));
+        if (opts.prepare !== undefined) await opts.prepare(tx);
+        const run = async (): Promise<T> => {
+          made = [];
+          const states = new Map(loaded.states);
+          const seqs = [...pool];
+          const ctx: ServerWriteContext = {
+            tx,
+            state: (ref) => getState(states, ref),
+            resolve: (ref, resolution) => {
+              const state = getState(states, ref);
+              const meta = this.meta(state, seqs.shift());
+              const { change, state: next } = makeResolutionChange(state, meta, this.options.config, resolution);
+              states.set(refKey(ref), next);
+              made.push(change);
+              return change;
+            },
+            edit: (ref, edit) => {
+              const state = getState(states, ref);
+              const meta = this.meta(state, seqs.shift());
+              const { change, state: next } = makeLocalChange(state, edit, { ...meta, origin: SERVER_ORIGIN }, this.options.config);
+              states.set(refKey(ref), next);
+              made.push(change);
+              return change;
+            },
+          };
+          return fn(ctx);
         };
-        const result = await fn(ctx);
+        let result: T;
+        if (opts.optimistic === true) {
+          result = await run();
+          await tx.query(APPEND_LOCK_SQL);
+          // Something was logged for these records since they were read: decide again, at the head.
+          if ((await catchUp(tx, loaded, this.options.config)) > 0) result = await run();
+        } else {
+          await tx.query(APPEND_LOCK_SQL);
+          await catchUp(tx, loaded, this.options.config);
+          result = await run();
+        }
         if (made.length === 0) return { result, appended: [] };
         const r = await this.options.changeLog.appendInLockedTransaction(tx, made);
         const bad = r.rejected[0];
@@ -233,10 +257,10 @@ async function loadStatesAt(tx: EntityManager, refs: readonly RecordRef[], confi
   return loaded;
 }
 
-/** Folds the changes of the loaded records logged after what their states include. */
-async function catchUp(tx: EntityManager, loaded: LoadedStates, config: StrategyConfig): Promise<void> {
+/** Folds the changes of the loaded records logged after what their states include; returns how many. */
+async function catchUp(tx: EntityManager, loaded: LoadedStates, config: StrategyConfig): Promise<number> {
   const { refs, states, seqs } = loaded;
-  if (refs.length === 0) return;
+  if (refs.length === 0) return 0;
   const pending: ChangeLogRow[] = await tx.query(PENDING_SQL, [
     refs.map((r) => r.scope),
     refs.map((r) => r.collection),
@@ -249,4 +273,5 @@ async function catchUp(tx: EntityManager, loaded: LoadedStates, config: Strategy
     states.set(k, applyChange(states.get(k) as RecordState, c, config).state);
     seqs.set(k, c.seq);
   }
+  return pending.length;
 }
