@@ -3,13 +3,14 @@
  * detected and resolved per second through the real services, beside PouchDB 9 converging the same
  * number of conflicting documents by a two-way sync, in the same run.
  *
- * Ours: version-vector and conflict-resolver in this process (one replica each, as the bench's
- * single Node thread is shared by everything anyway), real NATS and PostgreSQL (a fresh database and
- * namespace). N records are created and applied first (not timed). Then, timed: two agents' edits
- * of every record, made apart (2N concurrent changes), are appended through the change log's append
- * and event path in batches of 500; the clock stops when every conflict has been detected,
+ * Ours: version-vector and conflict-resolver as child processes (their main.ts, one replica each, as
+ * deployed; BENCH_IN_PROCESS=1 runs them in this process; BENCH_VV_BATCH sets version-vector's
+ * BATCH_MESSAGES, default 20), real NATS and PostgreSQL (a fresh database and namespace). This process
+ * plays the change log. N records are created and applied first (not timed). Then, timed: two agents'
+ * edits of every record, made apart (2N concurrent changes), are appended through the change log's
+ * append and event path in batches of 500; the clock stops when every conflict has been detected,
  * resolved (resolution change appended) and applied to the projection (no open conflict, every
- * record at its log head).
+ * record at its log head). The phases (appended, all detected, none open, at the log head) are printed.
  *
  * PouchDB: two in-memory databases; N documents written to A and replicated to B (not timed); each
  * document then edited on both sides; timed: `A.sync(B)` (both directions) until it completes, after

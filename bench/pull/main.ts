@@ -61,7 +61,7 @@ async function benchPull(n: number): Promise<void> {
     await ds.query('analyze change_log');
     const bus = await Messaging.connect({ servers: [NATS], name: 'bench-agent' }, s);
     await bus.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
-    const app = await createDeltaApp(loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: NATS, FLEET_DELTA_NAMESPACE: ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_PROJECT_EVERY: '600s' }));
+    const app = await createDeltaApp(loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: NATS, FLEET_DELTA_NAMESPACE: ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_PROJECT_EVERY: '600s', FLEET_DELTA_METRICS_PORT: '0' }), { default: 'lww' });
     const store = SqliteLocalStore.open({ dataDir: dir, agentId: 'bench-agent', strategies: config });
     const ask = (cursor: PullCursor) =>
       bus.request(s.pull('bench-agent'), encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'bench-agent', scopes: ['fleet'], cursor, acceptEncodings: ['gzip'] }), { timeoutMs: 60_000 });

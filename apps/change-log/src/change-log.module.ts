@@ -2,11 +2,10 @@ import { Global, Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
-import { FleetError } from '@fleet/errors';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { openServerDataSource, PostgresChangeLog } from '@fleet/server-store';
+import { openServerDataSource, PostgresChangeLog, postgresReadinessCheck } from '@fleet/server-store';
 import type { ChangeLogConfig } from './config';
 import { Failpoints } from './failpoints';
 import { PROCESSOR_FAILPOINTS, PushBatchProcessor } from './push-batch.processor';
@@ -56,17 +55,7 @@ export class ChangeLogModule {
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],
           useFactory: (ds: DataSource, js: JetStreamServer) => ({
-            checks: [
-              { name: 'postgres', check: async () => void (await ds.query('select 1')) },
-              {
-                name: 'nats',
-                check: async () => {
-                  const nc = js.bus.nc; // throws FLEET_CONFIG_001 until the transport listens
-                  if (nc.isClosed() || nc.isDraining()) throw new FleetError('FLEET_INFRA_001', 'NATS connection closed');
-                  await nc.flush(); // a round trip: hangs (and times out) while reconnecting
-                },
-              },
-            ],
+            checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)],
           }),
         }),
       ],

@@ -11,10 +11,10 @@ import {
   envDuration,
   envInt,
   envString,
-  envUrl,
   logLevelOption,
   namespaceOption,
   natsUrlOption,
+  serviceOptions,
 } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
@@ -25,35 +25,7 @@ export const changeLogConfig = defineConfig({
     databaseUrl: databaseUrlOption(),
     namespace: namespaceOption(),
     logLevel: logLevelOption(),
-    httpPort: {
-      env: 'HTTP_PORT',
-      schema: envInt({ min: 0, max: 65535 }),
-      default: '3000',
-      description: 'port of /health/live and /health/ready (0: any free port)',
-      fallback: ['FLEET_HTTP_PORT'],
-    },
-    metricsPort: {
-      env: 'METRICS_PORT',
-      schema: envInt({ min: 0, max: 65535 }),
-      default: '9464',
-      description: 'port of the Prometheus /metrics endpoint (0: no metrics server)',
-      fallback: ['FLEET_METRICS_PORT'],
-    },
-    otlpEndpoint: {
-      env: 'OTLP_ENDPOINT',
-      schema: envUrl(['http', 'https']),
-      optional: true,
-      description: 'OTLP/HTTP traces endpoint; unset: spans are not exported (trace context still propagates)',
-      fallback: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
-    },
-    streamReplicas: {
-      env: 'STREAM_REPLICAS',
-      schema: envInt({ min: 1, max: 5 }),
-      default: '1',
-      description: 'JetStream replicas of the streams this service declares (push, log, dead letters); at most the number of NATS servers',
-      fallback: ['FLEET_STREAM_REPLICAS'],
-    },
-    dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '4', description: 'PostgreSQL pool size (appends are serialised: a few connections suffice)' },
+    ...serviceOptions({ httpPort: '3000', dbPool: '4', dbPoolDescription: 'PostgreSQL pool size (appends are serialised: a few connections suffice)' }),
     batchMessages: {
       env: 'BATCH_MESSAGES',
       schema: envInt({ min: 1, max: 100 }),
@@ -89,12 +61,6 @@ export const changeLogConfig = defineConfig({
       schema: envDuration({ min: 100, max: 600_000 }),
       default: '30s',
       description: 'how long an append waits for the append lock before failing (retryable)',
-    },
-    shutdownTimeout: {
-      env: 'SHUTDOWN_TIMEOUT',
-      schema: envDuration({ min: 1000, max: 600_000 }),
-      default: '25s',
-      description: 'SIGTERM: time to drain (finish and ack what is in hand) before exiting anyway; keep under terminationGracePeriodSeconds',
     },
     failpoints: {
       env: 'FAILPOINTS',

@@ -1,76 +1,15 @@
 /**
  * Entry point: `node -r ./scripts/register.js apps/change-log/src/main.ts` (`--help` lists the
- * configuration). Order matters:
- * 1. configuration (no Nest loaded yet): a bad variable prints every problem and the option
- *    table, and exits 78 (EX_CONFIG);
- * 2. telemetry, BEFORE anything loads @nestjs/core (the Nest instrumentation patches it on load);
- * 3. the Nest app, through a dynamic import;
- * 4. SIGTERM/SIGINT: drain (stop pulling, finish and ack what is in hand), flush telemetry, exit 0;
- *    exit 1 if the drain exceeds the shutdown timeout (the unacked messages are redelivered).
+ * configuration). Start-up and drain order: `runService` (libs/observability).
  */
-import type { INestApplication } from '@nestjs/common';
-import { describeConfig, loadConfig, redactConfig, unknownVariables } from '@fleet/config';
-import { isFleetError } from '@fleet/errors';
-import { startTelemetry } from '@fleet/observability';
+import { runService } from '@fleet/observability';
 import { changeLogConfig } from './config';
-import type { ChangeLogConfig } from './config';
 
-function readConfig(): ChangeLogConfig {
-  if (process.argv.includes('--help') || process.argv.includes('-h')) {
-    console.log(`change-log: appends agents' push batches to the change log.\n\nConfiguration (environment variables):\n\n${describeConfig(changeLogConfig)}`);
-    process.exit(0);
-  }
-  try {
-    return loadConfig(changeLogConfig);
-  } catch (e) {
-    console.error(`change-log: bad configuration: ${isFleetError(e) ? `${e.code} ${e.message}` : String(e)}`);
-    console.error(`\nConfiguration (environment variables):\n\n${describeConfig(changeLogConfig)}`);
-    process.exit(78); // EX_CONFIG
-  }
-}
-
-const config = readConfig();
-for (const v of unknownVariables(changeLogConfig)) console.warn(`change-log: ${v} is not a known option (typo?); see --help`);
-if (config.failpoints !== undefined) console.warn(`change-log: FAILPOINTS ARMED (${config.failpoints}): test-only fault injection`);
-
-const telemetry = startTelemetry({
-  serviceName: 'change-log',
-  serviceInstanceId: process.env['HOSTNAME'] ?? `local-${process.pid}`,
-  prometheusPort: config.metricsPort,
-  preventServerStart: config.metricsPort === 0,
-  ...(config.otlpEndpoint === undefined ? {} : { otlpEndpoint: config.otlpEndpoint }),
+runService({
+  name: 'change-log',
+  summary: "appends agents' push batches to the change log.",
+  config: changeLogConfig,
+  warnings: (c) => (c.failpoints === undefined ? [] : [`FAILPOINTS ARMED (${c.failpoints}): test-only fault injection`]),
+  // A dynamic import, so that @nestjs/core loads only after the instrumentation is registered.
+  start: async (c) => (await import('./bootstrap')).createChangeLogApp(c),
 });
-
-let stopping = false;
-// A dynamic import, so that @nestjs/core loads only now, after the instrumentation is registered.
-const started: Promise<INestApplication> = import('./bootstrap').then(({ createChangeLogApp }) => {
-  console.log(`change-log: starting with ${JSON.stringify(redactConfig(changeLogConfig, config))}`);
-  return createChangeLogApp(config);
-});
-started.catch(async (e: unknown) => {
-  console.error('change-log: failed to start:', e);
-  await telemetry.shutdown().catch(() => undefined);
-  process.exit(1);
-});
-
-async function shutdown(signal: string): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  console.log(`change-log: ${signal}: draining`);
-  const timer = setTimeout(() => {
-    console.error(`change-log: drain exceeded ${config.shutdownTimeout} ms, exiting; unacked pushes will be redelivered`);
-    process.exit(1);
-  }, config.shutdownTimeout);
-  timer.unref();
-  try {
-    const app = await started; // a signal during start: finish starting, then drain
-    await app.close();
-    await telemetry.shutdown();
-    console.log('change-log: drained, exiting');
-    process.exit(0);
-  } catch (e) {
-    console.error('change-log: shutdown failed:', e);
-    process.exit(1);
-  }
-}
-for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));

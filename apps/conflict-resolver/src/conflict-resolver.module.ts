@@ -3,11 +3,10 @@ import type { DynamicModule } from '@nestjs/common';
 import { hostname } from 'node:os';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
-import { FleetError } from '@fleet/errors';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { ConflictDesk, openServerDataSource, PostgresChangeLog, ServerWriter } from '@fleet/server-store';
+import { ConflictDesk, openServerDataSource, PostgresChangeLog, ServerWriter, postgresReadinessCheck } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { ConflictResolverConfig } from './config';
 import { conflictEventsController } from './conflict-events.controller';
@@ -57,17 +56,7 @@ export class ConflictResolverModule {
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],
           useFactory: (ds: DataSource, js: JetStreamServer) => ({
-            checks: [
-              { name: 'postgres', check: async () => void (await ds.query('select 1')) },
-              {
-                name: 'nats',
-                check: async () => {
-                  const nc = js.bus.nc;
-                  if (nc.isClosed() || nc.isDraining()) throw new FleetError('FLEET_INFRA_001', 'NATS connection closed');
-                  await nc.flush();
-                },
-              },
-            ],
+            checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)],
           }),
         }),
       ],

@@ -14,16 +14,16 @@ import { DeltaModule } from './delta.module';
  * responders stop taking requests and finish those in hand, then the pool closes. The log stream is
  * change-log's: start this service after it has provisioned the stream.
  */
-export async function createDeltaApp(config: DeltaConfig, strategies: StrategyConfig = { default: 'lww' }): Promise<INestApplication> {
+export async function createDeltaApp(config: DeltaConfig, strategies: StrategyConfig): Promise<INestApplication> {
   const s = subjects(config.namespace);
   const logger = new Logger('delta-calculator');
   const transport = new JetStreamServer({
     connection: { servers: config.natsUrl, name: 'delta-calculator' },
     subjects: s,
+    deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
   });
   const app = await NestFactory.create(DeltaModule.forRoot(config, transport, strategies), { logger: config.logLevel === 'debug' || config.logLevel === 'trace' ? ['error', 'warn', 'log', 'debug'] : ['error', 'warn'] });
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(config.httpPort, '0.0.0.0');

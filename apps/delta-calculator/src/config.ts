@@ -1,5 +1,5 @@
 /** The delta-calculator's configuration (`FLEET_DELTA_<NAME>`, then the shared fallbacks). */
-import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption, serviceOptions, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const deltaConfig = defineConfig({
@@ -9,8 +9,10 @@ export const deltaConfig = defineConfig({
     databaseUrl: databaseUrlOption(),
     namespace: namespaceOption(),
     logLevel: logLevelOption(),
-    httpPort: { env: 'HTTP_PORT', schema: envInt({ min: 0, max: 65535 }), default: '3002', description: 'port of health and the operator API (PUT /agents/:id/groups); 0: any free port', fallback: ['FLEET_HTTP_PORT'] },
-    dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '8', description: 'PostgreSQL pool size' },
+    ...serviceOptions({ httpPort: '3002', dbPool: '8' }),
+    // The same strategies as version-vector and conflict-resolver: the views it serves and hashes
+    // for Merkle verification are computed with them.
+    ...strategyConfigOptions(),
     maxConcurrent: { env: 'MAX_CONCURRENT', schema: envInt({ min: 1, max: 256 }), default: '8', description: 'pull / merkle requests handled at once per replica' },
     nudgeWindow: { env: 'NUDGE_WINDOW', schema: envDuration({ min: 0, max: 10_000 }), default: '75ms', description: 'appended events within this window after the first give one nudge per subscribed agent' },
     compressAbove: { env: 'COMPRESS_ABOVE', schema: envInt({ min: 0, max: 1 << 20 }), default: '8192', description: 'gzip a pull reply above this many bytes (when the agent accepts gzip)' },

@@ -80,7 +80,7 @@ beforeAll(async () => {
   store = new DeltaStore(ds, { default: 'lww' });
   bus = await Messaging.connect({ servers: [SHARED_NATS], name: 'delta-test' }, s);
   await bus.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
-  app = await createDeltaApp(config());
+  app = await createDeltaApp(config(), { default: 'lww' });
 });
 
 afterAll(async () => {
@@ -220,7 +220,7 @@ describe('max payload', () => {
       const url = `nats://127.0.0.1:${port}`;
       const small = await eventually(() => Messaging.connect({ servers: [url], name: 'small' }, s).catch(() => undefined), 10_000, 'private nats');
       await small.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
-      const app2 = await createDeltaApp(config({ FLEET_DELTA_NATS_URL: url }));
+      const app2 = await createDeltaApp(config({ FLEET_DELTA_NATS_URL: url }), { default: 'lww' });
       try {
         await ds.query(`insert into agent_groups (agent_id, group_name) values ('a8', 'big')`);
         await append(Array.from({ length: 60 }, (_, i) => serverChange('big', `b${i}`, { blob: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));

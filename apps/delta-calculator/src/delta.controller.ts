@@ -91,11 +91,3 @@ export class AgentsController {
     return { agentId, groups: await this.store.groupsOf(agentId) };
   }
 }
-
-@Controller('health')
-export class HealthController {
-  @Get('live')
-  live(): { status: 'ok' } {
-    return { status: 'ok' };
-  }
-}

@@ -3,12 +3,12 @@ import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { DeltaStore, MerkleService, Nudger, PullService } from '@fleet/delta';
-import { JetStreamServer } from '@fleet/messaging';
-import { openServerDataSource } from '@fleet/server-store/src/data-source';
-import { syncMetrics } from '@fleet/observability';
+import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
+import { openServerDataSource, postgresReadinessCheck } from '@fleet/server-store';
+import { HealthModule, syncMetrics, SyncMetricsModule } from '@fleet/observability';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
-import { AgentsController, deltaController, HealthController } from './delta.controller';
+import { AgentsController, deltaController } from './delta.controller';
 
 /** Wiring only: PostgreSQL (migrated at start), the store, the pull / Merkle services, the nudger. */
 @Module({})
@@ -17,7 +17,14 @@ export class DeltaModule {
     const s = subjects(config.namespace);
     return {
       module: DeltaModule,
-      controllers: [deltaController(config), AgentsController, HealthController],
+      imports: [
+        SyncMetricsModule.forRoot(),
+        HealthModule.forRootAsync({
+          inject: [DataSource, JetStreamServer],
+          useFactory: (ds: DataSource, js: JetStreamServer) => ({ checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)] }),
+        }),
+      ],
+      controllers: [deltaController(config), AgentsController],
       providers: [
         { provide: JetStreamServer, useValue: transport },
         { provide: DataSource, useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'delta-calculator' }) },

@@ -1,27 +1,16 @@
-import 'reflect-metadata';
-import { loadConfig } from '@fleet/config';
-import { isFleetError } from '@fleet/errors';
-import { startTelemetry } from '@fleet/observability';
+/**
+ * Entry point: `node -r ./scripts/register.js apps/delta-calculator/src/main.ts` (`--help` lists the
+ * configuration). Start-up and drain order: `runService` (libs/observability).
+ */
+import { loadStrategyConfig } from '@fleet/config';
+import { runService } from '@fleet/observability';
 import { deltaConfig } from './config';
-import type { DeltaConfig } from './config';
 
-async function main(): Promise<void> {
-  let config: DeltaConfig;
-  try {
-    config = loadConfig(deltaConfig, process.env);
-  } catch (e) {
-    console.error(`delta-calculator: ${isFleetError(e) ? `${e.code} ${e.message}` : String(e)}`);
-    process.exit(78); // EX_CONFIG
-  }
-  // Telemetry first: the NestJS instrumentation patches @nestjs/core when it is first required.
-  startTelemetry({ serviceName: 'delta-calculator' });
-  const { createDeltaApp } = await import('./bootstrap');
-  await createDeltaApp(config);
-}
-
-if (require.main === module) {
-  main().catch((e: unknown) => {
-    console.error('delta-calculator: failed to start:', e);
-    process.exit(1);
-  });
-}
+runService({
+  name: 'delta-calculator',
+  summary: 'answers pulls with compacted field-level deltas, nudges agents, and runs Merkle verification.',
+  config: deltaConfig,
+  prepare: (c) => loadStrategyConfig({ json: c.strategies, file: c.strategiesFile }),
+  // A dynamic import, so that @nestjs/core loads only after the instrumentation is registered.
+  start: async (c, strategies) => (await import('./bootstrap')).createDeltaApp(c, strategies),
+});

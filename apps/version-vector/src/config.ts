@@ -2,7 +2,7 @@
  * version-vector's configuration: every option declared once. Variables are
  * `FLEET_VERSIONVECTOR_<NAME>`, then the shared fallback named in the table (`--help`).
  */
-import { databaseUrlOption, defineConfig, envDuration, envInt, envUrl, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions, serviceOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const versionVectorConfig = defineConfig({
@@ -12,36 +12,8 @@ export const versionVectorConfig = defineConfig({
     databaseUrl: databaseUrlOption(),
     namespace: namespaceOption(),
     logLevel: logLevelOption(),
+    ...serviceOptions({ httpPort: '3000', dbPool: '4' }),
     ...strategyConfigOptions(),
-    httpPort: {
-      env: 'HTTP_PORT',
-      schema: envInt({ min: 0, max: 65535 }),
-      default: '3000',
-      description: 'port of /health/live and /health/ready (0: any free port)',
-      fallback: ['FLEET_HTTP_PORT'],
-    },
-    metricsPort: {
-      env: 'METRICS_PORT',
-      schema: envInt({ min: 0, max: 65535 }),
-      default: '9464',
-      description: 'port of the Prometheus /metrics endpoint (0: no metrics server)',
-      fallback: ['FLEET_METRICS_PORT'],
-    },
-    otlpEndpoint: {
-      env: 'OTLP_ENDPOINT',
-      schema: envUrl(['http', 'https']),
-      optional: true,
-      description: 'OTLP/HTTP traces endpoint; unset: spans are not exported (trace context still propagates)',
-      fallback: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
-    },
-    streamReplicas: {
-      env: 'STREAM_REPLICAS',
-      schema: envInt({ min: 1, max: 5 }),
-      default: '1',
-      description: 'JetStream replicas of the streams this service declares; at most the number of NATS servers',
-      fallback: ['FLEET_STREAM_REPLICAS'],
-    },
-    dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: '4', description: 'PostgreSQL pool size' },
     stateCache: {
       env: 'STATE_CACHE',
       schema: envInt({ min: 0, max: 1_000_000 }),
@@ -71,12 +43,6 @@ export const versionVectorConfig = defineConfig({
       schema: envInt({ min: 2, max: 100 }),
       default: '10',
       description: 'deliveries of a transiently failing event before it is dead-lettered (FLEET_MSG_001)',
-    },
-    shutdownTimeout: {
-      env: 'SHUTDOWN_TIMEOUT',
-      schema: envDuration({ min: 1000, max: 600_000 }),
-      default: '25s',
-      description: 'SIGTERM: time to drain before exiting anyway; keep under terminationGracePeriodSeconds',
     },
   },
 });

@@ -2,11 +2,10 @@ import { Global, Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
-import { FleetError } from '@fleet/errors';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { openServerDataSource, RecordsProjection } from '@fleet/server-store';
+import { openServerDataSource, RecordsProjection, postgresReadinessCheck } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { appendedController } from './appended.controller';
 import { ClassifyProcessor } from './classify.processor';
@@ -51,17 +50,7 @@ export class VersionVectorModule {
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],
           useFactory: (ds: DataSource, js: JetStreamServer) => ({
-            checks: [
-              { name: 'postgres', check: async () => void (await ds.query('select 1')) },
-              {
-                name: 'nats',
-                check: async () => {
-                  const nc = js.bus.nc;
-                  if (nc.isClosed() || nc.isDraining()) throw new FleetError('FLEET_INFRA_001', 'NATS connection closed');
-                  await nc.flush();
-                },
-              },
-            ],
+            checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)],
           }),
         }),
       ],

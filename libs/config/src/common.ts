@@ -4,7 +4,7 @@
  */
 import { DEFAULT_NAMESPACE, isSubjectToken } from '@fleet/contracts';
 import type { OptionSpec } from './define';
-import { envEnum, envList, envString, envUrl } from './values';
+import { envDuration, envEnum, envInt, envList, envString, envUrl } from './values';
 
 type Overrides = { readonly default?: string; readonly description?: string };
 
@@ -62,4 +62,49 @@ export function logLevelOption(o: Overrides = {}) {
     description: o.description ?? 'least severe log level written',
     fallback: ['FLEET_LOG_LEVEL'],
   } as const satisfies OptionSpec;
+}
+
+/**
+ * The options every server service has besides NATS, PostgreSQL, namespace and log level: where it
+ * listens, where its telemetry goes, how its streams replicate, and how long SIGTERM may drain.
+ * `httpPort` defaults differ per service so that several run side by side on one host.
+ */
+export function serviceOptions(o: { readonly httpPort: string; readonly dbPool?: string; readonly dbPoolDescription?: string }) {
+  return {
+    httpPort: {
+      env: 'HTTP_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: o.httpPort,
+      description: 'port of /health/live, /health/ready and the service API (0: any free port)',
+      fallback: ['FLEET_HTTP_PORT'],
+    },
+    metricsPort: {
+      env: 'METRICS_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: '9464',
+      description: 'port of the Prometheus /metrics endpoint (0: no metrics server)',
+      fallback: ['FLEET_METRICS_PORT'],
+    },
+    otlpEndpoint: {
+      env: 'OTLP_ENDPOINT',
+      schema: envUrl(['http', 'https']),
+      optional: true,
+      description: 'OTLP/HTTP traces endpoint; unset: spans are not exported (trace context still propagates)',
+      fallback: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
+    },
+    streamReplicas: {
+      env: 'STREAM_REPLICAS',
+      schema: envInt({ min: 1, max: 5 }),
+      default: '1',
+      description: 'JetStream replicas of the streams this service declares; at most the number of NATS servers',
+      fallback: ['FLEET_STREAM_REPLICAS'],
+    },
+    dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: o.dbPool ?? '4', description: o.dbPoolDescription ?? 'PostgreSQL pool size' },
+    shutdownTimeout: {
+      env: 'SHUTDOWN_TIMEOUT',
+      schema: envDuration({ min: 1000, max: 600_000 }),
+      default: '25s',
+      description: 'SIGTERM: time to drain before exiting anyway; keep under terminationGracePeriodSeconds',
+    },
+  } as const;
 }

@@ -28,16 +28,8 @@ const PREFIX: Record<ServiceName, string> = {
   'delta-calculator': 'FLEET_DELTA_',
 };
 
-/**
- * The readiness endpoint. delta-calculator serves only `/health/live` (no readiness check: see the
- * report), so for it "live" is what we can wait for.
- */
-const READY_PATH: Record<ServiceName, string> = {
-  'change-log': '/health/ready',
-  'version-vector': '/health/ready',
-  'conflict-resolver': '/health/ready',
-  'delta-calculator': '/health/live',
-};
+/** Every service is ready when its PostgreSQL pool and NATS connection answer. */
+const READY_PATH = '/health/ready';
 
 export interface ServiceSpec {
   readonly name: ServiceName;
@@ -97,14 +89,10 @@ export class ServiceProcess {
       [`${p}HTTP_PORT`]: String(this.httpPort),
       [`${p}LOG_LEVEL`]: 'warn',
     };
-    if (this.name === 'delta-calculator') {
-      // delta-calculator has no metrics-port option: its telemetry binds the default 9464 (a taken
-      // port only disables its metrics). Its views use lww for every collection (no strategies option).
-      e['FLEET_DELTA_PROJECT_EVERY'] = '250ms';
-    } else {
-      e[`${p}METRICS_PORT`] = String(this.metricsPort);
-    }
-    if (this.name === 'version-vector' || this.name === 'conflict-resolver') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
+    e[`${p}METRICS_PORT`] = String(this.metricsPort);
+    if (this.name === 'delta-calculator') e['FLEET_DELTA_PROJECT_EVERY'] = '250ms';
+    // Every service that computes views (all but the change log) runs with the deployment's strategies.
+    if (this.name !== 'change-log') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
     if (this.name === 'conflict-resolver') {
       e[`${p}NODE_ID`] = `server-cr-${this.httpPort}`;
       e[`${p}SWEEP_INTERVAL`] = '2s';
@@ -135,7 +123,7 @@ export class ServiceProcess {
   }
 
   async ready(): Promise<boolean> {
-    const r = await fetch(`http://127.0.0.1:${this.httpPort}${READY_PATH[this.name]}`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+    const r = await fetch(`http://127.0.0.1:${this.httpPort}${READY_PATH}`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
     return r?.status === 200;
   }
 

@@ -3,3 +3,4 @@ export * from './health-score';
 export * from './telemetry';
 export * from './health.module';
 export * from './metrics.module';
+export * from './service';

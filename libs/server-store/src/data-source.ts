@@ -84,3 +84,8 @@ export async function openServerDataSource(o: ServerDataSourceOptions): Promise<
   await fresh.initialize();
   return fresh;
 }
+
+/** Readiness of the PostgreSQL pool, for a service's `/health/ready`. */
+export function postgresReadinessCheck(ds: DataSource): { readonly name: string; check(): Promise<void> } {
+  return { name: 'postgres', check: async () => void (await ds.query('select 1')) };
+}

@@ -1,3 +1,4 @@
 export * from './decorators';
 export * from './server';
 export * from './client';
+export * from './readiness';
