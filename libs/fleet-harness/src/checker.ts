@@ -11,7 +11,7 @@
  * still holds anything.
  */
 import { Client } from 'pg';
-import { applyChanges, decodeRecordState, recordHash, refreshView, vvCompare } from '@fleet/sync-core';
+import { applyChanges, decodeRecordState, recordHash, vvCompare } from '@fleet/sync-core';
 import type { LoggedChange, RecordRef, RecordState, StrategyConfig, VersionVector } from '@fleet/sync-core';
 import { CHANGE_COLUMNS, rowToLoggedChange } from '@fleet/server-store';
 import type { ChangeLogRow } from '@fleet/server-store';
