@@ -67,7 +67,7 @@ describe(`randomized convergence (seed ${SEED}, ${OPS} ops)`, () => {
           if (natsDown) continue;
           // The server edits the same host record (concurrent with an offline agent's edits).
           await f.serverEditHost({ scope: `host.${a.id}`, collection, key }, (cur) =>
-            collection === 'counters' ? { op: 'put', fields: { n: counterAdd(cur?.['n'] as JsonValue | undefined, 'server', 1) } } : rng.chance(0.1) && cur !== null ? { op: 'delete' } : { op: 'put', fields: { v: rng.int(100), by: 'server' } },
+            collection === 'counters' ? { op: 'increment', field: 'n', by: 1 } : rng.chance(0.1) && cur !== null ? { op: 'delete' } : { op: 'put', fields: { v: rng.int(100), by: 'server' } },
           );
           did('server host edit');
         } else if (roll < 0.7) {

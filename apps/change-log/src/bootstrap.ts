@@ -1,22 +1,14 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
-import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
+import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { LogLevel } from '@fleet/config';
+import { nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import { ChangeLogModule } from './change-log.module';
 import type { ChangeLogConfig } from './config';
 import { changeLogStreams } from './streams';
 
-const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
-  fatal: ['fatal'],
-  error: ['fatal', 'error'],
-  warn: ['fatal', 'error', 'warn'],
-  info: ['fatal', 'error', 'warn', 'log'],
-  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
-  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
-};
 
 /**
  * Builds and starts the service: a hybrid Nest app, HTTP for the health endpoints and the
@@ -34,7 +26,7 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
   });
-  const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), { logger: NEST_LEVELS[config.logLevel] });
+  const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(config.httpPort, '0.0.0.0');

@@ -1,9 +1,9 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
-import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
+import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { LogLevel } from '@fleet/config';
+import { nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -12,14 +12,6 @@ import { conflictResolverStreams } from './streams';
 import { FleetErrorHttpFilter } from './fleet-error.filter';
 import { ConflictResolverModule } from './conflict-resolver.module';
 
-export const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
-  fatal: ['fatal'],
-  error: ['fatal', 'error'],
-  warn: ['fatal', 'error', 'warn'],
-  info: ['fatal', 'error', 'warn', 'log'],
-  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
-  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
-};
 
 /**
  * Builds and starts the service: a hybrid Nest app (HTTP: operator API and health; the JetStream
@@ -37,7 +29,7 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
   });
-  const app = await NestFactory.create(ConflictResolverModule.forRoot(config, strategyConfig, transport), { logger: NEST_LEVELS[config.logLevel] });
+  const app = await NestFactory.create(ConflictResolverModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.useGlobalFilters(new FleetErrorHttpFilter());
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });
   await app.startAllMicroservices();

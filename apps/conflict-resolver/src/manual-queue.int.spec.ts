@@ -135,7 +135,7 @@ describe('manual queue over NATS request/reply', () => {
 });
 
 describe('operator writes of server-owned records', () => {
-  it('PUT and DELETE /records/:scope/:collection/:key are server changes, applied like any other; host scopes are refused', async () => {
+  it('PUT and DELETE /records/:scope/:collection/:key are server changes, applied like any other', async () => {
     const put = await http('PUT', '/records/fleet/config/ntp', { fields: { servers: ['a', 'b'] } });
     expect(put.status).toBe(200);
     expect(put.body.change).toMatchObject({ origin: 'server', scope: 'fleet', op: 'put', vv: { server: 1 } });
@@ -145,8 +145,26 @@ describe('operator writes of server-owned records', () => {
     expect(visibleFields((await readRecordState(h.ds, { scope: 'fleet', collection: 'config', key: 'ntp' }))!.state)).toEqual({ servers: ['c'] });
     const del = await http('DELETE', '/records/fleet/config/ntp');
     expect(del.body.change).toMatchObject({ op: 'delete', vv: { server: 3 } });
-    const host = await http('PUT', '/records/host.x/config/ntp', { fields: { a: 1 } });
-    expect(host.status).toBe(403);
-    expect(host.body.error.code).toBe('FLEET_AUTH_003');
+    const bad = await http('PUT', '/records/nowhere/config/ntp', { fields: { a: 1 } });
+    expect(bad.status).toBe(400);
+  });
+
+  it('operators write host records too (PUT, DELETE, POST .../increment): server changes like any other', async () => {
+    const ref = { scope: 'host.op-1', collection: 'config', key: 'ntp' };
+    const put = await http('PUT', '/records/host.op-1/config/ntp', { fields: { a: 1 } });
+    expect(put.status).toBe(200);
+    expect(put.body).toMatchObject({ announced: true, change: { origin: 'server', scope: 'host.op-1', op: 'put', vv: { server: 1 } } });
+    await h.quiesce();
+    expect(visibleFields((await readRecordState(h.ds, ref))!.state)).toEqual({ a: 1 });
+    const inc1 = await http('POST', '/records/host.op-1/config/n/increment', { field: 'n', by: 2 });
+    const inc2 = await http('POST', '/records/host.op-1/config/n/increment', { field: 'n', by: 3 });
+    expect([inc1.status, inc2.status]).toEqual([200, 200]);
+    expect(inc2.body.change.fields).toEqual({ n: { inc: { server: 5 }, dec: {} } });
+    const badInc = await http('POST', '/records/host.op-1/config/n/increment', { field: 'n', by: 0.5 });
+    expect(badInc.status).toBe(400);
+    const del = await http('DELETE', '/records/host.op-1/config/ntp');
+    expect(del.body.change).toMatchObject({ op: 'delete', vv: { server: 2 } });
+    await h.quiesce();
+    expect((await readRecordState(h.ds, ref))!.state.view.status).toBe('deleted');
   });
 });

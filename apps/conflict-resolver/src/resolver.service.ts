@@ -10,6 +10,7 @@ import {
   PROTOCOL_VERSION,
 } from '@fleet/contracts';
 import type { ConflictItem, ConflictResolved, ConflictsResolvedEvent, ConflictStatus, Subjects, WireManualChoice } from '@fleet/contracts';
+import { DEFAULT_PUBLISH_RETRY, retryPublish, type PublishRetryPolicy } from '@fleet/messaging';
 import type { SyncMetrics } from '@fleet/observability';
 import type { ConflictDecision, ConflictDesk, ConflictEntry } from '@fleet/server-store';
 import type { LoggedChange } from '@fleet/sync-core';
@@ -24,18 +25,22 @@ export interface ConflictMessage {
   readonly deliveryCount: number;
 }
 
-/** Announces server changes on `<ns>.log.appended` exactly as the change log does (same msg-id scheme: a re-publish dedupes). */
-export async function publishAppended(publisher: Publisher, s: Subjects, changes: readonly LoggedChange[]): Promise<void> {
+/**
+ * Announces server changes on `<ns>.log.appended` exactly as the change log does (same msg-id scheme: a
+ * re-publish dedupes). Each chunk is retried (`retryPublish`: bounded, with backoff, same msg id) before
+ * the failure is reported; a change whose announcement is lost anyway is still projected by
+ * version-vector's log sweep (docs/conflicts.md): the event only makes it quicker.
+ */
+export async function publishAppended(publisher: Publisher, s: Subjects, changes: readonly LoggedChange[], retry: PublishRetryPolicy = DEFAULT_PUBLISH_RETRY): Promise<void> {
   const sorted = [...changes].sort((a, b) => a.seq - b.seq);
   for (let i = 0; i < sorted.length; i += MAX_CHANGES_PER_APPENDED_EVENT) {
     const chunk = sorted.slice(i, i + MAX_CHANGES_PER_APPENDED_EVENT);
     const first = chunk[0]?.seq ?? 0;
     const last = chunk[chunk.length - 1]?.seq ?? 0;
     const digest = createHash('sha256').update(chunk.map((c) => c.seq).join(',')).digest('hex').slice(0, 16);
-    await publisher.publish(s.appended, encodeJson({ protocol: PROTOCOL_VERSION, changes: chunk }), {
-      msgId: `appended-${first}-${last}-${digest}`,
-      headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
-    });
+    const payload = encodeJson({ protocol: PROTOCOL_VERSION, changes: chunk });
+    const opts = { msgId: `appended-${first}-${last}-${digest}`, headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) } };
+    await retryPublish(() => publisher.publish(s.appended, payload, opts), retry);
   }
 }
 

@@ -10,24 +10,40 @@ import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
 import { AgentsController, deltaController } from './delta.controller';
 
-/** Wiring only: PostgreSQL (migrated at start), the store, the pull / Merkle services, the nudger. */
+/** The transport and the database, shared by the delta module and the health checks. */
+@Module({})
+class DeltaInfraModule {
+  static forRoot(config: DeltaConfig, transport: JetStreamServer): DynamicModule {
+    return {
+      module: DeltaInfraModule,
+      providers: [
+        { provide: JetStreamServer, useValue: transport },
+        { provide: DataSource, useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'delta-calculator' }) },
+      ],
+      exports: [JetStreamServer, DataSource],
+    };
+  }
+}
+
+/** Wiring only: connections, metrics, health, the store, the pull / Merkle services, the nudger. */
 @Module({})
 export class DeltaModule {
   static forRoot(config: DeltaConfig, transport: JetStreamServer, strategies: StrategyConfig): DynamicModule {
     const s = subjects(config.namespace);
+    const infra = DeltaInfraModule.forRoot(config, transport);
     return {
       module: DeltaModule,
       imports: [
+        infra,
         SyncMetricsModule.forRoot(),
         HealthModule.forRootAsync({
+          imports: [infra],
           inject: [DataSource, JetStreamServer],
           useFactory: (ds: DataSource, js: JetStreamServer) => ({ checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)] }),
         }),
       ],
       controllers: [deltaController(config), AgentsController],
       providers: [
-        { provide: JetStreamServer, useValue: transport },
-        { provide: DataSource, useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'delta-calculator' }) },
         { provide: DeltaStore, inject: [DataSource], useFactory: (ds: DataSource) => new DeltaStore(ds, strategies) },
         { provide: PullService, inject: [DeltaStore], useFactory: (st: DeltaStore) => new PullService(st, { compressAbove: config.compressAbove }) },
         {
@@ -60,7 +76,7 @@ export class DeltaModule {
           useFactory: (ds: DataSource, n: Nudger) => ({ onApplicationShutdown: async () => (await n.stop(), await ds.destroy()) }),
         },
       ],
-      exports: [DataSource, DeltaStore],
+      exports: [infra, DeltaStore],
     };
   }
 }

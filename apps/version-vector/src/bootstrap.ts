@@ -1,9 +1,9 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
-import type { INestApplication, LogLevel as NestLogLevel } from '@nestjs/common';
+import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { LogLevel } from '@fleet/config';
+import { nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -11,14 +11,6 @@ import type { VersionVectorConfig } from './config';
 import { versionVectorStreams } from './streams';
 import { VersionVectorModule } from './version-vector.module';
 
-export const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
-  fatal: ['fatal'],
-  error: ['fatal', 'error'],
-  warn: ['fatal', 'error', 'warn'],
-  info: ['fatal', 'error', 'warn', 'log'],
-  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
-  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
-};
 
 /**
  * Builds and starts the service: a hybrid Nest app (HTTP health, the JetStream consumer of appended
@@ -36,7 +28,7 @@ export async function createVersionVectorApp(config: VersionVectorConfig, strate
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
   });
-  const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), { logger: NEST_LEVELS[config.logLevel] });
+  const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
   await app.listen(config.httpPort, '0.0.0.0');

@@ -2,6 +2,7 @@ import { chunkEvents, decodeAppendedRefs, Headers, PROTOCOL_VERSION } from '@fle
 import type { ChangeIgnored, ChangesIgnoredEvent, ConflictDetected, ConflictsDetectedEvent, RecordApplied, RecordsAppliedEvent, Subjects } from '@fleet/contracts';
 import { decodeHlc } from '@fleet/sync-core';
 import type { RecordRef } from '@fleet/sync-core';
+import { retryPublish } from '@fleet/messaging';
 import type { SyncMetrics } from '@fleet/observability';
 import { refKey } from '@fleet/server-store';
 import type { ProjectionBatchResult, RecordsProjection } from '@fleet/server-store';
@@ -50,6 +51,28 @@ export class ClassifyProcessor {
   }
 
   /**
+   * The log sweep: applies whatever the log holds after the durable cursor H (a change whose
+   * `appended` event was lost included), in transactions of `limit` logged changes, until caught up;
+   * publishes the same events as the event path. Returns how many changes it scanned, or `undefined`
+   * when another replica holds the sweep lock. Correctness does not depend on events, only latency.
+   */
+  async sweep(limit = 1000): Promise<{ scanned: number; applied: number; conflicts: number; cursor: number } | undefined> {
+    let scanned = 0;
+    let applied = 0;
+    let conflicts = 0;
+    for (;;) {
+      const r = await this.projection.sweep(this.ds, { limit });
+      if (r === undefined) return scanned === 0 ? undefined : { scanned, applied, conflicts, cursor: -1 };
+      scanned += r.scanned;
+      applied += r.result.classified.length;
+      conflicts += r.result.conflicts.length;
+      await this.publish(r.result);
+      this.record(r.result);
+      if (!r.hasMore) return { scanned, applied, conflicts, cursor: r.to };
+    }
+  }
+
+  /**
    * One event per subject per projection transaction (chunked by `chunkEvents`), not one per record
    * or change: publishing (PubAck round trips, spans) was the largest JavaScript cost per conflict.
    * Msg ids are stable: revs, seqs and conflict ids are assigned once, so a chunk is named by its
@@ -71,7 +94,7 @@ export class ClassifyProcessor {
       vv: rec.vv,
     }));
     for (const c of chunkEvents(applied, (records): RecordsAppliedEvent => ({ protocol: PROTOCOL_VERSION, records }))) {
-      out.push(this.publisher.publish(s.classified('applied'), c.payload, { msgId: `applied-${c.items[0]?.rev}-${c.items[c.items.length - 1]?.rev}`, headers }));
+      out.push(this.publishOne(s.classified('applied'), c.payload, { msgId: `applied-${c.items[0]?.rev}-${c.items[c.items.length - 1]?.rev}`, headers }));
     }
     const vvOf = new Map(r.records.map((x) => [refKey(x.ref), x.vv]));
     const ignored: ChangeIgnored[] = [];
@@ -90,13 +113,18 @@ export class ClassifyProcessor {
       });
     }
     for (const c of chunkEvents(ignored, (changes): ChangesIgnoredEvent => ({ protocol: PROTOCOL_VERSION, changes }))) {
-      out.push(this.publisher.publish(s.classified('stale'), c.payload, { msgId: `ignored-${c.items[0]?.seq}-${c.items[c.items.length - 1]?.seq}`, headers }));
+      out.push(this.publishOne(s.classified('stale'), c.payload, { msgId: `ignored-${c.items[0]?.seq}-${c.items[c.items.length - 1]?.seq}`, headers }));
     }
     const detected: ConflictDetected[] = r.conflicts.map((c) => ({ conflictId: c.id, conflictKey: c.conflict.id, seq: c.seq, ref: c.ref, strategy: c.strategy }));
     for (const c of chunkEvents(detected, (conflicts): ConflictsDetectedEvent => ({ protocol: PROTOCOL_VERSION, conflicts }))) {
-      out.push(this.publisher.publish(s.classified('conflict'), c.payload, { msgId: `conflicts-${c.items[0]?.conflictId}-${c.items[c.items.length - 1]?.conflictId}`, headers }));
+      out.push(this.publishOne(s.classified('conflict'), c.payload, { msgId: `conflicts-${c.items[0]?.conflictId}-${c.items[c.items.length - 1]?.conflictId}`, headers }));
     }
     await Promise.all(out);
+  }
+
+  /** Retried (bounded, backoff, same msg id: JetStream dedupes) before the batch fails. */
+  private publishOne(subject: string, payload: Uint8Array, opts: { msgId: string; headers?: Readonly<Record<string, string>> }): Promise<unknown> {
+    return retryPublish(() => this.publisher.publish(subject, payload, opts));
   }
 
   private record(r: ProjectionBatchResult): void {

@@ -32,6 +32,18 @@ export const versionVectorConfig = defineConfig({
       default: '5ms',
       description: 'how long to wait for more appended events after the first',
     },
+    sweepInterval: {
+      env: 'SWEEP_INTERVAL',
+      schema: envDuration({ min: 10, max: 600_000 }),
+      default: '1s',
+      description: 'how often the log sweep applies what the log holds after the projection cursor (changes whose appended event was lost); also run right after each batch of events',
+    },
+    sweepBatch: {
+      env: 'SWEEP_BATCH',
+      schema: envInt({ min: 1, max: 10_000 }),
+      default: '1000',
+      description: 'logged changes scanned per sweep transaction',
+    },
     ackWait: {
       env: 'ACK_WAIT',
       schema: envDuration({ min: 1000, max: 600_000 }),

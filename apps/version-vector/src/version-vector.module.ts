@@ -9,6 +9,7 @@ import { openServerDataSource, RecordsProjection, postgresReadinessCheck } from 
 import type { StrategyConfig } from '@fleet/sync-core';
 import { appendedController } from './appended.controller';
 import { ClassifyProcessor } from './classify.processor';
+import { LogSweeper } from './log-sweeper';
 import type { VersionVectorConfig } from './config';
 import { STRATEGY_CONFIG, VERSION_VECTOR_CONFIG } from './tokens';
 
@@ -37,7 +38,7 @@ class InfraModule {
   }
 }
 
-/** Wiring only: config, connections, metrics, health, the projection and the appended consumer. */
+/** Wiring only: config, connections, metrics, health, the projection, the appended consumer and the log sweep. */
 @Module({})
 export class VersionVectorModule {
   static forRoot(config: VersionVectorConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
@@ -62,6 +63,7 @@ export class VersionVectorModule {
           useFactory: (ds: DataSource, js: JetStreamServer, metrics: SyncMetrics) =>
             new ClassifyProcessor(ds, new RecordsProjection(strategies, { stateCacheSize: config.stateCache }), { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, metrics),
         },
+        LogSweeper,
       ],
     };
   }

@@ -78,10 +78,13 @@ export interface FleetAgentOptions {
   readonly random?: () => number;
   readonly onRemote?: (agent: FleetAgent, ref: RecordRef, atMs: number) => void;
   readonly onFailure?: (agent: FleetAgent, error: string) => void;
+  /** The store's wall clock (epoch ms): a skewed or simulated clock. Default `Date.now`. */
+  readonly now?: () => number;
 }
 
 export class FleetAgent {
-  readonly store: SqliteLocalStore;
+  /** The open store; replaced by `reopen()` (an agent restart over the same data dir). */
+  store: SqliteLocalStore;
   /** Change ids the agent got a PubAck for (markSent is called only after one). */
   readonly acked = new Set<string>();
   /** Every change the agent made locally, in order. */
@@ -94,33 +97,59 @@ export class FleetAgent {
   readonly port: SyncStore;
 
   constructor(readonly o: FleetAgentOptions) {
-    // coalesceAbove = outboxMax: changes are queued exactly as made, so every one can be checked in the log.
-    this.store = SqliteLocalStore.open({ dataDir: o.dataDir, agentId: o.id, strategies: o.strategies, synchronous: o.synchronous ?? 'FULL', outboxMax: 100_000, coalesceAbove: 100_000 });
-    const s = this.store;
+    this.store = this.openStore();
     const acked = this.acked;
+    // Every call goes to the store open now, so the port survives `reopen()`.
     this.port = {
-      agentId: s.agentId,
-      getState: (r) => s.getState(r),
-      peekOutbox: (n) => s.peekOutbox(n),
+      agentId: o.id,
+      getState: (r) => this.store.getState(r),
+      peekOutbox: (n) => this.store.peekOutbox(n),
       markSent: (ids) => {
-        const n = s.markSent(ids);
+        const n = this.store.markSent(ids);
         for (const id of ids) acked.add(id);
         return n;
       },
-      recordFailure: (ids, e) => s.recordFailure(ids, e),
-      outboxStats: () => s.outboxStats(),
-      applyRemote: (items, cursor) => s.applyRemote(items, cursor),
-      syncState: () => s.syncState(),
-      setSyncState: (p) => s.setSyncState(p),
-      merkleEntries: (scope, c) => s.merkleEntries(scope, c),
-      watch: (l) => s.watch(l),
+      recordFailure: (ids, e) => this.store.recordFailure(ids, e),
+      outboxStats: () => this.store.outboxStats(),
+      applyRemote: (items, cursor) => this.store.applyRemote(items, cursor),
+      syncState: () => this.store.syncState(),
+      setSyncState: (p) => this.store.setSyncState(p),
+      merkleEntries: (scope, c) => this.store.merkleEntries(scope, c),
+      watch: (l) => this.store.watch(l),
     };
+  }
+
+  private openStore(): SqliteLocalStore {
+    const o = this.o;
+    // coalesceAbove = outboxMax: changes are queued exactly as made, so every one can be checked in the log.
+    const s = SqliteLocalStore.open({
+      dataDir: o.dataDir,
+      agentId: o.id,
+      strategies: o.strategies,
+      synchronous: o.synchronous ?? 'FULL',
+      outboxMax: 100_000,
+      coalesceAbove: 100_000,
+      ...(o.now === undefined ? {} : { now: o.now }),
+    });
     if (o.onRemote !== undefined) {
       const cb = o.onRemote;
       s.watch((e) => {
         if (e.source === 'remote') cb(this, e.ref, Date.now());
       });
     }
+    return s;
+  }
+
+  /**
+   * An agent restart: goes offline, closes the store, runs `between` (the store is closed: e.g. a
+   * restore from backup, or damage to the file), and opens the store again from the same data dir.
+   * What the agent made and got acked stays recorded here (the checker's input). Comes back offline.
+   */
+  async reopen(between?: () => void | Promise<void>): Promise<void> {
+    await this.goOffline();
+    this.store.close();
+    await between?.();
+    this.store = this.openStore();
   }
 
   get id(): string {

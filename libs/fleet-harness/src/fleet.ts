@@ -4,16 +4,14 @@
  * and what a scenario needs around them (operator API calls, server-side writes, waiting for
  * convergence, queue sampling, the convergence check).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import type { DataSource } from 'typeorm';
-import { encodeJson, Headers, MAX_CHANGES_PER_APPENDED_EVENT, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import { subjects } from '@fleet/contracts';
 import type { Subjects } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
-import { openServerDataSource, PostgresChangeLog, ServerWriter } from '@fleet/server-store';
 import { parseStrategyConfig } from '@fleet/config';
 import type { StrategyConfigJson } from '@fleet/config';
 import type { LocalEdit, LoggedChange, RecordRef, StrategyConfig } from '@fleet/sync-core';
@@ -24,6 +22,13 @@ import type { ConvergenceResult } from './checker';
 import { createDatabase, ServerStack } from './services';
 import type { Database, ServiceName } from './services';
 import { eventually, PrivateNats, sleep } from './util';
+
+/** An operator edit of a host record: a plain write, or a counter increment made by the server. */
+export type HostEdit = LocalEdit | { readonly op: 'increment'; readonly field: string; readonly by: number };
+
+function recordUrl(base: string, ref: RecordRef): string {
+  return `${base}/records/${encodeURIComponent(ref.scope)}/${encodeURIComponent(ref.collection)}/${encodeURIComponent(ref.key)}`;
+}
 
 export interface FleetOptions {
   readonly agents: number;
@@ -74,11 +79,11 @@ export class Fleet {
   readonly peaks: QueuePeaks = { outboxTotal: 0, outboxOneAgent: 0, pushPending: 0, logPending: 0, conflictsWaiting: 0 };
   private sampler: NodeJS.Timeout | undefined;
   private sampling: Promise<void> | undefined;
-  private writer: ServerWriter | undefined;
-  private writerDs: DataSource | undefined;
   failures: string[] = [];
-  /** PUT /records attempts answered 503 (retried). */
+  /** Operator writes answered 503 (nothing committed; retried). */
   serverWriteRetries: string[] = [];
+  /** Operator writes answered 202: committed, announcement pending (projected by the log sweep). */
+  serverWritesUnannounced: string[] = [];
 
   private constructor(
     readonly o: FleetOptions,
@@ -144,14 +149,47 @@ export class Fleet {
 
   /**
    * Operator write of desired state (`fleet`, `group.<g>`): `PUT /records/:scope/:collection/:key` on
-   * the conflict-resolver. A retryable failure (503) is retried as an operator would; note that the
-   * first attempt may already be committed (see `serverWriteRetries` and the report).
+   * the conflict-resolver.
    */
   async serverPut(ref: RecordRef, fields: Record<string, unknown>, unset?: readonly string[]): Promise<LoggedChange> {
-    const url = `${this.stack.operatorUrl}/records/${encodeURIComponent(ref.scope)}/${encodeURIComponent(ref.collection)}/${encodeURIComponent(ref.key)}`;
+    return this.operatorWrite('PUT', recordUrl(this.stack.operatorUrl, ref), { fields, ...(unset === undefined ? {} : { unset }) });
+  }
+
+  async serverDelete(ref: RecordRef): Promise<LoggedChange> {
+    return this.operatorWrite('DELETE', recordUrl(this.stack.operatorUrl, ref));
+  }
+
+  /**
+   * An operator's edit of a HOST-scoped record (the server editing an agent's local settings: with the
+   * agent's own edits, this is where agent/server conflicts come from), through the operator API like
+   * any operator write: `PUT`/`DELETE /records/host.<id>/...`, or `POST .../increment` for a counter
+   * (the read-modify-write is made by the server on the record's state at the log's head, under its
+   * lock). `edit` may look at the record's current visible fields as the records projection shows them
+   * (it may lag: only to choose what to do, e.g. delete only what exists).
+   */
+  async serverEditHost(ref: RecordRef, edit: HostEdit | ((current: Record<string, unknown> | null) => HostEdit)): Promise<LoggedChange> {
+    let e: HostEdit;
+    if (typeof edit === 'function') {
+      const [row] = await this.sql<{ fields: Record<string, unknown> | null }>(`select fields from records where scope = $1 and collection = $2 and key = $3`, [ref.scope, ref.collection, ref.key]);
+      e = edit(row?.fields ?? null);
+    } else e = edit;
+    const url = recordUrl(this.stack.operatorUrl, ref);
+    if (e.op === 'increment') return this.operatorWrite('POST', `${url}/increment`, { field: e.field, by: e.by });
+    if (e.op === 'delete') return this.operatorWrite('DELETE', url);
+    return this.operatorWrite('PUT', url, { fields: e.fields, ...(e.unset === undefined ? {} : { unset: e.unset }) });
+  }
+
+  /**
+   * One operator write. The conflict-resolver retries the change's announcement itself and answers 202
+   * (`announced: false`, counted in `serverWritesUnannounced`) when it is committed but still
+   * unannounced: never retried (that would write twice), the log sweep projects it. A 503 (nothing
+   * committed: the database or the resolver is away) is retried as an operator would.
+   */
+  private async operatorWrite(method: string, url: string, body?: unknown): Promise<LoggedChange> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const r = (await httpJson('PUT', url, { fields, ...(unset === undefined ? {} : { unset }) })) as { change: LoggedChange };
+        const r = (await httpJson(method, url, body)) as { change: LoggedChange; announced?: boolean; note?: string };
+        if (r.announced === false) this.serverWritesUnannounced.push(`${method} ${url}: seq ${r.change.seq}: ${r.note ?? ''}`);
         return r.change;
       } catch (e) {
         if (attempt >= 60 || !(e instanceof Error) || !/HTTP 503/.test(e.message)) throw e;
@@ -159,51 +197,6 @@ export class Fleet {
         await sleep(500);
       }
     }
-  }
-
-  async serverDelete(ref: RecordRef): Promise<LoggedChange> {
-    const r = (await httpJson('DELETE', `${this.stack.operatorUrl}/records/${encodeURIComponent(ref.scope)}/${encodeURIComponent(ref.collection)}/${encodeURIComponent(ref.key)}`)) as { change: LoggedChange };
-    return r.change;
-  }
-
-  /**
-   * A server-side write of a HOST-scoped record (the server editing an agent's record, e.g. a
-   * desired value the agent also reports). `PUT /records` refuses host scopes (FLEET_AUTH_003) and an
-   * agent may write only its own host scope, so with the current authority model this is the only
-   * way two origins ever write one record. Made with `ServerWriter` (libs/server-store: the code
-   * behind `PUT /records` and every resolution: record lock, state at the log's head, server
-   * origin seq, append) against the deployment's database, then announced on `log.appended` as
-   * the conflict-resolver announces its writes.
-   */
-  async serverEditHost(ref: RecordRef, edit: (current: Record<string, unknown> | null) => LocalEdit): Promise<LoggedChange | undefined> {
-    if (this.writer === undefined) {
-      this.writerDs = await openServerDataSource({ url: this.db.url, poolSize: 4, applicationName: 'fleet-harness' });
-      this.writer = new ServerWriter(this.writerDs, {
-        changeLog: new PostgresChangeLog(this.writerDs),
-        config: this.config,
-        node: 'server-harness',
-        // The change is committed before this runs: its announcement is retried until NATS takes it
-        // (same msg id: a repeat dedupes). Without it, a publish lost to a NATS restart leaves the
-        // change un-announced (records projection, conflict detection and nudges wait for the
-        // record's next change): see the report on PUT /records, which has no such retry.
-        publishAppended: async (changes) => {
-          for (let attempt = 1; ; attempt++) {
-            try {
-              return await publishAppended(this.bus, this.s, changes);
-            } catch (e) {
-              if (attempt >= 120) throw e;
-              await sleep(250);
-            }
-          }
-        },
-      });
-    }
-    const { appended } = await this.writer.write([ref], (ctx) => {
-      const st = ctx.state(ref);
-      const e = edit(st.view.status === 'live' ? (st.view.fields as Record<string, unknown>) : null);
-      void ctx.edit(ref, e);
-    });
-    return appended[0];
   }
 
   /** Pending manual conflicts (operator API). */
@@ -358,7 +351,6 @@ export class Fleet {
   async close(opts: { keep?: boolean } = {}): Promise<Record<ServiceName, number | null> | undefined> {
     await this.stopSampling();
     for (const a of this.agents) await a.close().catch(() => undefined);
-    await this.writerDs?.destroy().catch(() => undefined);
     let codes: Record<ServiceName, number | null> | undefined;
     try {
       codes = await this.stack.stop();
@@ -379,19 +371,6 @@ export class Fleet {
       rmSync(this.dir, { recursive: true, force: true });
     }
     return codes;
-  }
-}
-
-/** The AppendedEvent announcement, with the change-log's msg-id scheme (a re-publish dedupes). */
-async function publishAppended(bus: Messaging, s: Subjects, changes: readonly LoggedChange[]): Promise<void> {
-  const sorted = [...changes].sort((a, b) => a.seq - b.seq);
-  for (let i = 0; i < sorted.length; i += MAX_CHANGES_PER_APPENDED_EVENT) {
-    const chunk = sorted.slice(i, i + MAX_CHANGES_PER_APPENDED_EVENT);
-    const digest = createHash('sha256').update(chunk.map((c) => c.seq).join(',')).digest('hex').slice(0, 16);
-    await bus.publish(s.appended, encodeJson({ protocol: PROTOCOL_VERSION, changes: chunk }), {
-      msgId: `appended-${chunk[0]?.seq ?? 0}-${chunk[chunk.length - 1]?.seq ?? 0}-${digest}`,
-      headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
-    });
   }
 }
 

@@ -13,13 +13,13 @@
  * edits, the same records, the same operator choices; thread timing may still differ).
  */
 import { counterAdd } from '@fleet/sync-core';
-import type { JsonValue, LocalEdit, RecordRef } from '@fleet/sync-core';
+import type { JsonValue, RecordRef } from '@fleet/sync-core';
 import type { StrategyConfigJson } from '@fleet/config';
 import type { FleetAgent } from './agent';
 import { describeResult } from './checker';
 import type { ConvergenceResult } from './checker';
 import { Fleet } from './fleet';
-import type { ConflictRow } from './fleet';
+import type { ConflictRow, HostEdit } from './fleet';
 import { Prng, sleep } from './util';
 
 export const DEMO_STRATEGIES: StrategyConfigJson = {
@@ -173,7 +173,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
         // becomes a conflict under its collection's strategy when it reconnects.
         if (offlineIds.has(a.id)) a.batch(() => contestedAgentEdits(a, plan, round, count));
         for (const [ref, edit] of serverEdits(a, plan, round)) {
-          await fleet.serverEditHost(ref, edit);
+          await fleet.serverEditHost(ref, edit());
           counters.hostServerEdits++;
           counters.serverWrites++;
         }
@@ -234,7 +234,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     lines.push('', 'changes');
     lines.push(`  made on agents            ${counters.agentChanges}`);
     lines.push(`  acknowledged by JetStream ${acked} (PubAck, then removed from the outbox)`);
-    lines.push(`  server writes             ${counters.serverWrites} (${counters.serverWrites - counters.hostServerEdits} desired config via PUT /records, ${counters.hostServerEdits} edits of host records via ServerWriter)`);
+    lines.push(`  server writes             ${counters.serverWrites} (${counters.serverWrites - counters.hostServerEdits} desired config via PUT /records, ${counters.hostServerEdits} edits of host records via PUT/POST /records/host.*)`);
     lines.push(`  change log                ${logStats?.total ?? 0} rows: ${logStats?.agent ?? 0} from agents, ${logStats?.server ?? 0} from the server (writes + resolutions)`);
     lines.push('', 'conflicts (conflict log, by strategy and outcome)');
     const collections = [...new Set(conflicts.map((c) => c.collection))].sort();
@@ -330,13 +330,13 @@ function contestedAgentEdits(a: FleetAgent, plan: EditPlan, round: number, count
  * The server's edits of one agent's host records in a round: the same fields the agent edits, so
  * each is a conflict when the agent edited concurrently (offline), under the collection's strategy.
  */
-function serverEdits(a: FleetAgent, plan: EditPlan, round: number): [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] {
+function serverEdits(a: FleetAgent, plan: EditPlan, round: number): [RecordRef, () => HostEdit][] {
   const host = (collection: string, key: string): RecordRef => ({ scope: `host.${a.id}`, collection, key });
-  const out: [RecordRef, (cur: Record<string, unknown> | null) => LocalEdit][] = [];
+  const out: [RecordRef, () => HostEdit][] = [];
   // custom prefer-server: the server's interval wins.
   out.push([host('desired', 'agent-config'), () => ({ op: 'put', fields: { interval: 15 * (round + 1), mode: 'managed' } })]);
   // custom counter-sum: both sides count.
-  out.push([host('counters', 'restarts'), (cur) => ({ op: 'put', fields: { n: counterAdd(cur?.['n'] as JsonValue | undefined, 'server', 1) } })]);
+  out.push([host('counters', 'restarts'), () => ({ op: 'increment', field: 'n', by: 1 })]);
   if (plan.note) out.push([host('notes', 'owner'), () => ({ op: 'put', fields: { text: `server note r${round}` } })]); // manual
   out.push([host('settings', plan.settings), () => ({ op: 'put', fields: { level: 'warn', enabled: true } })]); // lww
   // merge: the version field on both sides (the rule: lww); a delete on the agent vs this edit: edit wins.

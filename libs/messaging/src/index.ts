@@ -8,3 +8,4 @@ export * from './consumer';
 export * from './messaging';
 export * from './semaphore';
 export * from './nest';
+export * from './retry';

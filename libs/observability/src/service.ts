@@ -8,7 +8,8 @@
  *    exit 1 if the drain exceeds the shutdown timeout (unacked messages are then redelivered).
  */
 import { describeConfig, loadConfig, redactConfig, unknownVariables } from '@fleet/config';
-import type { ConfigDef, ConfigOf, OptionSpec } from '@fleet/config';
+import type { ConfigDef, ConfigOf, LogLevel, OptionSpec } from '@fleet/config';
+import type { LogLevel as NestLogLevel } from '@nestjs/common';
 import { isFleetError } from '@fleet/errors';
 import { startTelemetry } from './telemetry';
 
@@ -101,3 +102,21 @@ export function runService<D extends ConfigDef<Record<string, OptionSpec>>, P = 
   };
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));
 }
+
+/**
+ * Options for `NestFactory.create` every service uses: Nest's log levels from the configured level,
+ * and errors during start-up thrown to the caller instead of `process.exit(1)` (Nest's default),
+ * so `runService` can report them and tests that start an app in-process survive a failed start.
+ */
+export function nestAppOptions(level: LogLevel): { logger: NestLogLevel[]; abortOnError: false } {
+  return { logger: NEST_LEVELS[level], abortOnError: false };
+}
+
+const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
+  fatal: ['fatal'],
+  error: ['fatal', 'error'],
+  warn: ['fatal', 'error', 'warn'],
+  info: ['fatal', 'error', 'warn', 'log'],
+  debug: ['fatal', 'error', 'warn', 'log', 'debug'],
+  trace: ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'],
+};

@@ -54,6 +54,8 @@ export interface Harness {
    * one record.
    */
   append(changes: readonly Change[]): Promise<void>;
+  /** Appends to the change log WITHOUT announcing anything (a lost `log.appended` publish). */
+  appendSilently(changes: readonly Change[]): Promise<LoggedChange[]>;
   /** Every logged change of a record, in seq order. */
   logOf(ref: RecordRef): Promise<LoggedChange[]>;
   /** Until no conflict is open and every record's projection has applied its last logged change. */
@@ -66,6 +68,8 @@ export interface HarnessOptions {
   readonly batchMessages?: number;
   readonly resolverBatch?: number;
   readonly sweepInterval?: string;
+  /** version-vector's log sweep interval (default 1s). */
+  readonly logSweepInterval?: string;
   /**
    * Run the replicas as child processes (`main.ts` of each service, as deployed) instead of in this
    * process: `vv` and `resolvers` are then empty and `http` is the first resolver's URL.
@@ -119,7 +123,11 @@ export async function startHarness(strategies: StrategyConfig, opts: HarnessOpti
   const vv: INestApplication[] = [];
   const resolvers: INestApplication[] = [];
   const children: ChildProcess[] = [];
-  const vvEnv = { FLEET_VERSIONVECTOR_BATCH_MESSAGES: String(opts.batchMessages ?? 20), FLEET_VERSIONVECTOR_BATCH_LINGER: '2ms' };
+  const vvEnv = {
+    FLEET_VERSIONVECTOR_BATCH_MESSAGES: String(opts.batchMessages ?? 20),
+    FLEET_VERSIONVECTOR_BATCH_LINGER: '2ms',
+    FLEET_VERSIONVECTOR_SWEEP_INTERVAL: opts.logSweepInterval ?? '1s',
+  };
   const resolverEnv = (i: number) => ({
     FLEET_CONFLICTRESOLVER_NODE_ID: `server-r${i}`,
     FLEET_CONFLICTRESOLVER_BATCH_MESSAGES: String(opts.resolverBatch ?? 20),
@@ -194,6 +202,11 @@ export async function startHarness(strategies: StrategyConfig, opts: HarnessOpti
         if (r.rejected.length > 0) throw r.rejected[0]?.error;
         await publishAppended(bus, s, [...r.appended, ...r.duplicates]);
       }
+    },
+    async appendSilently(changes) {
+      const r = await new PostgresChangeLog(ds).appendBatch(changes);
+      if (r.rejected.length > 0) throw r.rejected[0]?.error;
+      return [...r.appended];
     },
     logOf,
     async quiesce(timeoutMs = 30_000) {

@@ -2,6 +2,7 @@ import { ChangeLog1767225600000 } from './1767225600000-change-log';
 import { OriginProgress1767225600001 } from './1767225600001-origin-progress';
 import { DeltaCalculator1767225600300 } from './1767225600300-delta-calculator';
 import { RecordsConflicts1767225600002 } from './1767225600002-records-conflicts';
+import { ProjectionCursor1767225600400 } from './1767225600400-projection-cursor';
 
 /** In order. Hand-written; a new table or column is a new migration, never an edit of one that shipped. */
-export const SERVER_STORE_MIGRATIONS = [ChangeLog1767225600000, OriginProgress1767225600001, RecordsConflicts1767225600002, DeltaCalculator1767225600300];
+export const SERVER_STORE_MIGRATIONS = [ChangeLog1767225600000, OriginProgress1767225600001, RecordsConflicts1767225600002, DeltaCalculator1767225600300, ProjectionCursor1767225600400];

@@ -20,7 +20,7 @@ import { openServerDataSource } from '../data-source';
 import { PostgresChangeLog } from '../postgres-change-log';
 import { rebuildProjections } from '../rebuild';
 import { createTestDatabase, testUuidV7, type TestDatabase } from '../testing';
-import { readRecordState, RecordsProjection } from './records.projection';
+import { readProjectionCursor, readRecordState, RecordsProjection, SWEEP_TRY_LOCK_SQL } from './records.projection';
 import { ServerWriter } from './server-writer';
 
 jest.setTimeout(60_000);
@@ -154,4 +154,82 @@ it('ServerWriter optimistic: a change logged between the read and the append loc
   expect(r.appended[0]!.vv).toEqual({ server: 2, o9: 1 }); // derived from the head: causally after the agent's change
   const all = (await log.readSince(0, { limit: 10_000, scopes: ['fleet'] })).changes.filter((c) => c.key === 'opt');
   expect(applyChanges(all, config).view.fields).toEqual({ a: 1, b: 2, c: 3 });
+});
+
+it('log sweep: changes logged without any event are projected; two sweepers at once (no try-lock) and an event applier apply each change once; rebuild resets the cursor', async () => {
+  const db2 = await createTestDatabase('fleet_sweep');
+  const a = await openServerDataSource({ url: db2.url });
+  const b = await openServerDataSource({ url: db2.url });
+  try {
+    const log = new PostgresChangeLog(a);
+    const appended: LoggedChange[] = [];
+    const changes = workload(500, 11);
+    for (let i = 0; i < changes.length; i += 25) appended.push(...(await log.appendBatch(changes.slice(i, i + 25))).appended);
+    expect(await readProjectionCursor(a)).toBe(0);
+    const p = new RecordsProjection(config);
+    const q = new RecordsProjection(config); // another replica (its own cache)
+    let classified = 0;
+    const reported: number[] = []; // conflict-log row ids, once per transaction that reported them
+    const sweeper = async (proj: RecordsProjection, d: DataSource, limit: number): Promise<void> => {
+      for (;;) {
+        const r = await proj.sweep(d, { limit, tryLock: false });
+        classified += r!.result.classified.length;
+        for (const id of new Set(r!.result.conflicts.map((c) => c.id))) reported.push(id);
+        if (!r!.hasMore) return;
+      }
+    };
+    // an event applier on a third of the records at the same time (events are only wake-ups)
+    const events = async (): Promise<void> => {
+      for (let i = 0; i < appended.length; i += 60) {
+        const r = await p.applyLogged(a, appended.slice(i, i + 60).filter((_, j) => j % 3 === 0));
+        classified += r.classified.length;
+        for (const id of new Set(r.conflicts.map((c) => c.id))) reported.push(id);
+      }
+    };
+    await Promise.all([sweeper(p, a, 7), sweeper(q, b, 13), events()]);
+    const head = appended[appended.length - 1]!.seq;
+    expect(await readProjectionCursor(a)).toBe(head);
+    expect(classified).toBe(appended.length); // each change applied exactly once across the three
+    const [rows] = (await a.query(`select count(*)::int as n, count(distinct conflict_key)::int as k from conflicts`)) as { n: number; k: number }[];
+    // every conflict row was inserted (and announced) by exactly one transaction
+    expect(reported.length).toBe(rows!.n);
+    expect(new Set(reported).size).toBe(rows!.n);
+    expect(rows!.k).toBe(rows!.n);
+    expect(rows!.n).toBeGreaterThan(0);
+    const byRecord = new Map<string, LoggedChange[]>();
+    for (const c of appended) byRecord.set(`${c.collection}/${c.key}`, [...(byRecord.get(`${c.collection}/${c.key}`) ?? []), c]);
+    for (const cs of byRecord.values()) {
+      const server = await readRecordState(a, cs[0]!);
+      expect(encodeRecordState(server!.state)).toBe(encodeRecordState(applyChanges(cs, config)));
+      expect(server!.lastSeq).toBe(cs[cs.length - 1]!.seq);
+    }
+    // caught up: a sweep scans nothing
+    expect((await p.sweep(a))!.scanned).toBe(0);
+    // the try-lock: while one sweep transaction holds it, another replica's sweep skips
+    await a.transaction(async (tx) => {
+      await tx.query(SWEEP_TRY_LOCK_SQL);
+      expect(await q.sweep(b)).toBeUndefined();
+    });
+
+    // rebuild: resets H, replays, leaves H at the head and the rows byte-equal
+    const rowsOf = async (): Promise<string[]> =>
+      ((await a.query(`select scope, collection, key, state, hash, last_seq from records order by 1, 2, 3`)) as Record<string, unknown>[]).map((r) => JSON.stringify({ ...r, state: encodeRecordState(r['state'] as RecordState) }));
+    const live = await rowsOf();
+    const report = await rebuildProjections(a, [new RecordsProjection(config)], { batchSize: 50 });
+    expect(report.headSeq).toBe(head);
+    expect(await readProjectionCursor(a)).toBe(head);
+    expect(await rowsOf()).toEqual(live);
+    // then a silent change after the rebuild is swept from the reset cursor
+    const more = workload(520, 11).slice(500);
+    const extra = (await log.appendBatch(more)).appended;
+    const r = await q.sweep(b);
+    expect(r!.from).toBe(head);
+    expect(r!.to).toBe(extra[extra.length - 1]!.seq);
+    expect(r!.result.classified).toHaveLength(extra.length);
+    expect(await readProjectionCursor(a)).toBe(extra[extra.length - 1]!.seq);
+  } finally {
+    await a.destroy();
+    await b.destroy();
+    await db2.drop();
+  }
 });

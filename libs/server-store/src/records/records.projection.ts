@@ -27,6 +27,31 @@ import { strategyNameOf } from '@fleet/config';
  */
 export const REV_LOCK_SQL = `select pg_advisory_xact_lock(hashtextextended('fleet.records.rev', 0))`;
 
+/**
+ * At most one log sweep at a time across replicas (transaction-scoped try-lock: a replica that does not
+ * get it skips this round). An optimisation: two sweeps at once would still serialise on the cursor row.
+ */
+export const SWEEP_TRY_LOCK_SQL = `select pg_try_advisory_xact_lock(hashtextextended('fleet.records.sweep', 0)) as locked`;
+
+/** The records projection's row in `projection_cursors`. */
+const CURSOR_NAME = 'records';
+
+/** One sweep transaction: the cursor moved from `from` to `to` over `scanned` logged changes. */
+export interface SweepResult {
+  readonly from: number;
+  readonly to: number;
+  /** More logged changes after `to`. */
+  readonly hasMore: boolean;
+  readonly scanned: number;
+  readonly result: ProjectionBatchResult;
+}
+
+/** The records projection's sweep cursor H (every change with seq <= H is applied). */
+export async function readProjectionCursor(q: DataSource | EntityManager): Promise<number> {
+  const [r] = (await q.query(`select seq from projection_cursors where name = $1`, [CURSOR_NAME])) as { seq: string }[];
+  return toSafeNumber(r?.seq ?? '0', 'projection cursor');
+}
+
 export type Strategy = 'lww' | 'merge' | 'manual' | 'custom';
 
 /** One change as the projection classified it, in seq order. */
@@ -129,6 +154,70 @@ export class RecordsProjection implements Projection {
     } catch (e) {
       throw asInfraError(e);
     }
+    this.remember(result);
+    return result;
+  }
+
+  /**
+   * The log sweep (version-vector's correctness path; events are only wake-ups): ONE transaction that
+   * (1) takes the sweep's try-lock (`SWEEP_TRY_LOCK_SQL`; another replica sweeping: returns `undefined`,
+   * nothing done; an optimisation only, correctness does not depend on it: `tryLock: false` skips it), (2) locks the cursor row
+   * `projection_cursors('records')` FOR UPDATE and reads H (every change with seq <= H is applied),
+   * (3) reads up to `limit` changes with seq > H in ONE statement (the change log's cursor rule: a
+   * snapshot holds a gapless prefix, so nothing is skipped), (4) for the records of those changes whose
+   * `last_seq` is below their newest change read, runs the same per-record path as the events
+   * (`run`: row locks in sorted order, apply every logged change newer than `last_seq`, conflict rows,
+   * revs; idempotent), (5) advances H to the last seq read, commits. Lock order: cursor row, record
+   * rows, rev lock (the rebuild: append lock, cursor row, then the records table).
+   */
+  async sweep(ds: DataSource, options: { readonly limit?: number; readonly tryLock?: boolean } = {}): Promise<SweepResult | undefined> {
+    const limit = options.limit ?? 1000;
+    let out: SweepResult | undefined;
+    try {
+      out = await ds.transaction('READ COMMITTED', async (tx): Promise<SweepResult | undefined> => {
+        if (options.tryLock !== false) {
+          const [got] = (await tx.query(SWEEP_TRY_LOCK_SQL)) as { locked: boolean }[];
+          if (got?.locked !== true) return undefined;
+        }
+        const [cur] = (await tx.query(`select seq from projection_cursors where name = $1 for update`, [CURSOR_NAME])) as { seq: string }[];
+        if (cur === undefined) await tx.query(`insert into projection_cursors (name, seq) values ($1, 0) on conflict do nothing`, [CURSOR_NAME]);
+        const from = toSafeNumber(cur?.seq ?? '0', 'projection cursor');
+        const logged = (await tx.query(`select seq, scope, collection, key from change_log where seq > $1 order by seq limit $2`, [from, limit + 1])) as {
+          seq: string;
+          scope: string;
+          collection: string;
+          key: string;
+        }[];
+        const hasMore = logged.length > limit;
+        const page = logged.slice(0, limit);
+        const last = page[page.length - 1];
+        if (last === undefined) return { from, to: from, hasMore: false, scanned: 0, result: { classified: [], records: [], conflicts: [] } };
+        const to = toSafeNumber(last.seq, 'seq');
+        const newest = new Map<string, { ref: RecordRef; seq: number }>();
+        for (const c of page) newest.set(refKey(c), { ref: { scope: c.scope, collection: c.collection, key: c.key }, seq: toSafeNumber(c.seq, 'seq') });
+        const todo = [...newest.values()];
+        // Only the records not yet applied that far (a plain read: last_seq only grows, and a rebuild
+        // waits for the cursor row we hold), so a caught-up sweep locks nothing.
+        const behind = (await tx.query(
+          `select t.scope, t.collection, t.key
+             from unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) as t(scope, collection, key, seq)
+             left join records r on r.scope = t.scope and r.collection = t.collection and r.key = t.key
+            where r.last_seq is null or r.last_seq < t.seq`,
+          [todo.map((t) => t.ref.scope), todo.map((t) => t.ref.collection), todo.map((t) => t.ref.key), todo.map((t) => t.seq)],
+        )) as RecordRef[];
+        const result = behind.length === 0 ? { classified: [], records: [], conflicts: [] } : await this.run(tx, behind, true);
+        await tx.query(`update projection_cursors set seq = greatest(seq, $2), updated_at = now() where name = $1`, [CURSOR_NAME, to]);
+        return { from, to, hasMore, scanned: page.length, result };
+      });
+    } catch (e) {
+      throw asInfraError(e);
+    }
+    if (out !== undefined) this.remember(out.result);
+    return out;
+  }
+
+  /** States committed by the live path, kept for the next transaction (see `cache`). */
+  private remember(result: ProjectionBatchResult): void {
     if (this.cacheSize > 0) {
       for (const r of result.records) {
         const k = refKey(r.ref);
@@ -140,16 +229,20 @@ export class RecordsProjection implements Projection {
         this.cache.delete(k);
       }
     }
-    return result;
   }
 
   /** `Projection`: the rebuild path (`rebuildProjections`, under the append lock): same fold, no conflict rows. */
   async apply(tx: EntityManager, changes: readonly LoggedChange[]): Promise<void> {
     await this.run(tx, changes, false);
+    // The rebuild replays the whole log in seq order under the append lock: everything up to here is applied.
+    const last = changes[changes.length - 1];
+    if (last !== undefined) await tx.query(`update projection_cursors set seq = $2, updated_at = now() where name = $1`, [CURSOR_NAME, last.seq]);
   }
 
+  /** Empties the projection and resets the sweep cursor H to 0 (cursor row first: the sweep's lock order). */
   async reset(tx: EntityManager): Promise<void> {
     this.cache.clear();
+    await tx.query(`insert into projection_cursors (name, seq) values ($1, 0) on conflict (name) do update set seq = 0, updated_at = now()`, [CURSOR_NAME]);
     await tx.query('truncate records');
   }
 

@@ -47,7 +47,7 @@ export interface ServerWriteContext {
   state(ref: RecordRef): RecordState;
   /** A resolution change (sync-core `makeResolutionChange`): without `resolution`, the strategy's automatic one. */
   resolve(ref: RecordRef, resolution?: Resolution): Change;
-  /** A server edit of a server-owned record (sync-core `makeLocalChange`). */
+  /** A server edit of a record, of any scope (sync-core `makeLocalChange`): operator writes. */
   edit(ref: RecordRef, edit: LocalEdit): Change;
 }
 
