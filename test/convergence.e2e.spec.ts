@@ -64,7 +64,8 @@ describe(`randomized convergence (seed ${SEED}, ${OPS} ops)`, () => {
         } else if (roll < 0.53) {
           if (a.delete(collection, key) !== null) did('agent delete');
         } else if (roll < 0.66) {
-          if (natsDown) continue;
+          // Through the operator API (conflict-resolver), like the desired-state writes below.
+          if (natsDown || !servicesUp(['conflict-resolver'])) continue;
           // The server edits the same host record (concurrent with an offline agent's edits).
           await f.serverEditHost({ scope: `host.${a.id}`, collection, key }, (cur) =>
             collection === 'counters' ? { op: 'increment', field: 'n', by: 1 } : rng.chance(0.1) && cur !== null ? { op: 'delete' } : { op: 'put', fields: { v: rng.int(100), by: 'server' } },
