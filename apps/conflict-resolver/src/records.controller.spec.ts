@@ -1,0 +1,47 @@
+import { FleetError } from '@fleet/errors';
+import type { ServerWriter } from '@fleet/server-store';
+import type { LoggedChange } from '@fleet/sync-core';
+import type { ConflictResolverPublisher } from './publisher';
+import { RecordsController } from './records.controller';
+
+const change = { seq: 7, changeId: '0190a000-0000-7000-8000-000000000001', origin: 'server', scope: 'host.a1' } as unknown as LoggedChange;
+
+function controller(publish: () => Promise<void>, seen: unknown[] = []): RecordsController {
+  const writer = {
+    write: async (_refs: unknown, fn: (ctx: unknown) => void) => {
+      fn({ state: () => ({ view: { status: 'live', fields: { n: { inc: { server: 2 }, dec: {} } } } }), edit: (_ref: unknown, e: unknown) => void seen.push(e) });
+      return { result: undefined, appended: [change] };
+    },
+  } as unknown as ServerWriter;
+  return new RecordsController(writer, { appended: publish } as unknown as ConflictResolverPublisher);
+}
+
+describe('RecordsController (operator writes)', () => {
+  it('writes host scopes; 200 announced once published', async () => {
+    const statuses: number[] = [];
+    const r = await controller(async () => undefined).put('host.a1', 'settings', 'ntp', { fields: { level: 1 } }, { status: (n) => void statuses.push(n) });
+    expect(r).toEqual({ change, announced: true });
+    expect(statuses).toEqual([]);
+  });
+
+  it('committed but the announcement failed after the retries: 202, announced false, a note', async () => {
+    const statuses: number[] = [];
+    const r = await controller(async () => {
+      throw new FleetError('FLEET_INFRA_001', 'publish to x.log.appended: TimeoutError');
+    }).remove('host.a1', 'settings', 'ntp', { status: (n) => void statuses.push(n) });
+    expect(statuses).toEqual([202]);
+    expect(r.announced).toBe(false);
+    expect(r.change).toBe(change);
+    expect(r.note).toMatch(/committed/);
+  });
+
+  it('increment: counterAdd on the current value, origin server', async () => {
+    const seen: unknown[] = [];
+    await controller(async () => undefined, seen).increment('host.a1', 'counters', 'restarts', { field: 'n', by: 3 }, { status: () => undefined });
+    expect(seen).toEqual([{ op: 'put', fields: { n: { inc: { server: 5 }, dec: {} } } }]);
+  });
+
+  it('refuses a malformed scope', async () => {
+    await expect(controller(async () => undefined).put('nowhere', 'c', 'k', { fields: {} }, { status: () => undefined })).rejects.toMatchObject({ code: 'FLEET_DECODE_002' });
+  });
+});
