@@ -1,46 +1,17 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { openServerDataSource, PostgresChangeLog, postgresReadinessCheck } from '@fleet/server-store';
+import { PostgresChangeLog, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import type { ChangeLogConfig } from './config';
 import { Failpoints } from './failpoints';
 import { PROCESSOR_FAILPOINTS, PushBatchProcessor } from './push-batch.processor';
 import { pushController } from './push.controller';
 import { CHANGE_LOG_CONFIG } from './tokens';
 
-/**
- * The connections, shared app-wide: PostgreSQL (migrated at start) and the JetStream transport
- * (built in bootstrap.ts, handed to Nest both as the microservice strategy and as a provider, so
- * the health check and the processor reach the same connection).
- */
-@Global()
-@Module({})
-class InfraModule {
-  static forRoot(config: ChangeLogConfig, transport: JetStreamServer): DynamicModule {
-    return {
-      module: InfraModule,
-      providers: [
-        { provide: CHANGE_LOG_CONFIG, useValue: config },
-        { provide: JetStreamServer, useValue: transport },
-        {
-          provide: DataSource,
-          useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'change-log' }),
-        },
-        {
-          // onApplicationShutdown runs after the microservice drained (Nest: beforeShutdown, dispose, shutdown).
-          provide: 'DataSourceCloser',
-          inject: [DataSource],
-          useFactory: (ds: DataSource) => ({ onApplicationShutdown: () => ds.destroy() }),
-        },
-      ],
-      exports: [CHANGE_LOG_CONFIG, JetStreamServer, DataSource],
-    };
-  }
-}
 
 /** Wiring only: config, connections, metrics, health, the processor and the push consumer. */
 @Module({})
@@ -50,7 +21,7 @@ export class ChangeLogModule {
     return {
       module: ChangeLogModule,
       imports: [
-        InfraModule.forRoot(config, transport),
+        ServiceInfraModule.forRoot({ applicationName: 'change-log', databaseUrl: config.databaseUrl, dbPoolSize: config.dbPoolSize, transport, values: [{ provide: CHANGE_LOG_CONFIG, useValue: config }] }),
         SyncMetricsModule.forRoot(),
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],

@@ -1,4 +1,4 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { hostname } from 'node:os';
 import { DataSource } from 'typeorm';
@@ -6,7 +6,7 @@ import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { ConflictDesk, openServerDataSource, PostgresChangeLog, ServerWriter, postgresReadinessCheck } from '@fleet/server-store';
+import { ConflictDesk, PostgresChangeLog, ServerWriter, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { ConflictResolverConfig } from './config';
 import { conflictEventsController } from './conflict-events.controller';
@@ -17,30 +17,6 @@ import { RecordsController } from './records.controller';
 import { ResolverService } from './resolver.service';
 import { CONFLICT_RESOLVER_CONFIG, STRATEGY_CONFIG } from './tokens';
 
-@Global()
-@Module({})
-class InfraModule {
-  static forRoot(config: ConflictResolverConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
-    return {
-      module: InfraModule,
-      providers: [
-        { provide: CONFLICT_RESOLVER_CONFIG, useValue: config },
-        { provide: STRATEGY_CONFIG, useValue: strategies },
-        { provide: JetStreamServer, useValue: transport },
-        {
-          provide: DataSource,
-          useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'conflict-resolver' }),
-        },
-        {
-          provide: 'DataSourceCloser',
-          inject: [DataSource],
-          useFactory: (ds: DataSource) => ({ onApplicationShutdown: () => ds.destroy() }),
-        },
-      ],
-      exports: [CONFLICT_RESOLVER_CONFIG, STRATEGY_CONFIG, JetStreamServer, DataSource],
-    };
-  }
-}
 
 /** Wiring only: config, connections, metrics, health, the ServerWriter, the consumer and the operator API (HTTP and NATS). */
 @Module({})
@@ -51,7 +27,7 @@ export class ConflictResolverModule {
     return {
       module: ConflictResolverModule,
       imports: [
-        InfraModule.forRoot(config, strategies, transport),
+        ServiceInfraModule.forRoot({ applicationName: 'conflict-resolver', databaseUrl: config.databaseUrl, dbPoolSize: config.dbPoolSize, transport, values: [{ provide: CONFLICT_RESOLVER_CONFIG, useValue: config }, { provide: STRATEGY_CONFIG, useValue: strategies }] }),
         SyncMetricsModule.forRoot(),
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],

@@ -4,40 +4,25 @@ import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { DeltaStore, MerkleService, Nudger, PullService } from '@fleet/delta';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
-import { openServerDataSource, postgresReadinessCheck } from '@fleet/server-store';
+import { postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import { HealthModule, syncMetrics, SyncMetricsModule } from '@fleet/observability';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
 import { AgentsController, deltaController } from './delta.controller';
 
-/** The transport and the database, shared by the delta module and the health checks. */
-@Module({})
-class DeltaInfraModule {
-  static forRoot(config: DeltaConfig, transport: JetStreamServer): DynamicModule {
-    return {
-      module: DeltaInfraModule,
-      providers: [
-        { provide: JetStreamServer, useValue: transport },
-        { provide: DataSource, useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'delta-calculator' }) },
-      ],
-      exports: [JetStreamServer, DataSource],
-    };
-  }
-}
 
 /** Wiring only: connections, metrics, health, the store, the pull / Merkle services, the nudger. */
 @Module({})
 export class DeltaModule {
   static forRoot(config: DeltaConfig, transport: JetStreamServer, strategies: StrategyConfig): DynamicModule {
     const s = subjects(config.namespace);
-    const infra = DeltaInfraModule.forRoot(config, transport);
+    const infra = ServiceInfraModule.forRoot({ applicationName: 'delta-calculator', databaseUrl: config.databaseUrl, dbPoolSize: config.dbPoolSize, transport });
     return {
       module: DeltaModule,
       imports: [
         infra,
         SyncMetricsModule.forRoot(),
         HealthModule.forRootAsync({
-          imports: [infra],
           inject: [DataSource, JetStreamServer],
           useFactory: (ds: DataSource, js: JetStreamServer) => ({ checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)] }),
         }),
@@ -71,12 +56,13 @@ export class DeltaModule {
           },
         },
         {
-          provide: 'Closer',
-          inject: [DataSource, Nudger],
-          useFactory: (ds: DataSource, n: Nudger) => ({ onApplicationShutdown: async () => (await n.stop(), await ds.destroy()) }),
+          // Before the pool closes (ServiceInfraModule closes it in onApplicationShutdown): the nudger's last flush reads agent groups.
+          provide: 'NudgerStopper',
+          inject: [Nudger],
+          useFactory: (n: Nudger) => ({ beforeApplicationShutdown: () => n.stop() }),
         },
       ],
-      exports: [infra, DeltaStore],
+      exports: [DeltaStore],
     };
   }
 }

@@ -1,11 +1,11 @@
-import { Global, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { openServerDataSource, RecordsProjection, postgresReadinessCheck } from '@fleet/server-store';
+import { RecordsProjection, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { appendedController } from './appended.controller';
 import { ClassifyProcessor } from './classify.processor';
@@ -13,30 +13,6 @@ import { LogSweeper } from './log-sweeper';
 import type { VersionVectorConfig } from './config';
 import { STRATEGY_CONFIG, VERSION_VECTOR_CONFIG } from './tokens';
 
-@Global()
-@Module({})
-class InfraModule {
-  static forRoot(config: VersionVectorConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
-    return {
-      module: InfraModule,
-      providers: [
-        { provide: VERSION_VECTOR_CONFIG, useValue: config },
-        { provide: STRATEGY_CONFIG, useValue: strategies },
-        { provide: JetStreamServer, useValue: transport },
-        {
-          provide: DataSource,
-          useFactory: () => openServerDataSource({ url: config.databaseUrl, poolSize: config.dbPoolSize, applicationName: 'version-vector' }),
-        },
-        {
-          provide: 'DataSourceCloser',
-          inject: [DataSource],
-          useFactory: (ds: DataSource) => ({ onApplicationShutdown: () => ds.destroy() }),
-        },
-      ],
-      exports: [VERSION_VECTOR_CONFIG, STRATEGY_CONFIG, JetStreamServer, DataSource],
-    };
-  }
-}
 
 /** Wiring only: config, connections, metrics, health, the projection, the appended consumer and the log sweep. */
 @Module({})
@@ -46,7 +22,7 @@ export class VersionVectorModule {
     return {
       module: VersionVectorModule,
       imports: [
-        InfraModule.forRoot(config, strategies, transport),
+        ServiceInfraModule.forRoot({ applicationName: 'version-vector', databaseUrl: config.databaseUrl, dbPoolSize: config.dbPoolSize, transport, values: [{ provide: VERSION_VECTOR_CONFIG, useValue: config }, { provide: STRATEGY_CONFIG, useValue: strategies }] }),
         SyncMetricsModule.forRoot(),
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],

@@ -14,3 +14,4 @@ export * from './entities/conflict.entity';
 export * from './records/records.projection';
 export * from './records/server-writer';
 export * from './conflicts/conflict-desk';
+export * from './service-infra.module';
