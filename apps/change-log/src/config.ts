@@ -52,9 +52,9 @@ export const changeLogConfig = defineConfig({
     },
     maxDeliver: {
       env: 'MAX_DELIVER',
-      schema: envInt({ min: 2, max: 100 }),
-      default: '10',
-      description: 'deliveries of a transiently failing push before it is dead-lettered (FLEET_MSG_001)',
+      schema: envInt({ min: -1, max: 100 }).refine((n) => n === -1 || n >= 2, { error: 'expected -1 (unlimited) or 2..100' }),
+      default: '-1',
+      description: 'deliveries of a transiently failing push before it is dead-lettered (FLEET_MSG_001); -1 (the default): never, since every push was acknowledged to its agent and must be appended once the failure clears',
     },
     lockTimeout: {
       env: 'LOCK_TIMEOUT',
