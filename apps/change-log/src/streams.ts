@@ -1,13 +1,12 @@
 import type { Subjects } from '@fleet/contracts';
+import { fleetStreams } from '@fleet/messaging';
 import type { ConsumerSpec, StreamSpec } from '@fleet/messaging';
 import type { ChangeLogConfig } from './config';
 
 /** The streams this service declares (provisioned by every replica at start, idempotently). */
 export function changeLogStreams(s: Subjects, config: Pick<ChangeLogConfig, 'streamReplicas'>): StreamSpec[] {
-  return [
-    { name: s.streams.push, subjects: [s.pushAll], description: 'push batches from agents', replicas: config.streamReplicas },
-    { name: s.streams.log, subjects: [s.appended], description: 'changes appended to the change log', replicas: config.streamReplicas },
-  ];
+  const all = fleetStreams(s, config.streamReplicas);
+  return [all.push, all.log];
 }
 
 /** Every replica binds this durable consumer, so JetStream shares the push messages between them. */

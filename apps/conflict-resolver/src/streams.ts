@@ -1,4 +1,5 @@
 import type { Subjects } from '@fleet/contracts';
+import { fleetStreams } from '@fleet/messaging';
 import type { ConsumerSpec, StreamSpec } from '@fleet/messaging';
 import type { ConflictResolverConfig } from './config';
 
@@ -8,23 +9,8 @@ import type { ConflictResolverConfig } from './config';
  * changes are announced there; the vv stream: the conflict events it consumes).
  */
 export function conflictResolverStreams(s: Subjects, config: Pick<ConflictResolverConfig, 'streamReplicas'>): StreamSpec[] {
-  return [
-    { name: s.streams.log, subjects: [s.appended], description: 'changes appended to the change log', replicas: config.streamReplicas },
-    {
-      name: s.streams.vv,
-      subjects: [s.classifiedAll],
-      description: 'version-vector: applied records, stale/duplicate changes, detected conflicts',
-      replicas: config.streamReplicas,
-      maxAgeMs: 7 * 24 * 3600 * 1000,
-    },
-    {
-      name: s.streams.conflicts,
-      subjects: [s.resolved],
-      description: 'conflict-resolver: what became of each detected conflict',
-      replicas: config.streamReplicas,
-      maxAgeMs: 30 * 24 * 3600 * 1000,
-    },
-  ];
+  const all = fleetStreams(s, config.streamReplicas);
+  return [all.log, all.vv, all.conflicts];
 }
 
 /** Every replica binds this durable consumer of the conflict events. */

@@ -1,4 +1,5 @@
 import type { Subjects } from '@fleet/contracts';
+import { fleetStreams } from '@fleet/messaging';
 import type { ConsumerSpec, StreamSpec } from '@fleet/messaging';
 import type { VersionVectorConfig } from './config';
 
@@ -7,16 +8,8 @@ import type { VersionVectorConfig } from './config';
  * (declared exactly as the change-log declares it, so whichever service starts first creates it).
  */
 export function versionVectorStreams(s: Subjects, config: Pick<VersionVectorConfig, 'streamReplicas'>): StreamSpec[] {
-  return [
-    { name: s.streams.log, subjects: [s.appended], description: 'changes appended to the change log', replicas: config.streamReplicas },
-    {
-      name: s.streams.vv,
-      subjects: [s.classifiedAll],
-      description: 'version-vector: applied records, stale/duplicate changes, detected conflicts',
-      replicas: config.streamReplicas,
-      maxAgeMs: 7 * 24 * 3600 * 1000,
-    },
-  ];
+  const all = fleetStreams(s, config.streamReplicas);
+  return [all.log, all.vv];
 }
 
 /** Every replica binds this durable consumer of the appended events. */

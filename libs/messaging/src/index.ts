@@ -9,3 +9,4 @@ export * from './messaging';
 export * from './semaphore';
 export * from './nest';
 export * from './retry';
+export * from './streams';
