@@ -47,8 +47,8 @@ export const changeLogConfig = defineConfig({
     ackWait: {
       env: 'ACK_WAIT',
       schema: envDuration({ min: 1000, max: 600_000 }),
-      default: '30s',
-      description: 'JetStream ack wait of the push consumer: an unacked push is redelivered (maybe to another replica) after it',
+      default: '10s',
+      description: 'JetStream ack wait of the push consumer: an unacked push is redelivered (maybe to another replica) after it; also how late a push delivered into a connection that NATS lost (a NATS restart, a killed replica) is appended',
     },
     maxDeliver: {
       env: 'MAX_DELIVER',

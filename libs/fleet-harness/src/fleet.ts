@@ -233,8 +233,17 @@ export class Fleet {
     return rows.map((r) => ({ collection: r.collection, strategy: r.strategy, status: r.status, resolvedBy: r.resolved_by, n: r.n }));
   }
 
-  /** The server is quiet: no conflict open, the records projection at the log's head, the delta projection too. */
+  /**
+   * The server is quiet: no push waiting in JetStream or delivered and not yet acked (a delivery in
+   * flight when NATS dies comes back after the consumer's ack wait, not before), no conflict open, the
+   * records projection at the log's head, the delta projection too.
+   */
   async serverQuiet(): Promise<boolean> {
+    const push = await this.bus
+      .jsm()
+      .then((jsm) => jsm.consumers.info(this.s.streams.push, `${this.s.ns}-change-log`))
+      .catch(() => undefined);
+    if (push === undefined || push.num_pending + push.num_ack_pending > 0) return false;
     const [r] = await this.sql<{ open: number; lag: number; dlag: number }>(
       `select (select count(*)::int from conflicts where status = 'open') as open,
               (select count(*)::int from (select scope, collection, key, max(seq) as m from change_log group by 1, 2, 3) l

@@ -99,7 +99,7 @@ export class PrivateNats {
 
   async stop(): Promise<void> {
     await this.kill();
-    rmSync(this.storeDir, { recursive: true, force: true });
+    if (!process.env['FLEET_KEEP_NATS_STORE']) rmSync(this.storeDir, { recursive: true, force: true });
   }
 }
 
