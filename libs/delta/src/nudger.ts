@@ -1,8 +1,11 @@
 /**
  * Nudges: after changes land in a scope, each agent subscribed to it gets one core-NATS message on
- * `notify(agentId)` so it pulls now. Bursts are coalesced: scopes seen within `windowMs` of the first
- * are flushed together, each agent nudged once per flush. A lost nudge only delays a pull until the
- * agent's scheduler fires, so nudges are fire-and-forget.
+ * `notify(agentId)` so it pulls now. A throttle with a leading edge: the first appended event after a
+ * quiet window is flushed at once (a lone change reaches its agents without waiting), the scopes of
+ * every event after it are gathered until `windowMs` after that flush and flushed together. So a
+ * burst costs each subscribed agent at most one nudge per window, however many events it has, and an
+ * agent's nudges are never closer than `windowMs`. A lost nudge only delays a pull until the agent's
+ * scheduler fires, so nudges are fire-and-forget.
  */
 import { decodeAppendedEvent } from '@fleet/contracts';
 import type { Subjects } from '@fleet/contracts';
@@ -14,6 +17,7 @@ export interface NudgeSink {
 export class Nudger {
   private pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  private lastFlushAt = Number.NEGATIVE_INFINITY;
   private flushing: Promise<void> = Promise.resolve();
   /** Nudges sent, for tests and metrics. */
   sent = 0;
@@ -24,6 +28,7 @@ export class Nudger {
     private readonly s: Subjects,
     private readonly windowMs = 75,
     private readonly onError: (e: unknown) => void = () => undefined,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** One appended event (bytes from the log stream). Undecodable events are ignored: a nudge is an optimisation. */
@@ -36,15 +41,25 @@ export class Nudger {
       return;
     }
     for (const sc of scopes) this.pending.add(sc);
-    this.timer ??= setTimeout(() => {
-      this.timer = undefined;
-      this.flushing = this.flushing.then(() => this.flush());
-    }, this.windowMs);
+    if (this.timer !== undefined) return;
+    const wait = this.lastFlushAt + this.windowMs - this.now();
+    if (wait <= 0) this.schedule();
+    else
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.schedule();
+      }, wait);
   }
 
-  private async flush(): Promise<void> {
+  private schedule(): void {
+    // The window starts when the flush is decided, so the next one is at least `windowMs` later.
+    this.lastFlushAt = this.now();
     const scopes = [...this.pending];
     this.pending = new Set();
+    this.flushing = this.flushing.then(() => this.flush(scopes));
+  }
+
+  private async flush(scopes: readonly string[]): Promise<void> {
     if (scopes.length === 0) return;
     try {
       for (const agent of await this.subscribersOf(scopes)) {
@@ -60,7 +75,7 @@ export class Nudger {
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
-      this.flushing = this.flushing.then(() => this.flush());
+      this.schedule();
     }
     await this.flushing;
   }
