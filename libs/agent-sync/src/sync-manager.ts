@@ -88,7 +88,7 @@ export interface SyncManagerOptions {
   readonly publishTimeoutMs?: number;
   /** Records per pull page asked for (the server caps it). */
   readonly pullLimit?: number;
-  /** Gather local writes this long before the first push of a burst. Default 25 ms. */
+  /** Gather local writes this long before the first push of a burst (writes made while a push is in flight go with the next one). Default 5 ms. */
   readonly pushLingerMs?: number;
   readonly now?: () => number;
   readonly random?: () => number;
@@ -149,7 +149,7 @@ export class SyncManager {
         this.linger = this.timers.set(() => {
           this.linger = undefined;
           this.dispatch({ type: 'outbox-changed' });
-        }, this.o.pushLingerMs ?? 25);
+        }, this.o.pushLingerMs ?? 5);
       }),
     );
     this.run(init.effects);
