@@ -5,6 +5,8 @@
  */
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamManager } from '@nats-io/jetstream';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { Client } from 'pg';
 import type { DataSource } from 'typeorm';
 import type { Change, LoggedChange } from '@fleet/sync-core';
@@ -194,5 +196,30 @@ describe('change-log as processes', () => {
     expect(r1.log).toContain('drained, exiting');
     const info = await jsm.consumers.info(s.streams.push, `${s.ns}-change-log`);
     expect(info.num_ack_pending).toBe(0);
+  });
+});
+
+describe('a harness that dies', () => {
+  it('takes its service children with it: a SIGKILLed parent leaves no orphan change-log running', async () => {
+    const { s, db } = await scenario('orph', SHARED_NATS);
+    const env = { databaseUrl: db.url, natsUrl: SHARED_NATS, namespace: s.ns, extra: { FLEET_CHANGELOG_LOG_LEVEL: 'warn' } };
+    const root = join(__dirname, '..', '..', '..');
+    const parent = spawn(process.execPath, ['-r', './scripts/register.js', 'apps/change-log/src/testing/orphan-parent.ts', JSON.stringify(env)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    parent.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const childPid = await eventually(() => Number(/child (\d+)/.exec(out)?.[1] ?? 0) || undefined, 60_000, 'the child started');
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(alive(childPid)).toBe(true);
+    parent.kill('SIGKILL');
+    // the IPC channel closes with the parent: the child drains and exits
+    await eventually(() => !alive(childPid), 30_000, 'the orphaned child to exit');
+    expect(alive(childPid)).toBe(false);
   });
 });

@@ -106,7 +106,7 @@ export class ServiceProcess {
     if (this.running) return;
     this.log ??= createWriteStream(this.logFile, { flags: 'a' });
     this.log.write(`\n===== start ${new Date().toISOString()}\n`);
-    const proc = spawn(process.execPath, ['-r', './scripts/register.js', `apps/${this.name}/src/main.ts`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: this.env() });
+    const proc = spawn(process.execPath, ['-r', './scripts/register.js', `apps/${this.name}/src/main.ts`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: this.env() });
     this.proc = proc;
     this.starts++;
     const onData = (d: Buffer): void => {

@@ -4,7 +4,8 @@
  *    prints every problem and the table, and exits 78 (EX_CONFIG);
  * 2. telemetry, BEFORE anything loads @nestjs/core (the Nest instrumentation patches it on load);
  * 3. the app, which the caller loads through a dynamic import inside `start`;
- * 4. SIGTERM/SIGINT: drain (stop pulling, finish and ack what is in hand), flush telemetry, exit 0;
+ * 4. SIGTERM/SIGINT (or, when a harness started it with an IPC channel, the parent's death): drain
+ *    (stop pulling, finish and ack what is in hand), flush telemetry, exit 0;
  *    exit 1 if the drain exceeds the shutdown timeout (unacked messages are then redelivered).
  */
 import { describeConfig, loadConfig, redactConfig, unknownVariables } from '@fleet/config';
@@ -101,6 +102,12 @@ export function runService<D extends ConfigDef<Record<string, OptionSpec>>, P = 
     }
   };
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void shutdown(signal));
+  // Started by a test harness with an IPC channel: when the parent dies (a killed test run), the
+  // channel closes and the service drains and exits instead of living on as an orphan.
+  if (process.channel !== undefined) {
+    process.channel.unref();
+    process.on('disconnect', () => void shutdown('parent exited'));
+  }
 }
 
 /**

@@ -40,7 +40,7 @@ export class ServiceProcess {
     const [httpPort, metricsPort] = [await freePort(), await freePort()];
     const proc = spawn(process.execPath, [...(env.nodeArgs ?? []), '-r', './scripts/register.js', 'apps/change-log/src/main.ts'], {
       cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'], // ipc: the service exits with this process (runService)
       env: {
         PATH: process.env['PATH'] ?? '',
         HOSTNAME: name,

@@ -86,7 +86,7 @@ async function spawnService(main: string, env: Record<string, string>, port: num
   const child = spawn(process.execPath, [...flags, '-r', join(ROOT, 'scripts', 'register.js'), join(ROOT, main)], {
     cwd: ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'], // ipc: the service exits with this process (runService)
   });
   await eventually(
     async () => {
