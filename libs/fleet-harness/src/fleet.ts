@@ -21,7 +21,7 @@ import { checkConvergence } from './checker';
 import type { ConvergenceResult } from './checker';
 import { createDatabase, ServerStack } from './services';
 import type { Database, ServiceName } from './services';
-import { eventually, PrivateNats, sleep } from './util';
+import { eventually, PrivateNatsServer, sleep } from './util';
 
 /** An operator edit of a host record: a plain write, or a counter increment made by the server. */
 export type HostEdit = LocalEdit | { readonly op: 'increment'; readonly field: string; readonly by: number };
@@ -88,7 +88,7 @@ export class Fleet {
   private constructor(
     readonly o: FleetOptions,
     readonly dir: string,
-    readonly nats: PrivateNats | undefined,
+    readonly nats: PrivateNatsServer | undefined,
     readonly natsUrl: string,
     readonly db: Database,
     readonly stack: ServerStack,
@@ -100,7 +100,7 @@ export class Fleet {
 
   static async start(o: FleetOptions): Promise<Fleet> {
     const dir = mkdtempSync(join(tmpdir(), 'fleet-'));
-    const nats = o.privateNats === false ? undefined : await PrivateNats.start();
+    const nats = o.privateNats === false ? undefined : await PrivateNatsServer.start();
     const natsUrl = nats?.url ?? o.natsUrl ?? process.env['FLEET_NATS_URL'] ?? 'nats://127.0.0.1:4222';
     const db = await createDatabase('fleet_run');
     const namespace = `f${randomBytes(4).toString('hex')}`;

@@ -38,7 +38,9 @@ export async function readStream(jsm: JetStreamManager, stream: string): Promise
   return out;
 }
 
-export async function eventually<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function eventually<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition', everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -48,8 +50,8 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false> | T
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await sleep(everyMs);
   }
 }
 
@@ -58,22 +60,29 @@ export async function freePort(): Promise<number> {
     const srv = createServer();
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no free port'))));
     });
   });
 }
 
-/** A private `nats-server -js` that a test may kill -9 and restart on the same port and store dir. */
+/**
+ * A private `nats-server -js` on spare ports, with its own store directory and an HTTP monitoring
+ * port, that a test may SIGKILL and restart on the same port and store (`FLEET_KEEP_NATS_STORE=1`
+ * keeps the store after `stop()`, to inspect streams and consumers).
+ */
 export class PrivateNatsServer {
   private proc: ChildProcess | undefined;
   readonly storeDir: string;
 
-  private constructor(readonly port: number) {
+  private constructor(
+    readonly port: number,
+    readonly monitorPort: number,
+  ) {
     this.storeDir = mkdtempSync(join(tmpdir(), 'fleet-nats-'));
   }
 
   static async start(): Promise<PrivateNatsServer> {
-    const s = new PrivateNatsServer(await freePort());
+    const s = new PrivateNatsServer(await freePort(), await freePort());
     await s.startProcess();
     return s;
   }
@@ -84,23 +93,36 @@ export class PrivateNatsServer {
 
   async startProcess(): Promise<void> {
     const bin = process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server';
-    this.proc = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: 'ignore' });
-    await eventually(() => canConnect(this.port), 10_000, `nats-server on ${this.port}`);
+    this.proc = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-m', String(this.monitorPort), '-sd', this.storeDir], { stdio: 'ignore' });
+    await eventually(() => canConnect(this.port), 15_000, `nats-server on ${this.port}`);
   }
 
   /** SIGKILL: no clean shutdown, as in a crash. */
   async kill(): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
     await exited;
     this.proc = undefined;
   }
 
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.startProcess();
+  }
+
+  /** `/varz` counters: bytes and messages into and out of the server since it started. */
+  async varz(): Promise<{ inBytes: number; outBytes: number; inMsgs: number; outMsgs: number } | undefined> {
+    const v = (await fetch(`http://127.0.0.1:${this.monitorPort}/varz`, { signal: AbortSignal.timeout(2000) })
+      .then((r) => r.json())
+      .catch(() => undefined)) as { in_bytes: number; out_bytes: number; in_msgs: number; out_msgs: number } | undefined;
+    return v === undefined ? undefined : { inBytes: v.in_bytes, outBytes: v.out_bytes, inMsgs: v.in_msgs, outMsgs: v.out_msgs };
+  }
+
   async stop(): Promise<void> {
     await this.kill();
-    rmSync(this.storeDir, { recursive: true, force: true });
+    if (!process.env['FLEET_KEEP_NATS_STORE']) rmSync(this.storeDir, { recursive: true, force: true });
   }
 }
 
