@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import { ChangeLogModule } from './change-log.module';
@@ -29,7 +29,7 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
   const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
-  await app.listen(config.httpPort, '0.0.0.0');
+  await listenHttp(app, config.httpPort);
   logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.pushAll} as ${s.ns}-change-log`);
   return app;
 }

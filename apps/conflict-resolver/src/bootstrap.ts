@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -33,7 +33,7 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
   app.useGlobalFilters(new FleetErrorHttpFilter());
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });
   await app.startAllMicroservices();
-  await app.listen(config.httpPort, '0.0.0.0');
+  await listenHttp(app, config.httpPort);
   logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.classified('conflict')} as ${s.ns}-conflict-resolver, operator API on HTTP and ${s.conflictsApiAll}`);
   return app;
 }

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -27,7 +27,7 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
   const app = await NestFactory.create(DeltaModule.forRoot(config, transport, strategies), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
-  await app.listen(config.httpPort, '0.0.0.0');
+  await listenHttp(app, config.httpPort);
   logger.log(`ready: answering ${s.pullAll}, ${s.pullKeysAll}, ${s.merkleAll} in ${s.queueGroups.pull}`);
   return app;
 }

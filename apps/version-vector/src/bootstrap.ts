@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -31,7 +31,7 @@ export async function createVersionVectorApp(config: VersionVectorConfig, strate
   const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
-  await app.listen(config.httpPort, '0.0.0.0');
+  await listenHttp(app, config.httpPort);
   logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.appended} as ${s.ns}-version-vector`);
   return app;
 }

@@ -1,7 +1,9 @@
 import 'reflect-metadata';
 import { Test } from '@nestjs/testing';
 import type { INestApplication } from '@nestjs/common';
+import { request as httpRequest, Agent } from 'node:http';
 import { HealthModule, HealthService } from './health.module';
+import { listenHttp } from './service';
 import type { ReadinessCheck } from './health.module';
 
 describe('HealthModule over HTTP', () => {
@@ -85,6 +87,28 @@ describe('HealthModule.forRootAsync and draining', () => {
     expect((await health.ready()).status).toBe('ready');
     health.beforeApplicationShutdown();
     expect(await health.ready()).toMatchObject({ status: 'not_ready', draining: true });
+    await app.close();
+  });
+
+  it('keeps an idle keep-alive connection past the Node.js default of 5 s (listenHttp), so a client reusing it is not cut off', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [HealthModule.forRoot({ checks: [] })] }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    await listenHttp(app, 0);
+    const base = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('0.0.0.0', '127.0.0.1');
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const get = () =>
+      new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+        const req = httpRequest(`${base}/health/live`, { agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await get()).toEqual({ status: 200, reused: false });
+    await new Promise((r) => setTimeout(r, 5_600));
+    expect(await get()).toEqual({ status: 200, reused: true });
+    agent.destroy();
     await app.close();
   });
 });

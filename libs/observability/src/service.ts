@@ -119,6 +119,19 @@ export function nestAppOptions(level: LogLevel): { logger: NestLogLevel[]; abort
   return { logger: NEST_LEVELS[level], abortOnError: false };
 }
 
+/**
+ * Every service's HTTP listen. Keep-alive outlives the clients' and proxies' idle timeouts (undici
+ * and most load balancers keep an idle connection 4 to 60 s): when the server closes an idle
+ * connection first, a request the client sends on it at that moment fails with "other side closed"
+ * (seen with 1,000 agents registering under load, when the event loop fires the close late).
+ */
+export async function listenHttp(app: { getHttpServer(): unknown; listen(port: number, host: string): Promise<unknown> }, port: number): Promise<void> {
+  const server = app.getHttpServer() as { keepAliveTimeout: number; headersTimeout: number };
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000; // must exceed keepAliveTimeout
+  await app.listen(port, '0.0.0.0');
+}
+
 const NEST_LEVELS: Record<LogLevel, NestLogLevel[]> = {
   fatal: ['fatal'],
   error: ['fatal', 'error'],
