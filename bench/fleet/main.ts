@@ -22,6 +22,7 @@
 import { parseArgs } from 'node:util';
 import { cpus, loadavg } from 'node:os';
 import { Client } from 'pg';
+import { cpuByName, cpuSince, natsServerPid, procCpuSecs } from '../support/proc';
 import { DEMO_COLLECTIONS, DEMO_STRATEGIES, describeResult, Fleet, percentile, Prng, sleep } from '@fleet/fleet-harness';
 
 async function main(): Promise<void> {
@@ -62,6 +63,12 @@ async function main(): Promise<void> {
     for (let i = 0; i < 10; i++) await fleet.serverPut({ scope: 'fleet', collection: 'desired', key: `baseline-${i}` }, { v: i });
     console.log(`  offline writes: ${N * CHANGES} changes in ${((performance.now() - w0) / 1000).toFixed(1)} s (one SQLite transaction per agent)`);
     fleet.startSampling(250);
+    const pids = new Map<string, number>([...fleet.stack.services].flatMap(([name, p]) => (p.pid === undefined ? [] : [[name, p.pid] as [string, number]])));
+    const natsPid = natsServerPid(fleet.natsUrl);
+    if (natsPid !== undefined) pids.set('nats-server', natsPid);
+    const cpu0 = new Map([...pids].map(([name, pid]) => [name, procCpuSecs(pid)]));
+    const pg0 = cpuByName(['postgres']);
+    const self0 = process.cpuUsage();
     const s0 = performance.now();
     await fleet.bringOnline();
     let lastPrint = 0;
@@ -69,15 +76,22 @@ async function main(): Promise<void> {
       if (performance.now() - lastPrint > 5000) {
         lastPrint = performance.now();
         const outbox = fleet.agents.reduce((n, a) => n + a.outboxSize(), 0);
-        console.log(`    ${((performance.now() - s0) / 1000).toFixed(0)} s: outbox ${outbox} changes left, ${fleet.agents.filter((a) => a.outboxSize() === 0).length}/${N} agents drained`);
+        const drained = fleet.agents.filter((a) => a.outboxSize() === 0).length;
+        void fleet
+          .sql<{ logged: number; records: number }>(`select (select count(*)::int from change_log) as logged, (select count(*)::int from records) as records`)
+          .then(([r]) => console.log(`    ${((performance.now() - s0) / 1000).toFixed(0)} s: outbox ${outbox} changes left, ${drained}/${N} agents drained; ${r?.logged} changes logged, ${r?.records} records projected`));
       }
     });
     await fleet.stopSampling();
     const stormTotal = performance.now() - s0;
+    const self = process.cpuUsage(self0);
+    const cpu = [...pids].map(([name, pid]) => `${name} ${(procCpuSecs(pid) - (cpu0.get(name) ?? 0)).toFixed(1)}`);
+    cpu.push(`postgres (all backends) ${cpuSince(pg0, cpuByName(['postgres'])).toFixed(1)}`, `agents (this process) ${((self.user + self.system) / 1e6).toFixed(1)}`);
     const check = await fleet.check();
     const [stats] = await fleet.sql<{ n: number }>(`select count(*)::int as n from change_log`);
     console.log(`  reconnect storm: ${N} agents x ${CHANGES} changes, all connecting at once -> every agent holds every change of its scopes: ${(stormMs / 1000).toFixed(2)} s (${(stormTotal / 1000).toFixed(2)} s incl. the last poll)`);
     console.log(`    ${stats?.n ?? 0} changes logged; ${((stats?.n ?? 0) / (stormMs / 1000)).toFixed(0)} changes/s; peaks: push stream pending ${fleet.peaks.pushPending} msgs, log stream pending ${fleet.peaks.logPending} events; agent sync failures ${fleet.failures.length}${fleet.failures.length > 0 ? ` (e.g. ${fleet.failures[0]})` : ''}`);
+    console.log(`    cpu seconds during the storm: ${cpu.join(', ')}`);
     console.log(`    wire (agents' payloads): ${(fleet.wire.bytesOut / 2 ** 20).toFixed(1)} MiB out, ${(fleet.wire.bytesIn / 2 ** 20).toFixed(1)} MiB in; ${fleet.wire.publishes} publishes, ${fleet.wire.requests} requests`);
     console.log(`    ${describeResult(check).split('\n').join('\n    ')}`);
     console.log(`    target: < 20 s -> ${stormMs < 20_000 ? 'MET' : 'NOT MET'}`);

@@ -9,7 +9,6 @@
  * with the same payloads, and the raw PostgreSQL multi-row insert rate into a copy of change_log.
  * Uses its own database and subject namespace, and removes them at the end.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { Client } from 'pg';
 import type { Change } from '@fleet/sync-core';
 import { encodeJson, MAX_CHANGES_PER_PUSH, subjects } from '@fleet/contracts';
@@ -19,6 +18,7 @@ import { deleteNamespaceStreams, SHARED_NATS } from '@fleet/messaging/src/test-s
 import { openServerDataSource } from '@fleet/server-store';
 import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
 import { ServiceProcess } from '../../apps/change-log/src/testing/service-process';
+import { natsServerPid, procCpuSecs } from '../support/proc';
 
 const AGENTS = 8;
 /** Publishes awaiting their PubAck at once (one client, pipelined). */
@@ -59,33 +59,6 @@ async function publishAll(m: Messaging, pushes: readonly Push[], subjectOf: (p: 
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const secs = (t0: number) => (performance.now() - t0) / 1000;
-
-/** CPU seconds (user + system) a process has used so far, from /proc (Linux); 0 when unreadable. */
-function procCpuSecs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
-  } catch {
-    return 0;
-  }
-}
-const CLOCK_TICKS = 100;
-
-/** The pid of the nats-server listening on the port of `url` (found through /proc; undefined if not local). */
-function natsServerPid(url: string): number | undefined {
-  const port = new URL(url.replace(/^nats:/, 'http:')).port || '4222';
-  for (const d of readdirSync('/proc')) {
-    if (!/^[0-9]+$/.test(d)) continue;
-    try {
-      const args = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
-      if (args[0]?.endsWith('nats-server') && args.includes('-p') && args[args.indexOf('-p') + 1] === port) return Number(d);
-    } catch {
-      // gone
-    }
-  }
-  return undefined;
-}
 
 /**
  * CPU used by each part of the pipeline, to say where the ceiling is: the bench's publisher (this
