@@ -49,7 +49,8 @@ if ! listening "$NATS_PORT"; then
   if [ -z "$NATS_BIN" ]; then apt_install nats-server; NATS_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"; fi
   sudo_ mkdir -p "$STATE_DIR/nats"
   log "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
-  sudo_ start-stop-daemon --start --oknodo --background --exec "$NATS_BIN" -- \
+  # --pidfile: another nats-server on this machine (another port) must not count as "already running"
+  sudo_ start-stop-daemon --start --oknodo --background --make-pidfile --pidfile "$STATE_DIR/nats-$NATS_PORT.pid" --exec "$NATS_BIN" -- \
     -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE_DIR/nats" -l "$STATE_DIR/nats-server.log"
   wait_for_port "$NATS_PORT" nats-server
 else
@@ -82,11 +83,6 @@ if ! psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1; then
   fi
   psql_ -d postgres -tAc 'select 1' >/dev/null
 fi
-# Logical replication of server-side writes needs wal_level=logical; say so rather than
-# restarting somebody's server behind their back.
-wal_level="$(psql_ -d postgres -tAc 'show wal_level')"
-[ "$wal_level" = logical ] || log "note: wal_level is '$wal_level' (server-side write capture needs 'logical')"
-
 if [ "$(psql_ -d postgres -tAc "select 1 from pg_database where datname = '$DB_NAME'")" != 1 ]; then
   log "creating database $DB_NAME"
   psql_ -d postgres -c "create database \"$DB_NAME\""
