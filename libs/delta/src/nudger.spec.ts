@@ -72,4 +72,28 @@ describe('Nudger (a throttle with a leading edge)', () => {
     expect(sent.map((x) => x.subject)).toEqual([s.notify('a1'), s.notify('a2')]);
     expect(errors).toHaveLength(1);
   });
+
+  it('the window runs from when the nudges went out: a slow subscriber lookup does not squeeze the next nudge closer', async () => {
+    let slow = true;
+    const n = new Nudger(
+      async (sc) => {
+        if (slow) {
+          slow = false;
+          await new Promise((r) => setTimeout(r, 40));
+        }
+        return sc.map((x) => x.replace('host.', ''));
+      },
+      { publishCore: (subject) => void sent.push({ at: t(), subject }) },
+      s,
+      75,
+      undefined,
+      () => Date.now(),
+    );
+    n.onAppended(event('host.a1', 1));
+    await advance(10);
+    n.onAppended(event('host.a1', 2));
+    await advance(300);
+    expect(sent.map((x) => x.at)).toEqual([40, 115]);
+    await n.stop();
+  });
 });

@@ -17,6 +17,7 @@ export interface NudgeSink {
 export class Nudger {
   private pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  /** When the last nudges went out. */
   private lastFlushAt = Number.NEGATIVE_INFINITY;
   private flushing: Promise<void> = Promise.resolve();
   /** Nudges sent, for tests and metrics. */
@@ -41,22 +42,33 @@ export class Nudger {
       return;
     }
     for (const sc of scopes) this.pending.add(sc);
-    if (this.timer !== undefined) return;
-    const wait = this.lastFlushAt + this.windowMs - this.now();
-    if (wait <= 0) this.schedule();
-    else
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.schedule();
-      }, wait);
+    if (this.timer === undefined && !this.busy) this.arm();
   }
 
-  private schedule(): void {
-    // The window starts when the flush is decided, so the next one is at least `windowMs` later.
-    this.lastFlushAt = this.now();
+  private busy = false;
+  private stopped = false;
+
+  /** Flushes now if the window since the last nudges has passed, else when it will have. */
+  private arm(): void {
+    if (this.stopped) return;
+    const wait = this.lastFlushAt + this.windowMs - this.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.arm();
+      }, wait);
+      return;
+    }
     const scopes = [...this.pending];
     this.pending = new Set();
-    this.flushing = this.flushing.then(() => this.flush(scopes));
+    this.busy = true;
+    this.flushing = this.flushing.then(async () => {
+      await this.flush(scopes);
+      this.busy = false;
+      // The window runs from when the nudges went out (resolving subscribers may take a while).
+      this.lastFlushAt = this.now();
+      if (this.pending.size > 0 && this.timer === undefined) this.arm();
+    });
   }
 
   private async flush(scopes: readonly string[]): Promise<void> {
@@ -72,11 +84,16 @@ export class Nudger {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
-      this.schedule();
     }
     await this.flushing;
+    if (this.pending.size > 0) {
+      const scopes = [...this.pending];
+      this.pending = new Set();
+      await this.flush(scopes);
+    }
   }
 }
