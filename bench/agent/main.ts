@@ -1,22 +1,30 @@
 /**
- * The agent store benchmark: `node --expose-gc -r ./scripts/register.js bench/agent/main.ts [--records N] [--writes N] [--push N] [--push-only]`.
+ * The agent store benchmark:
+ * `node --expose-gc -r ./scripts/register.js bench/agent/main.ts [--writes N] [--runs N] [--records N] [--push N] [--only writes|memory|push] [--push-only]`.
  *
- * 1. Local writes per second through the LocalStore API (each write: HLC tick, sync-core
- *    makeLocalChange, record row, outbox row), in transactions of 100, synchronous=FULL (the
- *    default) and NORMAL, on a fresh store in a temp directory. Also the share spent in sync-core.
- * 2. Resident memory with N local records (default 1,000,000): a child process inserts them (in
- *    transactions of 1,000, then marks them sent, as after a sync), forces a GC and reads RSS; a second
- *    child opens the existing store, reads status, a query page and all Merkle entries of a
- *    collection, forces a GC and reads RSS. RSS is process.memoryUsage().rss: it includes SQLite's
- *    16 MiB page cache and the runtime; a third child with an empty store gives that baseline
- *    (Node plus the swc transpiler `scripts/register.js` loads, which a built agent would not carry).
+ * 1. Local writes per second through the LocalStore API (each write: validation, HLC tick, sync-core
+ *    makeLocalChange, record row, outbox row), `put` of 4-field records with keys in a random
+ *    permutation (every write creates a record), in transactions of 100, on a fresh store in a temp
+ *    directory, 1,000 warm-up writes first; `--runs` runs (default 3) with synchronous=FULL (the default:
+ *    survives power loss) and with NORMAL (survives a crash of the agent, may lose the last commits on
+ *    power loss); prints each run and the medians. Also this process's CPU time per write (user + system,
+ *    process.cpuUsage), which swings less than the wall-clock rate on a shared box, and the time of
+ *    sync-core makeLocalChange alone.
+ * 2. Resident memory with N local records (default 1,000,000), measured on a BUILD of the agent: this file
+ *    and the libraries it loads are transpiled once with swc into a temp directory (`buildAgent`) and the
+ *    children run them with plain node, as a deployed agent runs built JS; `scripts/register.js` would add
+ *    swc and TypeScript (~65-80 MB) to every process. A child inserts the records (in transactions of
+ *    1,000, draining the outbox as a sync would), forces a GC and reads RSS; a second child opens the
+ *    existing store, reads status, a query page and all Merkle entries of a collection, forces a GC and
+ *    reads RSS. RSS is process.memoryUsage().rss: it includes SQLite's 16 MiB page cache and the runtime;
+ *    a third child with an empty store gives that baseline (printed also as run through register.js).
  * 3. Push throughput from a full outbox of 100,000 changes (`--push N`) to the real JetStream: see
  *    `benchPushThroughput`.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { emptyRecord, makeLocalChange } from '@fleet/sync-core';
@@ -121,8 +129,52 @@ function childOpen(dir: string): void {
   console.log(JSON.stringify({ ...mem, entries }));
 }
 
-function runChild(args: string[]): Record<string, number> {
-  const r = spawnSync(process.execPath, ['--expose-gc', '-r', './scripts/register.js', 'bench/agent/main.ts', ...args], { encoding: 'utf8', maxBuffer: 16 * MB });
+/** The workspace libraries the memory children load (agent-store and what it imports). */
+const BUILT_LIBS = ['errors', 'sync-core', 'contracts', 'agent-store'] as const;
+
+/**
+ * Builds what the memory children run, as a deployed agent would run it: this file and the libraries it
+ * loads, transpiled once with swc to CommonJS into `out` (`out/node_modules/@fleet/<lib>/src/*.js`,
+ * `out/main.js`). The children then run plain `node out/main.js`, without `scripts/register.js` (swc and
+ * TypeScript in the process); third-party packages (better-sqlite3, zod) come from the workspace's
+ * node_modules through NODE_PATH. Returns the entry point.
+ */
+function buildAgent(out: string): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const swc = require('@swc/core') as { transformFileSync: (file: string, options: object) => { code: string } };
+  const options = { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' }, sourceMaps: false };
+  const root = resolve(__dirname, '../..');
+  const emit = (file: string, to: string) => {
+    mkdirSync(dirname(to), { recursive: true });
+    writeFileSync(to, swc.transformFileSync(file, options).code);
+  };
+  for (const lib of BUILT_LIBS) {
+    const src = join(root, 'libs', lib, 'src');
+    const dest = join(out, 'node_modules', '@fleet', lib);
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const f = join(dir, e.name);
+        if (e.isDirectory()) {
+          if (e.name !== 'testing') walk(f);
+        } else if (e.name.endsWith('.ts') && !e.name.endsWith('.spec.ts') && !e.name.endsWith('.testkit.ts')) {
+          emit(f, join(dest, 'src', relative(src, f).replace(/\.ts$/, '.js')));
+        }
+      }
+    };
+    walk(src);
+    writeFileSync(join(dest, 'package.json'), JSON.stringify({ name: `@fleet/${lib}`, main: 'src/index.js' }));
+  }
+  const entry = join(out, 'main.js');
+  emit(__filename, entry);
+  return entry;
+}
+
+/** Runs a child: `built` = the entry of `buildAgent` (plain node), else this file through scripts/register.js (swc at run time). */
+function runChild(args: string[], built?: string): Record<string, number> {
+  const root = resolve(__dirname, '../..');
+  const argv = built === undefined ? ['--expose-gc', '-r', './scripts/register.js', 'bench/agent/main.ts', ...args] : ['--expose-gc', built, ...args];
+  const env = built === undefined ? process.env : { ...process.env, NODE_PATH: join(root, 'node_modules') };
+  const r = spawnSync(process.execPath, argv, { encoding: 'utf8', maxBuffer: 16 * MB, cwd: root, env });
   if (r.status !== 0) throw new Error(`child failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').at(-1) as string) as Record<string, number>;
 }
@@ -194,38 +246,66 @@ export async function benchPushThroughput(n: number): Promise<void> {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { records: { type: 'string' }, writes: { type: 'string' }, 'child-insert': { type: 'string' }, 'child-open': { type: 'string' }, 'child-baseline': { type: 'string' }, n: { type: 'string' }, push: { type: 'string' }, 'push-only': { type: 'boolean' } },
+    options: {
+      records: { type: 'string' },
+      writes: { type: 'string' },
+      runs: { type: 'string' },
+      only: { type: 'string' },
+      'child-insert': { type: 'string' },
+      'child-open': { type: 'string' },
+      'child-baseline': { type: 'string' },
+      n: { type: 'string' },
+      push: { type: 'string' },
+      'push-only': { type: 'boolean' },
+    },
   });
   if (values['child-insert'] !== undefined) return childInsert(values['child-insert'], Number(values.n));
   if (values['child-open'] !== undefined) return childOpen(values['child-open']);
   if (values['child-baseline'] !== undefined) return childBaseline(values['child-baseline']);
   if (values['push-only'] === true) return benchPushThroughput(Number(values.push ?? 100_000));
+  const only = values.only;
+  if (only !== undefined && !['writes', 'memory', 'push'].includes(only)) throw new Error('--only takes writes, memory or push');
   const writes = Number(values.writes ?? 100_000);
+  const runs = Number(values.runs ?? 3);
   const records = Number(values.records ?? 1_000_000);
   console.log(`agent store benchmark: node ${process.version} on ${process.platform}/${process.arch}`);
-  console.log(`\n1. local writes through the API (HLC, makeLocalChange, record + outbox row), transactions of 100, ${writes} writes, target >= 50,000/s`);
-  for (const sync of ['FULL', 'NORMAL'] as const) {
-    const r = benchWrites(writes, sync);
-    // CPU time per write too: on a shared box the wall-clock rate swings with other load, CPU time less.
-    console.log(`   synchronous=${sync}: ${Math.round(r.perSec).toLocaleString('en')} writes/s (CPU ${r.cpuUs.toFixed(0)} us per write, this process)`);
+  if (only === undefined || only === 'writes') {
+    console.log(`\n1. local writes through the API (HLC, makeLocalChange, record + outbox row), transactions of 100, ${writes} writes into a fresh store, ${runs} runs each, target >= 50,000/s`);
+    for (const sync of ['FULL', 'NORMAL'] as const) {
+      const rs: { perSec: number; cpuUs: number }[] = [];
+      for (let i = 0; i < runs; i++) rs.push(benchWrites(writes, sync));
+      // CPU time per write too: on a shared box the wall-clock rate swings with other load, CPU time less.
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+      const each = rs.map((r) => `${Math.round(r.perSec).toLocaleString('en')}/s ${r.cpuUs.toFixed(0)} us`).join(', ');
+      console.log(
+        `   synchronous=${sync}: median ${Math.round(median(rs.map((r) => r.perSec))).toLocaleString('en')} writes/s, CPU ${median(rs.map((r) => r.cpuUs)).toFixed(0)} us per write (this process; runs: ${each})`,
+      );
+    }
+    console.log(`   of which sync-core makeLocalChange alone: ${coreMicrosPerWrite(20_000).toFixed(1)} us per write`);
   }
-  console.log(`   of which sync-core makeLocalChange alone: ${coreMicrosPerWrite(20_000).toFixed(1)} us per write`);
-  const dir = mkdtempSync(join(tmpdir(), 'agent-bench-mem-'));
-  try {
-    console.log(`\n2. resident memory with ${records.toLocaleString('en')} local records, target < 150 MB (RSS after a forced GC, in a child process)`);
-    const base = runChild(['--child-baseline', join(dir, 'empty')]);
-    console.log(`   baseline (same process, empty store: Node + swc runtime transpiler + better-sqlite3): RSS ${base['rssMb']?.toFixed(0)} MB`);
-    const ins = runChild(['--child-insert', dir, '--n', String(records)]);
-    const size = statSync(join(dir, 'agent.db')).size / MB;
-    console.log(`   inserting process: RSS ${ins['rssMb']?.toFixed(0)} MB (JS heap ${ins['heapMb']?.toFixed(0)} MB) after ${ins['seconds']?.toFixed(0)} s of inserts; agent.db ${size.toFixed(0)} MB`);
-    const open = runChild(['--child-open', dir]);
-    console.log(`   fresh process (open, status, query, all ${open['entries']} Merkle entries): RSS ${open['rssMb']?.toFixed(0)} MB (JS heap ${open['heapMb']?.toFixed(0)} MB)`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  if (only === undefined || only === 'memory') {
+    const dir = mkdtempSync(join(tmpdir(), 'agent-bench-mem-'));
+    try {
+      console.log(`\n2. resident memory with ${records.toLocaleString('en')} local records, target < 150 MB (RSS after a forced GC, in a child process running a build of the agent)`);
+      const built = buildAgent(join(dir, 'build'));
+      const dev = runChild(['--child-baseline', join(dir, 'empty-dev')]);
+      const base = runChild(['--child-baseline', join(dir, 'empty')], built);
+      console.log(`   baseline (built agent, empty store: Node + better-sqlite3 + the libraries): RSS ${base['rssMb']?.toFixed(0)} MB (through scripts/register.js, with swc and TypeScript loaded: ${dev['rssMb']?.toFixed(0)} MB)`);
+      const data = join(dir, 'data');
+      const ins = runChild(['--child-insert', data, '--n', String(records)], built);
+      const size = statSync(join(data, 'agent.db')).size / MB;
+      console.log(`   inserting process: RSS ${ins['rssMb']?.toFixed(0)} MB (JS heap ${ins['heapMb']?.toFixed(0)} MB) after ${ins['seconds']?.toFixed(0)} s of inserts; agent.db ${size.toFixed(0)} MB`);
+      const open = runChild(['--child-open', data], built);
+      console.log(`   fresh process (open, status, query, all ${open['entries']} Merkle entries): RSS ${open['rssMb']?.toFixed(0)} MB (JS heap ${open['heapMb']?.toFixed(0)} MB)`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
-  const push = Number(values.push ?? 100_000);
-  console.log(`\n3. push throughput from a full outbox of ${push.toLocaleString('en')} changes (publish -> PubAck -> markSent, batches of 500, one in flight), target drained in < 5 s`);
-  await benchPushThroughput(push);
+  if (only === undefined || only === 'push') {
+    const push = Number(values.push ?? 100_000);
+    console.log(`\n3. push throughput from a full outbox of ${push.toLocaleString('en')} changes (publish -> PubAck -> markSent, batches of 500, one in flight), target drained in < 5 s`);
+    await benchPushThroughput(push);
+  }
 }
 
 main().catch((e: unknown) => {

@@ -1,45 +1,92 @@
 /**
- * bench/pull: a fresh agent pulling N records into a SQLite file, and a Merkle verification of
+ * bench/pull: a fresh agent pulling N records into its SQLite store, and a Merkle verification of
  * 1,000,000 records with 10 differences. `node -r ./scripts/register.js bench/pull/main.ts [N...]`
- * (default 100000 1000000). Needs the NATS and PostgreSQL of `npm run setup`.
+ * (default 100000 1000000; `--no-merkle` skips the Merkle part). Needs the NATS and PostgreSQL of `npm run setup`.
  *
  * How it measures:
- * - Seeding: N server-origin changes to `fleet/bench` are inserted into `change_log` with ONE
+ * - Seeding (not timed): N server-origin changes to `fleet/bench` are inserted into `change_log` with ONE
  *   `insert ... select generate_series` statement (not through NATS or the change-log service), then
- *   `analyze change_log` (as autovacuum would after such growth); not timed.
- * - Pull: the delta-calculator app runs IN THIS PROCESS (sharing the CPU with the agent: a pessimistic
- *   setup on 2 cores). The agent pipelines one request ahead (asks for page k+1 as soon as page k
- *   arrives, joins page k meanwhile), accepts gzip, decodes the page (contracts' hand-written wire
- *   record checks) and applies it with the REAL agent store: `SqliteLocalStore.applyRemote` (default
- *   settings: WAL, synchronous=FULL; one transaction per page with the cursor; each record joined
- *   into what the store holds, the view computed, the record row with its visible fields and hash
- *   written). Timed: first request to last commit.
+ *   `analyze change_log` (as autovacuum would after such growth). Then the delta calculator's record-states
+ *   projection is brought up to the log's head with the service's own code (`DeltaStore.project`), as its
+ *   background projector keeps it in a deployment; its time is printed separately ("projected in").
+ * - The delta-calculator runs as its OWN PROCESS (`apps/delta-calculator/src/main.ts` via fleet-harness'
+ *   `ServiceProcess`, default settings, strategies all-LWW), as deployed: server and agent do not share one
+ *   JavaScript thread, but they share the box's 2 cores with PostgreSQL, NATS and whatever else runs.
+ * - The agent is this process: the real agent store (`SqliteLocalStore`, default settings: WAL,
+ *   synchronous=FULL) and the same functions the sync manager's `pullPage` uses: `buildPullRequest`
+ *   (cursor 0 asks for a snapshot), gunzip on libuv's pool, `decodePullWirePage` (contracts' checks of
+ *   every record), `applyRemoteWire` (records and cursor in one transaction per page), and the same
+ *   pipelining: page k+1 is asked for as soon as page k's reply arrives (its `Fleet-Next-Cursor` header),
+ *   before page k is gunzipped, decoded and applied. It pulls until `hasMore` is false: the snapshot pages,
+ *   then the (empty) log after the snapshot's position. Timed: first request to last commit. CPU: this
+ *   process (agent), the service process, and every `postgres` and `nats-server` process on the box
+ *   (/proc; includes any other work they do meanwhile).
  *   bytes/record = reply payload bytes on the wire (after gzip) / records.
+ *   Checked after the run: N live rows in SQLite, and one sampled record read through `store.get`.
+ *   Knobs for investigating: BENCH_DEBUG=1 prints each page's wait, decode and apply times; BENCH_LIMIT=n
+ *   asks for pages of n records; BENCH_SERVICE_NODE_OPTIONS is passed to the service as NODE_OPTIONS (e.g.
+ *   `-r <a preload that starts the inspector's profiler>`).
+ * - Figures and where the time goes: docs/delta-calculator.md ("Figures").
  * - Merkle: two sync-core trees of 1,000,000 entries differing in 10 (4 changed, 3 missing on each
  *   side), exchanged with startVerify / answerVerify / stepVerify in process; bytes = the JSON of every
  *   message as the NATS exchange would carry it (the agent envelope included); time = the exchange
  *   only (tree builds are reported separately: the server keeps its tree in memory, incrementally updated).
  */
 import 'reflect-metadata';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { loadConfig } from '@fleet/config';
-import { decodePullResponse, encodeJson, fromWireRecord, Headers, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import { decodeNextCursorHeader, encodeJson, Headers, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { PullCursor } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { openServerDataSource } from '@fleet/server-store/src/data-source';
 import { createTestDatabase } from '@fleet/server-store/src/testing/test-database';
 import { SqliteLocalStore } from '@fleet/agent-store';
+import { buildPullRequest, decodePullWirePage } from '@fleet/agent-sync/src/protocol/wire';
+import { DeltaStore } from '@fleet/delta';
+import { ServiceProcess } from '@fleet/fleet-harness';
 import { MerkleTree, answerVerify, startVerify, stepVerify } from '@fleet/sync-core';
 import type { StrategyConfig } from '@fleet/sync-core';
-import { createDeltaApp } from '../../apps/delta-calculator/src/bootstrap';
-import { deltaConfig } from '../../apps/delta-calculator/src/config';
 
 const NATS = process.env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const config: StrategyConfig = { default: 'lww' };
+const gunzip = promisify(gunzipCb);
+const TICK = 100; // USER_HZ
+
+/** utime + stime of a process, seconds (0 when it is gone). */
+function cpuOf(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / TICK;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds of every process named `names` on the box, by pid. */
+function cpuByName(names: readonly string[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const comm = readFileSync(`/proc/${d}/comm`, 'utf8').trim();
+      if (names.includes(comm)) out.set(Number(d), cpuOf(Number(d)));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+function cpuDelta(before: Map<number, number>, after: Map<number, number>): number {
+  let s = 0;
+  for (const [pid, t] of after) s += t - (before.get(pid) ?? 0);
+  return s;
+}
 
 async function benchPull(n: number): Promise<void> {
   const db = await createTestDatabase('fleet_bench_pull');
@@ -47,6 +94,7 @@ async function benchPull(n: number): Promise<void> {
   const s = subjects(ns);
   const ds = await openServerDataSource({ url: db.url, poolSize: 4 });
   const dir = mkdtempSync(join(tmpdir(), 'fleet-bench-'));
+  let svc: ServiceProcess | undefined;
   try {
     await ds.query(
       `insert into change_log (seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol)
@@ -59,40 +107,70 @@ async function benchPull(n: number): Promise<void> {
     // What autovacuum does after a table grows this much; without it the planner, estimating ~1,000 rows
     // past the cursor, sorts a bitmap scan of the whole log tail for every page (quadratic: 4 s a page at 1M).
     await ds.query('analyze change_log');
+    const tp = performance.now();
+    await new DeltaStore(ds, config).project(5000);
+    await ds.query('analyze record_states');
+    const projectSecs = (performance.now() - tp) / 1000;
     const bus = await Messaging.connect({ servers: [NATS], name: 'bench-agent' }, s);
     await bus.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
-    const app = await createDeltaApp(loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: NATS, FLEET_DELTA_NAMESPACE: ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_PROJECT_EVERY: '600s', FLEET_DELTA_METRICS_PORT: '0' }), { default: 'lww' });
-    const store = SqliteLocalStore.open({ dataDir: dir, agentId: 'bench-agent', strategies: config });
+    svc = await ServiceProcess.create({ name: 'delta-calculator', databaseUrl: db.url, natsUrl: NATS, namespace: ns, strategies: { default: 'lww' }, logDir: dir, ...(process.env['BENCH_SERVICE_NODE_OPTIONS'] === undefined ? {} : { extra: { NODE_OPTIONS: process.env['BENCH_SERVICE_NODE_OPTIONS'] } }) });
+    await svc.start();
+    const store = SqliteLocalStore.open({ dataDir: join(dir, 'agent'), agentId: 'bench-agent', strategies: config });
     const ask = (cursor: PullCursor) =>
-      bus.request(s.pull('bench-agent'), encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'bench-agent', scopes: ['fleet'], cursor, acceptEncodings: ['gzip'] }), { timeoutMs: 60_000 });
+      bus.request(s.pull('bench-agent'), encodeJson(buildPullRequest('bench-agent', ['fleet'], cursor, process.env['BENCH_LIMIT'] === undefined ? undefined : Number(process.env['BENCH_LIMIT']))), { timeoutMs: 60_000, headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) } });
     let wire = 0;
     let records = 0;
     let pages = 0;
+    const svcPid = svc.pid as number;
+    const others0 = cpuByName(['postgres', 'nats-server']);
+    const svc0 = cpuOf(svcPid);
+    const me0 = process.cpuUsage();
     const t0 = performance.now();
-    let next = ask(0);
+    let next = ask(store.syncState().cursor ?? 0);
+    const debug = process.env['BENCH_DEBUG'] !== undefined;
+    let tAsk = performance.now();
     for (;;) {
+      const tw = performance.now();
       const reply = await next;
+      const tr = performance.now();
+      const askedAt = tAsk;
+      // Pipelining: the next page is asked for as soon as this reply names its cursor, before decoding.
+      const ahead = decodeNextCursorHeader(reply.headers?.get(Headers.NextCursor));
+      if (ahead !== undefined) {
+        next = ask(ahead);
+        tAsk = performance.now();
+      }
       wire += reply.data.byteLength;
-      const raw = reply.headers?.get(Headers.Encoding) === 'gzip' ? gunzipSync(reply.data) : reply.data;
-      const page = decodePullResponse(raw);
-      if (page.hasMore) next = ask(page.nextCursor);
-      store.applyRemote(
-        page.records.map((w) => ({ ref: { scope: w.s, collection: w.c, key: w.k }, state: fromWireRecord(w) })),
-        page.nextCursor,
-      );
+      const raw = reply.headers?.get(Headers.Encoding) === 'gzip' ? await gunzip(reply.data, { maxOutputLength: MAX_SNAPSHOT_RESPONSE_BYTES + 1 }) : reply.data;
+      const page = decodePullWirePage(raw);
+      const td = performance.now();
+      if (page.hasMore && page.nextCursor !== ahead) throw new Error(`Fleet-Next-Cursor ${String(ahead)} is not the page's ${String(page.nextCursor)}`);
+      store.applyRemoteWire(page.records, page.nextCursor);
       records += page.records.length;
+      if (debug) console.log(`page ${pages}: ${page.records.length} records, waited ${(tr - tw).toFixed(0)} ms (reply ${(tr - askedAt).toFixed(0)} ms after its request), gunzip+decode ${(td - tr).toFixed(0)} ms, apply ${(performance.now() - td).toFixed(0)} ms`);
       pages++;
       if (!page.hasMore) break;
     }
     const secs = (performance.now() - t0) / 1000;
+    const me = process.cpuUsage(me0);
+    const agentCpu = (me.user + me.system) / 1e6;
+    const svcCpu = cpuOf(svcPid) - svc0;
+    const othersCpu = cpuDelta(others0, cpuByName(['postgres', 'nats-server']));
+    const sample = store.get({ scope: 'fleet', collection: 'bench', key: `pkg-${Math.ceil(n / 2)}` });
+    if (sample?.status !== 'live' || sample.fields?.['name'] !== `package-${Math.ceil(n / 2)}`) throw new Error(`sampled record is wrong: ${JSON.stringify(sample)}`);
     store.close();
-    const sqlite = new Database(join(dir, 'agent.db'), { readonly: true });
-    const count = (sqlite.prepare('select count(*) as c from records').get() as { c: number }).c;
-    console.log(`pull ${n.toLocaleString('en')} records: ${secs.toFixed(2)} s, ${Math.round(records / secs).toLocaleString('en')} records/s, ${(wire / records).toFixed(1)} bytes/record on the wire (gzip), ${pages} pages, ${count.toLocaleString('en')} rows in SQLite`);
+    const sqlite = new Database(join(dir, 'agent', 'agent.db'), { readonly: true });
+    const count = (sqlite.prepare(`select count(*) as c from records where status = 'live'`).get() as { c: number }).c;
     sqlite.close();
-    await app.close();
+    if (count !== n) throw new Error(`expected ${n} live records in SQLite, found ${count}`);
+    console.log(
+      `pull ${n.toLocaleString('en')} records: ${secs.toFixed(2)} s, ${Math.round(records / secs).toLocaleString('en')} records/s, ${(wire / records).toFixed(1)} bytes/record on the wire (gzip), ${pages} pages, ${count.toLocaleString('en')} rows in SQLite; ` +
+        `CPU s: agent ${agentCpu.toFixed(2)}, delta-calculator ${svcCpu.toFixed(2)}, postgres+nats ${othersCpu.toFixed(2)} (projected in ${projectSecs.toFixed(1)} s, untimed)`,
+    );
     await bus.drain();
   } finally {
+    await svc?.stop().catch(() => undefined);
+    svc?.closeLog();
     await ds.destroy();
     await db.drop();
     rmSync(dir, { recursive: true, force: true });
@@ -139,7 +217,7 @@ function benchMerkle(n: number, diffs: number): void {
 async function main(): Promise<void> {
   const sizes = process.argv.slice(2).map(Number).filter((x) => x > 0);
   for (const n of sizes.length > 0 ? sizes : [100_000, 1_000_000]) await benchPull(n);
-  benchMerkle(1_000_000, 10);
+  if (!process.argv.includes('--no-merkle')) benchMerkle(1_000_000, 10);
 }
 
 main().then(

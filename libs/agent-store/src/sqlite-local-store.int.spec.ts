@@ -7,6 +7,7 @@ import { isFleetError } from '@fleet/errors';
 import { encodeRecordState } from '@fleet/sync-core';
 import type { RecordRef, RecordState } from '@fleet/sync-core';
 import { DB_FILE, RESTORE_SEQ_GAP, restoreSqliteStore, SqliteLocalStore } from './sqlite-local-store';
+import { SCHEMA_VERSION } from './schema';
 import type { SqliteLocalStoreOptions } from './sqlite-local-store';
 import { describeLocalStoreConformance } from './testing/conformance';
 
@@ -90,7 +91,7 @@ describe('SqliteLocalStore on disk', () => {
     expect([again.get(a), again.get({ ...a, key: 'b' })]).toEqual(rows);
     again.close();
     const db2 = new Database(join(dir, DB_FILE));
-    expect(db2.prepare<[], { v: string }>("SELECT v FROM meta WHERE k = 'schema_version'").get()?.v).toBe('2');
+    expect(db2.prepare<[], { v: string }>("SELECT v FROM meta WHERE k = 'schema_version'").get()?.v).toBe(String(SCHEMA_VERSION));
     db2.prepare("UPDATE records SET state = ? WHERE key = 'a'").run('{"w":[],"x":[[0,1]]}');
     db2.close();
     const third = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });

@@ -19,7 +19,8 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, isAgentId, isHostScope, isScope, KeySchema, MAX_FIELDS_PER_CHANGE, PROTOCOL_VERSION } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PROTOCOL_VERSION, singleWriteState } from '@fleet/contracts';
+import type { SingleWriteState, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
   applyChange,
@@ -53,11 +54,14 @@ import type {
   SyncState,
 } from './local-store';
 import { SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from './schema';
+import { changeText, objectText } from './json-text';
 import { translateError } from './sqlite-errors';
 import { decodeStoredState, encodeStoredState } from './stored-state';
 
 export const DB_FILE = 'agent.db';
 export const DEFAULT_OUTBOX_MAX = 100_000;
+/** Rows per multi-row INSERT of `applyRemoteWire`'s bulk path. */
+const INSERT_BATCH = 25;
 /**
  * After a restore the origin sequence jumps by this much: changes made after the backup may have
  * reached the server with the sequence numbers the restored store would hand out again, and the
@@ -192,6 +196,42 @@ function migrateRecordStates(db: Database.Database): void {
   }
 }
 
+function columnsOf(db: Database.Database, table: string): Set<string> {
+  return new Set(db.prepare<[], { name: string }>(`PRAGMA table_info(${table})`).all().map((c) => c.name));
+}
+
+/**
+ * Schema 2 -> 3: `records` gets a declared `id INTEGER PRIMARY KEY` (each row keeps its rowid as its id),
+ * and `outbox` gets `record_id` (the id of its record) with `outbox_record` on (record_id, origin_seq)
+ * instead of (scope, collection, key, origin_seq). SQLite cannot add a primary key in place, so both
+ * tables are rebuilt: the old ones are renamed, SCHEMA_SQL creates the new ones, rows are copied, the old
+ * ones dropped. Runs once, inside the open transaction (a crash leaves the file at version 2). The view
+ * `visible_records` (and its triggers, which go with it) is dropped first and recreated by SCHEMA_SQL.
+ * Starts a new backup chain: an incremental of the new shape cannot be applied onto a full backup of the old.
+ */
+function migrateToRecordIds(db: Database.Database): void {
+  if (columnsOf(db, 'records').has('id') && columnsOf(db, 'outbox').has('record_id')) return;
+  db.exec(`
+    DROP VIEW IF EXISTS visible_records;
+    ALTER TABLE records RENAME TO records_v2;
+    ALTER TABLE outbox RENAME TO outbox_v2;
+    DROP INDEX IF EXISTS records_mseq;
+    DROP INDEX IF EXISTS records_conflicted;
+    DROP INDEX IF EXISTS outbox_record;
+  `);
+  db.exec(SCHEMA_SQL);
+  db.exec(`
+    INSERT INTO records (id, scope, collection, key, state, fields, hash, status, conflicted, vv, mseq)
+      SELECT rowid, scope, collection, key, state, fields, hash, status, conflicted, vv, mseq FROM records_v2 ORDER BY rowid;
+    INSERT INTO outbox (origin_seq, change_id, record_id, scope, collection, key, change, created_at, frozen, attempts, last_error, last_attempt_at)
+      SELECT o.origin_seq, o.change_id, coalesce(r.id, 0), o.scope, o.collection, o.key, o.change, o.created_at, o.frozen, o.attempts, o.last_error, o.last_attempt_at
+      FROM outbox_v2 o LEFT JOIN records r ON r.scope = o.scope AND r.collection = o.collection AND r.key = o.key ORDER BY o.origin_seq;
+    DROP TABLE records_v2;
+    DROP TABLE outbox_v2;
+  `);
+  db.prepare('DELETE FROM meta WHERE k = ?').run('backup_chain');
+}
+
 export class SqliteLocalStore implements LocalStore {
   readonly agentId: string;
   readonly path: string;
@@ -221,10 +261,13 @@ export class SqliteLocalStore implements LocalStore {
     getRecord: Database.Statement<[string, string, string], { state: string }>;
     getRow: Database.Statement<[string, string, string], RecordRow>;
     upsertRecord: Database.Statement<[string, string, string, string, string | null, string, string, number, string, number]>;
-    insertOutbox: Database.Statement<[number, string, string, string, string, string, number]>;
+    insertOutbox: Database.Statement<[number, string, number, string, string, string, string, number]>;
+    getLocal: Database.Statement<[string, string, string], { id: number; state: string }>;
+    insertRecord: Database.Statement<[string, string, string, string, string | null, string, string, number, string, number]>;
+    updateRecord: Database.Statement<[string, string | null, string, string, number, string, number, number]>;
     putMeta: Database.Statement<[string, string]>;
     getMeta: Database.Statement<[string], { v: string }>;
-    outboxRunOf: Database.Statement<[string, string, string], OutboxRow>;
+    outboxRunOf: Database.Statement<[number], OutboxRow>;
     deleteOutboxSeq: Database.Statement<[number]>;
     countOutbox: Database.Statement<[], { n: number }>;
   };
@@ -257,10 +300,15 @@ export class SqliteLocalStore implements LocalStore {
          ON CONFLICT (scope, collection, key) DO UPDATE SET state = excluded.state, fields = excluded.fields, hash = excluded.hash,
          status = excluded.status, conflicted = excluded.conflicted, vv = excluded.vv, mseq = excluded.mseq`,
       ),
-      insertOutbox: db.prepare('INSERT INTO outbox (origin_seq, change_id, scope, collection, key, change, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      insertOutbox: db.prepare('INSERT INTO outbox (origin_seq, change_id, record_id, scope, collection, key, change, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      // The local write path: the record's id with its state, then a plain INSERT (new record: no upsert
+      // probe) or an UPDATE by id (no second lookup through the unique index).
+      getLocal: db.prepare('SELECT id, state FROM records WHERE scope = ? AND collection = ? AND key = ?'),
+      insertRecord: db.prepare('INSERT INTO records (scope, collection, key, state, fields, hash, status, conflicted, vv, mseq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)'),
+      updateRecord: db.prepare('UPDATE records SET state = ?, fields = ?, hash = ?, status = ?, conflicted = ?, vv = ?, mseq = ? WHERE id = ?'),
       putMeta: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
       getMeta: db.prepare('SELECT v FROM meta WHERE k = ?'),
-      outboxRunOf: db.prepare('SELECT origin_seq, change_id, change, created_at FROM outbox WHERE scope = ? AND collection = ? AND key = ? AND frozen = 0 ORDER BY origin_seq'),
+      outboxRunOf: db.prepare('SELECT origin_seq, change_id, change, created_at FROM outbox WHERE record_id = ? AND frozen = 0 ORDER BY origin_seq'),
       deleteOutboxSeq: db.prepare('DELETE FROM outbox WHERE origin_seq = ?'),
       countOutbox: db.prepare('SELECT count(*) AS n FROM outbox'),
     };
@@ -303,8 +351,8 @@ export class SqliteLocalStore implements LocalStore {
       }
       db.exec('BEGIN IMMEDIATE');
       try {
-        db.exec(SCHEMA_SQL);
-        const get = (k: string) => (db as Database.Database).prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v;
+        const hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
+        const get = (k: string) => (hasMeta ? (db as Database.Database).prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v : undefined);
         const put = (k: string, v: string) => (db as Database.Database).prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
         const version = get('schema_version');
         if (version !== undefined && Number(version) > SCHEMA_VERSION) {
@@ -314,7 +362,10 @@ export class SqliteLocalStore implements LocalStore {
         if (owner !== undefined && owner !== options.agentId) {
           throw new FleetError('FLEET_AGENT_007', `${path} belongs to agent ${JSON.stringify(owner)}, not ${JSON.stringify(options.agentId)}`, { details: { path, owner } });
         }
-        if (version !== undefined && Number(version) < SCHEMA_VERSION) migrateRecordStates(db);
+        // Migrations run on the old tables, before SCHEMA_SQL (whose indexes name version-3 columns).
+        if (version !== undefined && Number(version) < 2) migrateRecordStates(db);
+        if (version !== undefined && Number(version) < 3) migrateToRecordIds(db);
+        db.exec(SCHEMA_SQL);
         if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
         if (owner === undefined) put('agent_id', options.agentId);
         db.exec('COMMIT');
@@ -463,6 +514,28 @@ export class SqliteLocalStore implements LocalStore {
     return { ref: { scope: ref.scope, collection: ref.collection, key: ref.key }, status: view.status, fields, conflicted: view.conflicted, hash: h, vv: state.vv };
   }
 
+  /**
+   * The local write path's `saveState`: `id` is the record's id when the store holds it (UPDATE by id),
+   * undefined for a new record (plain INSERT; the id is returned for its outbox row).
+   */
+  private saveLocal(id: number | undefined, state: RecordState, hash: string): { record: StoredRecord; id: number } {
+    const { ref, view } = state;
+    const fields = view.status === 'live' ? view.fields : null;
+    const mseq = this.counters.mseq + 1;
+    const encoded = encodeStoredState(state);
+    const fieldsText = fields === null ? null : objectText(fields);
+    const vv = objectText(state.vv);
+    const conflicted = view.conflicted ? 1 : 0;
+    if (id === undefined) {
+      id = Number(this.st.insertRecord.run(ref.scope, ref.collection, ref.key, encoded, fieldsText, hash, view.status, conflicted, vv, mseq).lastInsertRowid);
+    } else {
+      this.st.updateRecord.run(encoded, fieldsText, hash, view.status, conflicted, vv, mseq, id);
+    }
+    this.counters.mseq = mseq;
+    const record: StoredRecord = { ref: { scope: ref.scope, collection: ref.collection, key: ref.key }, status: view.status, fields, conflicted: view.conflicted, hash, vv: state.vv };
+    return { record, id };
+  }
+
   private rowToRecord(row: RecordRow): StoredRecord {
     return {
       ref: { scope: row.scope, collection: row.collection, key: row.key },
@@ -532,10 +605,15 @@ export class SqliteLocalStore implements LocalStore {
   private checkRef(ref: RecordRef): void {
     if (typeof ref !== 'object' || ref === null) invalidWrite('ref must be { scope, collection, key }');
     if (typeof ref.scope !== 'string' || !isScope(ref.scope)) invalidWrite(`scope ${JSON.stringify(ref.scope)}: expected "fleet", "group.<name>" or "host.<agentId>"`);
-    const c = CollectionSchema.safeParse(ref.collection);
-    if (!c.success) invalidWrite(`collection ${JSON.stringify(ref.collection)}: ${c.error.issues.map((i) => i.message).join('; ')}`);
-    const k = KeySchema.safeParse(ref.key);
-    if (!k.success) invalidWrite(`key: ${k.error.issues.map((i) => i.message).join('; ')}`);
+    // The yes/no checks first (the same rules as the schemas, without zod); the schema for the reason.
+    if (!isValidCollection(ref.collection)) {
+      const c = CollectionSchema.safeParse(ref.collection);
+      if (!c.success) invalidWrite(`collection ${JSON.stringify(ref.collection)}: ${c.error.issues.map((i) => i.message).join('; ')}`);
+    }
+    if (!isValidKey(ref.key)) {
+      const k = KeySchema.safeParse(ref.key);
+      if (!k.success) invalidWrite(`key: ${k.error.issues.map((i) => i.message).join('; ')}`);
+    }
     if (!isHostScope(ref.scope, this.agentId)) {
       throw new FleetError('FLEET_AUTH_003', `agent ${this.agentId} may write only scope host.${this.agentId}, not ${JSON.stringify(ref.scope)} (server-owned)`, {
         details: { scope: ref.scope, agentId: this.agentId },
@@ -544,8 +622,8 @@ export class SqliteLocalStore implements LocalStore {
   }
 
   private checkFields(fields: Fields, unset: readonly string[]): void {
-    const f = FieldsSchema.safeParse(fields);
-    if (!f.success) invalidWrite(`fields: ${f.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    const f = isValidFields(fields) ? undefined : FieldsSchema.safeParse(fields);
+    if (f !== undefined && !f.success) invalidWrite(`fields: ${f.error.issues.map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`).join('; ')}`);
     if (!Array.isArray(unset)) invalidWrite('unset must be an array of field names');
     for (const name of unset) {
       const p = typeof name === 'string' ? fieldNameProblem(name) : 'field name must be a string';
@@ -587,7 +665,8 @@ export class SqliteLocalStore implements LocalStore {
     this.assertWritable();
     this.checkRef(ref);
     if (kind !== 'delete') this.checkFields(fields, unset);
-    const state = this.loadState(ref);
+    const row = this.st.getLocal.get(ref.scope, ref.collection, ref.key);
+    const state = row === undefined ? emptyRecord(ref) : decodeStoredState(ref, row.state, this.strategies);
     const edit = this.editFor(state, kind, fields, unset);
     if (edit === null) return null;
     const nowMs = this.now();
@@ -608,7 +687,7 @@ export class SqliteLocalStore implements LocalStore {
         this.coalesceAllUnfrozen(); // semantically neutral, so it may stay even if this write is refused
         this.needFullPass = false;
       }
-      run = this.st.outboxRunOf.all(ref.scope, ref.collection, ref.key);
+      run = row === undefined ? [] : this.st.outboxRunOf.all(row.id);
       if (run.length > 0) {
         const merged = coalesce([...run.map((r) => JSON.parse(r.change) as Change), made.change]);
         if (merged.length < run.length + 1) queue = merged;
@@ -628,13 +707,13 @@ export class SqliteLocalStore implements LocalStore {
       let next = made.state;
       // coalesce's caller duty: the merged change re-stamps fields of the earlier ones; hold the same.
       if (run.length > 0) for (const c of queue) next = applyChange(next, c, this.strategies).state;
-      const record = this.saveState(next, run.length > 0 ? undefined : made.change.hash);
+      const { record, id } = this.saveLocal(row?.id, next, run.length > 0 ? recordHash(next) : made.change.hash);
       let createdAt = nowMs;
       for (const r of run) {
         createdAt = Math.min(createdAt, r.created_at);
         this.st.deleteOutboxSeq.run(r.origin_seq);
       }
-      for (const c of queue) this.st.insertOutbox.run(c.originSeq, c.changeId, c.scope, c.collection, c.key, JSON.stringify(c), createdAt);
+      for (const c of queue) this.st.insertOutbox.run(c.originSeq, c.changeId, id, c.scope, c.collection, c.key, changeText(c), createdAt);
       this.outboxCount += delta;
       this.pending.push({ source, ref: record.ref, change: queued, record });
     } catch (e) {
@@ -650,15 +729,15 @@ export class SqliteLocalStore implements LocalStore {
    * the local record state too (coalesce's caller duty: the merged change re-stamps fields written by
    * earlier ones, and the agent must hold what every other replica will hold). Returns rows saved.
    */
-  private coalesceRecord(ref: RecordRef): number {
-    const rows = this.st.outboxRunOf.all(ref.scope, ref.collection, ref.key);
+  private coalesceRecord(id: number, ref: RecordRef): number {
+    const rows = this.st.outboxRunOf.all(id);
     if (rows.length < 2) return 0;
     const changes = rows.map((r) => JSON.parse(r.change) as Change);
     const merged = coalesce(changes);
     if (merged.length >= rows.length) return 0;
     const createdAt = Math.min(...rows.map((r) => r.created_at));
     for (const r of rows) this.st.deleteOutboxSeq.run(r.origin_seq);
-    for (const c of merged) this.st.insertOutbox.run(c.originSeq, c.changeId, c.scope, c.collection, c.key, JSON.stringify(c), createdAt);
+    for (const c of merged) this.st.insertOutbox.run(c.originSeq, c.changeId, id, c.scope, c.collection, c.key, changeText(c), createdAt);
     let state = this.loadState(ref);
     const before = recordHash(state);
     let changed = false;
@@ -679,11 +758,12 @@ export class SqliteLocalStore implements LocalStore {
   }
 
   private coalesceAllUnfrozen(): number {
+    // record_id 0: a row a migration found without its record (never written so); it is left as it is.
     const refs = this.db
-      .prepare<[], RecordRef>('SELECT scope, collection, key FROM outbox WHERE frozen = 0 GROUP BY scope, collection, key HAVING count(*) > 1')
+      .prepare<[], RecordRef & { id: number }>('SELECT record_id AS id, min(scope) AS scope, min(collection) AS collection, min(key) AS key FROM outbox WHERE frozen = 0 AND record_id > 0 GROUP BY record_id HAVING count(*) > 1')
       .all();
     let saved = 0;
-    for (const ref of refs) saved += this.coalesceRecord(ref);
+    for (const { id, scope, collection, key } of refs) saved += this.coalesceRecord(id, { scope, collection, key });
     return saved;
   }
 
@@ -836,45 +916,14 @@ export class SqliteLocalStore implements LocalStore {
 
   applyRemote(items: readonly RemoteItem[], cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number } {
     return this.transaction(() => {
-      let changed = 0;
-      let conflicts = 0;
-      let drifted = 0;
+      const acc = { changed: 0, conflicts: 0, drifted: 0 };
       const nowMs = this.now();
-      const receive = (hlc: string | undefined) => {
-        if (hlc === undefined) return;
-        const r = hlcReceive(this.counters.hlc, hlc, nowMs, this.maxDriftMs === undefined ? {} : { maxDriftMs: this.maxDriftMs });
-        this.counters.hlc = r.state;
-        if (r.drifted) drifted += 1;
-      };
+      const receive = this.remoteClock(nowMs, acc);
       for (const item of items) {
         if ('state' in item) {
           const remote = typeof item.state === 'string' ? decodeRecordState(item.state) : decodeRecordState(item.state as unknown);
           if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
-          const row = this.st.getRecord.get(remote.ref.scope, remote.ref.collection, remote.ref.key);
-          receive(maxHlcOf(remote));
-          let merged: RecordState;
-          let encoded: string;
-          let conflictedBefore = false;
-          if (row === undefined) {
-            // Not held yet (every record of a first pull): the join with the empty state is the
-            // received state itself, normalised; no stored state to parse or compare with.
-            merged = mergeRecordStates(emptyRecord(remote.ref), remote, this.strategies);
-            if (merged.existence.length === 0) continue;
-            encoded = encodeStoredState(merged);
-          } else {
-            const local = decodeStoredState(remote.ref, row.state, this.strategies);
-            merged = mergeRecordStates(local, remote, this.strategies);
-            encoded = encodeStoredState(merged);
-            // Equal texts are equal states. Different texts may still be equal states (a value's object
-            // keys in another order), so those are compared canonically before counting a change.
-            const before = encodeStoredState(local);
-            if (encoded === before || canonicalJson(JSON.parse(encoded)) === canonicalJson(JSON.parse(before))) continue;
-            conflictedBefore = local.view.conflicted;
-          }
-          const record = this.saveState(merged, undefined, encoded);
-          changed += 1;
-          if (merged.view.conflicted && !conflictedBefore) conflicts += 1;
-          this.pending.push({ source: 'remote', ref: record.ref, record });
+          this.joinRemoteState(remote, receive, acc);
         } else {
           const change = item;
           const local = this.loadState(change);
@@ -882,15 +931,143 @@ export class SqliteLocalStore implements LocalStore {
           receive(change.hlc);
           if (r.changed) {
             const record = this.saveState(r.state);
-            changed += 1;
-            if (r.conflict !== undefined) conflicts += 1;
+            acc.changed += 1;
+            if (r.conflict !== undefined) acc.conflicts += 1;
             this.pending.push({ source: 'remote', ref: record.ref, change, record });
           }
         }
       }
       this.writeSyncState({ ...this.readSyncState(), cursor: cursorAfter, lastPullAt: nowMs });
-      return { applied: items.length, changed, conflicts, drifted };
+      return { applied: items.length, ...acc };
     });
+  }
+
+  /**
+   * `applyRemote` for pulled wire records, the pull decoder having checked them (contracts'
+   * `WireRecordsSchema`): they are not checked again. Records and cursor in ONE transaction, the same
+   * rows and events as `applyRemote` of `fromWireRecord(r)`. The bulk path (a snapshot, any first pull):
+   * a record that is a single write (`singleWriteState`) is INSERTed directly with its derived
+   * columns, no join, no stored state to load; if the store already holds the key (the insert does
+   * nothing) it is joined like any other record.
+   */
+  applyRemoteWire(records: readonly WireRecord[], cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number } {
+    return this.transaction(() => {
+      const acc = { changed: 0, conflicts: 0, drifted: 0 };
+      const nowMs = this.now();
+      const receive = this.remoteClock(nowMs, acc);
+      // Single-write records are inserted INSERT_BATCH rows per statement (a multi-row INSERT costs
+      // SQLite and the driver less per row than one statement per row). Each row gets its own mseq, so
+      // when a statement inserts fewer rows than it carried, the rows that are ours are told apart from
+      // the ones the store already held (or a duplicate of the page) by their mseq; those are joined.
+      const batch: { r: WireRecord; single: SingleWriteState; mseq: number }[] = [];
+      const params: (string | number | null)[] = [];
+      const flush = (): void => {
+        const n = batch.length;
+        if (n === 0) return;
+        const inserted = this.insertNewRecords(n).run(...params).changes;
+        for (const b of batch) {
+          if (inserted !== n && this.mseqOf().get(b.r.s, b.r.c, b.r.k)?.mseq !== b.mseq) {
+            this.joinRemoteState(fromWireRecord(b.r), receive, acc);
+            continue;
+          }
+          acc.changed += 1;
+          const ref = { scope: b.r.s, collection: b.r.c, key: b.r.k };
+          const live = b.single.status === 'live';
+          this.pending.push({ source: 'remote', ref, record: { ref, status: b.single.status, fields: live ? b.single.fields : null, conflicted: false, hash: b.single.hash, vv: b.single.vv } });
+        }
+        batch.length = 0;
+        params.length = 0;
+      };
+      for (const r of records) {
+        const single = singleWriteState(r);
+        if (single === undefined) {
+          flush(); // in page order: the same counts and events as applyRemote, duplicates included
+          this.joinRemoteState(fromWireRecord(r), receive, acc);
+          continue;
+        }
+        receive(single.hlc);
+        this.counters.mseq += 1;
+        const mseq = this.counters.mseq;
+        batch.push({ r, single, mseq });
+        params.push(r.s, r.c, r.k, single.text, single.fieldsText, single.hash, single.status, JSON.stringify(single.vv), mseq);
+        if (batch.length === INSERT_BATCH) flush();
+      }
+      flush();
+      this.writeSyncState({ ...this.readSyncState(), cursor: cursorAfter, lastPullAt: nowMs });
+      return { applied: records.length, ...acc };
+    });
+  }
+
+  private readonly insertNewStmts = new Map<number, Database.Statement<(string | number | null)[]>>();
+  private mseqStmt: Database.Statement<[string, string, string], { mseq: number }> | undefined;
+
+  /** INSERT of `n` record rows the store does not hold (a row it holds is skipped): applyRemoteWire's bulk path only. */
+  private insertNewRecords(n: number): Database.Statement<(string | number | null)[]> {
+    let st = this.insertNewStmts.get(n);
+    if (st === undefined) {
+      const row = '(?, ?, ?, ?, ?, ?, ?, 0, ?, ?)';
+      st = this.db.prepare<(string | number | null)[]>(
+        `INSERT INTO records (scope, collection, key, state, fields, hash, status, conflicted, vv, mseq) VALUES ${Array.from({ length: n }, () => row).join(', ')} ON CONFLICT (scope, collection, key) DO NOTHING`,
+      );
+      this.insertNewStmts.set(n, st);
+    }
+    return st;
+  }
+
+  private mseqOf(): Database.Statement<[string, string, string], { mseq: number }> {
+    this.mseqStmt ??= this.db.prepare('SELECT mseq FROM records WHERE scope = ? AND collection = ? AND key = ?');
+    return this.mseqStmt;
+  }
+
+  /**
+   * The HLC side of receiving remote writes (`hlcReceive` of each record's greatest HLC), counting
+   * drifted ones in `acc`. A record whose greatest HLC is not above the last one received (and that one
+   * did not drift) is skipped: it cannot drift (its wall time is not above an accepted one) and
+   * receiving it would only tick the counter. A page thus costs one `hlcReceive` per new maximum.
+   */
+  private remoteClock(nowMs: number, acc: { drifted: number }): (hlc: string | undefined) => void {
+    let last: string | undefined;
+    let lastDrifted = false;
+    return (hlc) => {
+      if (hlc === undefined) return;
+      if (last !== undefined && hlc <= last && !lastDrifted) return;
+      const r = hlcReceive(this.counters.hlc, hlc, nowMs, this.maxDriftMs === undefined ? {} : { maxDriftMs: this.maxDriftMs });
+      this.counters.hlc = r.state;
+      if (r.drifted) acc.drifted += 1;
+      if (last === undefined || hlc > last) {
+        last = hlc;
+        lastDrifted = r.drifted;
+      }
+    };
+  }
+
+  /** Joins one received (decoded) state into the store: applyRemote's and applyRemoteWire's general path. */
+  private joinRemoteState(remote: RecordState, receive: (hlc: string | undefined) => void, acc: { changed: number; conflicts: number }): void {
+    const row = this.st.getRecord.get(remote.ref.scope, remote.ref.collection, remote.ref.key);
+    receive(maxHlcOf(remote));
+    let merged: RecordState;
+    let encoded: string;
+    let conflictedBefore = false;
+    if (row === undefined) {
+      // Not held yet (every record of a first pull): the join with the empty state is the
+      // received state itself, normalised; no stored state to parse or compare with.
+      merged = mergeRecordStates(emptyRecord(remote.ref), remote, this.strategies);
+      if (merged.existence.length === 0) return;
+      encoded = encodeStoredState(merged);
+    } else {
+      const local = decodeStoredState(remote.ref, row.state, this.strategies);
+      merged = mergeRecordStates(local, remote, this.strategies);
+      encoded = encodeStoredState(merged);
+      // Equal texts are equal states. Different texts may still be equal states (a value's object
+      // keys in another order), so those are compared canonically before counting a change.
+      const before = encodeStoredState(local);
+      if (encoded === before || canonicalJson(JSON.parse(encoded)) === canonicalJson(JSON.parse(before))) return;
+      conflictedBefore = local.view.conflicted;
+    }
+    const record = this.saveState(merged, undefined, encoded);
+    acc.changed += 1;
+    if (merged.view.conflicted && !conflictedBefore) acc.conflicts += 1;
+    this.pending.push({ source: 'remote', ref: record.ref, record });
   }
 
   private readSyncState(): SyncState {

@@ -18,13 +18,60 @@
 import { fromWireRecord, toWireRecord, wireRecordIssues } from '@fleet/contracts';
 import type { WireRecord } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
-import { refreshView } from '@fleet/sync-core';
-import type { RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import { jsonString, refreshView } from '@fleet/sync-core';
+import type { FieldWrite, RecordRef, RecordState, StrategyConfig, WriteStamp } from '@fleet/sync-core';
+import { objectText, valueText } from './json-text';
 
-/** The `state` column text of a record state (registers only; the view and vector are derived). */
-export function encodeStoredState(state: RecordState): string {
+/** `encodeStoredState` through `toWireRecord`: any state. */
+export function encodeStoredStateGeneric(state: RecordState): string {
   const { w, x, d, f } = toWireRecord(state);
   return JSON.stringify(d === undefined ? (f === undefined ? { w, x } : { w, x, f }) : f === undefined ? { w, x, d } : { w, x, d, f });
+}
+
+/** Above this many distinct stamps the linear stamp lookup of `encodeStoredState` hands over to the generic path. */
+const FAST_STAMPS = 8;
+
+/**
+ * The `state` column text of a record state (registers only; the view and vector are derived). Byte for
+ * byte `encodeStoredStateGeneric` (`toWireRecord` without the reference, then `JSON.stringify`), built
+ * directly as text (json-text.ts): a record usually holds one to a few distinct write stamps, so a
+ * linear search over them replaces the generic path's map of string keys, and no intermediate arrays are
+ * built (this runs on every local write). Falls back to the generic path past FAST_STAMPS stamps or for
+ * anything unusual (a `__proto__` field, a value `JSON.stringify` treats specially).
+ */
+export function encodeStoredState(state: RecordState): string {
+  const stamps: WriteStamp[] = [];
+  let w = '';
+  let ok = true;
+  const idx = (s: WriteStamp): number => {
+    for (let i = 0; i < stamps.length; i++) {
+      const t = stamps[i] as WriteStamp;
+      if (t.origin === s.origin && t.counter === s.counter) return i;
+    }
+    if (stamps.length >= FAST_STAMPS || typeof s.origin !== 'string' || typeof s.hlc !== 'string' || typeof s.changeId !== 'string' || !Number.isFinite(s.counter)) ok = false;
+    else w += `${stamps.length === 0 ? '' : ','}[${jsonString(s.origin)},${String(s.counter)},${jsonString(s.hlc)},${jsonString(s.changeId)},${objectText(s.vv)}]`;
+    stamps.push(s);
+    return stamps.length - 1;
+  };
+  let x = '';
+  for (const e of state.existence) x += `${x === '' ? '' : ','}[${idx(e)},${e.alive ? 1 : 0}]`;
+  let f = '';
+  for (const name in state.fields) {
+    if (!Object.hasOwn(state.fields, name)) continue;
+    let regs = '';
+    for (const fw of state.fields[name] as readonly FieldWrite[]) {
+      if ('removed' in fw) regs += `${regs === '' ? '' : ','}[${idx(fw)}]`;
+      else {
+        const v = valueText(fw.value);
+        if (v === undefined) ok = false;
+        regs += `${regs === '' ? '' : ','}[${idx(fw)},${v}]`;
+      }
+    }
+    f += `${f === '' ? '' : ','}${jsonString(name)}:[${regs}]`;
+  }
+  if (!ok || Object.hasOwn(state.fields, '__proto__')) return encodeStoredStateGeneric(state);
+  const d = state.deletes.length > 0 ? `,"d":${JSON.stringify(state.deletes)}` : '';
+  return `{"w":[${w}],"x":[${x}]${d}${f === '' ? '' : `,"f":{${f}}`}}`;
 }
 
 function corrupt(ref: RecordRef, why: string): never {

@@ -3,6 +3,7 @@
  * `@fleet/agent-store`'s `LocalStore`, declared here so that this lib depends on the contract it
  * uses and nothing more (and can be tested with a store in memory): pass a `SqliteLocalStore` as is.
  */
+import type { WireRecord } from '@fleet/contracts';
 import type { Change, MerkleEntry, RecordRef, RecordState } from '@fleet/sync-core';
 
 /** The server's cursor as the store keeps it: `null` on a fresh or restored store (pull from 0). */
@@ -20,6 +21,11 @@ export interface SyncStore {
   outboxStats(): { readonly size: number };
   /** Joins the states and sets the cursor in ONE transaction: the cursor is never ahead of what is applied. */
   applyRemote(items: readonly { readonly ref: RecordRef; readonly state: RecordState }[], cursorAfter: StoredCursor): { readonly changed: number };
+  /**
+   * `applyRemote` for wire records the pull decoder has checked (no second check, a bulk insert of
+   * records the store does not hold). Optional: without it, pulls go through `applyRemote`.
+   */
+  applyRemoteWire?(records: readonly WireRecord[], cursorAfter: StoredCursor): { readonly changed: number; readonly conflicts: number };
   syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean };
   setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean }): void;
   /** (key, visible hash) of every record of the collection, live or deleted. */

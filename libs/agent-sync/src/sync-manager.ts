@@ -13,8 +13,8 @@
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { decodeEncodingHeader, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
-import type { Subjects } from '@fleet/contracts';
+import { decodeEncodingHeader, decodeNextCursorHeader, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import type { PullCursor, Subjects } from '@fleet/contracts';
 import {
   DEFAULT_CONNECTION_CONFIG,
   initialConnection,
@@ -47,8 +47,9 @@ import {
   chunk,
   decodeMerkleReply,
   decodePullKeysPage,
-  decodePullPage,
+  decodePullWirePage,
   liveMerkleEntries,
+  remoteRecordsOf,
 } from './protocol/wire';
 
 const gunzip = promisify(gunzipCb);
@@ -258,12 +259,12 @@ export class SyncManager {
     }
   }
 
-  private async body(reply: TransportReply): Promise<Uint8Array> {
+  private async body(reply: TransportReply, maxBytes: number = MAX_PULL_RESPONSE_BYTES): Promise<Uint8Array> {
     const encoding = decodeEncodingHeader(reply.header(Headers.Encoding));
     if (encoding === 'identity') return reply.data;
     try {
       // Bounded: a reply may not inflate past the decode cap (one byte over is enough to be refused there).
-      const out = await gunzip(reply.data, { maxOutputLength: MAX_PULL_RESPONSE_BYTES + 1 });
+      const out = await gunzip(reply.data, { maxOutputLength: maxBytes + 1 });
       return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     } catch (cause) {
       throw new FleetError('FLEET_DECODE_001', 'reply does not gunzip (or inflates past the pull response cap)', { cause });
@@ -278,23 +279,67 @@ export class SyncManager {
     return this.body(reply);
   }
 
-  /** One page: fetch, count, apply with its cursor (one transaction). */
+  /** The pull request sent ahead for `cursor` (see pullPage). */
+  private pullAhead: { readonly cursor: PullCursor; readonly reply: Promise<TransportReply> } | undefined;
+
+  private pullRequest(cursor: PullCursor): Promise<TransportReply> {
+    return this.o.transport.request(this.s.pull(this.agentId), encodeJson(buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit)), {
+      timeoutMs: this.o.requestTimeoutMs ?? 10_000,
+      headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
+    });
+  }
+
+  /**
+   * One page: fetch, count, apply with its cursor (one transaction). A snapshot page (the bulk first
+   * pull) goes to the store's `applyRemoteWire` when it has one: no second check of the records, no
+   * per-record state lookup for conflict counting (the store counts the operator conflicts it raises;
+   * a fresh record has no "before" to compare with).
+   *
+   * Pipelining: a reply with more to come names the next cursor in `Fleet-Next-Cursor`; the request
+   * for that page is sent at once, before this one is decoded and applied, and the next pullPage uses
+   * its reply if the store's cursor is then that cursor (else it is dropped). A page read ahead is as
+   * valid later as now (the cursor rule: it is a prefix of what follows the cursor); a failed read-ahead
+   * is asked again.
+   */
   private async pullPage(): Promise<ConnectionEvent> {
     const t0 = this.now();
     const cursor = this.o.store.syncState().cursor ?? 0;
-    const page = decodePullPage(await this.request(this.s.pull(this.agentId), buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit)));
+    const ahead = this.pullAhead;
+    this.pullAhead = undefined;
+    const reply = ahead !== undefined && ahead.cursor === cursor ? await ahead.reply.catch(() => this.pullRequest(cursor)) : await this.pullRequest(cursor);
+    const next = decodeNextCursorHeader(reply.header(Headers.NextCursor));
+    if (next !== undefined) {
+      const p = this.pullRequest(next);
+      p.catch(() => undefined); // handled when used
+      this.pullAhead = { cursor: next, reply: p };
+    }
+    const page = decodePullWirePage(await this.body(reply, MAX_SNAPSHOT_RESPONSE_BYTES));
     const latencyMs = Math.max(0, this.now() - t0);
-    const counted = mergePulledRecords(page.records, (ref) => this.o.store.getState(ref) ?? undefined, () => false, this.o.strategy);
-    const applied = this.o.store.applyRemote(
-      page.records.map((r) => ({ ref: { scope: r.scope, collection: r.collection, key: r.key }, state: r.state })),
-      page.nextCursor,
-    );
+    let pulled: number;
+    let conflictsDetected: number;
+    let conflictsResolved: number;
+    if (page.snapshot && this.o.store.applyRemoteWire !== undefined) {
+      const applied = this.o.store.applyRemoteWire(page.records, page.nextCursor);
+      pulled = applied.changed;
+      conflictsDetected = applied.conflicts;
+      conflictsResolved = 0;
+    } else {
+      const records = remoteRecordsOf(page.records);
+      const counted = mergePulledRecords(records, (ref) => this.o.store.getState(ref) ?? undefined, () => false, this.o.strategy);
+      const applied = this.o.store.applyRemote(
+        records.map((r) => ({ ref: { scope: r.scope, collection: r.collection, key: r.key }, state: r.state })),
+        page.nextCursor,
+      );
+      pulled = applied.changed;
+      conflictsDetected = counted.conflictsDetected;
+      conflictsResolved = counted.conflictsResolved;
+    }
     this.o.store.setSyncState({ lastPullAt: this.now() });
     return {
       type: 'pull-page',
-      pulled: applied.changed,
-      conflictsDetected: counted.conflictsDetected,
-      conflictsResolved: counted.conflictsResolved,
+      pulled,
+      conflictsDetected,
+      conflictsResolved,
       hasMore: page.hasMore,
       fullResync: page.fullResync,
       latencyMs,

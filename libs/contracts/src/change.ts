@@ -185,6 +185,20 @@ const LOGGED_CHANGE_KEYS = new Set([...CHANGE_KEYS, 'seq']);
 const COLLECTION_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
 const HASH_RE = /^[0-9a-f]{64}$/;
 
+/**
+ * Whether `CollectionSchema` accepts `v`, as a yes/no without zod (the agent store's write path checks
+ * every write; a `false` goes through the schema, which says what is wrong). `change.spec.ts` checks
+ * that the two agree.
+ */
+export function isValidCollection(v: unknown): v is string {
+  return typeof v === 'string' && v.length <= MAX_COLLECTION_LENGTH && COLLECTION_RE.test(v);
+}
+
+/** Whether `KeySchema` accepts `v`, as a yes/no without zod (see `isValidCollection`). */
+export function isValidKey(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && utf8ByteLength(v) <= MAX_KEY_BYTES && stringProblem(v) === undefined;
+}
+
 const isPositiveInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 
 function isValidVv(vv: unknown, origin: string): vv is VersionVector {

@@ -15,6 +15,7 @@
  * - values that are not JSON at all (undefined, functions, class instances, Map, Date).
  */
 import { z } from 'zod';
+import { jsonString } from '@fleet/sync-core';
 import type { Fields, JsonValue } from '@fleet/sync-core';
 import { OVERSIZED, utf8ByteLength } from './codec';
 import { MAX_CHANGE_FIELDS_BYTES, MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES, MAX_FIELDS_PER_CHANGE, MAX_JSON_DEPTH } from './limits';
@@ -172,7 +173,8 @@ export function isValidFields(v: unknown): v is Fields {
     if (fieldNameProblem(k) !== undefined) return false;
     const value = v[k];
     if (!isCleanJson(value, 1)) return false;
-    const bytes = utf8ByteLength(JSON.stringify(value));
+    // A string's JSON text without the builtin when nothing in it needs escaping (the common field value).
+    const bytes = utf8ByteLength(typeof value === 'string' ? jsonString(value) : JSON.stringify(value));
     if (bytes > MAX_FIELD_VALUE_BYTES) return false;
     total += bytes;
   }

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { Change } from '@fleet/sync-core';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { checkProtocol, decodeJson, decodeMessage, decodeWith } from './codec';
+import { checkProtocol, decodeJson, decodeMessage, decodeWith, OVERSIZED } from './codec';
 import {
   AgentIdSchema,
   ChangeIdSchema,
@@ -34,7 +34,7 @@ import {
 } from './limits';
 import { PROTOCOL_VERSION } from './protocol';
 import { assertOriginMatches, assertScopeWritableBy } from './scope';
-import { WireRecordSchema } from './wire-record';
+import { wireRecordsSchema, WireRecordsSchema } from './wire-record';
 
 const ReasonSchema = z
   .string({ error: 'expected a string' })
@@ -150,42 +150,47 @@ export function decodeEncodingHeader(value: string | undefined): PayloadEncoding
 
 /**
  * A pull cursor. A NUMBER is a change-log `seq`: everything up to it has been delivered. A STRING is a
- * position inside a full resync (`r.<seq>.<after>`): the agent is being sent the server's record states
- * of its scopes as of at least log position `<seq>`, in (scope, collection, key) order, and `<after>`
+ * position inside a full resync (`r.<seq>.<after>`) or a snapshot (`s.<seq>.<after>`, the bulk first
+ * pull an agent asks for with `snapshot: true`): the agent is being sent the server's record states of
+ * its scopes as of at least log position `<seq>`, in (scope, collection, key) order, and `<after>`
  * (base64url of the JSON `[scope, collection, key]`, empty at the start) is the last record sent.
  * When the states are exhausted the server continues with the log after `<seq>`, as a number again.
  * Agents store the cursor as given and never look inside.
  */
-export const RESYNC_CURSOR = /^r\.(0|[1-9][0-9]{0,15})\.([A-Za-z0-9_-]{0,2048})$/;
+export const RESYNC_CURSOR = /^([rs])\.(0|[1-9][0-9]{0,15})\.([A-Za-z0-9_-]{0,2048})$/;
 export const PullCursorSchema = z.union([NonNegativeIntSchema, z.string().regex(RESYNC_CURSOR, { error: 'expected a cursor returned by the server' })], {
   error: 'expected a cursor: a non-negative integer or a string returned by the server',
 });
 export type PullCursor = z.output<typeof PullCursorSchema>;
 
+/** `resync`: the log cursor was older than the retention horizon; `snapshot`: the agent asked for a bulk first pull. */
+export type StateStreamKind = 'resync' | 'snapshot';
+
 export type ParsedCursor =
   | { readonly kind: 'log'; readonly seq: number }
-  | { readonly kind: 'resync'; readonly at: number; readonly after?: { readonly scope: string; readonly collection: string; readonly key: string } };
+  | { readonly kind: 'resync'; readonly mode: StateStreamKind; readonly at: number; readonly after?: { readonly scope: string; readonly collection: string; readonly key: string } };
 
 /** Reads a cursor; FLEET_DECODE_002 if a resync cursor's position does not decode. */
 export function parsePullCursor(c: PullCursor): ParsedCursor {
   if (typeof c === 'number') return { kind: 'log', seq: c };
   const m = RESYNC_CURSOR.exec(c);
   if (m === null) throw new FleetError('FLEET_DECODE_002', `cursor: ${JSON.stringify(c.slice(0, 64))} is not a cursor`);
-  const at = Number(m[1]);
+  const mode: StateStreamKind = m[1] === 's' ? 'snapshot' : 'resync';
+  const at = Number(m[2]);
   if (!Number.isSafeInteger(at)) throw new FleetError('FLEET_DECODE_002', 'cursor: position out of range');
-  if (m[2] === '') return { kind: 'resync', at };
+  if (m[3] === '') return { kind: 'resync', mode, at };
   let v: unknown;
   try {
-    v = JSON.parse(Buffer.from(m[2] as string, 'base64url').toString('utf8'));
+    v = JSON.parse(Buffer.from(m[3] as string, 'base64url').toString('utf8'));
   } catch {
     throw new FleetError('FLEET_DECODE_002', 'cursor: position does not decode');
   }
   if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'string')) throw new FleetError('FLEET_DECODE_002', 'cursor: position does not decode');
-  return { kind: 'resync', at, after: { scope: v[0] as string, collection: v[1] as string, key: v[2] as string } };
+  return { kind: 'resync', mode, at, after: { scope: v[0] as string, collection: v[1] as string, key: v[2] as string } };
 }
 
-export function resyncCursor(at: number, after?: { readonly scope: string; readonly collection: string; readonly key: string }): string {
-  return `r.${at}.${after === undefined ? '' : Buffer.from(JSON.stringify([after.scope, after.collection, after.key]), 'utf8').toString('base64url')}`;
+export function resyncCursor(at: number, after?: { readonly scope: string; readonly collection: string; readonly key: string }, mode: StateStreamKind = 'resync'): string {
+  return `${mode === 'snapshot' ? 's' : 'r'}.${at}.${after === undefined ? '' : Buffer.from(JSON.stringify([after.scope, after.collection, after.key]), 'utf8').toString('base64url')}`;
 }
 
 const AcceptEncodingsSchema = z.array(PayloadEncodingSchema, { error: 'expected an array' }).max(PAYLOAD_ENCODINGS.length, { error: 'too many encodings' });
@@ -206,6 +211,13 @@ export const PullRequestSchema = z.strictObject({
   limit: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(MAX_PULL_LIMIT, { error: `expected at most ${MAX_PULL_LIMIT}` }).exactOptional(),
   /** Encodings the agent can undo; the server compresses a large response only with one of them. */
   acceptEncodings: AcceptEncodingsSchema.exactOptional(),
+  /**
+   * With cursor 0: send the current record STATES of the scopes (key order, from the server's
+   * projection) rather than folding the whole change log, then continue with the log after the
+   * position the snapshot covers. For a fresh agent (or one that lost its data). Pages carry
+   * `snapshot: true` and `s.` cursors. Ignored for any other cursor.
+   */
+  snapshot: z.boolean({ error: 'expected a boolean' }).exactOptional(),
 });
 export type PullRequest = z.output<typeof PullRequestSchema>;
 
@@ -222,9 +234,18 @@ export function decodePullRequest(bytes: Uint8Array): PullRequest {
  * Compression is not a body field: the whole payload is gzipped and the `Fleet-Encoding` header
  * says so; this decodes the bytes after the agent undid it.
  */
+/**
+ * A page of a snapshot (the agent asked for one with `snapshot: true`, so it takes them) may be larger
+ * than other pages: up to this many records and, uncompressed, MAX_SNAPSHOT_RESPONSE_BYTES (the wire
+ * payload stays under the server's max_payload; gzip takes such pages to ~1/10). Fewer, larger pages:
+ * fewer round trips, transactions and commits for a bulk first pull.
+ */
+export const MAX_SNAPSHOT_PAGE_RECORDS = 16_384;
+export const MAX_SNAPSHOT_RESPONSE_BYTES = 8 * 1024 * 1024;
+
 export const PullResponseSchema = z.strictObject({
   protocol: ProtocolSchema,
-  records: z.array(WireRecordSchema, { error: 'expected an array' }).max(MAX_PULL_LIMIT, { error: `more than ${MAX_PULL_LIMIT} records` }),
+  records: wireRecordsSchema(MAX_SNAPSHOT_PAGE_RECORDS),
   /** Send this as `cursor` next time. Persist it only after the records are joined. */
   nextCursor: PullCursorSchema,
   /** More is waiting: pull again now rather than on the schedule. */
@@ -236,15 +257,46 @@ export const PullResponseSchema = z.strictObject({
    * agent's own unpushed writes must survive); nothing needs to be dropped.
    */
   fullResync: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+  /**
+   * A page of the snapshot the agent asked for (`snapshot: true` with cursor 0): whole record
+   * states, joined like any page. Unlike `fullResync` it is no sign of lost data (no verification
+   * needed afterwards).
+   */
+  snapshot: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+}).superRefine((r, ctx) => {
+  if (r.snapshot !== true && Array.isArray(r.records) && r.records.length > MAX_PULL_LIMIT) ctx.addIssue({ code: 'custom', path: ['records'], message: `more than ${MAX_PULL_LIMIT} records`, params: OVERSIZED });
 });
 export type PullResponse = z.output<typeof PullResponseSchema>;
 
-export function decodePullResponse(bytes: Uint8Array): PullResponse {
-  return decodeMessage(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+/** Only a snapshot page may be above MAX_PULL_RESPONSE_BYTES (when the caller's cap let it through). */
+function pageSizeCheck(r: PullResponse, bytes: Uint8Array): PullResponse {
+  if (r.snapshot !== true && bytes.byteLength > MAX_PULL_RESPONSE_BYTES) {
+    throw new FleetError('FLEET_DECODE_004', `payload is ${bytes.byteLength} bytes, the limit is ${MAX_PULL_RESPONSE_BYTES}`, { details: { bytes: bytes.byteLength, limit: MAX_PULL_RESPONSE_BYTES } });
+  }
+  return r;
 }
 
-export function decodePullReply(bytes: Uint8Array): Reply<PullResponse> {
-  return decodeReply(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
+/** `maxBytes`: MAX_SNAPSHOT_RESPONSE_BYTES for a reply to a snapshot request (other pages are still held to MAX_PULL_RESPONSE_BYTES). */
+export function decodePullResponse(bytes: Uint8Array, maxBytes: number = MAX_PULL_RESPONSE_BYTES): PullResponse {
+  return pageSizeCheck(decodeMessage(PullResponseSchema, bytes, maxBytes), bytes);
+}
+
+export function decodePullReply(bytes: Uint8Array, maxBytes: number = MAX_PULL_RESPONSE_BYTES): Reply<PullResponse> {
+  const r = decodeReply(PullResponseSchema, bytes, maxBytes);
+  return r.ok ? { ok: true, value: pageSizeCheck(r.value, bytes) } : r;
+}
+
+/** The `Fleet-Next-Cursor` header of a pull reply (JSON of the cursor), or undefined when absent or not a cursor. */
+export function decodeNextCursorHeader(value: string | undefined): PullCursor | undefined {
+  if (value === undefined || value === '' || value.length > 4096) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  const r = PullCursorSchema.safeParse(v);
+  return r.success ? r.data : undefined;
 }
 
 // --- pull by keys: request/reply on `<ns>.pullkeys.<agentId>` (Merkle repair) ---
@@ -271,7 +323,7 @@ export function decodePullKeysRequest(bytes: Uint8Array): PullKeysRequest {
  */
 export const PullKeysResponseSchema = z.strictObject({
   protocol: ProtocolSchema,
-  records: z.array(WireRecordSchema, { error: 'expected an array' }).max(MAX_PULL_LIMIT),
+  records: WireRecordsSchema,
   answered: NonNegativeIntSchema,
 });
 export type PullKeysResponse = z.output<typeof PullKeysResponseSchema>;

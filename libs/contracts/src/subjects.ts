@@ -20,6 +20,8 @@ export const Headers = {
   Protocol: 'Fleet-Protocol',
   /** Payload encoding when not plain JSON (e.g. `gzip`). */
   Encoding: 'Fleet-Encoding',
+  /** On a pull reply with `hasMore`: its `nextCursor` as JSON, readable before the body is undone (pipelining). */
+  NextCursor: 'Fleet-Next-Cursor',
   /** On a dead letter: the stable error code and the human reason it was rejected. */
   RejectCode: 'Fleet-Reject-Code',
   RejectReason: 'Fleet-Reject-Reason',

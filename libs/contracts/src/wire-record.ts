@@ -15,13 +15,14 @@
  * maximal writes, so the merge of the existence stamps' vectors IS the state's vector (a dropped
  * write is dominated by a kept one). `fromWireRecord` recomputes it.
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { isHlcString, RECORD_STATE_FORMAT, vvMerge } from '@fleet/sync-core';
-import type { ExistenceWrite, FieldWrite, JsonValue, RecordState, VersionVector, WriteStamp } from '@fleet/sync-core';
+import { isHlcString, RECORD_STATE_FORMAT, visibleHash, vvMerge } from '@fleet/sync-core';
+import type { ExistenceWrite, Fields, FieldWrite, JsonValue, RecordState, VersionVector, WriteStamp } from '@fleet/sync-core';
 import { decodeWith, OVERSIZED, utf8ByteLength } from './codec';
 import { jsonValueIssues, stringProblem } from './json-value';
 import type { Issue } from './json-value';
-import { MAX_COLLECTION_LENGTH, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
+import { MAX_COLLECTION_LENGTH, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_PULL_LIMIT, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
 import { isOrigin, isScope } from './scope';
 
 /** `[origin, counter, hlc, changeId, vv]`. */
@@ -174,6 +175,36 @@ export const WireRecordSchema: z.ZodType<WireRecord> = z.custom<WireRecord>().su
   }
 });
 
+/**
+ * The `records` of a pull (or pull-by-keys) response: an array of at most `max` wire records, checked
+ * by ONE refinement over the array (not a zod schema per element: zod's per-element parse of a custom
+ * schema costs more than the hand-written checks themselves on a page of thousands). Same strictness and
+ * the same issue paths (`[index, ...]`) as `z.array(WireRecordSchema).max(max)`; the array is returned as
+ * parsed (no copy).
+ */
+export function wireRecordsSchema(max: number): z.ZodType<WireRecord[]> {
+  return z.custom<WireRecord[]>().superRefine((rs, ctx) => {
+    if (!Array.isArray(rs)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'expected an array' });
+      return;
+    }
+    if (rs.length > max) {
+      ctx.addIssue({ code: 'custom', path: [], message: `more than ${max} records`, params: OVERSIZED });
+      return;
+    }
+    for (let n = 0; n < rs.length; n++) {
+      const issues = wireRecordIssues(rs[n]);
+      for (const i of issues) {
+        const path = [n, ...i.path];
+        ctx.addIssue(i.oversized === true ? { code: 'custom', path, message: i.message, params: OVERSIZED } : { code: 'custom', path, message: i.message });
+      }
+    }
+  });
+}
+
+/** At most MAX_PULL_LIMIT records. */
+export const WireRecordsSchema = wireRecordsSchema(MAX_PULL_LIMIT);
+
 /** A wire record checked by hand, or FLEET_DECODE_002 / 004 naming its problems (as the pull decoders report them). */
 export function decodeWireRecord(r: unknown): WireRecord {
   return decodeWith(WireRecordSchema, r);
@@ -207,6 +238,81 @@ export function toWireRecord(state: RecordState): WireRecord {
   if (state.deletes.length > 0) out.d = state.deletes;
   if (f !== undefined) out.f = f;
   return out;
+}
+
+/**
+ * The wire form of a state without its reference, as JSON text: `{"w":..,"x":..,"d"?:..,"f"?:..}`. What
+ * the delta calculator keeps beside each projected state (`record_states.wire`) so that snapshot pages
+ * are concatenated rather than encoded, and byte for byte the agent store's stored form of the state.
+ */
+export function wireStateText(state: RecordState): string {
+  const { w, x, d, f } = toWireRecord(state);
+  return JSON.stringify(d === undefined ? (f === undefined ? { w, x } : { w, x, f }) : f === undefined ? { w, x, d } : { w, x, d, f });
+}
+
+/** What `singleWriteState` derives: the parts of a store row. */
+export interface SingleWriteState {
+  readonly status: 'live' | 'deleted';
+  /** The visible fields (`{}` unless live), keys in order. */
+  readonly fields: Fields;
+  /** `JSON.stringify(fields)` when live (the store's `fields` column), else null. */
+  readonly fieldsText: string | null;
+  /** The state's vector (canonical, `vvMerge`). */
+  readonly vv: VersionVector;
+  /** `recordHash` of the state. */
+  readonly hash: string;
+  /** The greatest HLC of its writes. */
+  readonly hlc: string;
+  /** `wireStateText` of the state. */
+  readonly text: string;
+}
+
+const DELETED_HASH = visibleHash(null);
+
+/**
+ * `visibleHash(fields)` for visible fields whose keys are in order: when every value is a string, a
+ * number, a boolean or null, the canonical text (canonical.ts: sorted keys, no whitespace, JSON.stringify's
+ * numbers and strings, -0 as 0 as JSON.stringify writes it) IS `{"fields":` + `JSON.stringify(fields)` + `}`,
+ * so the caller's text of the fields column is hashed as is; otherwise (nested values, whose keys may need
+ * sorting) the generic `visibleHash`. Property-tested equal to `visibleHash` in wire-record.spec.ts.
+ */
+function orderedFieldsHash(fields: Fields, text: string): string {
+  for (const k in fields) {
+    const v = fields[k];
+    if (typeof v === 'object' && v !== null) return visibleHash(fields);
+  }
+  return createHash('sha256').update(`{"fields":${text}}`, 'utf8').digest('hex');
+}
+
+/**
+ * For a (checked) wire record that is ONE write: one stamp, one existence write, no delete vectors,
+ * every field register a single write, field names in order, what the join of it into an EMPTY state
+ * (`mergeRecordStates(emptyRecord(ref), fromWireRecord(r), config)`) holds, computed directly: such a
+ * state is its own join (nothing to dominate, nothing to sort) and its view is the same under every
+ * strategy configuration (no register holds concurrent writes). `undefined` for any other record (the
+ * caller joins it the general way). Property test: wire-record.spec.ts. This is what almost every record of
+ * a snapshot (a record written once) and of a log page (a record changed once) looks like.
+ */
+export function singleWriteState(r: WireRecord): SingleWriteState | undefined {
+  if (r.w.length !== 1 || r.x.length !== 1 || r.d !== undefined) return undefined;
+  const stamp = r.w[0] as WireStamp;
+  const alive = (r.x[0] as readonly [number, 0 | 1])[1] === 1;
+  const fields: Record<string, JsonValue> = {};
+  let prev: string | undefined;
+  if (r.f !== undefined) {
+    for (const name in r.f) {
+      if (prev !== undefined && !(name > prev)) return undefined;
+      prev = name;
+      const ws = r.f[name] as readonly WireFieldWrite[];
+      if (ws.length !== 1) return undefined;
+      const only = ws[0] as WireFieldWrite;
+      if (alive && only.length === 2) fields[name] = only[1];
+    }
+  }
+  const text = r.f === undefined ? JSON.stringify({ w: r.w, x: r.x }) : JSON.stringify({ w: r.w, x: r.x, f: r.f });
+  const fieldsText = alive ? JSON.stringify(fields) : null;
+  const hash = fieldsText === null ? DELETED_HASH : orderedFieldsHash(fields, fieldsText);
+  return { status: alive ? 'live' : 'deleted', fields, fieldsText, vv: vvMerge({}, stamp[4]), hash, hlc: stamp[2], text };
 }
 
 const EMPTY_VIEW = { status: 'absent', fields: {}, contested: [], contestedExistence: false, conflicted: false } as const;

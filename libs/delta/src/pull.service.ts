@@ -14,6 +14,8 @@ import {
   hostScope,
   MAX_PULL_LIMIT,
   MAX_PULL_RESPONSE_BYTES,
+  MAX_SNAPSHOT_PAGE_RECORDS,
+  MAX_SNAPSHOT_RESPONSE_BYTES,
   parsePullCursor,
   parseScope,
   PROTOCOL_VERSION,
@@ -36,6 +38,8 @@ export interface PullOptions {
   readonly headerRoom?: number;
   /** Log entries (or resync records) read per page when the request gives no limit. */
   readonly defaultLimit?: number;
+  /** Records per snapshot page when the request gives no limit. Default MAX_SNAPSHOT_PAGE_RECORDS. */
+  readonly snapshotLimit?: number;
 }
 
 export interface EncodedReply {
@@ -43,6 +47,19 @@ export interface EncodedReply {
   readonly headers: Record<string, string>;
   /** Uncompressed body size, for metrics and the bench. */
   readonly rawBytes: number;
+  /** A pull page's `nextCursor` when it has more (becomes the `Fleet-Next-Cursor` header). */
+  readonly nextCursor?: PullCursor | undefined;
+}
+
+/**
+ * Adds `Fleet-Next-Cursor` (the page's `nextCursor` as JSON) when the page has more: the agent can ask
+ * for the next page as soon as the reply arrives, before it has gunzipped and decoded this one, so the
+ * server reads the next page while the agent decodes and applies this one. The body's cursor stays the
+ * one the agent stores.
+ */
+function withNextCursor(r: EncodedReply): EncodedReply {
+  if (r.nextCursor === undefined) return r;
+  return { ...r, headers: { ...r.headers, [Headers.NextCursor]: JSON.stringify(r.nextCursor) } };
 }
 
 const KiB = 1024;
@@ -52,6 +69,7 @@ export class PullService {
   private readonly gzipLevel: number;
   private readonly headerRoom: number;
   private readonly defaultLimit: number;
+  private readonly snapshotLimit: number;
 
   constructor(
     private readonly store: DeltaStore,
@@ -61,6 +79,7 @@ export class PullService {
     this.gzipLevel = opts.gzipLevel ?? 1;
     this.headerRoom = opts.headerRoom ?? 4 * KiB;
     this.defaultLimit = opts.defaultLimit ?? MAX_PULL_LIMIT;
+    this.snapshotLimit = Math.min(opts.snapshotLimit ?? MAX_SNAPSHOT_PAGE_RECORDS, MAX_SNAPSHOT_PAGE_RECORDS);
   }
 
   /** FLEET_AUTH_002 unless every scope is the agent's host scope, `fleet`, or a group it belongs to. */
@@ -105,6 +124,18 @@ export class PullService {
     const gzipOk = req.acceptEncodings?.includes('gzip') ?? false;
     const { body, wire } = this.budgets(maxPayload, gzipOk);
     let limit = Math.min(req.limit ?? this.defaultLimit, MAX_PULL_LIMIT);
+    const snapshot = cursor.kind === 'resync' && cursor.mode === 'snapshot';
+    if (snapshot || (cursor.kind === 'log' && cursor.seq === 0 && req.snapshot === true)) {
+      // Snapshot pages are larger (the agent that asks for them takes them): by default as many records
+      // as MAX_SNAPSHOT_PAGE_RECORDS and a body that gzip will take under max_payload.
+      const snapLimit = req.limit ?? this.snapshotLimit;
+      const snapBody = gzipOk ? Math.min(MAX_SNAPSHOT_RESPONSE_BYTES, wire * 6) : Math.min(MAX_SNAPSHOT_RESPONSE_BYTES, wire);
+      if (snapshot) return withNextCursor(await this.snapshotPage(req.scopes, cursor.at, cursor.after, snapLimit, gzipOk, snapBody, wire, maxPayload));
+      // A bulk first pull: states from the projection rather than a fold of the whole log. Bring the
+      // projection up to the log's head first, so the log part after the snapshot is short.
+      await this.store.project();
+      return withNextCursor(await this.snapshotPage(req.scopes, undefined, undefined, snapLimit, gzipOk, snapBody, wire, maxPayload));
+    }
     const c = cursor.kind === 'log' ? { kind: 'log' as const, seq: cursor.seq } : cursor.after === undefined ? { kind: 'resync' as const, at: cursor.at } : { kind: 'resync' as const, at: cursor.at, after: cursor.after };
     for (;;) {
       // A resync page reads whole states: do not read (and decode) far more rows than the budget holds.
@@ -139,7 +170,7 @@ export class PullService {
         response = { protocol: PROTOCOL_VERSION, records, nextCursor: next, hasMore: true, fullResync: true };
       }
       const reply = await this.encode(response, gzipOk ? 'gzip' : 'identity');
-      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_PULL_RESPONSE_BYTES) return reply;
+      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_PULL_RESPONSE_BYTES) return withNextCursor({ ...reply, nextCursor: response.hasMore ? response.nextCursor : undefined });
       if (limit === 1 || response.records.length <= 1) {
         throw new FleetError('FLEET_DECODE_004', `one record does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {
           details: { bytes: reply.data.byteLength, maxPayload },
@@ -147,6 +178,52 @@ export class PullService {
       }
       // The bound undershot (e.g. incompressible data under a small max_payload): halve and retry.
       limit = Math.max(1, Math.floor(Math.min(limit, response.records.length) / 2));
+    }
+  }
+
+  /**
+   * One snapshot page, built by concatenating the projection's wire texts (no fold, no JSON decoding or
+   * encoding of the records): `{"s":..,"c":..,"k":..,` + the state's wire text. Cut under the body budget
+   * by exact UTF-8 size; the cursor is `s.<at>.<last key sent>`, and the number `at` once the states are
+   * exhausted (the log resumes after it).
+   */
+  private async snapshotPage(
+    scopes: readonly string[],
+    at: number | undefined,
+    after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined,
+    limit: number,
+    gzipOk: boolean,
+    body: number,
+    wire: number,
+    maxPayload: number,
+  ): Promise<EncodedReply> {
+    for (;;) {
+      const page = await this.store.readSnapshot(scopes, at, after, limit);
+      const parts: string[] = [];
+      let size = 128 + 3 * 2048; // envelope and the longest cursor
+      let taken = 0;
+      for (const r of page.rows) {
+        // The wire text comes from JSON.stringify (the projector): an object, never empty.
+        const part = `{"s":${JSON.stringify(r.scope)},"c":${JSON.stringify(r.collection)},"k":${JSON.stringify(r.key)},${r.wire.slice(1)}`;
+        const n = Buffer.byteLength(part, 'utf8') + 1;
+        if (taken > 0 && size + n > body) break;
+        parts.push(part);
+        size += n;
+        taken++;
+      }
+      const last = page.rows[taken - 1];
+      const done = page.exhausted && taken === page.rows.length;
+      const next: PullCursor = done ? page.at : resyncCursor(page.at, last === undefined ? after : { scope: last.scope, collection: last.collection, key: last.key }, 'snapshot');
+      const text = `{"protocol":${PROTOCOL_VERSION},"records":[${parts.join(',')}],"nextCursor":${JSON.stringify(next)},"hasMore":true,"snapshot":true}`;
+      const reply = await this.encodeText(text, gzipOk ? 'gzip' : 'identity');
+      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_SNAPSHOT_RESPONSE_BYTES) return { ...reply, nextCursor: next };
+      if (taken <= 1) {
+        throw new FleetError('FLEET_DECODE_004', `one record does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {
+          details: { bytes: reply.data.byteLength, maxPayload },
+        });
+      }
+      // Incompressible data under a small max_payload: halve and retry.
+      limit = Math.max(1, Math.floor(taken / 2));
     }
   }
 
@@ -170,7 +247,14 @@ export class PullService {
   }
 
   private async encode(value: unknown, encoding: PayloadEncoding): Promise<EncodedReply> {
-    const raw = encodeJson(value);
+    return this.encodeBytes(encodeJson(value), encoding);
+  }
+
+  private async encodeText(text: string, encoding: PayloadEncoding): Promise<EncodedReply> {
+    return this.encodeBytes(Buffer.from(text, 'utf8'), encoding);
+  }
+
+  private async encodeBytes(raw: Uint8Array, encoding: PayloadEncoding): Promise<EncodedReply> {
     if (encoding === 'gzip' && raw.byteLength > this.compressAbove) {
       const z = await gzip(raw, { level: this.gzipLevel });
       return { data: new Uint8Array(z.buffer, z.byteOffset, z.byteLength), headers: { [Headers.Encoding]: 'gzip', [Headers.Protocol]: String(PROTOCOL_VERSION) }, rawBytes: raw.byteLength };

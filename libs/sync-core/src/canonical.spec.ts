@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import { canonicalJson, contentHash, isJsonValue, jsonEquals } from './index';
+import { canonicalJson, contentHash, isJsonValue, jsonEquals, jsonString } from './index';
 
 describe('canonicalJson', () => {
   it('sorts keys at every depth and writes no whitespace', () => {
@@ -43,6 +43,32 @@ describe('canonicalJson', () => {
   it('a key named __proto__ is data', () => {
     const v = JSON.parse('{"__proto__":{"x":1},"a":2}') as unknown;
     expect(canonicalJson(v)).toBe('{"__proto__":{"x":1},"a":2}');
+  });
+});
+
+describe('jsonString', () => {
+  it('is JSON.stringify of the string, for any string', () => {
+    const odd = fc.constantFrom('', '"', '\\', '\u0000', '\u001f', '\u007f', '\u2028', '\ud800', '\udc00', '\ud83d\ude00', 'a"b\\c\nd', 'é', '</script>');
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme' }), fc.array(odd).map((a) => a.join(''))), (s) => {
+        expect(jsonString(s)).toBe(JSON.stringify(s));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+  it('leaves canonicalJson equal to JSON.stringify of each primitive and key, keys sorted', () => {
+    const oracle = (v: unknown): string =>
+      Array.isArray(v)
+        ? `[${v.map(oracle).join(',')}]`
+        : v !== null && typeof v === 'object'
+          ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${oracle((v as Record<string, unknown>)[k])}`).join(',')}}`
+          : JSON.stringify(v);
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        expect(canonicalJson(v)).toBe(oracle(v));
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 

@@ -231,7 +231,15 @@ function addWrite<T extends WriteStamp>(list: readonly T[], w: T): readonly T[] 
 }
 
 function sortedKeys<V>(entries: Iterable<[string, V]>): { [k: string]: V } {
-  return Object.fromEntries([...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const list = [...entries];
+  // Usually in order already (the held registers are, and a change's fields are): skip the sort then.
+  for (let i = 1; i < list.length; i++) {
+    if ((list[i - 1] as [string, V])[0] >= (list[i] as [string, V])[0]) {
+      list.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      break;
+    }
+  }
+  return Object.fromEntries(list);
 }
 
 /** `fields` with its keys in order: itself when they already are (the common case), else a sorted copy. */

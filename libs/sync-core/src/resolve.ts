@@ -316,8 +316,14 @@ export interface ChangeMeta {
 
 export type LocalEdit = { readonly op: 'put'; readonly fields?: Fields; readonly unset?: readonly string[] } | { readonly op: 'delete' };
 
+/** A copy of `f` with its keys in order (a plain copy when they already are: the common case). */
 function sortedObj(f: Fields): Fields {
-  return Object.fromEntries(Object.entries(f).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  let prev: string | undefined;
+  for (const k of Object.keys(f)) {
+    if (prev !== undefined && k <= prev) return Object.fromEntries(Object.entries(f).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    prev = k;
+  }
+  return { ...f };
 }
 
 function buildChange(state: RecordState, edit: LocalEdit, meta: ChangeMeta, config: StrategyConfig): { change: Change; state: RecordState; conflict?: ConflictRecord } {

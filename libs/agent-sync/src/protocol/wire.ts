@@ -5,6 +5,7 @@
  */
 import { FleetError, isErrorCode } from '@fleet/errors';
 import {
+  decodePullReply,
   decodeReply,
   encodeJson,
   fromWireRecord,
@@ -12,12 +13,13 @@ import {
   MAX_PULL_LIMIT,
   MAX_PULL_RESPONSE_BYTES,
   MAX_PUSH_BATCH_BYTES,
+  MAX_SNAPSHOT_RESPONSE_BYTES,
   MerkleResponseSchema,
   PROTOCOL_VERSION,
   PullKeysResponseSchema,
   PullResponseSchema,
 } from '@fleet/contracts';
-import type { ErrorReply, MerkleRequest, PullCursor, PullKeysRequest, PullRequest, Reply } from '@fleet/contracts';
+import type { ErrorReply, MerkleRequest, PullCursor, PullKeysRequest, PullRequest, Reply, WireRecord } from '@fleet/contracts';
 import { batchIdOf, planPushBatch, visibleHash } from '@fleet/sync-core';
 import type { Change, MerkleEntry, MerkleVerifyRequest, MerkleVerifyResponse, RecordRef, RemoteRecord } from '@fleet/sync-core';
 
@@ -52,6 +54,7 @@ export function buildPushBatch(agentId: string, outbox: readonly Change[], sentA
   return { batchId, changeIds, payload };
 }
 
+/** From cursor 0 (a fresh store) the agent asks for a snapshot: current states in bulk, then the log (docs/delta-calculator.md). */
 export function buildPullRequest(agentId: string, scopes: readonly string[], cursor: PullCursor, limit?: number): PullRequest {
   return {
     protocol: PROTOCOL_VERSION,
@@ -60,6 +63,7 @@ export function buildPullRequest(agentId: string, scopes: readonly string[], cur
     cursor,
     ...(limit === undefined ? {} : { limit: Math.min(limit, MAX_PULL_LIMIT) }),
     acceptEncodings: ['gzip', 'identity'],
+    ...(cursor === 0 ? { snapshot: true } : {}),
   };
 }
 
@@ -87,6 +91,30 @@ const toRemote = (state: ReturnType<typeof fromWireRecord>): RemoteRecord => ({ 
 export function decodePullPage(bytes: Uint8Array): PullPage {
   const r = unwrap(decodeReply(PullResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES), 'pull');
   return { records: r.records.map((w) => toRemote(fromWireRecord(w))), nextCursor: r.nextCursor, hasMore: r.hasMore, fullResync: r.fullResync ?? false };
+}
+
+/** A pull page as checked wire records (for the store's `applyRemoteWire`, which does not check them again). */
+export interface PullWirePage {
+  readonly records: readonly WireRecord[];
+  readonly nextCursor: PullCursor;
+  readonly hasMore: boolean;
+  readonly fullResync: boolean;
+  /** A page of the snapshot asked for from cursor 0. */
+  readonly snapshot: boolean;
+}
+
+/**
+ * Decodes a pull reply (bytes after the encoding was undone), keeping the records in their wire form.
+ * Snapshot pages may be up to MAX_SNAPSHOT_RESPONSE_BYTES; any other page is still held to MAX_PULL_RESPONSE_BYTES.
+ */
+export function decodePullWirePage(bytes: Uint8Array): PullWirePage {
+  const r = unwrap(decodePullReply(bytes, MAX_SNAPSHOT_RESPONSE_BYTES), 'pull');
+  return { records: r.records, nextCursor: r.nextCursor, hasMore: r.hasMore, fullResync: r.fullResync ?? false, snapshot: r.snapshot ?? false };
+}
+
+/** The decoded states of wire records. */
+export function remoteRecordsOf(records: readonly WireRecord[]): RemoteRecord[] {
+  return records.map((w) => toRemote(fromWireRecord(w)));
 }
 
 export function buildPullKeysRequest(agentId: string, records: readonly RecordRef[]): PullKeysRequest {
