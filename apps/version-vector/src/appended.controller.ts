@@ -26,7 +26,7 @@ export function appendedController(config: VersionVectorConfig): Type<unknown> {
       @Inject(LogSweeper) private readonly sweeper: LogSweeper,
     ) {}
 
-    @JetStreamBatch(appendedConsumerSpec(s, config), { batch: { size: config.batchMessages, lingerMs: config.batchLinger } })
+    @JetStreamBatch(appendedConsumerSpec(s, config), { batch: { size: config.batchMessages, lingerMs: config.batchLinger, concurrency: config.batchConcurrency } })
     async onAppended(@Payload() msgs: readonly InboundMessage[]): Promise<BatchOutcome> {
       const { failures } = await this.processor.processMany(msgs);
       this.sweeper.kick(); // advances the cursor past what the events applied (and catches any change they did not name)

@@ -26,6 +26,12 @@ export const versionVectorConfig = defineConfig({
       default: '20',
       description: 'appended events applied to the projection in one transaction',
     },
+    batchConcurrency: {
+      env: 'BATCH_CONCURRENCY',
+      schema: envInt({ min: 1, max: 8 }),
+      default: '2',
+      description: 'batches of appended events applied at once: while one waits on PostgreSQL the next reads and folds (records are locked in one sorted order, so batches sharing records wait for each other); 1 = one at a time',
+    },
     batchLinger: {
       env: 'BATCH_LINGER',
       schema: envDuration({ min: 0, max: 1000 }),

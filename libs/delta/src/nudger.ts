@@ -7,7 +7,7 @@
  * agent's nudges are never closer than `windowMs`. A lost nudge only delays a pull until the agent's
  * scheduler fires, so nudges are fire-and-forget.
  */
-import { decodeAppendedEvent } from '@fleet/contracts';
+import { decodeAppendedRefs } from '@fleet/contracts';
 import type { Subjects } from '@fleet/contracts';
 
 export interface NudgeSink {
@@ -36,7 +36,8 @@ export class Nudger {
   onAppended(bytes: Uint8Array): void {
     let scopes: string[];
     try {
-      scopes = decodeAppendedEvent(bytes).changes.map((c) => c.scope);
+      // Only the scopes matter here: the refs decoder checks what it reads and skips the changes' bodies.
+      scopes = decodeAppendedRefs(bytes).changes.map((c) => c.scope);
     } catch (e) {
       this.onError(e);
       return;

@@ -112,6 +112,7 @@ export class FleetAgent {
       recordFailure: (ids, e) => this.store.recordFailure(ids, e),
       outboxStats: () => this.store.outboxStats(),
       applyRemote: (items, cursor) => this.store.applyRemote(items, cursor),
+      applyRemoteWire: (records, cursor) => this.store.applyRemoteWire(records, cursor),
       syncState: () => this.store.syncState(),
       setSyncState: (p) => this.store.setSyncState(p),
       merkleEntries: (scope, c) => this.store.merkleEntries(scope, c),

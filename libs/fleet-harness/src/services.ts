@@ -106,7 +106,10 @@ export class ServiceProcess {
     if (this.running) return;
     this.log ??= createWriteStream(this.logFile, { flags: 'a' });
     this.log.write(`\n===== start ${new Date().toISOString()}\n`);
-    const proc = spawn(process.execPath, ['-r', './scripts/register.js', `apps/${this.name}/src/main.ts`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: this.env() });
+    // FLEET_SERVICE_NODE_ARGS: node options for every service (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`,
+    // which NODE_OPTIONS does not take); a profile is written when the service exits.
+    const nodeArgs = (process.env['FLEET_SERVICE_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+    const proc = spawn(process.execPath, [...nodeArgs, '-r', './scripts/register.js', `apps/${this.name}/src/main.ts`], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: this.env() });
     this.proc = proc;
     this.starts++;
     const onData = (d: Buffer): void => {
