@@ -41,6 +41,24 @@ describe('RecordsController (operator writes)', () => {
     expect(seen).toEqual([{ op: 'put', fields: { n: { inc: { server: 5 }, dec: {} } } }]);
   });
 
+  it('field names as a change decoder checks them: `__proto__` and empty names refused, prototype-ish names are plain fields', async () => {
+    const ok = { status: () => undefined };
+    const c = controller(async () => undefined);
+    await expect(c.increment('host.a1', 'counters', 'restarts', { field: '__proto__', by: 1 }, ok)).rejects.toMatchObject({ code: 'FLEET_DECODE_002' });
+    await expect(c.increment('host.a1', 'counters', 'restarts', { field: '', by: 1 }, ok)).rejects.toMatchObject({ code: 'FLEET_DECODE_002' });
+    await expect(c.put('host.a1', 'settings', 'ntp', { fields: {}, unset: ['__proto__'] }, ok)).rejects.toMatchObject({ code: 'FLEET_DECODE_002' });
+    await expect(c.put('host.a1', 'settings', 'ntp', { fields: {}, unset: ['a\u0000'] }, ok)).rejects.toMatchObject({ code: 'FLEET_DECODE_002' });
+    const seen: unknown[] = [];
+    // `toString` is not a field of the current record: counting starts at 0, not at Object.prototype.toString.
+    await controller(async () => undefined, seen).increment('host.a1', 'counters', 'restarts', { field: 'toString', by: 2 }, ok);
+    await controller(async () => undefined, seen).put('host.a1', 'settings', 'ntp', { fields: { constructor: 1 }, unset: ['valueOf'] }, ok);
+    const expected: unknown[] = [
+      { op: 'put', fields: { toString: { inc: { server: 2 }, dec: {} } } },
+      { op: 'put', fields: { constructor: 1 }, unset: ['valueOf'] },
+    ];
+    expect(seen).toEqual(expected);
+  });
+
   it('refuses a malformed scope', async () => {
     await expect(controller(async () => undefined).put('nowhere', 'c', 'k', { fields: {} }, { status: () => undefined })).rejects.toMatchObject({ code: 'FLEET_DECODE_002' });
   });

@@ -1,6 +1,6 @@
 import { Body, Controller, Delete, HttpCode, Inject, Logger, Param, Post, Put, Res, UseFilters } from '@nestjs/common';
 import { z } from 'zod';
-import { CollectionSchema, decodeWith, FieldsSchema, KeySchema, ScopeSchema } from '@fleet/contracts';
+import { CollectionSchema, decodeWith, FieldNameSchema, FieldsSchema, KeySchema, ScopeSchema } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import { ServerWriter } from '@fleet/server-store';
 import { counterAdd, SERVER_ORIGIN, visibleFields, type JsonValue, type LocalEdit, type LoggedChange, type RecordRef } from '@fleet/sync-core';
@@ -8,8 +8,9 @@ import { FleetErrorHttpFilter } from './fleet-error.filter';
 import { ConflictResolverPublisher } from './publisher';
 
 const RefSchema = z.strictObject({ scope: ScopeSchema, collection: CollectionSchema, key: KeySchema });
-const PutBodySchema = z.strictObject({ fields: FieldsSchema, unset: z.array(z.string()).max(256).exactOptional() });
-const IncrementBodySchema = z.strictObject({ field: z.string().min(1).max(256), by: z.number().int().safe() });
+// Field names as a change's decoder checks them (not `__proto__`, storable): the server writes these changes without decoding them.
+const PutBodySchema = z.strictObject({ fields: FieldsSchema, unset: z.array(FieldNameSchema).max(256).exactOptional() });
+const IncrementBodySchema = z.strictObject({ field: FieldNameSchema, by: z.number().int().safe() });
 
 /** The answer of an operator write. */
 export interface RecordWriteReply {
@@ -69,7 +70,7 @@ export class RecordsController {
     const b = decodeWith(IncrementBodySchema, body);
     return this.write(
       this.ref(scope, collection, key),
-      (current) => ({ op: 'put', fields: { [b.field]: counterAdd(current?.[b.field], SERVER_ORIGIN, b.by) } }),
+      (current) => ({ op: 'put', fields: { [b.field]: counterAdd(current !== null && Object.hasOwn(current, b.field) ? current[b.field] : undefined, SERVER_ORIGIN, b.by) } }),
       res,
     );
   }

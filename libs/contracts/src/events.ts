@@ -25,7 +25,7 @@ import {
   ScopeSchema,
   VersionVectorSchema,
 } from './change';
-import { FieldsSchema, JsonValueSchema } from './json-value';
+import { FieldNameSchema, FieldsSchema, JsonValueSchema } from './json-value';
 import { MAX_APPENDED_EVENT_BYTES, MAX_CHANGES_PER_APPENDED_EVENT, MAX_FIELDS_PER_CHANGE } from './limits';
 
 /** An event or an operator reply: one record's conflict with every side fits easily; a list page is bounded by `MAX_CONFLICTS_PAGE`. */
@@ -247,7 +247,7 @@ export type ConflictShowResponse = z.output<typeof ConflictShowResponseSchema>;
 export const ManualChoiceSchema = z.union(
   [
     z.strictObject({ take: OriginSchema }),
-    z.strictObject({ fields: FieldsSchema, unset: z.array(z.string()).max(MAX_FIELDS_PER_CHANGE).exactOptional() }),
+    z.strictObject({ fields: FieldsSchema, unset: z.array(FieldNameSchema).max(MAX_FIELDS_PER_CHANGE).exactOptional() }),
     z.strictObject({ deleted: z.literal(true) }),
   ],
   { error: 'expected {take: origin}, {fields, unset?} or {deleted: true}' },

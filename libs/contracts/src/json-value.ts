@@ -106,6 +106,12 @@ export function fieldNameProblem(k: string): string | undefined {
   return issues[0]?.message;
 }
 
+/** A field name as a schema (`fieldNameProblem`): for lists of field names, e.g. what a write or a resolution unsets. */
+export const FieldNameSchema = z.string({ error: 'expected a string' }).superRefine((k, ctx) => {
+  const p = fieldNameProblem(k);
+  if (p !== undefined) ctx.addIssue(p.includes('longer') ? { code: 'custom', message: p, params: OVERSIZED } : { code: 'custom', message: p });
+});
+
 /**
  * The fields of a change: a plain JSON object of at most MAX_FIELDS_PER_CHANGE entries, each
  * value at most MAX_FIELD_VALUE_BYTES as JSON, all together at most MAX_CHANGE_FIELDS_BYTES.

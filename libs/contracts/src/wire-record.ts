@@ -229,11 +229,10 @@ export function toWireRecord(state: RecordState): WireRecord {
     return i;
   };
   const x = state.existence.map((e): readonly [number, 0 | 1] => [idx(e), e.alive ? 1 : 0]);
-  let f: Record<string, WireFieldWrite[]> | undefined;
-  for (const [name, writes] of Object.entries(state.fields)) {
-    f ??= {};
-    f[name] = writes.map((w): WireFieldWrite => ('removed' in w ? [idx(w)] : [idx(w), w.value]));
-  }
+  const regs: [string, WireFieldWrite[]][] = [];
+  for (const [name, writes] of Object.entries(state.fields)) regs.push([name, writes.map((w): WireFieldWrite => ('removed' in w ? [idx(w)] : [idx(w), w.value]))]);
+  // fromEntries, not `f[name] = ...`: a field named `__proto__` stays a field instead of becoming f's prototype.
+  const f: Record<string, WireFieldWrite[]> | undefined = regs.length === 0 ? undefined : Object.fromEntries(regs);
   const out: { -readonly [K in keyof WireRecord]: WireRecord[K] } = { s: state.ref.scope, c: state.ref.collection, k: state.ref.key, w: stamps, x };
   if (state.deletes.length > 0) out.d = state.deletes;
   if (f !== undefined) out.f = f;
@@ -301,7 +300,8 @@ export function singleWriteState(r: WireRecord): SingleWriteState | undefined {
   let prev: string | undefined;
   if (r.f !== undefined) {
     for (const name in r.f) {
-      if (prev !== undefined && !(name > prev)) return undefined;
+      // `fields[name] = ...` below would set the prototype for `__proto__` (refused by the checks anyway): the general path.
+      if ((prev !== undefined && !(name > prev)) || name === '__proto__') return undefined;
       prev = name;
       const ws = r.f[name] as readonly WireFieldWrite[];
       if (ws.length !== 1) return undefined;
@@ -329,10 +329,9 @@ export function fromWireRecord(r: WireRecord): RecordState {
     return { origin: s[0], counter: s[1], hlc: s[2], changeId: s[3], vv: s[4] };
   };
   const existence: ExistenceWrite[] = r.x.map(([i, alive]) => ({ ...stamp(i), alive: alive === 1 }));
-  const fields: Record<string, FieldWrite[]> = {};
-  for (const [name, ws] of Object.entries(r.f ?? {})) {
-    fields[name] = ws.map((w) => (w.length === 1 ? { ...stamp(w[0]), removed: true as const } : { ...stamp(w[0]), value: w[1] }));
-  }
+  const fields: Record<string, FieldWrite[]> = Object.fromEntries(
+    Object.entries(r.f ?? {}).map(([name, ws]) => [name, ws.map((w): FieldWrite => (w.length === 1 ? { ...stamp(w[0]), removed: true as const } : { ...stamp(w[0]), value: w[1] }))]),
+  );
   let vv: VersionVector = {};
   for (const e of existence) vv = vvMerge(vv, e.vv);
   return { format: RECORD_STATE_FORMAT, ref: { scope: r.s, collection: r.c, key: r.k }, vv, existence, deletes: r.d ?? [], fields, view: EMPTY_VIEW };

@@ -72,9 +72,20 @@ export interface History {
   readonly finals: readonly RecordState[];
 }
 
+/**
+ * The names a history uses: `nodes[i]` stands for `NODES[i]` (origin ids) and `fields[i]` for `FIELDS[i]`
+ * (field names; the value written keeps the shape of `FIELDS[i]`, so the custom rules still see counters
+ * in the `hits` slot). Default: `NODES` and `FIELDS` themselves.
+ */
+export interface HistoryNames {
+  readonly nodes: readonly string[];
+  readonly fields: readonly string[];
+}
+
 /** Runs the steps against `config`. Each write is made from what its node has seen. */
-export function runHistory(input: HistoryInput, config: StrategyConfig): History {
-  const nodes: Node[] = NODES.map((id) => ({ state: emptyRecord(REF), clock: hlcInit(id), seq: 0, known: new Map() }));
+export function runHistory(input: HistoryInput, config: StrategyConfig, names: HistoryNames = { nodes: NODES, fields: FIELDS }): History {
+  if (names.nodes.length !== NODES.length || names.fields.length !== FIELDS.length) throw new Error('runHistory: one name per node and per field');
+  const nodes: Node[] = names.nodes.map((id) => ({ state: emptyRecord(REF), clock: hlcInit(id), seq: 0, known: new Map() }));
   const all: Change[] = [];
   input.steps.forEach((step, t) => {
     const physical = 1_000_000 + t * 10;
@@ -89,7 +100,7 @@ export function runHistory(input: HistoryInput, config: StrategyConfig): History
       }
       return;
     }
-    const id = NODES[step.node] as string;
+    const id = names.nodes[step.node] as string;
     const node = nodes[step.node] as Node;
     const { ts, state: clock } = hlcNow(node.clock, physical + (input.skews[step.node] ?? 0));
     node.clock = clock;
@@ -99,11 +110,11 @@ export function runHistory(input: HistoryInput, config: StrategyConfig): History
     else {
       const visible = node.state.view.fields;
       const fields: [string, JsonValue][] = step.set.map(([f, n]) => {
-        const name = FIELDS[f] as string;
-        return [name, valueFor(name, n, id, visible[name])];
+        const name = names.fields[f] as string;
+        return [name, valueFor(FIELDS[f] as string, n, id, Object.hasOwn(visible, name) ? visible[name] : undefined)];
       });
       const setNames = new Set(fields.map(([f]) => f));
-      const unset = [...new Set(step.unset.map((f) => FIELDS[f] as string))].filter((f) => !setNames.has(f));
+      const unset = [...new Set(step.unset.map((f) => names.fields[f] as string))].filter((f) => !setNames.has(f));
       edit = { op: 'put', fields: Object.fromEntries(fields) as Fields, unset };
     }
     const made = makeLocalChange(node.state, edit, { origin: id, originSeq: node.seq, changeId: `${id}-${node.seq}`, hlc: encodeHlc(ts), protocol: 1 }, config);

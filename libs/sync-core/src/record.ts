@@ -322,9 +322,11 @@ export function joinStates(a: RecordState, b: RecordState): RecordState {
   for (const e of b.existence) existence = addWrite(existence, e);
   const fields = new Map<string, readonly FieldWrite[]>();
   const names = new Set([...Object.keys(a.fields), ...Object.keys(b.fields)]);
+  // Own registers only: a field named `toString` or `constructor` must not read Object.prototype's.
+  const held = (s: RecordState, f: string): readonly FieldWrite[] => (Object.hasOwn(s.fields, f) ? (s.fields[f] as readonly FieldWrite[]) : []);
   for (const f of names) {
     let ws: readonly FieldWrite[] = [];
-    for (const w of [...(a.fields[f] ?? []), ...(b.fields[f] ?? [])]) ws = addWrite(ws, w);
+    for (const w of [...held(a, f), ...held(b, f)]) ws = addWrite(ws, w);
     // Each side already dropped what its own deletes dominate; the other side's deletes may dominate more.
     ws = ws.filter((w) => !deletes.some((d) => dominates(d, w.vv)));
     if (ws.length > 0) fields.set(f, ws);

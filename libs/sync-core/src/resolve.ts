@@ -243,7 +243,7 @@ export function conflictOf(state: RecordState, config: StrategyConfig): Conflict
   let vv: VersionVector = {};
   const dots: string[] = [];
   const fields = view.contested.map((field): ConflictField => {
-    const writes = state.fields[field] ?? [];
+    const writes = Object.hasOwn(state.fields, field) ? (state.fields[field] as readonly FieldWrite[]) : [];
     for (const w of writes) {
       vv = vvMerge(vv, w.vv);
       dots.push(`${field}:${w.origin}#${w.counter}`);

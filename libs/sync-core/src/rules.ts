@@ -131,7 +131,9 @@ export function counterAdd(current: JsonValue | undefined, origin: string, by: n
   const base: CounterValue = isCounter(current) ? current : { inc: {}, dec: {} };
   if (!Number.isSafeInteger(by)) throw new FleetError('FLEET_CHANGE_001', 'counter step must be an integer', { details: { by } });
   const side = by >= 0 ? 'inc' : 'dec';
-  const totals = { ...base[side], [origin]: (base[side][origin] ?? 0) + Math.abs(by) };
+  // Own entries only: an origin named `toString` or `constructor` must not read Object.prototype's.
+  const held = Object.hasOwn(base[side], origin) ? (base[side][origin] as number) : 0;
+  const totals = { ...base[side], [origin]: held + Math.abs(by) };
   return side === 'inc' ? { inc: joinTotals(totals, {}), dec: base.dec } : { inc: base.inc, dec: joinTotals(totals, {}) };
 }
 

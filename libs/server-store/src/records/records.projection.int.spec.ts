@@ -16,6 +16,7 @@ import {
   type RecordState,
   type StrategyConfig,
 } from '@fleet/sync-core';
+import { decodeChange } from '@fleet/contracts';
 import { openServerDataSource } from '../data-source';
 import { PostgresChangeLog } from '../postgres-change-log';
 import { rebuildProjections } from '../rebuild';
@@ -25,7 +26,7 @@ import { ServerWriter } from './server-writer';
 
 jest.setTimeout(60_000);
 
-const config: StrategyConfig = { default: 'lww', collections: { m: { strategy: 'merge' } } };
+const config: StrategyConfig = { default: 'lww', collections: { m: { strategy: 'merge' }, constructor: { strategy: 'merge' as const } } };
 let db: TestDatabase;
 let ds: DataSource;
 let ds2: DataSource;
@@ -45,23 +46,32 @@ function rnd(seed: number): () => number {
   return () => ((a = (a * 1103515245 + 12345) % 2147483648) / 2147483648);
 }
 
+/** The names a workload uses: 4 origins, 3 fields, 2 collections (the second one `merge`), 10 keys. */
+interface WorkloadNames {
+  readonly origins: readonly string[];
+  readonly fields: readonly string[];
+  readonly collections: readonly [string, string];
+  readonly keys: readonly string[];
+}
+const DEFAULT_NAMES: WorkloadNames = { origins: ['o1', 'o2', 'o3', 'o4'], fields: ['f0', 'f1', 'f2'], collections: ['l', 'm'], keys: Array.from({ length: 10 }, (_, i) => `k${i}`) };
+
 /** Several origins writing 10 records, syncing now and then: causal and concurrent changes. */
-function workload(n: number, seed: number): Change[] {
+function workload(n: number, seed: number, names: WorkloadNames = DEFAULT_NAMES): Change[] {
   const r = rnd(seed);
-  const origins = ['o1', 'o2', 'o3', 'o4'];
+  const origins = names.origins;
   const seqs = new Map<string, number>();
   const replicas = new Map<string, RecordState>();
   const log = new Map<string, Change[]>();
   const out: Change[] = [];
   for (let i = 0; i < n; i++) {
     const o = origins[Math.floor(r() * origins.length)] as string;
-    const ref = { scope: 'group.g', collection: r() < 0.5 ? 'l' : 'm', key: `k${Math.floor(r() * 10)}` };
+    const ref = { scope: 'group.g', collection: names.collections[r() < 0.5 ? 0 : 1], key: names.keys[Math.floor(r() * 10)] as string };
     const rk = `${o}/${ref.collection}/${ref.key}`;
     let state = replicas.get(rk) ?? emptyRecord(ref);
     if (r() < 0.3) state = applyChanges(log.get(`${ref.collection}/${ref.key}`) ?? [], config, state);
     const seq = (seqs.get(o) ?? 0) + 1;
     seqs.set(o, seq);
-    const edit = r() < 0.1 ? ({ op: 'delete' } as const) : ({ op: 'put', fields: { [`f${Math.floor(r() * 3)}`]: i } } as const);
+    const edit = r() < 0.1 ? ({ op: 'delete' } as const) : ({ op: 'put', fields: { [names.fields[Math.floor(r() * 3)] as string]: i } } as const);
     const { change, state: next } = makeLocalChange(state, edit, { origin: o, originSeq: seq, changeId: testUuidV7(), hlc: encodeHlc({ wallMs: 1_767_225_600_000 + i, counter: 0, node: o }), protocol: 1 }, config);
     replicas.set(rk, next);
     log.set(`${ref.collection}/${ref.key}`, [...(log.get(`${ref.collection}/${ref.key}`) ?? []), change]);
@@ -110,6 +120,51 @@ it('two concurrent appliers, random batch cuts: rows equal the single-threaded f
     await rebuildProjections(ds, [new RecordsProjection(config)], { batchSize });
     expect(await snapshot()).toEqual(live);
   }
+});
+
+it('names of Object.prototype members (origins, fields, collections, keys): decoded, logged, projected by concurrent appliers and rebuilt like any others', async () => {
+  const names: WorkloadNames = {
+    origins: ['toString', 'constructor', 'valueOf', 'hasOwnProperty'],
+    fields: ['toString', 'constructor', 'hasOwnProperty'],
+    collections: ['toString', 'constructor'],
+    keys: ['__proto__', 'toString', 'constructor', 'valueOf', 'hasOwnProperty', 'isPrototypeOf', 'toJSON', '__defineGetter__', 'k8', 'k9'],
+  };
+  const log = new PostgresChangeLog(ds);
+  // As the change log receives them: JSON on the wire, decoded by contracts.
+  const changes = workload(300, 5, names).map((c) => decodeChange(JSON.parse(JSON.stringify(c))));
+  const appended: LoggedChange[] = [];
+  for (let i = 0; i < changes.length; i += 30) appended.push(...(await log.appendBatch(changes.slice(i, i + 30))).appended);
+  expect(appended).toHaveLength(changes.length);
+  const p = new RecordsProjection(config);
+  const r = rnd(9);
+  const halves = [appended.filter((_, i) => i % 2 === 0), appended.filter((_, i) => i % 2 === 1)];
+  await Promise.all(
+    halves.map(async (h, w) => {
+      for (let i = 0; i < h.length; ) {
+        const n = 1 + Math.floor(r() * 20);
+        await p.applyLogged(w === 0 ? ds : ds2, h.slice(i, i + n));
+        i += n;
+      }
+    }),
+  );
+  const byRecord = new Map<string, LoggedChange[]>();
+  for (const c of appended) byRecord.set(`${c.collection}/${c.key}`, [...(byRecord.get(`${c.collection}/${c.key}`) ?? []), c]);
+  expect(byRecord.size).toBeGreaterThan(10);
+  for (const cs of byRecord.values()) {
+    const server = await readRecordState(ds, cs[0]!);
+    expect(encodeRecordState(server!.state)).toBe(encodeRecordState(applyChanges(cs, config)));
+  }
+  // A server write on one of them that adds a field its state does not hold yet.
+  const ref = { scope: 'group.g', collection: 'constructor', key: '__proto__' };
+  const writer = new ServerWriter(ds, { changeLog: log, config, node: 'server-proto' });
+  const w = await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: { valueOf: 'server', toString: 'server' } }));
+  await p.applyLogged(ds, w.appended);
+  const all = (await log.readSince(0, { limit: 10_000, scopes: ['group.g'] })).changes.filter((c) => c.collection === ref.collection && c.key === ref.key);
+  expect(encodeRecordState((await readRecordState(ds, ref))!.state)).toBe(encodeRecordState(applyChanges(all, config)));
+  expect((await readRecordState(ds, ref))!.state.view.fields).toMatchObject({ valueOf: 'server', toString: 'server' });
+  const live = await snapshot();
+  await rebuildProjections(ds, [new RecordsProjection(config)], { batchSize: 17 });
+  expect(await snapshot()).toEqual(live);
 });
 
 it('ServerWriter: folds logged changes not applied yet, ticks the server once per write, never reuses a dot', async () => {
