@@ -967,7 +967,8 @@ export class SqliteLocalStore implements LocalStore {
         const inserted = this.insertNewRecords(n).run(...params).changes;
         for (const b of batch) {
           if (inserted !== n && this.mseqOf().get(b.r.s, b.r.c, b.r.k)?.mseq !== b.mseq) {
-            this.joinRemoteState(fromWireRecord(b.r), receive, acc);
+            // Its stamp was received when it was batched: not again (a drift would be counted twice).
+            this.joinRemoteState(fromWireRecord(b.r), () => undefined, acc);
             continue;
           }
           acc.changed += 1;

@@ -142,7 +142,14 @@ export class SyncManager {
     if (this.machine !== undefined) return;
     const init = initialConnection(this.env(), { verifyPending: this.o.store.syncState().needsVerification });
     this.machine = init.machine;
-    this.unsubs.push(this.o.transport.onStatus((online) => this.dispatch({ type: online ? 'connected' : 'disconnected' })));
+    this.unsubs.push(
+      this.o.transport.onStatus((online) => {
+        // A page read ahead before the link went down is dropped: used after the reconnect, its
+        // `hasMore: false` could report "synced" while changes made during the outage wait.
+        if (!online) this.pullAhead = undefined;
+        this.dispatch({ type: online ? 'connected' : 'disconnected' });
+      }),
+    );
     this.unsubs.push(this.o.transport.subscribe(this.s.notify(this.agentId), () => this.dispatch({ type: 'nudge' })));
     this.unsubs.push(
       this.o.store.watch((e) => {
@@ -299,7 +306,7 @@ export class SyncManager {
    * for that page is sent at once, before this one is decoded and applied, and the next pullPage uses
    * its reply if the store's cursor is then that cursor (else it is dropped). A page read ahead is as
    * valid later as now (the cursor rule: it is a prefix of what follows the cursor); a failed read-ahead
-   * is asked again.
+   * is asked again; a disconnect drops it.
    */
   private async pullPage(): Promise<ConnectionEvent> {
     const t0 = this.now();

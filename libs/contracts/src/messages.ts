@@ -157,7 +157,9 @@ export function decodeEncodingHeader(value: string | undefined): PayloadEncoding
  * When the states are exhausted the server continues with the log after `<seq>`, as a number again.
  * Agents store the cursor as given and never look inside.
  */
-export const RESYNC_CURSOR = /^([rs])\.(0|[1-9][0-9]{0,15})\.([A-Za-z0-9_-]{0,2048})$/;
+// The position is base64url of the JSON of (scope, collection, key): a 512-byte key of control characters
+// is 3 KiB of JSON escapes, so the bound is the worst case (4,478 characters), not a typical size.
+export const RESYNC_CURSOR = /^([rs])\.(0|[1-9][0-9]{0,15})\.([A-Za-z0-9_-]{0,4608})$/;
 export const PullCursorSchema = z.union([NonNegativeIntSchema, z.string().regex(RESYNC_CURSOR, { error: 'expected a cursor returned by the server' })], {
   error: 'expected a cursor: a non-negative integer or a string returned by the server',
 });
@@ -288,7 +290,7 @@ export function decodePullReply(bytes: Uint8Array, maxBytes: number = MAX_PULL_R
 
 /** The `Fleet-Next-Cursor` header of a pull reply (JSON of the cursor), or undefined when absent or not a cursor. */
 export function decodeNextCursorHeader(value: string | undefined): PullCursor | undefined {
-  if (value === undefined || value === '' || value.length > 4096) return undefined;
+  if (value === undefined || value === '' || value.length > 8192) return undefined;
   let v: unknown;
   try {
     v = JSON.parse(value);

@@ -200,7 +200,7 @@ export class PullService {
     for (;;) {
       const page = await this.store.readSnapshot(scopes, at, after, limit);
       const parts: string[] = [];
-      let size = 128 + 3 * 2048; // envelope and the longest cursor
+      let size = 128 + 2 * 4608; // envelope and the longest cursor (RESYNC_CURSOR)
       let taken = 0;
       for (const r of page.rows) {
         // The wire text comes from JSON.stringify (the projector): an object, never empty.
@@ -214,9 +214,12 @@ export class PullService {
       const last = page.rows[taken - 1];
       const done = page.exhausted && taken === page.rows.length;
       const next: PullCursor = done ? page.at : resyncCursor(page.at, last === undefined ? after : { scope: last.scope, collection: last.collection, key: last.key }, 'snapshot');
-      const text = `{"protocol":${PROTOCOL_VERSION},"records":[${parts.join(',')}],"nextCursor":${JSON.stringify(next)},"hasMore":true,"snapshot":true}`;
+      // After the last state the log continues from Q (more to pull), unless Q is 0: an empty log, and a
+      // pull from 0 would be this snapshot again (with hasMore every fresh agent would loop on it).
+      const more = !done || page.at > 0;
+      const text = `{"protocol":${PROTOCOL_VERSION},"records":[${parts.join(',')}],"nextCursor":${JSON.stringify(next)},"hasMore":${more},"snapshot":true}`;
       const reply = await this.encodeText(text, gzipOk ? 'gzip' : 'identity');
-      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_SNAPSHOT_RESPONSE_BYTES) return { ...reply, nextCursor: next };
+      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_SNAPSHOT_RESPONSE_BYTES) return { ...reply, nextCursor: more ? next : undefined };
       if (taken <= 1) {
         throw new FleetError('FLEET_DECODE_004', `one record does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {
           details: { bytes: reply.data.byteLength, maxPayload },

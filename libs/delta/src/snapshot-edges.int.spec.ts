@@ -1,0 +1,99 @@
+/**
+ * Edge cases of the snapshot (bulk first pull) found in review, against the real PostgreSQL, the
+ * `PullService` as the app wires it, and the agent's request builder and page decoder:
+ * - an empty change log (a fresh deployment): the snapshot ends with cursor 0 and `hasMore: true`, so
+ *   an agent pulls "from 0" again, which is a snapshot again: it must not loop forever;
+ * - a record whose (valid) key needs JSON escaping: the snapshot cursor naming it must be a cursor the
+ *   agent's decoder (and the service's request decoder) accepts, else the agent can never get past it.
+ * Its own database.
+ */
+import { gunzipSync } from 'node:zlib';
+import type { DataSource } from 'typeorm';
+import { encodeJson, Headers, isValidKey } from '@fleet/contracts';
+import type { PullCursor } from '@fleet/contracts';
+import { buildPullRequest, decodePullWirePage } from '@fleet/agent-sync/src/protocol/wire';
+import type { PullWirePage } from '@fleet/agent-sync/src/protocol/wire';
+import { openServerDataSource } from '@fleet/server-store/src/data-source';
+import { PostgresChangeLog } from '@fleet/server-store/src/postgres-change-log';
+import { createTestDatabase, testChange } from '@fleet/server-store/src/testing';
+import type { TestDatabase } from '@fleet/server-store/src/testing';
+import { encodeHlc } from '@fleet/sync-core';
+import { PullService } from './pull.service';
+import { DeltaStore } from './store';
+
+const AGENT = 'edge1';
+const SCOPES = ['fleet', `host.${AGENT}`];
+const MAX_PAYLOAD = 1024 * 1024;
+let db: TestDatabase;
+let ds: DataSource;
+let store: DeltaStore;
+let pulls: PullService;
+
+beforeAll(async () => {
+  db = await createTestDatabase('fleet_delta_snap_edges');
+  ds = await openServerDataSource({ url: db.url, poolSize: 2 });
+  store = new DeltaStore(ds, { default: 'lww' });
+  pulls = new PullService(store);
+});
+
+afterAll(async () => {
+  await ds?.destroy();
+  await db?.drop();
+});
+
+/** One page as the agent asks for it (`snapshot: true` exactly from cursor 0) and decodes it. */
+async function page(cursor: PullCursor, limit?: number): Promise<PullWirePage> {
+  const reply = await pulls.pull(AGENT, encodeJson(buildPullRequest(AGENT, SCOPES, cursor, limit)), MAX_PAYLOAD);
+  const raw = reply.headers[Headers.Encoding] === 'gzip' ? new Uint8Array(gunzipSync(reply.data)) : reply.data;
+  return decodePullWirePage(raw);
+}
+
+/** The agent's pull loop (pull again at once while `hasMore`), bounded: returns the pages, or throws when it does not end. */
+async function pullUntilDone(limit?: number, maxPages = 20): Promise<PullWirePage[]> {
+  const pages: PullWirePage[] = [];
+  let cursor: PullCursor = 0;
+  for (let i = 0; i < maxPages; i++) {
+    const p = await page(cursor, limit);
+    pages.push(p);
+    cursor = p.nextCursor;
+    if (!p.hasMore) return pages;
+  }
+  throw new Error(`the pull loop did not end after ${maxPages} pages: cursors ${pages.map((p) => JSON.stringify(p.nextCursor)).join(' ')}`);
+}
+
+describe('snapshot edges', () => {
+  it('an empty change log: a fresh agent pulls once or twice and stops, rather than asking for a snapshot from 0 forever', async () => {
+    const pages = await pullUntilDone();
+    expect(pages.length).toBeLessThanOrEqual(2);
+    expect(pages.flatMap((p) => p.records)).toEqual([]);
+  });
+
+  it('a key that needs JSON escaping (control characters): the snapshot cursor after it decodes, and the agent gets past it', async () => {
+    const key = '\u0001'.repeat(300);
+    expect(isValidKey(key)).toBe(true);
+    const log = new PostgresChangeLog(ds);
+    const hlc = (n: number) => encodeHlc({ wallMs: 1_767_225_600_000 + n, counter: 0, node: 'server' });
+    await log.appendBatch([
+      testChange('server', 1, { scope: 'fleet', collection: 'c', key: 'a', fields: { n: 1 }, hlc: hlc(1), vv: { server: 1 } }),
+      testChange('server', 2, { scope: 'fleet', collection: 'c', key, fields: { n: 2 }, hlc: hlc(2), vv: { server: 2 } }),
+      testChange('server', 3, { scope: 'fleet', collection: 'c', key: 'z', fields: { n: 3 }, hlc: hlc(3), vv: { server: 3 } }),
+    ]);
+    // One record per page, so a page ends on the escaped key and its cursor names it.
+    const pages = await pullUntilDone(1);
+    expect(pages.flatMap((p) => p.records.map((r) => r.k)).filter((k) => k === key)).toHaveLength(1);
+    expect(new Set(pages.flatMap((p) => p.records.map((r) => r.k)))).toEqual(new Set(['a', key, 'z']));
+  });
+
+  it('a replica of the previous version updating `state` without `wire` (rolling deploy): the stale wire text is cleared, the snapshot sends the new state', async () => {
+    await store.project();
+    const before = (await ds.query(`select wire from record_states where scope = 'fleet' and collection = 'c' and key = 'a'`)) as { wire: string | null }[];
+    expect(before[0]?.wire).toEqual(expect.any(String));
+    // what an old projector writes: the state of another record's content, no `wire`
+    await ds.query(`update record_states set state = (select state from record_states where scope = 'fleet' and collection = 'c' and key = 'z') where scope = 'fleet' and collection = 'c' and key = 'a'`);
+    const after = (await ds.query(`select wire from record_states where scope = 'fleet' and collection = 'c' and key = 'a'`)) as { wire: string | null }[];
+    expect(after[0]?.wire).toBeNull();
+    const records = (await pullUntilDone()).flatMap((p) => p.records);
+    const a = records.find((r) => r.k === 'a');
+    expect(a?.f?.['n']?.[0]?.[1]).toBe(3); // z's value, now a's state, converted from `state`
+  });
+});
