@@ -150,6 +150,28 @@ describe('pull', () => {
     expect(agent.states.get('fleet\u0000delta\u0000d1')?.view.fields).toEqual({ a: 'x'.repeat(500), b: 2, c: { deep: [1, 2, 3] } });
   });
 
+  it("leaves the agent's own changes from ownFrom on out of log pages (no echo), still moving the cursor past them", async () => {
+    const agent = new AgentReplica('echo1', ['host.echo1'], bus);
+    await agent.pullAll();
+    const hlc = (n: number) => encodeHlc({ wallMs: 1_767_225_700_000 + n, counter: 0, node: 'echo1' });
+    const own = (originSeq: number, key: string, fields: Fields, vv: Record<string, number>) =>
+      testChange('echo1', originSeq, { scope: 'host.echo1', collection: 'echo', key, fields, hlc: hlc(originSeq), vv });
+    // seq 1-2: before the store's ownFrom (a restored store does not hold them); 3-4: after; the server edits e2 too
+    await append([own(1, 'e0', { v: 0 }, { echo1: 1 }), own(2, 'e1', { v: 1 }, { echo1: 1 }), own(3, 'e2', { v: 2 }, { echo1: 1 }), own(4, 'e3', { v: 3 }, { echo1: 1 })]);
+    await append([serverChange('echo', 'e2', { by: 'server' }, { scope: 'host.echo1', vv: { echo1: 1, server: serverSeq + 1 } })]);
+    const [head] = (await ds.query(`select max(seq)::int as m from change_log`)) as { m: number }[];
+    const { response } = await agent.pullPage({ ownFrom: 3 });
+    expect(response.records.map((r) => r.k).sort()).toEqual(['e0', 'e1', 'e2']); // e3 only echoed: left out
+    const e2 = response.records.find((r) => r.k === 'e2');
+    expect(Object.keys(e2?.f ?? {})).toEqual(['by']); // the server's write, not the agent's own `v`
+    expect(response.nextCursor).toBe(head?.m); // past the left-out changes
+    expect(response.hasMore).toBe(false);
+    // without ownFrom, everything comes back
+    const again = new AgentReplica('echo1', ['host.echo1'], bus);
+    await again.pullAll();
+    expect([...again.states.values()].filter((st) => st.ref.collection === 'echo').map((st) => st.ref.key).sort()).toEqual(['e0', 'e1', 'e2', 'e3']);
+  });
+
   it('gzips large replies (Fleet-Encoding) and the result equals the identity pull', async () => {
     const g = new AgentReplica('a4', ['fleet'], bus);
     const i = new AgentReplica('a4', ['fleet'], bus);

@@ -74,6 +74,14 @@ export interface SyncState {
    * has verified with the server and clears the flag.
    */
   readonly needsVerification: boolean;
+  /**
+   * The first origin sequence this store assigned itself: it holds every change of its own origin from
+   * there on, so pulls need not echo them (`ownFrom` of the pull request). 1 for a store that made every
+   * change of its agent id; after a restore, the jumped sequence + 1 (the writes made after the backup
+   * are not held); after `raiseOriginSeqFloor`, the floor + 1; a store from before this field counts
+   * from its next change.
+   */
+  readonly ownFrom: number;
 }
 
 export interface OutboxStats {

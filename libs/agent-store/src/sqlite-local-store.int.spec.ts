@@ -103,6 +103,22 @@ describe('SqliteLocalStore on disk', () => {
     }
   });
 
+  it('a store from before `ownFrom` counts its own changes from its next one (it may have been restored or had its floor raised)', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    for (const k of ['a', 'b', 'c']) s.put(ref(k), { v: 1 });
+    s.close();
+    const db = new Database(join(dir, DB_FILE));
+    const raw = JSON.parse(db.prepare("SELECT v FROM meta WHERE k = 'sync_state'").pluck().get() as string) as Record<string, unknown>;
+    delete raw['ownFrom'];
+    db.prepare("UPDATE meta SET v = ? WHERE k = 'sync_state'").run(JSON.stringify(raw));
+    db.close();
+    const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    expect(r.syncState().ownFrom).toBe(4);
+    expect(r.put(ref('d'), { v: 1 })?.originSeq).toBe(4);
+    r.close();
+  });
+
   it('turns direct SQL writes from another connection into changes', () => {
     const dir = tempDir();
     const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
@@ -190,7 +206,8 @@ describe('SqliteLocalStore on disk', () => {
     expect(r.get(ref('c'))?.fields).toEqual({ v: 1 });
     expect(r.get(ref('d'))).toBeNull();
     expect(r.outboxStats().size).toBe(3);
-    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true });
+    // The writes after the backup are not held: pulls may leave out only what this store assigns from now on.
+    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true, ownFrom: 4 + RESTORE_SEQ_GAP + 1 });
     expect(codeOf(() => r.put(ref('e'), { v: 1 }))).toBe('FLEET_AGENT_004');
     r.setSyncState({ needsVerification: false });
     const next = r.put(ref('e'), { v: 1 });

@@ -141,7 +141,8 @@ interface CaptureRow {
   captured_at: string;
 }
 
-const DEFAULT_SYNC_STATE: SyncState = { lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false };
+// ownFrom's default leaves nothing out: `open` sets the real value (see SyncState.ownFrom).
+const DEFAULT_SYNC_STATE: SyncState = { lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom: Number.MAX_SAFE_INTEGER };
 const DEFAULT_STRATEGIES: StrategyConfig = { default: 'lww' };
 
 function invalidWrite(why: string, details?: Record<string, unknown>): never {
@@ -368,6 +369,13 @@ export class SqliteLocalStore implements LocalStore {
         db.exec(SCHEMA_SQL);
         if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
         if (owner === undefined) put('agent_id', options.agentId);
+        const sync = JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>;
+        if (sync.ownFrom === undefined) {
+          // A new store assigns from 1; an older one may have been restored or had its floor raised: from its next change.
+          const counters = get('counters');
+          const ownFrom = counters === undefined ? 1 : (JSON.parse(counters) as { originSeq: number }).originSeq + 1;
+          put('sync_state', JSON.stringify({ ...DEFAULT_SYNC_STATE, ...sync, ownFrom }));
+        }
         db.exec('COMMIT');
       } catch (e) {
         if (db.inTransaction) db.exec('ROLLBACK');
@@ -1096,7 +1104,11 @@ export class SqliteLocalStore implements LocalStore {
   raiseOriginSeqFloor(floor: number): void {
     if (!Number.isSafeInteger(floor) || floor < 0) invalidWrite(`origin sequence floor must be a non-negative integer, got ${floor}`);
     this.transaction(() => {
-      if (this.counters.originSeq < floor) this.counters.originSeq = floor;
+      if (this.counters.originSeq >= floor) return;
+      this.counters.originSeq = floor;
+      // Sequences up to the floor were not assigned by this store: it does not hold those changes.
+      const s = this.readSyncState();
+      if (s.ownFrom <= floor) this.writeSyncState({ ...s, ownFrom: floor + 1 });
     });
   }
 
@@ -1291,13 +1303,16 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
     db.transaction(() => {
       const get = (k: string) => db.prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v;
       const put = (k: string, v: string) => db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
-      const sync = { ...DEFAULT_SYNC_STATE, ...(JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>), cursor: null, needsVerification: true };
-      put('sync_state', JSON.stringify(sync));
       const counters = get('counters');
+      let next = RESTORE_SEQ_GAP;
       if (counters !== undefined) {
         const c = JSON.parse(counters) as { hlc: string; originSeq: number; mseq: number };
-        put('counters', JSON.stringify({ ...c, originSeq: c.originSeq + RESTORE_SEQ_GAP }));
+        next = c.originSeq + RESTORE_SEQ_GAP;
+        put('counters', JSON.stringify({ ...c, originSeq: next }));
       }
+      // The writes made after the backup are not held: only what this store assigns from now on is.
+      const sync = { ...DEFAULT_SYNC_STATE, ...(JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>), cursor: null, needsVerification: true, ownFrom: next + 1 };
+      put('sync_state', JSON.stringify(sync));
       db.prepare('DELETE FROM meta WHERE k = ?').run('backup_chain');
       put('restored_from', JSON.stringify({ dir, fullId, applied, at: now() }));
       db.exec('DROP TABLE IF EXISTS backup_info');

@@ -26,7 +26,8 @@ export interface SyncStore {
    * records the store does not hold). Optional: without it, pulls go through `applyRemote`.
    */
   applyRemoteWire?(records: readonly WireRecord[], cursorAfter: StoredCursor): { readonly changed: number; readonly conflicts: number };
-  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean };
+  /** `ownFrom`: see the agent store's SyncState (absent: pulls echo the agent's own changes). */
+  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean; readonly ownFrom?: number };
   setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean }): void;
   /** (key, visible hash) of every record of the collection, live or deleted. */
   merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;

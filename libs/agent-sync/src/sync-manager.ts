@@ -290,7 +290,7 @@ export class SyncManager {
   private pullAhead: { readonly cursor: PullCursor; readonly reply: Promise<TransportReply> } | undefined;
 
   private pullRequest(cursor: PullCursor): Promise<TransportReply> {
-    return this.o.transport.request(this.s.pull(this.agentId), encodeJson(buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit)), {
+    return this.o.transport.request(this.s.pull(this.agentId), encodeJson(buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit, this.o.store.syncState().ownFrom)), {
       timeoutMs: this.o.requestTimeoutMs ?? 10_000,
       headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
     });

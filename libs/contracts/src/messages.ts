@@ -220,6 +220,13 @@ export const PullRequestSchema = z.strictObject({
    * `snapshot: true` and `s.` cursors. Ignored for any other cursor.
    */
   snapshot: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+  /**
+   * The agent's store holds every change of the agent's own origin with `originSeq >= ownFrom` (it
+   * made them: the first sequence it assigned itself, see docs/agent.md): log pages leave those out
+   * rather than echo them back. Absent: nothing is left out. Whole states (snapshot, resync) are sent
+   * as they are.
+   */
+  ownFrom: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(Number.MAX_SAFE_INTEGER).exactOptional(),
 });
 export type PullRequest = z.output<typeof PullRequestSchema>;
 

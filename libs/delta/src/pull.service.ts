@@ -146,9 +146,13 @@ export class PullService {
         const cut = cutByBudget(page.changes, body);
         const changes = page.changes.slice(0, cut);
         const last = changes[changes.length - 1];
+        // No echo: the agent's own changes from `ownFrom` on are in its store (it made them). The cursor
+        // still moves past them; a record with other writes too gets those as its delta.
+        const own = req.ownFrom;
+        const shown = own === undefined ? changes : changes.filter((c) => c.origin !== req.agentId || c.originSeq < own);
         response = {
           protocol: PROTOCOL_VERSION,
-          records: foldWire(changes),
+          records: foldWire(shown),
           nextCursor: last === undefined ? cursor.kind === 'log' ? cursor.seq : 0 : last.seq,
           hasMore: page.hasMore || cut < page.changes.length,
         };

@@ -324,15 +324,20 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
 
     it('keeps sync state', () => {
       open();
-      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false });
+      // a new store made every change of its agent id from 1 on: pulls need not echo any
+      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom: 1 });
       store.setSyncState({ lastSyncAt: 5, cursor: 'abc' });
       store = h.reopen();
-      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false });
+      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false, ownFrom: 1 });
       store.setSyncState({ needsVerification: true });
       expect(code(() => store.put(ref('a'), { n: 1 }))).toBe('FLEET_AGENT_004');
       store.setSyncState({ needsVerification: false });
       store.raiseOriginSeqFloor(500);
+      // sequences up to the floor were not this store's: it holds its own changes from 501 on
+      expect(store.syncState().ownFrom).toBe(501);
       expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(501);
+      store.raiseOriginSeqFloor(10); // below: nothing moves
+      expect(store.syncState().ownFrom).toBe(501);
     });
   });
 }

@@ -55,7 +55,7 @@ export function buildPushBatch(agentId: string, outbox: readonly Change[], sentA
 }
 
 /** From cursor 0 (a fresh store) the agent asks for a snapshot: current states in bulk, then the log (docs/delta-calculator.md). */
-export function buildPullRequest(agentId: string, scopes: readonly string[], cursor: PullCursor, limit?: number): PullRequest {
+export function buildPullRequest(agentId: string, scopes: readonly string[], cursor: PullCursor, limit?: number, ownFrom?: number): PullRequest {
   return {
     protocol: PROTOCOL_VERSION,
     agentId,
@@ -64,6 +64,7 @@ export function buildPullRequest(agentId: string, scopes: readonly string[], cur
     ...(limit === undefined ? {} : { limit: Math.min(limit, MAX_PULL_LIMIT) }),
     acceptEncodings: ['gzip', 'identity'],
     ...(cursor === 0 ? { snapshot: true } : {}),
+    ...(ownFrom === undefined || !Number.isSafeInteger(ownFrom) || ownFrom < 1 ? {} : { ownFrom }),
   };
 }
 

@@ -51,8 +51,16 @@ export class AgentReplica {
     this.states.set(id, mergeRecordStates(this.states.get(id) ?? emptyRecord(delta.ref), delta, this.config));
   }
 
-  async pullPage(opts: { limit?: number; gzip?: boolean } = {}): Promise<{ response: PullResponse; wireBytes: number; rawBytes: number }> {
-    const req = { protocol: PROTOCOL_VERSION, agentId: this.agentId, scopes: this.scopes, cursor: this.cursor, ...(opts.limit ? { limit: opts.limit } : {}), acceptEncodings: opts.gzip === false ? ['identity'] : ['gzip'] };
+  async pullPage(opts: { limit?: number; gzip?: boolean; ownFrom?: number } = {}): Promise<{ response: PullResponse; wireBytes: number; rawBytes: number }> {
+    const req = {
+      protocol: PROTOCOL_VERSION,
+      agentId: this.agentId,
+      scopes: this.scopes,
+      cursor: this.cursor,
+      ...(opts.limit ? { limit: opts.limit } : {}),
+      acceptEncodings: opts.gzip === false ? ['identity'] : ['gzip'],
+      ...(opts.ownFrom === undefined ? {} : { ownFrom: opts.ownFrom }),
+    };
     const reply = await this.bus.request(this.bus.subjects.pull(this.agentId), encodeJson(req), { timeoutMs: 30_000 });
     const raw = undoEncoding(reply);
     const response = decodePullResponse(raw);
