@@ -285,9 +285,13 @@ if (require.main === module) {
   main(process.argv.slice(2), process.env, { out: (l) => console.log(l), err: (l) => console.error(l) }).then(
     (code) => {
       process.exitCode = code;
+      // The command is done: a stray handle must not keep the process alive (seen after SIGTERM of `run`:
+      // a MessagePort, not ours, held the loop open). Unref'd: exits at once when nothing is left.
+      setTimeout(() => process.exit(code), 200).unref();
     },
     () => {
       process.exitCode = 70;
+      setTimeout(() => process.exit(70), 200).unref();
     },
   );
 }

@@ -184,6 +184,8 @@ export interface LocalStore {
   /** Counts a failed push of these rows and keeps the error for `outboxStats`. */
   recordFailure(changeIds: readonly string[], error: string): void;
   outboxStats(): OutboxStats;
+  /** Unsent changes queued: `outboxStats().size` from a counter the store keeps (no scan; the sync manager asks after every batch). */
+  outboxSize(): number;
   /** Coalesces every unfrozen record run in the outbox now (normally automatic past the soft limit). Returns rows saved. */
   coalesceOutbox(): number;
 

@@ -893,16 +893,27 @@ export class SqliteLocalStore implements LocalStore {
     });
   }
 
+  outboxSize(): number {
+    return this.guard(() => this.outboxCount);
+  }
+
+  private statsStatements: { outbox: Database.Statement<[], { size: number; oldest: number | null; failures: number; inflight: number }>; counts: Map<string, Database.Statement<[], { n: number }>> } | undefined;
+
   outboxStats(): OutboxStats {
     return this.guard(() => {
-      const o = this.db
-        .prepare<[], { size: number; oldest: number | null; failures: number; inflight: number }>(
-          'SELECT count(*) AS size, min(created_at) AS oldest, coalesce(sum(attempts > 0), 0) AS failures, coalesce(sum(frozen), 0) AS inflight FROM outbox',
-        )
-        .get() ?? { size: 0, oldest: null, failures: 0, inflight: 0 };
+      this.statsStatements ??= {
+        outbox: this.db.prepare('SELECT count(*) AS size, min(created_at) AS oldest, coalesce(sum(attempts > 0), 0) AS failures, coalesce(sum(frozen), 0) AS inflight FROM outbox'),
+        counts: new Map(),
+      };
+      const st = this.statsStatements;
+      const o = st.outbox.get() ?? { size: 0, oldest: null, failures: 0, inflight: 0 };
       const last = this.st.getMeta.get('last_error')?.v;
       const lastError = last === undefined ? null : (JSON.parse(last) as { message: string; at: number });
-      const count = (sql: string) => this.db.prepare<[], { n: number }>(sql).get()?.n ?? 0;
+      const count = (sql: string) => {
+        let s = st.counts.get(sql);
+        if (s === undefined) st.counts.set(sql, (s = this.db.prepare<[], { n: number }>(sql)));
+        return s.get()?.n ?? 0;
+      };
       return {
         size: o.size,
         max: this.outboxMax,

@@ -18,7 +18,8 @@ export interface SyncStore {
   /** Only after the PubAck of the batch that carried them. */
   markSent(changeIds: readonly string[]): number;
   recordFailure(changeIds: readonly string[], error: string): void;
-  outboxStats(): { readonly size: number };
+  /** Unsent changes queued (asked after every batch: must not scan the outbox). */
+  outboxSize(): number;
   /** Joins the states and sets the cursor in ONE transaction: the cursor is never ahead of what is applied. */
   applyRemote(items: readonly { readonly ref: RecordRef; readonly state: RecordState }[], cursorAfter: StoredCursor): { readonly changed: number };
   /**

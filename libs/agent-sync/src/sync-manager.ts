@@ -380,7 +380,7 @@ export class SyncManager {
     }
     this.o.store.markSent(batch.changeIds);
     this.inflightBatch = undefined;
-    return { type: 'push-acked', pushed: batch.changeIds.length, more: this.o.store.outboxStats().size > 0, latencyMs: Math.max(0, this.now() - t0) };
+    return { type: 'push-acked', pushed: batch.changeIds.length, more: this.o.store.outboxSize() > 0, latencyMs: Math.max(0, this.now() - t0) };
   }
 
   private targets(): readonly VerifyTarget[] {

@@ -110,7 +110,7 @@ export class FleetAgent {
         return n;
       },
       recordFailure: (ids, e) => this.store.recordFailure(ids, e),
-      outboxStats: () => this.store.outboxStats(),
+      outboxSize: () => this.store.outboxSize(),
       applyRemote: (items, cursor) => this.store.applyRemote(items, cursor),
       applyRemoteWire: (records, cursor) => this.store.applyRemoteWire(records, cursor),
       syncState: () => this.store.syncState(),
@@ -243,7 +243,7 @@ export class FleetAgent {
   }
 
   outboxSize(): number {
-    return this.store.outboxStats().size;
+    return this.store.outboxSize();
   }
 
   cursor(): number {

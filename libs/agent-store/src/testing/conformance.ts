@@ -115,6 +115,7 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       expect(code(() => store.put(ref('k'), { a: 'nul\u0000' }))).toBe('FLEET_AGENT_005');
       expect(code(() => store.patch(ref('k'), { a: 1 }, ['a']))).toBe('FLEET_AGENT_005');
       expect(store.outboxStats().size).toBe(0);
+      expect(store.outboxSize()).toBe(0); // the counter agrees with the scan
       expect(store.get(ref('k'))).toBeNull();
     });
 
@@ -131,6 +132,7 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       expect(store.get(ref('a'))).toBeNull();
       expect(store.get(ref('b'))).toBeNull();
       expect(store.outboxStats().size).toBe(1);
+      expect(store.outboxSize()).toBe(1); // the counter agrees with the scan
       // A failing write inside a transaction whose caller swallows the error still leaves the rest consistent.
       store.transaction(() => {
         store.put(ref('c'), { n: 3 });
@@ -207,17 +209,22 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       store.put(ref('a'), { n: 1 });
       store.put(ref('a'), { n: 2 }); // the queue stays within the soft limit: kept as made
       expect(store.outboxStats().size).toBe(2);
+      expect(store.outboxSize()).toBe(2); // the counter agrees with the scan
       store.put(ref('b'), { n: 1 }); // would pass the soft limit: a full pass merges a's run first
       expect(store.outboxStats().size).toBe(2);
+      expect(store.outboxSize()).toBe(2); // the counter agrees with the scan
       store.put(ref('a'), { n: 3 }); // past the soft limit: merged into a's row as it is written
       expect(store.outboxStats().size).toBe(2);
+      expect(store.outboxSize()).toBe(2); // the counter agrees with the scan
       store.put(ref('c'), { n: 1 });
       expect(store.outboxStats().size).toBe(3);
+      expect(store.outboxSize()).toBe(3); // the counter agrees with the scan
       expect(code(() => store.put(ref('d'), { n: 1 }))).toBe('FLEET_AGENT_003');
       expect(store.get(ref('d'))).toBeNull();
       // A write to a record already queued coalesces into its row: accepted at the bound.
       expect(store.put(ref('b'), { n: 2 })).not.toBeNull();
       expect(store.outboxStats().size).toBe(3);
+      expect(store.outboxSize()).toBe(3); // the counter agrees with the scan
       const queued = store.peekOutbox(10);
       expect(queued.map((c) => [c.key, c.fields])).toEqual([
         ['a', { n: 3 }],

@@ -67,8 +67,8 @@ export class MemorySyncStore implements SyncStore {
     this.failures.push({ ids: changeIds, error });
   }
 
-  outboxStats(): { size: number } {
-    return { size: this.outbox.length };
+  outboxSize(): number {
+    return this.outbox.length;
   }
 
   applyRemote(items: readonly { ref: RecordRef; state: RecordState }[], cursorAfter: StoredCursor): { changed: number } {
