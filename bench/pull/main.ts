@@ -14,10 +14,13 @@
  *   JavaScript thread, but they share the box's 2 cores with PostgreSQL, NATS and whatever else runs.
  * - The agent is this process: the real agent store (`SqliteLocalStore`, default settings: WAL,
  *   synchronous=FULL) and the same functions the sync manager's `pullPage` uses: `buildPullRequest`
- *   (cursor 0 asks for a snapshot), gunzip on libuv's pool, `decodePullWirePage` (contracts' checks of
- *   every record), `applyRemoteWire` (records and cursor in one transaction per page), and the same
- *   pipelining: page k+1 is asked for as soon as page k's reply arrives (its `Fleet-Next-Cursor` header),
- *   before page k is gunzipped, decoded and applied. It pulls until `hasMore` is false: the snapshot pages,
+ *   (cursor 0 asks for a snapshot), the pull decoder's worker thread (`PullDecoder`: gunzip,
+ *   `decodePullWirePage` with contracts' checks of every record, `prepareWireRows`) from the moment a reply
+ *   arrives, `applyRemoteRows` on this thread (records and cursor in one transaction per page), and the
+ *   same pipelining: page k+1 is asked for as soon as page k's reply arrives (its `Fleet-Next-Cursor`
+ *   header), before page k is decoded and applied; the service reads page k+1 ahead on its side too.
+ *   BENCH_MODES=worker,thread,... pulls once per mode (fresh agent store, same seeding): `thread` decodes
+ *   on this thread (gunzip on libuv's pool, `decodePullWirePage`, `applyRemoteWire`) as before the worker. It pulls until `hasMore` is false: the snapshot pages,
  *   then the (empty) log after the snapshot's position. Timed: first request to last commit. CPU: this
  *   process (agent), the service process, and every `postgres` and `nats-server` process on the box
  *   (/proc; includes any other work they do meanwhile).
@@ -46,6 +49,7 @@ import { openServerDataSource } from '@fleet/server-store/src/data-source';
 import { createTestDatabase } from '@fleet/server-store/src/testing/test-database';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { buildPullRequest, decodePullWirePage } from '@fleet/agent-sync/src/protocol/wire';
+import { PullDecoder } from '@fleet/agent-sync/src/pull-decoder';
 import { DeltaStore } from '@fleet/delta';
 import { ServiceProcess } from '@fleet/fleet-harness';
 import { MerkleTree, answerVerify, startVerify, stepVerify } from '@fleet/sync-core';
@@ -115,58 +119,90 @@ async function benchPull(n: number): Promise<void> {
     await bus.provision([{ name: s.streams.log, subjects: [s.appended] }], { deadLetter: false });
     svc = await ServiceProcess.create({ name: 'delta-calculator', databaseUrl: db.url, natsUrl: NATS, namespace: ns, strategies: { default: 'lww' }, logDir: dir, ...(process.env['BENCH_SERVICE_NODE_OPTIONS'] === undefined ? {} : { extra: { NODE_OPTIONS: process.env['BENCH_SERVICE_NODE_OPTIONS'] } }) });
     await svc.start();
-    const store = SqliteLocalStore.open({ dataDir: join(dir, 'agent'), agentId: 'bench-agent', strategies: config });
-    const ask = (cursor: PullCursor) =>
-      bus.request(s.pull('bench-agent'), encodeJson(buildPullRequest('bench-agent', ['fleet'], cursor, process.env['BENCH_LIMIT'] === undefined ? undefined : Number(process.env['BENCH_LIMIT']))), { timeoutMs: 60_000, headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) } });
-    let wire = 0;
-    let records = 0;
-    let pages = 0;
-    const svcPid = svc.pid as number;
-    const others0 = cpuByName(['postgres', 'nats-server']);
-    const svc0 = cpuOf(svcPid);
-    const me0 = process.cpuUsage();
-    const t0 = performance.now();
-    let next = ask(store.syncState().cursor ?? 0);
-    const debug = process.env['BENCH_DEBUG'] !== undefined;
-    let tAsk = performance.now();
-    for (;;) {
-      const tw = performance.now();
-      const reply = await next;
-      const tr = performance.now();
-      const askedAt = tAsk;
-      // Pipelining: the next page is asked for as soon as this reply names its cursor, before decoding.
-      const ahead = decodeNextCursorHeader(reply.headers?.get(Headers.NextCursor));
-      if (ahead !== undefined) {
-        next = ask(ahead);
-        tAsk = performance.now();
+    // BENCH_MODES=worker,thread,...: pulls once per mode into a fresh agent store, against the same seeded
+    // server (A/B on one seeding; the box is shared). Default: worker (as SyncManager.pullPage).
+    const modes = (process.env['BENCH_MODES'] ?? (process.env['BENCH_IN_THREAD'] === undefined ? 'worker' : 'thread')).split(',');
+    for (const [run, mode] of modes.entries()) {
+      const agentDir = join(dir, `agent-${run}`);
+      const store = SqliteLocalStore.open({ dataDir: agentDir, agentId: 'bench-agent', strategies: config });
+      const askRaw = (cursor: PullCursor) =>
+        bus.request(s.pull('bench-agent'), encodeJson(buildPullRequest('bench-agent', ['fleet'], cursor, process.env['BENCH_LIMIT'] === undefined ? undefined : Number(process.env['BENCH_LIMIT']))), { timeoutMs: 60_000, headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) } });
+      let wire = 0;
+      let records = 0;
+      let pages = 0;
+      const svcPid = svc.pid as number;
+      const others0 = cpuByName(['postgres', 'nats-server']);
+      const svc0 = cpuOf(svcPid);
+      const me0 = process.cpuUsage();
+      const t0 = performance.now();
+      const inThread = mode === 'thread';
+      const decoder = new PullDecoder();
+      if (!inThread) decoder.warm(); // as pullPage does when it asks for a snapshot
+      const decoded = new WeakMap<object, ReturnType<PullDecoder['decode']>>();
+      const ask = (cursor: PullCursor) => {
+        const p = askRaw(cursor);
+        if (!inThread) {
+          void p.then((reply) => {
+            const d = decoder.decode(reply.data, reply.headers?.get(Headers.Encoding) === 'gzip', MAX_SNAPSHOT_RESPONSE_BYTES);
+            d.catch(() => undefined); // reported where it is used
+            decoded.set(reply, d);
+          }, () => undefined);
+        }
+        return p;
+      };
+      let next = ask(store.syncState().cursor ?? 0);
+      const debug = process.env['BENCH_DEBUG'] !== undefined;
+      let tAsk = performance.now();
+      for (;;) {
+        const tw = performance.now();
+        const reply = await next;
+        const tr = performance.now();
+        const askedAt = tAsk;
+        // Pipelining: the next page is asked for as soon as this reply names its cursor, before decoding.
+        const ahead = decodeNextCursorHeader(reply.headers?.get(Headers.NextCursor));
+        if (ahead !== undefined) {
+          next = ask(ahead);
+          tAsk = performance.now();
+        }
+        wire += reply.data.byteLength;
+        const gz = reply.headers?.get(Headers.Encoding) === 'gzip';
+        // As SyncManager.pullPage: a snapshot page is un-gzipped, decoded, checked and prepared on the pull
+        // decoder's worker thread from the moment its reply arrives (so page k+1 is decoded there while this
+        // thread inserts page k), then inserted here. BENCH_IN_THREAD=1: all on this thread, as before.
+        const page = inThread
+          ? { ...decodePullWirePage(gz ? await gunzip(reply.data, { maxOutputLength: MAX_SNAPSHOT_RESPONSE_BYTES + 1 }) : reply.data), prepared: undefined }
+          : await (decoded.get(reply) ?? decoder.decode(reply.data, gz, MAX_SNAPSHOT_RESPONSE_BYTES));
+        const td = performance.now();
+        if (page.hasMore && page.nextCursor !== ahead) throw new Error(`Fleet-Next-Cursor ${String(ahead)} is not the page's ${String(page.nextCursor)}`);
+        if (page.prepared !== undefined) {
+          store.applyRemoteRows(page.prepared, page.nextCursor);
+          records += page.prepared.hlcs.length + page.prepared.others.length;
+        } else {
+          store.applyRemoteWire(page.records, page.nextCursor);
+          records += page.records.length;
+        }
+        if (debug) console.log(`page ${pages}: ${page.prepared === undefined ? page.records.length : page.prepared.hlcs.length + page.prepared.others.length} records, waited ${(tr - tw).toFixed(0)} ms (reply ${(tr - askedAt).toFixed(0)} ms after its request), gunzip+decode ${(td - tr).toFixed(0)} ms, apply ${(performance.now() - td).toFixed(0)} ms`);
+        pages++;
+        if (!page.hasMore) break;
       }
-      wire += reply.data.byteLength;
-      const raw = reply.headers?.get(Headers.Encoding) === 'gzip' ? await gunzip(reply.data, { maxOutputLength: MAX_SNAPSHOT_RESPONSE_BYTES + 1 }) : reply.data;
-      const page = decodePullWirePage(raw);
-      const td = performance.now();
-      if (page.hasMore && page.nextCursor !== ahead) throw new Error(`Fleet-Next-Cursor ${String(ahead)} is not the page's ${String(page.nextCursor)}`);
-      store.applyRemoteWire(page.records, page.nextCursor);
-      records += page.records.length;
-      if (debug) console.log(`page ${pages}: ${page.records.length} records, waited ${(tr - tw).toFixed(0)} ms (reply ${(tr - askedAt).toFixed(0)} ms after its request), gunzip+decode ${(td - tr).toFixed(0)} ms, apply ${(performance.now() - td).toFixed(0)} ms`);
-      pages++;
-      if (!page.hasMore) break;
+      const secs = (performance.now() - t0) / 1000;
+      const me = process.cpuUsage(me0);
+      await decoder.close();
+      const agentCpu = (me.user + me.system) / 1e6;
+      const svcCpu = cpuOf(svcPid) - svc0;
+      const othersCpu = cpuDelta(others0, cpuByName(['postgres', 'nats-server']));
+      const sample = store.get({ scope: 'fleet', collection: 'bench', key: `pkg-${Math.ceil(n / 2)}` });
+      if (sample?.status !== 'live' || sample.fields?.['name'] !== `package-${Math.ceil(n / 2)}`) throw new Error(`sampled record is wrong: ${JSON.stringify(sample)}`);
+      store.close();
+      const sqlite = new Database(join(agentDir, 'agent.db'), { readonly: true });
+      const count = (sqlite.prepare(`select count(*) as c from records where status = 'live'`).get() as { c: number }).c;
+      sqlite.close();
+      if (count !== n) throw new Error(`expected ${n} live records in SQLite, found ${count}`);
+      console.log(
+        `pull ${n.toLocaleString('en')} records (${inThread ? 'decoded on the agent thread' : 'decoded on the worker'}): ${secs.toFixed(2)} s, ${Math.round(records / secs).toLocaleString('en')} records/s, ${(wire / records).toFixed(1)} bytes/record on the wire (gzip), ${pages} pages, ${count.toLocaleString('en')} rows in SQLite; ` +
+          `CPU s: agent ${agentCpu.toFixed(2)}, delta-calculator ${svcCpu.toFixed(2)}, postgres+nats ${othersCpu.toFixed(2)} (projected in ${projectSecs.toFixed(1)} s, untimed)`,
+      );
     }
-    const secs = (performance.now() - t0) / 1000;
-    const me = process.cpuUsage(me0);
-    const agentCpu = (me.user + me.system) / 1e6;
-    const svcCpu = cpuOf(svcPid) - svc0;
-    const othersCpu = cpuDelta(others0, cpuByName(['postgres', 'nats-server']));
-    const sample = store.get({ scope: 'fleet', collection: 'bench', key: `pkg-${Math.ceil(n / 2)}` });
-    if (sample?.status !== 'live' || sample.fields?.['name'] !== `package-${Math.ceil(n / 2)}`) throw new Error(`sampled record is wrong: ${JSON.stringify(sample)}`);
-    store.close();
-    const sqlite = new Database(join(dir, 'agent', 'agent.db'), { readonly: true });
-    const count = (sqlite.prepare(`select count(*) as c from records where status = 'live'`).get() as { c: number }).c;
-    sqlite.close();
-    if (count !== n) throw new Error(`expected ${n} live records in SQLite, found ${count}`);
-    console.log(
-      `pull ${n.toLocaleString('en')} records: ${secs.toFixed(2)} s, ${Math.round(records / secs).toLocaleString('en')} records/s, ${(wire / records).toFixed(1)} bytes/record on the wire (gzip), ${pages} pages, ${count.toLocaleString('en')} rows in SQLite; ` +
-        `CPU s: agent ${agentCpu.toFixed(2)}, delta-calculator ${svcCpu.toFixed(2)}, postgres+nats ${othersCpu.toFixed(2)} (projected in ${projectSecs.toFixed(1)} s, untimed)`,
-    );
     await bus.drain();
   } finally {
     await svc?.stop().catch(() => undefined);

@@ -9,10 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
-import { fromWireRecord, toWireRecord } from '@fleet/contracts';
+import { fromWireRecord, prepareWireRows, toWireRecord } from '@fleet/contracts';
 import type { WireRecord } from '@fleet/contracts';
 import { emptyRecord, encodeHlc, joinChange } from '@fleet/sync-core';
 import type { Change, Fields, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import type { StoreEvent } from './local-store';
 import { SqliteLocalStore } from './sqlite-local-store';
 
 const AGENT = 'agent-w';
@@ -67,24 +68,37 @@ const ref = (key: string, collection = 'pkgs'): RecordRef => ({ scope: 'fleet', 
 function expectSamePaths(pages: readonly WireRecord[][], config: StrategyConfig = { default: 'lww' }): void {
   const bulk = open(config);
   const plain = open(config);
+  // applyRemoteRows of rows prepared elsewhere and passed between threads (as plain data), as the sync
+  // manager's decoder worker hands them over
+  const prepared = open(config);
   const evBulk: string[] = [];
   const evPlain: string[] = [];
-  bulk.watch((e) => evBulk.push(`${e.ref.key}:${e.record?.hash ?? ''}`));
-  plain.watch((e) => evPlain.push(`${e.ref.key}:${e.record?.hash ?? ''}`));
+  const evPrepared: string[] = [];
+  // the whole event record (fields and vector are read lazily from the prepared rows' texts)
+  const event = (e: StoreEvent): string => `${e.ref.key}:${JSON.stringify(e.record === undefined ? null : { s: e.record.status, f: e.record.fields, c: e.record.conflicted, h: e.record.hash, v: e.record.vv, r: e.record.ref })}`;
+  bulk.watch((e) => evBulk.push(event(e)));
+  plain.watch((e) => evPlain.push(event(e)));
+  prepared.watch((e) => evPrepared.push(event(e)));
   pages.forEach((page, i) => {
     const a = bulk.applyRemoteWire(page, `s.9.${i}`);
     const b = plain.applyRemote(
       page.map((w) => ({ ref: { scope: w.s, collection: w.c, key: w.k }, state: fromWireRecord(w) })),
       `s.9.${i}`,
     );
+    const c = prepared.applyRemoteRows(JSON.parse(JSON.stringify(prepareWireRows(page))) as ReturnType<typeof prepareWireRows>, `s.9.${i}`);
     expect({ ...a, drifted: 0 }).toEqual({ ...b, drifted: 0 });
+    expect({ ...c, drifted: 0 }).toEqual({ ...b, drifted: 0 });
   });
   expect(rows(bulk)).toEqual(rows(plain));
+  expect(rows(prepared)).toEqual(rows(plain));
   expect(evBulk.sort()).toEqual(evPlain.sort());
+  expect(evPrepared.sort()).toEqual(evPlain.sort());
   expect(bulk.syncState().cursor).toBe(plain.syncState().cursor);
+  expect(prepared.syncState().cursor).toBe(plain.syncState().cursor);
   for (const w of pages.flat()) expect(bulk.get({ scope: w.s, collection: w.c, key: w.k })).toEqual(plain.get({ scope: w.s, collection: w.c, key: w.k }));
   bulk.close();
   plain.close();
+  prepared.close();
 }
 
 describe('applyRemoteWire', () => {

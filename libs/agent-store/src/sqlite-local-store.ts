@@ -19,8 +19,8 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PROTOCOL_VERSION, singleWriteState } from '@fleet/contracts';
-import type { SingleWriteState, WireRecord } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION } from '@fleet/contracts';
+import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
   applyChange,
@@ -39,7 +39,7 @@ import {
   recordHash,
   uuidV7Generator,
 } from '@fleet/sync-core';
-import type { Change, Fields, HlcState, JsonValue, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import type { Change, Fields, HlcState, JsonValue, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig, VersionVector } from '@fleet/sync-core';
 import type {
   BackupInfo,
   LocalStore,
@@ -164,6 +164,31 @@ export function prefixUpperBound(prefix: string): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * The event record of a prepared single-write row (`applyRemoteRows`): its fields and vector are parsed
+ * from the row's texts when a listener reads them (most never do), not for every record of a snapshot.
+ */
+function preparedRecord(ref: RecordRef, rows: readonly (string | null)[], o: number): StoredRecord {
+  const fieldsText = rows[o + 4] as string | null;
+  const vvText = rows[o + 7] as string;
+  let fields: Fields | null | undefined;
+  let vv: VersionVector | undefined;
+  return {
+    ref,
+    status: rows[o + 6] as StoredRecord['status'],
+    get fields(): Fields | null {
+      fields ??= fieldsText === null ? null : (JSON.parse(fieldsText) as Fields);
+      return fields;
+    },
+    conflicted: false,
+    hash: rows[o + 5] as string,
+    get vv(): VersionVector {
+      vv ??= JSON.parse(vvText) as VersionVector;
+      return vv;
+    },
+  };
 }
 
 function sameRef(a: RecordRef, b: RecordRef): boolean {
@@ -970,6 +995,18 @@ export class SqliteLocalStore implements LocalStore {
    * nothing) it is joined like any other record.
    */
   applyRemoteWire(records: readonly WireRecord[], cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number } {
+    return this.applyRemoteRows(prepareWireRows(records), cursorAfter);
+  }
+
+  /**
+   * `applyRemoteWire` of records already prepared (contracts' `prepareWireRows`, e.g. by the sync
+   * manager's decoder worker from the page it checked): the rows of single-write records are inserted
+   * as they are (this thread does no JSON work for them), the other records joined in page order.
+   * Records and cursor in ONE transaction, the same rows, counts and events as `applyRemoteWire`.
+   */
+  applyRemoteRows(prepared: PreparedWireRows, cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number } {
+    const { rows, hlcs, others } = prepared;
+    if (rows.length !== hlcs.length * PREPARED_ROW_WIDTH) throw new FleetError('FLEET_STATE_001', 'prepared rows do not match their clocks', { details: { rows: rows.length, hlcs: hlcs.length } });
     return this.transaction(() => {
       const acc = { changed: 0, conflicts: 0, drifted: 0 };
       const nowMs = this.now();
@@ -978,43 +1015,51 @@ export class SqliteLocalStore implements LocalStore {
       // SQLite and the driver less per row than one statement per row). Each row gets its own mseq, so
       // when a statement inserts fewer rows than it carried, the rows that are ours are told apart from
       // the ones the store already held (or a duplicate of the page) by their mseq; those are joined.
-      const batch: { r: WireRecord; single: SingleWriteState; mseq: number }[] = [];
+      const W = PREPARED_ROW_WIDTH;
+      let from = 0; // first single-write record of the batch
+      const mseqs: number[] = [];
       const params: (string | number | null)[] = [];
       const flush = (): void => {
-        const n = batch.length;
+        const n = mseqs.length;
         if (n === 0) return;
         const inserted = this.insertNewRecords(n).run(...params).changes;
-        for (const b of batch) {
-          if (inserted !== n && this.mseqOf().get(b.r.s, b.r.c, b.r.k)?.mseq !== b.mseq) {
+        for (let j = 0; j < n; j++) {
+          const o = (from + j) * W;
+          const ref = { scope: rows[o] as string, collection: rows[o + 1] as string, key: rows[o + 2] as string };
+          const text = rows[o + 3] as string;
+          if (inserted !== n && this.mseqOf().get(ref.scope, ref.collection, ref.key)?.mseq !== mseqs[j]) {
             // Its stamp was received when it was batched: not again (a drift would be counted twice).
-            this.joinRemoteState(fromWireRecord(b.r), () => undefined, acc);
+            const state = JSON.parse(text) as Pick<WireRecord, 'w' | 'x' | 'f'>;
+            this.joinRemoteState(fromWireRecord({ s: ref.scope, c: ref.collection, k: ref.key, ...state }), () => undefined, acc);
             continue;
           }
           acc.changed += 1;
-          const ref = { scope: b.r.s, collection: b.r.c, key: b.r.k };
-          const live = b.single.status === 'live';
-          this.pending.push({ source: 'remote', ref, record: { ref, status: b.single.status, fields: live ? b.single.fields : null, conflicted: false, hash: b.single.hash, vv: b.single.vv } });
+          this.pending.push({ source: 'remote', ref, record: preparedRecord(ref, rows, o) });
         }
-        batch.length = 0;
+        from += n;
+        mseqs.length = 0;
         params.length = 0;
       };
-      for (const r of records) {
-        const single = singleWriteState(r);
-        if (single === undefined) {
-          flush(); // in page order: the same counts and events as applyRemote, duplicates included
-          this.joinRemoteState(fromWireRecord(r), receive, acc);
-          continue;
+      let next = 0; // next single-write record to batch
+      const batchUpTo = (end: number): void => {
+        for (; next < end; next++) {
+          receive(hlcs[next]);
+          this.counters.mseq += 1;
+          const o = next * W;
+          params.push(rows[o] as string, rows[o + 1] as string, rows[o + 2] as string, rows[o + 3] as string, rows[o + 4] as string | null, rows[o + 5] as string, rows[o + 6] as string, rows[o + 7] as string, this.counters.mseq);
+          mseqs.push(this.counters.mseq);
+          if (mseqs.length === INSERT_BATCH) flush();
         }
-        receive(single.hlc);
-        this.counters.mseq += 1;
-        const mseq = this.counters.mseq;
-        batch.push({ r, single, mseq });
-        params.push(r.s, r.c, r.k, single.text, single.fieldsText, single.hash, single.status, JSON.stringify(single.vv), mseq);
-        if (batch.length === INSERT_BATCH) flush();
+      };
+      for (const other of others) {
+        batchUpTo(other.at);
+        flush(); // in page order: the same counts and events as applyRemote, duplicates included
+        this.joinRemoteState(fromWireRecord(other.record), receive, acc);
       }
+      batchUpTo(hlcs.length);
       flush();
       this.writeSyncState({ ...this.readSyncState(), cursor: cursorAfter, lastPullAt: nowMs });
-      return { applied: records.length, ...acc };
+      return { applied: hlcs.length + others.length, ...acc };
     });
   }
 

@@ -3,7 +3,7 @@
  * `@fleet/agent-store`'s `LocalStore`, declared here so that this lib depends on the contract it
  * uses and nothing more (and can be tested with a store in memory): pass a `SqliteLocalStore` as is.
  */
-import type { WireRecord } from '@fleet/contracts';
+import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import type { Change, MerkleEntry, RecordRef, RecordState } from '@fleet/sync-core';
 
 /** The server's cursor as the store keeps it: `null` on a fresh or restored store (pull from 0). */
@@ -27,6 +27,12 @@ export interface SyncStore {
    * records the store does not hold). Optional: without it, pulls go through `applyRemote`.
    */
   applyRemoteWire?(records: readonly WireRecord[], cursorAfter: StoredCursor): { readonly changed: number; readonly conflicts: number };
+  /**
+   * `applyRemoteWire` of a snapshot page's records prepared by the pull decoder (contracts'
+   * `prepareWireRows`, on its worker thread). Optional: without it, snapshot pages are decoded on the
+   * sync manager's thread and go through `applyRemoteWire`.
+   */
+  applyRemoteRows?(prepared: PreparedWireRows, cursorAfter: StoredCursor): { readonly changed: number; readonly conflicts: number };
   /** `ownFrom`: see the agent store's SyncState (absent: pulls echo the agent's own changes). */
   syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean; readonly ownFrom?: number };
   setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean }): void;

@@ -38,6 +38,8 @@ import type {
   SyncStatus,
 } from '@fleet/sync-core';
 import type { SyncStore } from './ports';
+import { PullDecoder } from './pull-decoder';
+import type { DecodedPull } from './pull-decoder';
 import type { SyncTransport, TransportReply } from './transport';
 import {
   buildMerkleRequest,
@@ -286,8 +288,28 @@ export class SyncManager {
     return this.body(reply);
   }
 
-  /** The pull request sent ahead for `cursor` (see pullPage). */
-  private pullAhead: { readonly cursor: PullCursor; readonly reply: Promise<TransportReply> } | undefined;
+  /** Decodes snapshot pages on a worker thread (see pullPage); started on the first one. */
+  private pullDecoder: PullDecoder | undefined;
+
+  /**
+   * The decoder for the reply to a pull from `cursor` when that is a snapshot page (asked for from 0 or
+   * an `s.` cursor) and the store takes prepared rows; else undefined (decoded on this thread).
+   */
+  private snapshotDecoder(cursor: PullCursor): PullDecoder | undefined {
+    if (this.o.store.applyRemoteRows === undefined || !(cursor === 0 || (typeof cursor === 'string' && cursor.startsWith('s.')))) return undefined;
+    this.pullDecoder ??= new PullDecoder();
+    return this.pullDecoder;
+  }
+
+  private decodeOn(decoder: PullDecoder, reply: TransportReply): Promise<DecodedPull> {
+    return decoder.decode(reply.data, decodeEncodingHeader(reply.header(Headers.Encoding)) === 'gzip', MAX_SNAPSHOT_RESPONSE_BYTES);
+  }
+
+  /**
+   * The pull request sent ahead for `cursor` (see pullPage); `decoded`: its page, decoded on the
+   * decoder's worker from the moment the reply arrives (while this thread applies the page before).
+   */
+  private pullAhead: { readonly cursor: PullCursor; readonly reply: Promise<TransportReply>; readonly decoded?: Promise<DecodedPull> | undefined } | undefined;
 
   private pullRequest(cursor: PullCursor): Promise<TransportReply> {
     return this.o.transport.request(this.s.pull(this.agentId), encodeJson(buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit, this.o.store.syncState().ownFrom)), {
@@ -298,7 +320,8 @@ export class SyncManager {
 
   /**
    * One page: fetch, count, apply with its cursor (one transaction). A snapshot page (the bulk first
-   * pull) goes to the store's `applyRemoteWire` when it has one: no second check of the records, no
+   * pull) is decoded and prepared on the pull decoder's worker and inserted with the store's
+   * `applyRemoteRows` when it has one, else it goes to `applyRemoteWire`: no second check of the records, no
    * per-record state lookup for conflict counting (the store counts the operator conflicts it raises;
    * a fresh record has no "before" to compare with).
    *
@@ -313,19 +336,42 @@ export class SyncManager {
     const cursor = this.o.store.syncState().cursor ?? 0;
     const ahead = this.pullAhead;
     this.pullAhead = undefined;
-    const reply = ahead !== undefined && ahead.cursor === cursor ? await ahead.reply.catch(() => this.pullRequest(cursor)) : await this.pullRequest(cursor);
+    // A snapshot page is un-gzipped, decoded, checked and prepared on the pull decoder's worker thread
+    // when the store takes prepared rows: this thread only inserts (pull-decoder.ts).
+    const decoder = this.snapshotDecoder(cursor);
+    decoder?.warm();
+    let reply: TransportReply;
+    let decoded: Promise<DecodedPull> | undefined;
+    if (ahead !== undefined && ahead.cursor === cursor) {
+      try {
+        reply = await ahead.reply;
+        decoded = ahead.decoded;
+      } catch {
+        reply = await this.pullRequest(cursor);
+      }
+    } else {
+      reply = await this.pullRequest(cursor);
+    }
     const next = decodeNextCursorHeader(reply.header(Headers.NextCursor));
     if (next !== undefined) {
       const p = this.pullRequest(next);
       p.catch(() => undefined); // handled when used
-      this.pullAhead = { cursor: next, reply: p };
+      const nextDecoder = this.snapshotDecoder(next);
+      const d = nextDecoder === undefined ? undefined : p.then((r) => this.decodeOn(nextDecoder, r));
+      d?.catch(() => undefined); // handled when used
+      this.pullAhead = { cursor: next, reply: p, decoded: d };
     }
-    const page = decodePullWirePage(await this.body(reply, MAX_SNAPSHOT_RESPONSE_BYTES));
+    const page: DecodedPull = decoder !== undefined ? await (decoded ?? this.decodeOn(decoder, reply)) : decodePullWirePage(await this.body(reply, MAX_SNAPSHOT_RESPONSE_BYTES));
     const latencyMs = Math.max(0, this.now() - t0);
     let pulled: number;
     let conflictsDetected: number;
     let conflictsResolved: number;
-    if (page.snapshot && this.o.store.applyRemoteWire !== undefined) {
+    if (page.snapshot && page.prepared !== undefined && this.o.store.applyRemoteRows !== undefined) {
+      const applied = this.o.store.applyRemoteRows(page.prepared, page.nextCursor);
+      pulled = applied.changed;
+      conflictsDetected = applied.conflicts;
+      conflictsResolved = 0;
+    } else if (page.snapshot && this.o.store.applyRemoteWire !== undefined) {
       const applied = this.o.store.applyRemoteWire(page.records, page.nextCursor);
       pulled = applied.changed;
       conflictsDetected = applied.conflicts;

@@ -15,7 +15,7 @@
  * maximal writes, so the merge of the existence stamps' vectors IS the state's vector (a dropped
  * write is dominated by a kept one). `fromWireRecord` recomputes it.
  */
-import { createHash } from 'node:crypto';
+import { hash as oneShotHash } from 'node:crypto';
 import { z } from 'zod';
 import { isHlcString, RECORD_STATE_FORMAT, visibleHash, vvMerge } from '@fleet/sync-core';
 import type { ExistenceWrite, Fields, FieldWrite, JsonValue, RecordState, VersionVector, WriteStamp } from '@fleet/sync-core';
@@ -280,7 +280,8 @@ function orderedFieldsHash(fields: Fields, text: string): string {
     const v = fields[k];
     if (typeof v === 'object' && v !== null) return visibleHash(fields);
   }
-  return createHash('sha256').update(`{"fields":${text}}`, 'utf8').digest('hex');
+  // One-shot `hash` (Node >= 20.12): the same digest as createHash().update().digest(), without the Hash object.
+  return oneShotHash('sha256', `{"fields":${text}}`, 'hex');
 }
 
 /**
@@ -335,4 +336,38 @@ export function fromWireRecord(r: WireRecord): RecordState {
   let vv: VersionVector = {};
   for (const e of existence) vv = vvMerge(vv, e.vv);
   return { format: RECORD_STATE_FORMAT, ref: { scope: r.s, collection: r.c, key: r.k }, vv, existence, deletes: r.d ?? [], fields, view: EMPTY_VIEW };
+}
+
+/**
+ * A pull page's records as the agent store's bulk apply takes them (`applyRemoteRows`), built where the
+ * page was decoded and checked (the agent's decoder worker): plain strings, cheap to pass between
+ * threads. Every single-write record (`singleWriteState`) is its store row, 8 values in `rows`: scope,
+ * collection, key, stored state text, visible-fields text (null unless live), hash, status, vector text;
+ * and its greatest HLC in `hlcs`. Every other record is in `others` with `at`, the number of single-write
+ * records before it in the page (the store applies them in page order).
+ */
+export interface PreparedWireRows {
+  readonly rows: (string | null)[];
+  readonly hlcs: string[];
+  readonly others: { readonly at: number; readonly record: WireRecord }[];
+}
+
+/** Values per single-write record in `PreparedWireRows.rows`. */
+export const PREPARED_ROW_WIDTH = 8;
+
+/** `PreparedWireRows` of (checked) wire records, in page order. */
+export function prepareWireRows(records: readonly WireRecord[]): PreparedWireRows {
+  const rows: (string | null)[] = [];
+  const hlcs: string[] = [];
+  const others: { at: number; record: WireRecord }[] = [];
+  for (const r of records) {
+    const single = singleWriteState(r);
+    if (single === undefined) {
+      others.push({ at: hlcs.length, record: r });
+      continue;
+    }
+    rows.push(r.s, r.c, r.k, single.text, single.fieldsText, single.hash, single.status, JSON.stringify(single.vv));
+    hlcs.push(single.hlc);
+  }
+  return { rows, hlcs, others };
 }

@@ -40,6 +40,11 @@ export interface PullOptions {
   readonly defaultLimit?: number;
   /** Records per snapshot page when the request gives no limit. Default MAX_SNAPSHOT_PAGE_RECORDS. */
   readonly snapshotLimit?: number;
+  /**
+   * Read (and encode) the next snapshot page while the agent applies this one. Default true. Off:
+   * each page is read when asked for.
+   */
+  readonly snapshotReadAhead?: boolean;
 }
 
 export interface EncodedReply {
@@ -64,12 +69,24 @@ function withNextCursor(r: EncodedReply): EncodedReply {
 
 const KiB = 1024;
 
+/** A snapshot page read ahead is kept this long for the agent's request (a replica that did not get it drops it). */
+const SNAPSHOT_READ_AHEAD_MS = 10_000;
+/** At most this many snapshot pages read ahead at once (one per agent pulling a snapshot from this replica). */
+const MAX_SNAPSHOT_READ_AHEAD = 32;
+
+/** A snapshot page's reply and, when more states follow, the position after it (`s.<at>.<after>`). */
+interface SnapshotPageRead {
+  readonly reply: EncodedReply;
+  readonly next: { readonly at: number; readonly after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined } | undefined;
+}
+
 export class PullService {
   private readonly compressAbove: number;
   private readonly gzipLevel: number;
   private readonly headerRoom: number;
   private readonly defaultLimit: number;
   private readonly snapshotLimit: number;
+  private readonly snapshotReadAhead: boolean;
 
   constructor(
     private readonly store: DeltaStore,
@@ -80,6 +97,7 @@ export class PullService {
     this.headerRoom = opts.headerRoom ?? 4 * KiB;
     this.defaultLimit = opts.defaultLimit ?? MAX_PULL_LIMIT;
     this.snapshotLimit = Math.min(opts.snapshotLimit ?? MAX_SNAPSHOT_PAGE_RECORDS, MAX_SNAPSHOT_PAGE_RECORDS);
+    this.snapshotReadAhead = opts.snapshotReadAhead ?? true;
   }
 
   /** FLEET_AUTH_002 unless every scope is the agent's host scope, `fleet`, or a group it belongs to. */
@@ -201,6 +219,49 @@ export class PullService {
     wire: number,
     maxPayload: number,
   ): Promise<EncodedReply> {
+    const keyOf = (a: number | undefined, k: typeof after) => JSON.stringify([scopes, a ?? null, k === undefined ? null : [k.scope, k.collection, k.key], limit, gzipOk, body, wire, maxPayload]);
+    let page: SnapshotPageRead | undefined;
+    if (at !== undefined) {
+      const ahead = this.snapshotAhead.get(keyOf(at, after));
+      if (ahead !== undefined) {
+        this.snapshotAhead.delete(keyOf(at, after));
+        clearTimeout(ahead.timer);
+        page = await ahead.page.catch(() => undefined); // a failed read-ahead is read again
+      }
+    }
+    page ??= await this.readSnapshotPage(scopes, at, after, limit, gzipOk, body, wire, maxPayload);
+    const next = page.next;
+    if (next !== undefined && this.snapshotReadAhead && this.snapshotAhead.size < MAX_SNAPSHOT_READ_AHEAD) {
+      // Server-side read-ahead: the page after this one is read and encoded now, while this reply travels
+      // and the agent applies it; the agent's request for it (its Fleet-Next-Cursor) takes it from here.
+      const key = keyOf(next.at, next.after);
+      if (!this.snapshotAhead.has(key)) {
+        const p = this.readSnapshotPage(scopes, next.at, next.after, limit, gzipOk, body, wire, maxPayload);
+        p.catch(() => undefined); // handled when used
+        const timer = setTimeout(() => {
+          if (this.snapshotAhead.get(key)?.page === p) this.snapshotAhead.delete(key);
+        }, SNAPSHOT_READ_AHEAD_MS);
+        timer.unref();
+        this.snapshotAhead.set(key, { page: p, timer });
+      }
+    }
+    return page.reply;
+  }
+
+  /** Snapshot pages read ahead (see snapshotPage), by scopes, position and budgets. */
+  private readonly snapshotAhead = new Map<string, { readonly page: Promise<SnapshotPageRead>; readonly timer: NodeJS.Timeout }>();
+
+  /** One snapshot page (see snapshotPage) and, when more states follow, the position after it. */
+  private async readSnapshotPage(
+    scopes: readonly string[],
+    at: number | undefined,
+    after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined,
+    limit: number,
+    gzipOk: boolean,
+    body: number,
+    wire: number,
+    maxPayload: number,
+  ): Promise<SnapshotPageRead> {
     for (;;) {
       const page = await this.store.readSnapshot(scopes, at, after, limit);
       const parts: string[] = [];
@@ -223,7 +284,10 @@ export class PullService {
       const more = !done || page.at > 0;
       const text = `{"protocol":${PROTOCOL_VERSION},"records":[${parts.join(',')}],"nextCursor":${JSON.stringify(next)},"hasMore":${more},"snapshot":true}`;
       const reply = await this.encodeText(text, gzipOk ? 'gzip' : 'identity');
-      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_SNAPSHOT_RESPONSE_BYTES) return { ...reply, nextCursor: more ? next : undefined };
+      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_SNAPSHOT_RESPONSE_BYTES) {
+        const following = done ? undefined : { at: page.at, after: last === undefined ? after : { scope: last.scope, collection: last.collection, key: last.key } };
+        return { reply: { ...reply, nextCursor: more ? next : undefined }, next: following };
+      }
       if (taken <= 1) {
         throw new FleetError('FLEET_DECODE_004', `one record does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {
           details: { bytes: reply.data.byteLength, maxPayload },

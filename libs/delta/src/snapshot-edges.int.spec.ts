@@ -84,6 +84,38 @@ describe('snapshot edges', () => {
     expect(new Set(pages.flatMap((p) => p.records.map((r) => r.k)))).toEqual(new Set(['a', key, 'z']));
   });
 
+  it('server-side read-ahead: the pages (records, cursors, hasMore) are those read without it, and an append between pages still arrives', async () => {
+    const log = new PostgresChangeLog(ds);
+    const hlc = (n: number) => encodeHlc({ wallMs: 1_767_225_900_000 + n, counter: 0, node: 'server' });
+    await log.appendBatch(Array.from({ length: 12 }, (_, i) => testChange('server', 200 + i, { scope: 'fleet', collection: 'ahead', key: `a${String(i).padStart(2, '0')}`, fields: { i }, hlc: hlc(i), vv: { server: 200 + i } })));
+    const plain = new PullService(store, { snapshotReadAhead: false });
+    const pull = async (svc: PullService, cursor: PullCursor, limit: number): Promise<PullWirePage> => {
+      const reply = await svc.pull(AGENT, encodeJson(buildPullRequest(AGENT, SCOPES, cursor, limit)), MAX_PAYLOAD);
+      const raw = reply.headers[Headers.Encoding] === 'gzip' ? new Uint8Array(gunzipSync(reply.data)) : reply.data;
+      return decodePullWirePage(raw);
+    };
+    const loop = async (svc: PullService, limit: number, between?: (i: number) => Promise<void>): Promise<PullWirePage[]> => {
+      const pages: PullWirePage[] = [];
+      let cursor: PullCursor = 0;
+      for (let i = 0; i < 100; i++) {
+        const p = await pull(svc, cursor, limit);
+        pages.push(p);
+        cursor = p.nextCursor;
+        if (!p.hasMore) return pages;
+        await between?.(i);
+      }
+      throw new Error('did not end');
+    };
+    for (const limit of [1, 3, 5]) expect(await loop(pulls, limit)).toEqual(await loop(plain, limit));
+    // an append while the next page is already read ahead: the log after the snapshot brings it
+    const keys = new Set<string>();
+    const pages = await loop(pulls, 2, async (i) => {
+      if (i === 1) await log.appendBatch([testChange('server', 300, { scope: 'fleet', collection: 'ahead', key: 'a00', fields: { i: 'late' }, hlc: hlc(100), vv: { server: 300 } })]);
+    });
+    for (const p of pages) for (const r of p.records) keys.add(`${r.k}:${JSON.stringify(r.f?.['i'])}`);
+    expect([...keys].some((k) => k.startsWith('a00:') && k.includes('late'))).toBe(true);
+  });
+
   it('a replica of the previous version updating `state` without `wire` (rolling deploy): the stale wire text is cleared, the snapshot sends the new state', async () => {
     await store.project();
     const before = (await ds.query(`select wire from record_states where scope = 'fleet' and collection = 'c' and key = 'a'`)) as { wire: string | null }[];
