@@ -36,7 +36,7 @@
  *   only (tree builds are reported separately: the server keeps its tree in memory, incrementally updated).
  */
 import 'reflect-metadata';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -54,44 +54,11 @@ import { DeltaStore } from '@fleet/delta';
 import { ServiceProcess } from '@fleet/fleet-harness';
 import { MerkleTree, answerVerify, startVerify, stepVerify } from '@fleet/sync-core';
 import type { StrategyConfig } from '@fleet/sync-core';
+import { cpuByName, cpuSince, procCpuSecs } from '../support/proc';
 
 const NATS = process.env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const config: StrategyConfig = { default: 'lww' };
 const gunzip = promisify(gunzipCb);
-const TICK = 100; // USER_HZ
-
-/** utime + stime of a process, seconds (0 when it is gone). */
-function cpuOf(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / TICK;
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU seconds of every process named `names` on the box, by pid. */
-function cpuByName(names: readonly string[]): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const comm = readFileSync(`/proc/${d}/comm`, 'utf8').trim();
-      if (names.includes(comm)) out.set(Number(d), cpuOf(Number(d)));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-function cpuDelta(before: Map<number, number>, after: Map<number, number>): number {
-  let s = 0;
-  for (const [pid, t] of after) s += t - (before.get(pid) ?? 0);
-  return s;
-}
-
 async function benchPull(n: number): Promise<void> {
   const db = await createTestDatabase('fleet_bench_pull');
   const ns = `bench${Date.now().toString(36)}`;
@@ -132,7 +99,7 @@ async function benchPull(n: number): Promise<void> {
       let pages = 0;
       const svcPid = svc.pid as number;
       const others0 = cpuByName(['postgres', 'nats-server']);
-      const svc0 = cpuOf(svcPid);
+      const svc0 = procCpuSecs(svcPid);
       const me0 = process.cpuUsage();
       const t0 = performance.now();
       const inThread = mode === 'thread';
@@ -189,8 +156,8 @@ async function benchPull(n: number): Promise<void> {
       const me = process.cpuUsage(me0);
       await decoder.close();
       const agentCpu = (me.user + me.system) / 1e6;
-      const svcCpu = cpuOf(svcPid) - svc0;
-      const othersCpu = cpuDelta(others0, cpuByName(['postgres', 'nats-server']));
+      const svcCpu = procCpuSecs(svcPid) - svc0;
+      const othersCpu = cpuSince(others0, cpuByName(['postgres', 'nats-server']));
       const sample = store.get({ scope: 'fleet', collection: 'bench', key: `pkg-${Math.ceil(n / 2)}` });
       if (sample?.status !== 'live' || sample.fields?.['name'] !== `package-${Math.ceil(n / 2)}`) throw new Error(`sampled record is wrong: ${JSON.stringify(sample)}`);
       store.close();
