@@ -19,6 +19,7 @@ import { createTestDatabase, testChange } from '@fleet/server-store/src/testing'
 import type { TestDatabase } from '@fleet/server-store/src/testing';
 import { MerkleTree, recordHash, canonicalJson, decodeRecordState, encodeHlc } from '@fleet/sync-core';
 import type { Change, Fields, RecordState } from '@fleet/sync-core';
+import { appendInBatches, ServerChanges } from '@fleet/delta/src/testing/server-changes';
 import { createDeltaApp } from './bootstrap';
 import { deltaConfig } from './config';
 
@@ -29,25 +30,11 @@ let app: INestApplication;
 let bus: Messaging;
 let log: PostgresChangeLog;
 let store: DeltaStore;
-let serverSeq = 0;
 
 /** A server-origin change to a fleet-scoped record (what an agent reads but never writes). */
-function serverChange(collection: string, key: string, fields: Fields, over: Partial<Change> = {}): Change {
-  serverSeq++;
-  return testChange('server', serverSeq, {
-    scope: 'fleet',
-    collection,
-    key,
-    fields,
-    hlc: encodeHlc({ wallMs: 1_767_225_600_000 + serverSeq, counter: 0, node: 'server' }),
-    vv: { server: serverSeq },
-    ...over,
-  });
-}
-
-async function append(changes: readonly Change[]): Promise<void> {
-  for (let i = 0; i < changes.length; i += 500) await log.appendBatch(changes.slice(i, i + 500));
-}
+const server = new ServerChanges();
+const serverChange = (collection: string, key: string, fields: Fields, over: Partial<Change> = {}): Change => server.change(collection, key, fields, over);
+const append = (changes: readonly Change[]): Promise<void> => appendInBatches(log, changes);
 
 function config(extra: Record<string, string> = {}) {
   return loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: SHARED_NATS, FLEET_DELTA_NAMESPACE: s.ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_NUDGE_WINDOW: '100ms', ...extra });
@@ -96,7 +83,7 @@ describe('pull', () => {
   it(`pulls ${N} records in batches; resuming from every intermediate cursor gives the same final state`, async () => {
     const changes: Change[] = [];
     for (let i = 0; i < N; i++) changes.push(serverChange('bulk', `k${i}`, { n: i, name: `item ${i}`, tags: ['a', 'b'] }));
-    for (let i = 0; i < N; i += 7) changes.push(serverChange('bulk', `k${i}`, { n: -i }, { vv: { server: serverSeq + 1 } }));
+    for (let i = 0; i < N; i += 7) changes.push(serverChange('bulk', `k${i}`, { n: -i }, { vv: { server: server.seq + 1 } }));
     await append(changes);
     const agent = new AgentReplica('a1', ['fleet'], bus);
     const snapshots: { cursor: PullCursor; states: Map<string, RecordState> }[] = [];
@@ -142,7 +129,7 @@ describe('pull', () => {
     await append([serverChange('delta', 'd1', { a: 'x'.repeat(500), b: 1, c: { deep: [1, 2, 3] } })]);
     const agent = new AgentReplica('a3', ['fleet'], bus);
     await agent.pullAll();
-    await append([serverChange('delta', 'd1', { b: 2 }, { vv: { server: serverSeq + 1 } })]);
+    await append([serverChange('delta', 'd1', { b: 2 }, { vv: { server: server.seq + 1 } })]);
     const { response, rawBytes } = await agent.pullPage({ gzip: false });
     expect(response.records).toHaveLength(1);
     expect(Object.keys(response.records[0]?.f ?? {})).toEqual(['b']);
@@ -158,7 +145,7 @@ describe('pull', () => {
       testChange('echo1', originSeq, { scope: 'host.echo1', collection: 'echo', key, fields, hlc: hlc(originSeq), vv });
     // seq 1-2: before the store's ownFrom (a restored store does not hold them); 3-4: after; the server edits e2 too
     await append([own(1, 'e0', { v: 0 }, { echo1: 1 }), own(2, 'e1', { v: 1 }, { echo1: 1 }), own(3, 'e2', { v: 2 }, { echo1: 1 }), own(4, 'e3', { v: 3 }, { echo1: 1 })]);
-    await append([serverChange('echo', 'e2', { by: 'server' }, { scope: 'host.echo1', vv: { echo1: 1, server: serverSeq + 1 } })]);
+    await append([serverChange('echo', 'e2', { by: 'server' }, { scope: 'host.echo1', vv: { echo1: 1, server: server.seq + 1 } })]);
     const [head] = (await ds.query(`select max(seq)::int as m from change_log`)) as { m: number }[];
     const { response } = await agent.pullPage({ ownFrom: 3 });
     expect(response.records.map((r) => r.k).sort()).toEqual(['e0', 'e1', 'e2']); // e3 only echoed: left out
@@ -225,7 +212,7 @@ describe('retention', () => {
     expect(stats.fullResync).toBe(true);
     for (const c of ['bulk', 'race', 'delta']) expect(sorted(replicaHashes(before, c))).toBe(sorted(await serverHashes(c)));
     // and the log after the horizon still serves deltas
-    await append([serverChange('delta', 'd1', { b: 3 }, { vv: { server: serverSeq + 1 } })]);
+    await append([serverChange('delta', 'd1', { b: 3 }, { vv: { server: server.seq + 1 } })]);
     const { response } = await before.pullPage();
     expect(response.fullResync).toBeUndefined();
     expect(response.records.map((r) => r.k)).toEqual(['d1']);

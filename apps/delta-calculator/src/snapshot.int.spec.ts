@@ -33,8 +33,9 @@ import { openServerDataSource } from '@fleet/server-store/src/data-source';
 import { PostgresChangeLog } from '@fleet/server-store/src/postgres-change-log';
 import { createTestDatabase, testChange } from '@fleet/server-store/src/testing';
 import type { TestDatabase } from '@fleet/server-store/src/testing';
-import { decodeRecordState, encodeHlc, recordHash } from '@fleet/sync-core';
+import { decodeRecordState, recordHash } from '@fleet/sync-core';
 import type { Change, Fields } from '@fleet/sync-core';
+import { appendInBatches, ServerChanges } from '@fleet/delta/src/testing/server-changes';
 import { createDeltaApp } from './bootstrap';
 import { deltaConfig } from './config';
 
@@ -46,25 +47,11 @@ let app: INestApplication;
 let bus: Messaging;
 let log: PostgresChangeLog;
 let store: DeltaStore;
-let serverSeq = 0;
 const dirs: string[] = [];
 
-function serverChange(collection: string, key: string, fields: Fields, over: Partial<Change> = {}): Change {
-  serverSeq++;
-  return testChange('server', serverSeq, {
-    scope: 'fleet',
-    collection,
-    key,
-    fields,
-    hlc: encodeHlc({ wallMs: 1_767_225_600_000 + serverSeq, counter: 0, node: 'server' }),
-    vv: { server: serverSeq },
-    ...over,
-  });
-}
-
-async function append(changes: readonly Change[]): Promise<void> {
-  for (let i = 0; i < changes.length; i += 500) await log.appendBatch(changes.slice(i, i + 500));
-}
+const server = new ServerChanges();
+const serverChange = (collection: string, key: string, fields: Fields, over: Partial<Change> = {}): Change => server.change(collection, key, fields, over);
+const append = (changes: readonly Change[]): Promise<void> => appendInBatches(log, changes);
 
 function newStore(agentId = AGENT): SqliteLocalStore {
   const d = mkdtempSync(join(tmpdir(), 'snap-agent-'));

@@ -19,6 +19,9 @@ export class Nudger {
   private timer: NodeJS.Timeout | undefined;
   /** When the last nudges went out. */
   private lastFlushAt = Number.NEGATIVE_INFINITY;
+  /** A flush is resolving subscribers or publishing: events meanwhile wait for it to end. */
+  private busy = false;
+  private stopped = false;
   private flushing: Promise<void> = Promise.resolve();
   /** Nudges sent, for tests and metrics. */
   sent = 0;
@@ -45,9 +48,6 @@ export class Nudger {
     for (const sc of scopes) this.pending.add(sc);
     if (this.timer === undefined && !this.busy) this.arm();
   }
-
-  private busy = false;
-  private stopped = false;
 
   /** Flushes now if the window since the last nudges has passed, else when it will have. */
   private arm(): void {
