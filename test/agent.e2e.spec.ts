@@ -11,11 +11,15 @@
  * 3. Clock skew of 6 hours (behind and ahead): changes accepted and ordered causally.
  * 4. Backup repair: backup, later damage, restore: the agent re-verifies (Merkle) instead of
  *    trusting the old cursor and ends identical to the server.
+ * 5. A reinstalled host: the same agent id with an empty data directory writes offline, before it has
+ *    seen its old records: every change of both stores is logged, the old records come back, and edits
+ *    made without seeing them are resolved as conflicts by each collection's strategy.
  *
  * Replay: FLEET_E2E_SEED=<seed> npx jest test/agent.e2e.spec.ts (the seed is printed on failure).
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { restoreSqliteStore } from '@fleet/agent-store';
@@ -418,6 +422,42 @@ describe(`agent proofs (seed ${SEED})`, () => {
       expect(v.violations).toBe(0);
       expect(v.reports.every((r) => r.missingHere + r.missingThere + r.differing === 0)).toBe(true);
       console.log(`proof 4: restored (cursor was ${cursorBefore}), the verification it ran before clearing needsVerification found ${String(firstVerify?.violations)} violation(s) after the re-pull from an unknown cursor; a later one 0`);
+    });
+  });
+  it('5. a reinstalled host (same agent id, empty data directory) writes offline: every change logged, the old records come back', async () => {
+    await proof('5.', async (f) => {
+      const a = newAgent(f, 'reinstalled-1');
+      a.goOnline();
+      a.batch(() => {
+        for (let i = 0; i < 30; i++) a.put('settings', `s${i}`, { v: i, by: 'first install' });
+        for (let i = 0; i < 10; i++) a.put('packages', `p${i}`, { first: i });
+      });
+      await converged(f, [a]);
+      const firstOwnFrom = a.store.syncState().ownFrom;
+      // The host is reinstalled: its data directory is gone, the agent comes back under the same id, offline.
+      await a.reopen(() => rmSync(a.o.dataDir, { recursive: true, force: true }));
+      expect(a.store.syncState()).toMatchObject({ cursor: null, needsVerification: false });
+      expect(a.store.syncState().ownFrom).toBeGreaterThan(firstOwnFrom);
+      expect(a.store.get({ scope: `host.${a.id}`, collection: 'settings', key: 's0' })).toBeNull();
+      // Before it has seen its old records: edits some (settings: lww, packages: merge) and writes new ones.
+      a.batch(() => {
+        for (let i = 0; i < 5; i++) a.put('settings', `s${i}`, { v: 100 + i, by: 'reinstall' });
+        for (let i = 0; i < 5; i++) a.put('packages', `p${i}`, { second: i });
+        for (let i = 30; i < 35; i++) a.put('settings', `s${i}`, { v: i, by: 'reinstall' });
+      });
+      a.goOnline();
+      await converged(f, [a]);
+      // Nothing refused: both stores' changes are in the log, each once (the checker: nothing acked missing).
+      const logged = (await readLog(f.db.url)).filter((c) => c.origin === a.id);
+      expect(logged).toHaveLength(40 + 15);
+      expect(new Set(logged.map((c) => c.originSeq)).size).toBe(55);
+      await check(f, [a]);
+      const get = (collection: string, key: string) => a.store.get({ scope: `host.${a.id}`, collection, key })?.fields;
+      expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' }); // came back by the pull
+      expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' }); // concurrent, the later write wins
+      expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 }); // concurrent, merged field by field
+      expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
+      expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
     });
   });
 });

@@ -76,10 +76,11 @@ export interface SyncState {
   readonly needsVerification: boolean;
   /**
    * The first origin sequence this store assigned itself: it holds every change of its own origin from
-   * there on, so pulls need not echo them (`ownFrom` of the pull request). 1 for a store that made every
-   * change of its agent id; after a restore, the jumped sequence + 1 (the writes made after the backup
-   * are not held); after `raiseOriginSeqFloor`, the floor + 1; a store from before this field counts
-   * from its next change.
+   * there on, so pulls need not echo them (`ownFrom` of the pull request). A new store: its floor + 1,
+   * the floor read off its clock when it was created (`originSeqFloor`), above any sequence an earlier
+   * store of the same agent id used, whose changes it must receive; after a restore, the jumped
+   * sequence + 1 (the writes made after the backup are not held); after `raiseOriginSeqFloor`, the
+   * floor + 1; a store from before this field counts from its next change.
    */
   readonly ownFrom: number;
 }

@@ -106,7 +106,7 @@ describe('SqliteLocalStore on disk', () => {
   it('a store from before `ownFrom` counts its own changes from its next one (it may have been restored or had its floor raised)', () => {
     const dir = tempDir();
     const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
-    for (const k of ['a', 'b', 'c']) s.put(ref(k), { v: 1 });
+    const third = ['a', 'b', 'c'].map((k) => s.put(ref(k), { v: 1 }))[2]?.originSeq as number;
     s.close();
     const db = new Database(join(dir, DB_FILE));
     const raw = JSON.parse(db.prepare("SELECT v FROM meta WHERE k = 'sync_state'").pluck().get() as string) as Record<string, unknown>;
@@ -114,8 +114,8 @@ describe('SqliteLocalStore on disk', () => {
     db.prepare("UPDATE meta SET v = ? WHERE k = 'sync_state'").run(JSON.stringify(raw));
     db.close();
     const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
-    expect(r.syncState().ownFrom).toBe(4);
-    expect(r.put(ref('d'), { v: 1 })?.originSeq).toBe(4);
+    expect(r.syncState().ownFrom).toBe(third + 1);
+    expect(r.put(ref('d'), { v: 1 })?.originSeq).toBe(third + 1);
     r.close();
   });
 
@@ -180,6 +180,7 @@ describe('SqliteLocalStore on disk', () => {
     let t = 1_700_000_000_000;
     const now = () => t++;
     const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now });
+    const floor = s.syncState().ownFrom - 1;
     s.put(ref('a'), { v: 1 });
     s.put(ref('b'), { v: 1 });
     s.setSyncState({ cursor: 41, lastSyncAt: 5 });
@@ -207,12 +208,12 @@ describe('SqliteLocalStore on disk', () => {
     expect(r.get(ref('d'))).toBeNull();
     expect(r.outboxStats().size).toBe(3);
     // The writes after the backup are not held: pulls may leave out only what this store assigns from now on.
-    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true, ownFrom: 4 + RESTORE_SEQ_GAP + 1 });
+    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true, ownFrom: floor + 4 + RESTORE_SEQ_GAP + 1 });
     expect(codeOf(() => r.put(ref('e'), { v: 1 }))).toBe('FLEET_AGENT_004');
     r.setSyncState({ needsVerification: false });
     const next = r.put(ref('e'), { v: 1 });
     // Sequence numbers the lost writes used (up to lastSeq) are never handed out again.
-    expect(next?.originSeq).toBe(4 + RESTORE_SEQ_GAP + 1);
+    expect(next?.originSeq).toBe(floor + 4 + RESTORE_SEQ_GAP + 1);
     expect(next?.originSeq).toBeGreaterThan(lastSeq);
     // After a restore the next backup starts a new chain.
     expect(r.backup().kind).toBe('full');
@@ -292,9 +293,10 @@ for (let t = 0; ; t++) {
     expect(outbox).toHaveLength(400);
     expect(s.get({ scope: HOST, collection: 'c', key: 'half' })).toBeNull();
     expect(new Set(outbox.map((c) => c.changeId)).size).toBe(400);
-    expect(outbox.map((c) => c.originSeq)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+    const floor = s.syncState().ownFrom - 1;
+    expect(outbox.map((c) => c.originSeq)).toEqual(Array.from({ length: 400 }, (_, i) => floor + i + 1));
     const next = s.put({ scope: HOST, collection: 'c', key: 'after' }, { ok: true });
-    expect(next?.originSeq).toBe(401);
+    expect(next?.originSeq).toBe(floor + 401);
     s.close();
     void execFileSync;
   });

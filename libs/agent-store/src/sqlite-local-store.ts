@@ -70,6 +70,18 @@ const INSERT_BATCH = 25;
  */
 export const RESTORE_SEQ_GAP = 1_000_000_000;
 
+/**
+ * The origin sequence a new store starts after: its clock in microseconds (epoch ms x 1000). Agent ids
+ * outlive stores: a reinstalled host comes back under its old id with an empty store, which must not
+ * hand out the (origin, originSeq) pairs (FLEET_LOG_001) or per-record counters (FLEET_CHANGE_002, see
+ * sync-core `makeLocalChange`) its earlier store used. Those are below this floor as long as the earlier
+ * store made fewer than 1,000 changes per millisecond of its life on average, and the new host's clock is
+ * not behind the old store's creation. ~1.8e15 today: safe integers (2^53) for another ~250 years.
+ */
+export function originSeqFloor(nowMs: number): number {
+  return Math.max(0, Math.floor(nowMs)) * 1000;
+}
+
 export interface SqliteLocalStoreOptions {
   /** Directory of `agent.db` (created if missing). */
   readonly dataDir: string;
@@ -377,7 +389,7 @@ export class SqliteLocalStore implements LocalStore {
       }
       db.exec('BEGIN IMMEDIATE');
       try {
-        const hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
+        let hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
         const get = (k: string) => (hasMeta ? (db as Database.Database).prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v : undefined);
         const put = (k: string, v: string) => (db as Database.Database).prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
         const version = get('schema_version');
@@ -392,13 +404,18 @@ export class SqliteLocalStore implements LocalStore {
         if (version !== undefined && Number(version) < 2) migrateRecordStates(db);
         if (version !== undefined && Number(version) < 3) migrateToRecordIds(db);
         db.exec(SCHEMA_SQL);
+        hasMeta = true;
         if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
         if (owner === undefined) put('agent_id', options.agentId);
+        if (get('counters') === undefined) {
+          // A new store numbers its changes from a floor read off its clock (see originSeqFloor).
+          const floor = originSeqFloor((options.now ?? Date.now)());
+          put('counters', JSON.stringify({ hlc: encodeHlc(hlcInit(options.agentId)), originSeq: floor, mseq: 0 }));
+        }
         const sync = JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>;
         if (sync.ownFrom === undefined) {
-          // A new store assigns from 1; an older one may have been restored or had its floor raised: from its next change.
-          const counters = get('counters');
-          const ownFrom = counters === undefined ? 1 : (JSON.parse(counters) as { originSeq: number }).originSeq + 1;
+          // From the store's next change: a new store's floor + 1; an older one may have been restored or had its floor raised.
+          const ownFrom = (JSON.parse(get('counters') as string) as { originSeq: number }).originSeq + 1;
           put('sync_state', JSON.stringify({ ...DEFAULT_SYNC_STATE, ...sync, ownFrom }));
         }
         db.exec('COMMIT');

@@ -118,8 +118,9 @@ export const ErrorCodes = {
   FLEET_CHANGE_001: { name: 'InvalidChange', retryable: false, message: 'invalid change' },
   /**
    * Two different changes (different `changeId`) claim the same dot (origin, counter) on one record:
-   * the origin lost its state and restarted its counters, or the change is forged. Applying it would
-   * break convergence; the agent must be re-seeded from the server before it writes again.
+   * an origin that lost its state restarted its counters (agents cannot: their counters are origin
+   * sequences from a clock-based floor, docs/agent.md), or the change is forged. Applying it would
+   * break convergence, so it is refused.
    */
   FLEET_CHANGE_002: { name: 'DotReuse', retryable: false, message: 'origin reused a version counter' },
   /** A changes sequence given to `coalesce` is not one origin's changes to one record, in order. */
@@ -161,8 +162,8 @@ export const ErrorCodes = {
   /**
    * The store was restored from a backup and has not been re-verified against the server yet. Local
    * writes are held until then: writes made after the backup may have reached the server, and a new
-   * write now could reuse their version counters (FLEET_CHANGE_002). The sync manager clears it after
-   * its Merkle verification; direct SQL writes stay captured meanwhile.
+   * write made without them would conflict with them instead of following them. The sync manager
+   * clears it after its Merkle verification; direct SQL writes stay captured meanwhile.
    */
   FLEET_AGENT_004: { name: 'NeedsVerification', retryable: true, message: 'store awaits verification after a restore' },
   /**

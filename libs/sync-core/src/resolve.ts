@@ -29,7 +29,7 @@ import type { ChangeOutcome, ExistenceWrite, FieldValue, FieldWrite, RecordState
 import { classify, emptyRecord, joinChange, joinStates, recordHash } from './record';
 import type { FieldRule, RuleInput } from './rules';
 import { compareTags, isBuiltinRule, lookupRule } from './rules';
-import { vvIncrement, vvMerge } from './vv';
+import { vvAdvance, vvIncrement, vvMerge } from './vv';
 
 export type Strategy = 'lww' | 'merge' | 'manual' | 'custom';
 export type DeleteRule = 'lww' | 'edit-wins' | 'delete-wins' | 'manual';
@@ -326,9 +326,16 @@ function sortedObj(f: Fields): Fields {
   return { ...f };
 }
 
-function buildChange(state: RecordState, edit: LocalEdit, meta: ChangeMeta, config: StrategyConfig): { change: Change; state: RecordState; conflict?: ConflictRecord } {
+/** `counter`: how the origin's vector entry advances (see makeLocalChange and makeResolutionChange). */
+function buildChange(
+  state: RecordState,
+  edit: LocalEdit,
+  meta: ChangeMeta,
+  config: StrategyConfig,
+  counter: 'tick' | 'originSeq',
+): { change: Change; state: RecordState; conflict?: ConflictRecord } {
   if (typeof meta.origin !== 'string' || meta.origin.length === 0) throw new FleetError('FLEET_CHANGE_001', 'origin must be a non-empty string');
-  const vv = vvIncrement(state.vv, meta.origin);
+  const vv = counter === 'originSeq' ? vvAdvance(state.vv, meta.origin, meta.originSeq) : vvIncrement(state.vv, meta.origin);
   const fields = edit.op === 'put' ? sortedObj(edit.fields ?? {}) : {};
   const unset = edit.op === 'put' ? [...new Set(edit.unset ?? [])].sort() : [];
   const draft: Change = {
@@ -353,14 +360,27 @@ function buildChange(state: RecordState, edit: LocalEdit, meta: ChangeMeta, conf
 }
 
 /**
- * A change made on this replica: its vector is the record's vector plus one tick of `origin`, so it
- * dominates everything this replica has seen of the record.
+ * A change made on this replica: its vector is the record's vector advanced at `origin`, so it
+ * dominates everything this replica has seen of the record. The origin's entry becomes
+ * `max(entry + 1, originSeq)`: an agent's counters are its origin sequence numbers. A store numbers
+ * its writes from a floor taken from its clock when it is created (agent-store), so a host reinstalled
+ * under the same agent id, with an empty store that has not yet seen its old records, still writes dots
+ * its earlier store never used: its first write to an old record is concurrent with the old state (a
+ * conflict, resolved by the strategy) rather than a reused dot (FLEET_CHANGE_002) or a "stale" change.
+ * `counter: 'tick'` advances the entry by one instead: the server's writes (one writer per record under
+ * the change log's append lock, see server-store ServerWriter).
  *
  * A put on a record that is not visible (deleted, or never written here) also unsets every field still
  * held in a register: those are writes a winning delete hid, and the writer, who saw no record, cannot
  * mean to bring them back. Without this a re-created record would resurface fields of a losing edit.
  */
-export function makeLocalChange(state: RecordState, edit: LocalEdit, meta: ChangeMeta, config: StrategyConfig): { change: Change; state: RecordState } {
+export function makeLocalChange(
+  state: RecordState,
+  edit: LocalEdit,
+  meta: ChangeMeta,
+  config: StrategyConfig,
+  counter: 'originSeq' | 'tick' = 'originSeq',
+): { change: Change; state: RecordState } {
   if (edit.op === 'put' && state.view.status !== 'live') {
     const given = new Set([...Object.keys(edit.fields ?? {}), ...(edit.unset ?? [])]);
     const hidden = Object.entries(state.fields)
@@ -368,7 +388,7 @@ export function makeLocalChange(state: RecordState, edit: LocalEdit, meta: Chang
       .map(([f]) => f);
     if (hidden.length > 0) edit = { op: 'put', fields: edit.fields ?? {}, unset: [...(edit.unset ?? []), ...hidden] };
   }
-  const { change, state: next } = buildChange(state, edit, meta, config);
+  const { change, state: next } = buildChange(state, edit, meta, config, counter);
   return { change, state: next };
 }
 
@@ -450,6 +470,6 @@ export function makeResolutionChange(
 ): { change: Change; state: RecordState } {
   const res = resolution ?? autoResolution(state);
   const edit: LocalEdit = res.deleted === true ? { op: 'delete' } : { op: 'put', fields: res.fields, unset: res.unset };
-  const { change, state: next } = buildChange(state, edit, { ...meta, origin: meta.origin ?? SERVER_ORIGIN }, config);
+  const { change, state: next } = buildChange(state, edit, { ...meta, origin: meta.origin ?? SERVER_ORIGIN }, config, 'tick');
   return { change, state: next };
 }

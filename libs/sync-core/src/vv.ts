@@ -49,6 +49,16 @@ export function vvIncrement(vv: VersionVector, actor: string): VersionVector {
   return vvNormalize({ ...vv, [actor]: vvGet(vv, actor) + 1 });
 }
 
+/**
+ * The vector after a write by `actor` numbered `atLeast`: its entry becomes `max(entry + 1, atLeast)`.
+ * Agents number their writes with their origin sequence (see `makeLocalChange`), so a counter is never
+ * below the sequence that made it, whatever the record saw before.
+ */
+export function vvAdvance(vv: VersionVector, actor: string, atLeast: number): VersionVector {
+  if (actor.length === 0) invalid('empty actor', {});
+  return vvNormalize({ ...vv, [actor]: Math.max(vvGet(vv, actor) + 1, atLeast) });
+}
+
 /** Element-wise max: the least vector that includes both (canonical form). */
 export function vvMerge(a: VersionVector, b: VersionVector): VersionVector {
   const keys: string[] = [];

@@ -81,9 +81,11 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
 
     it('writes, reads, patches, deletes and queries records', () => {
       open();
+      const first = store.syncState().ownFrom;
       const c1 = store.put(ref('a'), { x: 1, y: 'two' });
-      expect(c1).toMatchObject({ origin: AGENT, originSeq: 1, op: 'put', fields: { x: 1, y: 'two' }, scope: HOST, collection: 'settings', key: 'a' });
-      expect(store.get(ref('a'))).toMatchObject({ status: 'live', fields: { x: 1, y: 'two' }, conflicted: false, vv: { [AGENT]: 1 } });
+      expect(c1).toMatchObject({ origin: AGENT, originSeq: first, op: 'put', fields: { x: 1, y: 'two' }, scope: HOST, collection: 'settings', key: 'a' });
+      // the agent's vector entry is the origin sequence of its write (sync-core makeLocalChange)
+      expect(store.get(ref('a'))).toMatchObject({ status: 'live', fields: { x: 1, y: 'two' }, conflicted: false, vv: { [AGENT]: first } });
       // put replaces: y is unset, x unchanged is not re-sent.
       const c2 = store.put(ref('a'), { x: 1, z: true });
       expect(c2).toMatchObject({ fields: { z: true }, unset: ['y'] });
@@ -152,7 +154,7 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       store = h.reopen();
       clock -= 3_600_000; // NTP step back an hour
       const after = store.put(ref('later'), { i: 99 }) as Change;
-      expect(after.originSeq).toBe(6);
+      expect(after.originSeq).toBe((made[4] as Change).originSeq + 1);
       expect(after.hlc > hlcBefore).toBe(true);
       expect(store.peekOutbox(100).map((c) => c.changeId)).toEqual([...made.map((c) => c.changeId), after.changeId]);
       const seqs = store.peekOutbox(100).map((c) => c.originSeq);
@@ -279,7 +281,7 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       const res = store.applyRemote([theirs], 1);
       expect(res.changed).toBe(1);
       expect(store.get(r)?.fields).toEqual({ a: 'local', b: 'server', c: 'server' });
-      expect(store.get(r)?.vv).toEqual({ [AGENT]: 1, server: 1 });
+      expect(store.get(r)?.vv).toEqual({ [AGENT]: mine.originSeq, server: 1 });
       expect(store.peekOutbox(10).map((c) => c.changeId)).toEqual([mine.changeId]);
       // The server, receiving our pending change, converges to the same state.
       const serverState = applyChanges([mine], LWW, server.states.get(`${r.scope}/${r.collection}/${r.key}`));
@@ -331,20 +333,23 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
 
     it('keeps sync state', () => {
       open();
-      // a new store made every change of its agent id from 1 on: pulls need not echo any
-      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom: 1 });
+      // a new store numbers its changes from a floor read off its clock (microseconds): an earlier store
+      // of the same agent id (a reinstalled host) used sequences below it, and pulls must bring those
+      const ownFrom = clock * 1000 + 1;
+      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom });
       store.setSyncState({ lastSyncAt: 5, cursor: 'abc' });
-      store = h.reopen();
-      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false, ownFrom: 1 });
+      clock += 60_000;
+      store = h.reopen(); // reopening keeps the numbering (the floor is taken once, at creation)
+      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false, ownFrom });
       store.setSyncState({ needsVerification: true });
       expect(code(() => store.put(ref('a'), { n: 1 }))).toBe('FLEET_AGENT_004');
       store.setSyncState({ needsVerification: false });
-      store.raiseOriginSeqFloor(500);
-      // sequences up to the floor were not this store's: it holds its own changes from 501 on
-      expect(store.syncState().ownFrom).toBe(501);
-      expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(501);
+      store.raiseOriginSeqFloor(ownFrom + 499);
+      // sequences up to the floor were not this store's: it holds its own changes from the next one on
+      expect(store.syncState().ownFrom).toBe(ownFrom + 500);
+      expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(ownFrom + 500);
       store.raiseOriginSeqFloor(10); // below: nothing moves
-      expect(store.syncState().ownFrom).toBe(501);
+      expect(store.syncState().ownFrom).toBe(ownFrom + 500);
     });
   });
 }

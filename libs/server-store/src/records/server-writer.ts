@@ -147,7 +147,7 @@ export class ServerWriter {
             edit: (ref, edit) => {
               const state = getState(states, ref);
               const meta = this.meta(state, seqs.shift());
-              const { change, state: next } = makeLocalChange(state, edit, { ...meta, origin: SERVER_ORIGIN }, this.options.config);
+              const { change, state: next } = makeLocalChange(state, edit, { ...meta, origin: SERVER_ORIGIN }, this.options.config, 'tick');
               states.set(refKey(ref), next);
               made.push(change);
               return change;

@@ -1,0 +1,15 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SqliteLocalStore } from '@fleet/agent-store';
+const SCOPE = 'host.bench-agent';
+const fields = (i: number) => ({ name: `package-${i}`, version: `1.${i % 100}.${i % 7}`, arch: 'x86_64', size: 1000 + (i % 5000) });
+const dir = mkdtempSync(join(tmpdir(), 'agent-prof-'));
+const store = SqliteLocalStore.open({ dataDir: dir, agentId: 'bench-agent', synchronous: (process.env.SYNC as 'FULL') ?? 'NORMAL', outboxMax: 300000, coalesceAbove: 300000 });
+store.transaction(() => { for (let i = 0; i < 1000; i++) store.put({ scope: SCOPE, collection: 'warm', key: `w${i}` }, fields(i)); });
+const total = Number(process.env.N ?? 100000);
+const c0 = process.cpuUsage(); const t0 = performance.now();
+for (let i = 0; i < total; i += 100) store.transaction(() => { for (let j = i; j < i + 100; j++) store.put({ scope: SCOPE, collection: 'packages', key: `pkg-${(j * 7919) % total}` }, fields(j)); });
+const ms = performance.now() - t0; const cpu = process.cpuUsage(c0);
+console.log(`${Math.round(total / ms * 1000)}/s cpu ${((cpu.user + cpu.system) / total).toFixed(1)} us (user ${(cpu.user/total).toFixed(1)} sys ${(cpu.system/total).toFixed(1)})`);
+store.close(); rmSync(dir, { recursive: true, force: true });
