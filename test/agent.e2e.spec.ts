@@ -12,8 +12,8 @@
  * 4. Backup repair: backup, later damage, restore: the agent re-verifies (Merkle) instead of
  *    trusting the old cursor and ends identical to the server.
  * 5. A reinstalled host: the same agent id with an empty data directory writes offline, before it has
- *    seen its old records: every change of both stores is logged, the old records come back, and edits
- *    made without seeing them are resolved as conflicts by each collection's strategy.
+ *    seen its old records: every change of both stores is logged, the old records come back, and its
+ *    new writes follow the old ones (what it writes replaces, what it does not write is kept).
  *
  * Replay: FLEET_E2E_SEED=<seed> npx jest test/agent.e2e.spec.ts (the seed is printed on failure).
  */
@@ -439,7 +439,7 @@ describe(`agent proofs (seed ${SEED})`, () => {
       expect(a.store.syncState()).toMatchObject({ cursor: null, needsVerification: false });
       expect(a.store.syncState().ownFrom).toBeGreaterThan(firstOwnFrom);
       expect(a.store.get({ scope: `host.${a.id}`, collection: 'settings', key: 's0' })).toBeNull();
-      // Before it has seen its old records: edits some (settings: lww, packages: merge) and writes new ones.
+      // Before it has seen its old records: writes some of them again, and new ones.
       a.batch(() => {
         for (let i = 0; i < 5; i++) a.put('settings', `s${i}`, { v: 100 + i, by: 'reinstall' });
         for (let i = 0; i < 5; i++) a.put('packages', `p${i}`, { second: i });
@@ -454,8 +454,8 @@ describe(`agent proofs (seed ${SEED})`, () => {
       await check(f, [a]);
       const get = (collection: string, key: string) => a.store.get({ scope: `host.${a.id}`, collection, key })?.fields;
       expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' }); // came back by the pull
-      expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' }); // concurrent, the later write wins
-      expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 }); // concurrent, merged field by field
+      expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' }); // the new write replaces what it writes
+      expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 }); // and keeps the fields it did not write
       expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
       expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
     });

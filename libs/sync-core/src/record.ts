@@ -41,8 +41,9 @@
  * collection's configuration, default LWW. Losing writes stay in the registers (hidden) until a
  * resolution change dominates them: nothing disappears silently.
  *
- * Assumptions (not checkable locally): an origin never reuses a counter (an agent that loses its
- * database must be re-seeded from the server before writing: `FLEET_CHANGE_002` flags what we can see),
+ * Assumptions (not checkable locally): an origin never reuses a counter (agents number their writes
+ * with origin sequences from a clock-based floor, see `makeLocalChange`; `FLEET_CHANGE_002` flags a
+ * reuse we can see),
  * and resolution changes (origin `server`) are made by one writer per record at a time.
  * Tombstones (`removed` writes, `deletes`) are kept: dropping them needs causal stability (knowing every
  * replica has seen them), which the core has no way to know.

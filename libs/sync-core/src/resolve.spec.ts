@@ -67,7 +67,7 @@ describe.each(Object.keys(CONFIGS))('convergence under %s', (name) => {
     );
   });
 
-  it('a reinstalled origin (empty state, sequences past its old ones) never reuses a dot: its writes are concurrent, every order converges', () => {
+  it('a reinstalled origin (empty state, sequences past its old ones) never reuses a dot: its writes follow its old ones, every order converges', () => {
     fc.assert(
       fc.property(historyArb, fc.array(fc.boolean(), { minLength: 1, maxLength: 4 }), fc.integer({ min: 1, max: 1000 }), fc.integer(), (h, edits, gap, seed) => {
         const { changes } = runHistory(h, config);

@@ -365,8 +365,10 @@ function buildChange(
  * `max(entry + 1, originSeq)`: an agent's counters are its origin sequence numbers. A store numbers
  * its writes from a floor taken from its clock when it is created (agent-store), so a host reinstalled
  * under the same agent id, with an empty store that has not yet seen its old records, still writes dots
- * its earlier store never used: its first write to an old record is concurrent with the old state (a
- * conflict, resolved by the strategy) rather than a reused dot (FLEET_CHANGE_002) or a "stale" change.
+ * its earlier store never used, above them: its write to an old record follows its old writes (the same
+ * origin, later; what it writes replaces them, fields it does not write keep their old values) rather
+ * than being a reused dot (FLEET_CHANGE_002) or a change ignored as stale. Writes of other origins it has
+ * not seen (the server's) stay concurrent with it: conflicts, as always.
  * `counter: 'tick'` advances the entry by one instead: the server's writes (one writer per record under
  * the change log's append lock, see server-store ServerWriter).
  *
