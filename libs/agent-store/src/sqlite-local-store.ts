@@ -308,6 +308,10 @@ export class SqliteLocalStore implements LocalStore {
     outboxRunOf: Database.Statement<[number], OutboxRow>;
     deleteOutboxSeq: Database.Statement<[number]>;
     countOutbox: Database.Statement<[], { n: number }>;
+    peekOutbox: Database.Statement<[number], { origin_seq: number; change: string; frozen: number }>;
+    freezeOutbox: Database.Statement<[number]>;
+    deleteOutboxId: Database.Statement<[string]>;
+    failOutboxId: Database.Statement<[string, number, string]>;
   };
 
   private constructor(db: Database.Database, path: string, options: SqliteLocalStoreOptions) {
@@ -349,6 +353,10 @@ export class SqliteLocalStore implements LocalStore {
       outboxRunOf: db.prepare('SELECT origin_seq, change_id, change, created_at FROM outbox WHERE record_id = ? AND frozen = 0 ORDER BY origin_seq'),
       deleteOutboxSeq: db.prepare('DELETE FROM outbox WHERE origin_seq = ?'),
       countOutbox: db.prepare('SELECT count(*) AS n FROM outbox'),
+      peekOutbox: db.prepare('SELECT origin_seq, change, frozen FROM outbox ORDER BY origin_seq LIMIT ?'),
+      freezeOutbox: db.prepare('UPDATE outbox SET frozen = 1 WHERE frozen = 0 AND origin_seq <= ?'),
+      deleteOutboxId: db.prepare('DELETE FROM outbox WHERE change_id = ?'),
+      failOutboxId: db.prepare('UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_at = ? WHERE change_id = ?'),
     };
   }
 
@@ -905,18 +913,17 @@ export class SqliteLocalStore implements LocalStore {
   peekOutbox(limit: number): Change[] {
     if (!Number.isSafeInteger(limit) || limit < 0) invalidWrite(`peekOutbox limit must be a non-negative integer, got ${limit}`);
     return this.transaction(() => {
-      const rows = this.db.prepare<[number], { origin_seq: number; change: string; frozen: number }>('SELECT origin_seq, change, frozen FROM outbox ORDER BY origin_seq LIMIT ?').all(limit);
+      const rows = this.st.peekOutbox.all(limit);
       const last = rows[rows.length - 1];
-      if (last !== undefined) this.db.prepare('UPDATE outbox SET frozen = 1 WHERE frozen = 0 AND origin_seq <= ?').run(last.origin_seq);
+      if (last !== undefined) this.st.freezeOutbox.run(last.origin_seq);
       return rows.map((r) => JSON.parse(r.change) as Change);
     });
   }
 
   markSent(changeIds: readonly string[]): number {
     return this.transaction(() => {
-      const del = this.db.prepare('DELETE FROM outbox WHERE change_id = ?');
       let n = 0;
-      for (const id of changeIds) n += del.run(id).changes;
+      for (const id of changeIds) n += this.st.deleteOutboxId.run(id).changes;
       this.outboxCount -= n;
       if (n > 0) this.st.putMeta.run('consecutive_failures', '0');
       if (this.outboxCount <= this.coalesceAbove) this.needFullPass = true;
@@ -927,8 +934,7 @@ export class SqliteLocalStore implements LocalStore {
   recordFailure(changeIds: readonly string[], error: string): void {
     this.transaction(() => {
       const at = this.now();
-      const upd = this.db.prepare('UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_at = ? WHERE change_id = ?');
-      for (const id of changeIds) upd.run(error, at, id);
+      for (const id of changeIds) this.st.failOutboxId.run(error, at, id);
       const n = Number(this.st.getMeta.get('consecutive_failures')?.v ?? '0');
       this.st.putMeta.run('consecutive_failures', String(n + 1));
       this.st.putMeta.run('last_error', JSON.stringify({ message: error, at }));
