@@ -131,12 +131,53 @@ export class DeltaStore {
   }
 
   /**
-   * Folds the log after the projector's cursor into `record_states`, in pages. One projector at a
-   * time (the cursor row is locked FOR UPDATE), in seq order, so each row's `rev` (the seq of the last
-   * change folded into it) is assigned in commit order: a reader of `rev > r` never skips (the change
-   * log's own argument, docs/change-log.md). Returns the cursor reached.
+   * Folds the log after the projector's cursor into `record_states`, in pages: when it resolves, the
+   * projection holds every change committed before the call. Returns the cursor reached.
+   *
+   * Pulls and Merkle answers call it before reading, so under load many callers arrive at once; they
+   * share passes instead of queueing one by one on the cursor lock: one pass runs, and everyone who
+   * arrives meanwhile waits for ONE pass queued behind it (it starts after they called, so it covers
+   * them). A pass that finds the projection at the log's head ends after one read, with no lock.
    */
-  async project(pageSize = 2000): Promise<number> {
+  project(pageSize = 2000): Promise<number> {
+    if (this.projecting === undefined) {
+      const run: Promise<number> = this.projectPass(pageSize).finally(() => {
+        if (this.projecting === run) this.projecting = undefined;
+      });
+      this.projecting = run;
+      return run;
+    }
+    this.projectQueued ??= this.projecting
+      .catch(() => undefined)
+      .then(() => {
+        this.projectQueued = undefined;
+        return this.project(pageSize);
+      });
+    return this.projectQueued;
+  }
+
+  private projecting: Promise<number> | undefined;
+  private projectQueued: Promise<number> | undefined;
+  private locked = 0;
+
+  /** Passes that took the cursor lock so far (the caught-up ones do not). */
+  get lockedPasses(): number {
+    return this.locked;
+  }
+
+  /**
+   * One pass. One projector at a time across replicas (the cursor row is locked FOR UPDATE), in seq
+   * order, so each row's `rev` (the seq of the last change folded into it) is assigned in commit order:
+   * a reader of `rev > r` never skips (the change log's own argument, docs/change-log.md). The change
+   * log commits appends in seq order (under its append lock), so a cursor at max(seq) is caught up.
+   */
+  private async projectPass(pageSize: number): Promise<number> {
+    const [head] = (await this.ds.query(
+      `select (select cursor from delta_progress where name = $1) as cursor, (select coalesce(max(seq), 0) from change_log) as head`,
+      [PROJECTOR],
+    )) as { cursor: string | null; head: string }[];
+    if (head !== undefined && head.cursor !== null && Number(head.cursor) >= Number(head.head)) return Number(head.cursor);
+    this.locked += 1;
     for (;;) {
       const { cursor, done } = await this.ds.transaction('READ COMMITTED', async (tx) => {
         const [p] = (await tx.query(`select cursor from delta_progress where name = $1 for update`, [PROJECTOR])) as { cursor: string }[];

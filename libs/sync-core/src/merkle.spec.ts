@@ -22,6 +22,18 @@ describe('MerkleTree', () => {
     expect(MerkleTree.empty({ depth: 2 }).root).not.toBe(a.root);
   });
 
+  it('roots are pinned: what agents and servers of earlier versions compute (empty subtrees are precomputed, not rehashed)', () => {
+    const empty = ['076a27c79e5ace2a3d47f9dd2e83e4ff6ea8872b3c2218f66c92b89b55f36560', 'ab60848a6dc1d5a37df96328ebeeac89aa6b45191ac1eed6abc8144e77d9ac5e', '5eb09c957816557448ba4013d3c734965f098d0bf76cdc9d9f8f5b31f7c557b3', 'b65906575bf94fb8c2940976bb95c9931bf1098dfe40ffcd95245fb2cc488bb1', 'cf3b32fe885997fb2fa90190a4b2f1920d9bdb36031b0bd5c1a95a4eae48104e'];
+    empty.forEach((root, i) => expect(MerkleTree.empty({ depth: i + 1 }).root).toBe(root));
+    const five = ['a', 'b', 'host-1/pkg', '😀', 'z'.repeat(40)].map((k) => entry(k));
+    expect(MerkleTree.build(five).root).toBe('c1e0210f49a4f2764c966c6a701e27df837efea2cd1b5ac06d2a2c3ff3b8c244');
+    expect(MerkleTree.build(five, { depth: 5 }).root).toBe('4ae50adf29c26b8d84a3335988906390f0ab17ef425ae6709c7a5c108226f2ae');
+    // more entries than buckets at depth 3 (4,096): the full rehash path
+    const many = Array.from({ length: 5000 }, (_, i) => ({ key: `k${i}`, recordHash: rh(String(i)) }));
+    expect(MerkleTree.build(many).root).toBe('761ea4228b4c2c11f7e41a770d8147af2cd0ff1975ec22f13f47b294bc85aa75');
+    expect(MerkleTree.build(many, { depth: 3 }).root).toBe(MerkleTree.build(many.slice().reverse(), { depth: 3 }).root);
+  });
+
   it('looks entries up, and answers bucket queries', () => {
     const t = MerkleTree.build([entry('a'), entry('b'), entry('c')], { depth: 2 });
     expect(t.size).toBe(3);

@@ -164,7 +164,17 @@ export class MerkleTree {
   private constructor(depth: number) {
     this.depth = checkDepth(depth);
     this.levels = [];
-    for (let d = 0; d <= depth; d++) this.levels.push(new Uint32Array(MERKLE_FANOUT ** d * LANES));
+    for (let d = 0; d <= depth; d++) {
+      const level = new Uint32Array(MERKLE_FANOUT ** d * LANES);
+      // An inner node over empty buckets only has a fixed hash per height: start every node with it, so a
+      // build or an update hashes just the paths above non-empty buckets (a small collection's tree
+      // costs a few hashes, not all 4,369 inner nodes of depth 4).
+      if (d < depth) {
+        level.set(emptyNodeLanes(depth - d), 0);
+        for (let filled = LANES; filled < level.length; filled *= 2) level.copyWithin(filled, 0, Math.min(filled, level.length - filled));
+      }
+      this.levels.push(level);
+    }
     const buckets = MERKLE_FANOUT ** depth;
     this.buckets = new Array<Slots | undefined>(buckets).fill(undefined);
     this.dirtyMark = new Uint8Array(buckets);
@@ -207,7 +217,11 @@ export class MerkleTree {
       tree.addEntry(leaf, b * LANES, entryHashBinary(key, lengths[i] as number, recordHash), 1);
     }
     tree.count = n;
-    tree.rehashAll();
+    if (n >= tree.buckets.length) tree.rehashAll();
+    else {
+      for (let b = 0; b < counts.length; b++) if ((counts[b] as number) > 0) tree.markDirty(b);
+      tree.flush();
+    }
     return tree;
   }
 
@@ -390,6 +404,27 @@ export class MerkleTree {
       indexes = [...parents];
     }
   }
+}
+
+const emptyByHeight: Uint32Array[] = [new Uint32Array(LANES)];
+
+/**
+ * The lanes of an inner node whose buckets are all empty, by its height above the leaves (1 = parent of
+ * leaves): the hash of 16 copies of the empty node one height below (an empty bucket's lanes are zero).
+ * The same values a full rehash computes, so roots do not change; computed once per height.
+ */
+function emptyNodeLanes(height: number): Uint32Array {
+  for (let h = emptyByHeight.length; h <= height; h++) {
+    const below = emptyByHeight[h - 1] as Uint32Array;
+    const block = new Uint8Array(MERKLE_FANOUT * LANES * 4);
+    const view = new DataView(block.buffer);
+    for (let c = 0; c < MERKLE_FANOUT; c++) for (let j = 0; j < LANES; j++) view.setUint32((c * LANES + j) * 4, below[j] as number);
+    const bin = sha256Binary(block);
+    const lanes = new Uint32Array(LANES);
+    for (let j = 0; j < LANES; j++) lanes[j] = laneOf(bin, j);
+    emptyByHeight.push(lanes);
+  }
+  return emptyByHeight[height] as Uint32Array;
 }
 
 /**
