@@ -77,4 +77,19 @@ describe('record-states projection', () => {
     const [r] = (await ds.query(`select rev from record_states where key = 'after'`)) as { rev: string }[];
     expect(Number(r?.rev)).toBe(await head());
   });
+  it('projectUnlessBusy: runs a pass when none is running, returns at once while one is', async () => {
+    const store = new DeltaStore(ds, { default: 'lww' });
+    await log.appendBatch([change('idle-1')]);
+    await store.projectUnlessBusy();
+    const [p] = (await ds.query(`select cursor from delta_progress where name = 'record_states'`)) as { cursor: string }[];
+    expect(Number(p?.cursor)).toBe(await head());
+    await log.appendBatch(Array.from({ length: 30 }, (_, i) => change(`busy-${i}`)));
+    const running = store.project(1); // a slow pass: one change per page
+    let quick = false;
+    await store.projectUnlessBusy().then(() => (quick = true));
+    expect(quick).toBe(true);
+    const [mid] = (await ds.query(`select cursor from delta_progress where name = 'record_states'`)) as { cursor: string }[];
+    expect(Number(mid?.cursor)).toBeLessThan(await head()); // it did not wait for the running pass
+    expect(await running).toBe(await head());
+  });
 });

@@ -150,8 +150,9 @@ export class PullService {
       const snapBody = gzipOk ? Math.min(MAX_SNAPSHOT_RESPONSE_BYTES, wire * 6) : Math.min(MAX_SNAPSHOT_RESPONSE_BYTES, wire);
       if (snapshot) return withNextCursor(await this.snapshotPage(req.scopes, cursor.at, cursor.after, snapLimit, gzipOk, snapBody, wire, maxPayload));
       // A bulk first pull: states from the projection rather than a fold of the whole log. Bring the
-      // projection up to the log's head first, so the log part after the snapshot is short.
-      await this.store.project();
+      // projection up to the log's head first when it is idle, so the log part after the snapshot is
+      // short; when a pass is running (under load), start from what it has folded so far.
+      await this.store.projectUnlessBusy();
       return withNextCursor(await this.snapshotPage(req.scopes, undefined, undefined, snapLimit, gzipOk, snapBody, wire, maxPayload));
     }
     const c = cursor.kind === 'log' ? { kind: 'log' as const, seq: cursor.seq } : cursor.after === undefined ? { kind: 'resync' as const, at: cursor.at } : { kind: 'resync' as const, at: cursor.at, after: cursor.after };

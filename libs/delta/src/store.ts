@@ -156,6 +156,16 @@ export class DeltaStore {
     return this.projectQueued;
   }
 
+  /**
+   * For a reader that only wants the projection "recent" (a snapshot: what is not projected yet reaches
+   * the agent from the log after the snapshot's position): when a pass is running, returns at once;
+   * otherwise runs one (cheap at the log's head). Under load (a reconnect storm) the background pass is
+   * nearly always running, and a thousand first pulls no longer wait for it to catch up.
+   */
+  async projectUnlessBusy(): Promise<void> {
+    if (this.projecting === undefined) await this.project();
+  }
+
   private projecting: Promise<number> | undefined;
   private projectQueued: Promise<number> | undefined;
   private locked = 0;
