@@ -2,7 +2,8 @@
  * Randomized convergence, end to end: the four services as processes, a private nats-server,
  * a fresh PostgreSQL database, 5 real agent stacks (SQLite + SyncManager + own NATS connection).
  * A fixed budget of random operations (writes, deletes, server edits of the same records, agents
- * going offline and online, services SIGKILLed and restarted, NATS SIGKILLed and restarted), then
+ * going offline and online, services SIGKILLed and restarted, NATS SIGKILLed and restarted, an agent's
+ * host reinstalled: its data directory wiped once its outbox is empty, the same id on a new store), then
  * heal (every service up, every agent reconnects, manual conflicts resolved by the operator API)
  * and check: every replica equals sync-core's fold of the full change log, every acknowledged
  * change is logged exactly once, every change made is logged exactly once, Merkle verification of
@@ -11,6 +12,7 @@
  * Replay: FLEET_E2E_SEED=<seed> npx jest test/convergence.e2e.spec.ts (the seed is printed on failure);
  * explore: FLEET_E2E_SEED=random.
  */
+import { rmSync } from 'node:fs';
 import { counterAdd } from '@fleet/sync-core';
 import type { JsonValue } from '@fleet/sync-core';
 import { DEMO_COLLECTIONS, DEMO_STRATEGIES, describeResult, Fleet, Prng, SERVICE_NAMES, sleep } from '@fleet/fleet-harness';
@@ -40,6 +42,9 @@ describe.each(SEEDS)('randomized convergence (seed %i)', (SEED) => {
   it('every replica converges to the fold of the change log; nothing acknowledged is lost or applied twice', async () => {
     const rng = new Prng(SEED);
     const jitter = rng.fork();
+    // Reinstalls are decided by their own generator (not `rng`), so a seed's operations stay what they
+    // were before reinstalls existed: the seeds kept as regressions still replay their histories.
+    const reinstalls = new Prng(SEED ^ 0x5eed);
     try {
       fleet = await Fleet.start({ agents: 5, strategies: DEMO_STRATEGIES, collections: DEMO_COLLECTIONS, groupsOf: (i) => [i % 2 === 0 ? 'even' : 'odd'], privateNats: true, random: () => jitter.next() });
       const f = fleet;
@@ -104,7 +109,13 @@ describe.each(SEEDS)('randomized convergence (seed %i)', (SEED) => {
           log.push(`${op}: nats-server restarted`);
           did('nats restarted');
         } else {
-          await sleep(rng.int(150));
+          const pause = rng.int(150);
+          if (reinstalls.chance(0.08) && a.online && a.outboxSize() === 0) {
+            // Everything it made is acknowledged (the checker holds it to that); the new store starts empty.
+            await a.reopen(() => rmSync(a.o.dataDir, { recursive: true, force: true }));
+            log.push(`${op}: ${a.id} reinstalled (offline, empty store)`);
+            did('agent reinstalled');
+          } else await sleep(pause);
         }
       }
 
