@@ -103,6 +103,46 @@ describe('SqliteLocalStore on disk', () => {
     }
   });
 
+  it('a store from before the clock floor gets it once at open: a store that wrote keeps its ownFrom, one that never wrote holds its changes from the floor on', () => {
+    const t = 1_800_000_000_000;
+    const legacy = (wrote: boolean) => {
+      const dir = tempDir();
+      const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now: () => t - 1000 });
+      s.close();
+      // what the previous version left: small sequences, ownFrom 1, no seq_floor
+      const db = new Database(join(dir, DB_FILE));
+      db.prepare("DELETE FROM meta WHERE k = 'seq_floor'").run();
+      const c = JSON.parse(db.prepare("SELECT v FROM meta WHERE k = 'counters'").pluck().get() as string) as Record<string, unknown>;
+      db.prepare("UPDATE meta SET v = ? WHERE k = 'counters'").run(JSON.stringify({ ...c, originSeq: wrote ? 3 : 0 }));
+      const sync = JSON.parse(db.prepare("SELECT v FROM meta WHERE k = 'sync_state'").pluck().get() as string) as Record<string, unknown>;
+      db.prepare("UPDATE meta SET v = ? WHERE k = 'sync_state'").run(JSON.stringify({ ...sync, ownFrom: 1 }));
+      db.close();
+      return dir;
+    };
+    const a = SqliteLocalStore.open({ dataDir: legacy(true), agentId: AGENT, now: () => t });
+    expect(a.syncState().ownFrom).toBe(1); // it may hold its changes from 1 on: still says so
+    expect(a.put(ref('x'), { v: 1 })?.originSeq).toBe(t * 1000 + 1);
+    a.close();
+    const b = SqliteLocalStore.open({ dataDir: legacy(false), agentId: AGENT, now: () => t });
+    expect(b.syncState().ownFrom).toBe(t * 1000 + 1);
+    b.close();
+  });
+
+  it('a restore never numbers below the clock floor (a backup older than a reinstall)', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now: () => 1_700_000_000_000 });
+    s.put(ref('a'), { v: 1 });
+    const full = s.backup({ full: true });
+    s.close();
+    const later = 1_700_000_000_000 + 30 * 86_400_000; // a month later: more than a billion microseconds
+    restoreSqliteStore(full.dir, dir, { agentId: AGENT, now: () => later });
+    const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now: () => later });
+    expect(r.syncState().ownFrom).toBe(later * 1000 + 1);
+    r.setSyncState({ needsVerification: false });
+    expect(r.put(ref('b'), { v: 1 })?.originSeq).toBe(later * 1000 + 1);
+    r.close();
+  });
+
   it('a store from before `ownFrom` counts its own changes from its next one (it may have been restored or had its floor raised)', () => {
     const dir = tempDir();
     const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
@@ -198,7 +238,7 @@ describe('SqliteLocalStore on disk', () => {
     const lastSeq = s.peekOutbox(100).at(-1)?.originSeq ?? 0;
     s.close();
 
-    const result = restoreSqliteStore(full.dir, dir, { agentId: AGENT });
+    const result = restoreSqliteStore(full.dir, dir, { agentId: AGENT, now });
     expect(result.applied).toEqual([full.id, inc.id]);
     expect(result.previousMovedTo).toMatch(/before-restore/);
     const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now });

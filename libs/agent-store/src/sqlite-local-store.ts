@@ -415,12 +415,21 @@ export class SqliteLocalStore implements LocalStore {
         hasMeta = true;
         if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
         if (owner === undefined) put('agent_id', options.agentId);
-        if (get('counters') === undefined) {
-          // A new store numbers its changes from a floor read off its clock (see originSeqFloor).
+        let sync = JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>;
+        if (get('seq_floor') === undefined) {
+          // Once per store (a new one, or one this version opens for the first time): its changes are
+          // numbered from at least a floor read off its clock (see originSeqFloor). A store that has made
+          // no change yet holds none of its agent id's: it holds them from the floor on.
           const floor = originSeqFloor((options.now ?? Date.now)());
-          put('counters', JSON.stringify({ hlc: encodeHlc(hlcInit(options.agentId)), originSeq: floor, mseq: 0 }));
+          const c = JSON.parse(get('counters') ?? 'null') as { hlc: string; originSeq: number; mseq: number } | null;
+          const wrote = c !== null && c.originSeq > 0;
+          put('counters', JSON.stringify({ hlc: c?.hlc ?? encodeHlc(hlcInit(options.agentId)), originSeq: Math.max(c?.originSeq ?? 0, floor), mseq: c?.mseq ?? 0 }));
+          put('seq_floor', String(floor));
+          if (!wrote) {
+            const { ownFrom: _stale, ...rest } = sync;
+            sync = rest;
+          }
         }
-        const sync = JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>;
         if (sync.ownFrom === undefined) {
           // From the store's next change: a new store's floor + 1; an older one may have been restored or had its floor raised.
           const ownFrom = (JSON.parse(get('counters') as string) as { originSeq: number }).originSeq + 1;
@@ -1383,10 +1392,12 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
       const get = (k: string) => db.prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v;
       const put = (k: string, v: string) => db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
       const counters = get('counters');
-      let next = RESTORE_SEQ_GAP;
+      // Past the backup's sequence by a billion, and never below the clock's floor: the backup may be
+      // older than a reinstall of the host whose store numbered from a later floor.
+      let next = Math.max(RESTORE_SEQ_GAP, originSeqFloor(now()));
       if (counters !== undefined) {
         const c = JSON.parse(counters) as { hlc: string; originSeq: number; mseq: number };
-        next = c.originSeq + RESTORE_SEQ_GAP;
+        next = Math.max(c.originSeq + RESTORE_SEQ_GAP, originSeqFloor(now()));
         put('counters', JSON.stringify({ ...c, originSeq: next }));
       }
       // The writes made after the backup are not held: only what this store assigns from now on is.

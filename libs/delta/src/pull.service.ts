@@ -25,7 +25,7 @@ import {
 import type { PayloadEncoding, PullCursor, PullResponse, PullKeysResponse, WireRecord } from '@fleet/contracts';
 import type { LoggedChange } from '@fleet/sync-core';
 import { changeCostBound, foldWire } from './fold';
-import type { DeltaStore } from './store';
+import type { DeltaStore, OwnRecords } from './store';
 
 const gzip = promisify(gzipCb);
 
@@ -75,6 +75,19 @@ const SNAPSHOT_READ_AHEAD_MS = 10_000;
 const MAX_SNAPSHOT_READ_AHEAD = 32;
 
 /** A snapshot page's reply and, when more states follow, the position after it (`s.<at>.<after>`). */
+/** What a snapshot page is read for: the agent's scopes and position, the budgets, and the records it holds (`own`). */
+interface SnapshotAsk {
+  readonly scopes: readonly string[];
+  readonly at: number | undefined;
+  readonly after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined;
+  readonly limit: number;
+  readonly gzipOk: boolean;
+  readonly body: number;
+  readonly wire: number;
+  readonly maxPayload: number;
+  readonly own: OwnRecords | undefined;
+}
+
 interface SnapshotPageRead {
   readonly reply: EncodedReply;
   readonly next: { readonly at: number; readonly after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined } | undefined;
@@ -148,12 +161,14 @@ export class PullService {
       // as MAX_SNAPSHOT_PAGE_RECORDS and a body that gzip will take under max_payload.
       const snapLimit = req.limit ?? this.snapshotLimit;
       const snapBody = gzipOk ? Math.min(MAX_SNAPSHOT_RESPONSE_BYTES, wire * 6) : Math.min(MAX_SNAPSHOT_RESPONSE_BYTES, wire);
-      if (snapshot) return withNextCursor(await this.snapshotPage(req.scopes, cursor.at, cursor.after, snapLimit, gzipOk, snapBody, wire, maxPayload));
+      const own = req.ownFrom === undefined ? undefined : { agentId: req.agentId, from: req.ownFrom };
+      const ask = (at: number | undefined, after: SnapshotAsk['after']): SnapshotAsk => ({ scopes: req.scopes, at, after, limit: snapLimit, gzipOk, body: snapBody, wire, maxPayload, own });
+      if (snapshot) return withNextCursor(await this.snapshotPage(ask(cursor.at, cursor.after)));
       // A bulk first pull: states from the projection rather than a fold of the whole log. Bring the
       // projection up to the log's head first when it is idle, so the log part after the snapshot is
       // short; when a pass is running (under load), start from what it has folded so far.
       await this.store.projectUnlessBusy();
-      return withNextCursor(await this.snapshotPage(req.scopes, undefined, undefined, snapLimit, gzipOk, snapBody, wire, maxPayload));
+      return withNextCursor(await this.snapshotPage(ask(undefined, undefined)));
     }
     const c = cursor.kind === 'log' ? { kind: 'log' as const, seq: cursor.seq } : cursor.after === undefined ? { kind: 'resync' as const, at: cursor.at } : { kind: 'resync' as const, at: cursor.at, after: cursor.after };
     for (;;) {
@@ -210,34 +225,26 @@ export class PullService {
    * by exact UTF-8 size; the cursor is `s.<at>.<last key sent>`, and the number `at` once the states are
    * exhausted (the log resumes after it).
    */
-  private async snapshotPage(
-    scopes: readonly string[],
-    at: number | undefined,
-    after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined,
-    limit: number,
-    gzipOk: boolean,
-    body: number,
-    wire: number,
-    maxPayload: number,
-  ): Promise<EncodedReply> {
-    const keyOf = (a: number | undefined, k: typeof after) => JSON.stringify([scopes, a ?? null, k === undefined ? null : [k.scope, k.collection, k.key], limit, gzipOk, body, wire, maxPayload]);
+  private async snapshotPage(a: SnapshotAsk): Promise<EncodedReply> {
+    const keyOf = (x: SnapshotAsk) => JSON.stringify([x.scopes, x.at ?? null, x.after === undefined ? null : [x.after.scope, x.after.collection, x.after.key], x.limit, x.gzipOk, x.body, x.wire, x.maxPayload, x.own ?? null]);
     let page: SnapshotPageRead | undefined;
-    if (at !== undefined) {
-      const ahead = this.snapshotAhead.get(keyOf(at, after));
+    if (a.at !== undefined) {
+      const ahead = this.snapshotAhead.get(keyOf(a));
       if (ahead !== undefined) {
-        this.snapshotAhead.delete(keyOf(at, after));
+        this.snapshotAhead.delete(keyOf(a));
         clearTimeout(ahead.timer);
         page = await ahead.page.catch(() => undefined); // a failed read-ahead is read again
       }
     }
-    page ??= await this.readSnapshotPage(scopes, at, after, limit, gzipOk, body, wire, maxPayload);
+    page ??= await this.readSnapshotPage(a);
     const next = page.next;
     if (next !== undefined && this.snapshotReadAhead && this.snapshotAhead.size < MAX_SNAPSHOT_READ_AHEAD) {
       // Server-side read-ahead: the page after this one is read and encoded now, while this reply travels
       // and the agent applies it; the agent's request for it (its Fleet-Next-Cursor) takes it from here.
-      const key = keyOf(next.at, next.after);
+      const following: SnapshotAsk = { ...a, at: next.at, after: next.after };
+      const key = keyOf(following);
       if (!this.snapshotAhead.has(key)) {
-        const p = this.readSnapshotPage(scopes, next.at, next.after, limit, gzipOk, body, wire, maxPayload);
+        const p = this.readSnapshotPage(following);
         p.catch(() => undefined); // handled when used
         const timer = setTimeout(() => {
           if (this.snapshotAhead.get(key)?.page === p) this.snapshotAhead.delete(key);
@@ -249,22 +256,15 @@ export class PullService {
     return page.reply;
   }
 
-  /** Snapshot pages read ahead (see snapshotPage), by scopes, position and budgets. */
+  /** Snapshot pages read ahead (see snapshotPage), by what was asked. */
   private readonly snapshotAhead = new Map<string, { readonly page: Promise<SnapshotPageRead>; readonly timer: NodeJS.Timeout }>();
 
   /** One snapshot page (see snapshotPage) and, when more states follow, the position after it. */
-  private async readSnapshotPage(
-    scopes: readonly string[],
-    at: number | undefined,
-    after: { readonly scope: string; readonly collection: string; readonly key: string } | undefined,
-    limit: number,
-    gzipOk: boolean,
-    body: number,
-    wire: number,
-    maxPayload: number,
-  ): Promise<SnapshotPageRead> {
+  private async readSnapshotPage(a: SnapshotAsk): Promise<SnapshotPageRead> {
+    const { scopes, at, after, gzipOk, body, wire, maxPayload, own } = a;
+    let limit = a.limit;
     for (;;) {
-      const page = await this.store.readSnapshot(scopes, at, after, limit);
+      const page = await this.store.readSnapshot(scopes, at, after, limit, own);
       const parts: string[] = [];
       let size = 128 + 2 * 4608; // envelope and the longest cursor (RESYNC_CURSOR)
       let taken = 0;

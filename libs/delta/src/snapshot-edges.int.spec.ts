@@ -42,18 +42,18 @@ afterAll(async () => {
 });
 
 /** One page as the agent asks for it (`snapshot: true` exactly from cursor 0) and decodes it. */
-async function page(cursor: PullCursor, limit?: number): Promise<PullWirePage> {
-  const reply = await pulls.pull(AGENT, encodeJson(buildPullRequest(AGENT, SCOPES, cursor, limit)), MAX_PAYLOAD);
+async function page(cursor: PullCursor, limit?: number, ownFrom?: number): Promise<PullWirePage> {
+  const reply = await pulls.pull(AGENT, encodeJson(buildPullRequest(AGENT, SCOPES, cursor, limit, ownFrom)), MAX_PAYLOAD);
   const raw = reply.headers[Headers.Encoding] === 'gzip' ? new Uint8Array(gunzipSync(reply.data)) : reply.data;
   return decodePullWirePage(raw);
 }
 
 /** The agent's pull loop (pull again at once while `hasMore`), bounded: returns the pages, or throws when it does not end. */
-async function pullUntilDone(limit?: number, maxPages = 20): Promise<PullWirePage[]> {
+async function pullUntilDone(limit?: number, maxPages = 20, ownFrom?: number): Promise<PullWirePage[]> {
   const pages: PullWirePage[] = [];
   let cursor: PullCursor = 0;
   for (let i = 0; i < maxPages; i++) {
-    const p = await page(cursor, limit);
+    const p = await page(cursor, limit, ownFrom);
     pages.push(p);
     cursor = p.nextCursor;
     if (!p.hasMore) return pages;
@@ -127,5 +127,30 @@ describe('snapshot edges', () => {
     const records = (await pullUntilDone()).flatMap((p) => p.records);
     const a = records.find((r) => r.k === 'a');
     expect(a?.f?.['n']?.[0]?.[1]).toBe(3); // z's value, now a's state, converted from `state`
+  });
+  it("no echo: a snapshot leaves out the agent's host records it made alone from ownFrom on, and sends the rest", async () => {
+    const log = new PostgresChangeLog(ds);
+    const host = `host.${AGENT}`;
+    const hlc = (n: number) => encodeHlc({ wallMs: 1_767_225_700_000 + n, counter: 0, node: AGENT });
+    const mine = (seq: number, key: string, fields: Record<string, number>) => testChange(AGENT, seq, { scope: host, collection: 'own', key, fields, hlc: hlc(seq), vv: { [AGENT]: seq } });
+    await log.appendBatch([
+      mine(5, 'old', { v: 1 }), // an earlier store's write (below ownFrom 50)
+      mine(60, 'mine', { v: 1 }),
+      mine(61, 'mine', { w: 2 }), // two writes of its own, both from 50 on
+      mine(62, 'mixed', { v: 1 }),
+      testChange('server', 900, { scope: host, collection: 'own', key: 'mixed', fields: { s: 1 }, hlc: hlc(900), vv: { [AGENT]: 62, server: 900 } }),
+      mine(63, 'partly-old', { v: 2 }),
+    ]);
+    await log.appendBatch([{ ...mine(7, 'partly-old', { u: 1 }), vv: { [AGENT]: 7 } }]); // a field only the earlier store wrote
+    await store.project();
+    const keysOf = (pages: PullWirePage[]) => pages.flatMap((p) => p.records).filter((r) => r.s === host && r.c === 'own').map((r) => r.k).sort();
+    expect(keysOf(await pullUntilDone(undefined, 20, 50))).toEqual(['mixed', 'old', 'partly-old']);
+    expect(keysOf(await pullUntilDone(undefined, 20, 1))).toEqual(['mixed']); // a store that made every change of its id: only what the server wrote too
+    expect(keysOf(await pullUntilDone())).toEqual(['mine', 'mixed', 'old', 'partly-old']); // without ownFrom: all
+    // small pages: the keyset cursor steps over the left-out rows and still reaches the rest
+    expect(keysOf(await pullUntilDone(1, 40, 50))).toEqual(['mixed', 'old', 'partly-old']);
+    // a row updated by a replica of the previous version (no sole_* columns): sent, whatever it holds
+    await ds.query(`update record_states set rev = rev + 1000000 where scope = $1 and key = 'mine'`, [host]);
+    expect(keysOf(await pullUntilDone(undefined, 20, 50))).toEqual(['mine', 'mixed', 'old', 'partly-old']);
   });
 });

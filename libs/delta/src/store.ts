@@ -5,7 +5,7 @@
  */
 import type { DataSource, EntityManager } from 'typeorm';
 import { wireStateText } from '@fleet/contracts';
-import { applyChange, decodeRecordState, emptyRecord, recordHash } from '@fleet/sync-core';
+import { applyChange, decodeRecordState, emptyRecord, recordHash, soleWriter } from '@fleet/sync-core';
 import type { LoggedChange, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
 import { CHANGE_COLUMNS, rowToLoggedChange } from '@fleet/server-store/src/rows';
 import type { ChangeLogRow } from '@fleet/server-store/src/rows';
@@ -16,6 +16,12 @@ export interface StateRow {
   readonly collection: string;
   readonly key: string;
   readonly state: RecordState;
+}
+
+/** The asking agent and its `ownFrom`: the host records it holds already (see `readSnapshot`). */
+export interface OwnRecords {
+  readonly agentId: string;
+  readonly from: number;
 }
 
 /** A row of a snapshot page: the state's compact wire text (`wireStateText`) without its reference. */
@@ -90,9 +96,10 @@ export class DeltaStore {
    * snapshot, as `readPage`. `at === undefined` starts a snapshot at the projector's cursor; a snapshot
    * whose `at` fell below the retention horizon (its log tail is gone) starts again at the projector's
    * cursor from the first key (a join makes the repeated part harmless). Rows projected before the
-   * `wire` column existed are converted here.
+   * `wire` column existed are converted here. With `own`, the agent's host records that it made alone
+   * from `own.from` on are left out: its store holds them (the same rule as log pages' `ownFrom`).
    */
-  async readSnapshot(scopes: readonly string[], at: number | undefined, after: RecordRef | undefined, limit: number): Promise<SnapshotRead> {
+  async readSnapshot(scopes: readonly string[], at: number | undefined, after: RecordRef | undefined, limit: number, own?: OwnRecords): Promise<SnapshotRead> {
     return this.ds.transaction('REPEATABLE READ', async (tx) => {
       await tx.query('set transaction read only');
       const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string }[];
@@ -106,11 +113,14 @@ export class DeltaStore {
       }
       // One scope at a time would let each use the primary key's order alone; `scope = any(...)` with the
       // row comparison on the key is the same index range scan in (scope, collection, key) order.
+      // No echo: the agent's host records it holds already (one writer, itself, from `own.from` on).
+      const notOwn = `and not coalesce(scope = $3 and sole_at = rev and sole_origin = $4 and sole_min >= $5, false)`;
+      const params: unknown[] = [scopes, limit + 1, own === undefined ? null : `host.${own.agentId}`, own?.agentId ?? null, own?.from ?? null];
       const rows = (await tx.query(
         from === undefined
-          ? `select scope, collection, key, wire, case when wire is null then state end as state from record_states where scope = any($1::text[]) order by scope, collection, key limit $2`
-          : `select scope, collection, key, wire, case when wire is null then state end as state from record_states where scope = any($1::text[]) and (scope, collection, key) > ($3, $4, $5) order by scope, collection, key limit $2`,
-        from === undefined ? [scopes, limit + 1] : [scopes, limit + 1, from.scope, from.collection, from.key],
+          ? `select scope, collection, key, wire, case when wire is null then state end as state from record_states where scope = any($1::text[]) ${notOwn} order by scope, collection, key limit $2`
+          : `select scope, collection, key, wire, case when wire is null then state end as state from record_states where scope = any($1::text[]) and (scope, collection, key) > ($6, $7, $8) ${notOwn} order by scope, collection, key limit $2`,
+        from === undefined ? params : [...params, from.scope, from.collection, from.key],
       )) as { scope: string; collection: string; key: string; wire: string | null; state: unknown }[];
       const out: SnapshotRow[] = [];
       for (const r of rows.slice(0, limit)) out.push({ scope: r.scope, collection: r.collection, key: r.key, wire: r.wire ?? wireStateText(decodeRecordState(r.state)) });
@@ -224,11 +234,19 @@ export class DeltaStore {
     // One JSON document rather than seven text arrays: pg escapes every element of an array literal in
     // JavaScript (most of a projection page's time), JSON.stringify is native and PostgreSQL parses it fast.
     await tx.query(
-      `insert into record_states (scope, collection, key, state, record_hash, rev, wire)
-       select r.s, r.c, r.k, r.state, r.h, r.rev, r.wire
-         from jsonb_to_recordset($1::jsonb) as r(s text, c text, k text, state jsonb, h text, rev bigint, wire text)
-       on conflict (scope, collection, key) do update set state = excluded.state, record_hash = excluded.record_hash, rev = excluded.rev, wire = excluded.wire`,
-      [JSON.stringify(out.map((o) => ({ s: o.ref.scope, c: o.ref.collection, k: o.ref.key, state: o.state, h: recordHash(o.state), rev: o.rev, wire: wireStateText(o.state) })))],
+      `insert into record_states (scope, collection, key, state, record_hash, rev, wire, sole_origin, sole_min, sole_at)
+       select r.s, r.c, r.k, r.state, r.h, r.rev, r.wire, r.so, r.sm, r.rev
+         from jsonb_to_recordset($1::jsonb) as r(s text, c text, k text, state jsonb, h text, rev bigint, wire text, so text, sm bigint)
+       on conflict (scope, collection, key) do update set state = excluded.state, record_hash = excluded.record_hash, rev = excluded.rev, wire = excluded.wire,
+         sole_origin = excluded.sole_origin, sole_min = excluded.sole_min, sole_at = excluded.sole_at`,
+      [
+        JSON.stringify(
+          out.map((o) => {
+            const sole = soleWriter(o.state);
+            return { s: o.ref.scope, c: o.ref.collection, k: o.ref.key, state: o.state, h: recordHash(o.state), rev: o.rev, wire: wireStateText(o.state), so: sole?.origin ?? null, sm: sole?.minCounter ?? null };
+          }),
+        ),
+      ],
     );
   }
 

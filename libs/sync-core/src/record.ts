@@ -100,6 +100,30 @@ export interface RecordState {
   readonly view: RecordView;
 }
 
+/**
+ * When one origin made every write a state holds (its vector has that origin alone): the origin and the
+ * lowest counter among the writes it keeps. An agent whose store holds every change of its own from
+ * origin sequence `f` on already holds such a state when `minCounter >= f` (an agent's counter is at
+ * most the origin sequence of the write: equal since counters are origin sequences, lower before), so
+ * a snapshot may leave it out (docs/delta-calculator.md). `undefined` otherwise.
+ */
+export function soleWriter(state: RecordState): { readonly origin: string; readonly minCounter: number } | undefined {
+  let origin: string | undefined;
+  for (const k in state.vv) {
+    if (!Object.hasOwn(state.vv, k)) continue;
+    if (origin !== undefined) return undefined;
+    origin = k;
+  }
+  if (origin === undefined) return undefined;
+  let min = Number.MAX_SAFE_INTEGER;
+  for (const w of state.existence) if (w.counter < min) min = w.counter;
+  for (const f in state.fields) {
+    if (!Object.hasOwn(state.fields, f)) continue;
+    for (const w of state.fields[f] as readonly FieldWrite[]) if (w.counter < min) min = w.counter;
+  }
+  return min === Number.MAX_SAFE_INTEGER ? undefined : { origin, minCounter: min };
+}
+
 export type ChangeOutcome = 'fast-forward' | 'stale' | 'duplicate' | 'concurrent';
 
 const EMPTY_VIEW: RecordView = { status: 'absent', fields: {}, contested: [], contestedExistence: false, conflicted: false };

@@ -17,6 +17,7 @@ import {
   mergeRecordStates,
   recordHash,
   resolveManual,
+  soleWriter,
   validateStrategyConfig,
   visibleFields,
 } from './index';
@@ -158,6 +159,22 @@ function fork(config: StrategyConfig, editA: Parameters<typeof makeLocalChange>[
   expect(same(ab.state, ba.state)).toBe(true);
   return { base, a, b, merged: ab.state, result: ab };
 }
+
+describe('soleWriter', () => {
+  const m = (origin: string, seq: number) => ({ origin, originSeq: seq, changeId: `${origin}-${seq}`, hlc: encodeHlc({ wallMs: 1_000_000 + seq, counter: 0, node: origin }), protocol: 1 });
+  it('names the one origin of every write a state keeps, with the lowest counter kept; undefined when another origin wrote', () => {
+    const cfg: StrategyConfig = { default: 'lww' };
+    let s = emptyRecord(REF);
+    expect(soleWriter(s)).toBeUndefined();
+    s = makeLocalChange(s, { op: 'put', fields: { a: 1 } }, m('agent-a', 10), cfg).state;
+    s = makeLocalChange(s, { op: 'put', fields: { b: 2 } }, m('agent-a', 12), cfg).state;
+    expect(soleWriter(s)).toEqual({ origin: 'agent-a', minCounter: 10 }); // field a keeps the write of 10
+    s = makeLocalChange(s, { op: 'put', fields: { a: 3 } }, m('agent-a', 15), cfg).state;
+    expect(soleWriter(s)).toEqual({ origin: 'agent-a', minCounter: 12 }); // a's 10 is overwritten; b keeps 12
+    s = makeLocalChange(s, { op: 'put', fields: { c: 1 } }, m('server', 1), cfg, 'tick').state;
+    expect(soleWriter(s)).toBeUndefined();
+  });
+});
 
 describe('lww', () => {
   it('concurrent writes to one field: the later tag wins; disjoint fields both apply', () => {
