@@ -111,6 +111,13 @@ export interface SqliteLocalStoreOptions {
   readonly processCapturedOnOpen?: boolean;
 }
 
+/** `meta.counters` as stored (the HLC encoded). */
+interface StoredCounters {
+  readonly hlc: string;
+  readonly originSeq: number;
+  readonly mseq: number;
+}
+
 interface Counters {
   hlc: HlcState;
   originSeq: number;
@@ -416,14 +423,15 @@ export class SqliteLocalStore implements LocalStore {
         if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
         if (owner === undefined) put('agent_id', options.agentId);
         let sync = JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>;
+        let counters = JSON.parse(get('counters') ?? 'null') as StoredCounters | null;
         if (get('seq_floor') === undefined) {
           // Once per store (a new one, or one this version opens for the first time): its changes are
           // numbered from at least a floor read off its clock (see originSeqFloor). A store that has made
           // no change yet holds none of its agent id's: it holds them from the floor on.
           const floor = originSeqFloor((options.now ?? Date.now)());
-          const c = JSON.parse(get('counters') ?? 'null') as { hlc: string; originSeq: number; mseq: number } | null;
-          const wrote = c !== null && c.originSeq > 0;
-          put('counters', JSON.stringify({ hlc: c?.hlc ?? encodeHlc(hlcInit(options.agentId)), originSeq: Math.max(c?.originSeq ?? 0, floor), mseq: c?.mseq ?? 0 }));
+          const wrote = counters !== null && counters.originSeq > 0;
+          counters = { hlc: counters?.hlc ?? encodeHlc(hlcInit(options.agentId)), originSeq: Math.max(counters?.originSeq ?? 0, floor), mseq: counters?.mseq ?? 0 };
+          put('counters', JSON.stringify(counters));
           put('seq_floor', String(floor));
           if (!wrote) {
             const { ownFrom: _stale, ...rest } = sync;
@@ -432,8 +440,7 @@ export class SqliteLocalStore implements LocalStore {
         }
         if (sync.ownFrom === undefined) {
           // From the store's next change: a new store's floor + 1; an older one may have been restored or had its floor raised.
-          const ownFrom = (JSON.parse(get('counters') as string) as { originSeq: number }).originSeq + 1;
-          put('sync_state', JSON.stringify({ ...DEFAULT_SYNC_STATE, ...sync, ownFrom }));
+          put('sync_state', JSON.stringify({ ...DEFAULT_SYNC_STATE, ...sync, ownFrom: (counters?.originSeq ?? 0) + 1 }));
         }
         db.exec('COMMIT');
       } catch (e) {
@@ -457,7 +464,7 @@ export class SqliteLocalStore implements LocalStore {
   private load(): void {
     const raw = this.st.getMeta.get('counters')?.v;
     if (raw !== undefined) {
-      const c = JSON.parse(raw) as { hlc: string; originSeq: number; mseq: number };
+      const c = JSON.parse(raw) as StoredCounters;
       const h = decodeHlc(c.hlc);
       this.counters = { hlc: { ...h, node: this.agentId }, originSeq: c.originSeq, mseq: c.mseq };
     }
@@ -1391,15 +1398,11 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
     db.transaction(() => {
       const get = (k: string) => db.prepare<[string], { v: string }>('SELECT v FROM meta WHERE k = ?').get(k)?.v;
       const put = (k: string, v: string) => db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
-      const counters = get('counters');
+      const counters = JSON.parse(get('counters') ?? 'null') as StoredCounters | null;
       // Past the backup's sequence by a billion, and never below the clock's floor: the backup may be
       // older than a reinstall of the host whose store numbered from a later floor.
-      let next = Math.max(RESTORE_SEQ_GAP, originSeqFloor(now()));
-      if (counters !== undefined) {
-        const c = JSON.parse(counters) as { hlc: string; originSeq: number; mseq: number };
-        next = Math.max(c.originSeq + RESTORE_SEQ_GAP, originSeqFloor(now()));
-        put('counters', JSON.stringify({ ...c, originSeq: next }));
-      }
+      const next = Math.max((counters?.originSeq ?? 0) + RESTORE_SEQ_GAP, originSeqFloor(now()));
+      if (counters !== null) put('counters', JSON.stringify({ ...counters, originSeq: next }));
       // The writes made after the backup are not held: only what this store assigns from now on is.
       const sync = { ...DEFAULT_SYNC_STATE, ...(JSON.parse(get('sync_state') ?? '{}') as Partial<SyncState>), cursor: null, needsVerification: true, ownFrom: next + 1 };
       put('sync_state', JSON.stringify(sync));
