@@ -1,8 +1,11 @@
-import { chunkEvents, decodeAppendedRefs, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import { Logger } from '@nestjs/common';
+import { chunkEvents, decodeAppendedRefs, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { ChangeIgnored, ChangesIgnoredEvent, ConflictDetected, ConflictsDetectedEvent, RecordApplied, RecordsAppliedEvent, Subjects } from '@fleet/contracts';
 import { decodeHlc } from '@fleet/sync-core';
-import type { RecordRef } from '@fleet/sync-core';
-import { retryPublish } from '@fleet/messaging';
+import type { LoggedChange, RecordRef } from '@fleet/sync-core';
+import { headerValue, retryPublish } from '@fleet/messaging';
+import type { DeadLetterOrigin } from '@fleet/messaging';
+import type { ErrorCode } from '@fleet/errors';
 import type { SyncMetrics } from '@fleet/observability';
 import { refKey } from '@fleet/server-store';
 import type { ProjectionBatchResult, RecordsProjection } from '@fleet/server-store';
@@ -15,7 +18,15 @@ export interface AppendedMessage {
 
 export interface EventPublisher {
   publish(subject: string, payload: Uint8Array, opts: { msgId: string; headers?: Readonly<Record<string, string>> }): Promise<unknown>;
+  /** Copies a rejected change to the dead-letter stream (messaging's `NatsPublisher.deadLetter`; deduplicated by origin). */
+  deadLetter(payload: Uint8Array, code: ErrorCode, reason: string, origin: DeadLetterOrigin): Promise<unknown>;
 }
+
+/**
+ * Where a change rejected by the projection is said to come from in its dead letter: the change log
+ * (PostgreSQL, not a stream), at its seq. One dead letter per logged change, however often it is folded.
+ */
+export const CHANGE_LOG_SOURCE = 'change-log';
 
 /**
  * Appended events -> records projection -> classification events. Transport-independent: the
@@ -24,6 +35,8 @@ export interface EventPublisher {
  * (a redelivered event finds them applied), and events carry stable msg ids.
  */
 export class ClassifyProcessor {
+  private readonly logger = new Logger('classify');
+
   constructor(
     private readonly ds: DataSource,
     private readonly projection: RecordsProjection,
@@ -99,7 +112,8 @@ export class ClassifyProcessor {
     const vvOf = new Map(r.records.map((x) => [refKey(x.ref), x.vv]));
     const ignored: ChangeIgnored[] = [];
     for (const c of r.classified) {
-      if (c.outcome !== 'stale' && c.outcome !== 'duplicate') continue;
+      if (c.outcome !== 'stale' && c.outcome !== 'duplicate' && c.outcome !== 'rejected') continue;
+      if (c.rejection !== undefined) out.push(this.deadLetter(c.change, c.rejection));
       ignored.push({
         seq: c.change.seq,
         changeId: c.change.changeId,
@@ -110,6 +124,7 @@ export class ClassifyProcessor {
         outcome: c.outcome,
         changeVv: c.change.vv,
         recordVv: vvOf.get(refKey(c.change)) ?? c.change.vv,
+        ...(c.rejection === undefined ? {} : { reason: headerValue(c.rejection) }),
       });
     }
     for (const c of chunkEvents(ignored, (changes): ChangesIgnoredEvent => ({ protocol: PROTOCOL_VERSION, changes }))) {
@@ -122,6 +137,18 @@ export class ClassifyProcessor {
     await Promise.all(out);
   }
 
+  /**
+   * A change the projection rejected (a reused dot) stays in the log, changes nothing, and is copied to
+   * the dead-letter stream with the reason, for the operator (the batch around it goes on). Its dead
+   * letter is named by its seq: a re-fold (a redelivered event, a rebuild) stores it once.
+   */
+  private deadLetter(change: LoggedChange, reason: string): Promise<unknown> {
+    this.logger.warn(`change ${change.changeId} (seq ${change.seq}, ${change.origin}#${change.originSeq}) rejected: ${reason}`);
+    this.metrics.deadLettered.add(1, { code: 'FLEET_CHANGE_002', source: CHANGE_LOG_SOURCE });
+    const origin: DeadLetterOrigin = { subject: this.subjects.push(change.origin), stream: CHANGE_LOG_SOURCE, streamSequence: change.seq, deliveryCount: 1 };
+    return retryPublish(() => this.publisher.deadLetter(encodeJson(change), 'FLEET_CHANGE_002', reason, origin));
+  }
+
   /** Retried (bounded, backoff, same msg id: JetStream dedupes) before the batch fails. */
   private publishOne(subject: string, payload: Uint8Array, opts: { msgId: string; headers?: Readonly<Record<string, string>> }): Promise<unknown> {
     return retryPublish(() => this.publisher.publish(subject, payload, opts));
@@ -131,7 +158,7 @@ export class ClassifyProcessor {
     const conflictSeqs = new Set(r.conflicts.map((c) => c.seq));
     const now = this.now();
     for (const c of r.classified) {
-      const outcome = conflictSeqs.has(c.change.seq) ? 'conflict' : c.outcome === 'stale' || c.outcome === 'duplicate' ? c.outcome : 'applied';
+      const outcome = conflictSeqs.has(c.change.seq) ? 'conflict' : c.outcome === 'stale' || c.outcome === 'duplicate' || c.outcome === 'rejected' ? c.outcome : 'applied';
       this.metrics.changesIngested.add(1, { outcome, side: 'server' });
       if (outcome === 'applied' || outcome === 'conflict') this.metrics.timeToConsistency.record(Math.max(0, now - decodeHlc(c.change.hlc).wallMs) / 1000, { side: 'server' });
     }

@@ -37,7 +37,10 @@ export class VersionVectorModule {
           provide: ClassifyProcessor,
           inject: [DataSource, JetStreamServer, SYNC_METRICS],
           useFactory: (ds: DataSource, js: JetStreamServer, metrics: SyncMetrics) =>
-            new ClassifyProcessor(ds, new RecordsProjection(strategies, { stateCacheSize: config.stateCache }), { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, metrics),
+            new ClassifyProcessor(ds, new RecordsProjection(strategies, { stateCacheSize: config.stateCache }), {
+                publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts),
+                deadLetter: (payload, code, reason, origin) => js.bus.deadLetter(payload, undefined, code, reason, origin),
+              }, s, metrics),
         },
         LogSweeper,
       ],

@@ -89,7 +89,11 @@ export type RecordsAppliedEvent = z.output<typeof RecordsAppliedEventSchema>;
 
 // --- version-vector -> `<ns>.vv.stale` ---
 
-/** A change the record already included (`stale`: its vector is below the record's; `duplicate`: equal). Nothing was changed. */
+/**
+ * A change that changed nothing: the record already included it (`stale`: its vector is below the
+ * record's; `duplicate`: equal), or it was `rejected` (it reuses a dot the record holds for another
+ * change: FLEET_CHANGE_002, `reason` says which; it is also dead-lettered). It stays in the change log.
+ */
 export const ChangeIgnoredSchema = z.strictObject({
   seq: PositiveIntSchema,
   changeId: ChangeIdSchema,
@@ -97,9 +101,10 @@ export const ChangeIgnoredSchema = z.strictObject({
   scope: ScopeSchema,
   collection: CollectionSchema,
   key: KeySchema,
-  outcome: z.enum(['stale', 'duplicate'], { error: 'expected stale or duplicate' }),
+  outcome: z.enum(['stale', 'duplicate', 'rejected'], { error: 'expected stale, duplicate or rejected' }),
   changeVv: VersionVectorSchema,
   recordVv: VersionVectorSchema,
+  reason: z.string({ error: 'expected a string' }).max(1024).optional(),
 });
 export type ChangeIgnored = z.output<typeof ChangeIgnoredSchema>;
 

@@ -42,8 +42,8 @@
  * resolution change dominates them: nothing disappears silently.
  *
  * Assumptions (not checkable locally): an origin never reuses a counter (agents number their writes
- * with origin sequences from a clock-based floor, see `makeLocalChange`; `FLEET_CHANGE_002` flags a
- * reuse we can see),
+ * with origin sequences from a clock-based floor, see `makeLocalChange`; `applyChange` rejects a
+ * reuse it can see, FLEET_CHANGE_002),
  * and resolution changes (origin `server`) are made by one writer per record at a time.
  * Tombstones (`removed` writes, `deletes`) are kept: dropping them needs causal stability (knowing every
  * replica has seen them), which the core has no way to know.

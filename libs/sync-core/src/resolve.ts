@@ -268,20 +268,40 @@ export function conflictOf(state: RecordState, config: StrategyConfig): Conflict
 // ---------------------------------------------------------------------------------------------
 // Applying
 
+/** Where a change stood (see `classify`), or `rejected`: it reuses a dot the record holds for another change. */
+export type ApplyOutcome = ChangeOutcome | 'rejected';
+
 export interface ApplyResult {
   readonly state: RecordState;
-  /** Where the change stood against the state before it (see `classify`). */
-  readonly outcome: ChangeOutcome;
-  /** Whether the state changed (false for duplicates and fully dominated changes). */
+  /** Where the change stood against the state before it (see `classify`), or `rejected`. */
+  readonly outcome: ApplyOutcome;
+  /** Whether the state changed (false for duplicates, fully dominated changes and rejected ones). */
   readonly changed: boolean;
   /** For a concurrent change that left the record with concurrent writes: the conflict, with every side. */
   readonly conflict?: ConflictRecord;
+  /** For a `rejected` change: why (FLEET_CHANGE_002, with the dot and both change ids). */
+  readonly rejection?: FleetError;
 }
 
-/** Applies one change: join, then recompute the view. Safe in any order, any number of times. */
+/**
+ * Applies one change: join, then recompute the view. Safe in any order, any number of times.
+ *
+ * A change whose dot (origin, counter) the record already holds under another change id is `rejected`:
+ * the state is returned unchanged. It is a forged change, or one from an origin that lost its counters
+ * (see `makeLocalChange`); keeping either write would make the result depend on arrival order. Replicas
+ * that apply changes in one order (every server projection folds the change log in seq order) reject the
+ * same change, so they stay identical; and one bad change never stops the ones after it. A reuse whose
+ * earlier write is already overwritten is not visible here (the change is then stale or concurrent).
+ */
 export function applyChange(state: RecordState, change: Change, config: StrategyConfig): ApplyResult {
   const outcome = classify(state.vv, change.vv);
-  const joined = joinChange(state, change);
+  let joined: { state: RecordState; changed: boolean };
+  try {
+    joined = joinChange(state, change);
+  } catch (e) {
+    if (e instanceof FleetError && e.code === 'FLEET_CHANGE_002') return { state, outcome: 'rejected', changed: false, rejection: e };
+    throw e;
+  }
   if (!joined.changed) return { state, outcome, changed: false };
   const next = refreshView(joined.state, config);
   const conflict = outcome === 'concurrent' ? conflictOf(next, config) : undefined;
@@ -293,7 +313,7 @@ export function mergeRecordStates(a: RecordState, b: RecordState, config: Strate
   return refreshView(joinStates(a, b), config);
 }
 
-/** Folds `applyChange` over `changes`, from `state` (default: the empty record of the first change). */
+/** Folds `applyChange` over `changes` (rejected ones change nothing), from `state` (default: the empty record of the first change). */
 export function applyChanges(changes: readonly Change[], config: StrategyConfig, state?: RecordState): RecordState {
   const first = changes[0];
   let s = state ?? (first === undefined ? undefined : emptyRecord(first));
@@ -355,6 +375,7 @@ function buildChange(
   };
   // The hash is not part of what the join reads, so the state computed from the draft is the state after the final change.
   const r = applyChange(state, draft, config);
+  if (r.rejection !== undefined) throw r.rejection; // a change made here must never be dropped
   const change: Change = { ...draft, hash: recordHash(r.state) };
   return r.conflict === undefined ? { change, state: r.state } : { change, state: r.state, conflict: r.conflict };
 }

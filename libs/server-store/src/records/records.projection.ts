@@ -6,7 +6,7 @@ import {
   emptyRecord,
   recordHash,
   visibleFields,
-  type ChangeOutcome,
+  type ApplyOutcome,
   type ConflictRecord,
   type LoggedChange,
   type RecordRef,
@@ -57,9 +57,13 @@ export type Strategy = 'lww' | 'merge' | 'manual' | 'custom';
 /** One change as the projection classified it, in seq order. */
 export interface ClassifiedChange {
   readonly change: LoggedChange;
-  /** `concurrent` with a conflict left in the record is reported in `conflicts` too. */
-  readonly outcome: ChangeOutcome;
+  /**
+   * `concurrent` with a conflict left in the record is reported in `conflicts` too; `rejected` (a reused
+   * dot, see sync-core `applyChange`) changed nothing, and `rejection` says why.
+   */
+  readonly outcome: ApplyOutcome;
   readonly changed: boolean;
+  readonly rejection?: string;
 }
 
 /** A record after the transaction (one per record touched). */
@@ -291,7 +295,7 @@ export class RecordsProjection implements Projection {
       s.state = r.state;
       s.lastSeq = change.seq;
       s.touched = true;
-      classified.push({ change, outcome: r.outcome, changed: r.changed });
+      classified.push(r.rejection === undefined ? { change, outcome: r.outcome, changed: r.changed } : { change, outcome: r.outcome, changed: false, rejection: r.rejection.message });
       // sync-core reports the conflict of a `concurrent` change. A change delivered after a later one of
       // its own origin is `stale` by vector yet may still add a write nothing dominates (another field):
       // that is a conflict too, and must be recorded and resolved like any other.
