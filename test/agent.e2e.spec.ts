@@ -14,6 +14,9 @@
  * 5. A reinstalled host: the same agent id with an empty data directory writes offline, before it has
  *    seen its old records: every change of both stores is logged, the old records come back, and its
  *    new writes follow the old ones (what it writes replaces, what it does not write is kept).
+ * 6. The same with the reinstalled host's clock 25 years behind (an RTC reset before NTP): its store's
+ *    numbers, read off that clock, fall below the old store's; before its first sync it learns the log's
+ *    highest number of its id and renumbers its offline changes above it, so the outcome is proof 5's.
  *
  * Replay: FLEET_E2E_SEED=<seed> npx jest test/agent.e2e.spec.ts (the seed is printed on failure).
  */
@@ -456,6 +459,43 @@ describe(`agent proofs (seed ${SEED})`, () => {
       expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' }); // came back by the pull
       expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' }); // the new write replaces what it writes
       expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 }); // and keeps the fields it did not write
+      expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
+      expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
+    });
+  });
+  it('6. a host reinstalled with its clock 25 years behind renumbers its offline changes above the old store\'s before it syncs: same outcome as 5', async () => {
+    await proof('6.', async (f) => {
+      let skewMs = 0;
+      const a = newAgent(f, 'reinstalled-2', () => Date.now() + skewMs);
+      a.goOnline();
+      a.batch(() => {
+        for (let i = 0; i < 30; i++) a.put('settings', `s${i}`, { v: i, by: 'first install' });
+        for (let i = 0; i < 10; i++) a.put('packages', `p${i}`, { first: i });
+      });
+      await converged(f, [a]);
+      const firstOwnFrom = a.store.syncState().ownFrom;
+      skewMs = -25 * 365 * DAY;
+      await a.reopen(() => rmSync(a.o.dataDir, { recursive: true, force: true }));
+      expect(a.store.syncState()).toMatchObject({ cursor: null, originSettled: false });
+      expect(a.store.syncState().ownFrom).toBeLessThan(firstOwnFrom); // read off the wrong clock
+      a.batch(() => {
+        for (let i = 0; i < 5; i++) a.put('settings', `s${i}`, { v: 100 + i, by: 'reinstall' });
+        for (let i = 0; i < 5; i++) a.put('packages', `p${i}`, { second: i });
+        for (let i = 30; i < 35; i++) a.put('settings', `s${i}`, { v: i, by: 'reinstall' });
+      });
+      a.goOnline();
+      await converged(f, [a]);
+      const logged = (await readLog(f.db.url)).filter((c) => c.origin === a.id);
+      expect(logged).toHaveLength(40 + 15);
+      const [oldMax, newMin] = [Math.max(...logged.slice(0, 40).map((c) => c.originSeq)), Math.min(...logged.slice(40).map((c) => c.originSeq))];
+      expect(newMin).toBeGreaterThan(oldMax); // renumbered above the old store's
+      expect(a.store.syncState()).toMatchObject({ originSettled: true });
+      expect(a.store.syncState().ownFrom).toBeGreaterThan(oldMax);
+      await check(f, [a]);
+      const get = (collection: string, key: string) => a.store.get({ scope: `host.${a.id}`, collection, key })?.fields;
+      expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' });
+      expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' });
+      expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 });
       expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
       expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
     });

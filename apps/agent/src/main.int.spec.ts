@@ -107,6 +107,15 @@ describe('agent CLI', () => {
     const nc = await connect({ servers: '127.0.0.1:4222' });
     const jsm = await jetstreamManager(nc);
     await jsm.streams.add({ name: s.streams.push, subjects: [s.pushAll] });
+    // The server's answer to a new store's origin request (delta-calculator's, docs/agent.md): nothing
+    // of a1 logged yet. The store's first push waits for it.
+    let asked = 0;
+    const origin = nc.subscribe(s.origin('a1'), {
+      callback: (_e, m) => {
+        asked++;
+        m.respond(JSON.stringify({ protocol: 1, agentId: 'a1', lastOriginSeq: null }));
+      },
+    });
     try {
       const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CAPTURE_INTERVAL: '100ms', FLEET_NAMESPACE: s.ns };
       const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env });
@@ -130,6 +139,7 @@ describe('agent CLI', () => {
         if (messages === 0) await new Promise((r) => setTimeout(r, 50));
       }
       expect(messages).toBe(1);
+      expect(asked).toBe(1); // once per store, before its first push
       const pushed = await jsm.streams.getMessage(s.streams.push, { seq: 1 });
       expect(pushed?.subject).toBe(s.push('a1'));
       expect((pushed?.json() as { changes: { key: string }[] }).changes.map((c) => c.key)).toEqual(['pkg']);
@@ -143,6 +153,7 @@ describe('agent CLI', () => {
       const r = agent(['get', 'host.a1', 'inventory', 'pkg'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir });
       expect(JSON.parse(r.out)).toMatchObject({ fields: { v: '1.0' } });
     } finally {
+      origin.unsubscribe();
       await jsm.streams.delete(s.streams.push).catch(() => undefined);
       await nc.close();
     }

@@ -158,6 +158,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     onReport: (r) => {
       if (r.type === 'transition') publish(r.to);
       else if (r.type === 'synced') io.out(`synced (${r.kind}): ${r.status.changesPushed} pushed, ${r.status.changesPulled} pulled, ${r.status.conflictsDetected} conflicts`);
+      else if (r.type === 'origin-settled' && r.shift > 0) io.out(`the log holds changes of ${config.agentId} up to ${r.lastLogged}: ${r.renumbered} queued change(s) renumbered from ${r.ownFrom} (was the clock behind when this store was created?)`);
       else if (r.type === 'failed') io.err(`${r.op} failed (attempt ${r.attempt}): ${r.error}${r.retryInMs === undefined ? '' : `, retry in ${r.retryInMs} ms`}`);
     },
   });

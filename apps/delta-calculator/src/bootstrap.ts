@@ -28,6 +28,6 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });
   await app.startAllMicroservices();
   await listenHttp(app, config.httpPort);
-  logger.log(`ready: answering ${s.pullAll}, ${s.pullKeysAll}, ${s.merkleAll} in ${s.queueGroups.pull}`);
+  logger.log(`ready: answering ${s.pullAll}, ${s.pullKeysAll}, ${s.originAll}, ${s.merkleAll} in ${s.queueGroups.pull}`);
   return app;
 }

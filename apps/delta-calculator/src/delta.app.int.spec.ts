@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import type { INestApplication } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { loadConfig } from '@fleet/config';
-import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import { decodeOriginResponse, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { PullCursor } from '@fleet/contracts';
 import { DeltaStore } from '@fleet/delta';
 import { AgentReplica } from '@fleet/delta/src/testing/agent-replica';
@@ -192,6 +192,14 @@ describe('errors', () => {
     const ok = await bus.request(s.pull('a5'), body(['group.ops', 'host.a5', 'fleet']), { timeoutMs: 30_000 });
     expect(ok.data.byteLength).toBeGreaterThan(0);
     expect((await ask(s.pull('a5'), encodeJson({ protocol: 1, agentId: 'a6', scopes: ['fleet'], cursor: 0 }))).code).toBe('FLEET_AUTH_001');
+  });
+  it("answers an agent's origin request with the log's highest origin sequence of its id (null when none); refuses another agent's", async () => {
+    const origin = async (id: string) => decodeOriginResponse((await bus.request(s.origin(id), encodeJson({ protocol: 1, agentId: id }), { timeoutMs: 10_000 })).data);
+    expect(await origin('o-never')).toEqual({ protocol: 1, agentId: 'o-never', lastOriginSeq: null });
+    await append([7, 3, 1_800_000_005].map((n) => testChange('o-known', n, { scope: 'host.o-known', collection: 'origin', key: `k${n}`, vv: { 'o-known': n } })));
+    expect(await origin('o-known')).toEqual({ protocol: 1, agentId: 'o-known', lastOriginSeq: 1_800_000_005 });
+    expect((await ask(s.origin('o-known'), encodeJson({ protocol: 1, agentId: 'o-never' }))).code).toBe('FLEET_AUTH_001');
+    expect((await ask(s.origin('o-known'), encodeJson({ protocol: 1 }))).code).toBe('FLEET_DECODE_002');
   });
   it('answers a malformed request with a decode error', async () => {
     expect((await ask(s.pull('a5'), 'not json')).code).toBe('FLEET_DECODE_001');

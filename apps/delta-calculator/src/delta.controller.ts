@@ -43,6 +43,11 @@ export function deltaController(config: DeltaConfig): Type<unknown> {
       return new ReplyWithHeaders(r.data, r.headers);
     }
 
+    @NatsRequest(s.originAll, s.queueGroups.pull, opts)
+    async origin(@Payload() req: InboundRequest): Promise<Uint8Array> {
+      return this.pulls.origin(agentOf(`${s.ns}.origin.`, req.subject), req.data);
+    }
+
     @NatsRequest(s.merkleAll, s.queueGroups.pull, opts)
     async verify(@Payload() req: InboundRequest): Promise<Uint8Array> {
       return this.merkle.answer(agentOf(`${s.ns}.merkle.`, req.subject), req.data);

@@ -83,6 +83,19 @@ export interface SyncState {
    * floor + 1; a store from before this field counts from its next change.
    */
   readonly ownFrom: number;
+  /**
+   * Whether the store knows its numbers are above every change the log holds of its agent id: false on a
+   * new store until `settleOrigin` (the sync manager asks the server before the first push or pull);
+   * true on a store from before this field, which has synced under its numbers already.
+   */
+  readonly originSettled: boolean;
+}
+
+/** What `settleOrigin` did: how far the store's numbers moved, how many queued changes it renumbered, and its `ownFrom` now. */
+export interface OriginSettlement {
+  readonly shift: number;
+  readonly renumbered: number;
+  readonly ownFrom: number;
 }
 
 export interface OutboxStats {
@@ -199,8 +212,14 @@ export interface LocalStore {
   applyRemote(items: readonly RemoteItem[], cursorAfter: SyncCursor): { applied: number; changed: number; conflicts: number; drifted: number };
   syncState(): SyncState;
   setSyncState(patch: Partial<SyncState>): void;
-  /** Raises the origin sequence counter to at least `floor` (after verification learnt the server's highest for this origin). */
-  raiseOriginSeqFloor(floor: number): void;
+  /**
+   * Once, before the store's first push or pull: `lastLogged` is the change log's highest origin
+   * sequence of this agent id (null: none). When it is not well below the store's own numbers (an
+   * earlier store of the same id, on a host reinstalled with its clock behind), every queued change is
+   * renumbered above it (origin sequence and own vector entry shifted alike, records folded again) and
+   * the counter and `ownFrom` follow; then `originSettled` is true and later calls do nothing.
+   */
+  settleOrigin(lastLogged: number | null): OriginSettlement;
 
   // --- anti-entropy ---
   /** Every record of the collection (live or deleted) as (key, visible hash), by key: the input of sync-core's Merkle tree. */

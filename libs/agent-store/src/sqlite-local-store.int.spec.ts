@@ -248,7 +248,8 @@ describe('SqliteLocalStore on disk', () => {
     expect(r.get(ref('d'))).toBeNull();
     expect(r.outboxStats().size).toBe(3);
     // The writes after the backup are not held: pulls may leave out only what this store assigns from now on.
-    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true, ownFrom: floor + 4 + RESTORE_SEQ_GAP + 1 });
+    // (originSettled as backed up: this store never synced, so its first sync still settles its numbers)
+    expect(r.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: null, needsVerification: true, ownFrom: floor + 4 + RESTORE_SEQ_GAP + 1, originSettled: false });
     expect(codeOf(() => r.put(ref('e'), { v: 1 }))).toBe('FLEET_AGENT_004');
     r.setSyncState({ needsVerification: false });
     const next = r.put(ref('e'), { v: 1 });

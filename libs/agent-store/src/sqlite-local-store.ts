@@ -43,6 +43,7 @@ import type { Change, Fields, HlcState, JsonValue, LocalEdit, MerkleEntry, Recor
 import type {
   BackupInfo,
   LocalStore,
+  OriginSettlement,
   OutboxStats,
   ProcessCapturedResult,
   QueryOptions,
@@ -161,7 +162,8 @@ interface CaptureRow {
 }
 
 // ownFrom's default leaves nothing out: `open` sets the real value (see SyncState.ownFrom).
-const DEFAULT_SYNC_STATE: SyncState = { lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom: Number.MAX_SAFE_INTEGER };
+// originSettled's default: a store from before the field has synced under its numbers (a new one is created with false).
+const DEFAULT_SYNC_STATE: SyncState = { lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom: Number.MAX_SAFE_INTEGER, originSettled: true };
 const DEFAULT_STRATEGIES: StrategyConfig = { default: 'lww' };
 
 function invalidWrite(why: string, details?: Record<string, unknown>): never {
@@ -440,7 +442,8 @@ export class SqliteLocalStore implements LocalStore {
         }
         if (sync.ownFrom === undefined) {
           // From the store's next change: a new store's floor + 1; an older one may have been restored or had its floor raised.
-          put('sync_state', JSON.stringify({ ...DEFAULT_SYNC_STATE, ...sync, ownFrom: (counters?.originSeq ?? 0) + 1 }));
+          // A new store learns the log's numbers of its agent id before it first syncs (settleOrigin).
+          put('sync_state', JSON.stringify({ ...DEFAULT_SYNC_STATE, ...sync, ownFrom: (counters?.originSeq ?? 0) + 1, ...(version === undefined ? { originSettled: false } : {}) }));
         }
         db.exec('COMMIT');
       } catch (e) {
@@ -1196,15 +1199,50 @@ export class SqliteLocalStore implements LocalStore {
     });
   }
 
-  raiseOriginSeqFloor(floor: number): void {
-    if (!Number.isSafeInteger(floor) || floor < 0) invalidWrite(`origin sequence floor must be a non-negative integer, got ${floor}`);
-    this.transaction(() => {
-      if (this.counters.originSeq >= floor) return;
-      this.counters.originSeq = floor;
-      // Sequences up to the floor were not assigned by this store: it does not hold those changes.
+  settleOrigin(lastLogged: number | null): OriginSettlement {
+    if (lastLogged !== null && (!Number.isSafeInteger(lastLogged) || lastLogged < 0)) invalidWrite(`last logged origin sequence must be a non-negative integer or null, got ${lastLogged}`);
+    return this.transaction(() => {
       const s = this.readSyncState();
-      if (s.ownFrom <= floor) this.writeSyncState({ ...s, ownFrom: floor + 1 });
+      if (s.originSettled) return { shift: 0, renumbered: 0, ownFrom: s.ownFrom };
+      // Above the log's highest with the restore gap's margin: changes an earlier store pushed that the
+      // log has not appended yet are above `lastLogged` too.
+      const shift = lastLogged === null || lastLogged + RESTORE_SEQ_GAP < s.ownFrom ? 0 : lastLogged + RESTORE_SEQ_GAP + 1 - s.ownFrom;
+      if (shift > 0 && s.cursor !== null) {
+        throw new FleetError('FLEET_AGENT_009', `${this.path}: the log holds this agent id's changes up to ${lastLogged}, at or above this store's (from ${s.ownFrom}), and the store has pulled: it cannot renumber its own changes`, { details: { cursor: s.cursor } });
+      }
+      const renumbered = shift === 0 ? 0 : this.shiftOwnChanges(shift);
+      this.counters.originSeq += shift;
+      this.writeSyncState({ ...s, ownFrom: s.ownFrom + shift, originSettled: true });
+      return { shift, renumbered, ownFrom: s.ownFrom + shift };
     });
+  }
+
+  /**
+   * settleOrigin's renumbering: every queued change gets `originSeq + shift` and its own vector entry
+   * `+ shift` (order kept), and each record is folded again from its renumbered changes, which is its
+   * whole history in a store that has never synced (nothing pulled, nothing sent); each change's hash is
+   * the record's after it, as when it was made.
+   */
+  private shiftOwnChanges(shift: number): number {
+    const rows = this.db
+      .prepare<[], { origin_seq: number; record_id: number; change: string; created_at: number }>('SELECT origin_seq, record_id, change, created_at FROM outbox ORDER BY origin_seq')
+      .all();
+    const states = new Map<number, RecordState>();
+    const moved: { row: (typeof rows)[number]; change: Change }[] = [];
+    for (const row of rows) {
+      const c = JSON.parse(row.change) as Change;
+      const vv = { ...c.vv, [this.agentId]: (c.vv[this.agentId] ?? 0) + shift };
+      const draft: Change = { ...c, originSeq: c.originSeq + shift, vv };
+      const r = applyChange(states.get(row.record_id) ?? emptyRecord(c), draft, this.strategies);
+      if (r.rejection !== undefined) throw r.rejection;
+      states.set(row.record_id, r.state);
+      moved.push({ row, change: { ...draft, hash: recordHash(r.state) } });
+    }
+    this.db.prepare('DELETE FROM outbox').run();
+    for (const { row, change: c } of moved) this.st.insertOutbox.run(c.originSeq, c.changeId, row.record_id, c.scope, c.collection, c.key, changeText(c), row.created_at);
+    for (const state of states.values()) this.saveState(state);
+    this.needFullPass = true;
+    return moved.length;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -34,7 +34,14 @@ export interface SyncStore {
    */
   applyRemoteRows?(prepared: PreparedWireRows, cursorAfter: StoredCursor): { readonly changed: number; readonly conflicts: number };
   /** `ownFrom`: see the agent store's SyncState (absent: pulls echo the agent's own changes). */
-  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean; readonly ownFrom?: number };
+  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean; readonly ownFrom?: number; readonly originSettled?: boolean };
+  /**
+   * Once, before the first push or pull of a store whose `originSettled` is false: the change log's
+   * highest origin sequence of this agent id (null: none); the store renumbers its queued changes above
+   * it when they are not well above already (agent-store `settleOrigin`). Optional: a store without it
+   * is taken as settled.
+   */
+  settleOrigin?(lastLogged: number | null): { readonly shift: number; readonly renumbered: number; readonly ownFrom: number };
   setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean }): void;
   /** (key, visible hash) of every record of the collection, live or deleted. */
   merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;

@@ -13,7 +13,7 @@
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { decodeEncodingHeader, decodeNextCursorHeader, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import { decodeEncodingHeader, decodeNextCursorHeader, decodeOriginResponse, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { PullCursor, Subjects } from '@fleet/contracts';
 import {
   DEFAULT_CONNECTION_CONFIG,
@@ -97,7 +97,13 @@ export interface SyncManagerOptions {
   readonly random?: () => number;
   readonly timers?: { set(fn: () => void, ms: number): unknown; clear(handle: unknown): void };
   /** Every report the machine makes (`synced`, `failed`, `verified`) and every transition, for logs and metrics. */
-  readonly onReport?: (report: ConnectionEffect | { type: 'transition'; from: string; to: string; event: string } | { type: 'verify-report'; report: VerifyReport }) => void;
+  readonly onReport?: (
+    report:
+      | ConnectionEffect
+      | { type: 'transition'; from: string; to: string; event: string }
+      | { type: 'verify-report'; report: VerifyReport }
+      | { type: 'origin-settled'; lastLogged: number | null; shift: number; renumbered: number; ownFrom: number },
+  ) => void;
 }
 
 const HEADER_ROOM = 8 * 1024;
@@ -257,6 +263,7 @@ export class SyncManager {
 
   private async operate(op: 'pull' | 'push' | 'verify'): Promise<ConnectionEvent> {
     try {
+      await this.settleOrigin();
       if (op === 'pull') return await this.pullPage();
       if (op === 'push') return await this.pushBatch();
       return await this.verify();
@@ -266,6 +273,22 @@ export class SyncManager {
       if (op === 'push') return { type: 'push-failed', error };
       return { type: 'verify-failed', error };
     }
+  }
+
+  /**
+   * A new store's numbers come from its clock (agent-store `originSeqFloor`); on a host reinstalled with
+   * its clock behind, an earlier store of the same agent id may have logged numbers above them. So before
+   * the store's first push or pull, ask the server for the log's highest origin sequence of this agent
+   * id and let the store renumber its queued changes above it. Failing here fails the operation (retried
+   * with backoff): nothing is pushed or pulled under unsettled numbers.
+   */
+  private async settleOrigin(): Promise<void> {
+    const store = this.o.store;
+    if (store.settleOrigin === undefined || store.syncState().originSettled !== false) return;
+    const reply = decodeOriginResponse(await this.request(this.s.origin(this.agentId), { protocol: PROTOCOL_VERSION, agentId: this.agentId }));
+    if (reply.agentId !== this.agentId) throw new FleetError('FLEET_DECODE_002', `origin reply names agent ${JSON.stringify(reply.agentId)}, not ${JSON.stringify(this.agentId)}`);
+    const r = store.settleOrigin(reply.lastOriginSeq);
+    this.o.onReport?.({ type: 'origin-settled', lastLogged: reply.lastOriginSeq, ...r });
   }
 
   private async body(reply: TransportReply, maxBytes: number = MAX_PULL_RESPONSE_BYTES): Promise<Uint8Array> {

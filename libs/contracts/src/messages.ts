@@ -341,6 +341,28 @@ export function decodePullKeysResponse(bytes: Uint8Array): PullKeysResponse {
   return decodeMessage(PullKeysResponseSchema, bytes, MAX_PULL_RESPONSE_BYTES);
 }
 
+// --- origin high-water mark: request/reply on `<ns>.origin.<agentId>` ---
+
+/**
+ * A store that has never synced asks, before its first push or pull, for the highest origin sequence
+ * the change log holds of its agent id (an earlier store of the same id, on a reinstalled host), so it
+ * can number its own changes above it whatever its clock said when it was created.
+ */
+export const OriginRequestSchema = z.strictObject({ protocol: ProtocolSchema, agentId: AgentIdSchema });
+export type OriginRequest = z.output<typeof OriginRequestSchema>;
+
+export function decodeOriginRequest(bytes: Uint8Array): OriginRequest {
+  return decodeMessage(OriginRequestSchema, bytes, MAX_PULL_REQUEST_BYTES);
+}
+
+/** `lastOriginSeq`: the highest logged, or null when the log holds no change of this agent id. */
+export const OriginResponseSchema = z.strictObject({ protocol: ProtocolSchema, agentId: AgentIdSchema, lastOriginSeq: PositiveIntSchema.nullable() });
+export type OriginResponse = z.output<typeof OriginResponseSchema>;
+
+export function decodeOriginResponse(bytes: Uint8Array): OriginResponse {
+  return decodeMessage(OriginResponseSchema, bytes, MAX_PULL_REQUEST_BYTES);
+}
+
 // --- Merkle anti-entropy: request/reply on `<ns>.merkle.<agentId>` ---
 
 const Base64UrlSchema = z.string().max(MAX_PULL_REQUEST_BYTES).regex(/^[A-Za-z0-9_-]*$/, { error: 'expected base64url' });

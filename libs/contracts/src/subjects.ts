@@ -75,6 +75,9 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
     /** Request/reply: whole current states of named records (Merkle repair), same queue group as pulls. */
     pullKeys: (agentId: string) => `${ns}.pullkeys.${token('agent id', agentId)}`,
     pullKeysAll: `${ns}.pullkeys.*`,
+    /** Request/reply: the change log's highest origin sequence for this agent id (a new store asks before its first sync). */
+    origin: (agentId: string) => `${ns}.origin.${token('agent id', agentId)}`,
+    originAll: `${ns}.origin.*`,
     /** Request/reply: Merkle anti-entropy exchange. */
     merkle: (agentId: string) => `${ns}.merkle.${token('agent id', agentId)}`,
     merkleAll: `${ns}.merkle.*`,

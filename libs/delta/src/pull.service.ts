@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import { FleetError } from '@fleet/errors';
 import {
+  decodeOriginRequest,
   decodePullKeysRequest,
   decodePullRequest,
   encodeJson,
@@ -22,7 +23,7 @@ import {
   resyncCursor,
   toWireRecord,
 } from '@fleet/contracts';
-import type { PayloadEncoding, PullCursor, PullResponse, PullKeysResponse, WireRecord } from '@fleet/contracts';
+import type { OriginResponse, PayloadEncoding, PullCursor, PullResponse, PullKeysResponse, WireRecord } from '@fleet/contracts';
 import type { LoggedChange } from '@fleet/sync-core';
 import { changeCostBound, foldWire } from './fold';
 import type { DeltaStore, OwnRecords } from './store';
@@ -297,6 +298,17 @@ export class PullService {
       // Incompressible data under a small max_payload: halve and retry.
       limit = Math.max(1, Math.floor(taken / 2));
     }
+  }
+
+  /**
+   * The change log's highest origin sequence of the asking agent id: a store that has never synced asks
+   * before its first push or pull and numbers its own changes above it (agent-store `settleOrigin`).
+   */
+  async origin(subjectAgentId: string, bytes: Uint8Array): Promise<Uint8Array> {
+    const req = decodeOriginRequest(bytes);
+    this.checkAgent(subjectAgentId, req.agentId);
+    const response: OriginResponse = { protocol: PROTOCOL_VERSION, agentId: req.agentId, lastOriginSeq: await this.store.lastOriginSeq(req.agentId) };
+    return encodeJson(response);
   }
 
   async pullKeys(subjectAgentId: string, bytes: Uint8Array, maxPayload: number): Promise<EncodedReply> {

@@ -7,7 +7,7 @@ import type { DataSource, EntityManager } from 'typeorm';
 import { wireStateText } from '@fleet/contracts';
 import { applyChange, decodeRecordState, emptyRecord, recordHash, soleWriter } from '@fleet/sync-core';
 import type { LoggedChange, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
-import { CHANGE_COLUMNS, rowToLoggedChange } from '@fleet/server-store/src/rows';
+import { CHANGE_COLUMNS, rowToLoggedChange, toSafeNumber } from '@fleet/server-store/src/rows';
 import type { ChangeLogRow } from '@fleet/server-store/src/rows';
 import { recordId } from './fold';
 
@@ -126,6 +126,12 @@ export class DeltaStore {
       for (const r of rows.slice(0, limit)) out.push({ scope: r.scope, collection: r.collection, key: r.key, wire: r.wire ?? wireStateText(decodeRecordState(r.state)) });
       return { at: q, rows: out, exhausted: rows.length <= limit };
     });
+  }
+
+  /** The highest origin sequence the change log holds of `origin` (its origins projection), or null. */
+  async lastOriginSeq(origin: string): Promise<number | null> {
+    const [r] = (await this.ds.query(`select last_origin_seq from origin_progress where origin = $1`, [origin])) as { last_origin_seq: string }[];
+    return r === undefined ? null : toSafeNumber(r.last_origin_seq, 'last_origin_seq');
   }
 
   async statesOf(refs: readonly RecordRef[]): Promise<StateRow[]> {

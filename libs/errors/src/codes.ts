@@ -186,6 +186,13 @@ export const ErrorCodes = {
   FLEET_AGENT_007: { name: 'IncompatibleStore', retryable: false, message: 'database is not a compatible agent store' },
   /** The agent command line was used wrongly: unknown command, missing or malformed argument. `agent --help` lists the usage. */
   FLEET_AGENT_008: { name: 'AgentUsage', retryable: false, message: 'invalid agent command line' },
+  /**
+   * The change log holds changes of this agent id numbered at or above the store's own (an earlier store
+   * on a reinstalled host, created with a clock far behind), and the store can no longer renumber its
+   * changes because it has already pulled. Cannot happen through the sync manager, which settles the
+   * origin before the store's first push or pull.
+   */
+  FLEET_AGENT_009: { name: 'OriginUnsettled', retryable: false, message: 'own changes cannot be renumbered above the log' },
   // --- conflict log and manual queue (conflict-resolver) ---
   /** No conflict with that id in the conflict log. Check the id (`conflicts list`). */
   FLEET_CONFLICT_001: { name: 'ConflictNotFound', retryable: false, message: 'no such conflict' },

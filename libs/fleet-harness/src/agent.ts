@@ -117,6 +117,18 @@ export class FleetAgent {
       setSyncState: (p) => this.store.setSyncState(p),
       merkleEntries: (scope, c) => this.store.merkleEntries(scope, c),
       watch: (l) => this.store.watch(l),
+      settleOrigin: (last) => {
+        const r = this.store.settleOrigin(last);
+        if (r.renumbered > 0) {
+          // Renumbered before they were ever sent: the checker must look for them under their new numbers.
+          const queued = new Map(this.store.peekOutbox(100_000).map((c) => [c.changeId, c]));
+          this.made.forEach((c, i) => {
+            const renumbered = queued.get(c.changeId);
+            if (renumbered !== undefined) this.made[i] = renumbered;
+          });
+        }
+        return r;
+      },
     };
   }
 

@@ -336,20 +336,53 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       // a new store numbers its changes from a floor read off its clock (microseconds): an earlier store
       // of the same agent id (a reinstalled host) used sequences below it, and pulls must bring those
       const ownFrom = clock * 1000 + 1;
-      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom });
+      expect(store.syncState()).toEqual({ lastSyncAt: null, lastPullAt: null, cursor: null, needsVerification: false, ownFrom, originSettled: false });
       store.setSyncState({ lastSyncAt: 5, cursor: 'abc' });
       clock += 60_000;
       store = h.reopen(); // reopening keeps the numbering (the floor is taken once, at creation)
-      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false, ownFrom });
+      expect(store.syncState()).toEqual({ lastSyncAt: 5, lastPullAt: null, cursor: 'abc', needsVerification: false, ownFrom, originSettled: false });
       store.setSyncState({ needsVerification: true });
       expect(code(() => store.put(ref('a'), { n: 1 }))).toBe('FLEET_AGENT_004');
       store.setSyncState({ needsVerification: false });
-      store.raiseOriginSeqFloor(ownFrom + 499);
-      // sequences up to the floor were not this store's: it holds its own changes from the next one on
-      expect(store.syncState().ownFrom).toBe(ownFrom + 500);
-      expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(ownFrom + 500);
-      store.raiseOriginSeqFloor(10); // below: nothing moves
-      expect(store.syncState().ownFrom).toBe(ownFrom + 500);
+      // the log holds nothing of this agent id: nothing moves, and the store is settled for good
+      expect(store.settleOrigin(null)).toEqual({ shift: 0, renumbered: 0, ownFrom });
+      expect(store.syncState().originSettled).toBe(true);
+      expect(store.settleOrigin(ownFrom + 10)).toEqual({ shift: 0, renumbered: 0, ownFrom });
+      expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(ownFrom);
+    });
+
+    it('settles its origin before its first sync: queued changes renumbered above what the log holds of its agent id, records folded again', () => {
+      open();
+      const { ownFrom } = store.syncState();
+      expect(store.syncState().originSettled).toBe(false);
+      store.put(ref('a'), { n: 1, tag: 'x' });
+      store.put(ref('b'), { n: 2 });
+      store.patch(ref('a'), { n: 3 }, ['tag']);
+      store.delete(ref('b'));
+      const before = store.query(HOST, 'settings').map((r) => [r.ref.key, r.status, r.fields]);
+      store = h.reopen(); // still unsettled after a restart
+      expect(store.syncState().originSettled).toBe(false);
+      // an earlier store of this agent id (a host reinstalled with its clock behind) logged numbers above ours
+      const lastLogged = ownFrom + 1_000;
+      const r = store.settleOrigin(lastLogged);
+      expect(r.renumbered).toBe(4);
+      expect(r.ownFrom).toBeGreaterThan(lastLogged);
+      expect(store.syncState()).toMatchObject({ ownFrom: r.ownFrom, originSettled: true });
+      const queued = store.peekOutbox(10);
+      expect(queued.map((c) => c.originSeq)).toEqual([0, 1, 2, 3].map((i) => ownFrom + r.shift + i));
+      for (const c of queued) expect(c.vv[AGENT]).toBe(c.originSeq); // an agent's counter is its origin sequence
+      // each change's hash is its record's after it, and the record is the fold of its changes
+      for (const key of ['a', 'b']) {
+        const mine = queued.filter((c) => c.key === key);
+        mine.forEach((c, i) => expect(c.hash).toBe(recordHash(applyChanges(mine.slice(0, i + 1), LWW))));
+        expect(store.get(ref(key))?.hash).toBe(recordHash(applyChanges(mine, LWW)));
+        expect(store.get(ref(key))?.vv).toEqual({ [AGENT]: mine[mine.length - 1]?.originSeq });
+      }
+      expect(store.query(HOST, 'settings').map((x) => [x.ref.key, x.status, x.fields])).toEqual(before);
+      expect(store.put(ref('c'), { n: 4 })?.originSeq).toBe(ownFrom + r.shift + 4);
+      store = h.reopen();
+      expect(store.syncState()).toMatchObject({ ownFrom: r.ownFrom, originSettled: true });
+      expect(store.settleOrigin(r.ownFrom + 10)).toEqual({ shift: 0, renumbered: 0, ownFrom: r.ownFrom }); // once only
     });
   });
 }
