@@ -15,7 +15,7 @@ import { Messaging } from '@fleet/messaging';
 import { deleteNamespaceStreams, eventually, freePort, SHARED_NATS, testNamespace } from '@fleet/messaging/src/test-support';
 import { openServerDataSource } from '@fleet/server-store/src/data-source';
 import { PostgresChangeLog } from '@fleet/server-store/src/postgres-change-log';
-import { createTestDatabase, testChange } from '@fleet/server-store/src/testing';
+import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
 import type { TestDatabase } from '@fleet/server-store/src/testing';
 import { MerkleTree, recordHash, canonicalJson, decodeRecordState, encodeHlc } from '@fleet/sync-core';
 import type { Change, Fields, RecordState } from '@fleet/sync-core';
@@ -157,6 +157,23 @@ describe('pull', () => {
     const again = new AgentReplica('echo1', ['host.echo1'], bus);
     await again.pullAll();
     expect([...again.states.values()].filter((st) => st.ref.collection === 'echo').map((st) => st.ref.key).sort()).toEqual(['e0', 'e1', 'e2', 'e3']);
+  });
+
+  it('a logged change reusing a dot is left out of pulls, in the same page as the original or a later one: agents end as the server, never stuck', async () => {
+    const hlc = (n: number) => encodeHlc({ wallMs: 1_767_225_800_000 + n, counter: 0, node: 'fg1' });
+    const mk = (originSeq: number, key: string, fields: Fields, vv: Record<string, number>) => testChange('fg1', originSeq, { scope: 'host.fg1', collection: 'forged', key, fields, hlc: hlc(originSeq), vv });
+    const original = mk(1, 'f0', { v: 'original' }, { fg1: 1 });
+    const forged = { ...mk(2, 'f0', { v: 'forged', extra: true }, { fg1: 1 }), changeId: testUuidV7() }; // dot fg1#1 again
+    await append([original, forged, mk(3, 'f1', { v: 'after' }, { fg1: 3 }), mk(4, 'f0', { w: 2 }, { fg1: 4 })]);
+    for (const limit of [1, 100]) {
+      const agent = new AgentReplica('fg1', ['host.fg1'], bus);
+      await agent.pullAll({ limit }); // limit 1: the forged change comes alone, after the original
+      const held = [...agent.states.values()].filter((st) => st.ref.collection === 'forged');
+      expect(held.map((st) => [st.ref.key, st.view.fields]).sort()).toEqual([['f0', { v: 'original', w: 2 }], ['f1', { v: 'after' }]]);
+      await store.project();
+      const server = (await ds.query(`select key, record_hash from record_states where scope = 'host.fg1' and collection = 'forged' order by key`)) as { key: string; record_hash: string }[];
+      expect(server.map((r) => [r.key, r.record_hash])).toEqual(held.sort((x, y) => (x.ref.key < y.ref.key ? -1 : 1)).map((st) => [st.ref.key, recordHash(st)]));
+    }
   });
 
   it('gzips large replies (Fleet-Encoding) and the result equals the identity pull', async () => {

@@ -31,6 +31,29 @@ describe('delta states', () => {
     );
   });
 
+  it.each(configs.map((c) => [c.default, c] as const))('a forged copy of a change (its dot, another id) right after it: dropped whether it shares a page with it or comes later (%s)', (_n, config) => {
+    fc.assert(
+      fc.property(historyArb, fc.nat(), fc.nat(), fc.nat(), (input, at, a, b) => {
+        const made = runHistory(input, config).changes;
+        if (made.length === 0) return;
+        const i = at % made.length;
+        const { unset: _u, ...rest } = made[i] as LoggedChange;
+        const forged = { ...rest, changeId: `forged-${i}`, op: 'put' as const, fields: { forged: i } };
+        const changes: LoggedChange[] = [...made.slice(0, i + 1), forged, ...made.slice(i + 1)].map((ch, k) => ({ ...ch, seq: k + 1 }));
+        const c = a % (changes.length + 1);
+        const n = c + (b % (changes.length - c + 1));
+        if (n === 0) return;
+        const atCursor = c === 0 ? emptyRecord(REF) : applyChanges(changes.slice(0, c), config);
+        const want = applyChanges(changes.slice(0, n).filter((ch) => ch.changeId !== forged.changeId), config);
+        const wire = decodePullResponse(encodeJson({ protocol: 1, records: foldWire(changes.slice(c, n)), nextCursor: n, hasMore: false })).records;
+        let got = atCursor;
+        for (const w of wire) got = mergeRecordStates(got, fromWireRecord(w), config);
+        expect(canonicalJson(got)).toBe(canonicalJson(want));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('a delta holds only the fields its changes wrote', () => {
     const changes = runHistory({ steps: [{ kind: 'write', node: 0, del: false, set: [[0, 1], [1, 2]], unset: [] }, { kind: 'write', node: 0, del: false, set: [[1, 3]], unset: [] }], skews: [0, 0, 0] }, configs[0] as StrategyConfig).changes.map((ch, i) => ({ ...ch, seq: i + 1 }));
     const [delta] = foldDeltas(changes.slice(1));

@@ -8,7 +8,12 @@
  * is the fold of every change up to the page's last seq, whatever the agent held of the record, and a
  * re-delivered or overlapping page changes nothing. The delta holds only the fields the page's changes
  * wrote: an agent with version n of a record receives only the fields changed after n.
+ *
+ * A change reusing a dot an earlier change of the page holds (FLEET_CHANGE_002) is left out, as every
+ * projection rejects it (sync-core `applyChange`); one whose original came in an earlier page is sent,
+ * and the agent's join drops it (sync-core `joinStates` keeps the write it holds).
  */
+import { isFleetError } from '@fleet/errors';
 import { emptyRecord, joinChange, validateChange, vvGet, vvNormalize } from '@fleet/sync-core';
 import type { Change, JsonValue, LoggedChange, RecordState } from '@fleet/sync-core';
 import { toWireRecord } from '@fleet/contracts';
@@ -23,10 +28,19 @@ export function foldDeltas(changes: readonly LoggedChange[]): RecordState[] {
   const states = new Map<string, RecordState>();
   for (const c of changes) {
     const id = recordId(c.scope, c.collection, c.key);
-    const s = states.get(id) ?? emptyRecord(c);
-    states.set(id, joinChange(s, c).state);
+    states.set(id, joinOrReject(states.get(id) ?? emptyRecord(c), c));
   }
   return [...states.values()];
+}
+
+/** `joinChange`, or `s` itself for a change that reuses a dot `s` holds (left out, see above). */
+function joinOrReject(s: RecordState, c: LoggedChange): RecordState {
+  try {
+    return joinChange(s, c).state;
+  } catch (e) {
+    if (isFleetError(e) && e.code === 'FLEET_CHANGE_002') return s;
+    throw e;
+  }
 }
 
 /**
@@ -68,7 +82,7 @@ export function foldWire(changes: readonly LoggedChange[]): WireRecord[] {
       continue;
     }
     let s = emptyRecord(g[0] as LoggedChange);
-    for (const c of g) s = joinChange(s, c).state;
+    for (const c of g) s = joinOrReject(s, c);
     out.push(toWireRecord(s));
   }
   return out;

@@ -238,8 +238,8 @@ function byDot(a: WriteStamp, b: WriteStamp): number {
 
 /**
  * Adds `w` to an antichain of writes; returns the same array when nothing changed (a duplicate, or `w`
- * is dominated). Same dot with another changeId is a reused counter: refuse, since keeping either would
- * make the result depend on arrival order.
+ * is dominated). Same dot with another changeId is a reused counter: refused (FLEET_CHANGE_002;
+ * `applyChange` turns that into `rejected`, `joinStates` drops such writes of its second state first).
  */
 function addWrite<T extends WriteStamp>(list: readonly T[], w: T): readonly T[] {
   if (list.length === 0) return [w];
@@ -329,14 +329,53 @@ export function joinChange(state: RecordState, change: Change): { state: RecordS
 }
 
 /**
+ * `b` without the writes of the changes whose dot `a` holds under another change id (every register,
+ * and a delete's vector): a reused dot's change is dropped whole, never half-joined. `b` itself when
+ * there are none (the rule: any reuse `a` can see; one whose write `a` already overwrote is not visible).
+ */
+function withoutReusedDots(a: RecordState, b: RecordState): RecordState {
+  if (a.existence.length === 0 || b.existence.length === 0) return b;
+  const held = new Map<string, string>();
+  const note = (w: WriteStamp) => held.set(`${w.origin}#${w.counter}`, w.changeId);
+  for (const w of a.existence) note(w);
+  for (const f in a.fields) if (Object.hasOwn(a.fields, f)) for (const w of a.fields[f] as readonly FieldWrite[]) note(w);
+  const reused = (w: WriteStamp): boolean => {
+    const id = held.get(`${w.origin}#${w.counter}`);
+    return id !== undefined && id !== w.changeId;
+  };
+  const dropped = b.existence.filter(reused);
+  let fieldsReused = false;
+  for (const f in b.fields) if (Object.hasOwn(b.fields, f) && (b.fields[f] as readonly FieldWrite[]).some(reused)) fieldsReused = true;
+  if (dropped.length === 0 && !fieldsReused) return b;
+  const fields = new Map<string, readonly FieldWrite[]>();
+  for (const f in b.fields) {
+    if (!Object.hasOwn(b.fields, f)) continue;
+    const kept = (b.fields[f] as readonly FieldWrite[]).filter((w) => !reused(w));
+    if (kept.length > 0) fields.set(f, kept);
+  }
+  const droppedDeletes = dropped.filter((e) => !e.alive).map((e) => e.vv);
+  return {
+    ...b,
+    existence: b.existence.filter((w) => !reused(w)),
+    deletes: b.deletes.filter((d) => !droppedDeletes.some((v) => vvCompare(v, d) === 'equal')),
+    fields: sortedKeys(fields),
+  };
+}
+
+/**
  * The join of two states of the same record (registers only; the view is left to `resolve.ts`): what
  * a replica holds after receiving everything either had received. Commutative, associative and
  * idempotent, and equal to applying the union of both change sets: anti-entropy can ship states.
+ * Except for a reused dot (two writes with one dot and two change ids, FLEET_CHANGE_002), which no
+ * correct origin makes: there `a`'s write is kept and `b`'s dropped (callers pass the state they hold
+ * as `a`, what they receive as `b`), so a forged write never makes a merge fail, and a replica that
+ * held the first of the two (as the server's projections keep the first in log order) keeps it.
  */
 export function joinStates(a: RecordState, b: RecordState): RecordState {
   if (a.ref.scope !== b.ref.scope || a.ref.collection !== b.ref.collection || a.ref.key !== b.ref.key) {
     throw new FleetError('FLEET_STATE_001', 'states are for different records');
   }
+  b = withoutReusedDots(a, b);
   let deletes = a.deletes;
   for (const d of b.deletes) {
     if (!deletes.some((x) => vvCompare(x, d) === 'after' || vvCompare(x, d) === 'equal')) {

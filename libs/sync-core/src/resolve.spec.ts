@@ -343,6 +343,38 @@ describe('a change reusing a dot the record holds is rejected, and the fold goes
     expectFleet(() => makeLocalChange(stale, { op: 'put', fields: { color: 'blue' } }, { origin: 'a', originSeq: first.change.vv.a as number, changeId: 'again', hlc: first.change.hlc, protocol: 1 }, lww), 'FLEET_CHANGE_002');
   });
 
+  it('a merge meeting a reused dot keeps the held write and drops the other change whole, never throws', () => {
+    const first = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, lww);
+    const forgedPut = applyChange(emptyRecord(REF), { ...first.change, changeId: 'forged-put', fields: { color: 'black', size: 9 } }, lww).state;
+    const kept = mergeRecordStates(first.state, forgedPut, lww);
+    expect(visibleFields(kept)).toEqual({ color: 'red' }); // `size`, written only by the forged change, is dropped too
+    expect(same(kept, first.state)).toBe(true);
+    expect(visibleFields(mergeRecordStates(forgedPut, first.state, lww))).toEqual({ color: 'black', size: 9 }); // the held one wins, whichever
+    const { unset: _u, ...rest } = first.change;
+    const forgedDelete = applyChange(emptyRecord(REF), { ...rest, changeId: 'forged-delete', op: 'delete', fields: {} }, lww).state;
+    const stillLive = mergeRecordStates(first.state, forgedDelete, lww);
+    expect(stillLive.view.status).toBe('live');
+    expect(stillLive.deletes).toEqual([]);
+  });
+
+  it.each(Object.keys(CONFIGS))('under %s, merging the state of a forged copy of any change into a replica right after it changes nothing', (name) => {
+    const config = CONFIGS[name] as StrategyConfig;
+    fc.assert(
+      fc.property(historyArb, fc.nat(), fc.boolean(), (h, at, asDelete) => {
+        const { changes } = runHistory(h, config);
+        if (changes.length === 0) return;
+        const i = at % changes.length;
+        const original = changes[i] as Change;
+        const { unset: _unset, ...rest } = original;
+        const forged: Change = { ...rest, changeId: `forged-${i}`, ...(asDelete ? { op: 'delete', fields: {} } : { op: 'put', fields: { forged: i } }) };
+        const held = applyChanges(changes.slice(0, i + 1), config, emptyRecord(REF));
+        const merged = mergeRecordStates(held, applyChange(emptyRecord(REF), forged, config).state, config);
+        expect(same(merged, held)).toBe(true);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
   it.each(Object.keys(CONFIGS))('under %s, a forged copy of any change (another id, other content) right after it is rejected, and the result is the history without it', (name) => {
     const config = CONFIGS[name] as StrategyConfig;
     fc.assert(
