@@ -263,6 +263,30 @@ describe('SqliteLocalStore on disk', () => {
     expect(readdirSync(dir).some((f) => f.includes('before-restore'))).toBe(true);
   });
 
+  it('a restored store that never synced settles its restored queue too (numbered below its ownFrom) above what the log holds', () => {
+    const dir = tempDir();
+    const behind = () => 978_307_200_000; // 2001: a clock far behind
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now: behind });
+    const floor = behind() * 1000;
+    s.put(ref('a'), { v: 1 });
+    s.put(ref('b'), { v: 1 });
+    const full = s.backup({ full: true });
+    s.close();
+    restoreSqliteStore(full.dir, dir, { agentId: AGENT, now: behind });
+    const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, now: behind });
+    expect(r.syncState()).toMatchObject({ originSettled: false, ownFrom: floor + 2 + RESTORE_SEQ_GAP + 1 });
+    // An earlier store of this agent id logged numbers among the restored queue's (floor + 1, floor + 2) and far above.
+    const lastLogged = floor + 5;
+    const settled = r.settleOrigin(lastLogged);
+    expect(settled.renumbered).toBe(2);
+    const queued = r.peekOutbox(10);
+    expect(queued.every((c) => c.originSeq > lastLogged + RESTORE_SEQ_GAP)).toBe(true);
+    expect(r.syncState().ownFrom).toBeGreaterThan(lastLogged);
+    r.setSyncState({ needsVerification: false });
+    expect(r.put(ref('c'), { v: 1 })?.originSeq).toBeGreaterThan(Math.max(...queued.map((c) => c.originSeq)));
+    r.close();
+  });
+
   it('refuses a broken backup chain', () => {
     const dir = tempDir();
     const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });

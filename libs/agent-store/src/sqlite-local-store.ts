@@ -1204,9 +1204,12 @@ export class SqliteLocalStore implements LocalStore {
     return this.transaction(() => {
       const s = this.readSyncState();
       if (s.originSettled) return { shift: 0, renumbered: 0, ownFrom: s.ownFrom };
-      // Above the log's highest with the restore gap's margin: changes an earlier store pushed that the
-      // log has not appended yet are above `lastLogged` too.
-      const shift = lastLogged === null || lastLogged + RESTORE_SEQ_GAP < s.ownFrom ? 0 : lastLogged + RESTORE_SEQ_GAP + 1 - s.ownFrom;
+      // Everything this store numbers from `from` on (its queued changes, which a restore leaves below
+      // ownFrom, and its next ones) moves above the log's highest with the restore gap's margin: changes
+      // an earlier store pushed that the log has not appended yet are above `lastLogged` too.
+      const lowestQueued = this.db.prepare<[], { m: number | null }>('SELECT min(origin_seq) AS m FROM outbox').get()?.m ?? null;
+      const from = lowestQueued === null ? s.ownFrom : Math.min(s.ownFrom, lowestQueued);
+      const shift = lastLogged === null || lastLogged + RESTORE_SEQ_GAP < from ? 0 : lastLogged + RESTORE_SEQ_GAP + 1 - from;
       if (shift > 0 && s.cursor !== null) {
         throw new FleetError('FLEET_AGENT_009', `${this.path}: the log holds this agent id's changes up to ${lastLogged}, at or above this store's (from ${s.ownFrom}), and the store has pulled: it cannot renumber its own changes`, { details: { cursor: s.cursor } });
       }

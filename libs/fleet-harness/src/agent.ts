@@ -9,6 +9,7 @@
 import { NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import type { SyncStore, SyncTransport, TransportReply, VerifyReport, VerifyTarget } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
+import { canonicalJson } from '@fleet/sync-core';
 import type { Change, Fields, RecordRef, StrategyConfig } from '@fleet/sync-core';
 
 /** Bytes the agents put on and took off the wire (payloads of publishes, requests and replies). */
@@ -118,15 +119,20 @@ export class FleetAgent {
       merkleEntries: (scope, c) => this.store.merkleEntries(scope, c),
       watch: (l) => this.store.watch(l),
       settleOrigin: (last) => {
+        // Renumbering may change only the numbers: the checker then looks for the changes made under
+        // their new numbers, computed here from the originals, not read back from the store.
+        const before = this.store.peekOutbox(100_000);
         const r = this.store.settleOrigin(last);
-        if (r.renumbered > 0) {
-          // Renumbered before they were ever sent: the checker must look for them under their new numbers.
-          const queued = new Map(this.store.peekOutbox(100_000).map((c) => [c.changeId, c]));
-          this.made.forEach((c, i) => {
-            const renumbered = queued.get(c.changeId);
-            if (renumbered !== undefined) this.made[i] = renumbered;
-          });
+        if (r.shift === 0) return r;
+        const shifted = (c: Change): Change => ({ ...c, originSeq: c.originSeq + r.shift, vv: { ...c.vv, [o.id]: (c.vv[o.id] ?? 0) + r.shift } });
+        const after = new Map(this.store.peekOutbox(100_000).map((c) => [c.changeId, c]));
+        for (const c of before) {
+          if (canonicalJson(after.get(c.changeId) ?? null) !== canonicalJson(shifted(c))) throw new Error(`settleOrigin changed more than the numbers of ${c.changeId}`);
         }
+        const queued = new Set(before.map((c) => c.changeId));
+        this.made.forEach((c, i) => {
+          if (queued.has(c.changeId)) this.made[i] = shifted(c);
+        });
         return r;
       },
     };
