@@ -9,7 +9,7 @@ import { decodeChangesIgnoredEvent, Headers } from '@fleet/contracts';
 import { readStream } from '@fleet/messaging/src/test-support';
 import { encodeRecordState, type Change, type StrategyConfig } from '@fleet/sync-core';
 import { testUuidV7 } from '@fleet/server-store/src/testing';
-import { readProjectionCursor } from '@fleet/server-store';
+import { readProjectionCursor, rebuildProjections, RecordsProjection } from '@fleet/server-store';
 import { Agent, applyChanges, eventually, readRecordState, startHarness, type Harness } from './testing/harness';
 
 jest.setTimeout(120_000);
@@ -46,6 +46,14 @@ it('a change reusing a held dot is rejected with its reason and dead-lettered; t
   expect((await readRecordState(h.ds, other))?.state.view.fields).toEqual({ resolver: '10.0.0.1' });
   const [head] = (await h.ds.query(`select max(seq)::bigint as m from change_log`)) as { m: string }[];
   await eventually(async () => (await readProjectionCursor(h.ds)) === Number(head!.m), 10_000, 'cursor at the log head');
+
+  // durable with the records, and derived from the log: a rebuild gives the same list
+  const listed = async () => (await h.ds.query(`select seq::int as seq, change_id, origin, code, reason from rejected_changes order by seq`)) as { seq: number; change_id: string; origin: string; code: string; reason: string }[];
+  const rows = await listed();
+  expect(rows.map((r) => [r.seq, r.change_id, r.origin, r.code])).toEqual([[log[1]!.seq, forged.changeId, 'rj-1', 'FLEET_CHANGE_002']]);
+  expect(rows[0]!.reason).toContain(first.changeId);
+  await rebuildProjections(h.ds, [new RecordsProjection(strategies)]);
+  expect((await listed()).map((r) => [r.seq, r.change_id])).toEqual([[log[1]!.seq, forged.changeId]]);
 
   const jsm = await h.bus.jsm();
   const dead = await eventually(async () => {

@@ -247,7 +247,7 @@ export class RecordsProjection implements Projection {
   async reset(tx: EntityManager): Promise<void> {
     this.cache.clear();
     await tx.query(`insert into projection_cursors (name, seq) values ($1, 0) on conflict (name) do update set seq = 0, updated_at = now()`, [CURSOR_NAME]);
-    await tx.query('truncate records');
+    await tx.query('truncate records, rejected_changes');
   }
 
   private async run(tx: EntityManager, changes: readonly RecordRef[], live: boolean): Promise<ProjectionBatchResult> {
@@ -301,6 +301,18 @@ export class RecordsProjection implements Projection {
       // that is a conflict too, and must be recorded and resolved like any other.
       const conflict = r.conflict ?? (r.changed && r.outcome !== 'fast-forward' ? conflictOf(r.state, this.config) : undefined);
       if (conflict !== undefined) found.push({ seq: change.seq, ref: s.state.ref, conflict });
+    }
+
+    const rejected = classified.filter((c) => c.rejection !== undefined);
+    if (rejected.length > 0) {
+      // Durable with the records (the dead letter published after the commit is at most once); derived from the log like them.
+      await tx.query(
+        `insert into rejected_changes (seq, origin, origin_seq, change_id, scope, collection, key, code, reason)
+         select (e->>'q')::bigint, e->>'o', (e->>'os')::bigint, e->>'id', e->>'s', e->>'c', e->>'k', 'FLEET_CHANGE_002', e->>'r'
+           from jsonb_array_elements($1::jsonb) as e
+         on conflict (seq) do nothing`,
+        [JSON.stringify(rejected.map(({ change: c, rejection }) => ({ q: c.seq, o: c.origin, os: c.originSeq, id: c.changeId, s: c.scope, c: c.collection, k: c.key, r: rejection })))],
+      );
     }
 
     const touched = refs.filter((r) => states.get(refKey(r))?.touched === true);
