@@ -97,6 +97,46 @@ async function converged(f: Fleet, agents: readonly FleetAgent[], timeoutMs = 90
   await eventually(() => f.converged(agents), timeoutMs, `${agents.map((a) => a.id).join(', ')} converged`, 100);
 }
 
+/**
+ * Proofs 5 and 6: `a` installs and syncs 40 changes; its host is reinstalled (data directory gone; `atReinstall`
+ * may set its clock) and writes 15 changes offline, some to old records, before it has seen them; it
+ * reconnects. Checks what both proofs expect: all 55 changes logged once, the checker's fold, the old
+ * records back, the new writes over the old ones, no sync failure.
+ */
+async function reinstallScenario(f: Fleet, a: FleetAgent, atReinstall?: () => void): Promise<{ logged: Change[]; firstOwnFrom: number; ownFromAtReinstall: number }> {
+  a.goOnline();
+  a.batch(() => {
+    for (let i = 0; i < 30; i++) a.put('settings', `s${i}`, { v: i, by: 'first install' });
+    for (let i = 0; i < 10; i++) a.put('packages', `p${i}`, { first: i });
+  });
+  await converged(f, [a]);
+  const firstOwnFrom = a.store.syncState().ownFrom;
+  atReinstall?.();
+  await a.reopen(() => rmSync(a.o.dataDir, { recursive: true, force: true }));
+  expect(a.store.syncState()).toMatchObject({ cursor: null, needsVerification: false, originSettled: false });
+  const ownFromAtReinstall = a.store.syncState().ownFrom;
+  expect(a.store.get({ scope: `host.${a.id}`, collection: 'settings', key: 's0' })).toBeNull();
+  a.batch(() => {
+    for (let i = 0; i < 5; i++) a.put('settings', `s${i}`, { v: 100 + i, by: 'reinstall' });
+    for (let i = 0; i < 5; i++) a.put('packages', `p${i}`, { second: i });
+    for (let i = 30; i < 35; i++) a.put('settings', `s${i}`, { v: i, by: 'reinstall' });
+  });
+  a.goOnline();
+  await converged(f, [a]);
+  expect(a.store.syncState().originSettled).toBe(true);
+  // Nothing refused: both stores' changes are in the log, each once (the checker: nothing acked missing).
+  const logged = (await readLog(f.db.url)).filter((c) => c.origin === a.id);
+  expect(logged).toHaveLength(40 + 15);
+  await check(f, [a]);
+  const get = (collection: string, key: string) => a.store.get({ scope: `host.${a.id}`, collection, key })?.fields;
+  expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' }); // came back by the pull
+  expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' }); // the new write replaces what it writes
+  expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 }); // and keeps the fields it did not write
+  expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
+  expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
+  return { logged, firstOwnFrom, ownFromAtReinstall };
+}
+
 /** Per record, the agent's changes appear in the log in originSeq order. */
 async function assertLoggedInOrder(f: Fleet, origin: string): Promise<number> {
   const log = (await readLog(f.db.url)).filter((c) => c.origin === origin);
@@ -430,74 +470,20 @@ describe(`agent proofs (seed ${SEED})`, () => {
   it('5. a reinstalled host (same agent id, empty data directory) writes offline: every change logged, the old records come back', async () => {
     await proof('5.', async (f) => {
       const a = newAgent(f, 'reinstalled-1');
-      a.goOnline();
-      a.batch(() => {
-        for (let i = 0; i < 30; i++) a.put('settings', `s${i}`, { v: i, by: 'first install' });
-        for (let i = 0; i < 10; i++) a.put('packages', `p${i}`, { first: i });
-      });
-      await converged(f, [a]);
-      const firstOwnFrom = a.store.syncState().ownFrom;
-      // The host is reinstalled: its data directory is gone, the agent comes back under the same id, offline.
-      await a.reopen(() => rmSync(a.o.dataDir, { recursive: true, force: true }));
-      expect(a.store.syncState()).toMatchObject({ cursor: null, needsVerification: false });
-      expect(a.store.syncState().ownFrom).toBeGreaterThan(firstOwnFrom);
-      expect(a.store.get({ scope: `host.${a.id}`, collection: 'settings', key: 's0' })).toBeNull();
-      // Before it has seen its old records: writes some of them again, and new ones.
-      a.batch(() => {
-        for (let i = 0; i < 5; i++) a.put('settings', `s${i}`, { v: 100 + i, by: 'reinstall' });
-        for (let i = 0; i < 5; i++) a.put('packages', `p${i}`, { second: i });
-        for (let i = 30; i < 35; i++) a.put('settings', `s${i}`, { v: i, by: 'reinstall' });
-      });
-      a.goOnline();
-      await converged(f, [a]);
-      // Nothing refused: both stores' changes are in the log, each once (the checker: nothing acked missing).
-      const logged = (await readLog(f.db.url)).filter((c) => c.origin === a.id);
-      expect(logged).toHaveLength(40 + 15);
+      const { logged, firstOwnFrom, ownFromAtReinstall } = await reinstallScenario(f, a);
+      expect(ownFromAtReinstall).toBeGreaterThan(firstOwnFrom);
       expect(new Set(logged.map((c) => c.originSeq)).size).toBe(55);
-      await check(f, [a]);
-      const get = (collection: string, key: string) => a.store.get({ scope: `host.${a.id}`, collection, key })?.fields;
-      expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' }); // came back by the pull
-      expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' }); // the new write replaces what it writes
-      expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 }); // and keeps the fields it did not write
-      expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
-      expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
     });
   });
   it('6. a host reinstalled with its clock 25 years behind renumbers its offline changes above the old store\'s before it syncs: same outcome as 5', async () => {
     await proof('6.', async (f) => {
       let skewMs = 0;
       const a = newAgent(f, 'reinstalled-2', () => Date.now() + skewMs);
-      a.goOnline();
-      a.batch(() => {
-        for (let i = 0; i < 30; i++) a.put('settings', `s${i}`, { v: i, by: 'first install' });
-        for (let i = 0; i < 10; i++) a.put('packages', `p${i}`, { first: i });
-      });
-      await converged(f, [a]);
-      const firstOwnFrom = a.store.syncState().ownFrom;
-      skewMs = -25 * 365 * DAY;
-      await a.reopen(() => rmSync(a.o.dataDir, { recursive: true, force: true }));
-      expect(a.store.syncState()).toMatchObject({ cursor: null, originSettled: false });
-      expect(a.store.syncState().ownFrom).toBeLessThan(firstOwnFrom); // read off the wrong clock
-      a.batch(() => {
-        for (let i = 0; i < 5; i++) a.put('settings', `s${i}`, { v: 100 + i, by: 'reinstall' });
-        for (let i = 0; i < 5; i++) a.put('packages', `p${i}`, { second: i });
-        for (let i = 30; i < 35; i++) a.put('settings', `s${i}`, { v: i, by: 'reinstall' });
-      });
-      a.goOnline();
-      await converged(f, [a]);
-      const logged = (await readLog(f.db.url)).filter((c) => c.origin === a.id);
-      expect(logged).toHaveLength(40 + 15);
+      const { logged, firstOwnFrom, ownFromAtReinstall } = await reinstallScenario(f, a, () => (skewMs = -25 * 365 * DAY));
+      expect(ownFromAtReinstall).toBeLessThan(firstOwnFrom); // read off the wrong clock
       const [oldMax, newMin] = [Math.max(...logged.slice(0, 40).map((c) => c.originSeq)), Math.min(...logged.slice(40).map((c) => c.originSeq))];
       expect(newMin).toBeGreaterThan(oldMax); // renumbered above the old store's
-      expect(a.store.syncState()).toMatchObject({ originSettled: true });
       expect(a.store.syncState().ownFrom).toBeGreaterThan(oldMax);
-      await check(f, [a]);
-      const get = (collection: string, key: string) => a.store.get({ scope: `host.${a.id}`, collection, key })?.fields;
-      expect(get('settings', 's20')).toEqual({ v: 20, by: 'first install' });
-      expect(get('settings', 's0')).toEqual({ v: 100, by: 'reinstall' });
-      expect(get('packages', 'p0')).toEqual({ first: 0, second: 0 });
-      expect(get('settings', 's30')).toEqual({ v: 30, by: 'reinstall' });
-      expect(f.failures.filter((e) => e.startsWith(a.id))).toEqual([]);
     });
   });
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { applyChanges, canonicalJson, emptyRecord, mergeRecordStates } from '@fleet/sync-core';
 import type { LoggedChange, StrategyConfig } from '@fleet/sync-core';
-import { historyArb, REF, runHistory } from '@fleet/sync-core/src/history.testkit';
+import { forgedCopy, historyArb, REF, runHistory } from '@fleet/sync-core/src/history.testkit';
 import { decodePullResponse, encodeJson, fromWireRecord } from '@fleet/contracts';
 import { foldDeltas, foldWire, singleChangeWire } from './fold';
 import { toWireRecord } from '@fleet/contracts';
@@ -37,8 +37,7 @@ describe('delta states', () => {
         const made = runHistory(input, config).changes;
         if (made.length === 0) return;
         const i = at % made.length;
-        const { unset: _u, ...rest } = made[i] as LoggedChange;
-        const forged = { ...rest, changeId: `forged-${i}`, op: 'put' as const, fields: { forged: i } };
+        const forged = { ...forgedCopy(made[i] as LoggedChange, `forged-${i}`), seq: 0 };
         const changes: LoggedChange[] = [...made.slice(0, i + 1), forged, ...made.slice(i + 1)].map((ch, k) => ({ ...ch, seq: k + 1 }));
         const c = a % (changes.length + 1);
         const n = c + (b % (changes.length - c + 1));

@@ -148,3 +148,12 @@ export function scramble<T>(items: readonly T[], seed: number, duplicates: numbe
 export function same(a: unknown, b: unknown): boolean {
   return canonicalJson(a) === canonicalJson(b);
 }
+
+/**
+ * A forged copy of `c`: its dot (origin and vector), another change id and other content (a put of one
+ * field, or a delete). What no correct origin makes: every replica must reject it (FLEET_CHANGE_002).
+ */
+export function forgedCopy(c: Change, changeId: string, asDelete = false): Change {
+  const { unset: _unset, ...rest } = c;
+  return { ...rest, changeId, ...(asDelete ? { op: 'delete' as const, fields: {} } : { op: 'put' as const, fields: { forged: changeId } }) };
+}

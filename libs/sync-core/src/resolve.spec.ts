@@ -21,7 +21,7 @@ import {
   validateStrategyConfig,
   visibleFields,
 } from './index';
-import { historyArb, REF, runHistory, same, scramble } from './history.testkit';
+import { forgedCopy, historyArb, REF, runHistory, same, scramble } from './history.testkit';
 
 const CONFIGS: Record<string, StrategyConfig> = {
   lww: { default: 'lww' },
@@ -350,41 +350,20 @@ describe('a change reusing a dot the record holds is rejected, and the fold goes
     expect(visibleFields(kept)).toEqual({ color: 'red' }); // `size`, written only by the forged change, is dropped too
     expect(same(kept, first.state)).toBe(true);
     expect(visibleFields(mergeRecordStates(forgedPut, first.state, lww))).toEqual({ color: 'black', size: 9 }); // the held one wins, whichever
-    const { unset: _u, ...rest } = first.change;
-    const forgedDelete = applyChange(emptyRecord(REF), { ...rest, changeId: 'forged-delete', op: 'delete', fields: {} }, lww).state;
+    const forgedDelete = applyChange(emptyRecord(REF), forgedCopy(first.change, 'forged-delete', true), lww).state;
     const stillLive = mergeRecordStates(first.state, forgedDelete, lww);
     expect(stillLive.view.status).toBe('live');
     expect(stillLive.deletes).toEqual([]);
   });
 
-  it.each(Object.keys(CONFIGS))('under %s, merging the state of a forged copy of any change into a replica right after it changes nothing', (name) => {
+  it.each(Object.keys(CONFIGS))('under %s, a forged copy of any change (its dot, another id and content) right after it is rejected, and merging its state into a replica changes nothing', (name) => {
     const config = CONFIGS[name] as StrategyConfig;
     fc.assert(
       fc.property(historyArb, fc.nat(), fc.boolean(), (h, at, asDelete) => {
         const { changes } = runHistory(h, config);
         if (changes.length === 0) return;
         const i = at % changes.length;
-        const original = changes[i] as Change;
-        const { unset: _unset, ...rest } = original;
-        const forged: Change = { ...rest, changeId: `forged-${i}`, ...(asDelete ? { op: 'delete', fields: {} } : { op: 'put', fields: { forged: i } }) };
-        const held = applyChanges(changes.slice(0, i + 1), config, emptyRecord(REF));
-        const merged = mergeRecordStates(held, applyChange(emptyRecord(REF), forged, config).state, config);
-        expect(same(merged, held)).toBe(true);
-      }),
-      { numRuns: 100 },
-    );
-  });
-
-  it.each(Object.keys(CONFIGS))('under %s, a forged copy of any change (another id, other content) right after it is rejected, and the result is the history without it', (name) => {
-    const config = CONFIGS[name] as StrategyConfig;
-    fc.assert(
-      fc.property(historyArb, fc.nat(), fc.boolean(), (h, at, asDelete) => {
-        const { changes } = runHistory(h, config);
-        if (changes.length === 0) return;
-        const i = at % changes.length;
-        const original = changes[i] as Change;
-        const { unset: _unset, ...rest } = original;
-        const forged: Change = { ...rest, changeId: `forged-${i}`, ...(asDelete ? { op: 'delete', fields: {} } : { op: 'put', fields: { forged: i } }) };
+        const forged = forgedCopy(changes[i] as Change, `forged-${i}`, asDelete);
         const withForged = [...changes.slice(0, i + 1), forged, ...changes.slice(i + 1)];
         let s = emptyRecord(REF);
         const outcomes: string[] = [];
@@ -396,6 +375,8 @@ describe('a change reusing a dot the record holds is rejected, and the fold goes
         expect(outcomes[i + 1]).toBe('rejected');
         expect(outcomes.filter((o) => o === 'rejected')).toHaveLength(1);
         expect(same(s, applyChanges(changes, config, emptyRecord(REF)))).toBe(true);
+        const held = applyChanges(changes.slice(0, i + 1), config, emptyRecord(REF));
+        expect(same(mergeRecordStates(held, applyChange(emptyRecord(REF), forged, config).state, config), held)).toBe(true);
       }),
       { numRuns: 100 },
     );
