@@ -263,6 +263,28 @@ describe('SqliteLocalStore on disk', () => {
     expect(readdirSync(dir).some((f) => f.includes('before-restore'))).toBe(true);
   });
 
+  it('two connections writing one store (`agent put` beside `agent run`): each reads the counters the other committed, so no number repeats', () => {
+    const dir = tempDir();
+    const run = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    const put = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    const made = [];
+    for (let i = 0; i < 6; i++) {
+      const w = i % 3 === 0 ? put : run; // interleaved, each after the other's commit
+      made.push(w.put(ref(`k${i}`), { v: i }));
+      made.push(w.patch(ref('shared'), { [`f${i}`]: i }));
+    }
+    const seqs = made.map((c) => c?.originSeq ?? 0);
+    expect(new Set(seqs).size).toBe(seqs.length);
+    expect([...seqs].sort((x, y) => x - y)).toEqual(seqs); // in commit order
+    expect(run.outboxStats().size).toBe(12);
+    const clocks = made.map((c) => c?.hlc ?? '');
+    expect([...clocks].sort()).toEqual(clocks); // the HLC never goes back either
+    // the record both wrote holds every field (each write saw the other's)
+    expect(run.get(ref('shared'))?.fields).toEqual({ f0: 0, f1: 1, f2: 2, f3: 3, f4: 4, f5: 5 });
+    put.close();
+    run.close();
+  });
+
   it('a restored store that never synced settles its restored queue too (numbered below its ownFrom) above what the log holds', () => {
     const dir = tempDir();
     const behind = () => 978_307_200_000; // 2001: a clock far behind

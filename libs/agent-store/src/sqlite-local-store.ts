@@ -303,6 +303,13 @@ export class SqliteLocalStore implements LocalStore {
   private pending: StoreEvent[] = [];
   private closed = false;
   private readonly runTx: Database.Transaction<(fn: () => unknown) => unknown>;
+  /**
+   * `PRAGMA data_version` when this connection last read its in-memory counters: it changes when
+   * ANOTHER connection commits (another process on the same store: `agent put` beside `agent run`),
+   * and then the counters, outbox count and flags are read again before this connection writes.
+   */
+  private seenVersion = -1;
+  private readonly dataVersion: Database.Statement<[], number>;
 
   private readonly st: {
     getRecord: Database.Statement<[string, string, string], { state: string }>;
@@ -343,6 +350,7 @@ export class SqliteLocalStore implements LocalStore {
       }
       return r;
     });
+    this.dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
     this.st = {
       getRecord: db.prepare('SELECT state FROM records WHERE scope = ? AND collection = ? AND key = ?'),
       getRow: db.prepare('SELECT scope, collection, key, fields, hash, status, conflicted, vv FROM records WHERE scope = ? AND collection = ? AND key = ?'),
@@ -465,6 +473,7 @@ export class SqliteLocalStore implements LocalStore {
   }
 
   private load(): void {
+    this.seenVersion = this.dataVersion.get() as number; // first: a commit after it is seen by the next transaction
     const raw = this.st.getMeta.get('counters')?.v;
     if (raw !== undefined) {
       const c = JSON.parse(raw) as StoredCounters;
@@ -522,6 +531,8 @@ export class SqliteLocalStore implements LocalStore {
     try {
       this.poisoned = false;
       result = this.runTx.immediate(() => {
+        // Under the write lock: nobody else commits until this transaction ends.
+        if (this.dataVersion.get() !== this.seenVersion) this.load();
         const r = fn();
         if (this.poisoned) throw new FleetError('FLEET_AGENT_001', `${this.path}: a write in this transaction failed part-way; the whole transaction was rolled back`);
         this.persistCounters();
@@ -529,6 +540,7 @@ export class SqliteLocalStore implements LocalStore {
       }) as T;
     } catch (e) {
       this.counters = saved.counters;
+      this.seenVersion = -1; // the counters put back may be older than what was read: read them again next time
       this.outboxCount = saved.outboxCount;
       this.needFullPass = saved.needFullPass;
       this.needsVerification = saved.needsVerification;
