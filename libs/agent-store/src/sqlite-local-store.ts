@@ -83,6 +83,16 @@ export function originSeqFloor(nowMs: number): number {
   return Math.max(0, Math.floor(nowMs)) * 1000;
 }
 
+/**
+ * Whether a coalesced change is still one the change log accepts (the contracts' field count and byte
+ * caps, which each write met alone but their union may not): one that is not would be acknowledged by
+ * JetStream, then dead-lettered by the change log, its writes lost to the server. A run whose merge does
+ * not fit stays as it is (the outbox bound still holds: past it, writes are refused, FLEET_AGENT_003).
+ */
+function fitsOneChange(c: Change): boolean {
+  return isValidFields(c.fields) && (c.unset?.length ?? 0) <= MAX_FIELDS_PER_CHANGE;
+}
+
 export interface SqliteLocalStoreOptions {
   /** Directory of `agent.db` (created if missing). */
   readonly dataDir: string;
@@ -779,7 +789,7 @@ export class SqliteLocalStore implements LocalStore {
       run = row === undefined ? [] : this.st.outboxRunOf.all(row.id);
       if (run.length > 0) {
         const merged = coalesce([...run.map((r) => JSON.parse(r.change) as Change), made.change]);
-        if (merged.length < run.length + 1) queue = merged;
+        if (merged.length < run.length + 1 && merged.every(fitsOneChange)) queue = merged;
         else run = [];
       }
     } else {
@@ -823,7 +833,7 @@ export class SqliteLocalStore implements LocalStore {
     if (rows.length < 2) return 0;
     const changes = rows.map((r) => JSON.parse(r.change) as Change);
     const merged = coalesce(changes);
-    if (merged.length >= rows.length) return 0;
+    if (merged.length >= rows.length || !merged.every(fitsOneChange)) return 0;
     const createdAt = Math.min(...rows.map((r) => r.created_at));
     for (const r of rows) this.st.deleteOutboxSeq.run(r.origin_seq);
     for (const c of merged) this.st.insertOutbox.run(c.originSeq, c.changeId, id, c.scope, c.collection, c.key, changeText(c), createdAt);

@@ -6,6 +6,7 @@
 import { isFleetError } from '@fleet/errors';
 import { applyChanges, emptyRecord, encodeRecordState, makeLocalChange, recordHash, visibleFields } from '@fleet/sync-core';
 import type { Change, Fields, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import { decodeChange } from '@fleet/contracts';
 import type { LocalStore, StoreEvent } from '../local-store';
 
 export interface ConformanceOptions {
@@ -204,6 +205,25 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       const afterPeek = store.peekOutbox(100).filter((c) => c.key === 'busy');
       expect(afterPeek).toHaveLength(3);
       expect(afterPeek.slice(0, 2)).toEqual(queued.filter((c) => c.key === 'busy'));
+    });
+
+    it('never coalesces writes into a change the change log would refuse (more fields, or more bytes, than one change may carry)', () => {
+      open({ coalesceAbove: 0, outboxMax: 1000 });
+      const r = ref('wide');
+      // Each write alone is valid; their union holds 300 fields (the cap is 256) and 5 x 60 KiB (the cap is 256 KiB).
+      store.put(r, Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`a${i}`, i])));
+      store.patch(r, Object.fromEntries(Array.from({ length: 150 }, (_, i) => [`b${i}`, i])));
+      const big = ref('big');
+      for (let i = 0; i < 5; i++) store.patch(big, { [`blob${i}`]: 'x'.repeat(60 * 1024) });
+      const queued = store.peekOutbox(100);
+      for (const c of queued) expect(decodeChange(JSON.parse(JSON.stringify(c)))).toEqual(c); // each one a change the log accepts
+      expect(queued.filter((c) => c.key === 'wide')).toHaveLength(2);
+      expect(queued.filter((c) => c.key === 'big').length).toBeGreaterThan(1);
+      // and together they still give the local state
+      for (const key of ['wide', 'big']) {
+        const replica = applyChanges(queued.filter((c) => c.key === key), LWW);
+        expect(encodeRecordState(replica)).toBe(encodeRecordState(store.getState(ref(key)) as RecordState));
+      }
     });
 
     it('bounds the outbox: coalesces past the soft limit, refuses new records past the max, loses nothing', () => {
