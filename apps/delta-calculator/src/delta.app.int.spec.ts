@@ -258,6 +258,9 @@ describe('max payload', () => {
       try {
         await ds.query(`insert into agent_groups (agent_id, group_name) values ('a8', 'big')`);
         await append(Array.from({ length: 60 }, (_, i) => serverChange('big', `b${i}`, { blob: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));
+        // 40 changes to ONE record, each a different incompressible field: one folded record over 64 KiB
+        // even gzipped, while fewer of its changes fit (a page of them must be cut, not refused).
+        await append(Array.from({ length: 40 }, (_, i) => serverChange('wide', 'w', { [`blob${i}`]: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));
         for (const gzip of [false, true]) {
           const agent = new AgentReplica('a8', ['group.big'], small);
           let maxWire = 0;
@@ -269,6 +272,7 @@ describe('max payload', () => {
           }
           expect(maxWire).toBeLessThanOrEqual(65536);
           expect(replicaHashes(agent, 'big').size).toBe(60);
+          expect(Object.keys([...agent.states.values()].find((st) => st.ref.collection === 'wide')?.view.fields ?? {})).toHaveLength(40);
         }
       } finally {
         await app2.close();

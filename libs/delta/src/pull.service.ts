@@ -177,8 +177,11 @@ export class PullService {
       const readLimit = c.kind === 'resync' ? Math.min(limit, Math.max(16, Math.floor(body / 120))) : limit;
       const page = await this.store.readPage(req.scopes, c, readLimit, body);
       let response: PullResponse;
+      // What the page holds before folding (changes, or states): what halving the limit can cut down.
+      let units: number;
       if (page.kind === 'log') {
         const cut = cutByBudget(page.changes, body);
+        units = cut;
         const changes = page.changes.slice(0, cut);
         const last = changes[changes.length - 1];
         // No echo: the agent's own changes from `ownFrom` on are in its store (it made them). The cursor
@@ -203,6 +206,7 @@ export class PullService {
           size += n;
           taken++;
         }
+        units = taken;
         const last = page.states[taken - 1];
         const done = page.exhausted && taken === page.states.length;
         const next: PullCursor = done ? page.at : resyncCursor(page.at, last === undefined ? undefined : { scope: last.scope, collection: last.collection, key: last.key });
@@ -210,13 +214,15 @@ export class PullService {
       }
       const reply = await this.encode(response, gzipOk ? 'gzip' : 'identity');
       if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_PULL_RESPONSE_BYTES) return withNextCursor({ ...reply, nextCursor: response.hasMore ? response.nextCursor : undefined });
-      if (limit === 1 || response.records.length <= 1) {
-        throw new FleetError('FLEET_DECODE_004', `one record does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {
+      // Only a page of ONE change (or state) can be too big for good: many changes to one record fold into
+      // one record, and fewer of them may fit.
+      if (limit === 1 || units <= 1) {
+        throw new FleetError('FLEET_DECODE_004', `one change does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {
           details: { bytes: reply.data.byteLength, maxPayload },
         });
       }
       // The bound undershot (e.g. incompressible data under a small max_payload): halve and retry.
-      limit = Math.max(1, Math.floor(Math.min(limit, response.records.length) / 2));
+      limit = Math.max(1, Math.floor(Math.min(limit, units) / 2));
     }
   }
 
