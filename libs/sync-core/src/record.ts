@@ -102,10 +102,14 @@ export interface RecordState {
 
 /**
  * When one origin made every write a state holds (its vector has that origin alone): the origin and the
- * lowest counter among the writes it keeps. An agent whose store holds every change of its own from
- * origin sequence `f` on already holds such a state when `minCounter >= f` (an agent's counter is at
- * most the origin sequence of the write: equal since counters are origin sequences, lower before), so
- * a snapshot may leave it out (docs/delta-calculator.md). `undefined` otherwise.
+ * lowest counter among the writes it keeps, its deletes included (a delete whose existence write a later
+ * put overwrote still removed fields: a replica must have received it). An agent whose store holds every
+ * change of its own from origin sequence `f` on already holds such a state when `minCounter >= f`, so a
+ * snapshot may leave it out (docs/delta-calculator.md). That needs a counter never above the origin
+ * sequence of its write: equal since counters are origin sequences (`makeLocalChange`: max(entry + 1,
+ * originSeq), and the entry is below originSeq as long as no store of the origin numbered below an
+ * earlier one, which settling the origin ensures, agent-store `settleOrigin`), lower for the per-record
+ * counters of earlier versions. `undefined` otherwise.
  */
 export function soleWriter(state: RecordState): { readonly origin: string; readonly minCounter: number } | undefined {
   let origin: string | undefined;
@@ -117,6 +121,7 @@ export function soleWriter(state: RecordState): { readonly origin: string; reado
   if (origin === undefined) return undefined;
   let min = Number.MAX_SAFE_INTEGER;
   for (const w of state.existence) if (w.counter < min) min = w.counter;
+  for (const d of state.deletes) min = Math.min(min, vvGet(d, origin));
   for (const f in state.fields) {
     if (!Object.hasOwn(state.fields, f)) continue;
     for (const w of state.fields[f] as readonly FieldWrite[]) if (w.counter < min) min = w.counter;

@@ -174,6 +174,15 @@ describe('soleWriter', () => {
     s = makeLocalChange(s, { op: 'put', fields: { c: 1 } }, m('server', 1), cfg, 'tick').state;
     expect(soleWriter(s)).toBeUndefined();
   });
+  it('counts a delete the state keeps, even when a later put overwrote its existence write', () => {
+    const cfg: StrategyConfig = { default: 'lww' };
+    let s = makeLocalChange(emptyRecord(REF), { op: 'put', fields: { a: 1, b: 2 } }, m('agent-a', 10), cfg).state;
+    s = makeLocalChange(s, { op: 'delete' }, m('agent-a', 20), cfg).state;
+    s = makeLocalChange(s, { op: 'put', fields: { a: 3 } }, m('agent-a', 30), cfg).state;
+    expect(s.existence.map((w) => w.counter)).toEqual([30]);
+    // A store that holds its own changes from 30 on only (restored: b may be in its backup) must still get the delete of 20.
+    expect(soleWriter(s)).toEqual({ origin: 'agent-a', minCounter: 20 });
+  });
 });
 
 describe('lww', () => {
