@@ -145,6 +145,13 @@ describe('agent CLI', () => {
       expect((pushed?.json() as { changes: { key: string }[] }).changes.map((c) => c.key)).toEqual(['pkg']);
       for (let i = 0; i < 100 && JSON.parse(agent(['status', '--json'], env).out).outbox.size !== 0; i++) await new Promise((r) => setTimeout(r, 100));
       expect(JSON.parse(agent(['status', '--json'], env).out)).toMatchObject({ outbox: { size: 0 } });
+      // `agent put` from another process while `run` runs: its change is pushed too, with its own number
+      expect(agent(['put', 'host.a1', 'inventory', 'cli', '{"v":"2.0"}'], env).code).toBe(0);
+      for (let i = 0; i < 100 && (await jsm.streams.info(s.streams.push)).state.messages < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      const second = await jsm.streams.getMessage(s.streams.push, { seq: 2 });
+      const [first2, cli] = [(pushed?.json() as { changes: { originSeq: number }[] }).changes[0], (second?.json() as { changes: { key: string; originSeq: number }[] }).changes[0]];
+      expect(cli?.key).toBe('cli');
+      expect(cli?.originSeq).toBeGreaterThan(first2?.originSeq ?? Infinity);
       const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);

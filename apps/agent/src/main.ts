@@ -168,6 +168,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     try {
       const r = store.processCaptured();
       if (r.processed + r.rejected > 0) io.out(`captured: ${r.processed} processed, ${r.rejected} rejected, ${r.remaining} remaining`);
+      sync.manager.pushNow(); // changes queued by another process (agent put) are not seen by this one's watch
     } catch (e) {
       if (isFleetError(e) && e.retryable) {
         io.err(`agent: ${e.code} ${e.message} (will retry)`);

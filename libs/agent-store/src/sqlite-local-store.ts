@@ -983,7 +983,11 @@ export class SqliteLocalStore implements LocalStore {
   }
 
   outboxSize(): number {
-    return this.guard(() => this.outboxCount);
+    return this.guard(() => {
+      // Another process (`agent put`) may have queued changes since: then read the counters again.
+      if (this.depth === 0 && this.dataVersion.get() !== this.seenVersion) this.load();
+      return this.outboxCount;
+    });
   }
 
   private statsStatements: { outbox: Database.Statement<[], { size: number; oldest: number | null; failures: number; inflight: number }>; counts: Map<string, Database.Statement<[], { n: number }>> } | undefined;

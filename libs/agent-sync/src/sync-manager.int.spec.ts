@@ -162,6 +162,27 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(msgs[0]!.header.get(Headers.MsgId)).toBe(batchIdOf((batch.changes as { changeId: string }[]).map((c) => c.changeId)));
   });
 
+  it('a reporter that throws (a status file on a full disk) never stops syncing: writes are still pushed and pulls go on', async () => {
+    const store = new MemorySyncStore(AGENT);
+    let reports = 0;
+    const m = manager(store, {
+      onReport: () => {
+        reports++;
+        throw new Error('ENOSPC: no space left on device');
+      },
+    });
+    m.start();
+    store.put(REF('a'), { n: 1 });
+    await m.nextSync();
+    store.put(REF('b'), { n: 2 });
+    for (let i = 0; i < 100 && store.outbox.length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(store.outbox).toHaveLength(0);
+    expect((await readStream(jsm, s.streams.push)).length).toBeGreaterThanOrEqual(2);
+    m.syncNow();
+    await m.nextSync(); // still pulling after every report threw
+    expect(reports).toBeGreaterThan(3);
+  });
+
   it('a crash between the PubAck and markSent: the restarted agent republishes the same batch id and the stream dedupes it', async () => {
     const store = new MemorySyncStore(AGENT);
     store.failNext.markSent = () => {

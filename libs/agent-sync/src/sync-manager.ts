@@ -183,6 +183,15 @@ export class SyncManager {
     this.dispatch({ type: 'verify-needed' });
   }
 
+  /**
+   * As if this process had written: push what is queued (when allowed; a push backing off keeps its
+   * deadline). For changes queued by another process on the same store (`agent put` beside `agent run`),
+   * whose writes this process's `watch` does not see.
+   */
+  pushNow(): void {
+    if (this.o.store.outboxSize() > 0) this.dispatch({ type: 'outbox-changed' });
+  }
+
   /** As if the server nudged: pull now (when idle). */
   syncNow(): void {
     this.dispatch({ type: 'nudge' });
@@ -191,6 +200,19 @@ export class SyncManager {
   /** Resolves with the next completed sync cycle's status. */
   nextSync(): Promise<SyncStatus> {
     return new Promise((r) => this.syncWaiters.push(r));
+  }
+
+  /**
+   * `onReport`, never letting it throw into the manager: it runs between a state change and the effects
+   * that follow it (the next operation, the timer), and a reporter that fails (a status file on a full
+   * disk) must not leave the machine waiting for an outcome that never comes.
+   */
+  private report(r: Parameters<NonNullable<SyncManagerOptions['onReport']>>[0]): void {
+    try {
+      this.o.onReport?.(r);
+    } catch {
+      // reporting is best effort; syncing goes on
+    }
   }
 
   private env() {
@@ -207,7 +229,7 @@ export class SyncManager {
         const from = this.machine.state;
         const step = stepConnection(this.machine, e, this.env());
         this.machine = step.machine;
-        if (from !== step.machine.state) this.o.onReport?.({ type: 'transition', from, to: step.machine.state, event: e.type });
+        if (from !== step.machine.state) this.report({ type: 'transition', from, to: step.machine.state, event: e.type });
         this.run(step.effects);
       }
     } finally {
@@ -220,7 +242,7 @@ export class SyncManager {
       switch (eff.type) {
         case 'connect':
           // Resolves when connected; the status listener reports it. Never rejects for an unreachable server (it retries).
-          void this.o.transport.connect().catch((e: unknown) => this.o.onReport?.({ type: 'failed', op: 'pull', error: describe(e), attempt: 0 }));
+          void this.o.transport.connect().catch((e: unknown) => this.report({ type: 'failed', op: 'pull', error: describe(e), attempt: 0 }));
           break;
         case 'run':
           void this.operate(eff.op).then((ev) => this.dispatch(ev));
@@ -238,13 +260,17 @@ export class SyncManager {
           break;
         case 'synced':
           this.lastSync = eff.status;
-          this.o.store.setSyncState({ lastSyncAt: this.now() });
-          this.o.onReport?.(eff);
+          try {
+            this.o.store.setSyncState({ lastSyncAt: this.now() });
+          } catch {
+            // informational only (status); a store that cannot write fails the next operation, which retries
+          }
+          this.report(eff);
           for (const w of this.syncWaiters.splice(0)) w(eff.status);
           break;
         case 'failed':
         case 'verified':
-          this.o.onReport?.(eff);
+          this.report(eff);
           break;
         case 'close':
           void this.close();
@@ -288,7 +314,7 @@ export class SyncManager {
     const reply = decodeOriginResponse(await this.request(this.s.origin(this.agentId), { protocol: PROTOCOL_VERSION, agentId: this.agentId }));
     if (reply.agentId !== this.agentId) throw new FleetError('FLEET_DECODE_002', `origin reply names agent ${JSON.stringify(reply.agentId)}, not ${JSON.stringify(this.agentId)}`);
     const r = store.settleOrigin(reply.lastOriginSeq);
-    this.o.onReport?.({ type: 'origin-settled', lastLogged: reply.lastOriginSeq, ...r });
+    this.report({ type: 'origin-settled', lastLogged: reply.lastOriginSeq, ...r });
   }
 
   private async body(reply: TransportReply, maxBytes: number = MAX_PULL_RESPONSE_BYTES): Promise<Uint8Array> {
@@ -462,7 +488,7 @@ export class SyncManager {
     const reports: VerifyReport[] = [];
     for (const target of this.targets()) reports.push(await this.verifyOne(target));
     this.lastVerify = reports;
-    for (const report of reports) this.o.onReport?.({ type: 'verify-report', report });
+    for (const report of reports) this.report({ type: 'verify-report', report });
     if (this.o.store.syncState().needsVerification) this.o.store.setSyncState({ needsVerification: false });
     return {
       type: 'verify-done',
