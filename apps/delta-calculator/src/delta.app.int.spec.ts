@@ -258,9 +258,7 @@ describe('max payload', () => {
       try {
         await ds.query(`insert into agent_groups (agent_id, group_name) values ('a8', 'big')`);
         await append(Array.from({ length: 60 }, (_, i) => serverChange('big', `b${i}`, { blob: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));
-        // 40 changes to ONE record, each a different incompressible field: one folded record over 64 KiB
-        // even gzipped, while fewer of its changes fit (a page of them must be cut, not refused).
-        await append(Array.from({ length: 40 }, (_, i) => serverChange('wide', 'w', { [`blob${i}`]: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));
+
         for (const gzip of [false, true]) {
           const agent = new AgentReplica('a8', ['group.big'], small);
           let maxWire = 0;
@@ -272,6 +270,24 @@ describe('max payload', () => {
           }
           expect(maxWire).toBeLessThanOrEqual(65536);
           expect(replicaHashes(agent, 'big').size).toBe(60);
+        }
+        // A log pull (an agent at the head): 40 changes to ONE record, each a different incompressible
+        // field, fold into one record over 64 KiB even gzipped, while fewer of its changes fit: the page is
+        // cut by changes, not refused. (The record's whole state, over 64 KiB, could not go in a snapshot
+        // or resync page: README, Known gaps.)
+        const [head] = (await ds.query(`select max(seq)::int as m from change_log`)) as { m: number }[];
+        await append(Array.from({ length: 40 }, (_, i) => serverChange('wide', 'w', { [`blob${i}`]: randomBytes(6000).toString('base64') }, { scope: 'group.big' })));
+        for (const gzip of [false, true]) {
+          const agent = new AgentReplica('a8', ['group.big'], small);
+          agent.cursor = head?.m ?? 0;
+          let pages = 0;
+          for (;;) {
+            const { response, wireBytes } = await agent.pullPage({ gzip });
+            expect(wireBytes).toBeLessThanOrEqual(65536);
+            pages++;
+            if (!response.hasMore) break;
+          }
+          expect(pages).toBeGreaterThan(1);
           expect(Object.keys([...agent.states.values()].find((st) => st.ref.collection === 'wide')?.view.fields ?? {})).toHaveLength(40);
         }
       } finally {
