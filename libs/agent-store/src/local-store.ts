@@ -89,6 +89,8 @@ export interface SyncState {
    * true on a store from before this field, which has synced under its numbers already.
    */
   readonly originSettled: boolean;
+  /** The scopes `cursor` was pulled for (set by the sync manager; absent on a store from before the field). */
+  readonly scopes?: readonly string[];
 }
 
 /** What `settleOrigin` did: how far the store's numbers moved, how many queued changes it renumbered, and its `ownFrom` now. */

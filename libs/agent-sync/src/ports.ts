@@ -34,7 +34,8 @@ export interface SyncStore {
    */
   applyRemoteRows?(prepared: PreparedWireRows, cursorAfter: StoredCursor): { readonly changed: number; readonly conflicts: number };
   /** `ownFrom`: see the agent store's SyncState (absent: pulls echo the agent's own changes). */
-  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean; readonly ownFrom?: number; readonly originSettled?: boolean };
+  /** `scopes`: the scopes the cursor covers (undefined: not recorded, a store from before the field). */
+  syncState(): { readonly cursor: StoredCursor; readonly needsVerification: boolean; readonly ownFrom?: number; readonly originSettled?: boolean; readonly scopes?: readonly string[] };
   /**
    * Once, before the first push or pull of a store whose `originSettled` is false: the change log's
    * highest origin sequence of this agent id (null: none); the store renumbers its queued changes above
@@ -42,7 +43,7 @@ export interface SyncStore {
    * is taken as settled.
    */
   settleOrigin?(lastLogged: number | null): { readonly shift: number; readonly renumbered: number; readonly ownFrom: number };
-  setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean }): void;
+  setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean; cursor?: null; scopes?: readonly string[] }): void;
   /** (key, visible hash) of every record of the collection, live or deleted. */
   merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;
   /** Calls back after each committed change; `local` / `captured` ones went to the outbox. */

@@ -162,6 +162,29 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(msgs[0]!.header.get(Headers.MsgId)).toBe(batchIdOf((batch.changes as { changeId: string }[]).map((c) => c.changeId)));
   });
 
+  it('a scope added since the cursor was pulled: the cursor starts over (records of the new scope from before it would never come); same scopes: kept', async () => {
+    const store = new MemorySyncStore(AGENT);
+    server.write(REF('x'), { n: 1 });
+    server.write(REF('y'), { n: 2 });
+    const first = manager(store);
+    first.start();
+    await first.nextSync();
+    await first.stop();
+    expect(store.syncState()).toMatchObject({ cursor: 2, scopes: [`host.${AGENT}`, 'fleet'] });
+    const wider = [`host.${AGENT}`, 'fleet', 'group.ops'];
+    const second = manager(store, { scopes: wider });
+    const pullsBefore = server.pulls;
+    second.start();
+    expect(store.syncState().cursor).toBeNull(); // before any pull
+    await second.nextSync();
+    expect(store.syncState()).toMatchObject({ cursor: 2, scopes: wider });
+    expect(server.pulls).toBeGreaterThan(pullsBefore);
+    await second.stop();
+    const again = manager(store, { scopes: wider });
+    again.start();
+    expect(store.syncState().cursor).toBe(2); // nothing added: the cursor stays
+  });
+
   it('a reporter that throws (a status file on a full disk) never stops syncing: writes are still pushed and pulls go on', async () => {
     const store = new MemorySyncStore(AGENT);
     let reports = 0;

@@ -148,6 +148,7 @@ export class SyncManager {
   /** Starts the machine: connects (in the background: the agent works offline meanwhile), subscribes to nudges and to the outbox. */
   start(): void {
     if (this.machine !== undefined) return;
+    this.adoptScopes();
     const init = initialConnection(this.env(), { verifyPending: this.o.store.syncState().needsVerification });
     this.machine = init.machine;
     this.unsubs.push(
@@ -169,6 +170,21 @@ export class SyncManager {
       }),
     );
     this.run(init.effects);
+  }
+
+  /**
+   * The cursor covers the scopes it was pulled for. A scope added since (a group joined, the agent's
+   * configuration changed) has records before the cursor that no later page would bring: then the
+   * cursor starts over (the next pull is a snapshot of every scope; joins are idempotent, and the
+   * agent's own records are left out of it). A store from before the record of scopes is taken to cover
+   * the current ones. A scope removed needs nothing (its records stay, no longer updated).
+   */
+  private adoptScopes(): void {
+    const st = this.o.store.syncState();
+    const held = st.scopes;
+    const added = held === undefined ? [] : this.scopes.filter((sc) => !held.includes(sc));
+    if (held !== undefined && added.length === 0 && held.length === this.scopes.length) return;
+    this.o.store.setSyncState(added.length > 0 && st.cursor !== null ? { cursor: null, scopes: this.scopes } : { scopes: this.scopes });
   }
 
   /** Stops after the operation in flight (a published batch is still marked sent); resolves when closed. */

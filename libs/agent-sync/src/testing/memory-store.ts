@@ -17,6 +17,7 @@ export class MemorySyncStore implements SyncStore {
   readonly records = new Map<string, RecordState>();
   outbox: Change[] = [];
   cursor: StoredCursor = null;
+  scopes: readonly string[] | undefined;
   needsVerification = false;
   originSeq = 0;
   private tick = 0;
@@ -93,12 +94,14 @@ export class MemorySyncStore implements SyncStore {
     return { changed };
   }
 
-  syncState(): { cursor: StoredCursor; needsVerification: boolean } {
-    return { cursor: this.cursor, needsVerification: this.needsVerification };
+  syncState(): { cursor: StoredCursor; needsVerification: boolean; scopes?: readonly string[] } {
+    return { cursor: this.cursor, needsVerification: this.needsVerification, ...(this.scopes === undefined ? {} : { scopes: this.scopes }) };
   }
 
-  setSyncState(patch: { needsVerification?: boolean }): void {
+  setSyncState(patch: { needsVerification?: boolean; cursor?: null; scopes?: readonly string[] }): void {
     if (patch.needsVerification !== undefined) this.needsVerification = patch.needsVerification;
+    if (patch.cursor !== undefined) this.cursor = patch.cursor;
+    if (patch.scopes !== undefined) this.scopes = patch.scopes;
   }
 
   merkleEntries(scope: string, collection: string): MerkleEntry[] {
