@@ -173,7 +173,7 @@ export const Metrics = {
     name: 'fleet_sync.dead_lettered',
     kind: 'counter',
     unit: '{message}',
-    description: 'Messages moved to the dead-letter stream, by FleetError code and source stream.',
+    description: 'Messages moved to the dead-letter stream, by FleetError code and source stream (`change-log`: logged changes the records projection rejected, FLEET_CHANGE_002).',
     attributes: { code: 'string', source: 'string' },
   },
 } as const satisfies Record<string, MetricDefinition>;
