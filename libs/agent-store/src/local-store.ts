@@ -79,8 +79,8 @@ export interface SyncState {
    * there on, so pulls need not echo them (`ownFrom` of the pull request). A new store: its floor + 1,
    * the floor read off its clock when it was created (`originSeqFloor`), above any sequence an earlier
    * store of the same agent id used, whose changes it must receive; after a restore, the jumped
-   * sequence + 1 (the writes made after the backup are not held); after `raiseOriginSeqFloor`, the
-   * floor + 1; a store from before this field counts from its next change.
+   * sequence + 1 (the writes made after the backup are not held); after `settleOrigin` renumbered, moved
+   * up by the same shift; a store from before this field counts from its next change.
    */
   readonly ownFrom: number;
   /**
