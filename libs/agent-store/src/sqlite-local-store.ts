@@ -482,6 +482,11 @@ export class SqliteLocalStore implements LocalStore {
     }
   }
 
+  /** Reads the counters again when another connection has committed since they were read (`seenVersion`). */
+  private reloadIfOtherWrote(): void {
+    if (this.dataVersion.get() !== this.seenVersion) this.load();
+  }
+
   private load(): void {
     this.seenVersion = this.dataVersion.get() as number; // first: a commit after it is seen by the next transaction
     const raw = this.st.getMeta.get('counters')?.v;
@@ -542,7 +547,7 @@ export class SqliteLocalStore implements LocalStore {
       this.poisoned = false;
       result = this.runTx.immediate(() => {
         // Under the write lock: nobody else commits until this transaction ends.
-        if (this.dataVersion.get() !== this.seenVersion) this.load();
+        this.reloadIfOtherWrote();
         const r = fn();
         if (this.poisoned) throw new FleetError('FLEET_AGENT_001', `${this.path}: a write in this transaction failed part-way; the whole transaction was rolled back`);
         this.persistCounters();
@@ -985,7 +990,7 @@ export class SqliteLocalStore implements LocalStore {
   outboxSize(): number {
     return this.guard(() => {
       // Another process (`agent put`) may have queued changes since: then read the counters again.
-      if (this.depth === 0 && this.dataVersion.get() !== this.seenVersion) this.load();
+      if (this.depth === 0) this.reloadIfOtherWrote();
       return this.outboxCount;
     });
   }

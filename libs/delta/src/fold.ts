@@ -13,8 +13,7 @@
  * projection rejects it (sync-core `applyChange`); one whose original came in an earlier page is sent,
  * and the agent's join drops it (sync-core `joinStates` keeps the write it holds).
  */
-import { isFleetError } from '@fleet/errors';
-import { emptyRecord, joinChange, validateChange, vvGet, vvNormalize } from '@fleet/sync-core';
+import { emptyRecord, joinOrReject, validateChange, vvGet, vvNormalize } from '@fleet/sync-core';
 import type { Change, JsonValue, LoggedChange, RecordState } from '@fleet/sync-core';
 import { toWireRecord } from '@fleet/contracts';
 import type { WireFieldWrite, WireRecord, WireStamp } from '@fleet/contracts';
@@ -28,19 +27,9 @@ export function foldDeltas(changes: readonly LoggedChange[]): RecordState[] {
   const states = new Map<string, RecordState>();
   for (const c of changes) {
     const id = recordId(c.scope, c.collection, c.key);
-    states.set(id, joinOrReject(states.get(id) ?? emptyRecord(c), c));
+    states.set(id, joinOrReject(states.get(id) ?? emptyRecord(c), c).state);
   }
   return [...states.values()];
-}
-
-/** `joinChange`, or `s` itself for a change that reuses a dot `s` holds (left out, see above). */
-function joinOrReject(s: RecordState, c: LoggedChange): RecordState {
-  try {
-    return joinChange(s, c).state;
-  } catch (e) {
-    if (isFleetError(e) && e.code === 'FLEET_CHANGE_002') return s;
-    throw e;
-  }
 }
 
 /**
@@ -82,7 +71,7 @@ export function foldWire(changes: readonly LoggedChange[]): WireRecord[] {
       continue;
     }
     let s = emptyRecord(g[0] as LoggedChange);
-    for (const c of g) s = joinOrReject(s, c);
+    for (const c of g) s = joinOrReject(s, c).state;
     out.push(toWireRecord(s));
   }
   return out;

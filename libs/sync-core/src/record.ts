@@ -334,6 +334,21 @@ export function joinChange(state: RecordState, change: Change): { state: RecordS
 }
 
 /**
+ * `joinChange`, except that a change reusing a dot the state holds under another change id is rejected
+ * rather than thrown: the state comes back unchanged with the FLEET_CHANGE_002 error as `rejection`.
+ * The one rule every fold of changes follows (`applyChange`, a pull page's fold), so replicas folding
+ * in one order reject the same change.
+ */
+export function joinOrReject(state: RecordState, change: Change): { state: RecordState; changed: boolean; rejection?: FleetError } {
+  try {
+    return joinChange(state, change);
+  } catch (e) {
+    if (e instanceof FleetError && e.code === 'FLEET_CHANGE_002') return { state, changed: false, rejection: e };
+    throw e;
+  }
+}
+
+/**
  * `b` without the writes of the changes whose dot `a` holds under another change id (every register,
  * and a delete's vector): a reused dot's change is dropped whole, never half-joined. `b` itself when
  * there are none (the rule: any reuse `a` can see; one whose write `a` already overwrote is not visible).

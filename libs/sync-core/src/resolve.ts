@@ -26,7 +26,7 @@ import { assertJson, contentHash } from './canonical';
 import type { Change, Fields, JsonValue, RecordRef, VersionVector } from './model';
 import { SERVER_ORIGIN } from './model';
 import type { ChangeOutcome, ExistenceWrite, FieldValue, FieldWrite, RecordState, RecordView } from './record';
-import { classify, emptyRecord, joinChange, joinStates, recordHash } from './record';
+import { classify, emptyRecord, joinOrReject, joinStates, recordHash } from './record';
 import type { FieldRule, RuleInput } from './rules';
 import { compareTags, isBuiltinRule, lookupRule } from './rules';
 import { vvAdvance, vvIncrement, vvMerge } from './vv';
@@ -294,14 +294,9 @@ export interface ApplyResult {
  * earlier write is already overwritten is not visible here (the change is then stale or concurrent).
  */
 export function applyChange(state: RecordState, change: Change, config: StrategyConfig): ApplyResult {
+  const joined = joinOrReject(state, change);
+  if (joined.rejection !== undefined) return { state, outcome: 'rejected', changed: false, rejection: joined.rejection };
   const outcome = classify(state.vv, change.vv);
-  let joined: { state: RecordState; changed: boolean };
-  try {
-    joined = joinChange(state, change);
-  } catch (e) {
-    if (e instanceof FleetError && e.code === 'FLEET_CHANGE_002') return { state, outcome: 'rejected', changed: false, rejection: e };
-    throw e;
-  }
   if (!joined.changed) return { state, outcome, changed: false };
   const next = refreshView(joined.state, config);
   const conflict = outcome === 'concurrent' ? conflictOf(next, config) : undefined;

@@ -295,7 +295,7 @@ export class RecordsProjection implements Projection {
       s.state = r.state;
       s.lastSeq = change.seq;
       s.touched = true;
-      classified.push(r.rejection === undefined ? { change, outcome: r.outcome, changed: r.changed } : { change, outcome: r.outcome, changed: false, rejection: r.rejection.message });
+      classified.push({ change, outcome: r.outcome, changed: r.changed, ...(r.rejection === undefined ? {} : { rejection: r.rejection.message }) });
       // sync-core reports the conflict of a `concurrent` change. A change delivered after a later one of
       // its own origin is `stale` by vector yet may still add a write nothing dominates (another field):
       // that is a conflict too, and must be recorded and resolved like any other.
