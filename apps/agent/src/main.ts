@@ -14,6 +14,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { restoreSqliteStore, SqliteLocalStore } from '@fleet/agent-store';
+import type { CriticalEntry } from '@fleet/agent-store';
 import { describeConfig } from '@fleet/config';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
@@ -36,6 +37,7 @@ commands:
   get <scope> <collection> <key>           print the record (JSON)
   list <scope> <collection> [--prefix p] [--limit n]
   status                                   outbox, cursor, last sync, conflicts, connection
+  critical                                 certificates and credentials held (committed critical operations), and any in doubt
   backup [--full]                          consistent online backup (incremental unless --full or no chain yet)
   restore <dir>                            rebuild the store from a backup chain directory (stop the agent first)
   run                                      sync with the server until SIGTERM
@@ -99,8 +101,15 @@ function statusOf(store: SqliteLocalStore): Record<string, unknown> {
     lastPullAt: s.lastPullAt === null ? null : new Date(s.lastPullAt).toISOString(),
     needsVerification: s.needsVerification,
     conflicts: store.conflictCount(),
+    critical: { held: store.criticalEntries().length, inDoubt: store.criticalInDoubt().map((t) => t.txid) },
     clock: store.clock(),
   };
+}
+
+/** What `agent critical` prints of an entry: a credential's hash is not shown, a certificate's PEM is shortened to its expiry. */
+function redact(e: CriticalEntry): Record<string, unknown> {
+  if (e.kind === 'credential') return { user: (e.value as { user: string }).user, hash: '(set)' };
+  return { notAfter: (e.value as { notAfter: string }).notAfter };
 }
 
 function printStatus(st: Record<string, unknown>, io: Io): void {
@@ -113,6 +122,8 @@ function printStatus(st: Record<string, unknown>, io: Io): void {
   io.out(`cursor       ${st['cursor'] === null ? 'unknown' : JSON.stringify(st['cursor'])}${st['needsVerification'] === true ? ' (restored: needs verification, local writes held)' : ''}`);
   io.out(`last sync    ${st['lastSyncAt'] === null ? 'never' : String(st['lastSyncAt'])}`);
   io.out(`conflicts    ${String(st['conflicts'])}`);
+  const k = st['critical'] as { held: number; inDoubt: string[] };
+  io.out(`critical     ${k.held} held${k.inDoubt.length === 0 ? '' : `, ${k.inDoubt.length} in doubt (asked of the coordinator while agent run is up): ${k.inDoubt.join(', ')}`}`);
 }
 
 /** Where a running agent publishes its connection state for `agent status` (another process). */
@@ -161,6 +172,11 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
       else if (r.type === 'origin-settled' && r.shift > 0) io.out(`the log holds changes of ${config.agentId} up to ${r.lastLogged}: ${r.renumbered} queued change(s) renumbered from ${r.ownFrom} (was the clock behind when this store was created?)`);
       else if (r.type === 'failed') io.err(`${r.op} failed (attempt ${r.attempt}): ${r.error}${r.retryInMs === undefined ? '' : `, retry in ${r.retryInMs} ms`}`);
     },
+    onCritical: (r) => {
+      if (r.type === 'voted') io.out(`critical ${r.txid}: voted ${r.vote.vote}${r.vote.vote === 'no' ? ` (${r.vote.reason})` : ''}`);
+      else if (r.type === 'decided') io.out(`critical ${r.txid}: ${r.state}${r.via === 'status' ? ' (asked after being in doubt)' : ''}`);
+      else if (r.txid === undefined || !isFleetError(r.error) || r.error.code !== 'FLEET_INFRA_001') io.err(`critical${r.txid === undefined ? '' : ` ${r.txid}`}: ${r.error instanceof Error ? r.error.message : String(r.error)}`);
+    },
   });
   io.out(`agent ${config.agentId}: store ${store.path} open; syncing ${config.scopes.join(', ')} via ${config.natsUrl.join(',')} (namespace ${config.namespace})`);
   let failure: unknown;
@@ -207,7 +223,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       io.out(describeConfig(agentConfig));
       return command === undefined && values.help !== true ? 64 : 0;
     }
-    const known = ['put', 'patch', 'delete', 'get', 'list', 'status', 'backup', 'restore', 'run'];
+    const known = ['put', 'patch', 'delete', 'get', 'list', 'status', 'critical', 'backup', 'restore', 'run'];
     if (!known.includes(command)) usage(`unknown command ${JSON.stringify(command)}`);
     const config = loadAgentConfig(env);
     if (command === 'restore') {
@@ -260,6 +276,18 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
           const st = statusOf(store);
           if (values.json === true) io.out(JSON.stringify(st, null, 2));
           else printStatus(st, io);
+          return 0;
+        }
+        case 'critical': {
+          const entries = store.criticalEntries();
+          const inDoubt = store.criticalInDoubt();
+          if (values.json === true) {
+            io.out(JSON.stringify({ entries: entries.map((e) => ({ ...e, value: redact(e) })), inDoubt }, null, 2));
+            return 0;
+          }
+          for (const e of entries) io.out(`${e.kind}\t${e.name}\t${JSON.stringify(redact(e))}\ttx ${e.txid}\t${new Date(e.updatedAt).toISOString()}`);
+          for (const t of inDoubt) io.out(`in doubt\t${t.kind} ${t.name}\ttx ${t.txid}\tprepared ${new Date(t.preparedAt).toISOString()}`);
+          if (entries.length + inDoubt.length === 0) io.out('no critical operation held');
           return 0;
         }
         case 'backup': {

@@ -6,8 +6,8 @@
  * `agent run` calls `startSync(store, config)` once the store is open, and awaits `done` before
  * closing the store.
  */
-import { NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
-import type { SyncManagerOptions, SyncStore, VerifyTarget } from '@fleet/agent-sync';
+import { CriticalParticipant, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import type { CriticalReport, CriticalStore, SyncManagerOptions, SyncStore, VerifyTarget } from '@fleet/agent-sync';
 import type { StrategyConfig } from '@fleet/sync-core';
 
 export interface AgentSyncConfig {
@@ -24,6 +24,8 @@ export interface AgentSyncConfig {
   /** The strategy configuration the server uses. */
   readonly strategy: StrategyConfig;
   readonly onReport?: SyncManagerOptions['onReport'];
+  /** What the critical-operation participant reports (votes, decisions, failures to ask). */
+  readonly onCritical?: (report: CriticalReport) => void;
 }
 
 export interface RunningSync {
@@ -33,7 +35,8 @@ export interface RunningSync {
   stop(): Promise<void>;
 }
 
-export function startSync(store: SyncStore, config: AgentSyncConfig): RunningSync {
+/** The sync manager and the critical-operation participant (two-phase commit) over one NATS connection. */
+export function startSync(store: SyncStore & CriticalStore, config: AgentSyncConfig): RunningSync {
   const transport = new NatsSyncTransport(
     { servers: config.servers, name: `agent-${store.agentId}`, ...(config.credentials === undefined ? {} : { credentials: config.credentials }) },
     config.namespace,
@@ -47,12 +50,18 @@ export function startSync(store: SyncStore, config: AgentSyncConfig): RunningSyn
     ...(config.verifyTargets === undefined ? {} : { verifyTargets: config.verifyTargets }),
     ...(config.onReport === undefined ? {} : { onReport: config.onReport }),
   });
+  const critical = new CriticalParticipant({
+    store,
+    transport,
+    ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
+    ...(config.onCritical === undefined ? {} : { onReport: config.onCritical }),
+  });
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((r) => (resolveDone = r));
   let stopping: Promise<void> | undefined;
   const onSignal = (): void => void stop();
   const stop = (): Promise<void> =>
-    (stopping ??= manager.stop().finally(() => {
+    (stopping ??= (critical.stop(), manager.stop()).finally(() => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       resolveDone();
@@ -60,5 +69,6 @@ export function startSync(store: SyncStore, config: AgentSyncConfig): RunningSyn
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
   manager.start();
+  critical.start();
   return { manager, done, stop };
 }

@@ -1,11 +1,12 @@
-import { Module } from '@nestjs/common';
+import { Logger, Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
-import { PostgresChangeLog, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
+import { CriticalCoordinator, PostgresChangeLog, PostgresParticipant, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
+import { CriticalHttpController, CriticalRecovery, criticalApiController, NatsAgentParticipants } from './critical';
 import type { ChangeLogConfig } from './config';
 import { Failpoints } from './failpoints';
 import { PROCESSOR_FAILPOINTS, PushBatchProcessor } from './push-batch.processor';
@@ -13,7 +14,7 @@ import { pushController } from './push.controller';
 import { CHANGE_LOG_CONFIG } from './tokens';
 
 
-/** Wiring only: config, connections, metrics, health, the processor and the push consumer. */
+/** Wiring only: config, connections, metrics, health, the processor and the push consumer, the critical-operation coordinator. */
 @Module({})
 export class ChangeLogModule {
   static forRoot(config: ChangeLogConfig, transport: JetStreamServer): DynamicModule {
@@ -30,13 +31,30 @@ export class ChangeLogModule {
           }),
         }),
       ],
-      controllers: [pushController(config)],
+      controllers: [pushController(config), criticalApiController(config), CriticalHttpController],
       providers: [
         {
           provide: PostgresChangeLog,
           inject: [DataSource],
           useFactory: (ds: DataSource) => new PostgresChangeLog(ds, { lockTimeoutMs: config.lockTimeout }),
         },
+        {
+          provide: CriticalCoordinator,
+          inject: [DataSource, JetStreamServer],
+          useFactory: (ds: DataSource, js: JetStreamServer) => {
+            const logger = new Logger('CriticalCoordinator');
+            return new CriticalCoordinator(ds, new PostgresParticipant(ds), new NatsAgentParticipants(() => js.bus, config.namespace), {
+              voteTimeoutMs: config.voteTimeout,
+              onEvent: (e) => {
+                if (e.type === 'decided') logger.log(`${e.txid}: ${e.decision}${e.reason === undefined ? '' : ` (${e.reason})`}${e.by === 'recover' ? ', by recovery' : ''}`);
+                else if (e.type === 'completed') logger.log(`${e.txid}: ${e.state}`);
+                else if (e.type === 'phase2-failed') logger.warn(`${e.txid}: decision not delivered to ${e.participant} (retried): ${e.error instanceof Error ? e.error.message : String(e.error)}`);
+                else logger.warn(`${e.txid}: a prepared transaction of the server ${e.logged ? 'outlived its decision' : 'unknown to the log'}: ${e.decision === 'commit' ? 'committed' : 'rolled back'} by recovery`);
+              },
+            });
+          },
+        },
+        CriticalRecovery,
         {
           provide: PushBatchProcessor,
           inject: [PostgresChangeLog, JetStreamServer, SYNC_METRICS],

@@ -62,6 +62,18 @@ export const changeLogConfig = defineConfig({
       default: '30s',
       description: 'how long an append waits for the append lock before failing (retryable)',
     },
+    voteTimeout: {
+      env: 'VOTE_TIMEOUT',
+      schema: envDuration({ min: 100, max: 120_000 }),
+      default: '10s',
+      description: 'critical operations (two-phase commit): how long participants have to vote when the request names no `voteTimeoutMs`; a host that has not voted by then aborts the transaction',
+    },
+    criticalRetry: {
+      env: 'CRITICAL_RETRY',
+      schema: envDuration({ min: 100, max: 600_000 }),
+      default: '5s',
+      description: 'critical operations: how often the coordinator recovers (aborts transactions left undecided past their deadline, repeats the decision to participants that have not acknowledged it)',
+    },
     failpoints: {
       env: 'FAILPOINTS',
       schema: envString({ pattern: /^[a-z0-9.-]+=[a-z]+(\(\d+\))?(,[a-z0-9.-]+=[a-z]+(\(\d+\))?)*$/, patternHint: 'expected name=action[,name=action]' }),

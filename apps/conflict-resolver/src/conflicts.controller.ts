@@ -1,7 +1,6 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query, UseFilters } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query } from '@nestjs/common';
 import { ConflictResolveRequestSchema, ConflictShowRequestSchema, ConflictsListRequestSchema, decodeWith, PROTOCOL_VERSION } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
-import { FleetErrorHttpFilter } from './fleet-error.filter';
 import { ResolverService } from './resolver.service';
 
 /** A decimal id or number from a path or query string, strictly (`12abc` is not 12). */
@@ -18,7 +17,6 @@ export function intParam(name: string, v: string | undefined): number | undefine
  * Inputs are decoded with the same schemas as the NATS API; errors map to HTTP in the filter.
  */
 @Controller('conflicts')
-@UseFilters(FleetErrorHttpFilter)
 export class ConflictsHttpController {
   constructor(@Inject(ResolverService) private readonly resolver: ResolverService) {}
 

@@ -1,10 +1,9 @@
-import { Body, Controller, Delete, HttpCode, Inject, Logger, Param, Post, Put, Res, UseFilters } from '@nestjs/common';
+import { Body, Controller, Delete, HttpCode, Inject, Logger, Param, Post, Put, Res } from '@nestjs/common';
 import { z } from 'zod';
 import { CollectionSchema, decodeWith, FieldNameSchema, FieldsSchema, KeySchema, ScopeSchema } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import { ServerWriter } from '@fleet/server-store';
 import { counterAdd, SERVER_ORIGIN, visibleFields, type JsonValue, type LocalEdit, type LoggedChange, type RecordRef } from '@fleet/sync-core';
-import { FleetErrorHttpFilter } from './fleet-error.filter';
 import { ConflictResolverPublisher } from './publisher';
 
 const RefSchema = z.strictObject({ scope: ScopeSchema, collection: CollectionSchema, key: KeySchema });
@@ -41,7 +40,6 @@ interface HttpResponse {
  * anyway, within its interval). Retrying a 202 would write the change twice: don't.
  */
 @Controller('records')
-@UseFilters(FleetErrorHttpFilter)
 export class RecordsController {
   private readonly logger = new Logger('records');
 

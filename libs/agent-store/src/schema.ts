@@ -20,6 +20,7 @@
  *   random leaf page (with random keys, a transaction of 100 writes dirtied ~100 pages of the old
  *   index; now ~1), and the entry is ~10 bytes instead of ~40.
  * - `meta`: counters (HLC, origin sequence, modification counter), sync state, backup chain.
+ * - `critical_staged`, `critical_state`: critical operations (two-phase commit), see critical-staging.ts.
  */
 /**
  * 3: `records.id INTEGER PRIMARY KEY` (the old rowid, kept), `outbox.record_id` and `outbox_record` on
@@ -89,6 +90,29 @@ CREATE TABLE IF NOT EXISTS capture_rejected (
   rejected_at INTEGER NOT NULL
 );
 
+-- Critical operations (two-phase commit, critical-staging.ts): what is staged or was decided, by
+-- transaction; and what this host holds, committed. Added without a schema version bump: an older
+-- agent ignores them.
+CREATE TABLE IF NOT EXISTS critical_staged (
+  txid TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT,
+  state TEXT NOT NULL CHECK (state IN ('prepared', 'committed', 'aborted')),
+  prepared_at INTEGER,
+  decided_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS critical_staged_prepared ON critical_staged (kind, name) WHERE state = 'prepared';
+
+CREATE TABLE IF NOT EXISTS critical_state (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT NOT NULL,
+  txid TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+
 -- The writable surface for other local programs: the live records' visible fields.
 -- Writes to it never touch records: INSTEAD OF triggers append them to capture.
 CREATE VIEW IF NOT EXISTS visible_records AS
@@ -122,4 +146,4 @@ END;
 `;
 
 /** Tables copied whole into every incremental backup (they are bounded); `records` is copied by `mseq`. */
-export const SNAPSHOT_TABLES = ['outbox', 'capture', 'capture_rejected', 'meta'] as const;
+export const SNAPSHOT_TABLES = ['outbox', 'capture', 'capture_rejected', 'meta', 'critical_staged', 'critical_state'] as const;

@@ -57,6 +57,10 @@ import type {
 import { SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from './schema';
 import { changeText, objectText } from './json-text';
 import { translateError } from './sqlite-errors';
+import { CriticalStaging } from './critical-staging';
+import type { CriticalEntry, InDoubt } from './critical-staging';
+import type { CriticalOperation } from '@fleet/contracts';
+import type { Decision, Vote } from '@fleet/sync-core';
 import { decodeStoredState, encodeStoredState } from './stored-state';
 
 export const DB_FILE = 'agent.db';
@@ -251,6 +255,10 @@ function migrateRecordStates(db: Database.Database): void {
     if (last === undefined) return;
     after = last.id;
   }
+}
+
+function hasTable(db: Database.Database, schema: 'main' | 'inc', table: string): boolean {
+  return db.prepare(`SELECT 1 FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`).get(table) !== undefined;
 }
 
 function columnsOf(db: Database.Database, table: string): Set<string> {
@@ -505,6 +513,36 @@ export class SqliteLocalStore implements LocalStore {
 
   private assertOpen(): void {
     if (this.closed) throw new FleetError('FLEET_AGENT_001', `${this.path}: store is closed`);
+  }
+
+  private stagingP: CriticalStaging | undefined;
+
+  private get staging(): CriticalStaging {
+    this.stagingP ??= new CriticalStaging(this.db, this.now);
+    return this.stagingP;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // critical operations (two-phase commit participant; critical-staging.ts)
+
+  /** Phase 1 of a critical operation: stage it durably and vote. */
+  criticalPrepare(txid: string, operation: CriticalOperation): Vote {
+    return this.guard(() => this.staging.prepare(txid, operation));
+  }
+
+  /** Phase 2: apply or drop what was staged; the state to acknowledge. */
+  criticalDecide(txid: string, decision: Decision): 'committed' | 'aborted' {
+    return this.guard(() => this.staging.decide(txid, decision));
+  }
+
+  /** Critical transactions staged and not yet decided (to ask the coordinator about). */
+  criticalInDoubt(): InDoubt[] {
+    return this.guard(() => this.staging.inDoubt());
+  }
+
+  /** The certificates and credentials this host holds, committed. */
+  criticalEntries(): CriticalEntry[] {
+    return this.guard(() => this.staging.entries());
   }
 
   private guard<T>(fn: () => T): T {
@@ -1459,7 +1497,11 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
         if (inc.parent_id !== prev) bad(`follows backup ${String(inc.parent_id)}, but the chain so far ends at ${prev} (a missing or reordered file)`, file);
         db.transaction(() => {
           db.exec('INSERT OR REPLACE INTO main.records SELECT * FROM inc.records');
-          for (const t of SNAPSHOT_TABLES) db.exec(`DELETE FROM main.${t}; INSERT INTO main.${t} SELECT * FROM inc.${t};`);
+          for (const t of SNAPSHOT_TABLES) {
+            // A backup made before a table was added (critical_*) has none of it to restore.
+            if (!hasTable(db, 'inc', t) || !hasTable(db, 'main', t)) continue;
+            db.exec(`DELETE FROM main.${t}; INSERT INTO main.${t} SELECT * FROM inc.${t};`);
+          }
         })();
         prev = inc.id;
         applied.push(inc.id);

@@ -2,3 +2,4 @@ export * from './ports';
 export * from './transport';
 export * from './sync-manager';
 export * from './protocol/wire';
+export * from './critical-participant';

@@ -8,7 +8,13 @@
 import { connectNats, NatsPublisher } from '@fleet/messaging';
 import type { NatsConnectOptions } from '@fleet/messaging';
 import { subjects } from '@fleet/contracts';
-import type { NatsConnection } from '@nats-io/nats-core';
+import type { Msg, NatsConnection } from '@nats-io/nats-core';
+
+interface Sub {
+  readonly subject: string;
+  readonly onMessage: (msg: Msg) => void;
+  unsub?: () => void;
+}
 
 export interface TransportReply {
   readonly data: Uint8Array;
@@ -35,7 +41,7 @@ export class NatsSyncTransport implements SyncTransport {
   private nc: NatsConnection | undefined;
   private publisher: NatsPublisher | undefined;
   private readonly listeners = new Set<(online: boolean) => void>();
-  private readonly subs: { subject: string; onMessage: () => void; unsub?: () => void }[] = [];
+  private readonly subs: Sub[] = [];
   private closed = false;
 
   constructor(
@@ -90,14 +96,13 @@ export class NatsSyncTransport implements SyncTransport {
     return { data: r.data, header: (n) => (r.headers?.has(n) ? r.headers.get(n) : undefined) };
   }
 
-  private attach(s: { subject: string; onMessage: () => void; unsub?: () => void }): void {
+  private attach(s: Sub): void {
     if (this.nc === undefined) return;
-    const sub = this.nc.subscribe(s.subject, { callback: (err) => (err ? undefined : s.onMessage()) });
+    const sub = this.nc.subscribe(s.subject, { callback: (err, msg) => (err ? undefined : s.onMessage(msg)) });
     s.unsub = () => sub.unsubscribe();
   }
 
-  subscribe(subject: string, onMessage: () => void): () => void {
-    const s: { subject: string; onMessage: () => void; unsub?: () => void } = { subject, onMessage };
+  private add(s: Sub): () => void {
     this.subs.push(s);
     this.attach(s);
     return () => {
@@ -105,6 +110,24 @@ export class NatsSyncTransport implements SyncTransport {
       const i = this.subs.indexOf(s);
       if (i >= 0) this.subs.splice(i, 1);
     };
+  }
+
+  subscribe(subject: string, onMessage: () => void): () => void {
+    return this.add({ subject, onMessage: () => onMessage() });
+  }
+
+  /** Answers requests on `subject` (kept across reconnects); a handler's failure is answered as an error reply by the caller's handler, never here. */
+  respond(subject: string, handler: (data: Uint8Array) => Promise<Uint8Array>): () => void {
+    return this.add({
+      subject,
+      onMessage: (msg) => {
+        if (!msg.reply) return;
+        void handler(msg.data).then(
+          (out) => msg.respond(out),
+          () => undefined, // the handler answers its own errors; a throw here means the link is gone
+        );
+      },
+    });
   }
 
   maxPayload(): number | undefined {

@@ -8,3 +8,4 @@ export * from './change';
 export * from './messages';
 export * from './wire-record';
 export * from './events';
+export * from './critical';

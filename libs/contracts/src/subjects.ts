@@ -84,6 +84,20 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
     /** Request/reply: the operator API for the manual conflict queue. */
     conflictsApi: (verb: 'list' | 'show' | 'resolve') => `${ns}.admin.conflicts.${verb}`,
     conflictsApiAll: `${ns}.admin.conflicts.*`,
+    /** Request/reply: the operator API for critical operations (two-phase commit, change-log). */
+    criticalApi: (verb: 'begin' | 'show' | 'list') => `${ns}.admin.critical.${verb}`,
+    /** Request/reply, coordinator -> agent: prepare and decision of a critical operation. */
+    tpcAgent: (agentId: string) => `${ns}.tpc.agent.${token('agent id', agentId)}`,
+    /** Request/reply, agent -> coordinator: the decision of a transaction the agent holds prepared. */
+    tpcStatus: (agentId: string) => `${ns}.tpc.status.${token('agent id', agentId)}`,
+    tpcStatusAll: `${ns}.tpc.status.*`,
+    /** Recovers the agent id from a status subject, or undefined if it is not one. */
+    agentOfTpcStatus(subject: string): string | undefined {
+      const prefix = `${ns}.tpc.status.`;
+      if (!subject.startsWith(prefix)) return undefined;
+      const id = subject.slice(prefix.length);
+      return isSubjectToken(id) ? id : undefined;
+    },
     /** Dead letters, by the stream the message was rejected from. */
     deadLetter: (source: string) => `${ns}.dlq.${token('source', source)}`,
     deadLetterAll: `${ns}.dlq.>`,
@@ -97,6 +111,7 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
     queueGroups: {
       pull: `${ns}-delta-calculator`,
       admin: `${ns}-conflict-resolver`,
+      coordinator: `${ns}-change-log`,
     },
   } as const;
 }

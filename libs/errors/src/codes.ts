@@ -208,6 +208,23 @@ export const ErrorCodes = {
    * The item is marked `superseded`; list the record's pending items again.
    */
   FLEET_CONFLICT_003: { name: 'ConflictSuperseded', retryable: false, message: 'conflict superseded by later changes' },
+  // --- critical operations: two-phase commit (change-log coordinator, agent participant) ---
+  /** No critical transaction with that id in the coordinator's log (or not one this agent takes part in). Check the id. */
+  FLEET_TPC_001: { name: 'TransactionNotFound', retryable: false, message: 'no such critical transaction' },
+  /**
+   * PostgreSQL refuses `PREPARE TRANSACTION`: its `max_prepared_transactions` is 0, so the server
+   * cannot be a participant and critical operations are refused (everything else works). Set
+   * `max_prepared_transactions` to at least the number of critical operations that may be in flight
+   * at once (k8s/postgres sets 64) and restart PostgreSQL.
+   */
+  FLEET_TPC_002: { name: 'PreparedTransactionsDisabled', retryable: false, message: 'PostgreSQL max_prepared_transactions is 0' },
+  /**
+   * A participant was told to commit a transaction it holds no prepared state for and has no record of
+   * having committed: its prepared state was lost (a PostgreSQL data directory restored from before the
+   * prepare, or an agent store restored from a backup). The coordinator keeps retrying and reports it;
+   * an operator must repair the participant and run the operation again.
+   */
+  FLEET_TPC_003: { name: 'PreparedStateLost', retryable: true, message: 'prepared state lost before commit' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

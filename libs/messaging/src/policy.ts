@@ -71,6 +71,22 @@ export function describeError(error: unknown): string {
   return String(error);
 }
 
+/**
+ * A request failed because nobody subscribes to its subject (NATS answers at once with "no
+ * responders"): unlike a timeout, the request was certainly not handled. Follows the `cause` chain
+ * (the publisher wraps the client's RequestError in a FleetError).
+ */
+export function isNoResponders(error: unknown): boolean {
+  let e: unknown = error;
+  for (let depth = 0; e instanceof Error && depth < 5; depth++) {
+    const probe = (e as { isNoResponders?: unknown }).isNoResponders;
+    if (typeof probe === 'function' && probe.call(e) === true) return true;
+    if (e.name === 'NoRespondersError' || e.name === 'NoResponders') return true;
+    e = e.cause;
+  }
+  return false;
+}
+
 /** Where a dead letter came from; copied into its headers. */
 export interface DeadLetterOrigin {
   readonly subject: string;

@@ -4,3 +4,4 @@ export * from './telemetry';
 export * from './health.module';
 export * from './metrics.module';
 export * from './service';
+export * from './http-error.filter';

@@ -15,3 +15,5 @@ export * from './records/records.projection';
 export * from './records/server-writer';
 export * from './conflicts/conflict-desk';
 export * from './service-infra.module';
+export * from './critical/postgres-participant';
+export * from './critical/coordinator';

@@ -13,3 +13,4 @@ export * from './rules';
 export * from './connection';
 export * from './sync-protocol';
 export * from './uuid';
+export * from './two-phase';

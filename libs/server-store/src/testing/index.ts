@@ -1,2 +1,3 @@
 export * from './test-database';
 export * from './changes';
+export * from './private-postgres';

@@ -17,17 +17,23 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   FLEET_CONFLICT_001: 404,
   FLEET_CONFLICT_002: 409,
   FLEET_CONFLICT_003: 409,
+  FLEET_TPC_001: 404,
+  FLEET_TPC_002: 503,
   FLEET_INFRA_001: 503,
 };
 
 /**
- * The edge of the operator API: a FleetError becomes its HTTP status and the `errorReply` body
+ * The edge of an operator API over HTTP (conflict-resolver's conflicts, change-log's critical
+ * operations): a FleetError becomes its HTTP status and the `errorReply` body
  * (`{"error":{"code","message","retryable","details"}}`), the same body the NATS API answers with.
  * Anything else is a bug: logged with its stack, answered FLEET_INTERNAL_001 with nothing inside.
+ * `notFound`: the code a 404 of Nest's own (an unknown route or id path) is answered with.
  */
 @Catch()
 export class FleetErrorHttpFilter implements ExceptionFilter {
   private readonly logger = new Logger('FleetErrorHttpFilter');
+
+  constructor(private readonly notFound: ErrorCode) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     // express's Response, typed structurally (no @types/express in the workspace).
@@ -35,7 +41,7 @@ export class FleetErrorHttpFilter implements ExceptionFilter {
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       // Nest's own (404 for an unknown route, a malformed JSON body): keep the status, say it in our shape.
-      const code: ErrorCode = status === 404 ? 'FLEET_CONFLICT_001' : status < 500 ? 'FLEET_DECODE_001' : 'FLEET_INTERNAL_001';
+      const code: ErrorCode = status === 404 ? this.notFound : status < 500 ? 'FLEET_DECODE_001' : 'FLEET_INTERNAL_001';
       res.status(status).json({ error: { code, message: exception.message, retryable: false } });
       return;
     }

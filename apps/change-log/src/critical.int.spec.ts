@@ -1,0 +1,265 @@
+/**
+ * Critical operations end to end: the change-log service (its coordinator, NATS and HTTP APIs,
+ * recovery loop) on a private PostgreSQL with max_prepared_transactions, real agent stores (SQLite)
+ * with their participants on the shared NATS.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { INestApplication } from '@nestjs/common';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { Client } from 'pg';
+import { CriticalParticipant, NatsSyncTransport } from '@fleet/agent-sync';
+import type { CriticalReport } from '@fleet/agent-sync';
+import { SqliteLocalStore } from '@fleet/agent-store';
+import { loadConfig } from '@fleet/config';
+import { decodeCriticalTxReply, decodeTpcAgentRequest, encodeJson, PROTOCOL_VERSION } from '@fleet/contracts';
+import type { CriticalOperation, CriticalTxView, TpcAgentRequest } from '@fleet/contracts';
+import { Messaging } from '@fleet/messaging';
+import { deleteNamespaceStreams, eventually, SHARED_NATS, sleep, testNamespace } from '@fleet/messaging/src/test-support';
+import { DataSource } from 'typeorm';
+import { PostgresParticipant } from '@fleet/server-store';
+import { PrivatePostgres, testUuidV7 } from '@fleet/server-store/src/testing';
+import { createChangeLogApp } from './bootstrap';
+import { changeLogConfig } from './config';
+import { NatsAgentParticipants } from './critical';
+
+jest.setTimeout(90_000);
+
+const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
+const cert = (name: string): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter: '2035-01-01T00:00:00Z' } });
+
+const s = testNamespace('tpc');
+let pgServer: PrivatePostgres;
+let dbUrl: string;
+let app: INestApplication;
+let operator: Messaging;
+let pg: Client;
+let base: string;
+const dirs: string[] = [];
+
+interface TestAgent {
+  readonly id: string;
+  readonly store: SqliteLocalStore;
+  readonly transport: NatsSyncTransport;
+  readonly participant: CriticalParticipant;
+  readonly reports: CriticalReport[];
+}
+const agents: TestAgent[] = [];
+
+async function startAgent(id: string, onReport?: (r: CriticalReport, a: TestAgent) => void): Promise<TestAgent> {
+  const dir = mkdtempSync(join(tmpdir(), `tpc-${id}-`));
+  dirs.push(dir);
+  const store = SqliteLocalStore.open({ dataDir: dir, agentId: id });
+  const transport = new NatsSyncTransport({ servers: SHARED_NATS, name: `tpc-${id}` }, s.ns);
+  await transport.connect();
+  const reports: CriticalReport[] = [];
+  const agent: TestAgent = {
+    id,
+    store,
+    transport,
+    reports,
+    participant: new CriticalParticipant({
+      store,
+      transport,
+      namespace: s.ns,
+      retryMs: 200,
+      onReport: (r) => {
+        reports.push(r);
+        onReport?.(r, agent);
+      },
+    }),
+  };
+  agent.participant.start();
+  agents.push(agent);
+  return agent;
+}
+
+beforeAll(async () => {
+  pgServer = await PrivatePostgres.start({ max_prepared_transactions: 16 });
+  dbUrl = pgServer.createDatabase('fleet_critical');
+  const config = loadConfig(changeLogConfig, {
+    FLEET_CHANGELOG_DATABASE_URL: dbUrl,
+    FLEET_CHANGELOG_NATS_URL: SHARED_NATS,
+    FLEET_CHANGELOG_NAMESPACE: s.ns,
+    FLEET_CHANGELOG_HTTP_PORT: '0',
+    FLEET_CHANGELOG_LOG_LEVEL: 'warn',
+    FLEET_CHANGELOG_VOTE_TIMEOUT: '3s',
+    FLEET_CHANGELOG_CRITICAL_RETRY: '300ms',
+  });
+  app = await createChangeLogApp(config);
+  base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  operator = await Messaging.connect({ servers: SHARED_NATS, name: 'tpc-operator' }, s);
+  pg = new Client({ connectionString: dbUrl });
+  await pg.connect();
+});
+
+afterAll(async () => {
+  for (const a of agents) {
+    a.participant.stop();
+    await a.transport.close();
+    a.store.close();
+  }
+  await app?.close();
+  if (operator) await deleteNamespaceStreams(await jetstreamManager(operator.nc), s);
+  await operator?.drain();
+  await pg?.end();
+  pgServer?.stop();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function begin(operation: CriticalOperation, hosts: readonly string[], voteTimeoutMs?: number): Promise<CriticalTxView> {
+  const body = { protocol: PROTOCOL_VERSION, operation, agents: hosts, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
+  const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), encodeJson(body), { timeoutMs: 30_000 })).data);
+  if (!reply.ok) throw new Error(`${reply.error.code}: ${reply.error.message}`);
+  return reply.value.transaction;
+}
+
+const serverState = async (name: string) =>
+  (await pg.query<{ agent_id: string; txid: string }>('select agent_id, txid from critical_state where name = $1 order by agent_id', [name])).rows;
+const preparedXacts = async () => (await pg.query<{ gid: string }>('select gid from pg_prepared_xacts')).rows.map((r) => r.gid);
+const logged = async (txid: string) => (await pg.query<{ state: string; acked: string[] }>('select state, acked from critical_transactions where txid = $1', [txid])).rows[0];
+
+describe('critical operations: two-phase commit across the server (PostgreSQL) and agents (SQLite)', () => {
+  it('commits on the server and every host at once; the NATS and HTTP APIs show it', async () => {
+    const [a1, a2] = [await startAgent('a1'), await startAgent('a2')];
+    const tx = await begin(cert('web'), ['a1', 'a2']);
+    expect(tx).toMatchObject({ kind: 'certificate', name: 'web', state: 'committed', participants: ['server', 'a1', 'a2'] });
+    expect(tx.votes).toEqual({ server: { vote: 'yes' }, a1: { vote: 'yes' }, a2: { vote: 'yes' } });
+    expect([...tx.acked].sort()).toEqual(['a1', 'a2', 'server']);
+    for (const a of [a1, a2]) expect(a.store.criticalEntries()).toEqual([expect.objectContaining({ kind: 'certificate', name: 'web', txid: tx.txid })]);
+    expect(await serverState('web')).toEqual([
+      { agent_id: 'a1', txid: tx.txid },
+      { agent_id: 'a2', txid: tx.txid },
+    ]);
+    expect(await preparedXacts()).toEqual([]);
+
+    const shown = (await (await fetch(`${base}/critical/${tx.txid}`)).json()) as { transaction: CriticalTxView };
+    expect(shown.transaction).toEqual(tx);
+    const listed = (await (await fetch(`${base}/critical?state=committed`)).json()) as { transactions: CriticalTxView[] };
+    expect(listed.transactions.map((t) => t.txid)).toContain(tx.txid);
+    const missing = await fetch(`${base}/critical/${testUuidV7()}`);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('FLEET_TPC_001');
+  });
+
+  it('one host votes no: the transaction aborts, nothing is applied anywhere, the reason names the host', async () => {
+    const [b1, b2] = [await startAgent('b1'), await startAgent('b2')];
+    // b2 holds the same certificate prepared for another transaction (one stuck in doubt).
+    const stuck = testUuidV7();
+    expect(b2.store.criticalPrepare(stuck, cert('mail'))).toEqual({ vote: 'yes' });
+    const tx = await begin(cert('mail'), ['b1', 'b2']);
+    expect(tx.state).toBe('aborted');
+    expect(tx.reason).toBe(`b2: certificate mail is held prepared by transaction ${stuck}`);
+    expect(b1.store.criticalEntries()).toEqual([]);
+    expect(b1.store.criticalInDoubt()).toEqual([]);
+    expect(b2.store.criticalEntries()).toEqual([]);
+    expect(await serverState('mail')).toEqual([]);
+    expect(await preparedXacts()).toEqual([]);
+  });
+
+  it('a host that is not connected aborts the transaction at once, and the hosts that prepared drop their staging', async () => {
+    const c1 = await startAgent('c1');
+    const t0 = Date.now();
+    const tx = await begin(cert('vpn'), ['c1', 'ghost'], 20_000);
+    expect(Date.now() - t0).toBeLessThan(10_000); // decided without waiting for the 20 s deadline
+    expect(tx.state).toBe('aborted');
+    expect(tx.reason).toBe('ghost: not connected (nothing answers on its participant subject)');
+    expect(c1.store.criticalInDoubt()).toEqual([]);
+    expect(c1.store.criticalEntries()).toEqual([]);
+    expect(await serverState('vpn')).toEqual([]);
+  });
+
+  it('a vote after the deadline counts as none: aborted, and the late voter is told to abort', async () => {
+    const heard: TpcAgentRequest[] = [];
+    const slow = operator.nc.subscribe(s.tpcAgent('slow'), {
+      callback: (_err, msg) => {
+        const req = decodeTpcAgentRequest(msg.data);
+        heard.push(req);
+        const answer = req.t === 'prepare' ? { protocol: PROTOCOL_VERSION, txid: req.txid, vote: { vote: 'yes' } } : { protocol: PROTOCOL_VERSION, txid: req.txid, state: 'aborted' };
+        setTimeout(() => msg.respond(encodeJson(answer)), req.t === 'prepare' ? 1500 : 0);
+      },
+    });
+    try {
+      await startAgent('d1');
+      const tx = await begin(cert('ldap'), ['d1', 'slow'], 500);
+      expect(tx.state).toBe('aborted');
+      expect(tx.reason).toBe('no vote in time from slow');
+      // It may have prepared when its vote was lost: it hears the abort (from begin or from recovery).
+      await eventually(() => heard.some((r) => r.t === 'decision' && r.decision === 'abort'), 10_000, 'the abort sent to the late voter');
+      await eventually(async () => (await logged(tx.txid))?.state === 'aborted', 10_000, 'every participant acknowledged');
+    } finally {
+      slow.unsubscribe();
+    }
+  });
+
+  it('a host that went offline after voting yes is in doubt until it is back; then it holds the commit', async () => {
+    await startAgent('e1');
+    // e2 answers the prepare, then drops off the network before the decision reaches it.
+    const e2 = await startAgent('e2', (r, a) => {
+      if (r.type === 'voted') setImmediate(() => a.participant.stop());
+    });
+    const tx = await begin(cert('ntp'), ['e1', 'e2']);
+    expect(tx.state).toBe('committing'); // decided: the commit point is passed, e2 has not acknowledged
+    expect(tx.acked).not.toContain('e2');
+    expect(e2.store.criticalInDoubt().map((t) => t.txid)).toEqual([tx.txid]);
+    expect(e2.store.criticalEntries()).toEqual([]);
+    await sleep(500);
+    expect((await logged(tx.txid))?.state).toBe('committing'); // recovery keeps trying; nobody decided for e2
+    e2.participant.start(); // back online: it asks, and recovery re-sends the decision
+    await eventually(() => e2.store.criticalEntries().length === 1, 10_000, 'e2 holds the certificate');
+    expect(e2.store.criticalEntries()[0]).toMatchObject({ name: 'ntp', txid: tx.txid });
+    await eventually(async () => (await logged(tx.txid))?.state === 'committed', 10_000, 'the coordinator sees every acknowledgement');
+  });
+
+  it('a coordinator that died mid-vote leaves nothing prepared: recovery decides abort once the deadline passed (presumed abort)', async () => {
+    const f1 = await startAgent('f1');
+    const txid = testUuidV7();
+    const op = cert('smtp');
+    const deadline = Date.now() + 800;
+    // What a coordinator leaves if it dies after the prepares and before logging a decision.
+    await pg.query(`insert into critical_transactions (txid, kind, name, participants, state, deadline) values ($1, 'certificate', 'smtp', $2, 'preparing', $3)`, [
+      txid,
+      ['server', 'f1'],
+      new Date(deadline),
+    ]);
+    const server = new PostgresParticipant(app.get(DataSource));
+    expect(await server.prepare(txid, op, ['f1'])).toEqual({ vote: 'yes' });
+    expect(await new NatsAgentParticipants(() => operator, s.ns).prepare('f1', txid, op, deadline, 2000)).toEqual({ vote: 'yes' });
+    expect(f1.store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
+    // While undecided, f1 asking gets `pending` and keeps its staging.
+    await f1.participant.settleInDoubt();
+    expect(f1.store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
+
+    await eventually(async () => (await logged(txid))?.state === 'aborted', 15_000, 'recovery aborts it');
+    expect(await preparedXacts()).toEqual([]);
+    expect(f1.store.criticalInDoubt()).toEqual([]);
+    expect(f1.store.criticalEntries()).toEqual([]);
+    expect(await serverState('smtp')).toEqual([]);
+  });
+
+  it('two operations on the same certificate of the same host at once: never both committed', async () => {
+    await startAgent('g1');
+    const [x, y] = await Promise.all([begin(cert('api'), ['g1']), begin(cert('api'), ['g1'])]);
+    const committed = [x, y].filter((t) => t.state === 'committed');
+    expect(committed.length).toBeLessThanOrEqual(1);
+    for (const t of [x, y]) expect(['committed', 'aborted']).toContain(t.state);
+    const held = agents.find((a) => a.id === 'g1')!.store.criticalEntries();
+    expect(held.map((e) => e.txid)).toEqual(committed.map((t) => t.txid));
+    expect((await serverState('api')).map((r) => r.txid)).toEqual(committed.map((t) => t.txid));
+  });
+
+  it('refuses a malformed operation with the reason, over NATS and HTTP: a clear-text password is never accepted', async () => {
+    const bad = { protocol: PROTOCOL_VERSION, operation: { kind: 'credential', name: 'root', value: { user: 'root', hash: 'hunter2' } }, agents: ['a1'] };
+    const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), encodeJson(bad), { timeoutMs: 10_000 })).data);
+    expect(reply.ok).toBe(false);
+    if (!reply.ok) {
+      expect(reply.error.code).toBe('FLEET_DECODE_002');
+      expect(reply.error.message).toContain('operation.value.hash');
+    }
+    const http = await fetch(`${base}/critical`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ operation: cert('x'), agents: [] }) });
+    expect(http.status).toBe(400);
+    expect(((await http.json()) as { error: { code: string; message: string } }).error.message).toContain('agents');
+    expect((await pg.query('select count(*)::int as n from critical_transactions where name = $1', ['x'])).rows[0].n).toBe(0);
+  });
+});

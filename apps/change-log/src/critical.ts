@@ -1,0 +1,192 @@
+/**
+ * Critical operations on the change-log service: the two-phase commit coordinator
+ * (`@fleet/server-store` CriticalCoordinator) wired to NATS and HTTP.
+ *
+ * - `NatsAgentParticipants`: the coordinator's port to agents, request/reply on `<ns>.tpc.agent.<id>`.
+ * - `criticalApiController`: the operator API on NATS (`<ns>.admin.critical.begin|show|list`) and the
+ *   agents' status requests (`<ns>.tpc.status.<id>`), queue group `queueGroups.coordinator`.
+ * - `CriticalHttpController`: the same operator API over HTTP (`POST /critical`, `GET /critical`,
+ *   `GET /critical/:txid`).
+ * - `CriticalRecovery`: `recover()` at start and every `criticalRetry` (presumed abort of transactions
+ *   whose coordinator died mid-vote, phase 2 again for participants that missed it).
+ */
+import { Body, Controller, Get, HttpCode, Inject, Logger, Param, Post, Query } from '@nestjs/common';
+import type { OnApplicationBootstrap, OnApplicationShutdown, Type } from '@nestjs/common';
+import { Payload } from '@nestjs/microservices';
+import {
+  CriticalBeginRequestSchema,
+  CriticalListRequestSchema,
+  CriticalShowRequestSchema,
+  decodeCriticalBeginRequest,
+  decodeCriticalListRequest,
+  decodeCriticalShowRequest,
+  decodeTpcAgentReply,
+  decodeTpcStatusRequest,
+  decodeWith,
+  encodeJson,
+  errorReply,
+  PROTOCOL_VERSION,
+  subjects,
+} from '@fleet/contracts';
+import type { CriticalOperation, Subjects } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import { isNoResponders, NatsRequest } from '@fleet/messaging';
+import type { InboundRequest, Messaging } from '@fleet/messaging';
+import { CriticalCoordinator } from '@fleet/server-store';
+import type { AgentParticipants } from '@fleet/server-store';
+import type { Decision, Vote } from '@fleet/sync-core';
+import type { ChangeLogConfig } from './config';
+import { CHANGE_LOG_CONFIG } from './tokens';
+
+/** The coordinator's port to agents over NATS request/reply. `bus` is read at each call: the transport connects after the providers are built. */
+export class NatsAgentParticipants implements AgentParticipants {
+  private readonly s: Subjects;
+
+  constructor(
+    private readonly bus: () => Messaging,
+    namespace: string,
+  ) {
+    this.s = subjects(namespace);
+  }
+
+  /** A host nobody answers for (not connected) refuses at once: it certainly did not receive the prepare. */
+  async prepare(agentId: string, txid: string, operation: CriticalOperation, deadline: number, timeoutMs: number): Promise<Vote> {
+    let r;
+    try {
+      r = await this.ask(agentId, { protocol: PROTOCOL_VERSION, t: 'prepare', txid, operation, deadline }, timeoutMs);
+    } catch (e) {
+      if (isNoResponders(e)) return { vote: 'no', reason: 'not connected (nothing answers on its participant subject)' };
+      throw e;
+    }
+    if (!('vote' in r)) throw new FleetError('FLEET_DECODE_002', `agent ${agentId} answered a prepare of ${txid} without a vote`);
+    return r.vote;
+  }
+
+  async decide(agentId: string, txid: string, decision: Decision, timeoutMs: number): Promise<'committed' | 'aborted'> {
+    const r = await this.ask(agentId, { protocol: PROTOCOL_VERSION, t: 'decision', txid, decision }, timeoutMs);
+    if (!('state' in r)) throw new FleetError('FLEET_DECODE_002', `agent ${agentId} answered a decision of ${txid} without its state`);
+    return r.state;
+  }
+
+  private async ask(agentId: string, body: object, timeoutMs: number) {
+    const reply = decodeTpcAgentReply((await this.bus().request(this.s.tpcAgent(agentId), encodeJson(body), { timeoutMs })).data);
+    if (!reply.ok) throw new FleetError(reply.error.code === 'FLEET_TPC_003' ? 'FLEET_TPC_003' : 'FLEET_MSG_004', `agent ${agentId}: ${reply.error.code}: ${reply.error.message}`);
+    return reply.value;
+  }
+}
+
+const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {
+  try {
+    return await fn();
+  } catch (e) {
+    return errorReply(e);
+  }
+};
+
+export function criticalApiController(config: ChangeLogConfig): Type<unknown> {
+  const s = subjects(config.namespace);
+
+  @Controller()
+  class CriticalApiController {
+    constructor(@Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator) {}
+
+    @NatsRequest(s.criticalApi('begin'), s.queueGroups.coordinator)
+    begin(@Payload() req: InboundRequest): Promise<unknown> {
+      return answer(async () => {
+        const r = decodeCriticalBeginRequest(req.data);
+        return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.begin(r.operation, r.agents, r.voteTimeoutMs) };
+      });
+    }
+
+    @NatsRequest(s.criticalApi('show'), s.queueGroups.coordinator)
+    show(@Payload() req: InboundRequest): Promise<unknown> {
+      return answer(async () => ({ protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(decodeCriticalShowRequest(req.data).txid) }));
+    }
+
+    @NatsRequest(s.criticalApi('list'), s.queueGroups.coordinator)
+    list(@Payload() req: InboundRequest): Promise<unknown> {
+      return answer(async () => ({ protocol: PROTOCOL_VERSION, transactions: await this.coordinator.list(decodeCriticalListRequest(req.data)) }));
+    }
+
+    /** An agent in doubt asks; the agent id is the subject's last token (its NATS permissions allow only its own). */
+    @NatsRequest(s.tpcStatusAll, s.queueGroups.coordinator)
+    status(@Payload() req: InboundRequest): Promise<unknown> {
+      return answer(async () => {
+        const agentId = s.agentOfTpcStatus(req.subject);
+        if (agentId === undefined) throw new FleetError('FLEET_DECODE_002', `not a status subject: ${req.subject}`);
+        const { txid } = decodeTpcStatusRequest(req.data);
+        return { protocol: PROTOCOL_VERSION, txid, decision: await this.coordinator.status(agentId, txid) };
+      });
+    }
+  }
+  return CriticalApiController;
+}
+
+/**
+ * `POST /critical` with `{operation, agents, voteTimeoutMs?}` (answers once decided: 200 whatever the
+ * outcome, the transaction's `state` and `reason` tell it), `GET /critical?state=&limit=`,
+ * `GET /critical/:txid`. Inputs are decoded with the NATS API's schemas.
+ */
+@Controller('critical')
+export class CriticalHttpController {
+  constructor(@Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator) {}
+
+  @Post()
+  @HttpCode(200)
+  async begin(@Body() body: unknown): Promise<unknown> {
+    const r = decodeWith(CriticalBeginRequestSchema, { protocol: PROTOCOL_VERSION, ...(typeof body === 'object' && body !== null ? body : {}) });
+    return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.begin(r.operation, r.agents, r.voteTimeoutMs) };
+  }
+
+  @Get()
+  async list(@Query('state') state?: string, @Query('limit') limit?: string): Promise<unknown> {
+    if (limit !== undefined && !/^\d{1,4}$/.test(limit)) throw new FleetError('FLEET_DECODE_002', `limit: expected a positive integer, got ${JSON.stringify(limit)}`);
+    const r = decodeWith(CriticalListRequestSchema, {
+      protocol: PROTOCOL_VERSION,
+      ...(state === undefined ? {} : { state }),
+      ...(limit === undefined ? {} : { limit: Number(limit) }),
+    });
+    return { protocol: PROTOCOL_VERSION, transactions: await this.coordinator.list(r) };
+  }
+
+  @Get(':txid')
+  async show(@Param('txid') txid: string): Promise<unknown> {
+    const r = decodeWith(CriticalShowRequestSchema, { protocol: PROTOCOL_VERSION, txid });
+    return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(r.txid) };
+  }
+}
+
+/** Runs the coordinator's recovery at start and then every `criticalRetry`, one pass at a time. */
+export class CriticalRecovery implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('CriticalRecovery');
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    @Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator,
+    @Inject(CHANGE_LOG_CONFIG) private readonly config: ChangeLogConfig,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    this.timer = setInterval(() => void this.pass(), this.config.criticalRetry);
+    this.timer.unref();
+    await this.pass();
+  }
+
+  /** One recovery pass (skipped while the previous one runs). */
+  pass(): Promise<void> {
+    this.running ??= this.coordinator
+      .recover()
+      .then((n) => {
+        if (n > 0) this.logger.log(`recovery: ${n} critical transaction(s) moved on`);
+      })
+      .catch((e: unknown) => this.logger.warn(`recovery pass failed (retried in ${this.config.criticalRetry} ms): ${e instanceof Error ? e.message : String(e)}`))
+      .finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await this.running;
+  }
+}

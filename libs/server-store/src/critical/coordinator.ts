@@ -1,0 +1,279 @@
+/**
+ * The two-phase commit coordinator of critical operations: its decision log is
+ * `critical_transactions` in PostgreSQL; the rules are sync-core's two-phase.ts (this class only keeps
+ * their states durably and carries the messages). Participants: the server (`PostgresParticipant`,
+ * named `server`) and every host the operation names, reached through `AgentParticipants`.
+ *
+ * - `begin`: log `preparing`, ask everyone to prepare (an agent that cannot be reached, or does not
+ *   answer by the deadline, has not voted), log the decision (the commit point: a conditional update
+ *   from `preparing`, so of two coordinators deciding the same transaction only one wins, and the other
+ *   follows it), then phase 2 once; returns the transaction as logged.
+ * - `recover` (at start and every `retryMs`, on every replica): decides `abort` for transactions whose
+ *   deadline passed undecided (presumed abort: their coordinator died mid-vote), repeats phase 2 for
+ *   decided ones some participant has not acknowledged (an agent offline since it voted), and finishes
+ *   prepared transactions of the server that outlived their decision, or that the log knows nothing of
+ *   (rolled back: they never reached a commit point).
+ * - `status`: what an agent in doubt is told.
+ */
+import { randomFillSync } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import type { CriticalOperation, CriticalTxView } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import { beginTx, decide, decisionOf, phase2Targets, recordAck, recordVote, SERVER_PARTICIPANT, statusAnswer, uuidV7Generator } from '@fleet/sync-core';
+import type { CoordinatorTx, Decision, Vote } from '@fleet/sync-core';
+import type { PostgresParticipant } from './postgres-participant';
+
+/**
+ * Why a port: the coordinator speaks to agents over NATS request/reply (the change-log app's adapter),
+ * and nothing here needs more than these two calls.
+ */
+export interface AgentParticipants {
+  /** The agent's vote; throws when it could not be asked or did not answer (no vote). */
+  prepare(agentId: string, txid: string, operation: CriticalOperation, deadline: number, timeoutMs: number): Promise<Vote>;
+  /** The state the agent acknowledged; throws when it could not be told. */
+  decide(agentId: string, txid: string, decision: Decision, timeoutMs: number): Promise<'committed' | 'aborted'>;
+}
+
+export interface CriticalCoordinatorOptions {
+  /** Default time participants have to vote (ms). */
+  readonly voteTimeoutMs: number;
+  /** How long one phase-2 message may take (ms). Default 5 s. */
+  readonly decisionTimeoutMs?: number;
+  /**
+   * `recover` leaves a transaction to the coordinator that began it for this long past its deadline
+   * (undecided) or its decision (not acknowledged), so replicas do not race it in the normal case.
+   * Default 2 s. A race is safe either way.
+   */
+  readonly graceMs?: number;
+  readonly now?: () => number;
+  readonly newId?: () => string;
+  readonly onEvent?: (e: CriticalEvent) => void;
+}
+
+export type CriticalEvent =
+  | { readonly type: 'decided'; readonly txid: string; readonly decision: Decision; readonly reason?: string; readonly by: 'begin' | 'recover' }
+  | { readonly type: 'completed'; readonly txid: string; readonly state: 'committed' | 'aborted' }
+  | { readonly type: 'phase2-failed'; readonly txid: string; readonly participant: string; readonly error: unknown }
+  /** A prepared transaction of the server outlived its decision (or was never logged): finished by recovery. */
+  | { readonly type: 'orphan-finished'; readonly txid: string; readonly decision: Decision; readonly logged: boolean };
+
+interface TxRow {
+  txid: string;
+  kind: CriticalOperation['kind'];
+  name: string;
+  participants: string[];
+  state: CoordinatorTx['state'];
+  votes: Record<string, Vote>;
+  acked: string[];
+  reason: string | null;
+  deadline: Date;
+  created_at: Date;
+  decided_at: Date | null;
+  completed_at: Date | null;
+}
+
+const COLUMNS = 'txid, kind, name, participants, state, votes, acked, reason, deadline, created_at, decided_at, completed_at';
+
+function toTx(r: TxRow): CoordinatorTx {
+  return { txid: r.txid, participants: r.participants, state: r.state, votes: r.votes, acked: r.acked, deadline: r.deadline.getTime(), ...(r.reason === null ? {} : { reason: r.reason }) };
+}
+
+function toView(r: TxRow): CriticalTxView {
+  return {
+    txid: r.txid,
+    kind: r.kind,
+    name: r.name,
+    participants: r.participants,
+    state: r.state,
+    votes: r.votes,
+    acked: r.acked,
+    ...(r.reason === null ? {} : { reason: r.reason }),
+    deadline: r.deadline.getTime(),
+    createdAt: r.created_at.getTime(),
+    ...(r.decided_at === null ? {} : { decidedAt: r.decided_at.getTime() }),
+    ...(r.completed_at === null ? {} : { completedAt: r.completed_at.getTime() }),
+  };
+}
+
+export class CriticalCoordinator {
+  private readonly now: () => number;
+  private readonly newId: () => string;
+  private readonly decisionTimeoutMs: number;
+  private readonly graceMs: number;
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly server: PostgresParticipant,
+    private readonly agents: AgentParticipants,
+    private readonly o: CriticalCoordinatorOptions,
+  ) {
+    this.now = o.now ?? Date.now;
+    this.newId = o.newId ?? uuidV7Generator(this.now, randomFillSync);
+    this.decisionTimeoutMs = o.decisionTimeoutMs ?? 5000;
+    this.graceMs = o.graceMs ?? 2000;
+  }
+
+  /** Runs one critical operation on the server and `agents`, all or nothing. Resolves with the transaction once decided (and phase 2 tried once). */
+  async begin(operation: CriticalOperation, agents: readonly string[], voteTimeoutMs = this.o.voteTimeoutMs): Promise<CriticalTxView> {
+    await this.server.assertEnabled();
+    const txid = this.newId();
+    const deadline = this.now() + voteTimeoutMs;
+    let tx = beginTx(txid, [SERVER_PARTICIPANT, ...agents], deadline);
+    await this.ds.query(`insert into critical_transactions (txid, kind, name, participants, state, deadline) values ($1, $2, $3, $4, 'preparing', $5)`, [
+      txid,
+      operation.kind,
+      operation.name,
+      tx.participants,
+      new Date(deadline),
+    ]);
+
+    // Phase 1: every participant at once; the first no decides without waiting for the others.
+    let serverPrepared: Promise<unknown> = Promise.resolve();
+    await new Promise<void>((resolve) => {
+      let pending = tx.participants.length;
+      const settle = (p: string, vote: Vote | undefined): void => {
+        if (vote !== undefined) tx = recordVote(tx, p, vote);
+        pending--;
+        if (pending === 0 || vote?.vote === 'no') resolve();
+      };
+      const timer = setTimeout(resolve, Math.max(0, deadline - this.now()));
+      timer.unref();
+      for (const p of tx.participants) {
+        const ask = p === SERVER_PARTICIPANT ? this.server.prepare(txid, operation, agents) : this.agents.prepare(p, txid, operation, deadline, Math.max(1, deadline - this.now()));
+        if (p === SERVER_PARTICIPANT) serverPrepared = ask.catch(() => undefined);
+        ask.then(
+          (v) => settle(p, v),
+          () => settle(p, undefined),
+        );
+      }
+    });
+    const decided = decide(tx, this.now());
+    tx = await this.logDecision(decided.state === 'preparing' ? decide(tx, Math.max(this.now(), deadline)) : decided, 'begin');
+    // An abort decided early (a no, or the deadline) must not overtake the server's own prepare: a
+    // ROLLBACK PREPARED before the PREPARE would leave it prepared for ever. Agents need no such wait:
+    // one that hears the abort first records it and refuses the late prepare (sync-core onPrepare).
+    await serverPrepared;
+    await this.phase2(tx);
+    return this.show(txid);
+  }
+
+  /**
+   * Logs a decision made from `tx` (state `committing` / `aborting`, or `aborted` at once), if the
+   * log still says `preparing`; returns the transaction as logged (the other decision when another
+   * coordinator decided first).
+   */
+  private async logDecision(tx: CoordinatorTx, by: 'begin' | 'recover'): Promise<CoordinatorTx> {
+    const done = tx.state === 'aborted' || tx.state === 'committed';
+    const rows = (await this.ds.query(
+      `update critical_transactions set state = $2, votes = $3::jsonb, reason = $4, decided_at = now(), completed_at = case when $5 then now() end
+       where txid = $1 and state = 'preparing' returning ${COLUMNS}`,
+      [tx.txid, tx.state, JSON.stringify(tx.votes), tx.reason ?? null, done],
+    )) as [TxRow[], number];
+    const row = rows[0][0];
+    if (row !== undefined) {
+      const decision = decisionOf(tx.state) as Decision;
+      this.o.onEvent?.({ type: 'decided', txid: tx.txid, decision, ...(tx.reason === undefined ? {} : { reason: tx.reason }), by });
+      if (done) this.o.onEvent?.({ type: 'completed', txid: tx.txid, state: tx.state as 'committed' | 'aborted' });
+      return toTx(row);
+    }
+    return toTx(await this.row(tx.txid));
+  }
+
+  /** Tells every participant that has not acknowledged the decision; records each acknowledgement. */
+  private async phase2(tx: CoordinatorTx): Promise<void> {
+    const decision = decisionOf(tx.state);
+    if (decision === undefined) return;
+    await Promise.all(
+      phase2Targets(tx).map(async (p) => {
+        try {
+          if (p === SERVER_PARTICIPANT) {
+            if (decision === 'commit') await this.server.commit(tx.txid);
+            else await this.server.abort(tx.txid);
+          } else {
+            await this.agents.decide(p, tx.txid, decision, this.decisionTimeoutMs);
+          }
+          await this.ack(tx.txid, p);
+        } catch (error) {
+          await this.ds.query('update critical_transactions set last_error = $2 where txid = $1', [tx.txid, `${p}: ${error instanceof Error ? error.message : String(error)}`.slice(0, 1000)]).catch(() => undefined);
+          this.o.onEvent?.({ type: 'phase2-failed', txid: tx.txid, participant: p, error });
+        }
+      }),
+    );
+  }
+
+  private async ack(txid: string, participant: string): Promise<void> {
+    await this.ds.transaction(async (m) => {
+      const rows = (await m.query(`select ${COLUMNS} from critical_transactions where txid = $1 for update`, [txid])) as TxRow[];
+      const row = rows[0];
+      if (row === undefined) return;
+      const before = toTx(row);
+      const after = recordAck(before, participant);
+      if (after === before) return;
+      const done = after.state !== before.state;
+      await m.query(`update critical_transactions set acked = $2, state = $3, completed_at = case when $4 then now() else completed_at end where txid = $1`, [txid, after.acked, after.state, done]);
+      if (done) this.o.onEvent?.({ type: 'completed', txid, state: after.state as 'committed' | 'aborted' });
+    });
+  }
+
+  /**
+   * One recovery pass: presumed abort of undecided transactions past their deadline, phase 2 again for
+   * decided ones not fully acknowledged, roll-back of the server's prepared transactions the log does
+   * not know. Returns how many transactions it touched.
+   */
+  async recover(): Promise<number> {
+    let touched = 0;
+    const cutoff = new Date(this.now() - this.graceMs);
+    const undecided = (await this.ds.query(`select ${COLUMNS} from critical_transactions where state = 'preparing' and deadline < $1 order by created_at limit 100`, [cutoff])) as TxRow[];
+    for (const r of undecided) {
+      const tx = await this.logDecision(decide(toTx(r), Math.max(this.now(), r.deadline.getTime())), 'recover');
+      await this.phase2(tx);
+      touched++;
+    }
+    const unacked = (await this.ds.query(`select ${COLUMNS} from critical_transactions where state in ('committing', 'aborting') and decided_at < $1 order by decided_at limit 100`, [cutoff])) as TxRow[];
+    for (const r of unacked) {
+      await this.phase2(toTx(r));
+      touched++;
+    }
+    // The server's prepared transactions against the log: none should outlive its decision.
+    for (const txid of await this.server.prepared()) {
+      const rows = (await this.ds.query('select state from critical_transactions where txid = $1', [txid])) as { state: CoordinatorTx['state'] }[];
+      const state = rows[0]?.state;
+      if (state === 'preparing') continue; // undecided: its coordinator, or the presumed abort above, finishes it
+      // Unknown to the log (it never reached its commit point) or decided abort: roll back; decided commit: commit.
+      if (state !== undefined && decisionOf(state) === 'commit') await this.server.commit(txid);
+      else await this.server.abort(txid);
+      this.o.onEvent?.({ type: 'orphan-finished', txid, decision: state !== undefined && decisionOf(state) === 'commit' ? 'commit' : 'abort', logged: state !== undefined });
+      touched++;
+    }
+    return touched;
+  }
+
+  /** What an agent in doubt is told about `txid`. */
+  async status(agentId: string, txid: string): Promise<Decision | 'pending'> {
+    const rows = (await this.ds.query(`select ${COLUMNS} from critical_transactions where txid = $1`, [txid])) as TxRow[];
+    const row = rows[0];
+    if (row !== undefined && !row.participants.includes(agentId)) {
+      throw new FleetError('FLEET_TPC_001', `agent ${agentId} is not a participant of critical transaction ${txid}`, { details: { txid, agentId } });
+    }
+    return statusAnswer(row === undefined ? undefined : toTx(row));
+  }
+
+  async show(txid: string): Promise<CriticalTxView> {
+    return toView(await this.row(txid));
+  }
+
+  async list(o: { state?: CriticalTxView['state']; limit?: number } = {}): Promise<CriticalTxView[]> {
+    const rows = (await this.ds.query(`select ${COLUMNS} from critical_transactions where ($1::text is null or state = $1) order by created_at desc, txid desc limit $2`, [
+      o.state ?? null,
+      o.limit ?? 50,
+    ])) as TxRow[];
+    return rows.map(toView);
+  }
+
+  private async row(txid: string): Promise<TxRow> {
+    const rows = (await this.ds.query(`select ${COLUMNS} from critical_transactions where txid = $1`, [txid])) as TxRow[];
+    const row = rows[0];
+    if (row === undefined) throw new FleetError('FLEET_TPC_001', `no critical transaction ${txid}`, { details: { txid } });
+    return row;
+  }
+}
