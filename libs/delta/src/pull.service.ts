@@ -169,7 +169,10 @@ export class PullService {
       // projection up to the log's head first when it is idle, so the log part after the snapshot is
       // short; when a pass is running (under load), start from what it has folded so far.
       await this.store.projectUnlessBusy();
-      return withNextCursor(await this.snapshotPage(ask(undefined, undefined)));
+      // A projection that has folded nothing yet (its first pass is running) has no snapshot to give, and
+      // a snapshot at position 0 ends the pull ("an empty log") with the log's changes unsent: the agent
+      // then waited for its next scheduled sync. The log from 0 serves such a pull, page by page.
+      if ((await this.store.projectedSeq()) > 0) return withNextCursor(await this.snapshotPage(ask(undefined, undefined)));
     }
     const c = cursor.kind === 'log' ? { kind: 'log' as const, seq: cursor.seq } : cursor.after === undefined ? { kind: 'resync' as const, at: cursor.at } : { kind: 'resync' as const, at: cursor.at, after: cursor.after };
     for (;;) {

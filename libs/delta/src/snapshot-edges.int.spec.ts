@@ -68,6 +68,31 @@ describe('snapshot edges', () => {
     expect(pages.flatMap((p) => p.records)).toEqual([]);
   });
 
+  it("a projection that has folded nothing yet (its first pass running): a fresh agent's first pull gets the log's changes, not an empty snapshot", async () => {
+    const fresh = await createTestDatabase('fleet_delta_snap_busy');
+    const fds = await openServerDataSource({ url: fresh.url, poolSize: 2 });
+    try {
+      // A pass is always running here: the pull must not wait for it, nor take its position 0 for an empty log.
+      class Busy extends DeltaStore {
+        override async projectUnlessBusy(): Promise<void> {}
+      }
+      const busy = new PullService(new Busy(fds, { default: 'lww' }));
+      const hlc = (n: number) => encodeHlc({ wallMs: 1_767_225_700_000 + n, counter: 0, node: 'server' });
+      await new PostgresChangeLog(fds).appendBatch([
+        testChange('server', 1, { scope: 'fleet', collection: 'c', key: 'k1', fields: { n: 1 }, hlc: hlc(1), vv: { server: 1 } }),
+        testChange('server', 2, { scope: 'fleet', collection: 'c', key: 'k2', fields: { n: 2 }, hlc: hlc(2), vv: { server: 2 } }),
+      ]);
+      const reply = await busy.pull(AGENT, encodeJson(buildPullRequest(AGENT, SCOPES, 0)), MAX_PAYLOAD);
+      const raw = reply.headers[Headers.Encoding] === 'gzip' ? new Uint8Array(gunzipSync(reply.data)) : reply.data;
+      const first = decodePullWirePage(raw);
+      expect(first.records.map((r) => r.k).sort()).toEqual(['k1', 'k2']);
+      expect(first.nextCursor).toBe(2);
+    } finally {
+      await fds.destroy();
+      await fresh.drop();
+    }
+  });
+
   it('a key that needs JSON escaping (control characters): the snapshot cursor after it decodes, and the agent gets past it', async () => {
     const key = '\u0001'.repeat(300);
     expect(isValidKey(key)).toBe(true);

@@ -128,6 +128,12 @@ export class DeltaStore {
     });
   }
 
+  /** How far the record_states projection has folded the log (0: nothing yet, e.g. during its first pass). */
+  async projectedSeq(): Promise<number> {
+    const [r] = (await this.ds.query(`select cursor from delta_progress where name = $1`, [PROJECTOR])) as { cursor: string }[];
+    return r === undefined ? 0 : toSafeNumber(r.cursor, 'cursor');
+  }
+
   /** The highest origin sequence the change log holds of `origin` (its origins projection), or null. */
   async lastOriginSeq(origin: string): Promise<number | null> {
     const [r] = (await this.ds.query(`select last_origin_seq from origin_progress where origin = $1`, [origin])) as { last_origin_seq: string }[];
