@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes a machine ready to run the project: npm dependencies, NATS with JetStream on
-# 127.0.0.1:4222 and PostgreSQL on 127.0.0.1:5432, and the project's database.
+# 127.0.0.1:4222 and PostgreSQL on 127.0.0.1:5432 (with max_prepared_transactions for critical
+# operations), and the project's database.
 # Idempotent: what is installed is not installed again, what listens is not started twice.
 # Installing system packages needs root (apt-get); on a machine that has them it is skipped.
 set -euo pipefail
@@ -82,6 +83,24 @@ if ! psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1; then
     sudo_ pg_ctlcluster --skip-systemctl-redirect "$(basename "$(dirname "$(dirname "$hba")")")" main reload
   fi
   psql_ -d postgres -tAc 'select 1' >/dev/null
+fi
+# Critical operations are a two-phase commit whose server participant is a PostgreSQL prepared
+# transaction: PostgreSQL's default max_prepared_transactions (0) refuses them (FLEET_TPC_002). On a
+# cluster this machine manages (Debian's pg_ctlcluster), raise it once; it takes a restart.
+if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then
+  cluster_ver="$(psql_ -d postgres -tAc "show server_version_num" | cut -c1-2)"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d "/etc/postgresql/$cluster_ver/main" ] &&
+     [ "$(psql_ -d postgres -tAc 'select rolsuper from pg_roles where rolname = current_user')" = t ]; then
+    log "setting max_prepared_transactions = 64 (critical operations) and restarting PostgreSQL $cluster_ver"
+    psql_ -d postgres -c 'alter system set max_prepared_transactions = 64'
+    if sudo_ pg_ctlcluster --skip-systemctl-redirect "$cluster_ver" main restart && wait_for_port "$PG_PORT" PostgreSQL; then
+      for _ in $(seq 1 50); do psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
+    else
+      log "warning: PostgreSQL did not restart; critical operations stay refused until it does"
+    fi
+  else
+    log "warning: PostgreSQL max_prepared_transactions is 0 and this script does not manage that cluster: critical operations are refused (FLEET_TPC_002) until it is raised"
+  fi
 fi
 if [ "$(psql_ -d postgres -tAc "select 1 from pg_database where datname = '$DB_NAME'")" != 1 ]; then
   log "creating database $DB_NAME"

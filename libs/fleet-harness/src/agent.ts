@@ -6,7 +6,7 @@
  * closed; online = a new manager and connection over the same store (the durable outbox and
  * cursor carry over, as across an agent restart).
  */
-import { NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import { CriticalParticipant, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import type { SyncStore, SyncTransport, TransportReply, VerifyReport, VerifyTarget } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { canonicalJson } from '@fleet/sync-core';
@@ -48,6 +48,14 @@ class CountingTransport implements SyncTransport {
     const r = await this.inner.request(subject, data, opts);
     this.c.bytesIn += r.data.byteLength;
     return r;
+  }
+  respond(subject: string, handler: (data: Uint8Array) => Promise<Uint8Array>): () => void {
+    return this.inner.respond(subject, async (data) => {
+      this.c.bytesIn += data.byteLength;
+      const out = await handler(data);
+      this.c.bytesOut += out.byteLength;
+      return out;
+    });
   }
   subscribe(subject: string, onMessage: () => void): () => void {
     return this.inner.subscribe(subject, () => {
@@ -91,6 +99,8 @@ export class FleetAgent {
   /** Every change the agent made locally, in order. */
   readonly made: Change[] = [];
   manager: SyncManager | undefined;
+  /** The critical-operation participant (two-phase commit), while online. */
+  critical: CriticalParticipant | undefined;
   lastVerify: { violations: number; reports: VerifyReport[] } | undefined;
   private verifyWaiters: ((v: { violations: number; reports: VerifyReport[] }) => void)[] = [];
   private pendingReports: VerifyReport[] = [];
@@ -215,12 +225,16 @@ export class FleetAgent {
     });
     this.manager = m;
     m.start();
+    this.critical = new CriticalParticipant({ store: this.store, transport, namespace: this.o.namespace });
+    this.critical.start();
   }
 
   /** Stops the manager (the operation in flight finishes) and closes its connection. */
   async goOffline(): Promise<void> {
     const m = this.manager;
     this.manager = undefined;
+    this.critical?.stop();
+    this.critical = undefined;
     if (m !== undefined) await m.stop();
   }
 

@@ -9,8 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { subjects } from '@fleet/contracts';
-import type { Subjects } from '@fleet/contracts';
+import { decodeCriticalTxReply, encodeJson, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import type { CriticalOperation, CriticalTxView, Subjects } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { parseStrategyConfig } from '@fleet/config';
 import type { StrategyConfigJson } from '@fleet/config';
@@ -214,6 +214,14 @@ export class Fleet {
   async resolveConflict(id: number, choice: { take: string } | { fields: Record<string, unknown> } | { deleted: true }): Promise<{ ok: boolean; status: number; body: unknown }> {
     const r = await fetch(`${this.stack.operatorUrl}/conflicts/${id}/resolve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(choice), signal: AbortSignal.timeout(30_000) });
     return { ok: r.ok, status: r.status, body: await r.json().catch(() => null) };
+  }
+
+  /** A critical operation (two-phase commit) through the change-log's operator API on NATS; resolves once decided. */
+  async beginCritical(operation: CriticalOperation, agents: readonly string[], voteTimeoutMs?: number): Promise<CriticalTxView> {
+    const body = { protocol: PROTOCOL_VERSION, operation, agents, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
+    const reply = decodeCriticalTxReply((await this.bus.request(this.s.criticalApi('begin'), encodeJson(body), { timeoutMs: 60_000 })).data);
+    if (!reply.ok) throw new Error(`critical operation ${operation.kind} ${operation.name}: ${reply.error.code} ${reply.error.message}`);
+    return reply.value.transaction;
   }
 
   async sql<T>(text: string, params: unknown[] = []): Promise<T[]> {

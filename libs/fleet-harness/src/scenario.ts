@@ -12,6 +12,7 @@
  * Every random choice comes from one seeded PRNG, so a seed replays the same scenario (the same
  * edits, the same records, the same operator choices; thread timing may still differ).
  */
+import type { CriticalOperation } from '@fleet/contracts';
 import { counterAdd } from '@fleet/sync-core';
 import type { JsonValue, RecordRef } from '@fleet/sync-core';
 import type { StrategyConfigJson } from '@fleet/config';
@@ -149,12 +150,25 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     }
     await fleet.waitConverged(120_000);
 
+    // --- 2b. a critical operation: the fleet's TLS certificate, all or nothing ----------------------
+    phase('2b certificate (2PC)');
+    const everyone = fleet.agents.map((a) => a.id);
+    let t = performance.now();
+    const rotated = await fleet.beginCritical(fleetCertificate(o.seed, 1), everyone);
+    const rotatedMs = performance.now() - t;
+    if (rotated.state !== 'committed') throw new Error(`the certificate rotation did not commit: ${rotated.state} (${rotated.reason ?? 'no reason given'})`);
+
     // --- 3. partition: a share offline, everyone keeps editing -------------------------------------
     phase('3 partition + edits');
     const offlineN = Math.max(o.agents > 1 ? 1 : 0, Math.round(o.agents * o.offlineShare));
     const offline = rng.shuffle(fleet.agents).slice(0, offlineN);
     const offlineIds = new Set(offline.map((a) => a.id));
     await fleet.takeOffline(offline);
+    // A second rotation while hosts are offline cannot reach every host: it must abort, applied nowhere.
+    t = performance.now();
+    const blocked = offline.length === 0 ? undefined : await fleet.beginCritical(fleetCertificate(o.seed, 2), everyone, 2000);
+    const blockedMs = performance.now() - t;
+    if (blocked !== undefined && blocked.state !== 'aborted' && blocked.state !== 'aborting') throw new Error(`a certificate rotation with ${offline.length} hosts offline was not aborted: ${blocked.state}`);
     // The server edits some of the same host records (on every offline agent: those become
     // concurrent; on a sample of the online ones: those race with the agents' own edits).
     const serverTargets = fleet.agents.filter((a) => offlineIds.has(a.id) || rng.chance(0.3));
@@ -216,6 +230,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     await fleet.stopSampling();
     await fleet.sample();
     const check = await fleet.check();
+    const critical = await checkCritical(fleet, rotated.txid, blocked?.txid);
     phase('done');
     clearInterval(ticker);
     ticker = undefined;
@@ -227,7 +242,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     );
     const acked = fleet.agents.reduce((n, a) => n + a.acked.size, 0);
     const varz = await fleet.nats?.varz();
-    const ok = check.ok && verify.violations === 0 && verify.failed.length === 0;
+    const ok = check.ok && verify.violations === 0 && verify.failed.length === 0 && critical.problems.length === 0;
     const lines: string[] = [];
     lines.push('', `fleet scenario report (seed ${o.seed}, ${o.agents} agents, ${offline.length} offline = ${(o.offlineShare * 100).toFixed(0)} %, ${o.editRate} edits per agent per round, ${rounds} rounds)`);
     lines.push(`  hosting: 4 services as child processes (change-log, version-vector, conflict-resolver, delta-calculator), ${o.agents} real agent stacks (SQLite file + SyncManager + own NATS connection each) in this process, ${fleet.nats ? `private nats-server ${fleet.natsUrl}` : `NATS ${fleet.natsUrl}`}, PostgreSQL database ${fleet.db.name}`);
@@ -245,6 +260,10 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     }
     const manualSample = decisions.slice(0, 3);
     if (manualSample.length > 0) lines.push(`  operator decisions (${decisions.length}), e.g.: ${manualSample.join('; ')}`);
+    lines.push('', 'critical operations (two-phase commit: change-log coordinator, PostgreSQL prepared transaction, SQLite staging on each host)');
+    lines.push(`  certificate ${rotated.name} rotated on ${everyone.length} hosts + the server: committed in ${(rotatedMs / 1000).toFixed(2)} s (tx ${rotated.txid})`);
+    if (blocked !== undefined) lines.push(`  a second rotation with ${offline.length} hosts offline: ${critical.blockedState} in ${(blockedMs / 1000).toFixed(2)} s, ${blocked.reason ?? ''}`);
+    lines.push(`  every host and the server hold exactly the committed certificate, none in doubt, no prepared transaction left: ${critical.problems.length === 0 ? 'yes' : `NO: ${critical.problems.slice(0, 5).join('; ')}`}`);
     lines.push('', 'timing');
     for (const [name, ms] of phaseTimes) lines.push(`  ${name.padEnd(36)} ${(ms / 1000).toFixed(1)} s`);
     lines.push(`  reconnect storm -> every agent holds every change of its scopes: ${(stormMs / 1000).toFixed(2)} s (${offline.length} agents at once; manual items provisional)`);
@@ -271,6 +290,43 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     if (ticker !== undefined) clearInterval(ticker);
     await fleet.close(o.keep ? { keep: true } : {});
   }
+}
+
+/** A deterministic stand-in certificate for the scenario (the agents check its form and expiry, not a signature). */
+function fleetCertificate(seed: number, n: number): CriticalOperation {
+  const body = Buffer.from(`fleet-tls ${seed} ${n}`.padEnd(48, '.')).toString('base64');
+  return { kind: 'certificate', name: 'fleet-tls', value: { pem: `-----BEGIN CERTIFICATE-----\n${body}\n-----END CERTIFICATE-----\n`, notAfter: '2036-01-01T00:00:00Z' } };
+}
+
+/**
+ * After the storm: every host holds exactly the committed certificate (hosts that were offline during
+ * the aborted rotation never saw it), none holds a transaction in doubt, the server's `critical_state`
+ * agrees, and no prepared transaction is left (the aborted one included, once recovery finished it).
+ */
+async function checkCritical(fleet: Fleet, committed: string, aborted: string | undefined): Promise<{ problems: string[]; blockedState: string }> {
+  let blockedState = '-';
+  if (aborted !== undefined) {
+    for (let i = 0; i < 100; i++) {
+      const [row] = await fleet.sql<{ state: string }>('select state from critical_transactions where txid = $1', [aborted]);
+      blockedState = row?.state ?? 'missing';
+      if (blockedState === 'aborted') break;
+      await sleep(100);
+    }
+  }
+  const problems: string[] = [];
+  if (aborted !== undefined && blockedState !== 'aborted') problems.push(`the aborted rotation is ${blockedState}`);
+  for (const a of fleet.agents) {
+    const held = a.store.criticalEntries().map((e) => `${e.kind}/${e.name}@${e.txid}`);
+    if (held.length !== 1 || held[0] !== `certificate/fleet-tls@${committed}`) problems.push(`${a.id} holds [${held.join(', ')}]`);
+    const inDoubt = a.store.criticalInDoubt();
+    if (inDoubt.length > 0) problems.push(`${a.id} in doubt on ${inDoubt.map((d) => d.txid).join(', ')}`);
+  }
+  const server = await fleet.sql<{ agent_id: string; txid: string }>("select agent_id, txid::text from critical_state where kind = 'certificate' and name = 'fleet-tls'");
+  const wrong = server.filter((r) => r.txid !== committed);
+  if (server.length !== fleet.agents.length || wrong.length > 0) problems.push(`the server holds ${server.length} rows, ${wrong.length} of another transaction`);
+  const [prepared] = await fleet.sql<{ n: number }>('select count(*)::int as n from pg_prepared_xacts where database = current_database()');
+  if ((prepared?.n ?? 0) > 0) problems.push(`${prepared?.n} prepared transaction(s) left in PostgreSQL`);
+  return { problems, blockedState };
 }
 
 /** One random local edit on an agent's own host records. */
