@@ -49,6 +49,7 @@ export class ChangeLogModule {
                 if (e.type === 'decided') logger.log(`${e.txid}: ${e.decision}${e.reason === undefined ? '' : ` (${e.reason})`}${e.by === 'recover' ? ', by recovery' : ''}`);
                 else if (e.type === 'completed') logger.log(`${e.txid}: ${e.state}`);
                 else if (e.type === 'phase2-failed') logger.warn(`${e.txid}: decision not delivered to ${e.participant} (retried): ${e.error instanceof Error ? e.error.message : String(e.error)}`);
+                else if (e.type === 'recovery-failed') logger.warn(`${e.txid}: recovery failed (retried): ${e.error instanceof Error ? e.error.message : String(e.error)}`);
                 else logger.warn(`${e.txid}: a prepared transaction of the server ${e.logged ? 'outlived its decision' : 'unknown to the log'}: ${e.decision === 'commit' ? 'committed' : 'rolled back'} by recovery`);
               },
             });

@@ -68,6 +68,14 @@ export const changeLogConfig = defineConfig({
       default: '10s',
       description: 'critical operations (two-phase commit): how long participants have to vote when the request names no `voteTimeoutMs`; a host that has not voted by then aborts the transaction',
     },
+    operatorToken: {
+      env: 'OPERATOR_TOKEN',
+      schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),
+      optional: true,
+      secret: true,
+      description: 'critical operations: the token an operator must send (`Authorization: Bearer <token>`, HTTP or NATS header) to begin one; unset: every begin is refused (FLEET_AUTH_004). Keep it in a Secret',
+      fallback: ['FLEET_OPERATOR_TOKEN'],
+    },
     criticalRetry: {
       env: 'CRITICAL_RETRY',
       schema: envDuration({ min: 100, max: 600_000 }),

@@ -13,12 +13,12 @@ import { CriticalParticipant, NatsSyncTransport } from '@fleet/agent-sync';
 import type { CriticalReport } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { loadConfig } from '@fleet/config';
-import { decodeCriticalTxReply, decodeTpcAgentRequest, encodeJson, PROTOCOL_VERSION } from '@fleet/contracts';
+import { decodeCriticalTxReply, decodeTpcAgentRequest, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxView, TpcAgentRequest } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { deleteNamespaceStreams, eventually, SHARED_NATS, sleep, testNamespace } from '@fleet/messaging/src/test-support';
 import { DataSource } from 'typeorm';
-import { PostgresParticipant } from '@fleet/server-store';
+import { CriticalCoordinator, PostgresParticipant } from '@fleet/server-store';
 import { PrivatePostgres, testUuidV7 } from '@fleet/server-store/src/testing';
 import { createChangeLogApp } from './bootstrap';
 import { changeLogConfig } from './config';
@@ -30,6 +30,8 @@ const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CER
 const cert = (name: string): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter: '2035-01-01T00:00:00Z' } });
 
 const s = testNamespace('tpc');
+const TOKEN = 'operator-token-for-tests';
+const auth = { [Headers.Authorization]: `Bearer ${TOKEN}` };
 let pgServer: PrivatePostgres;
 let dbUrl: string;
 let app: INestApplication;
@@ -86,6 +88,7 @@ beforeAll(async () => {
     FLEET_CHANGELOG_LOG_LEVEL: 'warn',
     FLEET_CHANGELOG_VOTE_TIMEOUT: '3s',
     FLEET_CHANGELOG_CRITICAL_RETRY: '300ms',
+    FLEET_CHANGELOG_OPERATOR_TOKEN: TOKEN,
   });
   app = await createChangeLogApp(config);
   base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
@@ -110,7 +113,7 @@ afterAll(async () => {
 
 async function begin(operation: CriticalOperation, hosts: readonly string[], voteTimeoutMs?: number): Promise<CriticalTxView> {
   const body = { protocol: PROTOCOL_VERSION, operation, agents: hosts, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
-  const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), encodeJson(body), { timeoutMs: 30_000 })).data);
+  const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), encodeJson(body), { timeoutMs: 30_000, headers: auth })).data);
   if (!reply.ok) throw new Error(`${reply.error.code}: ${reply.error.message}`);
   return reply.value.transaction;
 }
@@ -227,9 +230,15 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     expect(await server.prepare(txid, op, ['f1'])).toEqual({ vote: 'yes' });
     expect(await new NatsAgentParticipants(() => operator, s.ns).prepare('f1', txid, op, deadline, 2000)).toEqual({ vote: 'yes' });
     expect(f1.store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
-    // While undecided, f1 asking gets `pending` and keeps its staging.
-    await f1.participant.settleInDoubt();
+    // While undecided, f1 asking gets `pending` (not an error) and keeps its staging.
+    const coordinator = app.get(CriticalCoordinator);
+    expect(await coordinator.status('f1', txid)).toBe('pending');
+    f1.reports.length = 0;
+    expect(await f1.participant.settleInDoubt()).toBe(0);
+    expect(f1.reports.filter((r) => r.type === 'error')).toEqual([]);
     expect(f1.store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
+    // Another host asking about it is refused: it is not a participant.
+    await expect(coordinator.status('a1', txid)).rejects.toMatchObject({ code: 'FLEET_TPC_001' });
 
     await eventually(async () => (await logged(txid))?.state === 'aborted', 15_000, 'recovery aborts it');
     expect(await preparedXacts()).toEqual([]);
@@ -238,26 +247,51 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     expect(await serverState('smtp')).toEqual([]);
   });
 
-  it('two operations on the same certificate of the same host at once: never both committed', async () => {
-    await startAgent('g1');
-    const [x, y] = await Promise.all([begin(cert('api'), ['g1']), begin(cert('api'), ['g1'])]);
-    const committed = [x, y].filter((t) => t.state === 'committed');
-    expect(committed.length).toBeLessThanOrEqual(1);
-    for (const t of [x, y]) expect(['committed', 'aborted']).toContain(t.state);
-    const held = agents.find((a) => a.id === 'g1')!.store.criticalEntries();
-    expect(held.map((e) => e.txid)).toEqual(committed.map((t) => t.txid));
-    expect((await serverState('api')).map((r) => r.txid)).toEqual(committed.map((t) => t.txid));
+  it('two operations on the same certificate of the same host at once: host and server end holding the same one', async () => {
+    const g1 = await startAgent('g1');
+    for (let round = 0; round < 3; round++) {
+      const both = await Promise.all([begin(cert('api'), ['g1']), begin(cert('api'), ['g1'])]);
+      for (const t of both) expect(['committed', 'aborted']).toContain(t.state);
+      // Whatever the interleaving (one refused as held prepared, or both in turn), the host and the server agree.
+      const held = g1.store.criticalEntries().find((e) => e.name === 'api');
+      const server = await serverState('api');
+      expect(server.map((r) => r.txid)).toEqual(held === undefined ? [] : [held.txid]);
+      if (held !== undefined) expect(both.find((t) => t.txid === held.txid)?.state ?? 'an earlier round').not.toBe('aborted');
+      expect(g1.store.criticalInDoubt()).toEqual([]);
+      expect(await preparedXacts()).toEqual([]);
+    }
+  });
+
+  it('a host whose store fails answers with an error: that is its no, with the error as the reason', async () => {
+    const h1 = await startAgent('h1');
+    await startAgent('h2');
+    h1.store.close(); // the participant still answers, but its store refuses
+    const tx = await begin(cert('syslog'), ['h1', 'h2']);
+    expect(tx.state).toBe('aborted');
+    expect(tx.reason).toMatch(/^h1: FLEET_AGENT_001: .*store is closed/);
+    expect(await serverState('syslog')).toEqual([]);
+  });
+
+  it('begin needs the operator token (NATS and HTTP): missing or wrong is FLEET_AUTH_004 / 401, and nothing is logged', async () => {
+    const body = encodeJson({ protocol: PROTOCOL_VERSION, operation: cert('nope'), agents: ['a1'] });
+    for (const headers of [undefined, { [Headers.Authorization]: 'Bearer wrong-token-xxxxxxxx' }, { [Headers.Authorization]: TOKEN }]) {
+      const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), body, { timeoutMs: 10_000, ...(headers === undefined ? {} : { headers }) })).data);
+      expect(reply.ok ? 'ok' : reply.error.code).toBe('FLEET_AUTH_004');
+    }
+    const http = await fetch(`${base}/critical`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ operation: cert('nope'), agents: ['a1'] }) });
+    expect(http.status).toBe(401);
+    expect((await pg.query('select count(*)::int as n from critical_transactions where name = $1', ['nope'])).rows[0].n).toBe(0);
   });
 
   it('refuses a malformed operation with the reason, over NATS and HTTP: a clear-text password is never accepted', async () => {
     const bad = { protocol: PROTOCOL_VERSION, operation: { kind: 'credential', name: 'root', value: { user: 'root', hash: 'hunter2' } }, agents: ['a1'] };
-    const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), encodeJson(bad), { timeoutMs: 10_000 })).data);
+    const reply = decodeCriticalTxReply((await operator.request(s.criticalApi('begin'), encodeJson(bad), { timeoutMs: 10_000, headers: auth })).data);
     expect(reply.ok).toBe(false);
     if (!reply.ok) {
       expect(reply.error.code).toBe('FLEET_DECODE_002');
       expect(reply.error.message).toContain('operation.value.hash');
     }
-    const http = await fetch(`${base}/critical`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ operation: cert('x'), agents: [] }) });
+    const http = await fetch(`${base}/critical`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ operation: cert('x'), agents: [] }) });
     expect(http.status).toBe(400);
     expect(((await http.json()) as { error: { code: string; message: string } }).error.message).toContain('agents');
     expect((await pg.query('select count(*)::int as n from critical_transactions where name = $1', ['x'])).rows[0].n).toBe(0);

@@ -10,7 +10,8 @@
  * - `CriticalRecovery`: `recover()` at start and every `criticalRetry` (presumed abort of transactions
  *   whose coordinator died mid-vote, phase 2 again for participants that missed it).
  */
-import { Body, Controller, Get, HttpCode, Inject, Logger, Param, Post, Query } from '@nestjs/common';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Body, Controller, Get, HttpCode, Headers as HttpHeaders, Inject, Logger, Param, Post, Query } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown, Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
 import {
@@ -25,6 +26,7 @@ import {
   decodeWith,
   encodeJson,
   errorReply,
+  Headers,
   PROTOCOL_VERSION,
   subjects,
 } from '@fleet/contracts';
@@ -49,13 +51,18 @@ export class NatsAgentParticipants implements AgentParticipants {
     this.s = subjects(namespace);
   }
 
-  /** A host nobody answers for (not connected) refuses at once: it certainly did not receive the prepare. */
+  /**
+   * A host nobody answers for (not connected) refuses at once: it certainly did not receive the prepare.
+   * So does one that answers with an error (its store is closed or full...): the reason is its error. A
+   * timeout throws: no vote.
+   */
   async prepare(agentId: string, txid: string, operation: CriticalOperation, deadline: number, timeoutMs: number): Promise<Vote> {
     let r;
     try {
-      r = await this.ask(agentId, { protocol: PROTOCOL_VERSION, t: 'prepare', txid, operation, deadline }, timeoutMs);
+      r = await this.ask(agentId, txid, { protocol: PROTOCOL_VERSION, t: 'prepare', txid, operation, deadline }, timeoutMs);
     } catch (e) {
       if (isNoResponders(e)) return { vote: 'no', reason: 'not connected (nothing answers on its participant subject)' };
+      if (e instanceof AgentErrorReply) return { vote: 'no', reason: e.message };
       throw e;
     }
     if (!('vote' in r)) throw new FleetError('FLEET_DECODE_002', `agent ${agentId} answered a prepare of ${txid} without a vote`);
@@ -63,16 +70,36 @@ export class NatsAgentParticipants implements AgentParticipants {
   }
 
   async decide(agentId: string, txid: string, decision: Decision, timeoutMs: number): Promise<'committed' | 'aborted'> {
-    const r = await this.ask(agentId, { protocol: PROTOCOL_VERSION, t: 'decision', txid, decision }, timeoutMs);
+    const r = await this.ask(agentId, txid, { protocol: PROTOCOL_VERSION, t: 'decision', txid, decision }, timeoutMs);
     if (!('state' in r)) throw new FleetError('FLEET_DECODE_002', `agent ${agentId} answered a decision of ${txid} without its state`);
     return r.state;
   }
 
-  private async ask(agentId: string, body: object, timeoutMs: number) {
+  private async ask(agentId: string, txid: string, body: object, timeoutMs: number) {
     const reply = decodeTpcAgentReply((await this.bus().request(this.s.tpcAgent(agentId), encodeJson(body), { timeoutMs })).data);
-    if (!reply.ok) throw new FleetError(reply.error.code === 'FLEET_TPC_003' ? 'FLEET_TPC_003' : 'FLEET_MSG_004', `agent ${agentId}: ${reply.error.code}: ${reply.error.message}`);
+    if (!reply.ok) throw new AgentErrorReply(`${reply.error.code}: ${reply.error.message}`);
+    // A reply about another transaction is no answer to this one (a confused or forged responder).
+    if (reply.value.txid !== txid) throw new FleetError('FLEET_DECODE_002', `agent ${agentId} answered about transaction ${reply.value.txid}, not ${txid}`);
     return reply.value;
   }
+}
+
+/** The agent answered with an error reply (as opposed to not answering). */
+class AgentErrorReply extends Error {}
+
+/**
+ * The operator token check of `begin` (it changes hosts' certificates and credentials): `Bearer <token>`
+ * must match FLEET_CHANGELOG_OPERATOR_TOKEN, compared in constant time; with no token configured every
+ * begin is refused. Reads (show, list) carry no secret and need none.
+ */
+export function checkOperatorToken(configured: string | undefined, authorization: string | undefined): void {
+  if (configured === undefined) {
+    throw new FleetError('FLEET_AUTH_004', 'critical operations are disabled: set FLEET_CHANGELOG_OPERATOR_TOKEN on the change-log and send it as `Authorization: Bearer <token>`');
+  }
+  const given = /^Bearer (.+)$/.exec(authorization ?? '')?.[1];
+  const a = createHash('sha256').update(given ?? '').digest();
+  const b = createHash('sha256').update(configured).digest();
+  if (given === undefined || !timingSafeEqual(a, b)) throw new FleetError('FLEET_AUTH_004', 'critical begin: the operator token is missing or wrong (`Authorization: Bearer <token>`)');
 }
 
 const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {
@@ -93,6 +120,7 @@ export function criticalApiController(config: ChangeLogConfig): Type<unknown> {
     @NatsRequest(s.criticalApi('begin'), s.queueGroups.coordinator)
     begin(@Payload() req: InboundRequest): Promise<unknown> {
       return answer(async () => {
+        checkOperatorToken(config.operatorToken, req.header(Headers.Authorization));
         const r = decodeCriticalBeginRequest(req.data);
         return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.begin(r.operation, r.agents, r.voteTimeoutMs) };
       });
@@ -129,11 +157,15 @@ export function criticalApiController(config: ChangeLogConfig): Type<unknown> {
  */
 @Controller('critical')
 export class CriticalHttpController {
-  constructor(@Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator) {}
+  constructor(
+    @Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator,
+    @Inject(CHANGE_LOG_CONFIG) private readonly config: ChangeLogConfig,
+  ) {}
 
   @Post()
   @HttpCode(200)
-  async begin(@Body() body: unknown): Promise<unknown> {
+  async begin(@Body() body: unknown, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+    checkOperatorToken(this.config.operatorToken, authorization);
     const r = decodeWith(CriticalBeginRequestSchema, { protocol: PROTOCOL_VERSION, ...(typeof body === 'object' && body !== null ? body : {}) });
     return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.begin(r.operation, r.agents, r.voteTimeoutMs) };
   }
@@ -167,10 +199,10 @@ export class CriticalRecovery implements OnApplicationBootstrap, OnApplicationSh
     @Inject(CHANGE_LOG_CONFIG) private readonly config: ChangeLogConfig,
   ) {}
 
-  async onApplicationBootstrap(): Promise<void> {
+  onApplicationBootstrap(): void {
     this.timer = setInterval(() => void this.pass(), this.config.criticalRetry);
     this.timer.unref();
-    await this.pass();
+    void this.pass(); // in the background: a long pass must not hold the service's start (and its probes)
   }
 
   /** One recovery pass (skipped while the previous one runs). */

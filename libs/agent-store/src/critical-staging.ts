@@ -75,15 +75,27 @@ export class CriticalStaging {
    * coordinator decides can then only be an abort, and a repeated prepare gets no again.
    */
   prepare(txid: string, operation: CriticalOperation): Vote {
-    return this.db
-      .transaction((): Vote => {
+    return this.durable(() =>
+      this.db.transaction((): Vote => {
         const row = this.st.get.get(txid);
         const outcome = onPrepare(row?.state, () => this.refusal(txid, operation));
         if (outcome.stage) this.st.stage.run(txid, operation.kind, operation.name, JSON.stringify(operation.value), this.now());
         else if (row === undefined) this.st.record.run(txid, operation.kind, operation.name, 'aborted', this.now());
         return outcome.vote;
-      })
-      .immediate();
+      }).immediate(),
+    );
+  }
+
+  /** Runs `fn` with `synchronous = FULL` (a commit then survives a power loss, not only a crash of the agent). */
+  private durable<T>(fn: () => T): T {
+    const level = Number(this.db.pragma('synchronous', { simple: true }));
+    if (level >= 2) return fn();
+    this.db.pragma('synchronous = FULL');
+    try {
+      return fn();
+    } finally {
+      this.db.pragma(`synchronous = ${level}`);
+    }
   }
 
   private refusal(txid: string, op: CriticalOperation): string | undefined {
@@ -103,8 +115,8 @@ export class CriticalStaging {
    * throws FLEET_TPC_003 (its staging was lost, e.g. a restore from a backup taken before the prepare).
    */
   decide(txid: string, decision: Decision): 'committed' | 'aborted' {
-    return this.db
-      .transaction((): 'committed' | 'aborted' => {
+    return this.durable(() =>
+      this.db.transaction((): 'committed' | 'aborted' => {
         const row = this.st.get.get(txid);
         let out;
         try {
@@ -120,8 +132,8 @@ export class CriticalStaging {
           this.st.decide.run(out.next, now, txid);
         }
         return out.next as 'committed' | 'aborted';
-      })
-      .immediate();
+      }).immediate(),
+    );
   }
 
   /** Transactions staged and not yet decided, oldest first. */

@@ -16,6 +16,8 @@ export const Headers = {
   /** W3C trace context, so one change is one trace across every service. */
   TraceParent: 'traceparent',
   TraceState: 'tracestate',
+  /** `Bearer <operator token>` on an operator request that changes hosts' credentials (critical begin), HTTP or NATS. */
+  Authorization: 'Authorization',
   /** Wire protocol version of the payload. */
   Protocol: 'Fleet-Protocol',
   /** Payload encoding when not plain JSON (e.g. `gzip`). */

@@ -27,6 +27,13 @@ export const ErrorCodes = {
    * is dead-lettered; the rest of its batch is appended.
    */
   FLEET_AUTH_003: { name: 'ForeignWrite', retryable: false, message: 'scope is not writable by this agent' },
+  /**
+   * An operator request that changes hosts' certificates or credentials (`critical begin`) came without
+   * the operator token, or with a wrong one; or the change-log has no token configured, and then refuses
+   * every such request. Send `Authorization: Bearer <token>` (HTTP, or the same header on the NATS
+   * request) with the value of `FLEET_CHANGELOG_OPERATOR_TOKEN`.
+   */
+  FLEET_AUTH_004: { name: 'OperatorUnauthorized', retryable: false, message: 'operator token missing or wrong' },
   // --- configuration ---
   /** A configuration value is missing or invalid; the message names the variable. */
   FLEET_CONFIG_001: { name: 'InvalidConfig', retryable: false, message: 'invalid configuration' },

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { decodeCriticalTxReply, encodeJson, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import { decodeCriticalTxReply, encodeJson, Headers, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxView, Subjects } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { parseStrategyConfig } from '@fleet/config';
@@ -19,7 +19,7 @@ import { FleetAgent, newWireCounters } from './agent';
 import type { WireCounters } from './agent';
 import { checkConvergence } from './checker';
 import type { ConvergenceResult } from './checker';
-import { createDatabase, ServerStack } from './services';
+import { createDatabase, HARNESS_OPERATOR_TOKEN, ServerStack } from './services';
 import type { Database, ServiceName } from './services';
 import { eventually, PrivateNatsServer, sleep } from './util';
 
@@ -219,7 +219,7 @@ export class Fleet {
   /** A critical operation (two-phase commit) through the change-log's operator API on NATS; resolves once decided. */
   async beginCritical(operation: CriticalOperation, agents: readonly string[], voteTimeoutMs?: number): Promise<CriticalTxView> {
     const body = { protocol: PROTOCOL_VERSION, operation, agents, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
-    const reply = decodeCriticalTxReply((await this.bus.request(this.s.criticalApi('begin'), encodeJson(body), { timeoutMs: 60_000 })).data);
+    const reply = decodeCriticalTxReply((await this.bus.request(this.s.criticalApi('begin'), encodeJson(body), { timeoutMs: 60_000, headers: { [Headers.Authorization]: `Bearer ${HARNESS_OPERATOR_TOKEN}` } })).data);
     if (!reply.ok) throw new Error(`critical operation ${operation.kind} ${operation.name}: ${reply.error.code} ${reply.error.message}`);
     return reply.value.transaction;
   }

@@ -17,6 +17,9 @@ import { eventually, freePort } from './util';
 
 export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 
+/** The operator token the harness's change-log runs with, and the harness's operator sends. */
+export const HARNESS_OPERATOR_TOKEN = 'fleet-harness-operator-token';
+
 export type ServiceName = 'change-log' | 'version-vector' | 'conflict-resolver' | 'delta-calculator';
 export const SERVICE_NAMES: readonly ServiceName[] = ['change-log', 'version-vector', 'conflict-resolver', 'delta-calculator'];
 
@@ -93,6 +96,8 @@ export class ServiceProcess {
     if (this.name === 'delta-calculator') e['FLEET_DELTA_PROJECT_EVERY'] = '250ms';
     // Every service that computes views (all but the change log) runs with the deployment's strategies.
     if (this.name !== 'change-log') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
+    // The operator token of critical operations (a deployment keeps it in a Secret).
+    if (this.name === 'change-log') e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
     if (this.name === 'conflict-resolver') {
       e[`${p}NODE_ID`] = `server-cr-${this.httpPort}`;
       e[`${p}SWEEP_INTERVAL`] = '2s';

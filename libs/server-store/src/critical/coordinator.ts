@@ -54,6 +54,7 @@ export type CriticalEvent =
   | { readonly type: 'decided'; readonly txid: string; readonly decision: Decision; readonly reason?: string; readonly by: 'begin' | 'recover' }
   | { readonly type: 'completed'; readonly txid: string; readonly state: 'committed' | 'aborted' }
   | { readonly type: 'phase2-failed'; readonly txid: string; readonly participant: string; readonly error: unknown }
+  | { readonly type: 'recovery-failed'; readonly txid: string; readonly error: unknown }
   /** A prepared transaction of the server outlived its decision (or was never logged): finished by recovery. */
   | { readonly type: 'orphan-finished'; readonly txid: string; readonly decision: Decision; readonly logged: boolean };
 
@@ -71,6 +72,9 @@ interface TxRow {
   decided_at: Date | null;
   completed_at: Date | null;
 }
+
+/** Agents told a decision at once (each a NATS request); the rest wait their turn. */
+const PHASE2_CONCURRENCY = 64;
 
 const COLUMNS = 'txid, kind, name, participants, state, votes, acked, reason, deadline, created_at, decided_at, completed_at';
 
@@ -117,6 +121,15 @@ export class CriticalCoordinator {
   async begin(operation: CriticalOperation, agents: readonly string[], voteTimeoutMs = this.o.voteTimeoutMs): Promise<CriticalTxView> {
     await this.server.assertEnabled();
     const txid = this.newId();
+    try {
+      return await this.run(txid, operation, agents, voteTimeoutMs);
+    } catch (e) {
+      // Logged before anything else: recovery finishes it; the operator needs its id to follow it.
+      throw new FleetError('FLEET_INFRA_001', `critical transaction ${txid}: ${e instanceof Error ? e.message : String(e)} (recovery finishes it; show it by its id)`, { cause: e, details: { txid } });
+    }
+  }
+
+  private async run(txid: string, operation: CriticalOperation, agents: readonly string[], voteTimeoutMs: number): Promise<CriticalTxView> {
     const deadline = this.now() + voteTimeoutMs;
     let tx = beginTx(txid, [SERVER_PARTICIPANT, ...agents], deadline);
     await this.ds.query(`insert into critical_transactions (txid, kind, name, participants, state, deadline) values ($1, $2, $3, $4, 'preparing', $5)`, [
@@ -153,6 +166,10 @@ export class CriticalCoordinator {
     // ROLLBACK PREPARED before the PREPARE would leave it prepared for ever. Agents need no such wait:
     // one that hears the abort first records it and refuses the late prepare (sync-core onPrepare).
     await serverPrepared;
+    // And when another coordinator's recovery decided this abort and told the server before our PREPARE
+    // landed, the server counts as told: roll back once more (idempotent), rather than leave the prepared
+    // transaction holding its rows until the next recovery pass.
+    if (decisionOf(tx.state) === 'abort') await this.server.abort(txid).catch(() => undefined);
     await this.phase2(tx);
     return this.show(txid);
   }
@@ -179,38 +196,51 @@ export class CriticalCoordinator {
     return toTx(await this.row(tx.txid));
   }
 
-  /** Tells every participant that has not acknowledged the decision; records each acknowledgement. */
+  /**
+   * Tells every participant that has not acknowledged the decision (at most PHASE2_CONCURRENCY agents
+   * at a time), then records the round's acknowledgements in one transaction: a decision to a thousand
+   * hosts is one row update, not a thousand queued on the service's small pool.
+   */
   private async phase2(tx: CoordinatorTx): Promise<void> {
     const decision = decisionOf(tx.state);
     if (decision === undefined) return;
-    await Promise.all(
-      phase2Targets(tx).map(async (p) => {
-        try {
-          if (p === SERVER_PARTICIPANT) {
-            if (decision === 'commit') await this.server.commit(tx.txid);
-            else await this.server.abort(tx.txid);
-          } else {
-            await this.agents.decide(p, tx.txid, decision, this.decisionTimeoutMs);
-          }
-          await this.ack(tx.txid, p);
-        } catch (error) {
-          await this.ds.query('update critical_transactions set last_error = $2 where txid = $1', [tx.txid, `${p}: ${error instanceof Error ? error.message : String(error)}`.slice(0, 1000)]).catch(() => undefined);
-          this.o.onEvent?.({ type: 'phase2-failed', txid: tx.txid, participant: p, error });
+    const acked: string[] = [];
+    const failures: string[] = [];
+    const tell = async (p: string): Promise<void> => {
+      try {
+        if (p === SERVER_PARTICIPANT) {
+          if (decision === 'commit') await this.server.commit(tx.txid);
+          else await this.server.abort(tx.txid);
+        } else {
+          await this.agents.decide(p, tx.txid, decision, this.decisionTimeoutMs);
         }
-      }),
-    );
+        acked.push(p);
+      } catch (error) {
+        failures.push(`${p}: ${error instanceof Error ? error.message : String(error)}`);
+        this.o.onEvent?.({ type: 'phase2-failed', txid: tx.txid, participant: p, error });
+      }
+    };
+    const targets = phase2Targets(tx);
+    for (let i = 0; i < targets.length; i += PHASE2_CONCURRENCY) await Promise.all(targets.slice(i, i + PHASE2_CONCURRENCY).map(tell));
+    await this.recordAcks(tx.txid, acked, failures.length === 0 ? null : failures.slice(0, 5).join('; ').slice(0, 1000));
   }
 
-  private async ack(txid: string, participant: string): Promise<void> {
+  private async recordAcks(txid: string, participants: readonly string[], lastError: string | null): Promise<void> {
     await this.ds.transaction(async (m) => {
       const rows = (await m.query(`select ${COLUMNS} from critical_transactions where txid = $1 for update`, [txid])) as TxRow[];
       const row = rows[0];
       if (row === undefined) return;
       const before = toTx(row);
-      const after = recordAck(before, participant);
-      if (after === before) return;
+      let after = before;
+      for (const p of participants) after = recordAck(after, p);
       const done = after.state !== before.state;
-      await m.query(`update critical_transactions set acked = $2, state = $3, completed_at = case when $4 then now() else completed_at end where txid = $1`, [txid, after.acked, after.state, done]);
+      await m.query(`update critical_transactions set acked = $2, state = $3, completed_at = case when $4 then now() else completed_at end, last_error = $5 where txid = $1`, [
+        txid,
+        after.acked,
+        after.state,
+        done,
+        lastError,
+      ]);
       if (done) this.o.onEvent?.({ type: 'completed', txid, state: after.state as 'committed' | 'aborted' });
     });
   }
@@ -224,26 +254,43 @@ export class CriticalCoordinator {
     let touched = 0;
     const cutoff = new Date(this.now() - this.graceMs);
     const undecided = (await this.ds.query(`select ${COLUMNS} from critical_transactions where state = 'preparing' and deadline < $1 order by created_at limit 100`, [cutoff])) as TxRow[];
+    // One transaction's failure (a participant's error, a busy prepared transaction) must not stop the pass.
+    const each = async (txid: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+        touched++;
+      } catch (error) {
+        this.o.onEvent?.({ type: 'recovery-failed', txid, error });
+      }
+    };
     for (const r of undecided) {
-      const tx = await this.logDecision(decide(toTx(r), Math.max(this.now(), r.deadline.getTime())), 'recover');
-      await this.phase2(tx);
-      touched++;
+      await each(r.txid, async () => this.phase2(await this.logDecision(decide(toTx(r), Math.max(this.now(), r.deadline.getTime())), 'recover')));
     }
-    const unacked = (await this.ds.query(`select ${COLUMNS} from critical_transactions where state in ('committing', 'aborting') and decided_at < $1 order by decided_at limit 100`, [cutoff])) as TxRow[];
-    for (const r of unacked) {
-      await this.phase2(toTx(r));
-      touched++;
-    }
+    // Oldest attempt first (`last_attempt_at`), so transactions stuck on a host that is gone do not starve newer ones.
+    const unacked = (await this.ds.query(
+      `select ${COLUMNS} from critical_transactions where state in ('committing', 'aborting') and decided_at < $1 order by last_attempt_at nulls first, decided_at limit 100`,
+      [cutoff],
+    )) as TxRow[];
+    await Promise.all(
+      unacked.map((r) =>
+        each(r.txid, async () => {
+          await this.ds.query('update critical_transactions set last_attempt_at = now() where txid = $1', [r.txid]);
+          await this.phase2(toTx(r));
+        }),
+      ),
+    );
     // The server's prepared transactions against the log: none should outlive its decision.
-    for (const txid of await this.server.prepared()) {
-      const rows = (await this.ds.query('select state from critical_transactions where txid = $1', [txid])) as { state: CoordinatorTx['state'] }[];
-      const state = rows[0]?.state;
-      if (state === 'preparing') continue; // undecided: its coordinator, or the presumed abort above, finishes it
-      // Unknown to the log (it never reached its commit point) or decided abort: roll back; decided commit: commit.
-      if (state !== undefined && decisionOf(state) === 'commit') await this.server.commit(txid);
-      else await this.server.abort(txid);
-      this.o.onEvent?.({ type: 'orphan-finished', txid, decision: state !== undefined && decisionOf(state) === 'commit' ? 'commit' : 'abort', logged: state !== undefined });
-      touched++;
+    for (const gid of await this.server.prepared()) {
+      await each(gid, async () => {
+        const rows = (await this.ds.query('select state from critical_transactions where txid = $1', [gid])) as { state: CoordinatorTx['state'] }[];
+        const state = rows[0]?.state;
+        if (state === 'preparing') return; // undecided: its coordinator, or the presumed abort above, finishes it
+        // Unknown to the log (it never reached its commit point) or decided abort: roll back; decided commit: commit.
+        const decision: Decision = state !== undefined && decisionOf(state) === 'commit' ? 'commit' : 'abort';
+        if (decision === 'commit') await this.server.commit(gid);
+        else await this.server.abort(gid);
+        this.o.onEvent?.({ type: 'orphan-finished', txid: gid, decision, logged: state !== undefined });
+      });
     }
     return touched;
   }

@@ -29,6 +29,7 @@ export class CriticalOperations1767225600900 implements MigrationInterface {
         decided_at   timestamptz,
         completed_at timestamptz,
         last_error   text,
+        last_attempt_at timestamptz,
         constraint critical_transactions_pk primary key (txid),
         constraint critical_transactions_state check (state in ('preparing', 'committing', 'aborting', 'committed', 'aborted'))
       )`);
