@@ -6,7 +6,7 @@ import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
 import { CriticalCoordinator, PostgresChangeLog, PostgresParticipant, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
-import { CriticalHttpController, CriticalRecovery, criticalApiController, NatsAgentParticipants } from './critical';
+import { CRITICAL_FAILPOINTS, CriticalHttpController, CriticalRecovery, criticalApiController, NatsAgentParticipants } from './critical';
 import type { ChangeLogConfig } from './config';
 import { Failpoints } from './failpoints';
 import { PROCESSOR_FAILPOINTS, PushBatchProcessor } from './push-batch.processor';
@@ -19,6 +19,8 @@ import { CHANGE_LOG_CONFIG } from './tokens';
 export class ChangeLogModule {
   static forRoot(config: ChangeLogConfig, transport: JetStreamServer): DynamicModule {
     const s = subjects(config.namespace);
+    // Parsed once against every known name: a typo fails the boot.
+    const failpoints = Failpoints.parse(config.failpoints, [...PROCESSOR_FAILPOINTS, ...CRITICAL_FAILPOINTS]);
     return {
       module: ChangeLogModule,
       imports: [
@@ -45,6 +47,7 @@ export class ChangeLogModule {
             const logger = new Logger('CriticalCoordinator');
             return new CriticalCoordinator(ds, new PostgresParticipant(ds), new NatsAgentParticipants(() => js.bus, config.namespace), {
               voteTimeoutMs: config.voteTimeout,
+              ...(failpoints.active ? { at: (step: 'votes-in' | 'decision-logged') => failpoints.hit(step === 'votes-in' ? 'critical.after-votes' : 'critical.after-decision') } : {}),
               onEvent: (e) => {
                 if (e.type === 'decided') logger.log(`${e.txid}: ${e.decision}${e.reason === undefined ? '' : ` (${e.reason})`}${e.by === 'recover' ? ', by recovery' : ''}`);
                 else if (e.type === 'completed') logger.log(`${e.txid}: ${e.state}`);
@@ -62,7 +65,7 @@ export class ChangeLogModule {
           useFactory: (log: PostgresChangeLog, js: JetStreamServer, metrics: SyncMetrics) =>
             new PushBatchProcessor(log, { publish: (subject, payload, opts) => js.bus.publish(subject, payload, opts) }, s, {
               metrics,
-              failpoints: Failpoints.parse(config.failpoints, PROCESSOR_FAILPOINTS),
+              failpoints,
             }),
         },
       ],

@@ -40,6 +40,9 @@ import type { Decision, Vote } from '@fleet/sync-core';
 import type { ChangeLogConfig } from './config';
 import { CHANGE_LOG_CONFIG } from './tokens';
 
+/** Failpoints of the coordinator (see failpoints.ts); test-only: crash the process mid-transaction. */
+export const CRITICAL_FAILPOINTS = ['critical.after-votes', 'critical.after-decision'] as const;
+
 /** The coordinator's port to agents over NATS request/reply. `bus` is read at each call: the transport connects after the providers are built. */
 export class NatsAgentParticipants implements AgentParticipants {
   private readonly s: Subjects;

@@ -48,6 +48,8 @@ export interface CriticalCoordinatorOptions {
   readonly now?: () => number;
   readonly newId?: () => string;
   readonly onEvent?: (e: CriticalEvent) => void;
+  /** TEST ONLY: awaited at these points of `begin` (the change-log wires its failpoints here, to crash the process there). */
+  readonly at?: (step: 'votes-in' | 'decision-logged', txid: string) => Promise<void>;
 }
 
 export type CriticalEvent =
@@ -160,12 +162,14 @@ export class CriticalCoordinator {
         );
       }
     });
+    await this.o.at?.('votes-in', txid);
     const decided = decide(tx, this.now());
     tx = await this.logDecision(decided.state === 'preparing' ? decide(tx, Math.max(this.now(), deadline)) : decided, 'begin');
     // An abort decided early (a no, or the deadline) must not overtake the server's own prepare: a
     // ROLLBACK PREPARED before the PREPARE would leave it prepared for ever. Agents need no such wait:
     // one that hears the abort first records it and refuses the late prepare (sync-core onPrepare).
     await serverPrepared;
+    await this.o.at?.('decision-logged', txid);
     // And when another coordinator's recovery decided this abort and told the server before our PREPARE
     // landed, the server counts as told: roll back once more (idempotent), rather than leave the prepared
     // transaction holding its rows until the next recovery pass.
