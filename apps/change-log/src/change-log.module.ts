@@ -42,13 +42,15 @@ export class ChangeLogModule {
         },
         {
           provide: CriticalCoordinator,
-          inject: [DataSource, JetStreamServer],
-          useFactory: (ds: DataSource, js: JetStreamServer) => {
+          inject: [DataSource, JetStreamServer, SYNC_METRICS],
+          useFactory: (ds: DataSource, js: JetStreamServer, metrics: SyncMetrics) => {
             const logger = new Logger('CriticalCoordinator');
             return new CriticalCoordinator(ds, new PostgresParticipant(ds), new NatsAgentParticipants(() => js.bus, config.namespace), {
               voteTimeoutMs: config.voteTimeout,
               ...(failpoints.active ? { at: (step: 'votes-in' | 'decision-logged') => failpoints.hit(step === 'votes-in' ? 'critical.after-votes' : 'critical.after-decision') } : {}),
               onEvent: (e) => {
+                if (e.type === 'decided') metrics.criticalDecisions.add(1, { decision: e.decision, by: e.by === 'begin' ? 'coordinator' : 'recovery' });
+                if (e.type === 'phase2-failed') metrics.criticalPhase2Failures.add(1);
                 if (e.type === 'decided') logger.log(`${e.txid}: ${e.decision}${e.reason === undefined ? '' : ` (${e.reason})`}${e.by === 'recover' ? ', by recovery' : ''}`);
                 else if (e.type === 'completed') logger.log(`${e.txid}: ${e.state}`);
                 else if (e.type === 'phase2-failed') logger.warn(`${e.txid}: decision not delivered to ${e.participant} (retried): ${e.error instanceof Error ? e.error.message : String(e.error)}`);

@@ -118,8 +118,10 @@ describe('the coordinator killed mid-transaction (SIGKILL), then restarted', () 
     expect(await prepared()).toEqual([`fleet_tpc_${tx!.txid}`]);
     for (const a of agents) expect(a.store.criticalInDoubt().map((d) => d.txid)).toEqual([tx!.txid]);
 
-    await service('cl-crash-voted-2');
+    const restarted = await service('cl-crash-voted-2');
     await eventually(async () => (await row('after-votes'))?.state === 'aborted', 20_000, 'recovery aborts');
+    // Counted as a decision by recovery (the metric operators alert on).
+    expect(await restarted.metric('fleet_sync_critical_decisions_total')).toBe(1);
     await eventually(() => agents.every((a) => a.store.criticalInDoubt().length === 0), 10_000, 'hosts drop their staging');
     expect(held('after-votes')).toEqual([[], []]);
     expect(await prepared()).toEqual([]);

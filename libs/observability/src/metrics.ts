@@ -115,6 +115,21 @@ export const Metrics = {
     description: 'Conflicts waiting for an operator in the manual queue (each has a provisional winner meanwhile).',
     attributes: {},
   },
+  // --- critical operations (two-phase commit, change-log) ---
+  criticalDecisions: {
+    name: 'fleet_sync.critical.decisions',
+    kind: 'counter',
+    unit: '{transaction}',
+    description: 'Critical operations decided (the commit point of their two-phase commit), by decision; `by` is recovery for a transaction whose coordinator died undecided (presumed abort).',
+    attributes: { decision: ['commit', 'abort'], by: ['coordinator', 'recovery'] },
+  },
+  criticalPhase2Failures: {
+    name: 'fleet_sync.critical.phase2_failures',
+    kind: 'counter',
+    unit: '{message}',
+    description: 'Decisions of critical operations not delivered to a participant (retried by recovery until acknowledged); a steady rise is a host in doubt that cannot be reached.',
+    attributes: {},
+  },
   timeToResolve: {
     name: 'fleet_sync.conflicts.time_to_resolve',
     kind: 'histogram',
