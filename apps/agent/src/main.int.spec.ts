@@ -165,4 +165,49 @@ describe('agent CLI', () => {
       await nc.close();
     }
   });
+
+  it('`run` takes part in a critical operation (prepare, then commit, from the coordinator); `critical` lists what the host holds, never a hash', async () => {
+    const dataDir = tempDir();
+    const s = subjects(`agentcrit${process.pid}${Date.now() % 100000}`);
+    const nc = await connect({ servers: '127.0.0.1:4222' });
+    // The server's side of what `run` asks before its first sync (nothing logged yet), so the run settles.
+    const origin = nc.subscribe(s.origin('c1'), { callback: (_e, m) => void m.respond(JSON.stringify({ protocol: 1, agentId: 'c1', lastOriginSeq: null })) });
+    const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'c1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_NAMESPACE: s.ns };
+    const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    try {
+      for (let i = 0; i < 300 && !/syncing host\.c1/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+      const txid = '0190a000-0000-7000-8000-00000000c0de';
+      const operation = { kind: 'credential', name: 'ops', value: { user: 'ops', hash: '$6$salt$verysecrethash' } };
+      // Acting as the coordinator: the participant subscribes once connected, so ask until it answers.
+      let vote: unknown;
+      for (let i = 0; i < 100 && vote === undefined; i++) {
+        try {
+          const m = await nc.request(s.tpcAgent('c1'), JSON.stringify({ protocol: 1, t: 'prepare', txid, operation, deadline: Date.now() + 10_000 }), { timeout: 2000 });
+          vote = (m.json() as { vote: unknown }).vote;
+        } catch {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      expect(vote).toEqual({ vote: 'yes' });
+      let r = agent(['critical'], env);
+      expect(r.out).toMatch(new RegExp(`in doubt\tcredential ops\ttx ${txid}`));
+      expect(agent(['status'], env).out).toMatch(/critical\s+0 held, 1 in doubt/);
+      const ack = await nc.request(s.tpcAgent('c1'), JSON.stringify({ protocol: 1, t: 'decision', txid, decision: 'commit' }), { timeout: 5000 });
+      expect(ack.json()).toEqual({ protocol: 1, txid, state: 'committed' });
+      expect(out).toMatch(new RegExp(`critical ${txid}: voted yes`));
+      r = agent(['critical'], env);
+      expect(r.out).toMatch(new RegExp(`^credential\tops\t\\{"user":"ops","hash":"\\(set\\)"\\}\ttx ${txid}`));
+      expect(r.out).not.toContain('verysecrethash');
+      expect(agent(['critical', '--json'], env).out).not.toContain('verysecrethash');
+      expect(agent(['status'], env).out).toMatch(/critical\s+1 held$/m);
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      origin.unsubscribe();
+      await nc.close();
+    }
+  });
 });

@@ -341,7 +341,8 @@ describe('SqliteLocalStore on disk', () => {
 
   it('reports a full disk (SQLITE_FULL via a size quota) and rolls the write back whole', () => {
     const dir = tempDir();
-    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, maxDbBytes: 64 * 1024, outboxMax: 1_000_000 });
+    // An empty store is ~68 KiB (a page per table and index); the quota leaves room for a few dozen writes.
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, maxDbBytes: 160 * 1024, outboxMax: 1_000_000 });
     let code: string | undefined;
     let written = 0;
     for (let i = 0; i < 10_000 && code === undefined; i++) {

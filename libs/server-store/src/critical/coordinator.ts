@@ -123,17 +123,8 @@ export class CriticalCoordinator {
   async begin(operation: CriticalOperation, agents: readonly string[], voteTimeoutMs = this.o.voteTimeoutMs): Promise<CriticalTxView> {
     await this.server.assertEnabled();
     const txid = this.newId();
-    try {
-      return await this.run(txid, operation, agents, voteTimeoutMs);
-    } catch (e) {
-      // Logged before anything else: recovery finishes it; the operator needs its id to follow it.
-      throw new FleetError('FLEET_INFRA_001', `critical transaction ${txid}: ${e instanceof Error ? e.message : String(e)} (recovery finishes it; show it by its id)`, { cause: e, details: { txid } });
-    }
-  }
-
-  private async run(txid: string, operation: CriticalOperation, agents: readonly string[], voteTimeoutMs: number): Promise<CriticalTxView> {
     const deadline = this.now() + voteTimeoutMs;
-    let tx = beginTx(txid, [SERVER_PARTICIPANT, ...agents], deadline);
+    const tx = beginTx(txid, [SERVER_PARTICIPANT, ...agents], deadline);
     await this.ds.query(`insert into critical_transactions (txid, kind, name, participants, state, deadline) values ($1, $2, $3, $4, 'preparing', $5)`, [
       txid,
       operation.kind,
@@ -141,6 +132,17 @@ export class CriticalCoordinator {
       tx.participants,
       new Date(deadline),
     ]);
+    try {
+      return await this.run(tx, operation, agents);
+    } catch (e) {
+      // It is logged: recovery finishes it, and the operator needs its id to follow it.
+      throw new FleetError('FLEET_INFRA_001', `critical transaction ${txid}: ${e instanceof Error ? e.message : String(e)} (recovery finishes it; show it by its id)`, { cause: e, details: { txid } });
+    }
+  }
+
+  private async run(logged: CoordinatorTx, operation: CriticalOperation, agents: readonly string[]): Promise<CriticalTxView> {
+    const { txid, deadline } = logged;
+    let tx = logged;
 
     // Phase 1: every participant at once; the first no decides without waiting for the others.
     let serverPrepared: Promise<unknown> = Promise.resolve();
