@@ -1,0 +1,35 @@
+/**
+ * The operator command line's configuration (prefix `FLEET_OPERATOR_`), validated with libs/config.
+ * `fleetctl --help` prints the table from `describeConfig(operatorConfig)`.
+ */
+import { defineConfig, envDuration, envString, namespaceOption, natsUrlOption } from '@fleet/config';
+import type { ConfigOf } from '@fleet/config';
+
+export const operatorConfig = defineConfig({
+  prefix: 'FLEET_OPERATOR_',
+  options: {
+    natsUrl: natsUrlOption(),
+    namespace: namespaceOption(),
+    credentialsFile: {
+      env: 'CREDS_FILE',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: "the operator's NATS credentials file (.creds), when the server requires them",
+    },
+    token: {
+      env: 'TOKEN',
+      schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),
+      optional: true,
+      secret: true,
+      description: "the change-log's operator token (its FLEET_CHANGELOG_OPERATOR_TOKEN): needed to begin a critical operation",
+    },
+    timeout: {
+      env: 'TIMEOUT',
+      schema: envDuration({ min: 1000, max: 600_000 }),
+      default: '60s',
+      description: 'how long a request waits for its answer (a critical operation answers once decided: keep it above the vote timeout)',
+    },
+  },
+});
+
+export type OperatorConfig = ConfigOf<typeof operatorConfig>;

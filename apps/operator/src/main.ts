@@ -1,0 +1,266 @@
+/**
+ * `fleetctl`, the operators' command line: the manual conflict queue (conflict-resolver) and critical
+ * operations (change-log's two-phase commit coordinator), over the services' NATS operator APIs.
+ * `node -r ./scripts/register.js apps/operator/src/main.ts <command>`; wiring only: requests and
+ * replies are the contracts' schemas.
+ *
+ * Exit codes (sysexits.h): 0 ok (a critical operation committed), 2 a critical operation aborted,
+ * 75 decided commit but not every host has acknowledged yet (recovery finishes it), 64 usage,
+ * 78 configuration, 69 a service or NATS unreachable, 77 operator token refused, 1 any other error
+ * the service answered. Errors print one line with the code.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { describeConfig, envDuration, loadConfig } from '@fleet/config';
+import {
+  decodeConflictResolveReply,
+  decodeConflictShowReply,
+  decodeConflictsListReply,
+  decodeCriticalListReply,
+  decodeCriticalTxReply,
+  encodeJson,
+  Headers,
+  PROTOCOL_VERSION,
+  subjects,
+} from '@fleet/contracts';
+import type { CriticalOperation, CriticalTxView, Reply, Subjects } from '@fleet/contracts';
+import { FleetError, isFleetError } from '@fleet/errors';
+import type { ErrorCode } from '@fleet/errors';
+import { Messaging } from '@fleet/messaging';
+import { operatorConfig } from './config';
+import type { OperatorConfig } from './config';
+
+export interface Io {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+}
+
+const USAGE = `usage: fleetctl <command> [options]
+
+commands:
+  conflicts list [--status pending|open|resolved|auto-resolved|superseded] [--limit n] [--after id]
+  conflicts show <id>
+  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted
+  critical list [--state preparing|committing|aborting|committed|aborted] [--limit n]
+  critical show <txid>
+  critical certificate <name> --pem-file <file> --not-after <iso date> --agents a,b,... [--vote-timeout 10s]
+  critical credential <name> --user <user> --hash <crypt hash> --agents a,b,... [--vote-timeout 10s]
+
+options: --json (print the service's reply as JSON), --help`;
+
+const EXIT: Partial<Record<ErrorCode, number>> = { FLEET_CONFIG_001: 78, FLEET_INFRA_001: 69, FLEET_AUTH_004: 77 };
+
+class UsageError extends Error {}
+
+function usage(why: string): never {
+  throw new UsageError(`${why} (fleetctl --help for usage)`);
+}
+
+/** The service's reply, or its error reply as a FleetError with the service's code. */
+function valueOf<T>(reply: Reply<T>): T {
+  if (reply.ok) return reply.value;
+  throw new FleetError('FLEET_MSG_004', reply.error.message, { details: { remoteCode: reply.error.code } });
+}
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(v) || Number(v) < 1) usage(`${name} must be a positive integer`);
+  return Number(v);
+}
+
+function agentsOf(v: string | undefined): string[] {
+  const agents = (v ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
+  if (agents.length === 0) usage('--agents: name at least one agent (comma-separated)');
+  return agents;
+}
+
+function printTx(t: CriticalTxView, io: Io): void {
+  io.out(`${t.txid}\t${t.state}\t${t.kind} ${t.name}\t${t.participants.length - 1} host(s) + server${t.reason === undefined ? '' : `\t${t.reason}`}`);
+}
+
+interface Ctx {
+  readonly bus: Messaging;
+  readonly s: Subjects;
+  readonly config: OperatorConfig;
+  readonly io: Io;
+  readonly json: boolean;
+}
+
+async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>): Promise<Uint8Array> {
+  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs: c.config.timeout, ...(headers === undefined ? {} : { headers }) })).data;
+}
+
+async function conflicts(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
+  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  if (verb === 'list') {
+    const body = {
+      ...(str('status') === undefined ? {} : { status: str('status') }),
+      ...(str('limit') === undefined ? {} : { limit: positiveInt('--limit', str('limit')) }),
+      ...(str('after') === undefined ? {} : { after: positiveInt('--after', str('after')) }),
+    };
+    const page = valueOf(decodeConflictsListReply(await ask(c, c.s.conflictsApi('list'), body)));
+    if (c.json) return c.io.out(JSON.stringify(page, null, 2)), 0;
+    for (const i of page.items) c.io.out(`${i.id}\t${i.status}\t${i.strategy}\t${i.ref.scope}/${i.ref.collection}/${i.ref.key}\t${i.detectedAt}`);
+    if (page.items.length === 0) c.io.out('no conflicts');
+    if (page.hasMore) c.io.out(`more: fleetctl conflicts list --after ${page.nextCursor}${str('status') === undefined ? '' : ` --status ${str('status')}`}`);
+    return 0;
+  }
+  const id = positiveInt('<id>', args[0]) ?? usage('expected <id>');
+  if (verb === 'show') {
+    const r = valueOf(decodeConflictShowReply(await ask(c, c.s.conflictsApi('show'), { id })));
+    c.io.out(JSON.stringify(c.json ? r : r.item, null, 2));
+    return 0;
+  }
+  if (verb === 'resolve') {
+    const choices = [str('take') !== undefined, str('fields') !== undefined, v['deleted'] === true].filter(Boolean).length;
+    if (choices !== 1) usage('resolve takes exactly one of --take <origin>, --fields <json>, --deleted');
+    let choice: object;
+    if (str('take') !== undefined) choice = { take: str('take') };
+    else if (v['deleted'] === true) choice = { deleted: true };
+    else {
+      let fields: unknown;
+      try {
+        fields = JSON.parse(str('fields') as string);
+      } catch {
+        usage('--fields is not valid JSON');
+      }
+      const unset = str('unset')?.split(',').map((f) => f.trim()).filter((f) => f !== '');
+      choice = { fields, ...(unset === undefined ? {} : { unset }) };
+    }
+    const r = valueOf(decodeConflictResolveReply(await ask(c, c.s.conflictsApi('resolve'), { id, choice })));
+    if (c.json) return c.io.out(JSON.stringify(r, null, 2)), 0;
+    c.io.out(`conflict ${r.item.id} ${r.item.status}: resolution change ${r.change.changeId} logged at seq ${r.change.seq}`);
+    return 0;
+  }
+  return usage(`unknown conflicts command ${JSON.stringify(verb ?? '')}`);
+}
+
+async function critical(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
+  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  if (verb === 'list') {
+    const body = { ...(str('state') === undefined ? {} : { state: str('state') }), ...(str('limit') === undefined ? {} : { limit: positiveInt('--limit', str('limit')) }) };
+    const r = valueOf(decodeCriticalListReply(await ask(c, c.s.criticalApi('list'), body)));
+    if (c.json) return c.io.out(JSON.stringify(r, null, 2)), 0;
+    for (const t of r.transactions) printTx(t, c.io);
+    if (r.transactions.length === 0) c.io.out('no critical operations');
+    return 0;
+  }
+  if (verb === 'show') {
+    const txid = args[0] ?? usage('expected <txid>');
+    const r = valueOf(decodeCriticalTxReply(await ask(c, c.s.criticalApi('show'), { txid })));
+    c.io.out(JSON.stringify(c.json ? r : r.transaction, null, 2));
+    return 0;
+  }
+  if (verb !== 'certificate' && verb !== 'credential') return usage(`unknown critical command ${JSON.stringify(verb ?? '')}`);
+  const name = args[0] ?? usage('expected <name>');
+  let operation: CriticalOperation;
+  if (verb === 'certificate') {
+    const file = str('pem-file') ?? usage('--pem-file is required');
+    const notAfter = str('not-after') ?? usage('--not-after is required');
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (e) {
+      usage(`--pem-file ${file}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    operation = { kind: 'certificate', name, value: { pem, notAfter } };
+  } else {
+    operation = { kind: 'credential', name, value: { user: str('user') ?? usage('--user is required'), hash: str('hash') ?? usage('--hash is required') } };
+  }
+  const agents = agentsOf(str('agents'));
+  let voteTimeoutMs: number | undefined;
+  if (str('vote-timeout') !== undefined) {
+    const parsed = envDuration({ min: 100, max: 120_000 }).safeParse(str('vote-timeout'));
+    if (!parsed.success) usage('--vote-timeout: expected a duration such as 500ms or 10s, between 100ms and 120s');
+    voteTimeoutMs = parsed.data;
+  }
+  if (c.config.token === undefined) throw new FleetError('FLEET_AUTH_004', 'set FLEET_OPERATOR_TOKEN to the change-log operator token to begin a critical operation');
+  const body = { operation, agents, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
+  const r = valueOf(decodeCriticalTxReply(await ask(c, c.s.criticalApi('begin'), body, { [Headers.Authorization]: `Bearer ${c.config.token}` })));
+  if (c.json) c.io.out(JSON.stringify(r, null, 2));
+  else printTx(r.transaction, c.io);
+  const state = r.transaction.state;
+  return state === 'committed' ? 0 : state === 'aborted' || state === 'aborting' ? 2 : 75;
+}
+
+/** Runs one command; returns the exit code. Never throws. */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: Io): Promise<number> {
+  let bus: Messaging | undefined;
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: [...argv],
+        allowPositionals: true,
+        options: {
+          json: { type: 'boolean' },
+          help: { type: 'boolean', short: 'h' },
+          status: { type: 'string' },
+          state: { type: 'string' },
+          limit: { type: 'string' },
+          after: { type: 'string' },
+          take: { type: 'string' },
+          fields: { type: 'string' },
+          unset: { type: 'string' },
+          deleted: { type: 'boolean' },
+          'pem-file': { type: 'string' },
+          'not-after': { type: 'string' },
+          user: { type: 'string' },
+          hash: { type: 'string' },
+          agents: { type: 'string' },
+          'vote-timeout': { type: 'string' },
+        },
+      });
+    } catch (e) {
+      usage(e instanceof Error ? e.message : String(e));
+    }
+    const { values, positionals } = parsed;
+    const [area, verb, ...args] = positionals;
+    if (values.help === true || area === undefined) {
+      io.out(USAGE);
+      io.out('\nconfiguration (environment):\n');
+      io.out(describeConfig(operatorConfig));
+      return area === undefined && values.help !== true ? 64 : 0;
+    }
+    if (area !== 'conflicts' && area !== 'critical') usage(`unknown command ${JSON.stringify(area)}`);
+    const config = loadConfig(operatorConfig, env);
+    const s = subjects(config.namespace);
+    bus = await Messaging.connect(
+      // A command line fails at once when NATS is not there, rather than wait for it like a service.
+      { servers: config.natsUrl, name: 'fleetctl', waitOnFirstConnect: false, ...(config.credentialsFile === undefined ? {} : { credentials: readFileSync(config.credentialsFile, 'utf8') }) },
+      s,
+    ).catch((e: unknown) => {
+      throw new FleetError('FLEET_INFRA_001', `NATS ${config.natsUrl.join(',')}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    });
+    const c: Ctx = { bus, s, config, io, json: values.json === true };
+    return area === 'conflicts' ? await conflicts(c, verb, args, values) : await critical(c, verb, args, values);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.err(`fleetctl: ${e.message}`);
+      return 64;
+    }
+    if (isFleetError(e)) {
+      const remote = e.details?.['remoteCode'];
+      const code = typeof remote === 'string' ? remote : e.code;
+      io.err(`fleetctl: ${code} ${e.message}`);
+      return EXIT[code as ErrorCode] ?? 1;
+    }
+    io.err(`fleetctl: FLEET_INTERNAL_001 internal error: ${e instanceof Error ? e.message : String(e)}`);
+    return 70;
+  } finally {
+    await bus?.drain().catch(() => undefined);
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2), process.env, { out: (l) => console.log(l), err: (l) => console.error(l) }).then(
+    (code) => {
+      process.exitCode = code;
+      setTimeout(() => process.exit(code), 200).unref();
+    },
+    () => {
+      process.exitCode = 70;
+      setTimeout(() => process.exit(70), 200).unref();
+    },
+  );
+}
