@@ -85,21 +85,27 @@ if ! psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1; then
   psql_ -d postgres -tAc 'select 1' >/dev/null
 fi
 # Critical operations are a two-phase commit whose server participant is a PostgreSQL prepared
-# transaction: PostgreSQL's default max_prepared_transactions (0) refuses them (FLEET_TPC_002). On a
-# cluster this machine manages (Debian's pg_ctlcluster), raise it once; it takes a restart.
+# transaction: PostgreSQL's default max_prepared_transactions (0) refuses them (FLEET_TPC_002). When
+# the server on $PG_PORT is a Debian cluster of this machine (pg_lsclusters, matched by its data
+# directory), raise it once: ALTER SYSTEM, then a restart (through systemd when systemd runs it).
+# Anything else (a container, a managed server) is left alone, with a warning.
 if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then
-  cluster_ver="$(psql_ -d postgres -tAc "show server_version_num" | cut -c1-2)"
-  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d "/etc/postgresql/$cluster_ver/main" ] &&
-     [ "$(psql_ -d postgres -tAc 'select rolsuper from pg_roles where rolname = current_user')" = t ]; then
-    log "setting max_prepared_transactions = 64 (critical operations) and restarting PostgreSQL $cluster_ver"
+  data_dir="$(psql_ -d postgres -tAc 'show data_directory')"
+  cluster="$(pg_lsclusters --no-header 2>/dev/null | awk -v d="$data_dir" '$6 == d { print $1, $2 }')"
+  if [ -n "$cluster" ] && [ "$(psql_ -d postgres -tAc 'select rolsuper from pg_roles where rolname = current_user')" = t ]; then
+    read -r cluster_ver cluster_name <<<"$cluster"
+    log "setting max_prepared_transactions = 64 (critical operations) and restarting PostgreSQL $cluster_ver/$cluster_name"
     psql_ -d postgres -c 'alter system set max_prepared_transactions = 64'
-    if sudo_ pg_ctlcluster --skip-systemctl-redirect "$cluster_ver" main restart && wait_for_port "$PG_PORT" PostgreSQL; then
-      for _ in $(seq 1 50); do psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+      sudo_ systemctl restart "postgresql@$cluster_ver-$cluster_name" || true
     else
-      log "warning: PostgreSQL did not restart; critical operations stay refused until it does"
+      sudo_ pg_ctlcluster --skip-systemctl-redirect "$cluster_ver" "$cluster_name" restart || true
     fi
-  else
-    log "warning: PostgreSQL max_prepared_transactions is 0 and this script does not manage that cluster: critical operations are refused (FLEET_TPC_002) until it is raised"
+    wait_for_port "$PG_PORT" PostgreSQL
+    for _ in $(seq 1 50); do psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then
+    log "warning: PostgreSQL on 127.0.0.1:$PG_PORT has max_prepared_transactions = 0: critical operations are refused (FLEET_TPC_002) until it is raised (and the demo skips them)"
   fi
 fi
 if [ "$(psql_ -d postgres -tAc "select 1 from pg_database where datname = '$DB_NAME'")" != 1 ]; then

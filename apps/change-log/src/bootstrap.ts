@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { FleetErrorHttpFilter, listenHttp, nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import { ChangeLogModule } from './change-log.module';
@@ -27,7 +27,6 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
   });
   const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), nestAppOptions(config.logLevel));
-  app.useGlobalFilters(new FleetErrorHttpFilter('FLEET_TPC_001'));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });
   await app.startAllMicroservices();
   await listenHttp(app, config.httpPort);

@@ -70,7 +70,9 @@ export const changeLogConfig = defineConfig({
     },
     operatorToken: {
       env: 'OPERATOR_TOKEN',
-      schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),
+      schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }).refine((t) => !t.includes('CHANGE_ME'), {
+        error: 'still the placeholder of k8s/config/secret.yaml: generate a token (openssl rand -base64 32)',
+      }),
       optional: true,
       secret: true,
       description: 'critical operations: the token an operator must send (`Authorization: Bearer <token>`, HTTP or NATS header) to begin one; unset: every begin is refused (FLEET_AUTH_004). Keep it in a Secret',

@@ -241,6 +241,9 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     await expect(coordinator.status('a1', txid)).rejects.toMatchObject({ code: 'FLEET_TPC_001' });
 
     await eventually(async () => (await logged(txid))?.state === 'aborted', 15_000, 'recovery aborts it');
+    expect((await pg.query<{ reason: string }>('select reason from critical_transactions where txid = $1', [txid])).rows[0]?.reason).toBe(
+      'undecided at the deadline (its coordinator stopped mid-vote): presumed abort',
+    );
     expect(await preparedXacts()).toEqual([]);
     expect(f1.store.criticalInDoubt()).toEqual([]);
     expect(f1.store.criticalEntries()).toEqual([]);

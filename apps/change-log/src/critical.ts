@@ -11,7 +11,7 @@
  *   whose coordinator died mid-vote, phase 2 again for participants that missed it).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Body, Controller, Get, HttpCode, Headers as HttpHeaders, Inject, Logger, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Headers as HttpHeaders, Inject, Logger, Param, Post, Query, UseFilters } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown, Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
 import {
@@ -34,6 +34,7 @@ import type { CriticalOperation, Subjects } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { isNoResponders, NatsRequest } from '@fleet/messaging';
 import type { InboundRequest, Messaging } from '@fleet/messaging';
+import { FleetErrorHttpFilter } from '@fleet/observability';
 import { CriticalCoordinator } from '@fleet/server-store';
 import type { AgentParticipants } from '@fleet/server-store';
 import type { Decision, Vote } from '@fleet/sync-core';
@@ -159,6 +160,7 @@ export function criticalApiController(config: ChangeLogConfig): Type<unknown> {
  * `GET /critical/:txid`. Inputs are decoded with the NATS API's schemas.
  */
 @Controller('critical')
+@UseFilters(new FleetErrorHttpFilter('FLEET_TPC_001'))
 export class CriticalHttpController {
   constructor(
     @Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator,

@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { FleetErrorHttpFilter, listenHttp, nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -29,7 +29,6 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
   });
   const app = await NestFactory.create(ConflictResolverModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
-  app.useGlobalFilters(new FleetErrorHttpFilter('FLEET_CONFLICT_001'));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });
   await app.startAllMicroservices();
   await listenHttp(app, config.httpPort);

@@ -1,4 +1,5 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query, UseFilters } from '@nestjs/common';
+import { FleetErrorHttpFilter } from '@fleet/observability';
 import { ConflictResolveRequestSchema, ConflictShowRequestSchema, ConflictsListRequestSchema, decodeWith, PROTOCOL_VERSION } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { ResolverService } from './resolver.service';
@@ -17,6 +18,7 @@ export function intParam(name: string, v: string | undefined): number | undefine
  * Inputs are decoded with the same schemas as the NATS API; errors map to HTTP in the filter.
  */
 @Controller('conflicts')
+@UseFilters(new FleetErrorHttpFilter('FLEET_CONFLICT_001'))
 export class ConflictsHttpController {
   constructor(@Inject(ResolverService) private readonly resolver: ResolverService) {}
 

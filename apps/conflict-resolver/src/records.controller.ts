@@ -1,4 +1,5 @@
-import { Body, Controller, Delete, HttpCode, Inject, Logger, Param, Post, Put, Res } from '@nestjs/common';
+import { Body, Controller, Delete, HttpCode, Inject, Logger, Param, Post, Put, Res, UseFilters } from '@nestjs/common';
+import { FleetErrorHttpFilter } from '@fleet/observability';
 import { z } from 'zod';
 import { CollectionSchema, decodeWith, FieldNameSchema, FieldsSchema, KeySchema, ScopeSchema } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
@@ -40,6 +41,7 @@ interface HttpResponse {
  * anyway, within its interval). Retrying a 202 would write the change twice: don't.
  */
 @Controller('records')
+@UseFilters(new FleetErrorHttpFilter('FLEET_CONFLICT_001'))
 export class RecordsController {
   private readonly logger = new Logger('records');
 

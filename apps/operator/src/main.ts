@@ -7,7 +7,7 @@
  * Exit codes (sysexits.h): 0 ok (a critical operation committed), 2 a critical operation aborted,
  * 75 decided commit but not every host has acknowledged yet (recovery finishes it), 64 usage,
  * 78 configuration, 69 a service or NATS unreachable, 77 operator token refused, 1 any other error
- * the service answered. Errors print one line with the code.
+ * the service answered, 70 an internal error. Errors print one line with the code.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -23,7 +23,7 @@ import {
   PROTOCOL_VERSION,
   subjects,
 } from '@fleet/contracts';
-import type { CriticalOperation, CriticalTxView, Reply, Subjects } from '@fleet/contracts';
+import type { CriticalOperation, CriticalTxSummary, CriticalTxView, Reply, Subjects } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
 import { Messaging } from '@fleet/messaging';
@@ -74,8 +74,9 @@ function agentsOf(v: string | undefined): string[] {
   return agents;
 }
 
-function printTx(t: CriticalTxView, io: Io): void {
-  io.out(`${t.txid}\t${t.state}\t${t.kind} ${t.name}\t${t.participants.length - 1} host(s) + server${t.reason === undefined ? '' : `\t${t.reason}`}`);
+function printTx(t: CriticalTxView | CriticalTxSummary, io: Io): void {
+  const hosts = 'hosts' in t ? t.hosts : t.participants.length - 1;
+  io.out(`${t.txid}\t${t.state}\t${t.kind} ${t.name}\t${hosts} host(s) + server${t.reason === undefined ? '' : `\t${t.reason}`}`);
 }
 
 interface Ctx {
@@ -86,8 +87,8 @@ interface Ctx {
   readonly json: boolean;
 }
 
-async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>): Promise<Uint8Array> {
-  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs: c.config.timeout, ...(headers === undefined ? {} : { headers }) })).data;
+async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>, timeoutMs = c.config.timeout): Promise<Uint8Array> {
+  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs, ...(headers === undefined ? {} : { headers }) })).data;
 }
 
 async function conflicts(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
@@ -176,7 +177,17 @@ async function critical(c: Ctx, verb: string | undefined, args: readonly string[
   }
   if (c.config.token === undefined) throw new FleetError('FLEET_AUTH_004', 'set FLEET_OPERATOR_TOKEN to the change-log operator token to begin a critical operation');
   const body = { operation, agents, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
-  const r = valueOf(decodeCriticalTxReply(await ask(c, c.s.criticalApi('begin'), body, { [Headers.Authorization]: `Bearer ${c.config.token}` })));
+  // `begin` answers once decided and phase 2 was tried: the vote timeout (the service's default is
+  // 10 s), then up to 5 s per round of 64 hosts. Wait for that, however short FLEET_OPERATOR_TIMEOUT is.
+  const waitMs = Math.max(c.config.timeout, (voteTimeoutMs ?? 10_000) + Math.ceil(agents.length / 64) * 5000 + 15_000);
+  let reply: Uint8Array;
+  try {
+    reply = await ask(c, c.s.criticalApi('begin'), body, { [Headers.Authorization]: `Bearer ${c.config.token}` }, waitMs);
+  } catch (e) {
+    if (!isFleetError(e) || e.code !== 'FLEET_INFRA_001') throw e;
+    throw new FleetError('FLEET_INFRA_001', `${e.message}; if the coordinator received it, the operation may still complete: look for it with fleetctl critical list`, { cause: e });
+  }
+  const r = valueOf(decodeCriticalTxReply(reply));
   if (c.json) c.io.out(JSON.stringify(r, null, 2));
   else printTx(r.transaction, c.io);
   const state = r.transaction.state;

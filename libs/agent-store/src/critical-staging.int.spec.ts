@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { CriticalOperation } from '@fleet/contracts';
 import { isFleetError } from '@fleet/errors';
-import { SqliteLocalStore } from './sqlite-local-store';
+import { restoreSqliteStore, SqliteLocalStore } from './sqlite-local-store';
 
 const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
 const NOW = Date.parse('2026-11-28T12:00:00Z');
@@ -98,6 +98,31 @@ describe('agent store: staging critical operations in SQLite (two-phase commit p
       expect(db.prepare("SELECT count(*) AS n FROM critical_state WHERE value LIKE '%secret%'").get()).toEqual({ n: 1 });
     } finally {
       db.close();
+    }
+    store = open();
+  });
+
+  it('a restore from a full backup made before the critical tables existed still restores the critical rows of a later incremental', () => {
+    const full = store.backup({ full: true });
+    store.criticalPrepare(tx(10), cert('web'));
+    store.criticalDecide(tx(10), 'commit');
+    store.backup();
+    // What a version without critical operations wrote as the full backup: no critical tables in it.
+    const old = new Database(full.file);
+    old.exec('DROP TABLE critical_staged; DROP TABLE critical_state;');
+    old.close();
+    store.close();
+    const target = mkdtempSync(join(tmpdir(), 'critical-restore-'));
+    try {
+      restoreSqliteStore(full.dir, target, { agentId: 'h1', now: () => NOW });
+      const restored = SqliteLocalStore.open({ dataDir: target, agentId: 'h1', now: () => NOW });
+      try {
+        expect(restored.criticalEntries().map((e) => e.txid)).toEqual([tx(10)]);
+      } finally {
+        restored.close();
+      }
+    } finally {
+      rmSync(target, { recursive: true, force: true });
     }
     store = open();
   });

@@ -29,6 +29,34 @@
  */
 export const SCHEMA_VERSION = 3;
 
+/**
+ * Critical operations (two-phase commit, critical-staging.ts): what is staged or was decided, by
+ * transaction; and what this host holds, committed. Added without a schema version bump (an older
+ * agent ignores them); also run on a restored backup made before they existed.
+ */
+export const CRITICAL_SCHEMA_SQL = `
+CREATE TABLE IF NOT EXISTS critical_staged (
+  txid TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT,
+  state TEXT NOT NULL CHECK (state IN ('prepared', 'committed', 'aborted')),
+  prepared_at INTEGER,
+  decided_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS critical_staged_prepared ON critical_staged (kind, name) WHERE state = 'prepared';
+
+CREATE TABLE IF NOT EXISTS critical_state (
+  kind TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT NOT NULL,
+  txid TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+
+`;
+
 export const SCHEMA_SQL = `
 CREATE TABLE IF NOT EXISTS meta (
   k TEXT PRIMARY KEY,
@@ -90,29 +118,7 @@ CREATE TABLE IF NOT EXISTS capture_rejected (
   rejected_at INTEGER NOT NULL
 );
 
--- Critical operations (two-phase commit, critical-staging.ts): what is staged or was decided, by
--- transaction; and what this host holds, committed. Added without a schema version bump: an older
--- agent ignores them.
-CREATE TABLE IF NOT EXISTS critical_staged (
-  txid TEXT PRIMARY KEY,
-  kind TEXT NOT NULL,
-  name TEXT NOT NULL,
-  value TEXT,
-  state TEXT NOT NULL CHECK (state IN ('prepared', 'committed', 'aborted')),
-  prepared_at INTEGER,
-  decided_at INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS critical_staged_prepared ON critical_staged (kind, name) WHERE state = 'prepared';
-
-CREATE TABLE IF NOT EXISTS critical_state (
-  kind TEXT NOT NULL,
-  name TEXT NOT NULL,
-  value TEXT NOT NULL,
-  txid TEXT NOT NULL,
-  updated_at INTEGER NOT NULL,
-  PRIMARY KEY (kind, name)
-) WITHOUT ROWID;
-
+${CRITICAL_SCHEMA_SQL}
 -- The writable surface for other local programs: the live records' visible fields.
 -- Writes to it never touch records: INSTEAD OF triggers append them to capture.
 CREATE VIEW IF NOT EXISTS visible_records AS
@@ -145,5 +151,9 @@ BEGIN
 END;
 `;
 
-/** Tables copied whole into every incremental backup (they are bounded); `records` is copied by `mseq`. */
+/**
+ * Tables copied whole into every incremental backup; `records` is copied by `mseq`. All are small:
+ * the outbox and captures are bounded, `critical_staged` grows by one short row per critical
+ * operation (its values are cleared once decided) and is not pruned yet.
+ */
 export const SNAPSHOT_TABLES = ['outbox', 'capture', 'capture_rejected', 'meta', 'critical_staged', 'critical_state'] as const;

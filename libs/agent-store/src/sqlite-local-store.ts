@@ -54,7 +54,7 @@ import type {
   SyncCursor,
   SyncState,
 } from './local-store';
-import { SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from './schema';
+import { CRITICAL_SCHEMA_SQL, SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from './schema';
 import { changeText, objectText } from './json-text';
 import { translateError } from './sqlite-errors';
 import { CriticalStaging } from './critical-staging';
@@ -1497,9 +1497,12 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
         if (inc.parent_id !== prev) bad(`follows backup ${String(inc.parent_id)}, but the chain so far ends at ${prev} (a missing or reordered file)`, file);
         db.transaction(() => {
           db.exec('INSERT OR REPLACE INTO main.records SELECT * FROM inc.records');
+          // A full backup made before the critical tables existed: create them, so that the rows of a
+          // later incremental are restored, not skipped.
+          db.exec(CRITICAL_SCHEMA_SQL);
           for (const t of SNAPSHOT_TABLES) {
-            // A backup made before a table was added (critical_*) has none of it to restore.
-            if (!hasTable(db, 'inc', t) || !hasTable(db, 'main', t)) continue;
+            // An incremental made before a table was added (critical_*) has none of it to restore.
+            if (!hasTable(db, 'inc', t)) continue;
             db.exec(`DELETE FROM main.${t}; INSERT INTO main.${t} SELECT * FROM inc.${t};`);
           }
         })();

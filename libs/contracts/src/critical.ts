@@ -161,7 +161,23 @@ export function decodeCriticalTxReply(bytes: Uint8Array): Reply<z.output<typeof 
   return decodeReply(CriticalTxReplySchema, bytes, MAX_CRITICAL_MESSAGE_BYTES * 4);
 }
 
-export const CriticalListReplySchema = z.strictObject({ protocol: ProtocolSchema, transactions: z.array(CriticalTxViewSchema) });
+/** A list entry: the view without its per-participant arrays (a transaction may name 1,000 hosts), their counts instead. */
+export const CriticalTxSummarySchema = z.strictObject({
+  txid: UuidSchema,
+  kind: z.enum(['certificate', 'credential']),
+  name: NameSchema,
+  state: z.enum(CRITICAL_STATES),
+  hosts: NonNegativeIntSchema,
+  acked: NonNegativeIntSchema,
+  reason: z.string().exactOptional(),
+  deadline: NonNegativeIntSchema,
+  createdAt: NonNegativeIntSchema,
+  decidedAt: NonNegativeIntSchema.exactOptional(),
+  completedAt: NonNegativeIntSchema.exactOptional(),
+});
+export type CriticalTxSummary = z.output<typeof CriticalTxSummarySchema>;
+
+export const CriticalListReplySchema = z.strictObject({ protocol: ProtocolSchema, transactions: z.array(CriticalTxSummarySchema) });
 export function decodeCriticalListReply(bytes: Uint8Array): Reply<z.output<typeof CriticalListReplySchema>> {
-  return decodeReply(CriticalListReplySchema, bytes, 16 * 1024 * 1024);
+  return decodeReply(CriticalListReplySchema, bytes, MAX_CRITICAL_MESSAGE_BYTES * 4);
 }

@@ -28,7 +28,11 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
  * operations): a FleetError becomes its HTTP status and the `errorReply` body
  * (`{"error":{"code","message","retryable","details"}}`), the same body the NATS API answers with.
  * Anything else is a bug: logged with its stack, answered FLEET_INTERNAL_001 with nothing inside.
- * `notFound`: the code a 404 of Nest's own (an unknown route or id path) is answered with.
+ * `notFound`: the code a 404 of Nest's own (an unknown id path) is answered with.
+ *
+ * Scoped to the operator controllers (`@UseFilters(new FleetErrorHttpFilter(...))`), never global:
+ * the health controller's 503 carries its readiness report as the body, which this filter would
+ * replace.
  */
 @Catch()
 export class FleetErrorHttpFilter implements ExceptionFilter {

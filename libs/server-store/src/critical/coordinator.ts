@@ -17,7 +17,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
-import type { CriticalOperation, CriticalTxView } from '@fleet/contracts';
+import type { CriticalOperation, CriticalTxSummary, CriticalTxView } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { beginTx, decide, decisionOf, phase2Targets, recordAck, recordVote, SERVER_PARTICIPANT, statusAnswer, uuidV7Generator } from '@fleet/sync-core';
 import type { CoordinatorTx, Decision, Vote } from '@fleet/sync-core';
@@ -149,7 +149,8 @@ export class CriticalCoordinator {
     await new Promise<void>((resolve) => {
       let pending = tx.participants.length;
       const settle = (p: string, vote: Vote | undefined): void => {
-        if (vote !== undefined) tx = recordVote(tx, p, vote);
+        // A reason is the participant's text (an error message, maybe long): kept short in the log.
+        if (vote !== undefined) tx = recordVote(tx, p, vote.vote === 'no' && vote.reason.length > 1000 ? { vote: 'no', reason: `${vote.reason.slice(0, 999)}…` } : vote);
         pending--;
         if (pending === 0 || vote?.vote === 'no') resolve();
       };
@@ -270,7 +271,9 @@ export class CriticalCoordinator {
       }
     };
     for (const r of undecided) {
-      await each(r.txid, async () => this.phase2(await this.logDecision(decide(toTx(r), Math.max(this.now(), r.deadline.getTime())), 'recover')));
+      // Its coordinator kept the votes in memory and stopped before deciding: the log has none of them.
+      const presumed = { ...decide(toTx(r), Math.max(this.now(), r.deadline.getTime())), reason: 'undecided at the deadline (its coordinator stopped mid-vote): presumed abort' };
+      await each(r.txid, async () => this.phase2(await this.logDecision(presumed, 'recover')));
     }
     // Oldest attempt first (`last_attempt_at`), so transactions stuck on a host that is gone do not starve newer ones.
     const unacked = (await this.ds.query(
@@ -288,9 +291,11 @@ export class CriticalCoordinator {
     // The server's prepared transactions against the log: none should outlive its decision.
     for (const gid of await this.server.prepared()) {
       await each(gid, async () => {
-        const rows = (await this.ds.query('select state from critical_transactions where txid = $1', [gid])) as { state: CoordinatorTx['state'] }[];
+        const rows = (await this.ds.query('select state, decided_at from critical_transactions where txid = $1', [gid])) as { state: CoordinatorTx['state']; decided_at: Date | null }[];
         const state = rows[0]?.state;
         if (state === 'preparing') return; // undecided: its coordinator, or the presumed abort above, finishes it
+        // Decided a moment ago: its coordinator's phase 2 is on it (both at once would make one fail "busy").
+        if (rows[0]?.decided_at != null && rows[0].decided_at >= cutoff) return;
         // Unknown to the log (it never reached its commit point) or decided abort: roll back; decided commit: commit.
         const decision: Decision = state !== undefined && decisionOf(state) === 'commit' ? 'commit' : 'abort';
         if (decision === 'commit') await this.server.commit(gid);
@@ -315,12 +320,16 @@ export class CriticalCoordinator {
     return toView(await this.row(txid));
   }
 
-  async list(o: { state?: CriticalTxView['state']; limit?: number } = {}): Promise<CriticalTxView[]> {
+  /** Newest first; summaries (counts, not the per-participant arrays): `show` has the rest. */
+  async list(o: { state?: CriticalTxView['state']; limit?: number } = {}): Promise<CriticalTxSummary[]> {
     const rows = (await this.ds.query(`select ${COLUMNS} from critical_transactions where ($1::text is null or state = $1) order by created_at desc, txid desc limit $2`, [
       o.state ?? null,
       o.limit ?? 50,
     ])) as TxRow[];
-    return rows.map(toView);
+    return rows.map((r) => {
+      const { participants, votes: _votes, acked, ...rest } = toView(r);
+      return { ...rest, hosts: participants.length - 1, acked: acked.length };
+    });
   }
 
   private async row(txid: string): Promise<TxRow> {
