@@ -25,6 +25,12 @@ export const agentConfig = defineConfig({
       optional: true,
       description: "this agent's NATS credentials file (.creds), when the server requires them",
     },
+    coordinatorKeyFile: {
+      env: 'COORDINATOR_KEY_FILE',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: "critical operations: the coordinator's Ed25519 public key (PEM file, the pair of change-log's FLEET_CHANGELOG_SIGNING_KEY_FILE); given, this host acts only on prepares, decisions and status answers the coordinator signed",
+    },
     groups: {
       env: 'GROUPS',
       schema: envString({ min: 1 }),

@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { restoreSqliteStore, SqliteLocalStore } from '@fleet/agent-store';
 import type { CriticalEntry } from '@fleet/agent-store';
 import { describeConfig } from '@fleet/config';
+import { tpcVerifier } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
 import type { Fields } from '@fleet/sync-core';
@@ -126,6 +127,21 @@ function printStatus(st: Record<string, unknown>, io: Io): void {
   io.out(`critical     ${k.held} held${k.inDoubt.length === 0 ? '' : `, ${k.inDoubt.length} in doubt (asked of the coordinator while agent run is up): ${k.inDoubt.join(', ')}`}`);
 }
 
+/** The coordinator's public key file, checked: a missing or wrong file is a configuration error (exit 78). */
+function readCoordinatorKey(file: string): string {
+  const fail = (why: unknown): never => {
+    throw new FleetError('FLEET_CONFIG_001', `FLEET_AGENT_COORDINATOR_KEY_FILE ${file}: ${why instanceof Error ? why.message : String(why)}`);
+  };
+  let pem = '';
+  try {
+    pem = readFileSync(file, 'utf8');
+    tpcVerifier(pem);
+  } catch (e) {
+    fail(e);
+  }
+  return pem;
+}
+
 /** Where a running agent publishes its connection state for `agent status` (another process). */
 function statusFile(store: SqliteLocalStore): string {
   return join(store.path, '..', 'agent.status.json');
@@ -166,6 +182,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     scopes: config.scopes,
     strategy: config.strategyConfig,
     ...(config.credentialsFile === undefined ? {} : { credentials: readFileSync(config.credentialsFile, 'utf8') }),
+    ...(config.coordinatorKeyFile === undefined ? {} : { coordinatorKey: readCoordinatorKey(config.coordinatorKeyFile) }),
     onReport: (r) => {
       if (r.type === 'transition') publish(r.to);
       else if (r.type === 'synced') io.out(`synced (${r.kind}): ${r.status.changesPushed} pushed, ${r.status.changesPulled} pulled, ${r.status.conflictsDetected} conflicts`);

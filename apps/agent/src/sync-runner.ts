@@ -26,6 +26,8 @@ export interface AgentSyncConfig {
   readonly onReport?: SyncManagerOptions['onReport'];
   /** What the critical-operation participant reports (votes, decisions, failures to ask). */
   readonly onCritical?: (report: CriticalReport) => void;
+  /** The coordinator's public key (PEM): critical-operation messages must carry its signature. */
+  readonly coordinatorKey?: string;
 }
 
 export interface RunningSync {
@@ -55,6 +57,7 @@ export function startSync(store: SyncStore & CriticalStore, config: AgentSyncCon
     transport,
     ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
     ...(config.onCritical === undefined ? {} : { onReport: config.onCritical }),
+    ...(config.coordinatorKey === undefined ? {} : { coordinatorKey: config.coordinatorKey }),
   });
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((r) => (resolveDone = r));

@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { Logger, Module } from '@nestjs/common';
+import { FleetError } from '@fleet/errors';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { subjects } from '@fleet/contracts';
+import { subjects, tpcSigner } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
@@ -14,6 +16,14 @@ import { pushController } from './push.controller';
 import { CHANGE_LOG_CONFIG } from './tokens';
 
 
+function readSigningKey(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new FleetError('FLEET_CONFIG_001', `FLEET_CHANGELOG_SIGNING_KEY_FILE ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 /** Wiring only: config, connections, metrics, health, the processor and the push consumer, the critical-operation coordinator. */
 @Module({})
 export class ChangeLogModule {
@@ -21,6 +31,8 @@ export class ChangeLogModule {
     const s = subjects(config.namespace);
     // Parsed once against every known name: a typo fails the boot.
     const failpoints = Failpoints.parse(config.failpoints, [...PROCESSOR_FAILPOINTS, ...CRITICAL_FAILPOINTS]);
+    // Read at boot: a missing or wrong key file stops the service with the reason.
+    const sign = config.signingKeyFile === undefined ? undefined : tpcSigner(readSigningKey(config.signingKeyFile));
     return {
       module: ChangeLogModule,
       imports: [
@@ -33,7 +45,7 @@ export class ChangeLogModule {
           }),
         }),
       ],
-      controllers: [pushController(config), criticalApiController(config), CriticalHttpController],
+      controllers: [pushController(config), criticalApiController(config, sign), CriticalHttpController],
       providers: [
         {
           provide: PostgresChangeLog,
@@ -45,7 +57,7 @@ export class ChangeLogModule {
           inject: [DataSource, JetStreamServer, SYNC_METRICS],
           useFactory: (ds: DataSource, js: JetStreamServer, metrics: SyncMetrics) => {
             const logger = new Logger('CriticalCoordinator');
-            return new CriticalCoordinator(ds, new PostgresParticipant(ds), new NatsAgentParticipants(() => js.bus, config.namespace), {
+            return new CriticalCoordinator(ds, new PostgresParticipant(ds), new NatsAgentParticipants(() => js.bus, config.namespace, sign), {
               voteTimeoutMs: config.voteTimeout,
               ...(failpoints.active ? { at: (step: 'votes-in' | 'decision-logged') => failpoints.hit(step === 'votes-in' ? 'critical.after-votes' : 'critical.after-decision') } : {}),
               onEvent: (e) => {

@@ -78,6 +78,12 @@ export const changeLogConfig = defineConfig({
       description: 'critical operations: the token an operator must send (`Authorization: Bearer <token>`, HTTP or NATS header) to begin one; unset: every begin is refused (FLEET_AUTH_004). Keep it in a Secret',
       fallback: ['FLEET_OPERATOR_TOKEN'],
     },
+    signingKeyFile: {
+      env: 'SIGNING_KEY_FILE',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: 'critical operations: an Ed25519 private key (PEM file) that signs every prepare, decision and status answer to hosts; hosts given its public key (FLEET_AGENT_COORDINATOR_KEY_FILE) act on nothing else',
+    },
     criticalRetry: {
       env: 'CRITICAL_RETRY',
       schema: envDuration({ min: 100, max: 600_000 }),

@@ -3,7 +3,8 @@
  * recovery loop) on a private PostgreSQL with max_prepared_transactions, real agent stores (SQLite)
  * with their participants on the shared NATS.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { INestApplication } from '@nestjs/common';
@@ -13,7 +14,7 @@ import { CriticalParticipant, NatsSyncTransport } from '@fleet/agent-sync';
 import type { CriticalReport } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { loadConfig } from '@fleet/config';
-import { decodeCriticalTxReply, decodeTpcAgentRequest, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import { decodeCriticalTxReply, decodeTpcAgentReply, decodeTpcAgentRequest, encodeJson, Headers, PROTOCOL_VERSION, tpcSigner } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxView, TpcAgentRequest } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { deleteNamespaceStreams, eventually, SHARED_NATS, sleep, testNamespace } from '@fleet/messaging/src/test-support';
@@ -30,6 +31,11 @@ const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CER
 const cert = (name: string): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter: '2035-01-01T00:00:00Z' } });
 
 const s = testNamespace('tpc');
+/** The coordinator signs what hosts act on; the hosts here check it (FLEET_AGENT_COORDINATOR_KEY_FILE). */
+const KEYS = (() => {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), publicKey: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
+})();
 const TOKEN = 'operator-token-for-tests';
 const auth = { [Headers.Authorization]: `Bearer ${TOKEN}` };
 let pgServer: PrivatePostgres;
@@ -66,6 +72,7 @@ async function startAgent(id: string, onReport?: (r: CriticalReport, a: TestAgen
       transport,
       namespace: s.ns,
       retryMs: 200,
+      coordinatorKey: KEYS.publicKey,
       onReport: (r) => {
         reports.push(r);
         onReport?.(r, agent);
@@ -80,6 +87,9 @@ async function startAgent(id: string, onReport?: (r: CriticalReport, a: TestAgen
 beforeAll(async () => {
   pgServer = await PrivatePostgres.start({ max_prepared_transactions: 16 });
   dbUrl = pgServer.createDatabase('fleet_critical');
+  const keyDir = mkdtempSync(join(tmpdir(), 'tpc-key-'));
+  dirs.push(keyDir);
+  writeFileSync(join(keyDir, 'coordinator.key'), KEYS.privateKey, { mode: 0o600 });
   const config = loadConfig(changeLogConfig, {
     FLEET_CHANGELOG_DATABASE_URL: dbUrl,
     FLEET_CHANGELOG_NATS_URL: SHARED_NATS,
@@ -89,6 +99,7 @@ beforeAll(async () => {
     FLEET_CHANGELOG_VOTE_TIMEOUT: '3s',
     FLEET_CHANGELOG_CRITICAL_RETRY: '300ms',
     FLEET_CHANGELOG_OPERATOR_TOKEN: TOKEN,
+    FLEET_CHANGELOG_SIGNING_KEY_FILE: join(keyDir, 'coordinator.key'),
   });
   app = await createChangeLogApp(config);
   base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
@@ -228,7 +239,7 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     ]);
     const server = new PostgresParticipant(app.get(DataSource));
     expect(await server.prepare(txid, op, ['f1'])).toEqual({ vote: 'yes' });
-    expect(await new NatsAgentParticipants(() => operator, s.ns).prepare('f1', txid, op, deadline, 2000)).toEqual({ vote: 'yes' });
+    expect(await new NatsAgentParticipants(() => operator, s.ns, tpcSigner(KEYS.privateKey)).prepare('f1', txid, op, deadline, 2000)).toEqual({ vote: 'yes' });
     expect(f1.store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
     // While undecided, f1 asking gets `pending` (not an error) and keeps its staging.
     const coordinator = app.get(CriticalCoordinator);
@@ -284,6 +295,66 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     const http = await fetch(`${base}/critical`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ operation: cert('nope'), agents: ['a1'] }) });
     expect(http.status).toBe(401);
     expect((await pg.query('select count(*)::int as n from critical_transactions where name = $1', ['nope'])).rows[0].n).toBe(0);
+  });
+
+  it('a host acts only on what the coordinator signed for it: a forged prepare, or one signed for another host, is refused and stages nothing', async () => {
+    const m1 = await startAgent('m1');
+    const txid = testUuidV7();
+    const prepare = { t: 'prepare' as const, txid, operation: cert('forged'), deadline: Date.now() + 10_000 };
+    const ask = async (body: object) => decodeTpcAgentReply((await operator.request(s.tpcAgent('m1'), encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs: 5000 })).data);
+    // Anyone who can publish on the host's subject, without the coordinator's key:
+    const unsigned = await ask(prepare);
+    expect(unsigned.ok ? 'accepted' : unsigned.error.code).toBe('FLEET_AUTH_005');
+    // A genuine signature, but for another host (replayed here):
+    const sign = tpcSigner(KEYS.privateKey);
+    const replayed = await ask({ ...prepare, sig: sign('m2', prepare) });
+    expect(replayed.ok ? 'accepted' : replayed.error.code).toBe('FLEET_AUTH_005');
+    // A decision signed for this host but another transaction:
+    const other = await ask({ t: 'decision', txid, decision: 'commit', sig: sign('m1', { t: 'decision', txid: testUuidV7(), decision: 'commit' }) });
+    expect(other.ok ? 'accepted' : other.error.code).toBe('FLEET_AUTH_005');
+    expect(m1.store.criticalInDoubt()).toEqual([]);
+    expect(m1.store.criticalEntries()).toEqual([]);
+    // What the coordinator signs for it is accepted:
+    const genuine = await ask({ ...prepare, sig: sign('m1', prepare) });
+    expect(genuine.ok && 'vote' in genuine.value ? genuine.value.vote : genuine).toEqual({ vote: 'yes' });
+    expect(m1.store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
+    // In doubt, it asks the coordinator, whose signed answer (an abort: the log has no such transaction) it takes.
+    await eventually(() => m1.store.criticalInDoubt().length === 0, 10_000, 'the signed status answer settles it');
+    expect(m1.store.criticalEntries()).toEqual([]);
+  });
+
+  it('a host in doubt takes only a signed status answer: an impostor answering for the coordinator changes nothing', async () => {
+    const ns = testNamespace('tpcf');
+    const dir = mkdtempSync(join(tmpdir(), 'tpc-z1-'));
+    dirs.push(dir);
+    const store = SqliteLocalStore.open({ dataDir: dir, agentId: 'z1' });
+    const transport = new NatsSyncTransport({ servers: SHARED_NATS, name: 'tpc-z1' }, ns.ns);
+    await transport.connect();
+    const reports: CriticalReport[] = [];
+    const participant = new CriticalParticipant({ store, transport, namespace: ns.ns, coordinatorKey: KEYS.publicKey, onReport: (r) => reports.push(r) });
+    const txid = testUuidV7();
+    expect(store.criticalPrepare(txid, cert('imp'))).toEqual({ vote: 'yes' });
+    let signedBy: ((agentId: string, m: { t: 'status'; txid: string; decision: 'commit' }) => string) | undefined;
+    const impostor = operator.nc.subscribe(ns.tpcStatus('z1'), {
+      callback: (_e, msg) => {
+        const body = { protocol: PROTOCOL_VERSION, txid, decision: 'commit', ...(signedBy === undefined ? {} : { sig: signedBy('z1', { t: 'status', txid, decision: 'commit' }) }) };
+        msg.respond(encodeJson(body));
+      },
+    });
+    try {
+      expect(await participant.settleInDoubt()).toBe(0);
+      expect(reports.some((r) => r.type === 'error' && (r.error as { code?: string }).code === 'FLEET_AUTH_005')).toBe(true);
+      expect(store.criticalInDoubt().map((t) => t.txid)).toEqual([txid]);
+      expect(store.criticalEntries()).toEqual([]);
+      signedBy = tpcSigner(KEYS.privateKey); // now the coordinator's own answer
+      expect(await participant.settleInDoubt()).toBe(1);
+      expect(store.criticalEntries().map((e) => e.txid)).toEqual([txid]);
+    } finally {
+      impostor.unsubscribe();
+      participant.stop();
+      await transport.close();
+      store.close();
+    }
   });
 
   it('refuses a malformed operation with the reason, over NATS and HTTP: a clear-text password is never accepted', async () => {

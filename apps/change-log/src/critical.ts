@@ -30,7 +30,7 @@ import {
   PROTOCOL_VERSION,
   subjects,
 } from '@fleet/contracts';
-import type { CriticalOperation, Subjects } from '@fleet/contracts';
+import type { CriticalOperation, Subjects, TpcSigned } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { isNoResponders, NatsRequest } from '@fleet/messaging';
 import type { InboundRequest, Messaging } from '@fleet/messaging';
@@ -51,8 +51,14 @@ export class NatsAgentParticipants implements AgentParticipants {
   constructor(
     private readonly bus: () => Messaging,
     namespace: string,
+    /** Signs what hosts act on (`tpcSigner`), when the coordinator has a signing key. */
+    private readonly sign?: (agentId: string, m: TpcSigned) => string,
   ) {
     this.s = subjects(namespace);
+  }
+
+  private signed<M extends TpcSigned>(agentId: string, m: M): M & { sig?: string } {
+    return this.sign === undefined ? m : { ...m, sig: this.sign(agentId, m) };
   }
 
   /**
@@ -63,7 +69,7 @@ export class NatsAgentParticipants implements AgentParticipants {
   async prepare(agentId: string, txid: string, operation: CriticalOperation, deadline: number, timeoutMs: number): Promise<Vote> {
     let r;
     try {
-      r = await this.ask(agentId, txid, { protocol: PROTOCOL_VERSION, t: 'prepare', txid, operation, deadline }, timeoutMs);
+      r = await this.ask(agentId, txid, { protocol: PROTOCOL_VERSION, ...this.signed(agentId, { t: 'prepare', txid, operation, deadline }) }, timeoutMs);
     } catch (e) {
       if (isNoResponders(e)) return { vote: 'no', reason: 'not connected (nothing answers on its participant subject)' };
       if (e instanceof AgentErrorReply) return { vote: 'no', reason: e.message };
@@ -74,7 +80,7 @@ export class NatsAgentParticipants implements AgentParticipants {
   }
 
   async decide(agentId: string, txid: string, decision: Decision, timeoutMs: number): Promise<'committed' | 'aborted'> {
-    const r = await this.ask(agentId, txid, { protocol: PROTOCOL_VERSION, t: 'decision', txid, decision }, timeoutMs);
+    const r = await this.ask(agentId, txid, { protocol: PROTOCOL_VERSION, ...this.signed(agentId, { t: 'decision', txid, decision }) }, timeoutMs);
     if (!('state' in r)) throw new FleetError('FLEET_DECODE_002', `agent ${agentId} answered a decision of ${txid} without its state`);
     return r.state;
   }
@@ -114,7 +120,7 @@ const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {
   }
 };
 
-export function criticalApiController(config: ChangeLogConfig): Type<unknown> {
+export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: string, m: TpcSigned) => string): Type<unknown> {
   const s = subjects(config.namespace);
 
   @Controller()
@@ -147,7 +153,8 @@ export function criticalApiController(config: ChangeLogConfig): Type<unknown> {
         const agentId = s.agentOfTpcStatus(req.subject);
         if (agentId === undefined) throw new FleetError('FLEET_DECODE_002', `not a status subject: ${req.subject}`);
         const { txid } = decodeTpcStatusRequest(req.data);
-        return { protocol: PROTOCOL_VERSION, txid, decision: await this.coordinator.status(agentId, txid) };
+        const decision = await this.coordinator.status(agentId, txid);
+        return { protocol: PROTOCOL_VERSION, txid, decision, ...(sign === undefined ? {} : { sig: sign(agentId, { t: 'status', txid, decision }) }) };
       });
     }
   }

@@ -13,8 +13,10 @@ import {
   errorReply,
   PROTOCOL_VERSION,
   subjects,
+  tpcVerifier,
 } from '@fleet/contracts';
-import type { CriticalOperation, Subjects, TpcAgentReply } from '@fleet/contracts';
+import type { CriticalOperation, Subjects, TpcAgentReply, TpcSigned } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
 import type { Decision, Vote } from '@fleet/sync-core';
 import type { TransportReply } from './transport';
 
@@ -44,6 +46,12 @@ export interface CriticalParticipantOptions {
   readonly namespace?: string;
   /** How often a transaction in doubt is asked about again (default 5 s). */
   readonly retryMs?: number;
+  /**
+   * The coordinator's Ed25519 public key (PEM). Given, every prepare, decision and status answer must
+   * carry the coordinator's signature for this host and transaction (FLEET_AUTH_005 otherwise: refused,
+   * nothing staged or applied). Absent, the host relies on the NATS permissions alone.
+   */
+  readonly coordinatorKey?: string;
   readonly onReport?: (report: CriticalReport) => void;
 }
 
@@ -52,9 +60,18 @@ export class CriticalParticipant {
   private readonly unsubs: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private settling: Promise<number> | undefined;
+  private readonly verify: ((agentId: string, m: TpcSigned, sig: string | undefined) => boolean) | undefined;
 
   constructor(private readonly o: CriticalParticipantOptions) {
     this.s = subjects(o.namespace);
+    this.verify = o.coordinatorKey === undefined ? undefined : tpcVerifier(o.coordinatorKey);
+  }
+
+  private checkSigned(m: TpcSigned, sig: string | undefined): void {
+    if (this.verify === undefined || this.verify(this.o.store.agentId, m, sig)) return;
+    throw new FleetError('FLEET_AUTH_005', `${m.t} of transaction ${m.txid}: ${sig === undefined ? 'no signature' : "the signature is not the coordinator's for this host"}; ignored`, {
+      details: { txid: m.txid, t: m.t },
+    });
   }
 
   start(): void {
@@ -78,6 +95,7 @@ export class CriticalParticipant {
     try {
       const req = decodeTpcAgentRequest(data);
       txid = req.txid;
+      this.checkSigned(req.t === 'prepare' ? { t: 'prepare', txid: req.txid, operation: req.operation, deadline: req.deadline } : { t: 'decision', txid: req.txid, decision: req.decision }, req.sig);
       let reply: TpcAgentReply;
       if (req.t === 'prepare') {
         const vote = this.o.store.criticalPrepare(req.txid, req.operation);
@@ -115,6 +133,8 @@ export class CriticalParticipant {
         const r = await this.o.transport.request(this.s.tpcStatus(this.o.store.agentId), encodeJson({ protocol: PROTOCOL_VERSION, txid }), { timeoutMs: 5000 });
         const reply = decodeTpcStatusReply(r.data);
         if (!reply.ok) throw new Error(`${reply.error.code}: ${reply.error.message}`);
+        if (reply.value.txid !== txid) throw new FleetError('FLEET_DECODE_002', `status answer about ${reply.value.txid}, not ${txid}`);
+        this.checkSigned({ t: 'status', txid, decision: reply.value.decision }, reply.value.sig);
         if (reply.value.decision === 'pending') continue;
         const state = this.o.store.criticalDecide(txid, reply.value.decision);
         this.report({ type: 'decided', txid, state, via: 'status' });

@@ -8,7 +8,9 @@
  * - Agent -> coordinator, request/reply on `<ns>.tpc.status.<agentId>`: an agent in doubt asks for the
  *   decision.
  */
+import { createPrivateKey, createPublicKey, sign as signBytes, verify as verifyBytes } from 'node:crypto';
 import { z } from 'zod';
+import { canonicalJson } from '@fleet/sync-core';
 import { AgentIdSchema, NonNegativeIntSchema, PositiveIntSchema, ProtocolSchema, UuidSchema } from './change';
 import { decodeMessage } from './codec';
 import { decodeReply } from './messages';
@@ -52,6 +54,9 @@ export const CriticalOperationSchema = z.discriminatedUnion('kind', [
 ]);
 export type CriticalOperation = z.output<typeof CriticalOperationSchema>;
 
+/** An Ed25519 signature of the coordinator, base64 (see `tpcSigningBytes`). */
+const SignatureSchema = z.string({ error: 'expected a string' }).regex(/^[A-Za-z0-9+/]{86}==$/, { error: 'expected an Ed25519 signature, base64' });
+
 const VoteSchema = z.discriminatedUnion('vote', [
   z.strictObject({ vote: z.literal('yes') }),
   z.strictObject({ vote: z.literal('no'), reason: z.string({ error: 'expected a string' }).max(MAX_REASON_LENGTH) }),
@@ -67,8 +72,9 @@ export const TpcAgentRequestSchema = z.discriminatedUnion('t', [
     operation: CriticalOperationSchema,
     /** Epoch ms: the coordinator counts a vote after this as no. */
     deadline: NonNegativeIntSchema,
+    sig: SignatureSchema.exactOptional(),
   }),
-  z.strictObject({ protocol: ProtocolSchema, t: z.literal('decision'), txid: UuidSchema, decision: z.enum(['commit', 'abort']) }),
+  z.strictObject({ protocol: ProtocolSchema, t: z.literal('decision'), txid: UuidSchema, decision: z.enum(['commit', 'abort']), sig: SignatureSchema.exactOptional() }),
 ]);
 export type TpcAgentRequest = z.output<typeof TpcAgentRequestSchema>;
 
@@ -96,11 +102,42 @@ export function decodeTpcStatusRequest(bytes: Uint8Array): TpcStatusRequest {
   return decodeMessage(TpcStatusRequestSchema, bytes, MAX_CRITICAL_MESSAGE_BYTES);
 }
 
-export const TpcStatusReplySchema = z.strictObject({ protocol: ProtocolSchema, txid: UuidSchema, decision: z.enum(['commit', 'abort', 'pending']) });
+export const TpcStatusReplySchema = z.strictObject({ protocol: ProtocolSchema, txid: UuidSchema, decision: z.enum(['commit', 'abort', 'pending']), sig: SignatureSchema.exactOptional() });
 export type TpcStatusReply = z.output<typeof TpcStatusReplySchema>;
 
 export function decodeTpcStatusReply(bytes: Uint8Array): Reply<TpcStatusReply> {
   return decodeReply(TpcStatusReplySchema, bytes, MAX_CRITICAL_MESSAGE_BYTES);
+}
+
+// --- signatures: what a host acts on comes from the coordinator ---
+
+/** What the coordinator signs: a message to one host about one transaction (a prepare, a decision, a status answer). */
+export type TpcSigned =
+  | { readonly t: 'prepare'; readonly txid: string; readonly operation: CriticalOperation; readonly deadline: number }
+  | { readonly t: 'decision'; readonly txid: string; readonly decision: 'commit' | 'abort' }
+  | { readonly t: 'status'; readonly txid: string; readonly decision: 'commit' | 'abort' | 'pending' };
+
+/**
+ * The bytes signed: the canonical JSON of the message with the host's id and a version, so a signature
+ * made for one host, transaction or verb is worth nothing for another.
+ */
+export function tpcSigningBytes(agentId: string, m: TpcSigned): Uint8Array {
+  const body = m.t === 'prepare' ? { t: m.t, txid: m.txid, operation: m.operation, deadline: m.deadline } : { t: m.t, txid: m.txid, decision: m.decision };
+  return new TextEncoder().encode(canonicalJson({ v: 'fleet-tpc-1', agentId, ...body }));
+}
+
+/** The coordinator's signer, from its Ed25519 private key (PEM). */
+export function tpcSigner(privateKeyPem: string): (agentId: string, m: TpcSigned) => string {
+  const key = createPrivateKey(privateKeyPem);
+  if (key.asymmetricKeyType !== 'ed25519') throw new TypeError(`the coordinator's signing key must be Ed25519, not ${String(key.asymmetricKeyType)}`);
+  return (agentId, m) => signBytes(null, tpcSigningBytes(agentId, m), key).toString('base64');
+}
+
+/** A host's check of the coordinator's signature, from the coordinator's Ed25519 public key (PEM). */
+export function tpcVerifier(publicKeyPem: string): (agentId: string, m: TpcSigned, sig: string | undefined) => boolean {
+  const key = createPublicKey(publicKeyPem);
+  if (key.asymmetricKeyType !== 'ed25519') throw new TypeError(`the coordinator's key must be Ed25519, not ${String(key.asymmetricKeyType)}`);
+  return (agentId, m, sig) => sig !== undefined && verifyBytes(null, tpcSigningBytes(agentId, m), key, Buffer.from(sig, 'base64'));
 }
 
 // --- operator API: `<ns>.admin.critical.begin|show|list` ---

@@ -34,6 +34,14 @@ export const ErrorCodes = {
    * request) with the value of `FLEET_CHANGELOG_OPERATOR_TOKEN`.
    */
   FLEET_AUTH_004: { name: 'OperatorUnauthorized', retryable: false, message: 'operator token missing or wrong' },
+  /**
+   * A host configured with the coordinator's public key (`FLEET_AGENT_COORDINATOR_KEY_FILE`) got a
+   * critical-operation message (prepare, decision, or the answer to its status request) without a
+   * valid signature of the coordinator for this host and transaction: it is ignored (a prepare is
+   * refused, nothing is staged). Check that change-log runs with the matching
+   * `FLEET_CHANGELOG_SIGNING_KEY_FILE`, or look for who else publishes on the host's subjects.
+   */
+  FLEET_AUTH_005: { name: 'UnsignedCoordinatorMessage', retryable: false, message: 'critical-operation message not signed by the coordinator' },
   // --- configuration ---
   /** A configuration value is missing or invalid; the message names the variable. */
   FLEET_CONFIG_001: { name: 'InvalidConfig', retryable: false, message: 'invalid configuration' },

@@ -7,6 +7,7 @@
  * cursor carry over, as across an agent restart).
  */
 import { CriticalParticipant, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import { HARNESS_COORDINATOR_KEYS } from './services';
 import type { SyncStore, SyncTransport, TransportReply, VerifyReport, VerifyTarget } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { canonicalJson } from '@fleet/sync-core';
@@ -225,7 +226,7 @@ export class FleetAgent {
     });
     this.manager = m;
     m.start();
-    this.critical = new CriticalParticipant({ store: this.store, transport, namespace: this.o.namespace });
+    this.critical = new CriticalParticipant({ store: this.store, transport, namespace: this.o.namespace, coordinatorKey: HARNESS_COORDINATOR_KEYS.publicKey });
     this.critical.start();
   }
 

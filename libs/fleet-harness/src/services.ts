@@ -6,11 +6,11 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync, writeFileSync } from 'node:fs';
 import type { WriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { DEFAULT_DATABASE_URL } from '@fleet/server-store';
 import type { StrategyConfigJson } from '@fleet/config';
 import { eventually, freePort } from './util';
@@ -19,6 +19,12 @@ export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 
 /** The operator token the harness's change-log runs with, and the harness's operator sends. */
 export const HARNESS_OPERATOR_TOKEN = 'fleet-harness-operator-token';
+
+/** The coordinator's signing key pair of the harness: change-log signs with it, the harness's agents check. */
+export const HARNESS_COORDINATOR_KEYS = (() => {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return { privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), publicKey: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
+})();
 
 export type ServiceName = 'change-log' | 'version-vector' | 'conflict-resolver' | 'delta-calculator';
 export const SERVICE_NAMES: readonly ServiceName[] = ['change-log', 'version-vector', 'conflict-resolver', 'delta-calculator'];
@@ -97,7 +103,12 @@ export class ServiceProcess {
     // Every service that computes views (all but the change log) runs with the deployment's strategies.
     if (this.name !== 'change-log') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
     // The operator token of critical operations (a deployment keeps it in a Secret).
-    if (this.name === 'change-log') e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
+    if (this.name === 'change-log') {
+      e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
+      const keyFile = join(this.spec.logDir, 'coordinator.key');
+      if (!existsSync(keyFile)) writeFileSync(keyFile, HARNESS_COORDINATOR_KEYS.privateKey, { mode: 0o600 });
+      e[`${p}SIGNING_KEY_FILE`] = keyFile;
+    }
     if (this.name === 'conflict-resolver') {
       e[`${p}NODE_ID`] = `server-cr-${this.httpPort}`;
       e[`${p}SWEEP_INTERVAL`] = '2s';
