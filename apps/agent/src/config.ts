@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { isAgentId, isHostScope, isScope } from '@fleet/contracts';
-import { defineConfig, envDuration, envInt, envString, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
+import { defineConfig, envDuration, envInt, envString, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsCredsFileOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf, Env } from '@fleet/config';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { FleetError } from '@fleet/errors';
@@ -19,12 +19,7 @@ export const agentConfig = defineConfig({
     },
     natsUrl: natsUrlOption(),
     namespace: namespaceOption(),
-    credentialsFile: {
-      env: 'CREDS_FILE',
-      schema: envString({ min: 1 }),
-      optional: true,
-      description: "this agent's NATS credentials file (.creds), when the server requires them",
-    },
+    credentialsFile: natsCredsFileOption("this agent's"),
     coordinatorKeyFile: {
       env: 'COORDINATOR_KEY_FILE',
       schema: envString({ min: 1 }),

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { restoreSqliteStore, SqliteLocalStore } from '@fleet/agent-store';
 import type { CriticalEntry } from '@fleet/agent-store';
-import { describeConfig } from '@fleet/config';
+import { describeConfig, runCommandLine } from '@fleet/config';
 import { tpcVerifier } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
@@ -328,17 +328,4 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2), process.env, { out: (l) => console.log(l), err: (l) => console.error(l) }).then(
-    (code) => {
-      process.exitCode = code;
-      // The command is done: a stray handle must not keep the process alive (seen after SIGTERM of `run`:
-      // a MessagePort, not ours, held the loop open). Unref'd: exits at once when nothing is left.
-      setTimeout(() => process.exit(code), 200).unref();
-    },
-    () => {
-      process.exitCode = 70;
-      setTimeout(() => process.exit(70), 200).unref();
-    },
-  );
-}
+if (require.main === module) runCommandLine(main);

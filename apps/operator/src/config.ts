@@ -2,7 +2,7 @@
  * The operator command line's configuration (prefix `FLEET_OPERATOR_`), validated with libs/config.
  * `fleetctl --help` prints the table from `describeConfig(operatorConfig)`.
  */
-import { defineConfig, envDuration, envString, namespaceOption, natsUrlOption } from '@fleet/config';
+import { defineConfig, envDuration, envString, namespaceOption, natsCredsFileOption, natsUrlOption } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const operatorConfig = defineConfig({
@@ -10,12 +10,7 @@ export const operatorConfig = defineConfig({
   options: {
     natsUrl: natsUrlOption(),
     namespace: namespaceOption(),
-    credentialsFile: {
-      env: 'CREDS_FILE',
-      schema: envString({ min: 1 }),
-      optional: true,
-      description: "the operator's NATS credentials file (.creds), when the server requires them",
-    },
+    credentialsFile: natsCredsFileOption("the operator's"),
     token: {
       env: 'TOKEN',
       schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),

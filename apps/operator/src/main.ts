@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { describeConfig, envDuration, loadConfig } from '@fleet/config';
+import { describeConfig, envDuration, loadConfig, runCommandLine } from '@fleet/config';
 import {
   decodeConflictResolveReply,
   decodeConflictShowReply,
@@ -263,15 +263,4 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2), process.env, { out: (l) => console.log(l), err: (l) => console.error(l) }).then(
-    (code) => {
-      process.exitCode = code;
-      setTimeout(() => process.exit(code), 200).unref();
-    },
-    () => {
-      process.exitCode = 70;
-      setTimeout(() => process.exit(70), 200).unref();
-    },
-  );
-}
+if (require.main === module) runCommandLine(main);

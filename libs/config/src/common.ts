@@ -22,6 +22,16 @@ export function natsUrlOption(o: Overrides = {}) {
   } as const satisfies OptionSpec;
 }
 
+/** A NATS credentials file (`.creds`: JWT and nkey seed), for a client whose server requires them. */
+export function natsCredsFileOption(who: string) {
+  return {
+    env: 'CREDS_FILE',
+    schema: envString({ min: 1 }),
+    optional: true,
+    description: `${who} NATS credentials file (.creds), when the server requires them`,
+  } as const satisfies OptionSpec;
+}
+
 /**
  * PostgreSQL connection URL; secret (it may hold a password). Falls back to `DATABASE_URL`.
  * The default is the development database that `npm run setup` creates.
