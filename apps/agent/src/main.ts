@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { restoreSqliteStore, SqliteLocalStore } from '@fleet/agent-store';
 import type { CriticalEntry } from '@fleet/agent-store';
 import { describeConfig, runCommandLine } from '@fleet/config';
+import type { CommandLineIo } from '@fleet/config';
 import { tpcVerifier } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
@@ -24,10 +25,7 @@ import { agentConfig, loadAgentConfig } from './config';
 import type { AgentConfig } from './config';
 import { startSync } from './sync-runner';
 
-export interface Io {
-  readonly out: (line: string) => void;
-  readonly err: (line: string) => void;
-}
+export type Io = CommandLineIo;
 
 const USAGE = `usage: agent <command> [options]
 

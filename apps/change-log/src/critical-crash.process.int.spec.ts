@@ -11,16 +11,14 @@ import { Client } from 'pg';
 import { CriticalParticipant, NatsSyncTransport } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
-import type { CriticalOperation } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { eventually, SHARED_NATS, testNamespace } from '@fleet/messaging/src/test-support';
 import { PrivatePostgres } from '@fleet/server-store/src/testing';
 import { ServiceProcess } from './testing/service-process';
+import { testCertificate as cert } from '@fleet/contracts/src/testing/critical';
 
 jest.setTimeout(120_000);
 
-const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
-const cert = (name: string): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter: '2035-01-01T00:00:00Z' } });
 const TOKEN = 'operator-token-for-crash-tests';
 
 const s = testNamespace('tpcx');

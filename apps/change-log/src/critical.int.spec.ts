@@ -24,11 +24,10 @@ import { PrivatePostgres, testUuidV7 } from '@fleet/server-store/src/testing';
 import { createChangeLogApp } from './bootstrap';
 import { changeLogConfig } from './config';
 import { NatsAgentParticipants } from './critical';
+import { testCertificate as cert } from '@fleet/contracts/src/testing/critical';
 
 jest.setTimeout(90_000);
 
-const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
-const cert = (name: string): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter: '2035-01-01T00:00:00Z' } });
 
 const s = testNamespace('tpc');
 /** The coordinator signs what hosts act on; the hosts here check it (FLEET_AGENT_COORDINATOR_KEY_FILE). */

@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { describeConfig, envDuration, loadConfig, runCommandLine } from '@fleet/config';
+import type { CommandLineIo } from '@fleet/config';
 import {
   decodeConflictResolveReply,
   decodeConflictShowReply,
@@ -30,10 +31,7 @@ import { Messaging } from '@fleet/messaging';
 import { operatorConfig } from './config';
 import type { OperatorConfig } from './config';
 
-export interface Io {
-  readonly out: (line: string) => void;
-  readonly err: (line: string) => void;
-}
+export type Io = CommandLineIo;
 
 const USAGE = `usage: fleetctl <command> [options]
 
@@ -60,6 +58,11 @@ function usage(why: string): never {
 function valueOf<T>(reply: Reply<T>): T {
   if (reply.ok) return reply.value;
   throw new FleetError('FLEET_MSG_004', reply.error.message, { details: { remoteCode: reply.error.code } });
+}
+
+/** A string option's value (parseArgs gives booleans for flags). */
+function stringOption(v: Record<string, string | boolean | undefined>, k: string): string | undefined {
+  return typeof v[k] === 'string' ? v[k] : undefined;
 }
 
 function positiveInt(name: string, v: string | undefined): number | undefined {
@@ -92,7 +95,7 @@ async function ask(c: Ctx, subject: string, body: object, headers?: Record<strin
 }
 
 async function conflicts(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
-  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const str = (k: string) => stringOption(v, k);
   if (verb === 'list') {
     const body = {
       ...(str('status') === undefined ? {} : { status: str('status') }),
@@ -137,7 +140,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
 }
 
 async function critical(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
-  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  const str = (k: string) => stringOption(v, k);
   if (verb === 'list') {
     const body = { ...(str('state') === undefined ? {} : { state: str('state') }), ...(str('limit') === undefined ? {} : { limit: positiveInt('--limit', str('limit')) }) };
     const r = valueOf(decodeCriticalListReply(await ask(c, c.s.criticalApi('list'), body)));

@@ -5,10 +5,10 @@ import Database from 'better-sqlite3';
 import type { CriticalOperation } from '@fleet/contracts';
 import { isFleetError } from '@fleet/errors';
 import { restoreSqliteStore, SqliteLocalStore } from './sqlite-local-store';
+import { TEST_PEM as PEM, testCertificate } from '@fleet/contracts/src/testing/critical';
 
-const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
 const NOW = Date.parse('2026-11-28T12:00:00Z');
-const cert = (name: string, notAfter = '2030-01-01T00:00:00Z'): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter } });
+const cert = (name: string, notAfter = '2030-01-01T00:00:00Z'): CriticalOperation => testCertificate(name, notAfter);
 const tx = (n: number) => `0190a000-0000-7000-8000-${String(n).padStart(12, '0')}`;
 
 let dir: string;

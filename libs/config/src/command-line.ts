@@ -9,7 +9,13 @@
  * (seen after SIGTERM of `agent run`: a MessagePort, not ours, held the loop open): the exit is
  * forced 200 ms later, unref'd, so it happens at once when nothing is left.
  */
-export function runCommandLine(main: (argv: readonly string[], env: NodeJS.ProcessEnv, io: { out(line: string): void; err(line: string): void }) => Promise<number>): void {
+/** Where a command line writes: its output lines and its error lines (tests capture them). */
+export interface CommandLineIo {
+  readonly out: (line: string) => void;
+  readonly err: (line: string) => void;
+}
+
+export function runCommandLine(main: (argv: readonly string[], env: NodeJS.ProcessEnv, io: CommandLineIo) => Promise<number>): void {
   const exit = (code: number): void => {
     process.exitCode = code;
     setTimeout(() => process.exit(code), 200).unref();

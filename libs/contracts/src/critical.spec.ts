@@ -2,8 +2,8 @@ import { isFleetError } from '@fleet/errors';
 import { encodeJson } from './codec';
 import { decodeCriticalBeginRequest, decodeTpcAgentRequest, decodeTpcStatusReply, MAX_CRITICAL_AGENTS } from './critical';
 import { subjects } from './subjects';
+import { TEST_PEM as PEM } from './testing/critical';
 
-const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
 const cert = { kind: 'certificate', name: 'web', value: { pem: PEM, notAfter: '2030-01-01T00:00:00Z' } };
 const begin = (over: Record<string, unknown>) => encodeJson({ protocol: 1, operation: cert, agents: ['h1'], ...over });
 

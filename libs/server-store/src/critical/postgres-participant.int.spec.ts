@@ -4,11 +4,11 @@ import { isFleetError } from '@fleet/errors';
 import { openServerDataSource } from '../data-source';
 import { PrivatePostgres, testUuidV7 } from '../testing';
 import { PostgresParticipant, preparedGid } from './postgres-participant';
+import { TEST_PEM as PEM, testCertificate } from '@fleet/contracts/src/testing/critical';
 
 jest.setTimeout(60_000);
 
-const PEM = '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUYWJj\n-----END CERTIFICATE-----\n';
-const cert = (name: string, notAfter = '2031-01-01T00:00:00Z'): CriticalOperation => ({ kind: 'certificate', name, value: { pem: PEM, notAfter } });
+const cert = (name: string, notAfter = '2031-01-01T00:00:00Z'): CriticalOperation => testCertificate(name, notAfter);
 
 let pg: PrivatePostgres;
 let url: string;
