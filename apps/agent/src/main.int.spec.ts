@@ -166,6 +166,48 @@ describe('agent CLI', () => {
     }
   });
 
+  it('`restore` and a second `run` are refused while `run` has the store open (status, get, put still work); after it crashed (SIGKILL) the restore goes through', async () => {
+    const dataDir = tempDir();
+    const s = subjects(`agentlock${process.pid}${Date.now() % 100000}`);
+    const env = { FLEET_AGENT_ID: 'l1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_NAMESPACE: s.ns };
+    expect(agent(['put', 'host.l1', 'settings', 'ntp', '{"v":1}'], env).code).toBe(0);
+    const chainDir = /agent restore (\S+)/.exec(agent(['backup'], env).out)?.[1] as string;
+    expect(agent(['put', 'host.l1', 'settings', 'ntp', '{"v":2}'], env).code).toBe(0);
+    const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', ...env } });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, signal) => r(signal)));
+    try {
+      for (let i = 0; i < 300 && !/syncing host\.l1/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(out).toMatch(/syncing host\.l1/);
+
+      let r = agent(['restore', chainDir], env);
+      expect(r.code).toBe(75);
+      expect(r.err).toMatch(new RegExp(`^agent: FLEET_AGENT_010 .*in use by agent run \\(pid ${String(child.pid)} on `));
+      expect(r.err).not.toMatch(/\n\s+at /);
+      // Nothing was touched: the store the agent runs on is as it was.
+      r = agent(['get', 'host.l1', 'settings', 'ntp'], env);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ fields: { v: 2 } });
+      r = agent(['status', '--json'], env);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ connection: expect.stringMatching(/agent run, pid/) as unknown });
+      expect(agent(['put', 'host.l1', 'settings', 'beside', '{"v":1}'], env).code).toBe(0);
+
+      r = agent(['run'], env); // a second agent on the same data directory: refused at once
+      expect(r.code).toBe(75);
+      expect(r.err).toMatch(new RegExp(`^agent: FLEET_AGENT_010 .*agent run \\(pid ${String(child.pid)} `));
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(await exited).toBe('SIGKILL');
+    // A crashed agent holds no lock: the restore goes through, and the store is the backup's.
+    const r = agent(['restore', chainDir], env);
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(JSON.parse(agent(['get', 'host.l1', 'settings', 'ntp'], env).out)).toMatchObject({ fields: { v: 1 } });
+    expect(agent(['get', 'host.l1', 'settings', 'beside'], env).code).toBe(1);
+  });
+
   it('`run` takes part in a critical operation (prepare, then commit, from the coordinator); `critical` lists what the host holds, never a hash', async () => {
     const dataDir = tempDir();
     const s = subjects(`agentcrit${process.pid}${Date.now() % 100000}`);

@@ -7,7 +7,8 @@
  *
  * Exit codes (sysexits.h): 0 ok, 64 usage, 78 configuration, 73 data directory not writable,
  * 74 disk or quota full, 65 bad backup or incompatible store, 75 temporarily refused (outbox
- * full, held after restore), 1 other FleetError, 70 internal error. Errors print one line with the
+ * full, held after restore, the store in use: restore or a second run beside `agent run`), 1 other
+ * FleetError, 70 internal error. Errors print one line with the
  * code, never a stack.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -38,8 +39,8 @@ commands:
   status                                   outbox, cursor, last sync, conflicts, connection
   critical                                 certificates and credentials held (committed critical operations), and any in doubt
   backup [--full]                          consistent online backup (incremental unless --full or no chain yet)
-  restore <dir>                            rebuild the store from a backup chain directory (stop the agent first)
-  run                                      sync with the server until SIGTERM
+  restore <dir>                            rebuild the store from a backup chain directory (refused while agent run runs)
+  run                                      sync with the server until SIGTERM (one per data directory)
 
 options: --json (status as JSON), --help`;
 
@@ -52,6 +53,7 @@ const EXIT: Partial<Record<ErrorCode, number>> = {
   FLEET_AGENT_007: 65,
   FLEET_AGENT_003: 75,
   FLEET_AGENT_004: 75,
+  FLEET_AGENT_010: 75,
 };
 
 function usage(why: string): never {
@@ -76,8 +78,10 @@ function refArgs(args: readonly string[]): { scope: string; collection: string; 
   return { scope, collection, key };
 }
 
-function openStore(config: AgentConfig): SqliteLocalStore {
+/** `owner`: `agent run`, the one process that syncs the store (a second one, or a restore, is refused meanwhile). */
+function openStore(config: AgentConfig, owner?: string): SqliteLocalStore {
   return SqliteLocalStore.open({
+    ...(owner === undefined ? {} : { owner }),
     dataDir: config.dataDir,
     agentId: config.agentId,
     outboxMax: config.outboxMax,
@@ -166,7 +170,7 @@ function runningState(store: SqliteLocalStore): string {
  * (a published batch is still marked sent, an applied page keeps its cursor), then the store closes.
  */
 async function run(config: AgentConfig, io: Io): Promise<void> {
-  const store = openStore(config);
+  const store = openStore(config, 'agent run');
   const file = statusFile(store);
   const publish = (state: string): void => {
     // Written whole then renamed, so a reader never sees half a file.

@@ -58,6 +58,7 @@ import { CRITICAL_SCHEMA_SQL, SCHEMA_SQL, SCHEMA_VERSION, SNAPSHOT_TABLES } from
 import { changeText, objectText } from './json-text';
 import { translateError } from './sqlite-errors';
 import { CriticalStaging } from './critical-staging';
+import { StoreLock } from './store-lock';
 import type { CriticalEntry, InDoubt } from './critical-staging';
 import type { CriticalOperation } from '@fleet/contracts';
 import type { Decision, Vote } from '@fleet/sync-core';
@@ -124,6 +125,14 @@ export interface SqliteLocalStoreOptions {
   readonly onListenerError?: (error: unknown, event: StoreEvent) => void;
   /** Turn pending captured writes into changes at open (default true). */
   readonly processCapturedOnOpen?: boolean;
+  /**
+   * Hold the store's owner lock while open, naming this command (`agent run`) to whoever is refused:
+   * one owner at a time, and no restore meanwhile (FLEET_AGENT_010; `store-lock.ts`). Without it the
+   * store holds the shared lock, which coexists with the owner's.
+   */
+  readonly owner?: string;
+  /** How long opening waits for a restore in progress before FLEET_AGENT_010. Default 5 s. */
+  readonly lockWaitMs?: number;
 }
 
 /** `meta.counters` as stored (the HLC encoded). */
@@ -348,7 +357,12 @@ export class SqliteLocalStore implements LocalStore {
     failOutboxId: Database.Statement<[string, number, string]>;
   };
 
-  private constructor(db: Database.Database, path: string, options: SqliteLocalStoreOptions) {
+  private constructor(
+    db: Database.Database,
+    path: string,
+    options: SqliteLocalStoreOptions,
+    private readonly lock: StoreLock,
+  ) {
     this.db = db;
     this.path = path;
     this.agentId = options.agentId;
@@ -398,7 +412,8 @@ export class SqliteLocalStore implements LocalStore {
   /**
    * Opens (creating if needed) the agent's store in `dataDir`. Throws FLEET_AGENT_001 when the
    * directory or file cannot be created or written, FLEET_AGENT_007 when the file is another
-   * agent's store, a newer schema, or not a database, FLEET_CONFIG_001 for a bad agent id.
+   * agent's store, a newer schema, or not a database, FLEET_CONFIG_001 for a bad agent id,
+   * FLEET_AGENT_010 when the store is being restored, or (`owner`) another owner holds it.
    */
   static open(options: SqliteLocalStoreOptions): SqliteLocalStore {
     if (!isAgentId(options.agentId)) {
@@ -415,6 +430,12 @@ export class SqliteLocalStore implements LocalStore {
       if (isFleetError(t)) throw t;
       throw new FleetError('FLEET_AGENT_001', `${dataDir}: ${e instanceof Error ? e.message : String(e)}`, { cause: e, details: { path: dataDir } });
     }
+    // Before the database file: a restore may be moving it.
+    const lock = StoreLock.acquire(dataDir, options.owner === undefined ? 'shared' : 'owner', {
+      ...(options.owner === undefined ? {} : { command: options.owner }),
+      ...(options.lockWaitMs === undefined ? {} : { waitMs: options.lockWaitMs }),
+      ...(options.now === undefined ? {} : { now: options.now }),
+    });
     let db: Database.Database | undefined;
     try {
       db = new Database(path);
@@ -476,7 +497,7 @@ export class SqliteLocalStore implements LocalStore {
         if (db.inTransaction) db.exec('ROLLBACK');
         throw e;
       }
-      const store = new SqliteLocalStore(db, path, options);
+      const store = new SqliteLocalStore(db, path, options, lock);
       store.load();
       if (options.processCapturedOnOpen !== false) store.processCaptured();
       return store;
@@ -486,6 +507,7 @@ export class SqliteLocalStore implements LocalStore {
       } catch {
         // already failing: report the first error
       }
+      lock.release();
       throw translateError(e, path);
     }
   }
@@ -1411,7 +1433,12 @@ export class SqliteLocalStore implements LocalStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.db.close();
+    try {
+      this.db.close();
+    } finally {
+      // After the database: a restore waiting for the lock finds it closed.
+      this.lock.release();
+    }
   }
 }
 
@@ -1423,6 +1450,16 @@ interface BackupInfoRow {
   agent_id: string;
   marker: number;
   created_at: number;
+}
+
+export interface RestoreOptions {
+  /** Refuse a backup of another agent (FLEET_AGENT_006). */
+  readonly agentId?: string;
+  readonly now?: () => number;
+  /** The command named to a process refused meanwhile. Default `agent restore`. */
+  readonly command?: string;
+  /** How long to wait for other processes' open stores (short commands) before FLEET_AGENT_010. Default 5 s. */
+  readonly lockWaitMs?: number;
 }
 
 export interface RestoreResult {
@@ -1437,15 +1474,17 @@ export interface RestoreResult {
 /**
  * Rebuilds the store in `dataDir` from a backup chain directory (`full.db` plus `inc-NNNNNN.db`, as
  * `backup()` writes them): the full backup, then each incremental in order, each checked to follow
- * the previous one. The store must be closed (stop the agent first). The store that was there is
- * moved aside (`agent.db.before-restore-<ms>`), never deleted.
+ * the previous one. The store must be closed: while `agent run` (the owner lock) has it open, the
+ * restore is refused at once with FLEET_AGENT_010; other processes' open stores (short commands) are
+ * waited for, then refused the same way, and stores opened meanwhile wait for the restore to end
+ * (`store-lock.ts`). The store that was there is moved aside (`agent.db.before-restore-<ms>`), never deleted.
  *
  * After a restore the store is flagged `needsVerification` with the cursor `null`: writes made after
  * the backup may exist on the server, so the sync manager must verify (Merkle) before trusting or
  * moving the cursor, and local writes are held until it does (FLEET_AGENT_004). The origin sequence
  * jumps by RESTORE_SEQ_GAP for the same reason.
  */
-export function restoreSqliteStore(backupDir: string, dataDir: string, options: { agentId?: string; now?: () => number } = {}): RestoreResult {
+export function restoreSqliteStore(backupDir: string, dataDir: string, options: RestoreOptions = {}): RestoreResult {
   const dir = resolve(backupDir);
   const now = options.now ?? Date.now;
   const bad = (why: string, file = dir): never => {
@@ -1465,6 +1504,24 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
   } catch (e) {
     throw new FleetError('FLEET_AGENT_001', `${target}: ${e instanceof Error ? e.message : String(e)}`, { cause: e, details: { path: target } });
   }
+  // The store alone from the work file to the swap: refused at once while agent run has it open (or
+  // another restore runs); other processes' short commands are waited for (store-lock.ts).
+  const lock = StoreLock.acquire(target, 'exclusive', {
+    command: options.command ?? 'agent restore',
+    ...(options.lockWaitMs === undefined ? {} : { waitMs: options.lockWaitMs }),
+    now,
+  });
+  try {
+    return restoreLocked(dir, full, incs, target, options.agentId, now);
+  } finally {
+    lock.release();
+  }
+}
+
+function restoreLocked(dir: string, full: string, incs: readonly string[], target: string, agentId: string | undefined, now: () => number): RestoreResult {
+  const bad = (why: string, file = dir): never => {
+    throw new FleetError('FLEET_AGENT_006', `${file}: ${why}`, { details: { file } });
+  };
   const work = join(target, `${DB_FILE}.restoring`);
   for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${work}${suffix}`, { force: true });
   copyFileSync(full, work);
@@ -1485,7 +1542,7 @@ export function restoreSqliteStore(backupDir: string, dataDir: string, options: 
     };
     const head = info('main', full);
     if (head.kind !== 'full') bad('full.db is not a full backup', full);
-    if (options.agentId !== undefined && head.agent_id !== options.agentId) bad(`backup of agent ${JSON.stringify(head.agent_id)}, not ${JSON.stringify(options.agentId)}`, full);
+    if (agentId !== undefined && head.agent_id !== agentId) bad(`backup of agent ${JSON.stringify(head.agent_id)}, not ${JSON.stringify(agentId)}`, full);
     fullId = head.id;
     applied.push(head.id);
     let prev = head.id;

@@ -208,6 +208,14 @@ export const ErrorCodes = {
    * origin before the store's first push or pull.
    */
   FLEET_AGENT_009: { name: 'OriginUnsettled', retryable: false, message: 'own changes cannot be renumbered above the log' },
+  /**
+   * The store is in use by a process that needs it alone, per the lock on `<data dir>/agent.lock`:
+   * `agent restore`, or a second `agent run`, while `agent run` has it open; or any command while a
+   * restore is moving the files. The message names the holder (command, pid, host, since). Stop the
+   * running agent first, or retry once the restore is done; a crashed agent holds no lock (the kernel
+   * releases it), so nothing needs cleaning up.
+   */
+  FLEET_AGENT_010: { name: 'StoreInUse', retryable: true, message: 'agent store is in use by another process' },
   // --- conflict log and manual queue (conflict-resolver) ---
   /** No conflict with that id in the conflict log. Check the id (`conflicts list`). */
   FLEET_CONFLICT_001: { name: 'ConflictNotFound', retryable: false, message: 'no such conflict' },
