@@ -5,6 +5,9 @@
  * change-log service provisions it). What the server does with a batch is the change log's business
  * and tested there.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamManager } from '@nats-io/jetstream';
@@ -15,6 +18,7 @@ import { eventually, PrivateNatsServer, readStream, testNamespace } from '@fleet
 import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePushBatch, encodeJson, errorReply, Headers, toWireRecord } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import type { Subjects } from '@fleet/contracts';
+import { SqliteLocalStore } from '@fleet/agent-store';
 import { answerVerify, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
 import type { MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
 import { SyncManager } from './sync-manager';
@@ -34,6 +38,9 @@ class FakeDeltaServer {
   pageSize = 2;
   gzip = true;
   pulls = 0;
+  /** Pull answers computed but not sent yet (`holdPulls`): a reply still on its way. */
+  holdPulls = false;
+  readonly held: (() => void)[] = [];
   private responders: { drain(): Promise<void> }[] = [];
   readonly writer = new MemorySyncStore('server');
   constructor(
@@ -59,7 +66,9 @@ class FakeDeltaServer {
           const r = this.reply(fn(m.data));
           const hd = headers();
           for (const [k, v] of Object.entries(r.headers)) hd.set(k, v);
-          m.respond(r.data, { headers: hd });
+          const send = () => m.respond(r.data, { headers: hd });
+          if (subject === this.s.pull(AGENT) && this.holdPulls) this.held.push(send);
+          else send();
         },
       });
       this.responders.push({ drain: () => s.drain() });
@@ -77,6 +86,8 @@ class FakeDeltaServer {
       const tree = MerkleTree.build([...this.current.values()].filter((s) => s.ref.scope === req.scope && s.ref.collection === req.collection).map((s) => ({ key: s.ref.key, recordHash: recordHash(s) })));
       return { protocol: 1, msg: answerVerify(tree, req.msg as MerkleVerifyRequest) };
     });
+    // A new store (SqliteLocalStore) asks once which of its origin's numbers the log holds: none.
+    sub(this.s.origin(AGENT), () => ({ protocol: 1, agentId: AGENT, lastOriginSeq: null }));
     sub(this.s.pullKeys(AGENT), (data) => {
       const req = decodePullKeysRequest(data);
       const records = req.records.map((r) => this.current.get(r.key)).filter((s): s is RecordState => s !== undefined);
@@ -96,7 +107,7 @@ let s: Subjects;
 let server: FakeDeltaServer;
 const managers: SyncManager[] = [];
 
-function manager(store: MemorySyncStore, extra: Partial<ConstructorParameters<typeof SyncManager>[0]> = {}): SyncManager {
+function manager(store: MemorySyncStore | SqliteLocalStore, extra: Partial<ConstructorParameters<typeof SyncManager>[0]> = {}): SyncManager {
   const m = new SyncManager({
     store,
     transport: new NatsSyncTransport({ servers: nats.url, name: AGENT, reconnectTimeWaitMs: 100, timeoutMs: 2000 }, s.ns),
@@ -339,5 +350,57 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(store.getState(FLEET('b'))?.view.fields).toEqual({ x: 2 });
     expect(m.lastVerify[0]).toMatchObject({ missingHere: 2, fetched: 2, unrepaired: [] });
     expect(reports).toContainEqual({ type: 'verified', violations: 2, repaired: 0 });
+  });
+
+  it('a link that flaps while a pull is in flight: once its page is in, the reconnect runs at once (push, then pull), not at the next periodic sync', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sync-flap-'));
+    const store = SqliteLocalStore.open({ dataDir, agentId: AGENT });
+    try {
+      server.write(FLEET('before'), { v: 1 });
+      const transport = new NatsSyncTransport({ servers: nats.url, name: AGENT, reconnectTimeWaitMs: 100, timeoutMs: 2000 }, s.ns);
+      const link: boolean[] = [];
+      transport.onStatus((up) => link.push(up));
+      const reports: { type: string; kind?: string; from?: string; to?: string }[] = [];
+      // The reply of the pull in flight must outlive the outage: a long request timeout.
+      const m = manager(store, { transport, requestTimeoutMs: 30_000, onReport: (r) => reports.push(r as (typeof reports)[number]) });
+      m.start();
+      await m.nextSync();
+      expect(store.get(FLEET('before'))?.fields).toEqual({ v: 1 });
+      expect(m.state).toBe('idle'); // the next periodic pull is ~50 s away (default scheduler)
+
+      // A pull whose answer is on its way when the link drops.
+      server.holdPulls = true;
+      m.syncNow();
+      await eventually(() => server.held.length === 1, 10_000, 'the pull reached the server');
+      expect(m.state).toBe('pulling');
+      await nats.kill();
+      await eventually(() => link.at(-1) === false, 10_000, 'the agent saw the link drop');
+      // During the outage: the server gets a write (its nudge would be lost), the host writes locally.
+      server.write(FLEET('during'), { v: 2 });
+      store.put(REF('offline'), { v: 3 });
+      await nats.startProcess();
+      await eventually(() => link.at(-1) === true, 15_000, 'the agent saw the link come back');
+      await eventually(async () => serverNc.flush().then(() => true).catch(() => false), 15_000, 'the server side reconnected');
+      expect(m.state).toBe('pulling'); // still the one operation in flight: nothing else was started
+      const since = reports.length;
+      server.holdPulls = false;
+      for (const send of server.held.splice(0)) send(); // the page answered before the outage arrives now
+
+      // The reconnect runs as soon as that page is applied: the outbox first, then the pull that brings the outage's write.
+      await eventually(() => store.get(FLEET('during'))?.fields?.['v'] === 2, 10_000, 'the write made during the outage pulled by the reconnect');
+      await eventually(() => store.outboxSize() === 0, 10_000, 'the offline write pushed');
+      const after = reports.slice(since);
+      expect(after).toContainEqual(expect.objectContaining({ type: 'transition', from: 'pulling', to: 'reconciling' }));
+      await eventually(() => reports.slice(since).some((r) => r.type === 'synced' && r.kind === 'reconnect'), 10_000, 'a reconnect sync reported');
+      // One operation at a time: the state went from the pull to the reconnect, never through two at once.
+      const states = reports.slice(since).filter((r) => r.type === 'transition').map((r) => r.to);
+      expect(states[0]).toBe('reconciling');
+      const pushed = (await readStream(jsm, s.streams.push)).flatMap((msg) => (decodePushBatch(msg.data).changes as { key: string }[]).map((c) => c.key));
+      expect(pushed).toEqual(['offline']);
+    } finally {
+      for (const mg of managers.splice(0)) await mg.stop();
+      store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -67,6 +67,10 @@ class Harness {
   armedId = 0;
   closed = false;
   effects: ConnectionEffect[] = [];
+  /** The link as the transport reported it (the machine is told by `connected` / `disconnected`). */
+  link = false;
+  /** A `connected` came after the link was down, and no `reconnect` sync has been reported since. */
+  reconnectDue = false;
   constructor(public now = 1_000_000) {
     const init = initialConnection(env(now));
     this.m = init.machine;
@@ -80,6 +84,11 @@ class Harness {
       return;
     }
     if (e.type === 'timer' && e.id === this.armedId) this.timerArmed = false;
+    if (e.type === 'connected') {
+      if (!this.link) this.reconnectDue = true;
+      this.link = true;
+    }
+    if (e.type === 'disconnected') this.link = false;
     const op = OUTCOME_OF[e.type];
     // The adapter only delivers the outcome of the operation in flight.
     if (op !== undefined && op !== this.inFlight) return;
@@ -105,6 +114,7 @@ class Harness {
         expect(eff.delayMs).toBeGreaterThanOrEqual(0);
       }
       if (eff.type === 'cancel-timer') this.timerArmed = false;
+      if (eff.type === 'synced' && eff.kind === 'reconnect') this.reconnectDue = false;
       if (eff.type === 'close') {
         expect(this.inFlight).toBeUndefined(); // never close under an operation
         this.closed = true;
@@ -120,7 +130,12 @@ class Harness {
     // Nothing runs offline.
     if (this.m.state === 'offline') expect(this.inFlight).toBeUndefined();
     const c = this.m.ctx;
+    // A flap is remembered only while an operation runs with the link up again.
+    if (c.relinked) expect(c.online && this.inFlight !== undefined && this.m.state !== 'stopping').toBe(true);
     if (this.m.state === 'idle' || this.m.state === 'backoff') {
+      // A reconnect is never forgotten: until its pull has drained (the `reconnect` report), it is still
+      // owed, waiting only for its pull's own retry; a link that flapped during an operation included.
+      if (this.reconnectDue) expect(c.reconnectOwed).toBe(true);
       // Independent failure domains, work-conserving: at rest, nothing is owed that is not waiting for its OWN retry.
       expect(c.pushRequested && c.retryAtMs.push === null).toBe(false);
       expect((c.pullRequested || c.reconnectOwed) && c.retryAtMs.pull === null).toBe(false);
@@ -327,9 +342,42 @@ const EXTRA_SITUATIONS: readonly Situation[] = [
   },
 ];
 
+/** The link dropped and came back while the operation of `state` was in flight. */
+function flapped(state: 'pulling' | 'pushing' | 'verifying'): Harness {
+  const h = reach(state);
+  h.send({ type: 'disconnected' });
+  h.send({ type: 'connected' });
+  return h;
+}
+/** In an operation state after a flap: the operation's outcome (success or failure) starts the reconnect at once. */
+const FLAPPED: readonly Situation[] = (['pulling', 'pushing', 'verifying'] as const).map((state) => ({
+  name: `${state} (the link dropped and came back meanwhile)`,
+  state,
+  reach: () => flapped(state),
+  expected: {
+    ...EXPECTED[state],
+    ...(state === 'pulling' ? { 'pull-page': 'reconciling', 'pull-failed': 'reconciling' } : {}),
+    ...(state === 'pushing' ? { 'push-acked': 'reconciling', 'push-failed': 'reconciling' } : {}),
+    ...(state === 'verifying' ? { 'verify-done': 'reconciling', 'verify-failed': 'reconciling' } : {}),
+  },
+}));
+
 const SITUATIONS: readonly Situation[] = [
   ...CONNECTION_STATES.map((state) => ({ name: state, state, reach: () => reach(state), expected: EXPECTED[state] })),
   ...EXTRA_SITUATIONS,
+  ...FLAPPED,
+  {
+    name: 'reconciling, pull phase (the link dropped and came back meanwhile)',
+    state: 'reconciling',
+    reach: () => {
+      const h = reach('reconciling');
+      h.succeed();
+      h.send({ type: 'disconnected' });
+      h.send({ type: 'connected' });
+      return h;
+    },
+    expected: { ...EXTRA_SITUATIONS[0]!.expected, 'pull-page': 'reconciling', 'pull-failed': 'reconciling' },
+  },
 ];
 
 describe('connection state machine', () => {
@@ -485,6 +533,53 @@ describe('connection state machine', () => {
     expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'push' });
   });
 
+  it.each([
+    ['pulling', 'succeeds'],
+    ['pulling', 'fails'],
+    ['pushing', 'succeeds'],
+    ['pushing', 'fails'],
+    ['verifying', 'succeeds'],
+    ['verifying', 'fails'],
+  ] as const)('a link that flaps while %s: once the operation %s, the reconnect runs at once (push, then pull every page, reported as reconnect), never two at once', (state, outcome) => {
+    const h = reach(state);
+    h.send({ type: 'disconnected' });
+    h.send({ type: 'connected' });
+    expect(h.m.state).toBe(state); // the operation in flight is waited for: nothing else starts
+    const before = h.effects.length;
+    if (outcome === 'succeeds') h.succeed(false);
+    else h.fail();
+    expect(h.m.state).toBe('reconciling');
+    const after = h.effects.slice(before);
+    // The outcome's own report (a failure waits for no retry: the link is back), then the reconnect's push.
+    expect(after.at(-1)).toEqual({ type: 'run', op: 'push' });
+    expect(after.filter((e) => e.type === 'run')).toHaveLength(1);
+    if (outcome === 'fails') expect(after[0]).toMatchObject({ type: 'failed', attempt: 1 });
+    expect(h.m.ctx.retryAtMs).toEqual({ push: null, pull: null, verify: null });
+    h.succeed(false); // the outbox drained
+    expect(h.effects.at(-1)).toEqual({ type: 'run', op: 'pull' });
+    h.succeed(true);
+    h.succeed(false);
+    expect(h.m.state).not.toBe('reconciling');
+    expect(h.effects.filter((e) => e.type === 'synced').at(-1)).toMatchObject({ kind: 'reconnect', status: { changesPushed: 1, changesPulled: 2 } });
+  });
+
+  it('a link that drops, comes back and drops again during an operation: offline after it; a stop meanwhile still stops', () => {
+    const h = reach('pulling');
+    h.send({ type: 'disconnected' });
+    h.send({ type: 'connected' });
+    h.send({ type: 'disconnected' });
+    h.succeed(false);
+    expect(h.m.state).toBe('offline');
+    h.send({ type: 'connected' });
+    expect(h.m.state).toBe('reconciling');
+    const s = reach('pushing');
+    s.send({ type: 'disconnected' });
+    s.send({ type: 'connected' });
+    s.send({ type: 'stop' });
+    s.succeed(false);
+    expect(s.m.state).toBe('stopped');
+  });
+
   it('backoff: exponential with full jitter, reset on success, resumes the failed step', () => {
     const h = reach('pushing');
     const delays: number[] = [];
@@ -566,7 +661,7 @@ describe('connection state machine', () => {
 
   it('property: random event sequences keep every invariant', () => {
     const action = fc.oneof(
-      fc.constantFrom('connected', 'disconnected', 'nudge', 'outbox-changed', 'verify-needed', 'timer', 'stale-timer', 'succeed', 'succeed-more', 'fail', 'tick', 'stop'),
+      fc.constantFrom('connected', 'disconnected', 'flap', 'nudge', 'outbox-changed', 'verify-needed', 'timer', 'stale-timer', 'succeed', 'succeed-more', 'fail', 'tick', 'stop'),
     );
     fc.assert(
       fc.property(fc.array(action, { maxLength: 80 }), fc.double({ min: 0, max: 0.999, noNaN: true }), (actions, r) => {
@@ -590,6 +685,10 @@ describe('connection state machine', () => {
               break;
             case 'tick':
               h.now += 3_600_000;
+              break;
+            case 'flap':
+              h.send({ type: 'disconnected' }, r);
+              h.send({ type: 'connected' }, r);
               break;
             default:
               h.send({ type: a } as ConnectionEvent, r);

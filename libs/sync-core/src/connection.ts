@@ -9,7 +9,10 @@
  *   state is `reconciling`, `pulling`, `pushing`, `verifying` or `stopping`. A link that drops during
  *   an operation does not leave the state: it clears `online`, and the operation's own outcome (it
  *   fails or times out) moves the machine on. So an outcome is never mistaken for the outcome of a
- *   later operation, and a flapping link never starts two operations.
+ *   later operation, and a flapping link never starts two operations. A link that comes back before
+ *   that outcome (a flap) is remembered (`relinked`): the outcome is taken as if it had arrived offline,
+ *   then the reconnect runs at once, as after any `connected` (the whole protocol: push, then pull every
+ *   page, reported as `reconnect`); it is never skipped until the next periodic sync.
  * - At most one timer is armed, for the earliest pending deadline (a retry of a failed operation, or
  *   the next periodic pull); each `set-timer` carries a fresh id and a `timer` event whose id is not
  *   the armed one is stale and ignored (the adapter cannot un-queue a timer that already fired).
@@ -137,6 +140,11 @@ export type ConnectionEffect =
 export interface ConnectionContext {
   /** The transport's last word on the link. */
   readonly online: boolean;
+  /**
+   * The link dropped and came back while the operation in flight ran (a flap): its outcome is taken as
+   * if it had arrived offline, then the reconnect starts. Only while an operation is in flight and online.
+   */
+  readonly relinked: boolean;
   readonly scheduler: SchedulerState;
   /** Consecutive failures of each operation: its backoff exponent (reset by its own success). */
   readonly attempts: PerOperation<number>;
@@ -202,6 +210,7 @@ const NO_RETRY: PerOperation<number | null> = { push: null, pull: null, verify: 
 export function initialConnection(env: ConnectionEnv, opts: { verifyPending?: boolean } = {}): ConnectionStep {
   const ctx: ConnectionContext = {
     online: false,
+    relinked: false,
     scheduler: initialSchedulerState(env.config.scheduler),
     attempts: { push: 0, pull: 0, verify: 0 },
     retryAtMs: NO_RETRY,
@@ -346,7 +355,7 @@ function settle(ctx: ConnectionContext, env: ConnectionEnv, pre: ConnectionEffec
 
 function startReconcile(ctx: ConnectionContext, env: ConnectionEnv): ConnectionStep {
   // Push first (drain the outbox), then pull every page. A fresh link: no retry waits on the old one.
-  const c = { ...freshCycle(ctx), online: true, reconnectOwed: true, pushRequested: true, pullRequested: false, retryAtMs: NO_RETRY, syncAtMs: null };
+  const c = { ...freshCycle(ctx), online: true, relinked: false, reconnectOwed: true, pushRequested: true, pullRequested: false, retryAtMs: NO_RETRY, syncAtMs: null };
   return settle(c, env);
 }
 
@@ -400,7 +409,7 @@ function stopNow(ctx: ConnectionContext): ConnectionStep {
 }
 
 function stopAfterOp(ctx: ConnectionContext): ConnectionStep {
-  const d = disarm(ctx);
+  const d = disarm({ ...ctx, relinked: false });
   return to('stopping', d.ctx, ...d.effects);
 }
 
@@ -425,6 +434,31 @@ const markPush =
   (state: ConnectionState): Handler<ConnectionEvent> =>
   (ctx) =>
     to(state, { ...ctx, pushRequested: true });
+/** The link went down while an operation runs: its outcome will send the machine offline (a flap seen before is superseded). */
+const linkDownWhileBusy =
+  (state: ConnectionState): Handler<ConnectionEvent> =>
+  (ctx) =>
+    to(state, { ...ctx, online: false, relinked: false });
+/** The link is up while an operation runs; if it had dropped since the operation started, the reconnect runs after its outcome. */
+const linkUpWhileBusy =
+  (state: ConnectionState): Handler<ConnectionEvent> =>
+  (ctx) =>
+    to(state, { ...ctx, online: true, relinked: ctx.relinked || !ctx.online });
+/**
+ * The outcome of the operation in flight (`op`) after the link flapped during it: taken as if it had
+ * arrived offline (the reports it makes, the machine offline, every deadline dropped), then the
+ * `connected` it missed starts the reconnect at once. One operation at a time still: the reconnect's
+ * first operation starts only now that this one has ended.
+ */
+function afterFlap<E extends ConnectionEvent>(op: Operation, handler: Handler<E>): Handler<E> {
+  return (ctx, e, env) => {
+    if (!ctx.relinked || (op !== 'verify' && ctx.phase !== op)) return handler(ctx, e, env);
+    const down = handler({ ...ctx, online: false, relinked: false }, e, env);
+    if (down.machine.state !== 'offline') return handler(ctx, e, env); // not this operation's outcome (cannot happen)
+    const up = startReconcile(down.machine.ctx, env);
+    return { machine: up.machine, effects: [...down.effects, ...up.effects] };
+  };
+}
 /** A timer event while an operation runs: what it covers becomes owed, and runs after the operation (when allowed). */
 const timerWhileBusy =
   (state: ConnectionState): Handler<Extract<ConnectionEvent, { type: 'timer' }>> =>
@@ -532,46 +566,46 @@ export const CONNECTION_TABLE: ConnectionTable = {
     stop: (ctx) => stopNow(ctx),
   },
   reconciling: {
-    connected: markOnline('reconciling', true),
-    disconnected: markOnline('reconciling', false),
+    connected: linkUpWhileBusy('reconciling'),
+    disconnected: linkDownWhileBusy('reconciling'),
     nudge: markPull('reconciling'),
     // A row may land after the last batch's `more` was read: push once more (an empty peek is cheap).
     'outbox-changed': markPush('reconciling'),
     timer: timerWhileBusy('reconciling'),
     // Push phase: next batch, or the pull phase (a failed push gets its retry deadline and the pull goes on).
-    'push-acked': pushAcked('reconciling'),
-    'push-failed': pushFailed('reconciling'),
+    'push-acked': afterFlap('push', pushAcked('reconciling')),
+    'push-failed': afterFlap('push', pushFailed('reconciling')),
     // Pull phase: next page, or done (`synced` reconnect); a failed pull backs off, pushes go on meanwhile.
-    'pull-page': pullPage('reconciling'),
-    'pull-failed': pullFailed('reconciling'),
+    'pull-page': afterFlap('pull', pullPage('reconciling')),
+    'pull-failed': afterFlap('pull', pullFailed('reconciling')),
     'verify-needed': markVerify('reconciling'),
     'verify-done': outOfTurn('reconciling'),
     'verify-failed': outOfTurn('reconciling'),
     stop: (ctx) => stopAfterOp(ctx),
   },
   pulling: {
-    connected: markOnline('pulling', true),
-    disconnected: markOnline('pulling', false),
+    connected: linkUpWhileBusy('pulling'),
+    disconnected: linkDownWhileBusy('pulling'),
     nudge: markPull('pulling'),
     'outbox-changed': markPush('pulling'),
     timer: timerWhileBusy('pulling'),
     'push-acked': outOfTurn('pulling'),
     'push-failed': outOfTurn('pulling'),
-    'pull-page': pullPage('pulling'),
-    'pull-failed': pullFailed('pulling'),
+    'pull-page': afterFlap('pull', pullPage('pulling')),
+    'pull-failed': afterFlap('pull', pullFailed('pulling')),
     'verify-needed': markVerify('pulling'),
     'verify-done': outOfTurn('pulling'),
     'verify-failed': outOfTurn('pulling'),
     stop: (ctx) => stopAfterOp(ctx),
   },
   pushing: {
-    connected: markOnline('pushing', true),
-    disconnected: markOnline('pushing', false),
+    connected: linkUpWhileBusy('pushing'),
+    disconnected: linkDownWhileBusy('pushing'),
     nudge: markPull('pushing'),
     'outbox-changed': markPush('pushing'),
     timer: timerWhileBusy('pushing'),
-    'push-acked': pushAcked('pushing'),
-    'push-failed': pushFailed('pushing'),
+    'push-acked': afterFlap('push', pushAcked('pushing')),
+    'push-failed': afterFlap('push', pushFailed('pushing')),
     'pull-page': outOfTurn('pushing'),
     'pull-failed': outOfTurn('pushing'),
     'verify-needed': markVerify('pushing'),
@@ -582,8 +616,8 @@ export const CONNECTION_TABLE: ConnectionTable = {
   idle: restRow('idle'),
   backoff: restRow('backoff'),
   verifying: {
-    connected: markOnline('verifying', true),
-    disconnected: markOnline('verifying', false),
+    connected: linkUpWhileBusy('verifying'),
+    disconnected: linkDownWhileBusy('verifying'),
     nudge: markPull('verifying'),
     'outbox-changed': markPush('verifying'),
     timer: timerWhileBusy('verifying'),
@@ -592,7 +626,7 @@ export const CONNECTION_TABLE: ConnectionTable = {
     'pull-page': outOfTurn('verifying'),
     'pull-failed': outOfTurn('verifying'),
     'verify-needed': stay('verifying'),
-    'verify-done': (ctx, e, env) => {
+    'verify-done': afterFlap('verify', (ctx, e, env) => {
       // Repairs re-queued local records: push them now.
       const c = {
         ...ctx,
@@ -602,8 +636,8 @@ export const CONNECTION_TABLE: ConnectionTable = {
         pushRequested: ctx.pushRequested || e.repaired > 0,
       };
       return settle(c, env, [{ type: 'verified', violations: e.violations, repaired: e.repaired }]);
-    },
-    'verify-failed': (ctx, e, env) => fail(ctx, 'verify', e.error, env),
+    }),
+    'verify-failed': afterFlap('verify', (ctx, e, env) => fail(ctx, 'verify', e.error, env)),
     stop: (ctx) => stopAfterOp(ctx),
   },
   stopping: {
