@@ -9,3 +9,4 @@ export * from './messages';
 export * from './wire-record';
 export * from './events';
 export * from './critical';
+export * from './server-row';

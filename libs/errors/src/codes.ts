@@ -48,6 +48,13 @@ export const ErrorCodes = {
   // --- infrastructure ---
   /** A dependency (NATS, PostgreSQL) is unreachable or timed out. */
   FLEET_INFRA_001: { name: 'Unavailable', retryable: true, message: 'dependency unavailable' },
+  /**
+   * Server-side SQL writes cannot be captured (docs/server-writes.md): PostgreSQL's `wal_level` is not
+   * `logical`, or the configured replication slot exists as another kind of slot or for another
+   * database. conflict-resolver keeps trying (its readiness reports it); set `wal_level = logical` and
+   * restart PostgreSQL, or choose another slot name.
+   */
+  FLEET_CAPTURE_001: { name: 'CaptureUnavailable', retryable: true, message: 'server-side SQL writes cannot be captured' },
   // --- change log ---
   /**
    * A change's identity collides with one already logged: the same `changeId` with different

@@ -17,3 +17,4 @@ export * from './conflicts/conflict-desk';
 export * from './service-infra.module';
 export * from './critical/postgres-participant';
 export * from './critical/coordinator';
+export * from './capture/server-record-capture';

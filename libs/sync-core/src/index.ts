@@ -14,3 +14,4 @@ export * from './connection';
 export * from './sync-protocol';
 export * from './uuid';
 export * from './two-phase';
+export * from './row-capture';

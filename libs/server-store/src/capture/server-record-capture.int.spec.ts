@@ -1,0 +1,264 @@
+import type { DataSource } from 'typeorm';
+import type { LoggedChange } from '@fleet/sync-core';
+import { openServerDataSource } from '../data-source';
+import { PostgresChangeLog } from '../postgres-change-log';
+import { ServerWriter } from '../records/server-writer';
+import { CHANGE_COLUMNS, rowToLoggedChange, type ChangeLogRow } from '../rows';
+import { PrivatePostgres } from '../testing';
+import { ServerRecordCapture, type CaptureState, type RejectedRow } from './server-record-capture';
+
+jest.setTimeout(90_000);
+
+// A cluster of its own: capture needs wal_level=logical, whatever the shared server is set to.
+let pg: PrivatePostgres;
+let url: string;
+let ds: DataSource;
+let writer: ServerWriter;
+
+beforeAll(async () => {
+  pg = await PrivatePostgres.start({ wal_level: 'logical', max_replication_slots: 8, max_wal_senders: 8, wal_sender_timeout: '4s' });
+  url = pg.createDatabase('fleet_capture');
+  ds = await openServerDataSource({ url, poolSize: 6 });
+  writer = new ServerWriter(ds, { changeLog: new PostgresChangeLog(ds), config: { default: 'lww' }, node: 'server-capture-test' });
+});
+
+afterAll(async () => {
+  await ds?.destroy();
+  pg?.stop();
+});
+
+const quiet = { log: () => undefined, warn: () => undefined, error: () => undefined };
+
+interface Run {
+  readonly capture: ServerRecordCapture;
+  readonly announced: LoggedChange[];
+  readonly rejected: RejectedRow[];
+  readonly warnings: string[];
+}
+
+function startCapture(slot: string, opts: { partRecords?: number; reject?: (r: RejectedRow) => Promise<void> } = {}): Run {
+  const announced: LoggedChange[] = [];
+  const rejected: RejectedRow[] = [];
+  const warnings: string[] = [];
+  const capture = new ServerRecordCapture(ds, {
+    databaseUrl: url,
+    slot,
+    writer,
+    retryMs: 200,
+    ...(opts.partRecords === undefined ? {} : { partRecords: opts.partRecords }),
+    announce: async (changes) => void announced.push(...changes),
+    reject: opts.reject ?? (async (r) => void rejected.push(r)),
+    logger: { ...quiet, warn: (m) => void warnings.push(m) },
+  });
+  capture.start();
+  return { capture, announced, rejected, warnings };
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const waitState = (c: ServerRecordCapture, s: CaptureState) => until(`capture ${s}`, () => (c.state === s ? true : undefined));
+
+async function serverChanges(collection: string): Promise<LoggedChange[]> {
+  const rows: ChangeLogRow[] = await ds.query(`select ${CHANGE_COLUMNS} from change_log where origin = 'server' and collection = $1 order by seq`, [collection]);
+  return rows.map(rowToLoggedChange);
+}
+
+const changesOf = (collection: string, n: number) => until(`${n} change(s) of ${collection}`, async () => {
+  const c = await serverChanges(collection);
+  return c.length >= n ? c : undefined;
+});
+
+describe('capture of server-side SQL writes (logical replication, pgoutput)', () => {
+  let run: Run;
+  beforeAll(async () => {
+    run = startCapture('fleet_capture_main');
+    await waitState(run.capture, 'streaming');
+  });
+  afterAll(async () => {
+    await run.capture.stop();
+  });
+
+  it('an insert, an update and a delete become a put of the row, a put of what changed with the removed fields unset, and a delete', async () => {
+    await ds.query(`insert into server_records (scope, collection, key, fields) values ('fleet', 'cfg', 'ntp', '{"server":"a","poll":64,"pool":true}')`);
+    const [put] = await changesOf('cfg', 1);
+    expect(put).toMatchObject({ origin: 'server', scope: 'fleet', collection: 'cfg', key: 'ntp', op: 'put', fields: { server: 'a', poll: 64, pool: true } });
+    await ds.query(`update server_records set fields = '{"server":"b","poll":64}' where key = 'ntp'`);
+    const [, update] = await changesOf('cfg', 2);
+    expect(update).toMatchObject({ op: 'put', fields: { server: 'b' }, unset: ['pool'] });
+    expect(update?.vv['server']).toBe((put?.vv['server'] ?? 0) + 1);
+    await ds.query(`delete from server_records where key = 'ntp'`);
+    const [, , del] = await changesOf('cfg', 3);
+    expect(del).toMatchObject({ op: 'delete', key: 'ntp' });
+    // Announced after each commit, in seq order.
+    await until('announcements', () => (run.announced.filter((c) => c.collection === 'cfg').length === 3 ? true : undefined));
+    expect(run.announced.filter((c) => c.collection === 'cfg').map((c) => c.seq)).toEqual([put?.seq, update?.seq, del?.seq]);
+  });
+
+  it('one SQL transaction becomes its net effect: one change per record, none for a row inserted and deleted, none for an unchanged update', async () => {
+    await ds.transaction(async (tx) => {
+      await tx.query(`insert into server_records values ('group.web', 'tx', 'a', '{"n":1}'), ('group.web', 'tx', 'b', '{"n":1}'), ('group.web', 'tx', 'gone', '{}')`);
+      await tx.query(`update server_records set fields = '{"n":2,"m":true}' where collection = 'tx' and key = 'a'`);
+      await tx.query(`delete from server_records where collection = 'tx' and key = 'gone'`);
+      await tx.query(`update server_records set fields = fields where collection = 'tx' and key = 'b'`);
+    });
+    await ds.query(`update server_records set fields = '{"n":1}' where collection = 'tx' and key = 'b'`); // same value: no change
+    await ds.query(`insert into server_records values ('group.web', 'tx', 'marker', '{}')`);
+    const changes = await changesOf('tx', 3);
+    expect(changes.map((c) => [c.key, c.op, c.fields])).toEqual([
+      ['a', 'put', { m: true, n: 2 }],
+      ['b', 'put', { n: 1 }],
+      ['marker', 'put', {}],
+    ]);
+    // The first two came in one append (consecutive seqs).
+    expect((changes[1]?.seq ?? 0) - (changes[0]?.seq ?? 0)).toBe(1);
+  });
+
+  it('an update that renames a row deletes the old record and writes the new one', async () => {
+    await ds.query(`insert into server_records values ('fleet', 'mv', 'old', '{"v":1}')`);
+    await changesOf('mv', 1);
+    await ds.query(`update server_records set key = 'new' where collection = 'mv'`);
+    const changes = await changesOf('mv', 3);
+    expect(changes.slice(1).map((c) => [c.key, c.op, c.fields])).toEqual([
+      ['old', 'delete', {}],
+      ['new', 'put', { v: 1 }],
+    ]);
+  });
+
+  it('a row that cannot become a change is dead-lettered with its reason; the rest of its transaction is appended', async () => {
+    await ds.transaction(async (tx) => {
+      await tx.query(`insert into server_records values ('host.server', 'bad', 'k1', '{"ok":1}')`); // 'server' is no agent id
+      await tx.query(`insert into server_records values ('fleet', 'bad', 'k2', $1::jsonb)`, [JSON.stringify({ ['__proto__']: 1 })]);
+      await tx.query(`insert into server_records values ('fleet', 'bad', 'k3', '{"fine":true}')`);
+    });
+    const [ok] = await changesOf('bad', 1);
+    expect(ok).toMatchObject({ key: 'k3', fields: { fine: true } });
+    await until('two rejections', () => (run.rejected.filter((r) => r.row.collection === 'bad').length === 2 ? true : undefined));
+    const rejected = run.rejected.filter((r) => r.row.collection === 'bad');
+    expect(rejected.map((r) => [r.row.key, r.error.code])).toEqual([
+      ['k1', 'FLEET_DECODE_002'],
+      ['k2', 'FLEET_DECODE_002'],
+    ]);
+    expect(rejected[0]?.error.message).toMatch(/scope/);
+    expect(rejected[1]?.error.message).toMatch(/__proto__/);
+    // Stable ids: one commit, two places.
+    expect(rejected[0]?.commitLsn).toBe(rejected[1]?.commitLsn);
+    expect(rejected.map((r) => r.index)).toEqual([0, 1]);
+  });
+
+  it('the table refuses what could never be a change at write time', async () => {
+    await expect(ds.query(`insert into server_records values ('nowhere', 'c', 'k', '{}')`)).rejects.toThrow(/server_records_scope/);
+    await expect(ds.query(`insert into server_records values ('fleet', 'c', 'k', '[1,2]')`)).rejects.toThrow(/server_records_fields/);
+  });
+
+  it('an idle capture lets the slot move past WAL written to other tables, so a quiet table does not hold the WAL back', async () => {
+    await ds.query(`create table if not exists unrelated (n int)`);
+    await ds.query(`insert into unrelated select generate_series(1, 1000)`);
+    const [{ lsn }] = (await ds.query(`select pg_current_wal_lsn()::text as lsn`)) as [{ lsn: string }];
+    // wal_sender_timeout is 4 s: the server asks for a reply within ~2 s of quiet.
+    await until('the slot past the unrelated writes', async () => {
+      const [row] = (await ds.query(`select confirmed_flush_lsn >= $1::pg_lsn as past from pg_replication_slots where slot_name = 'fleet_capture_main'`, [lsn])) as Array<{ past: boolean }>;
+      return row?.past === true ? true : undefined;
+    }, 15_000);
+  });
+
+  it('a second capture on the same slot waits as standby', async () => {
+    const second = startCapture('fleet_capture_main');
+    try {
+      await waitState(second.capture, 'standby');
+      expect(second.capture.error).toMatch(/active/);
+    } finally {
+      await second.capture.stop();
+    }
+  });
+});
+
+describe('exactly once across restarts and failures', () => {
+  it('a capture stopped and started again captures what was written meanwhile, and nothing twice', async () => {
+    const first = startCapture('fleet_capture_restart');
+    await waitState(first.capture, 'streaming');
+    await ds.query(`insert into server_records values ('fleet', 'rs', 'a', '{"v":1}')`);
+    await changesOf('rs', 1);
+    await first.capture.stop();
+    await ds.query(`insert into server_records values ('fleet', 'rs', 'b', '{"v":1}')`);
+    await ds.query(`update server_records set fields = '{"v":2}' where collection = 'rs' and key = 'a'`);
+    const second = startCapture('fleet_capture_restart');
+    try {
+      const changes = await changesOf('rs', 3);
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await serverChanges('rs')).map((c) => [c.key, c.fields])).toEqual([
+        ['a', { v: 1 }],
+        ['b', { v: 1 }],
+        ['a', { v: 2 }],
+      ]);
+      expect(changes).toHaveLength(3);
+    } finally {
+      await second.capture.stop();
+    }
+  });
+
+  it('a transaction streamed again after its changes committed (slot not acknowledged) adds nothing; one cut into parts resumes at the next part', async () => {
+    // A dead-letter sink that fails once in the middle of a transaction: parts 1-2 commit, part 3 fails
+    // before its commit, the stream stops unacknowledged, and the next session streams the whole transaction again.
+    let failures = 1;
+    const run = startCapture('fleet_capture_parts', {
+      partRecords: 2,
+      reject: async (r) => {
+        if (failures-- > 0) throw new Error('dead-letter sink down');
+        void r;
+      },
+    });
+    try {
+      await waitState(run.capture, 'streaming');
+      await ds.transaction(async (tx) => {
+        await tx.query(`insert into server_records values ('fleet', 'pt', 'a', '{}'), ('fleet', 'pt', 'b', '{}'), ('fleet', 'pt', 'c', '{}'), ('fleet', 'pt', 'd', '{}')`);
+        await tx.query(`insert into server_records values ('host.server', 'pt', 'bad', '{}')`); // part 3 (records 5-6): rejected
+        await tx.query(`insert into server_records values ('fleet', 'pt', 'f', '{}')`);
+      });
+      const changes = await changesOf('pt', 5);
+      await until('a failure', () => (run.warnings.some((w) => /dead-letter sink down/.test(w)) ? true : undefined));
+      await new Promise((r) => setTimeout(r, 1000));
+      const all = await serverChanges('pt');
+      expect(all.map((c) => c.key)).toEqual(['a', 'b', 'c', 'd', 'f']);
+      expect(changes.map((c) => c.key)).toEqual(['a', 'b', 'c', 'd', 'f']);
+      const [progress] = (await ds.query(`select parts from capture_progress where slot = 'fleet_capture_parts'`)) as Array<{ parts: number }>;
+      expect(progress?.parts).toBe(3);
+    } finally {
+      await run.capture.stop();
+    }
+  });
+
+  it('a wal_level other than logical is a clear failure, retried', async () => {
+    const off = await PrivatePostgres.start({ wal_level: 'replica' });
+    const offUrl = off.createDatabase('fleet_capture_off');
+    const offDs = await openServerDataSource({ url: offUrl, poolSize: 2 });
+    try {
+      const warnings: string[] = [];
+      const capture = new ServerRecordCapture(offDs, {
+        databaseUrl: offUrl,
+        slot: 'fleet_capture_off',
+        writer: new ServerWriter(offDs, { changeLog: new PostgresChangeLog(offDs), config: { default: 'lww' }, node: 'server-off' }),
+        retryMs: 100,
+        announce: async () => undefined,
+        reject: async () => undefined,
+        logger: { ...quiet, warn: (m) => void warnings.push(m) },
+      });
+      capture.start();
+      await waitState(capture, 'failed');
+      expect(capture.error).toMatch(/^FLEET_CAPTURE_001: .*wal_level is replica; capturing SQL writes needs wal_level=logical/);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(warnings).toHaveLength(1); // the same failure is logged once, not every retry
+      await capture.stop();
+    } finally {
+      await offDs.destroy();
+      off.stop();
+    }
+  });
+});

@@ -1,0 +1,401 @@
+import type { DataSource } from 'typeorm';
+import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { decodeServerRowFields, decodeServerRowRef } from '@fleet/contracts';
+import { FleetError, isFleetError } from '@fleet/errors';
+import { foldRowEvents, rowEdit, type Fields, type LocalEdit, type LoggedChange, type RecordRef, type RowEvent } from '@fleet/sync-core';
+import { asInfraError } from '../postgres-change-log';
+import type { ServerWriter } from '../records/server-writer';
+
+/** The table, and the publication the migration declares on it (migration 1767225601000). */
+export const SERVER_RECORDS_TABLE = 'server_records';
+export const SERVER_RECORDS_PUBLICATION = 'fleet_server_records';
+
+/** A row as the WAL carries it: the table's columns, not yet checked. */
+export interface RawServerRow {
+  readonly scope: string;
+  readonly collection: string;
+  readonly key: string;
+  /** `undefined` when the WAL left it out (an unchanged TOASTed value of an update's new row). */
+  readonly fields: unknown;
+}
+
+/** A row event the capture could not turn into a change, with where it was in the WAL. */
+export interface RejectedRow {
+  readonly row: { readonly scope: string; readonly collection: string; readonly key: string; readonly before: unknown; readonly after: unknown };
+  readonly error: FleetError;
+  /** The commit's LSN, and the record's place among the transaction's records: with the slot, a stable id. */
+  readonly commitLsn: string;
+  readonly index: number;
+}
+
+export type CaptureState = 'starting' | 'streaming' | 'standby' | 'failed' | 'stopped';
+
+export interface CaptureLogger {
+  log(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface ServerRecordCaptureOptions {
+  /** The replication connection: a URL of the database the migrations ran in (the slot is made there). */
+  readonly databaseUrl: string;
+  /** The logical replication slot; one per database, shared by every replica (one streams, the others wait). */
+  readonly slot: string;
+  readonly writer: ServerWriter;
+  /** After each appended part's commit: announce the changes (`log.appended`). A failure is logged; the log sweep projects them. */
+  readonly announce: (changes: readonly LoggedChange[]) => Promise<void>;
+  /** Before the part holding it commits: dead-letter a row that cannot become a change. A failure retries the transaction. */
+  readonly reject: (rejected: RejectedRow) => Promise<void>;
+  /** Records per appended part (one ServerWriter transaction: one advisory lock per record). */
+  readonly partRecords?: number;
+  /** Wait before connecting again after the stream ended, failed, or found the slot in use by another replica. */
+  readonly retryMs?: number;
+  readonly logger: CaptureLogger;
+  /** Row outcomes, for metrics: `captured` became a change, `unchanged` needed none, `rejected` was dead-lettered. */
+  readonly onRows?: (outcome: 'captured' | 'unchanged' | 'rejected', n: number) => void;
+  /** WAL bytes the slot holds back (the server's position minus the slot's confirmed one), after each acknowledgement. */
+  readonly onLag?: (bytes: number) => void;
+}
+
+interface OpenTransaction {
+  readonly commitLsn: string;
+  readonly events: RowEvent<RawServerRow>[];
+}
+
+/**
+ * Captures server-side SQL writes (docs/server-writes.md): streams the committed inserts, updates and
+ * deletes of `server_records` from the slot (pgoutput, publication `fleet_server_records`) and appends
+ * each transaction's net effect per record to the change log through the ServerWriter: changes with
+ * origin `server`, exactly like operator writes over the API.
+ *
+ * Exactly once. The slot's position is acknowledged only up to the last transaction whose changes are
+ * committed, so a crash streams the rest again; and each part of a transaction commits its place
+ * (`capture_progress`: commit LSN, parts done) in the same PostgreSQL transaction as its changes, so a
+ * transaction streamed again skips what was appended. Rows that cannot become changes are dead-lettered
+ * before their part commits (the dead letter's id is stable, so a repeat is stored once).
+ *
+ * One stream per slot: a second replica's START_REPLICATION fails with "slot is active", and it waits
+ * (`standby`) and tries again every `retryMs`, so it takes over when the streaming one stops.
+ *
+ * Idle acknowledgements: a primary keepalive carries the position the server has decoded and sent. When
+ * no transaction is open or being appended, everything before it has been handled (the library hands
+ * messages over in order and awaits each handler; a keepalive is a later socket event), so the slot
+ * may move to it; otherwise a quiet table would hold the server's WAL back for ever.
+ */
+export class ServerRecordCapture {
+  private loop: Promise<void> | undefined;
+  private service: LogicalReplicationService | undefined;
+  private stopped = false;
+  private wake: (() => void) | undefined;
+  private stateValue: CaptureState = 'starting';
+  private lastError: string | undefined;
+  private txn: OpenTransaction | undefined;
+  private busy = false;
+  private broken: unknown;
+  /** The position up to which everything is handled: what the slot may be acknowledged to. */
+  private durable: bigint | undefined;
+  private progress: { lsn: bigint; parts: number } | undefined;
+  private readonly partRecords: number;
+  private readonly retryMs: number;
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly options: ServerRecordCaptureOptions,
+  ) {
+    this.partRecords = options.partRecords ?? 500;
+    this.retryMs = options.retryMs ?? 5000;
+  }
+
+  /** `streaming` (this replica holds the slot), `standby` (another does), `failed` (see `error`; retried), `starting`, `stopped`. */
+  get state(): CaptureState {
+    return this.stateValue;
+  }
+
+  /** Why the last attempt failed, while `failed` or `standby`. */
+  get error(): string | undefined {
+    return this.lastError;
+  }
+
+  start(): void {
+    if (this.loop !== undefined) return;
+    this.loop = this.run();
+  }
+
+  /** Stops streaming; waits for the transaction being appended (call before closing the DataSource). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.service?.stop().catch(() => undefined);
+    await this.loop;
+    this.stateValue = 'stopped';
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        await this.once();
+        if (!this.stopped && this.broken === undefined) this.fail('the replication stream ended');
+      } catch (e) {
+        if (this.stopped) break;
+        const code = (e as { code?: unknown } | null)?.code;
+        if (code === '55006') {
+          // object_in_use: another replica streams from the slot.
+          this.stateValue = 'standby';
+          this.lastError = (e as Error).message;
+        } else {
+          this.fail(e);
+        }
+      }
+      if (this.broken !== undefined) {
+        this.fail(this.broken);
+        this.broken = undefined;
+      }
+      if (this.stopped) break;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.retryMs);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  private fail(e: unknown): void {
+    const message = isFleetError(e) ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
+    if (this.stateValue !== 'failed' || this.lastError !== message) this.options.logger.warn(`capture of ${SERVER_RECORDS_TABLE} (slot ${this.options.slot}): ${message}; trying again every ${this.retryMs} ms`);
+    this.stateValue = 'failed';
+    this.lastError = message;
+  }
+
+  /** One replication session: until the stream ends or a handler fails. */
+  private async once(): Promise<void> {
+    await this.ensureSlot();
+    this.progress = await this.readProgress();
+    this.txn = undefined;
+    this.durable = undefined;
+    const service = new LogicalReplicationService(
+      { connectionString: this.options.databaseUrl, application_name: `fleet-capture-${this.options.slot}` },
+      // Acknowledge by hand (never the library's received position), one message at a time.
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    this.service = service;
+    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [SERVER_RECORDS_PUBLICATION] });
+    service.on('data', (lsn: string, msg: Pgoutput.Message) => this.onMessage(lsn, msg, service));
+    service.on('heartbeat', (lsn: string, _at: number, reply: boolean) => this.onKeepalive(lsn, reply, service));
+    service.on('error', (e: Error) => {
+      if (this.broken === undefined) this.broken = e;
+      void service.stop().catch(() => undefined);
+    });
+    service.on('start', () => {
+      this.stateValue = 'streaming';
+      this.lastError = undefined;
+      this.options.logger.log(`capturing ${SERVER_RECORDS_TABLE} from slot ${this.options.slot}`);
+    });
+    try {
+      if (this.stopped) return;
+      const from = this.progress === undefined ? '0/0' : formatLsn(this.progress.lsn);
+      await service.subscribe(plugin, this.options.slot, from);
+    } finally {
+      this.service = undefined;
+      await service.destroy().catch(() => undefined);
+    }
+  }
+
+  private async onMessage(lsn: string, msg: Pgoutput.Message, service: LogicalReplicationService): Promise<void> {
+    if (this.broken !== undefined || this.stopped) return;
+    this.busy = true;
+    try {
+      switch (msg.tag) {
+        case 'begin':
+          this.txn = { commitLsn: msg.commitLsn ?? lsn, events: [] };
+          break;
+        case 'insert':
+        case 'update':
+        case 'delete':
+          if (this.txn !== undefined && msg.relation.name === SERVER_RECORDS_TABLE) this.txn.events.push(...rowEvents(msg));
+          break;
+        case 'commit': {
+          const t = this.txn;
+          if (t !== undefined) await this.applyTransaction(t);
+          this.txn = undefined;
+          this.advance(parseLsn(msg.commitEndLsn ?? lsn));
+          await this.acknowledge(service);
+          break;
+        }
+        default:
+          break; // relation, type, origin, message: nothing to capture
+      }
+    } catch (e) {
+      // Stop here: nothing after this transaction is acknowledged, and the next session streams it again.
+      this.broken = asInfraError(e);
+      void service.stop().catch(() => undefined);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private onKeepalive(lsn: string, reply: boolean, service: LogicalReplicationService): void {
+    if (this.broken !== undefined || this.stopped) return;
+    if (!this.busy && this.txn === undefined) this.advance(parseLsn(lsn));
+    if (reply) void this.acknowledge(service).catch(() => undefined);
+  }
+
+  private advance(lsn: bigint): void {
+    if (this.durable === undefined || lsn > this.durable) this.durable = lsn;
+  }
+
+  private async acknowledge(service: LogicalReplicationService): Promise<void> {
+    if (this.durable === undefined) return;
+    await service.acknowledge(formatLsn(this.durable));
+    if (this.options.onLag !== undefined) {
+      const rows: Array<{ lag: string | null }> = await this.ds.query(`select (pg_current_wal_lsn() - confirmed_flush_lsn)::text as lag from pg_replication_slots where slot_name = $1`, [this.options.slot]);
+      const lag = rows[0]?.lag;
+      if (lag !== undefined && lag !== null) this.options.onLag(Math.max(0, Number(lag)));
+    }
+  }
+
+  /** Appends the transaction's net effect, part by part, skipping what an earlier session appended. */
+  private async applyTransaction(t: OpenTransaction): Promise<void> {
+    const commit = parseLsn(t.commitLsn);
+    const done = this.progress === undefined || commit > this.progress.lsn ? 0 : commit === this.progress.lsn ? this.progress.parts : Number.POSITIVE_INFINITY;
+    if (t.events.length === 0) return;
+    const folded = foldRowEvents(t.events, (r) => JSON.stringify([r.scope, r.collection, r.key]));
+    const parts = Math.ceil(folded.length / this.partRecords);
+    for (let part = done; part < parts; part++) {
+      if (this.stopped) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of a transaction');
+      const start = part * this.partRecords;
+      const edits: Array<{ ref: RecordRef; edit: LocalEdit }> = [];
+      let unchanged = 0;
+      let rejected = 0;
+      for (const [i, e] of folded.slice(start, start + this.partRecords).entries()) {
+        const decided = decideRow(e);
+        if ('error' in decided) {
+          await this.options.reject({ row: { ...e.ref, before: e.before, after: e.after }, error: decided.error, commitLsn: t.commitLsn, index: start + i });
+          rejected++;
+        } else if (decided.edit === null) {
+          unchanged++;
+        } else {
+          edits.push({ ref: decided.ref, edit: decided.edit });
+        }
+      }
+      const progress = { lsn: commit, parts: part + 1 };
+      const record = (tx: { query(sql: string, params: unknown[]): Promise<unknown> }): Promise<unknown> =>
+        tx.query(
+          `insert into capture_progress (slot, lsn, parts) values ($1, $2::pg_lsn, $3)
+           on conflict (slot) do update set lsn = excluded.lsn, parts = excluded.parts, updated_at = now()`,
+          [this.options.slot, formatLsn(progress.lsn), progress.parts],
+        );
+      let appended: readonly LoggedChange[] = [];
+      if (edits.length === 0) {
+        await record(this.ds);
+      } else {
+        const out = await this.options.writer.write(
+          edits.map((e) => e.ref),
+          async (ctx) => {
+            for (const e of edits) ctx.edit(e.ref, e.edit);
+            await record(ctx.tx);
+          },
+        );
+        appended = out.appended;
+      }
+      this.progress = progress;
+      this.options.onRows?.('captured', appended.length);
+      this.options.onRows?.('unchanged', unchanged);
+      this.options.onRows?.('rejected', rejected);
+      if (appended.length > 0) {
+        try {
+          await this.options.announce(appended);
+        } catch (e) {
+          this.options.logger.warn(`${appended.length} captured change(s) committed (seq ${appended[0]?.seq}..); their announcement failed: ${String(e)}; the log sweep projects them`);
+        }
+      }
+    }
+  }
+
+  private async ensureSlot(): Promise<void> {
+    const [level] = (await this.ds.query(`select current_setting('wal_level') as level`)) as Array<{ level: string }>;
+    if (level?.level !== 'logical') {
+      throw new FleetError('FLEET_CAPTURE_001', `wal_level is ${level?.level ?? 'unknown'}; capturing SQL writes needs wal_level=logical (ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL; npm run setup does it for a local server)`);
+    }
+    const find = async (): Promise<{ database: string | null; plugin: string | null } | undefined> =>
+      ((await this.ds.query(`select database, plugin from pg_replication_slots where slot_name = $1`, [this.options.slot])) as Array<{ database: string | null; plugin: string | null }>)[0];
+    let slot = await find();
+    if (slot === undefined) {
+      try {
+        await this.ds.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [this.options.slot]);
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== '42710') throw e; // duplicate_object: another replica made it first
+      }
+      slot = await find();
+    }
+    const [db] = (await this.ds.query(`select current_database() as name`)) as Array<{ name: string }>;
+    if (slot === undefined || slot.plugin !== 'pgoutput' || slot.database !== db?.name) {
+      throw new FleetError(
+        'FLEET_CAPTURE_001',
+        `replication slot ${this.options.slot} is ${slot === undefined ? 'missing' : `a ${slot.plugin ?? 'physical'} slot of database ${slot.database ?? '(none)'}`}; capture needs a pgoutput slot of ${db?.name ?? 'this database'} (choose another slot name)`,
+      );
+    }
+  }
+
+  private async readProgress(): Promise<{ lsn: bigint; parts: number } | undefined> {
+    const rows = (await this.ds.query(`select lsn::text as lsn, parts from capture_progress where slot = $1`, [this.options.slot])) as Array<{ lsn: string; parts: number }>;
+    const r = rows[0];
+    return r === undefined ? undefined : { lsn: parseLsn(r.lsn), parts: r.parts };
+  }
+}
+
+/** The row events of one WAL message; an update that moves a row to another record is a delete and an insert. */
+function rowEvents(msg: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete): RowEvent<RawServerRow>[] {
+  const rowOf = (t: Record<string, unknown>): RawServerRow => ({ scope: String(t['scope']), collection: String(t['collection']), key: String(t['key']), fields: t['fields'] });
+  const same = (a: RawServerRow, b: RawServerRow): boolean => a.scope === b.scope && a.collection === b.collection && a.key === b.key;
+  if (msg.tag === 'insert') {
+    const row = rowOf(msg.new);
+    return [{ ref: row, before: null, after: row.fields as Fields }];
+  }
+  if (msg.tag === 'delete') {
+    // With `replica identity full` the old row is whole; with only its key, it still existed: `{}`.
+    const old = rowOf((msg.old ?? msg.key ?? {}) as Record<string, unknown>);
+    return [{ ref: old, before: (old.fields ?? {}) as Fields, after: null }];
+  }
+  const next = rowOf(msg.new);
+  const old = msg.old === null ? undefined : rowOf(msg.old);
+  const after = (next.fields === undefined ? old?.fields : next.fields) as Fields;
+  if (old !== undefined && !same(old, next)) {
+    return [
+      { ref: old, before: (old.fields ?? {}) as Fields, after: null },
+      { ref: next, before: null, after },
+    ];
+  }
+  return [{ ref: next, before: old === undefined ? null : ((old.fields ?? {}) as Fields), after }];
+}
+
+/** A folded row's edit, or why it cannot be one. An unreadable old image counts as a row that existed. */
+function decideRow(e: RowEvent<RawServerRow>): { ref: RecordRef; edit: LocalEdit | null } | { error: FleetError } {
+  try {
+    const ref = decodeServerRowRef(e.ref);
+    const after = e.after === null ? null : decodeServerRowFields(e.after);
+    let before: Fields | null = null;
+    if (e.before !== null) {
+      try {
+        before = decodeServerRowFields(e.before);
+      } catch {
+        before = {};
+      }
+    }
+    return { ref, edit: rowEdit(before, after) };
+  } catch (e2) {
+    return { error: isFleetError(e2) ? e2 : new FleetError('FLEET_DECODE_002', String(e2)) };
+  }
+}
+
+/** `X/Y` (hex halves) as a number. */
+export function parseLsn(lsn: string): bigint {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn);
+  if (m === null) throw new FleetError('FLEET_INTERNAL_001', `not an LSN: ${JSON.stringify(lsn)}`);
+  return (BigInt(`0x${m[1] as string}`) << 32n) | BigInt(`0x${m[2] as string}`);
+}
+
+export function formatLsn(lsn: bigint): string {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
