@@ -4,13 +4,14 @@ import { FleetError } from '@fleet/errors';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects, tpcSigner } from '@fleet/contracts';
-import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
-import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
+import { DeadLetterDesk, JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
+import { HealthModule, operatorStatusController, STATUS_FACTS, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
 import { CriticalCoordinator, PostgresChangeLog, PostgresParticipant, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import { CRITICAL_FAILPOINTS, CriticalHttpController, CriticalRecovery, criticalApiController, NatsAgentParticipants } from './critical';
 import type { ChangeLogConfig } from './config';
 import { Failpoints } from './failpoints';
+import { changeLogStatusFacts, operatorApiController } from './operator';
 import { PROCESSOR_FAILPOINTS, PushBatchProcessor } from './push-batch.processor';
 import { pushController } from './push.controller';
 import { CHANGE_LOG_CONFIG } from './tokens';
@@ -24,7 +25,7 @@ function readSigningKey(file: string): string {
   }
 }
 
-/** Wiring only: config, connections, metrics, health, the processor and the push consumer, the critical-operation coordinator. */
+/** Wiring only: config, connections, metrics, health, the processor and the push consumer, the critical-operation coordinator, the operator API. */
 @Module({})
 export class ChangeLogModule {
   static forRoot(config: ChangeLogConfig, transport: JetStreamServer): DynamicModule {
@@ -45,8 +46,16 @@ export class ChangeLogModule {
           }),
         }),
       ],
-      controllers: [pushController(config), criticalApiController(config, sign), CriticalHttpController],
+      controllers: [
+        pushController(config),
+        criticalApiController(config, sign),
+        CriticalHttpController,
+        operatorApiController(config),
+        operatorStatusController('change-log', config.namespace, s.queueGroups.coordinator),
+      ],
       providers: [
+        { provide: DeadLetterDesk, inject: [JetStreamServer], useFactory: (js: JetStreamServer) => new DeadLetterDesk(() => js.bus, s) },
+        { provide: STATUS_FACTS, inject: [DataSource, DeadLetterDesk], useFactory: (ds: DataSource, desk: DeadLetterDesk) => () => changeLogStatusFacts(ds, desk) },
         {
           provide: PostgresChangeLog,
           inject: [DataSource],

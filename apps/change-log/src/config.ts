@@ -75,7 +75,7 @@ export const changeLogConfig = defineConfig({
       }),
       optional: true,
       secret: true,
-      description: 'critical operations: the token an operator must send (`Authorization: Bearer <token>`, HTTP or NATS header) to begin one; unset: every begin is refused (FLEET_AUTH_004). Keep it in a Secret',
+      description: 'critical operations and dead letters: the token an operator must send (`Authorization: Bearer <token>`, HTTP or NATS header) to begin a critical operation, or to replay or discard dead letters (fleetctl replay); unset: every such request is refused (FLEET_AUTH_004). Keep it in a Secret',
       fallback: ['FLEET_OPERATOR_TOKEN'],
     },
     signingKeyFile: {

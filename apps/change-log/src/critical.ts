@@ -98,18 +98,19 @@ export class NatsAgentParticipants implements AgentParticipants {
 class AgentErrorReply extends Error {}
 
 /**
- * The operator token check of `begin` (it changes hosts' certificates and credentials): `Bearer <token>`
+ * The operator token check of the requests that change something beyond the log: `begin` (hosts'
+ * certificates and credentials) and the dead-letter replay and discard (operator.ts). `Bearer <token>`
  * must match FLEET_CHANGELOG_OPERATOR_TOKEN, compared in constant time; with no token configured every
- * begin is refused. Reads (show, list) carry no secret and need none.
+ * such request is refused. Reads (show, list) carry no secret and need none.
  */
-export function checkOperatorToken(configured: string | undefined, authorization: string | undefined): void {
+export function checkOperatorToken(configured: string | undefined, authorization: string | undefined, action = 'critical begin'): void {
   if (configured === undefined) {
-    throw new FleetError('FLEET_AUTH_004', 'critical operations are disabled: set FLEET_CHANGELOG_OPERATOR_TOKEN on the change-log and send it as `Authorization: Bearer <token>`');
+    throw new FleetError('FLEET_AUTH_004', `${action === 'critical begin' ? 'critical operations are' : `${action} is`} disabled: set FLEET_CHANGELOG_OPERATOR_TOKEN on the change-log and send it as \`Authorization: Bearer <token>\``);
   }
   const given = /^Bearer (.+)$/.exec(authorization ?? '')?.[1];
   const a = createHash('sha256').update(given ?? '').digest();
   const b = createHash('sha256').update(configured).digest();
-  if (given === undefined || !timingSafeEqual(a, b)) throw new FleetError('FLEET_AUTH_004', 'critical begin: the operator token is missing or wrong (`Authorization: Bearer <token>`)');
+  if (given === undefined || !timingSafeEqual(a, b)) throw new FleetError('FLEET_AUTH_004', `${action}: the operator token is missing or wrong (\`Authorization: Bearer <token>\`)`);
 }
 
 const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {

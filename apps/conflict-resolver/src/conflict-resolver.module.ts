@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
-import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
+import { HealthModule, operatorStatusController, STATUS_FACTS, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
 import { ConflictDesk, PostgresChangeLog, ServerWriter, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -36,8 +36,15 @@ export class ConflictResolverModule {
           }),
         }),
       ],
-      controllers: [conflictEventsController(config), conflictsApiController(config), ConflictsHttpController, RecordsController],
+      controllers: [
+        conflictEventsController(config),
+        conflictsApiController(config),
+        ConflictsHttpController,
+        RecordsController,
+        operatorStatusController('conflict-resolver', config.namespace, s.queueGroups.admin),
+      ],
       providers: [
+        { provide: STATUS_FACTS, inject: [ConflictDesk], useFactory: (desk: ConflictDesk) => async () => ({ pendingConflicts: await desk.pendingCount() }) },
         { provide: ConflictResolverPublisher, inject: [JetStreamServer], useFactory: (js: JetStreamServer) => new ConflictResolverPublisher(js, s) },
         {
           provide: ServerWriter,

@@ -5,10 +5,11 @@ import { subjects } from '@fleet/contracts';
 import { DeltaStore, MerkleService, Nudger, PullService } from '@fleet/delta';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
-import { HealthModule, syncMetrics, SyncMetricsModule } from '@fleet/observability';
+import { HealthModule, operatorStatusController, STATUS_FACTS, syncMetrics, SyncMetricsModule } from '@fleet/observability';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
 import { AgentsController, deltaController } from './delta.controller';
+import { deltaOperatorController, deltaStatusFacts } from './operator';
 
 
 /** Wiring only: connections, metrics, health, the store, the pull / Merkle services, the nudger. */
@@ -27,8 +28,9 @@ export class DeltaModule {
           useFactory: (ds: DataSource, js: JetStreamServer) => ({ checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)] }),
         }),
       ],
-      controllers: [deltaController(config), AgentsController],
+      controllers: [deltaController(config), AgentsController, deltaOperatorController(config, strategies), operatorStatusController('delta-calculator', config.namespace, s.queueGroups.pull)],
       providers: [
+        { provide: STATUS_FACTS, inject: [DataSource], useFactory: (ds: DataSource) => () => deltaStatusFacts(ds) },
         { provide: DeltaStore, inject: [DataSource], useFactory: (ds: DataSource) => new DeltaStore(ds, strategies) },
         { provide: PullService, inject: [DeltaStore], useFactory: (st: DeltaStore) => new PullService(st, { compressAbove: config.compressAbove }) },
         {

@@ -16,7 +16,7 @@ export const operatorConfig = defineConfig({
       schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),
       optional: true,
       secret: true,
-      description: "the change-log's operator token (its FLEET_CHANGELOG_OPERATOR_TOKEN): needed to begin a critical operation",
+      description: "the change-log's operator token (its FLEET_CHANGELOG_OPERATOR_TOKEN): needed to begin a critical operation, and to replay or discard dead letters",
     },
     timeout: {
       env: 'TIMEOUT',

@@ -2,11 +2,18 @@
  * `fleetctl` against a real deployment: the four services as processes (libs/fleet-harness), a private
  * nats-server, the shared PostgreSQL (`npm run setup` sets its max_prepared_transactions), and two
  * in-process agents. A manual conflict is made, listed, shown and resolved; critical operations are
- * begun (committed, refused without the token, aborted with a host offline) and listed.
+ * begun (committed, refused without the token, aborted with a host offline) and listed; the fleet's
+ * status is read (healthy, then with dead letters, then with a service down); agents are listed and
+ * shown; the projections are verified (consistent, then with rows corrupted by hand); dead letters
+ * are made for real (a push that fails on every delivery while the test holds the append lock, a
+ * forged push, a change a projection refused) and listed, shown, replayed and discarded.
  */
+import { Client } from 'pg';
+import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import { Fleet, HARNESS_OPERATOR_TOKEN } from '@fleet/fleet-harness';
 import { DEMO_STRATEGIES } from '@fleet/fleet-harness/src/scenario';
 import { eventually } from '@fleet/fleet-harness/src/util';
+import { APPEND_LOCK_SQL } from '@fleet/server-store';
 import { main } from './main';
 
 jest.setTimeout(180_000);
@@ -15,8 +22,17 @@ let fleet: Fleet;
 let env: Record<string, string>;
 
 beforeAll(async () => {
-  fleet = await Fleet.start({ agents: 2, strategies: DEMO_STRATEGIES, collections: ['notes'] });
+  fleet = await Fleet.start({
+    agents: 2,
+    strategies: DEMO_STRATEGIES,
+    collections: ['notes'],
+    groupsOf: (i) => (i === 0 ? ['web', 'eu'] : []),
+    // A push that fails on every delivery is dead-lettered after 3 (the default never gives up), and an
+    // append waits 2 s for the append lock before failing: the replay test makes such a push.
+    serviceEnv: { 'change-log': { FLEET_CHANGELOG_MAX_DELIVER: '3', FLEET_CHANGELOG_LOCK_TIMEOUT: '2s' } },
+  });
   env = { FLEET_OPERATOR_NATS_URL: fleet.natsUrl, FLEET_OPERATOR_NAMESPACE: fleet.s.ns, FLEET_OPERATOR_TIMEOUT: '30s' };
+  await fleet.registerGroups();
   await fleet.bringOnline();
 });
 
@@ -101,5 +117,230 @@ describe('fleetctl', () => {
     const down = await run(['conflicts', 'list'], { FLEET_OPERATOR_NATS_URL: 'nats://127.0.0.1:1' });
     expect(down.code).toBe(69);
     expect(down.err).toMatch(/^fleetctl: FLEET_INFRA_001 /);
+  });
+
+  it('status: every service answering and ready, the projections caught up with the log (exit 0)', async () => {
+    fleet.agents[1]!.put('notes', 'hello', { text: 'from the second host' });
+    await fleet.waitConverged(60_000);
+    const head = Number((await fleet.sql<{ head: string }>('select max(seq) as head from change_log'))[0]?.head);
+    expect(head).toBeGreaterThan(0);
+    const r = await eventually(async () => {
+      const x = await run(['status']);
+      return x.code === 0 ? x : undefined;
+    }, 30_000, 'a healthy status');
+    expect(r.err).toBe('');
+    for (const svc of ['change-log', 'version-vector', 'conflict-resolver', 'delta-calculator']) expect(r.out).toMatch(new RegExp(`^${svc} +ready `, 'm'));
+    expect(r.out).toContain(`log head seq ${head}`);
+    expect(r.out).toContain('2 agent(s)');
+    expect(r.out).toMatch(new RegExp(`records: cursor ${head} of head ${head}, lag 0 change\\(s\\)`));
+    expect(r.out).toMatch(new RegExp(`record_states: cursor ${head} of head ${head}, lag 0 change\\(s\\)`));
+    expect(r.out).toContain('0 conflict(s) waiting for an operator');
+    expect(r.out).toContain('dead letters: 0');
+    expect(r.out.split('\n').pop()).toBe('HEALTHY');
+    const j = await run(['status', '--json']);
+    expect(j.code).toBe(0);
+    const doc = JSON.parse(j.out) as { verdict: string; services: { service: string; ready: { status: string }; facts: Record<string, unknown> }[] };
+    expect(doc.verdict).toBe('healthy');
+    expect(doc.services.map((x) => [x.service, x.ready.status])).toEqual([
+      ['change-log', 'ready'],
+      ['version-vector', 'ready'],
+      ['conflict-resolver', 'ready'],
+      ['delta-calculator', 'ready'],
+    ]);
+    expect(doc.services[0]?.facts).toMatchObject({ headSeq: head, agents: 2, openCriticalOperations: 0, deadLetters: { messages: 0 } });
+    expect((await run(['status', '--max-lag-age', 'soon'])).code).toBe(64);
+  });
+
+  it('agents: lists the agents the log knows, sorted, with their groups; shows one; an unknown one is FLEET_OPS_001', async () => {
+    const [a, b] = fleet.agents as [(typeof fleet.agents)[0], (typeof fleet.agents)[0]];
+    const rows = await fleet.sql<{ origin: string; last_origin_seq: string; changes_count: string }>(`select origin, last_origin_seq, changes_count from origin_progress where origin <> 'server' order by origin`);
+    expect(rows.map((x) => x.origin)).toEqual([a.id, b.id]);
+    let r = await run(['agents']);
+    expect(r).toMatchObject({ code: 0, err: '' });
+    const lines = r.out.split('\n');
+    expect(lines[0]).toMatch(/^AGENT +LAST ORIGIN SEQ +CHANGES +LAST SEQ +LAST APPENDED +GROUPS$/);
+    expect(lines[1]).toMatch(new RegExp(`^${a.id} +${rows[0]!.last_origin_seq} +${rows[0]!.changes_count} +\\d+ +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +eu,web$`));
+    expect(lines[2]).toMatch(new RegExp(`^${b.id} +${rows[1]!.last_origin_seq} +${rows[1]!.changes_count} +\\d+ +\\S+ +-$`));
+    r = await run(['agents', '--limit', '1']);
+    expect(r.out.split('\n')).toHaveLength(3);
+    expect(r.out).toContain(`more: fleetctl agents --after ${a.id} --limit 1`);
+    r = await run(['agents', '--after', a.id, '--json']);
+    const page = JSON.parse(r.out) as { agents: { agentId: string; groups: string[] }[]; hasMore: boolean };
+    expect(page).toMatchObject({ agents: [{ agentId: b.id, groups: [] }], hasMore: false });
+
+    r = await run(['agents', 'show', a.id, '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ agentId: a.id, log: { agentId: a.id, lastOriginSeq: Number(rows[0]!.last_origin_seq) }, groups: ['eu', 'web'] });
+    r = await run(['agents', 'show', b.id]);
+    expect(r.out).toContain(`last origin seq: ${rows[1]!.last_origin_seq}`);
+    r = await run(['agents', 'show', 'no-such-host']);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^fleetctl: FLEET_OPS_001 .*no agent "no-such-host": the change log holds none of its changes and it has no group membership$/);
+    expect((await run(['agents', 'show', 'not a valid id'])).err).toContain('FLEET_DECODE_002');
+  });
+
+  it('verify: the projections equal the log (exit 0); rows changed by hand are reported (exit 1)', async () => {
+    await fleet.waitConverged(60_000);
+    // The projections catch up within a second or two of the log (sweep, projector); then nothing differs.
+    let r = await run(['verify']);
+    for (let i = 0; i < 15 && r.code !== 0; i++) {
+      await new Promise((res) => setTimeout(res, 1000));
+      r = await run(['verify']);
+    }
+    expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: '' });
+    expect(r.out).toMatch(/CONSISTENT: /);
+    expect(r.out).toMatch(/^origins \(change-log\): 3 origin\(s\) against \d+ logged change\(s\), cursor \d+ of head \d+: OK$/m);
+    expect(r.out).toMatch(/^records \(version-vector\): [1-9]\d* record\(s\) against [1-9]\d* logged change\(s\).*: OK$/m);
+    expect(r.out).toMatch(/^record_states \(delta-calculator\): [1-9]\d* record\(s\) against [1-9]\d* logged change\(s\).*: OK$/m);
+    expect(r.out).toMatch(/CONSISTENT/);
+
+    // Break each projection by hand, the way a bug or a bad restore would; verify must say where.
+    const a = fleet.agents[0]!;
+    const [rec] = await fleet.sql<{ scope: string; collection: string; key: string; hash: string }>(`select scope, collection, key, hash from records where scope = $1 order by key limit 1`, [`host.${a.id}`]);
+    const [state] = await fleet.sql<Record<string, unknown>>(`select * from record_states where scope = $1 and collection = $2 and key = $3`, [rec!.scope, rec!.collection, rec!.key]);
+    await fleet.sql(`update origin_progress set changes_count = changes_count + 5 where origin = $1`, [a.id]);
+    await fleet.sql(`update records set hash = $4 where scope = $1 and collection = $2 and key = $3`, [rec!.scope, rec!.collection, rec!.key, '0'.repeat(64)]);
+    await fleet.sql(`delete from record_states where scope = $1 and collection = $2 and key = $3`, [rec!.scope, rec!.collection, rec!.key]);
+    try {
+      r = await run(['verify']);
+      expect(r.code).toBe(1);
+      const ref = `${rec!.scope}/${rec!.collection}/${rec!.key}`;
+      expect(r.out).toMatch(new RegExp(`^  origin ${a.id}: changes_count \\d+, the log says \\d+$`, 'm'));
+      expect(r.out).toContain(`  ${ref}: hash column ${'0'.repeat(64)} does not match its own state`);
+      expect(r.out).toMatch(new RegExp(`^  ${ref}: missing: the log has changes of it at or below the cursor`, 'm'));
+      expect(r.out).toMatch(/INCONSISTENT: 3 difference\(s\)$/);
+      const j = JSON.parse((await run(['verify', '--json'])).out) as { ok: boolean; differences: number };
+      expect(j).toMatchObject({ ok: false, differences: 3 });
+    } finally {
+      await fleet.sql(`update origin_progress set changes_count = changes_count - 5 where origin = $1`, [a.id]);
+      await fleet.sql(`update records set hash = $4 where scope = $1 and collection = $2 and key = $3`, [rec!.scope, rec!.collection, rec!.key, rec!.hash]);
+      const cols = Object.keys(state!);
+      await fleet.sql(`insert into record_states (${cols.join(', ')}) values (${cols.map((_, i) => `$${i + 1}`).join(', ')})`, cols.map((c) => state![c]));
+    }
+    expect((await run(['verify'])).code).toBe(0);
+  });
+
+  it('replay: a push dead-lettered while the log was locked is listed, refused without the token, replayed and then appended', async () => {
+    const a = fleet.agents[0]!;
+    const before = Number((await fleet.sql<{ n: string }>(`select last_origin_seq as n from origin_progress where origin = $1`, [a.id]))[0]?.n);
+    // The cause: the change log cannot append (the test holds its append lock) for every delivery.
+    const lock = new Client({ connectionString: fleet.db.url });
+    await lock.connect();
+    let change!: NonNullable<ReturnType<typeof a.put>>;
+    try {
+      await lock.query('begin');
+      await lock.query(APPEND_LOCK_SQL);
+      change = a.put('notes', 'while-locked', { text: 'kept in the dead letters' })!;
+      await eventually(async () => (a.acked.has(change.changeId) ? true : undefined), 30_000, 'the push acknowledged by JetStream');
+      await eventually(async () => {
+        const r = await run(['replay', 'list']);
+        return r.out.includes('FLEET_MSG_001') ? r : undefined;
+      }, 60_000, 'the push dead-lettered after 3 deliveries');
+    } finally {
+      await lock.query('rollback').catch(() => undefined);
+      await lock.end();
+    }
+    let r = await run(['replay', 'list']);
+    expect(r.code).toBe(0);
+    const line = r.out.split('\n').find((l) => l.includes('FLEET_MSG_001'))!;
+    const [seq, storedAt, code, subject, reason] = line.split('\t');
+    expect(Number(seq)).toBeGreaterThan(0);
+    expect(Date.parse(storedAt!)).not.toBeNaN();
+    expect([code, subject]).toEqual(['FLEET_MSG_001', fleet.s.push(a.id)]);
+    expect(reason).toMatch(/after 3 deliveries/);
+    expect(r.out).toMatch(/^1 dead letter\(s\) in all$/m);
+    r = await run(['replay', 'show', seq!]);
+    const shown = JSON.parse(r.out) as { item: { headers: Record<string, string[]>; originalStream: string; deliveryCount: number; part: number | null }; payload: { agentId: string; changes: { changeId: string }[] } };
+    expect(shown.item).toMatchObject({ originalStream: fleet.s.streams.push, deliveryCount: 3, part: null });
+    expect(shown.item.headers[Headers.RejectCode]).toEqual(['FLEET_MSG_001']);
+    expect(shown.payload).toMatchObject({ agentId: a.id, changes: [{ changeId: change.changeId }] });
+
+    // While it waits there, the fleet is not healthy.
+    r = await run(['status']);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(`dead letters: 1 (${fleet.s.deadLetter(fleet.s.streams.push)} 1`);
+    expect(r.out).toMatch(/UNHEALTHY\n  - 1 dead letter\(s\) \(over 0\): fleetctl replay list/);
+    expect((await run(['status', '--max-dead-letters', '1'])).code).toBe(0);
+
+    // The operator token is required, and a refused replay leaves the dead letter where it is.
+    r = await run(['replay', seq!]);
+    expect(r.code).toBe(77);
+    expect(r.err).toContain('FLEET_AUTH_004');
+    r = await run(['replay', seq!], { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' });
+    expect(r.code).toBe(77);
+    expect(r.err).toMatch(/^fleetctl: FLEET_AUTH_004 .*dead-letter replay: the operator token is missing or wrong/);
+    expect((await run(['replay', 'discard', seq!], { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' })).code).toBe(77);
+    expect((await run(['replay', 'list'])).out).toContain(`${seq}\t`);
+    expect(Number((await fleet.sql<{ n: string }>(`select last_origin_seq as n from origin_progress where origin = $1`, [a.id]))[0]?.n)).toBe(before);
+
+    r = await run(['replay', seq!], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
+    expect(r).toMatchObject({ code: 0, err: '' });
+    expect(r.out).toMatch(new RegExp(`^${seq}\treplayed to ${fleet.s.push(a.id).replace(/\./g, '\\.')} \\(${fleet.s.streams.push} seq \\d+\\); removed from the dead letters$`));
+    // ... and appended: the log has the change, the projections and the other agent follow.
+    await eventually(async () => ((await fleet.sql(`select 1 from change_log where change_id = $1`, [change.changeId])).length === 1 ? true : undefined), 30_000, 'the replayed change appended');
+    r = await run(['agents', 'show', a.id, '--json']);
+    expect((JSON.parse(r.out) as { log: { lastOriginSeq: number } }).log.lastOriginSeq).toBe(change.originSeq);
+    await fleet.waitConverged(60_000);
+    expect((await run(['replay', 'list'])).out).toBe('no dead letters\n0 dead letter(s) in all');
+    // Replayed once: it is gone, a second replay says so.
+    r = await run(['replay', seq!], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(new RegExp(`^${seq}\tFAILED FLEET_OPS_002 `));
+    r = await run(['replay', 'show', seq!]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^fleetctl: FLEET_OPS_002 /);
+  });
+
+  it('replay: a forged push comes back with its history; a change a projection refused is not replayable; both are discarded', async () => {
+    const [a, b] = fleet.agents as [(typeof fleet.agents)[0], (typeof fleet.agents)[0]];
+    // A push on a's subject claiming to be b's batch: refused whole (FLEET_AUTH_001) by change-log.
+    await fleet.bus.publish(fleet.s.push(a.id), encodeJson({ protocol: PROTOCOL_VERSION, batchId: '0190a0b0-0000-7000-8000-000000000001', agentId: b.id, changes: [{}] }), { headers: { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } });
+    // What version-vector writes for a change the log holds but a projection refused (a reused counter).
+    await fleet.bus.deadLetter(encodeJson({ changeId: 'x' }), undefined, 'FLEET_CHANGE_002', 'reused counter', { subject: fleet.s.push(a.id), stream: 'change-log', streamSequence: 1, deliveryCount: 1 });
+    const items = await eventually(async () => {
+      const page = JSON.parse((await run(['replay', 'list', '--json'])).out) as { items: { seq: number; code: string; notReplayable?: string; headers: Record<string, string[]> }[] };
+      return page.items.length === 2 ? page.items : undefined;
+    }, 30_000, 'two dead letters');
+    const forged = items.find((i) => i.code === 'FLEET_AUTH_001')!;
+    const refused = items.find((i) => i.code === 'FLEET_CHANGE_002')!;
+    expect(forged.notReplayable).toBeUndefined();
+    expect(refused.notReplayable).toMatch(/already holds/);
+    expect((await run(['replay', 'list'])).out).toMatch(new RegExp(`^${refused.seq}\t.*\t\\[not replayable: a change the log already holds`, 'm'));
+
+    // Replayed, the forged push is refused again: a new dead letter that says where it came from.
+    let r = await run(['replay', String(forged.seq), String(refused.seq)], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
+    expect(r.code).toBe(1);
+    const [first, second] = r.out.split('\n');
+    expect(first).toMatch(new RegExp(`^${forged.seq}\treplayed to `));
+    expect(second).toMatch(new RegExp(`^${refused.seq}\tFAILED FLEET_OPS_003 .*dead letter ${refused.seq}: a change the log already holds`));
+    const again = await eventually(async () => {
+      const page = JSON.parse((await run(['replay', 'list', '--json'])).out) as { items: { seq: number; code: string; headers: Record<string, string[]> }[] };
+      return page.items.find((i) => i.code === 'FLEET_AUTH_001');
+    }, 30_000, 'the forged push dead-lettered again');
+    expect(again.seq).toBeGreaterThan(forged.seq);
+    expect(again.headers[Headers.ReplayedFrom]).toEqual([`${fleet.s.streams.deadLetter}:${forged.seq}`]);
+    expect(again.headers['traceparent']).toBeDefined();
+
+    r = await run(['replay', 'discard', String(again.seq), String(refused.seq)], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
+    expect(r).toMatchObject({ code: 0, out: `${again.seq}\tdiscarded\n${refused.seq}\tdiscarded` });
+    expect((await run(['replay', 'list'])).out).toBe('no dead letters\n0 dead letter(s) in all');
+    expect((await run(['replay', 'discard', String(again.seq)], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN })).out).toMatch(/FAILED FLEET_OPS_002/);
+    expect((await run(['replay', 'abc'])).code).toBe(64);
+    expect((await run(['replay'])).code).toBe(64);
+  });
+
+  it('status: a service that does not answer makes the fleet unavailable (exit 69)', async () => {
+    const cr = fleet.stack.get('conflict-resolver');
+    await cr.kill();
+    try {
+      const r = await run(['status'], { FLEET_OPERATOR_TIMEOUT: '3s' });
+      expect(r.code).toBe(69);
+      expect(r.out).toMatch(/^conflict-resolver +DOWN +- +FLEET_INFRA_001 /m);
+      expect(r.out).toMatch(/^change-log +ready /m);
+      expect(r.out).toMatch(/UNAVAILABLE\n  - conflict-resolver does not answer/);
+    } finally {
+      await cr.start();
+    }
+    expect((await run(['status'])).code).toBe(0);
   });
 });

@@ -1,41 +1,55 @@
 /**
- * `fleetctl`, the operators' command line: the manual conflict queue (conflict-resolver) and critical
+ * `fleetctl`, the operators' command line: the fleet's status, its agents, a consistency check of the
+ * projections, the dead letters (fleet.ts), the manual conflict queue (conflict-resolver) and critical
  * operations (change-log's two-phase commit coordinator), over the services' NATS operator APIs.
  * `node -r ./scripts/register.js apps/operator/src/main.ts <command>`; wiring only: requests and
  * replies are the contracts' schemas.
  *
- * Exit codes (sysexits.h): 0 ok (a critical operation committed), 2 a critical operation aborted,
- * 75 decided commit but not every host has acknowledged yet (recovery finishes it), 64 usage,
- * 78 configuration, 69 a service or NATS unreachable, 77 operator token refused, 1 any other error
- * the service answered, 70 an internal error. Errors print one line with the code.
+ * Exit codes (sysexits.h): 0 ok (a critical operation committed, the fleet healthy, the projections
+ * consistent), 2 a critical operation aborted, 75 decided commit but not every host has acknowledged
+ * yet (recovery finishes it), 64 usage, 78 configuration, 69 a service or NATS unreachable (status:
+ * or not ready), 77 operator token refused, 1 any other error the service answered (status: the fleet
+ * unhealthy; verify: differences; replay: a dead letter not replayed), 70 an internal error. Errors
+ * print one line with the code.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { describeConfig, envDuration, loadConfig, runCommandLine } from '@fleet/config';
-import type { CommandLineIo } from '@fleet/config';
 import {
   decodeConflictResolveReply,
   decodeConflictShowReply,
   decodeConflictsListReply,
   decodeCriticalListReply,
   decodeCriticalTxReply,
-  encodeJson,
   Headers,
-  PROTOCOL_VERSION,
   subjects,
 } from '@fleet/contracts';
-import type { CriticalOperation, CriticalTxSummary, CriticalTxView, Reply, Subjects } from '@fleet/contracts';
+import type { CriticalOperation, CriticalTxSummary, CriticalTxView } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
 import { Messaging } from '@fleet/messaging';
+import { ask, positiveInt, stringOption, usage, UsageError, valueOf } from './cli';
+import type { Ctx, Io, Options } from './cli';
 import { operatorConfig } from './config';
-import type { OperatorConfig } from './config';
+import { agents, replay, status, verify } from './fleet';
 
-export type Io = CommandLineIo;
+export type { Io } from './cli';
 
 const USAGE = `usage: fleetctl <command> [options]
 
 commands:
+  status [--max-lag-age 60s] [--max-dead-letters 0]
+      every server service: answering and ready, log head, projection lag, manual queue, dead letters;
+      exit 0 healthy, 1 unhealthy (a threshold passed), 69 a service not answering or not ready
+  agents [list] [--limit n] [--after <agent id>]
+  agents show <agent id>
+  verify [--max-diffs n]
+      the projections (origins, records, record_states) against the change log, read-only;
+      exit 0 consistent, 1 differences
+  replay list [--limit n] [--after seq]
+  replay show <seq>
+  replay <seq> [<seq>...]           re-publish dead letters to their original subject (token)
+  replay discard <seq> [<seq>...]   drop dead letters for good (token)
   conflicts list [--status pending|open|resolved|auto-resolved|superseded] [--limit n] [--after id]
   conflicts show <id>
   conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted
@@ -48,33 +62,10 @@ options: --json (print the service's reply as JSON), --help`;
 
 const EXIT: Partial<Record<ErrorCode, number>> = { FLEET_CONFIG_001: 78, FLEET_INFRA_001: 69, FLEET_AUTH_004: 77 };
 
-class UsageError extends Error {}
-
-function usage(why: string): never {
-  throw new UsageError(`${why} (fleetctl --help for usage)`);
-}
-
-/** The service's reply, or its error reply as a FleetError with the service's code. */
-function valueOf<T>(reply: Reply<T>): T {
-  if (reply.ok) return reply.value;
-  throw new FleetError('FLEET_MSG_004', reply.error.message, { details: { remoteCode: reply.error.code } });
-}
-
-/** A string option's value (parseArgs gives booleans for flags). */
-function stringOption(v: Record<string, string | boolean | undefined>, k: string): string | undefined {
-  return typeof v[k] === 'string' ? v[k] : undefined;
-}
-
-function positiveInt(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  if (!/^\d{1,15}$/.test(v) || Number(v) < 1) usage(`${name} must be a positive integer`);
-  return Number(v);
-}
-
 function agentsOf(v: string | undefined): string[] {
-  const agents = (v ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
-  if (agents.length === 0) usage('--agents: name at least one agent (comma-separated)');
-  return agents;
+  const ids = (v ?? '').split(',').map((a) => a.trim()).filter((a) => a !== '');
+  if (ids.length === 0) usage('--agents: name at least one agent (comma-separated)');
+  return ids;
 }
 
 function printTx(t: CriticalTxView | CriticalTxSummary, io: Io): void {
@@ -82,19 +73,7 @@ function printTx(t: CriticalTxView | CriticalTxSummary, io: Io): void {
   io.out(`${t.txid}\t${t.state}\t${t.kind} ${t.name}\t${hosts} host(s) + server${t.reason === undefined ? '' : `\t${t.reason}`}`);
 }
 
-interface Ctx {
-  readonly bus: Messaging;
-  readonly s: Subjects;
-  readonly config: OperatorConfig;
-  readonly io: Io;
-  readonly json: boolean;
-}
-
-async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>, timeoutMs = c.config.timeout): Promise<Uint8Array> {
-  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs, ...(headers === undefined ? {} : { headers }) })).data;
-}
-
-async function conflicts(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
+async function conflicts(c: Ctx, verb: string | undefined, args: readonly string[], v: Options): Promise<number> {
   const str = (k: string) => stringOption(v, k);
   if (verb === 'list') {
     const body = {
@@ -139,7 +118,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
   return usage(`unknown conflicts command ${JSON.stringify(verb ?? '')}`);
 }
 
-async function critical(c: Ctx, verb: string | undefined, args: readonly string[], v: Record<string, string | boolean | undefined>): Promise<number> {
+async function critical(c: Ctx, verb: string | undefined, args: readonly string[], v: Options): Promise<number> {
   const str = (k: string) => stringOption(v, k);
   if (verb === 'list') {
     const body = { ...(str('state') === undefined ? {} : { state: str('state') }), ...(str('limit') === undefined ? {} : { limit: positiveInt('--limit', str('limit')) }) };
@@ -223,6 +202,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
           hash: { type: 'string' },
           agents: { type: 'string' },
           'vote-timeout': { type: 'string' },
+          'max-lag-age': { type: 'string' },
+          'max-dead-letters': { type: 'string' },
+          'max-diffs': { type: 'string' },
         },
       });
     } catch (e) {
@@ -236,7 +218,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       io.out(describeConfig(operatorConfig));
       return area === undefined && values.help !== true ? 64 : 0;
     }
-    if (area !== 'conflicts' && area !== 'critical') usage(`unknown command ${JSON.stringify(area)}`);
+    const AREAS = ['status', 'agents', 'verify', 'replay', 'conflicts', 'critical'];
+    if (!AREAS.includes(area)) usage(`unknown command ${JSON.stringify(area)}`);
     const config = loadConfig(operatorConfig, env);
     const s = subjects(config.namespace);
     bus = await Messaging.connect(
@@ -247,7 +230,20 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       throw new FleetError('FLEET_INFRA_001', `NATS ${config.natsUrl.join(',')}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     });
     const c: Ctx = { bus, s, config, io, json: values.json === true };
-    return area === 'conflicts' ? await conflicts(c, verb, args, values) : await critical(c, verb, args, values);
+    switch (area) {
+      case 'status':
+        return await status(c, positionals.slice(1), values);
+      case 'agents':
+        return await agents(c, verb, args, values);
+      case 'verify':
+        return await verify(c, positionals.slice(1), values);
+      case 'replay':
+        return await replay(c, verb, args, values);
+      case 'conflicts':
+        return await conflicts(c, verb, args, values);
+      default:
+        return await critical(c, verb, args, values);
+    }
   } catch (e) {
     if (e instanceof UsageError) {
       io.err(`fleetctl: ${e.message}`);

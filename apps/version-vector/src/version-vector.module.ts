@@ -3,18 +3,19 @@ import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
-import { HealthModule, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
+import { HealthModule, operatorStatusController, STATUS_FACTS, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
 import { RecordsProjection, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { appendedController } from './appended.controller';
 import { ClassifyProcessor } from './classify.processor';
 import { LogSweeper } from './log-sweeper';
+import { verifyController, versionVectorStatusFacts } from './operator';
 import type { VersionVectorConfig } from './config';
 import { STRATEGY_CONFIG, VERSION_VECTOR_CONFIG } from './tokens';
 
 
-/** Wiring only: config, connections, metrics, health, the projection, the appended consumer and the log sweep. */
+/** Wiring only: config, connections, metrics, health, the projection, the appended consumer, the log sweep and the operator API (status, verify). */
 @Module({})
 export class VersionVectorModule {
   static forRoot(config: VersionVectorConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
@@ -31,8 +32,9 @@ export class VersionVectorModule {
           }),
         }),
       ],
-      controllers: [appendedController(config)],
+      controllers: [appendedController(config), verifyController(config), operatorStatusController('version-vector', config.namespace, s.queueGroups.versionVector)],
       providers: [
+        { provide: STATUS_FACTS, inject: [DataSource], useFactory: (ds: DataSource) => () => versionVectorStatusFacts(ds) },
         {
           provide: ClassifyProcessor,
           inject: [DataSource, JetStreamServer, SYNC_METRICS],

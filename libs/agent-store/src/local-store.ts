@@ -45,10 +45,17 @@ export interface QueryOptions {
 
 /** What `watch` listeners receive, after the transaction that made it committed. */
 export interface StoreEvent {
-  /** `local`: the store API; `captured`: a direct SQL write turned into a change; `remote`: pulled from the server. */
-  readonly source: 'local' | 'captured' | 'remote';
+  /**
+   * `local`: the store API; `captured`: a direct SQL write turned into a change; `remote`: pulled from
+   * the server; `renumbered`: `settleOrigin` moved a queued change above the log's numbers (no new
+   * write: the fields are unchanged, the record's vector and the change's numbers are not).
+   */
+  readonly source: 'local' | 'captured' | 'remote' | 'renumbered';
   readonly ref: RecordRef;
-  /** The change made (local, captured) or applied (remote, when given as a change); absent for merged states. */
+  /**
+   * The change made (local, captured), applied (remote, when given as a change), or renumbered (same
+   * `changeId`, new `originSeq`, vector and hash); absent for merged states.
+   */
   readonly change?: Change;
   readonly record: StoredRecord;
 }
@@ -220,6 +227,7 @@ export interface LocalStore {
    * earlier store of the same id, on a host reinstalled with its clock behind), every queued change is
    * renumbered above it (origin sequence and own vector entry shifted alike, records folded again) and
    * the counter and `ownFrom` follow; then `originSettled` is true and later calls do nothing.
+   * Watchers get one `renumbered` event per renumbered change, after the commit.
    */
   settleOrigin(lastLogged: number | null): OriginSettlement;
 

@@ -1334,7 +1334,14 @@ export class SqliteLocalStore implements LocalStore {
     }
     this.db.prepare('DELETE FROM outbox').run();
     for (const { row, change: c } of moved) this.st.insertOutbox.run(c.originSeq, c.changeId, row.record_id, c.scope, c.collection, c.key, changeText(c), row.created_at);
-    for (const state of states.values()) this.saveState(state);
+    const saved = new Map<number, StoredRecord>();
+    for (const [id, state] of states) saved.set(id, this.saveState(state));
+    // The fields stay as they were, but each record's vector (its own entry) moved, and the changes
+    // watchers were given at write time have new numbers: tell them, one event per change, in order.
+    for (const { row, change } of moved) {
+      const record = saved.get(row.record_id) as StoredRecord;
+      this.pending.push({ source: 'renumbered', ref: record.ref, change, record });
+    }
     this.needFullPass = true;
     return moved.length;
   }

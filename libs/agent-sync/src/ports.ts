@@ -46,8 +46,8 @@ export interface SyncStore {
   setSyncState(patch: { lastSyncAt?: number | null; lastPullAt?: number | null; needsVerification?: boolean; cursor?: null; scopes?: readonly string[] }): void;
   /** (key, visible hash) of every record of the collection, live or deleted. */
   merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;
-  /** Calls back after each committed change; `local` / `captured` ones went to the outbox. */
-  watch(listener: (event: { readonly source: 'local' | 'captured' | 'remote' }) => void): () => void;
+  /** Calls back after each committed change; `local` / `captured` ones went to the outbox (`renumbered`: a queued one moved by `settleOrigin`). */
+  watch(listener: (event: { readonly source: 'local' | 'captured' | 'remote' | 'renumbered' }) => void): () => void;
   /**
    * Queues the current local state of these records for push again (a verification found the server
    * lacks writes made here, e.g. its log was restored from an older backup). Not in `LocalStore`

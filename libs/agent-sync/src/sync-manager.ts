@@ -162,7 +162,8 @@ export class SyncManager {
     this.unsubs.push(this.o.transport.subscribe(this.s.notify(this.agentId), () => this.dispatch({ type: 'nudge' })));
     this.unsubs.push(
       this.o.store.watch((e) => {
-        if (e.source === 'remote' || this.linger !== undefined) return;
+        // New rows in the outbox come from local and captured writes only (pulled records and renumbered rows add none).
+        if ((e.source !== 'local' && e.source !== 'captured') || this.linger !== undefined) return;
         this.linger = this.timers.set(() => {
           this.linger = undefined;
           this.dispatch({ type: 'outbox-changed' });

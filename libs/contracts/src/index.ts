@@ -10,3 +10,4 @@ export * from './wire-record';
 export * from './events';
 export * from './critical';
 export * from './server-row';
+export * from './operator';

@@ -32,7 +32,13 @@ export const Headers = {
   OriginalStream: 'Fleet-Original-Stream',
   OriginalSequence: 'Fleet-Original-Sequence',
   DeliveryCount: 'Fleet-Delivery-Count',
+  /** On a message re-published from the dead-letter stream (`fleetctl replay`): `<dead-letter stream>:<its sequence there>`. */
+  ReplayedFrom: 'Fleet-Replayed-From',
 } as const;
+
+/** The server services, as the operator APIs name them (`<ns>.admin.status.<service>`). */
+export const SERVER_SERVICES = ['change-log', 'version-vector', 'conflict-resolver', 'delta-calculator'] as const;
+export type ServerService = (typeof SERVER_SERVICES)[number];
 
 export const DEFAULT_NAMESPACE = 'sync';
 
@@ -88,6 +94,16 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
     conflictsApiAll: `${ns}.admin.conflicts.*`,
     /** Request/reply: the operator API for critical operations (two-phase commit, change-log). */
     criticalApi: (verb: 'begin' | 'show' | 'list') => `${ns}.admin.critical.${verb}`,
+    /** Request/reply: a service's status for `fleetctl status` (readiness, cursors, queues); each service answers its own. */
+    statusApi: (service: ServerService) => `${ns}.admin.status.${service}`,
+    /** Request/reply: the agents the change log knows (origin progress), change-log. */
+    agentsApi: (verb: 'list' | 'show') => `${ns}.admin.agents.${verb}`,
+    /** Request/reply: what delta-calculator knows of agents (group memberships). */
+    agentGroupsApi: `${ns}.admin.agents.groups`,
+    /** Request/reply: the dead-letter stream (list, show; replay and discard need the operator token), change-log. */
+    deadLettersApi: (verb: 'list' | 'show' | 'replay' | 'discard') => `${ns}.admin.deadletters.${verb}`,
+    /** Request/reply: a read-only check of a service's projections against the change log. */
+    verifyApi: (service: 'change-log' | 'version-vector' | 'delta-calculator') => `${ns}.admin.verify.${service}`,
     /** Request/reply, coordinator -> agent: prepare and decision of a critical operation. */
     tpcAgent: (agentId: string) => `${ns}.tpc.agent.${token('agent id', agentId)}`,
     /** Request/reply, agent -> coordinator: the decision of a transaction the agent holds prepared. */
@@ -114,6 +130,7 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
       pull: `${ns}-delta-calculator`,
       admin: `${ns}-conflict-resolver`,
       coordinator: `${ns}-change-log`,
+      versionVector: `${ns}-version-vector`,
     },
   } as const;
 }

@@ -42,6 +42,12 @@ export type PageRead =
 
 const PROJECTOR = 'record_states';
 
+/** The `record_states` projector's cursor: every change with seq <= it is folded in (read in the caller's transaction). */
+export async function readRecordStatesCursor(q: DataSource | EntityManager): Promise<number> {
+  const [r] = (await q.query(`select cursor from delta_progress where name = $1`, [PROJECTOR])) as { cursor: string }[];
+  return toSafeNumber(r?.cursor ?? '0', 'record_states cursor');
+}
+
 export class DeltaStore {
   constructor(
     private readonly ds: DataSource,
@@ -312,6 +318,18 @@ export class DeltaStore {
   async groupsOf(agentId: string): Promise<string[]> {
     const rows = (await this.ds.query(`select group_name from agent_groups where agent_id = $1 order by group_name`, [agentId])) as { group_name: string }[];
     return rows.map((r) => r.group_name);
+  }
+
+  /** The groups of each agent named (an agent without any gets an empty list): `fleetctl agents`. */
+  async groupsOfMany(agentIds: readonly string[]): Promise<Record<string, string[]>> {
+    const rows = (await this.ds.query(`select agent_id, group_name from agent_groups where agent_id = any($1::text[]) order by agent_id, group_name`, [agentIds])) as {
+      agent_id: string;
+      group_name: string;
+    }[];
+    const out: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
+    for (const id of agentIds) out[id] = [];
+    for (const r of rows) out[r.agent_id]?.push(r.group_name);
+    return out;
   }
 
   async setGroups(agentId: string, groups: readonly string[]): Promise<void> {

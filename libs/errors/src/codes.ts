@@ -28,10 +28,11 @@ export const ErrorCodes = {
    */
   FLEET_AUTH_003: { name: 'ForeignWrite', retryable: false, message: 'scope is not writable by this agent' },
   /**
-   * An operator request that changes hosts' certificates or credentials (`critical begin`) came without
-   * the operator token, or with a wrong one; or the change-log has no token configured, and then refuses
-   * every such request. Send `Authorization: Bearer <token>` (HTTP, or the same header on the NATS
-   * request) with the value of `FLEET_CHANGELOG_OPERATOR_TOKEN`.
+   * An operator request that changes hosts' certificates or credentials (`critical begin`), or that
+   * re-publishes or discards dead letters (`replay`), came without the operator token, or with a wrong
+   * one; or the change-log has no token configured, and then refuses every such request. Send
+   * `Authorization: Bearer <token>` (HTTP, or the same header on the NATS request) with the value of
+   * `FLEET_CHANGELOG_OPERATOR_TOKEN`.
    */
   FLEET_AUTH_004: { name: 'OperatorUnauthorized', retryable: false, message: 'operator token missing or wrong' },
   /**
@@ -255,6 +256,24 @@ export const ErrorCodes = {
    * an operator must repair the participant and run the operation again.
    */
   FLEET_TPC_003: { name: 'PreparedStateLost', retryable: true, message: 'prepared state lost before commit' },
+  // --- operator APIs (fleetctl agents, replay) ---
+  /**
+   * The server knows no agent by that id: the change log holds none of its changes and it has no
+   * group membership. Check the id (`fleetctl agents` lists the agents the log knows).
+   */
+  FLEET_OPS_001: { name: 'AgentNotFound', retryable: false, message: 'no such agent' },
+  /**
+   * No message with that stream sequence in the dead-letter stream: it was replayed or discarded
+   * already (by this operator or another), or it aged out (30 days). `fleetctl replay list` shows what is there.
+   */
+  FLEET_OPS_002: { name: 'DeadLetterNotFound', retryable: false, message: 'no such dead letter' },
+  /**
+   * This dead letter cannot be re-published as it is: its original subject is not one of the
+   * namespace's streams (or is missing), or it is a change the change log already holds and a
+   * projection refused (FLEET_CHANGE_002: replaying it would only log a duplicate). Fix the cause at
+   * its origin, then discard the dead letter (`fleetctl replay discard`).
+   */
+  FLEET_OPS_003: { name: 'NotReplayable', retryable: false, message: 'dead letter cannot be replayed' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

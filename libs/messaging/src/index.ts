@@ -10,3 +10,4 @@ export * from './semaphore';
 export * from './nest';
 export * from './retry';
 export * from './streams';
+export * from './dead-letters';

@@ -5,3 +5,4 @@ export * from './health.module';
 export * from './metrics.module';
 export * from './service';
 export * from './http-error.filter';
+export * from './operator-status';

@@ -18,3 +18,4 @@ export * from './service-infra.module';
 export * from './critical/postgres-participant';
 export * from './critical/coordinator';
 export * from './capture/server-record-capture';
+export * from './inspect';

@@ -364,8 +364,12 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       store.setSyncState({ needsVerification: true });
       expect(code(() => store.put(ref('a'), { n: 1 }))).toBe('FLEET_AGENT_004');
       store.setSyncState({ needsVerification: false });
-      // the log holds nothing of this agent id: nothing moves, and the store is settled for good
+      // the log holds nothing of this agent id: nothing moves (nothing to tell watchers), and the store is settled for good
+      const told: StoreEvent[] = [];
+      const stop = store.watch((e) => told.push(e));
       expect(store.settleOrigin(null)).toEqual({ shift: 0, renumbered: 0, ownFrom });
+      stop();
+      expect(told).toEqual([]);
       expect(store.syncState().originSettled).toBe(true);
       expect(store.settleOrigin(ownFrom + 10)).toEqual({ shift: 0, renumbered: 0, ownFrom });
       expect(store.put(ref('a'), { n: 1 })?.originSeq).toBe(ownFrom);
@@ -384,8 +388,19 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       expect(store.syncState().originSettled).toBe(false);
       // an earlier store of this agent id (a host reinstalled with its clock behind) logged numbers above ours
       const lastLogged = ownFrom + 1_000;
+      const made = store.peekOutbox(10).map((c) => c.changeId);
+      const events: StoreEvent[] = [];
+      const stop = store.watch((e) => events.push(e));
       const r = store.settleOrigin(lastLogged);
+      stop();
       expect(r.renumbered).toBe(4);
+      // Watchers are told: each record's vector moved with its changes (the fields did not), one event
+      // per renumbered change, in order, with the change as renumbered and the record as stored now.
+      expect(events.map((e) => [e.source, e.ref.key, e.change?.changeId, e.change?.originSeq])).toEqual(
+        [['a', 0], ['b', 1], ['a', 2], ['b', 3]].map(([key, i], j) => ['renumbered', key, made[j], ownFrom + r.shift + (i as number)]),
+      );
+      for (const e of events) expect(e.record).toEqual(store.get(e.ref));
+      expect(events.map((e) => e.record.vv[AGENT])).toEqual([ownFrom + r.shift + 2, ownFrom + r.shift + 3, ownFrom + r.shift + 2, ownFrom + r.shift + 3]);
       expect(r.ownFrom).toBeGreaterThan(lastLogged);
       expect(store.syncState()).toMatchObject({ ownFrom: r.ownFrom, originSettled: true });
       const queued = store.peekOutbox(10);

@@ -11,7 +11,7 @@ import type { StoredCursor, SyncStore } from '../ports';
 
 const key = (r: RecordRef): string => JSON.stringify([r.scope, r.collection, r.key]);
 
-type Listener = (e: { readonly source: 'local' | 'captured' | 'remote' }) => void;
+type Listener = (e: { readonly source: 'local' | 'captured' | 'remote' | 'renumbered' }) => void;
 
 export class MemorySyncStore implements SyncStore {
   readonly records = new Map<string, RecordState>();

@@ -1,0 +1,66 @@
+/** What every fleetctl command shares: its context, the request helper, usage errors and option readers. */
+import { envDuration } from '@fleet/config';
+import type { CommandLineIo } from '@fleet/config';
+import { encodeJson, PROTOCOL_VERSION } from '@fleet/contracts';
+import type { Reply, Subjects } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import type { Messaging } from '@fleet/messaging';
+import type { OperatorConfig } from './config';
+
+export type Io = CommandLineIo;
+export type Options = Record<string, string | boolean | undefined>;
+
+export interface Ctx {
+  readonly bus: Messaging;
+  readonly s: Subjects;
+  readonly config: OperatorConfig;
+  readonly io: Io;
+  readonly json: boolean;
+}
+
+export class UsageError extends Error {}
+
+export function usage(why: string): never {
+  throw new UsageError(`${why} (fleetctl --help for usage)`);
+}
+
+/** The service's reply, or its error reply as a FleetError with the service's code. */
+export function valueOf<T>(reply: Reply<T>): T {
+  if (reply.ok) return reply.value;
+  throw new FleetError('FLEET_MSG_004', reply.error.message, { details: { remoteCode: reply.error.code } });
+}
+
+/** A string option's value (parseArgs gives booleans for flags). */
+export function stringOption(v: Options, k: string): string | undefined {
+  return typeof v[k] === 'string' ? v[k] : undefined;
+}
+
+export function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(v) || Number(v) < 1) usage(`${name} must be a positive integer`);
+  return Number(v);
+}
+
+export function nonNegativeInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(v)) usage(`${name} must be a non-negative integer`);
+  return Number(v);
+}
+
+export function durationOption(name: string, v: string | undefined, bounds: { min: number; max: number }): number | undefined {
+  if (v === undefined) return undefined;
+  const parsed = envDuration(bounds).safeParse(v);
+  if (!parsed.success) usage(`${name}: expected a duration such as 500ms, 10s or 5m, between ${bounds.min} ms and ${bounds.max} ms`);
+  return parsed.data;
+}
+
+export async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>, timeoutMs = c.config.timeout): Promise<Uint8Array> {
+  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs, ...(headers === undefined ? {} : { headers }) })).data;
+}
+
+/** Left-aligned columns for a table printed to a terminal. */
+export function table(rows: readonly (readonly string[])[]): string[] {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ').trimEnd());
+}

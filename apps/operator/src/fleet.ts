@@ -1,0 +1,247 @@
+/**
+ * fleetctl `status`, `agents`, `verify` and `replay` (docs/operations.md): each asks the service that
+ * owns the data over its NATS operator API and prints the answer (or, with `--json`, the replies).
+ */
+import {
+  decodeAgentGroupsReply,
+  decodeAgentShowReply,
+  decodeAgentsListReply,
+  decodeDeadLettersActionReply,
+  decodeDeadLetterShowReply,
+  decodeDeadLettersListReply,
+  decodeStatusReply,
+  decodeVerifyReply,
+  Headers,
+  SERVER_SERVICES,
+} from '@fleet/contracts';
+import type { AgentProgress, DeadLetterActionResult, DeadLetterItem, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
+import { FleetError, isFleetError } from '@fleet/errors';
+import { ask, durationOption, nonNegativeInt, positiveInt, stringOption, table, usage, valueOf } from './cli';
+import type { Ctx, Options } from './cli';
+
+/** Exit codes of status and verify (beside main.ts's): unhealthy or different is 1, a service not answering or not ready 69. */
+export const EXIT_UNHEALTHY = 1;
+export const EXIT_UNAVAILABLE = 69;
+
+const describeError = (e: unknown): string => (isFleetError(e) ? `${typeof e.details?.['remoteCode'] === 'string' ? e.details['remoteCode'] : e.code} ${e.message}` : e instanceof Error ? e.message : String(e));
+
+// --- status -------------------------------------------------------------------------------------------
+
+type Answer = { service: ServerService; ok: true; status: StatusResponse } | { service: ServerService; ok: false; error: string };
+
+function seconds(s: number | null): string {
+  if (s === null) return '-';
+  return s < 120 ? `${Math.round(s * 10) / 10}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+export async function status(c: Ctx, args: readonly string[], v: Options): Promise<number> {
+  if (args.length > 0) usage(`status takes no argument (got ${JSON.stringify(args[0])})`);
+  const maxLagAgeMs = durationOption('--max-lag-age', stringOption(v, 'max-lag-age'), { min: 0, max: 7 * 86_400_000 }) ?? 60_000;
+  const maxDeadLetters = nonNegativeInt('--max-dead-letters', stringOption(v, 'max-dead-letters')) ?? 0;
+  // A status must not hang for a minute on one stuck replica: at most 10 s per service, asked at once.
+  const timeoutMs = Math.min(c.config.timeout, 10_000);
+  const answers: Answer[] = await Promise.all(
+    SERVER_SERVICES.map(async (service): Promise<Answer> => {
+      try {
+        return { service, ok: true, status: valueOf(decodeStatusReply(await ask(c, c.s.statusApi(service), {}, undefined, timeoutMs))) };
+      } catch (e) {
+        return { service, ok: false, error: describeError(e) };
+      }
+    }),
+  );
+
+  const unavailable: string[] = [];
+  const unhealthy: string[] = [];
+  const rows: string[][] = [['SERVICE', 'STATE', 'INSTANCE', 'DETAIL']];
+  for (const a of answers) {
+    if (!a.ok) {
+      unavailable.push(`${a.service} does not answer (${a.error})`);
+      rows.push([a.service, 'DOWN', '-', a.error]);
+      continue;
+    }
+    const st = a.status;
+    const f = st.facts;
+    const down = st.ready.checks.filter((ch) => ch.status === 'down').map((ch) => `${ch.name}: ${ch.error ?? 'down'}`);
+    if (st.ready.status !== 'ready') unavailable.push(`${a.service} not ready${st.ready.draining ? ' (draining)' : ''}${down.length > 0 ? `: ${down.join('; ')}` : ''}`);
+    if (st.factsError !== undefined) unavailable.push(`${a.service} cannot read its figures: ${st.factsError.code} ${st.factsError.message}`);
+    const detail: string[] = [];
+    if (f.headSeq !== undefined) detail.push(`log head seq ${f.headSeq}`);
+    if (f.agents !== undefined) detail.push(`${f.agents} agent(s)`);
+    if (f.openCriticalOperations !== undefined) detail.push(`${f.openCriticalOperations} critical operation(s) in progress`);
+    if (f.projection !== undefined) {
+      const p = f.projection;
+      detail.push(`${p.name}: cursor ${p.cursor} of head ${p.headSeq}, lag ${p.lag} change(s)${p.lag > 0 ? `, oldest waiting ${seconds(p.oldestPendingSeconds)}` : ''}`);
+      if (p.oldestPendingSeconds !== null && p.oldestPendingSeconds * 1000 > maxLagAgeMs) {
+        unhealthy.push(`${a.service}: the ${p.name} projection is ${p.lag} change(s) behind the log, the oldest waiting ${seconds(p.oldestPendingSeconds)} (over ${seconds(maxLagAgeMs / 1000)})`);
+      }
+    }
+    if (f.logHorizon !== undefined && f.logHorizon > 0) detail.push(`log compacted up to seq ${f.logHorizon}`);
+    if (f.pendingConflicts !== undefined) detail.push(`${f.pendingConflicts} conflict(s) waiting for an operator`);
+    if (st.factsError !== undefined) detail.push(`figures unavailable: ${st.factsError.code}`);
+    rows.push([a.service, st.ready.status === 'ready' ? (down.length > 0 ? 'DEGRADED' : 'ready') : 'NOT READY', st.instance, detail.join('; ')]);
+  }
+  const dl = answers.find((a) => a.ok && a.service === 'change-log');
+  const deadLetters = dl?.ok === true ? dl.status.facts.deadLetters : undefined;
+  if (deadLetters !== undefined && deadLetters.messages > maxDeadLetters) {
+    unhealthy.push(`${deadLetters.messages} dead letter(s) (over ${maxDeadLetters}): fleetctl replay list`);
+  }
+  const verdict = unavailable.length > 0 ? 'UNAVAILABLE' : unhealthy.length > 0 ? 'UNHEALTHY' : 'HEALTHY';
+  const code = unavailable.length > 0 ? EXIT_UNAVAILABLE : unhealthy.length > 0 ? EXIT_UNHEALTHY : 0;
+
+  if (c.json) {
+    c.io.out(JSON.stringify({ verdict: verdict.toLowerCase(), problems: [...unavailable, ...unhealthy], services: answers.map((a) => (a.ok ? a.status : { service: a.service, error: a.error })) }, null, 2));
+    return code;
+  }
+  for (const l of table(rows)) c.io.out(l);
+  if (deadLetters === undefined) c.io.out('dead letters: unknown (change-log did not answer)');
+  else {
+    const by = Object.entries(deadLetters.bySubject).map(([subj, n]) => `${subj} ${n}`);
+    c.io.out(`dead letters: ${deadLetters.messages}${deadLetters.messages > 0 ? ` (${by.join(', ')}; oldest ${deadLetters.oldestAt ?? '-'})` : ''}`);
+  }
+  c.io.out(`${verdict}${[...unavailable, ...unhealthy].map((p) => `\n  - ${p}`).join('')}`);
+  return code;
+}
+
+// --- agents -------------------------------------------------------------------------------------------
+
+/** Group memberships from delta-calculator; undefined (and a warning) when it does not answer: the rest of the listing still stands. */
+async function groupsOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, string[]> | undefined> {
+  if (agentIds.length === 0) return {};
+  try {
+    return valueOf(decodeAgentGroupsReply(await ask(c, c.s.agentGroupsApi, { agentIds }))).groups;
+  } catch (e) {
+    c.io.err(`fleetctl: warning: group memberships unavailable (delta-calculator: ${describeError(e)})`);
+    return undefined;
+  }
+}
+
+export async function agents(c: Ctx, verb: string | undefined, args: readonly string[], v: Options): Promise<number> {
+  if (verb === 'show') {
+    const agentId = args[0] ?? usage('expected <agent id>');
+    const progress = valueOf(decodeAgentShowReply(await ask(c, c.s.agentsApi('show'), { agentId })));
+    const groups = await groupsOf(c, [agentId]);
+    const memberOf = groups?.[agentId];
+    if (progress.agent === null && (memberOf === undefined || memberOf.length === 0)) {
+      throw new FleetError('FLEET_OPS_001', `no agent ${JSON.stringify(agentId)}: the change log holds none of its changes${groups === undefined ? '' : ' and it has no group membership'}`);
+    }
+    const view = { agentId, log: progress.agent, groups: memberOf ?? null };
+    if (c.json) return c.io.out(JSON.stringify(view, null, 2)), 0;
+    c.io.out(`agent ${agentId}`);
+    if (progress.agent === null) c.io.out('  log: none of its changes (never pushed anything the log kept)');
+    else {
+      const a = progress.agent;
+      c.io.out(`  last origin seq: ${a.lastOriginSeq}\n  changes logged: ${a.changes}\n  last log seq: ${a.lastSeq}\n  last change appended: ${a.lastAppendedAt}\n  last hlc: ${a.lastHlc}`);
+    }
+    c.io.out(`  groups: ${memberOf === undefined ? 'unknown (delta-calculator did not answer)' : memberOf.length === 0 ? '-' : memberOf.join(', ')}`);
+    return 0;
+  }
+  if (verb !== undefined && verb !== 'list') return usage(`unknown agents command ${JSON.stringify(verb)}`);
+  if (args.length > 0) usage(`agents list takes no argument (got ${JSON.stringify(args[0])})`);
+  const after = stringOption(v, 'after');
+  const limit = positiveInt('--limit', stringOption(v, 'limit'));
+  const page = valueOf(decodeAgentsListReply(await ask(c, c.s.agentsApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) })));
+  const groups = await groupsOf(c, page.agents.map((a) => a.agentId));
+  if (c.json) {
+    c.io.out(JSON.stringify({ agents: page.agents.map((a) => ({ ...a, groups: groups?.[a.agentId] ?? null })), hasMore: page.hasMore, nextCursor: page.nextCursor }, null, 2));
+    return 0;
+  }
+  if (page.agents.length === 0) c.io.out('no agents');
+  else {
+    const row = (a: AgentProgress): string[] => [a.agentId, String(a.lastOriginSeq), String(a.changes), String(a.lastSeq), a.lastAppendedAt, groups === undefined ? '?' : (groups[a.agentId] ?? []).join(',') || '-'];
+    for (const l of table([['AGENT', 'LAST ORIGIN SEQ', 'CHANGES', 'LAST SEQ', 'LAST APPENDED', 'GROUPS'], ...page.agents.map(row)])) c.io.out(l);
+  }
+  if (page.hasMore && page.nextCursor !== null) c.io.out(`more: fleetctl agents --after ${page.nextCursor}${limit === undefined ? '' : ` --limit ${limit}`}`);
+  return 0;
+}
+
+// --- verify -------------------------------------------------------------------------------------------
+
+const VERIFIED = [
+  ['change-log', 'origins'],
+  ['version-vector', 'records'],
+  ['delta-calculator', 'record_states'],
+] as const;
+
+function printCheck(c: Ctx, service: string, ch: VerifyCheck): void {
+  const what = ch.name === 'origins' ? `${ch.checked} origin(s)` : `${ch.checked} record(s)`;
+  if (ch.skipped !== undefined) {
+    c.io.out(`${ch.name} (${service}): SKIPPED: ${ch.skipped}`);
+    return;
+  }
+  c.io.out(`${ch.name} (${service}): ${what} against ${ch.changesRead} logged change(s), cursor ${ch.cursor} of head ${ch.headSeq}: ${ch.differences === 0 ? 'OK' : `${ch.differences} DIFFERENCE(S)`}`);
+  for (const d of ch.diffs) c.io.out(`  ${d.ref !== undefined ? `${d.ref.scope}/${d.ref.collection}/${d.ref.key}` : `origin ${d.origin ?? '?'}`}: ${d.why}`);
+  if (ch.diffs.length < ch.differences) c.io.out(`  ... and ${ch.differences - ch.diffs.length} more (--max-diffs)`);
+}
+
+export async function verify(c: Ctx, args: readonly string[], v: Options): Promise<number> {
+  if (args.length > 0) usage(`verify takes no argument (got ${JSON.stringify(args[0])})`);
+  const maxDiffs = positiveInt('--max-diffs', stringOption(v, 'max-diffs'));
+  if (maxDiffs !== undefined && maxDiffs > 1000) usage('--max-diffs is at most 1000');
+  const body = maxDiffs === undefined ? {} : { maxDiffs };
+  // One request per service at once; a service that does not answer fails the verify (exit 69).
+  const replies: VerifyResponse[] = await Promise.all(VERIFIED.map(async ([service]) => valueOf(decodeVerifyReply(await ask(c, c.s.verifyApi(service), body)))));
+  const differences = replies.reduce((n, r) => n + r.checks.reduce((m, ch) => m + ch.differences, 0), 0);
+  const skipped = replies.flatMap((r) => r.checks.filter((ch) => ch.skipped !== undefined).map((ch) => ch.name));
+  if (c.json) c.io.out(JSON.stringify({ ok: differences === 0, differences, skipped, services: replies }, null, 2));
+  else {
+    for (const r of replies) for (const ch of r.checks) printCheck(c, r.service, ch);
+    c.io.out(differences === 0 ? `CONSISTENT: every projection equals the change log's fold${skipped.length > 0 ? ` (not checked: ${skipped.join(', ')})` : ''}` : `INCONSISTENT: ${differences} difference(s)`);
+  }
+  return differences === 0 ? 0 : EXIT_UNHEALTHY;
+}
+
+// --- replay (dead letters) ----------------------------------------------------------------------------
+
+function seqsOf(args: readonly string[]): number[] {
+  const seqs = args.flatMap((a) => a.split(',')).filter((a) => a !== '').map((a) => positiveInt('<seq>', a) as number);
+  if (seqs.length === 0) usage('name the dead letters by their sequence (fleetctl replay list shows them)');
+  if (seqs.length > 100) usage('at most 100 dead letters at once');
+  if (new Set(seqs).size !== seqs.length) usage('a sequence is named twice');
+  return seqs;
+}
+
+function printDeadLetter(c: Ctx, d: DeadLetterItem): void {
+  c.io.out(
+    `${d.seq}\t${d.storedAt}\t${d.code ?? '-'}\t${d.originalSubject ?? '-'}${d.part === null ? '' : ` (part ${d.part})`}\t${d.reason ?? '-'}${d.notReplayable === undefined ? '' : `\t[not replayable: ${d.notReplayable}]`}`,
+  );
+}
+
+function printResult(c: Ctx, r: DeadLetterActionResult): void {
+  if (r.outcome === 'replayed') c.io.out(`${r.seq}\treplayed to ${r.subject} (${r.stream} seq ${r.streamSeq}${r.duplicate ? ', a duplicate of an earlier replay' : ''}); removed from the dead letters`);
+  else if (r.outcome === 'discarded') c.io.out(`${r.seq}\tdiscarded`);
+  else c.io.out(`${r.seq}\tFAILED ${r.error.code} ${r.error.message}`);
+}
+
+export async function replay(c: Ctx, verb: string | undefined, args: readonly string[], v: Options): Promise<number> {
+  if (verb === 'list') {
+    if (args.length > 0) usage(`replay list takes no argument (got ${JSON.stringify(args[0])})`);
+    const after = nonNegativeInt('--after', stringOption(v, 'after'));
+    const limit = positiveInt('--limit', stringOption(v, 'limit'));
+    if (limit !== undefined && limit > 100) usage('--limit is at most 100');
+    const page = valueOf(decodeDeadLettersListReply(await ask(c, c.s.deadLettersApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) })));
+    if (c.json) return c.io.out(JSON.stringify(page, null, 2)), 0;
+    for (const d of page.items) printDeadLetter(c, d);
+    if (page.items.length === 0) c.io.out('no dead letters');
+    c.io.out(`${page.total} dead letter(s) in all${page.hasMore ? `; more: fleetctl replay list --after ${page.nextCursor}` : ''}`);
+    return 0;
+  }
+  if (verb === 'show') {
+    const seq = positiveInt('<seq>', args[0]) ?? usage('expected <seq>');
+    const r = valueOf(decodeDeadLetterShowReply(await ask(c, c.s.deadLettersApi('show'), { seq })));
+    c.io.out(JSON.stringify(r, null, 2));
+    return 0;
+  }
+  const discard = verb === 'discard';
+  if (!discard && verb !== undefined && !/^[\d,]+$/.test(verb)) return usage(`unknown replay command ${JSON.stringify(verb)}`);
+  const seqs = seqsOf(discard ? args : [...(verb === undefined ? [] : [verb]), ...args]);
+  if (c.config.token === undefined) {
+    throw new FleetError('FLEET_AUTH_004', `set FLEET_OPERATOR_TOKEN to the change-log operator token to ${discard ? 'discard' : 'replay'} dead letters`);
+  }
+  const reply = valueOf(
+    decodeDeadLettersActionReply(await ask(c, c.s.deadLettersApi(discard ? 'discard' : 'replay'), { seqs }, { [Headers.Authorization]: `Bearer ${c.config.token}` })),
+  );
+  if (c.json) c.io.out(JSON.stringify(reply, null, 2));
+  else for (const r of reply.results) printResult(c, r);
+  const failed = reply.results.filter((r) => r.outcome === 'failed');
+  return failed.length === 0 ? 0 : 1;
+}
