@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a machine ready to run the project: npm dependencies, NATS with JetStream on
 # 127.0.0.1:4222 and PostgreSQL on 127.0.0.1:5432 (with max_prepared_transactions for critical
-# operations), and the project's database.
+# operations and wal_level=logical for the capture of SQL writes), and the project's database.
 # Idempotent: what is installed is not installed again, what listens is not started twice.
 # Installing system packages needs root (apt-get); on a machine that has them it is skipped.
 set -euo pipefail
@@ -84,18 +84,25 @@ if ! psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1; then
   fi
   psql_ -d postgres -tAc 'select 1' >/dev/null
 fi
-# Critical operations are a two-phase commit whose server participant is a PostgreSQL prepared
-# transaction: PostgreSQL's default max_prepared_transactions (0) refuses them (FLEET_TPC_002). When
-# the server on $PG_PORT is a Debian cluster of this machine (pg_lsclusters, matched by its data
-# directory), raise it once: ALTER SYSTEM, then a restart (through systemd when systemd runs it).
+# Two server settings need a restart, so they are set together, once:
+# - critical operations are a two-phase commit whose server participant is a PostgreSQL prepared
+#   transaction: the default max_prepared_transactions (0) refuses them (FLEET_TPC_002);
+# - server-side SQL writes are captured from the WAL by logical replication: wal_level = logical
+#   (the default, replica, refuses the capture's slot: FLEET_CAPTURE_001).
+# When the server on $PG_PORT is a Debian cluster of this machine (pg_lsclusters, matched by its data
+# directory) and we are superuser: ALTER SYSTEM, then a restart (through systemd when systemd runs it).
 # Anything else (a container, a managed server) is left alone, with a warning.
-if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then
+pg_settings_ok() {
+  [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" != 0 ] && [ "$(psql_ -d postgres -tAc 'show wal_level')" = logical ]
+}
+if ! pg_settings_ok; then
   data_dir="$(psql_ -d postgres -tAc 'show data_directory')"
   cluster="$(pg_lsclusters --no-header 2>/dev/null | awk -v d="$data_dir" '$6 == d { print $1, $2 }')"
   if [ -n "$cluster" ] && [ "$(psql_ -d postgres -tAc 'select rolsuper from pg_roles where rolname = current_user')" = t ]; then
     read -r cluster_ver cluster_name <<<"$cluster"
-    log "setting max_prepared_transactions = 64 (critical operations) and restarting PostgreSQL $cluster_ver/$cluster_name"
-    psql_ -d postgres -c 'alter system set max_prepared_transactions = 64'
+    log "setting max_prepared_transactions = 64 (critical operations) and wal_level = logical (capture of SQL writes), restarting PostgreSQL $cluster_ver/$cluster_name"
+    if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then psql_ -d postgres -c 'alter system set max_prepared_transactions = 64'; fi
+    psql_ -d postgres -c 'alter system set wal_level = logical'
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
       sudo_ systemctl restart "postgresql@$cluster_ver-$cluster_name" || true
     else
@@ -107,6 +114,17 @@ if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then
   if [ "$(psql_ -d postgres -tAc 'show max_prepared_transactions')" = 0 ]; then
     log "warning: PostgreSQL on 127.0.0.1:$PG_PORT has max_prepared_transactions = 0: critical operations are refused (FLEET_TPC_002) until it is raised (and the demo skips them)"
   fi
+  if [ "$(psql_ -d postgres -tAc 'show wal_level')" != logical ]; then
+    log "warning: PostgreSQL on 127.0.0.1:$PG_PORT has wal_level = $(psql_ -d postgres -tAc 'show wal_level'): SQL writes to server_records are not captured (FLEET_CAPTURE_001) until it is logical (and the demo skips them)"
+  fi
+fi
+# A fleet run (demo, tests) captures SQL writes through a slot named after its database and drops it
+# when it ends; a run that was killed leaves it inactive, holding the server's WAL and its database.
+if [ "$(psql_ -d postgres -tAc 'show wal_level')" = logical ]; then
+  for slot in $(psql_ -d postgres -tAc "select slot_name from pg_replication_slots where not active and slot_name like 'fleet\_run\_%'"); do
+    log "dropping replication slot $slot, left by a fleet run that did not finish"
+    psql_ -d postgres -tAc "select pg_drop_replication_slot('$slot')" >/dev/null || true
+  done
 fi
 if [ "$(psql_ -d postgres -tAc "select 1 from pg_database where datname = '$DB_NAME'")" != 1 ]; then
   log "creating database $DB_NAME"

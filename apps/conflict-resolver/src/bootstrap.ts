@@ -9,6 +9,7 @@ import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { ConflictResolverConfig } from './config';
 import { conflictResolverStreams } from './streams';
+import { CaptureRunner } from './capture';
 import { ConflictResolverModule } from './conflict-resolver.module';
 
 
@@ -32,6 +33,7 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });
   await app.startAllMicroservices();
   await listenHttp(app, config.httpPort);
+  app.get(CaptureRunner).start();
   logger.log(`ready: health on :${(app.getHttpServer() as { address(): { port: number } }).address().port}, consuming ${s.classified('conflict')} as ${s.ns}-conflict-resolver, operator API on HTTP and ${s.conflictsApiAll}`);
   return app;
 }

@@ -57,6 +57,25 @@ export const conflictResolverConfig = defineConfig({
       default: '15s',
       description: 'how often open conflicts whose event was lost are picked up again (0: never)',
     },
+    captureSlot: {
+      env: 'CAPTURE_SLOT',
+      schema: envString({ max: 63, pattern: /^[a-z0-9_]+$/, patternHint: 'expected a replication slot name: [a-z0-9_], at most 63' }),
+      optional: true,
+      description:
+        'capture SQL writes to the server_records table into the change log (docs/server-writes.md) through this logical replication slot, made if missing; needs wal_level=logical; every replica uses the same name (one streams, the others stand by); unset: no capture',
+    },
+    capturePartRecords: {
+      env: 'CAPTURE_PART_RECORDS',
+      schema: envInt({ min: 1, max: 4000 }),
+      default: '500',
+      description: 'records of one captured SQL transaction appended together (one ServerWriter transaction, one advisory lock per record); a larger transaction is appended in parts, each exactly once',
+    },
+    captureRetry: {
+      env: 'CAPTURE_RETRY',
+      schema: envDuration({ min: 100, max: 600_000 }),
+      default: '5s',
+      description: 'wait before the capture connects again after a failure, or while another replica holds the slot',
+    },
     sweepAge: {
       env: 'SWEEP_AGE',
       schema: envDuration({ min: 1000, max: 3_600_000 }),

@@ -8,6 +8,7 @@ import { HealthModule, operatorStatusController, STATUS_FACTS, SYNC_METRICS, Syn
 import type { SyncMetrics } from '@fleet/observability';
 import { ConflictDesk, PostgresChangeLog, ServerWriter, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
+import { CaptureRunner, captureReadinessCheck } from './capture';
 import type { ConflictResolverConfig } from './config';
 import { conflictEventsController } from './conflict-events.controller';
 import { conflictsApiController } from './conflicts-api.controller';
@@ -23,6 +24,8 @@ import { CONFLICT_RESOLVER_CONFIG, STRATEGY_CONFIG } from './tokens';
 export class ConflictResolverModule {
   static forRoot(config: ConflictResolverConfig, strategies: StrategyConfig, transport: JetStreamServer): DynamicModule {
     const s = subjects(config.namespace);
+    // Made by its provider; the health module (imported, so outside this module's injector) reads it when probed.
+    let capture: CaptureRunner | undefined;
     const node = config.node ?? `server-${(process.env['HOSTNAME'] ?? hostname()).replace(/[^\x21-\x7e]/g, '')}-${process.pid}`;
     return {
       module: ConflictResolverModule,
@@ -32,7 +35,7 @@ export class ConflictResolverModule {
         HealthModule.forRootAsync({
           inject: [DataSource, JetStreamServer],
           useFactory: (ds: DataSource, js: JetStreamServer) => ({
-            checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)],
+            checks: [postgresReadinessCheck(ds), natsReadinessCheck(js), captureReadinessCheck(() => capture)],
           }),
         }),
       ],
@@ -50,6 +53,11 @@ export class ConflictResolverModule {
           provide: ServerWriter,
           inject: [DataSource],
           useFactory: (ds: DataSource) => new ServerWriter(ds, { changeLog: new PostgresChangeLog(ds), config: strategies, node }),
+        },
+        {
+          provide: CaptureRunner,
+          inject: [DataSource, ServerWriter, ConflictResolverPublisher, JetStreamServer, SYNC_METRICS],
+          useFactory: (ds: DataSource, w: ServerWriter, pub: ConflictResolverPublisher, js: JetStreamServer, metrics: SyncMetrics) => (capture = new CaptureRunner(ds, w, pub, js, metrics, config)),
         },
         { provide: ConflictDesk, inject: [DataSource, ServerWriter], useFactory: (ds: DataSource, w: ServerWriter) => new ConflictDesk(ds, w) },
         {

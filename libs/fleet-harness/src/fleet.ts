@@ -45,6 +45,11 @@ export interface FleetOptions {
   readonly random?: () => number;
   readonly agentIdPrefix?: string;
   readonly serviceEnv?: Partial<Record<ServiceName, Readonly<Record<string, string>>>>;
+  /**
+   * Capture SQL writes to `server_records` (conflict-resolver's FLEET_CONFLICTRESOLVER_CAPTURE_SLOT, a slot
+   * of this run's own, dropped by `close`) when PostgreSQL's wal_level is logical. Default true.
+   */
+  readonly capture?: boolean;
   /** Agents are opened and brought online this many at a time. */
   readonly startConcurrency?: number;
   readonly onRemote?: (agent: FleetAgent, ref: RecordRef, atMs: number) => void;
@@ -104,17 +109,22 @@ export class Fleet {
     const natsUrl = nats?.url ?? o.natsUrl ?? process.env['FLEET_NATS_URL'] ?? 'nats://127.0.0.1:4222';
     const db = await createDatabase('fleet_run');
     const namespace = `f${randomBytes(4).toString('hex')}`;
-    const stack = await ServerStack.create({ databaseUrl: db.url, natsUrl, namespace, strategies: o.strategies, logDir: dir }, o.serviceEnv ?? {});
+    const captureSlot = o.capture !== false && (await walLevel(db.url)) === 'logical' ? db.name : undefined;
+    const serviceEnv = { ...o.serviceEnv };
+    if (captureSlot !== undefined) serviceEnv['conflict-resolver'] = { FLEET_CONFLICTRESOLVER_CAPTURE_SLOT: captureSlot, ...serviceEnv['conflict-resolver'] };
+    const stack = await ServerStack.create({ databaseUrl: db.url, natsUrl, namespace, strategies: o.strategies, logDir: dir }, serviceEnv);
     try {
       await stack.start();
     } catch (e) {
       await stack.kill();
+      if (captureSlot !== undefined) await dropSlot(db.url, captureSlot).catch(() => undefined);
       await db.drop().catch(() => undefined);
       await nats?.stop();
       throw e;
     }
     const bus = await Messaging.connect({ servers: [natsUrl], name: 'fleet-harness' }, subjects(namespace));
     const f = new Fleet(o, dir, nats, natsUrl, db, stack, bus);
+    f.captureSlot = captureSlot;
     const prefix = o.agentIdPrefix ?? 'host';
     const width = String(o.agents).length;
     for (let i = 0; i < o.agents; i++) {
@@ -223,6 +233,9 @@ export class Fleet {
     if (!reply.ok) throw new Error(`critical operation ${operation.kind} ${operation.name}: ${reply.error.code} ${reply.error.message}`);
     return reply.value.transaction;
   }
+
+  /** The replication slot conflict-resolver captures `server_records` from; undefined when capture is off (wal_level, `capture: false`). */
+  captureSlot: string | undefined;
 
   async sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
     const c = new Client({ connectionString: this.db.url });
@@ -384,10 +397,41 @@ export class Fleet {
     await this.bus.drain().catch(() => undefined);
     await this.nats?.stop();
     if (!opts.keep) {
+      // A database with a replication slot cannot be dropped, and a slot left behind holds the server's WAL.
+      if (this.captureSlot !== undefined) await dropSlot(this.db.url, this.captureSlot).catch(() => undefined);
       await this.db.drop().catch(() => undefined);
       rmSync(this.dir, { recursive: true, force: true });
     }
     return codes;
+  }
+}
+
+async function walLevel(url: string): Promise<string | undefined> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return ((await c.query('show wal_level')).rows[0] as { wal_level?: string } | undefined)?.wal_level;
+  } finally {
+    await c.end();
+  }
+}
+
+/** Drops a logical replication slot once no process streams from it (a killed service's walsender takes a moment to go). */
+async function dropSlot(url: string, slot: string): Promise<void> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    for (let i = 0; i < 100; i++) {
+      const rows = (await c.query('select active from pg_replication_slots where slot_name = $1', [slot])).rows as Array<{ active: boolean }>;
+      if (rows[0] === undefined) return;
+      if (!rows[0].active) {
+        await c.query('select pg_drop_replication_slot($1)', [slot]);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await c.end();
   }
 }
 

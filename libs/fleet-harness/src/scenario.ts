@@ -69,13 +69,15 @@ interface Counters {
   serverWrites: number;
   hostServerEdits: number;
   operatorResolutions: number;
+  /** Rows written in SQL to `server_records` (captured from the WAL by conflict-resolver). */
+  sqlWrites: number;
 }
 
 export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioReport> {
   const rng = new Prng(o.seed);
   const jitter = rng.fork();
   const t0 = performance.now();
-  const counters: Counters = { phase: 'starting services', agentChanges: 0, serverWrites: 0, hostServerEdits: 0, operatorResolutions: 0 };
+  const counters: Counters = { phase: 'starting services', agentChanges: 0, serverWrites: 0, hostServerEdits: 0, operatorResolutions: 0, sqlWrites: 0 };
   const progress = o.progress ?? (() => undefined);
   const fleet = await Fleet.start({
     agents: o.agents,
@@ -148,6 +150,21 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
       await fleet.serverPut({ scope: `group.${g}`, collection: 'desired', key: 'role' }, { role: g, replicas: 1 + rng.int(5) });
       await fleet.serverPut({ scope: `group.${g}`, collection: 'settings', key: 'firewall' }, { open: g === 'web' ? [80, 443] : g === 'db' ? [5432] : [6379] });
       counters.serverWrites += 2;
+    }
+    // Plain SQL into server_records, captured from the WAL (docs/server-writes.md): an insert per scope, then an update.
+    let sqlCaptured: number | undefined;
+    if (fleet.captureSlot !== undefined) {
+      await fleet.sql(`insert into server_records (scope, collection, key, fields) values ('fleet', 'settings', 'motd', $1::jsonb)`, [JSON.stringify({ text: 'managed by fleet-sync', seed: o.seed })]);
+      for (const g of GROUPS) await fleet.sql(`insert into server_records (scope, collection, key, fields) values ($1, 'packages', 'pinned', $2::jsonb)`, [`group.${g}`, JSON.stringify({ list: [`${g}-agent`], channel: 'stable' })]);
+      await fleet.sql(`update server_records set fields = fields || '{"channel":"lts"}'::jsonb where collection = 'packages' and key = 'pinned'`);
+      counters.sqlWrites = 1 + 2 * GROUPS.length;
+      const t0 = performance.now();
+      for (;;) {
+        const [row] = await fleet.sql<{ n: number }>(`select count(*)::int as n from change_log where origin = 'server' and ((collection = 'settings' and key = 'motd') or (collection = 'packages' and key = 'pinned'))`);
+        sqlCaptured = row?.n ?? 0;
+        if (sqlCaptured >= counters.sqlWrites || performance.now() - t0 > 30_000) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
     await fleet.waitConverged(120_000);
 
@@ -246,7 +263,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     );
     const acked = fleet.agents.reduce((n, a) => n + a.acked.size, 0);
     const varz = await fleet.nats?.varz();
-    const ok = check.ok && verify.violations === 0 && verify.failed.length === 0 && critical.problems.length === 0;
+    const ok = check.ok && verify.violations === 0 && verify.failed.length === 0 && critical.problems.length === 0 && (sqlCaptured === undefined || sqlCaptured === counters.sqlWrites);
     const lines: string[] = [];
     lines.push('', `fleet scenario report (seed ${o.seed}, ${o.agents} agents, ${offline.length} offline = ${(o.offlineShare * 100).toFixed(0)} %, ${o.editRate} edits per agent per round, ${rounds} rounds)`);
     lines.push(`  hosting: 4 services as child processes (change-log, version-vector, conflict-resolver, delta-calculator), ${o.agents} real agent stacks (SQLite file + SyncManager + own NATS connection each) in this process, ${fleet.nats ? `private nats-server ${fleet.natsUrl}` : `NATS ${fleet.natsUrl}`}, PostgreSQL database ${fleet.db.name}`);
@@ -254,6 +271,11 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     lines.push(`  made on agents            ${counters.agentChanges}`);
     lines.push(`  acknowledged by JetStream ${acked} (PubAck, then removed from the outbox)`);
     lines.push(`  server writes             ${counters.serverWrites} (${counters.serverWrites - counters.hostServerEdits} desired config via PUT /records, ${counters.hostServerEdits} edits of host records via PUT/POST /records/host.*)`);
+    lines.push(
+      sqlCaptured === undefined
+        ? '  SQL writes                skipped: PostgreSQL wal_level is not logical (scripts/setup.sh sets it on a cluster it manages; docs/server-writes.md)'
+        : `  SQL writes                ${counters.sqlWrites} row writes in server_records (inserts, then an update), captured from the WAL as ${sqlCaptured} server changes${sqlCaptured === counters.sqlWrites ? ' (one each)' : ': NOT one each'}`,
+    );
     lines.push(`  change log                ${logStats?.total ?? 0} rows: ${logStats?.agent ?? 0} from agents, ${logStats?.server ?? 0} from the server (writes + resolutions)`);
     lines.push('', 'conflicts (conflict log, by strategy and outcome)');
     const collections = [...new Set(conflicts.map((c) => c.collection))].sort();

@@ -184,6 +184,21 @@ export const Metrics = {
     attributes: { outcome: ['ok', 'failed'] },
     buckets: APPEND_BUCKETS,
   },
+  // --- server-side SQL writes (conflict-resolver's capture, docs/server-writes.md) ---
+  captureRows: {
+    name: 'fleet_sync.capture.rows',
+    kind: 'counter',
+    unit: '{record}',
+    description: "Records written in `server_records` and captured from the WAL, per transaction's net effect: `captured` became a server change, `unchanged` needed none, `rejected` was dead-lettered.",
+    attributes: { outcome: ['captured', 'unchanged', 'rejected'] },
+  },
+  captureLag: {
+    name: 'fleet_sync.capture.lag',
+    kind: 'gauge',
+    unit: 'By',
+    description: 'WAL the capture slot holds back (the server\'s position minus the slot\'s acknowledged one); a steady rise is a capture that does not keep up or does not run, and PostgreSQL keeps that WAL on disk.',
+    attributes: {},
+  },
   deadLettered: {
     name: 'fleet_sync.dead_lettered',
     kind: 'counter',

@@ -89,6 +89,7 @@ export class ServerRecordCapture {
   private wake: (() => void) | undefined;
   private stateValue: CaptureState = 'starting';
   private lastError: string | undefined;
+  private lastErrorCode: string | undefined;
   private txn: OpenTransaction | undefined;
   private busy = false;
   private broken: unknown;
@@ -114,6 +115,11 @@ export class ServerRecordCapture {
   /** Why the last attempt failed, while `failed` or `standby`. */
   get error(): string | undefined {
     return this.lastError;
+  }
+
+  /** The FleetError code of the last failure, if it was one (FLEET_CAPTURE_001: wal_level or the slot). */
+  get errorCode(): string | undefined {
+    return this.lastErrorCode;
   }
 
   start(): void {
@@ -166,6 +172,7 @@ export class ServerRecordCapture {
     if (this.stateValue !== 'failed' || this.lastError !== message) this.options.logger.warn(`capture of ${SERVER_RECORDS_TABLE} (slot ${this.options.slot}): ${message}; trying again every ${this.retryMs} ms`);
     this.stateValue = 'failed';
     this.lastError = message;
+    this.lastErrorCode = isFleetError(e) ? e.code : undefined;
   }
 
   /** One replication session: until the stream ends or a handler fails. */
@@ -190,6 +197,7 @@ export class ServerRecordCapture {
     service.on('start', () => {
       this.stateValue = 'streaming';
       this.lastError = undefined;
+      this.lastErrorCode = undefined;
       this.options.logger.log(`capturing ${SERVER_RECORDS_TABLE} from slot ${this.options.slot}`);
     });
     try {
@@ -324,6 +332,9 @@ export class ServerRecordCapture {
     if (slot === undefined) {
       try {
         await this.ds.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [this.options.slot]);
+        // The slot starts now: rows committed before it are not in its stream.
+        const [{ n }] = (await this.ds.query(`select count(*)::int as n from ${SERVER_RECORDS_TABLE}`)) as [{ n: number }];
+        if (n > 0) this.options.logger.warn(`created replication slot ${this.options.slot}: the ${n} row(s) already in ${SERVER_RECORDS_TABLE} were written before it and are not captured; write them again (a changed value) to capture them`);
       } catch (e) {
         if ((e as { code?: unknown }).code !== '42710') throw e; // duplicate_object: another replica made it first
       }
