@@ -120,8 +120,9 @@ if ! pg_settings_ok; then
 fi
 # A fleet run (demo, tests) captures SQL writes through a slot named after its database and drops it
 # when it ends; a run that was killed leaves it inactive, holding the server's WAL and its database.
+# A slot is left alone while anything is connected to its database (a run still going, between retries).
 if [ "$(psql_ -d postgres -tAc 'show wal_level')" = logical ]; then
-  for slot in $(psql_ -d postgres -tAc "select slot_name from pg_replication_slots where not active and slot_name like 'fleet\_run\_%'"); do
+  for slot in $(psql_ -d postgres -tAc "select s.slot_name from pg_replication_slots s where not s.active and s.slot_name like 'fleet\_run\_%' and not exists (select 1 from pg_stat_activity a where a.datname = s.database)"); do
     log "dropping replication slot $slot, left by a fleet run that did not finish"
     psql_ -d postgres -tAc "select pg_drop_replication_slot('$slot')" >/dev/null || true
   done

@@ -1,7 +1,7 @@
 import { loadConfig } from '@fleet/config';
 import { isFleetError } from '@fleet/errors';
 import { changeLogConfig } from './config';
-import { checkOperatorToken } from './critical';
+import { checkChangeLogOperator as checkOperatorToken } from './critical';
 
 function refusal(fn: () => unknown): string {
   try {
@@ -28,6 +28,6 @@ describe('change-log configuration: the operator token', () => {
     expect(refusal(() => checkOperatorToken('a-real-token-0123456789', 'Bearer a-real-token-012345678'))).toMatch(/^FLEET_AUTH_004 /);
     expect(refusal(() => checkOperatorToken('a-real-token-0123456789', 'a-real-token-0123456789'))).toMatch(/^FLEET_AUTH_004 /);
     expect(refusal(() => checkOperatorToken('a-real-token-0123456789', undefined))).toMatch(/^FLEET_AUTH_004 /);
-    expect(refusal(() => checkOperatorToken(undefined, 'Bearer anything-at-all-here'))).toMatch(/^FLEET_AUTH_004 .*critical operations are disabled/);
+    expect(refusal(() => checkOperatorToken(undefined, 'Bearer anything-at-all-here'))).toMatch(/^FLEET_AUTH_004 .*critical begin is disabled: set FLEET_CHANGELOG_OPERATOR_TOKEN/);
   });
 });

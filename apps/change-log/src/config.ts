@@ -14,6 +14,7 @@ import {
   logLevelOption,
   namespaceOption,
   natsUrlOption,
+  operatorTokenOption,
   serviceOptions,
 } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
@@ -68,16 +69,7 @@ export const changeLogConfig = defineConfig({
       default: '10s',
       description: 'critical operations (two-phase commit): how long participants have to vote when the request names no `voteTimeoutMs`; a host that has not voted by then aborts the transaction',
     },
-    operatorToken: {
-      env: 'OPERATOR_TOKEN',
-      schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }).refine((t) => !t.includes('CHANGE_ME'), {
-        error: 'still the placeholder of k8s/config/secret.yaml: generate a token (openssl rand -base64 32)',
-      }),
-      optional: true,
-      secret: true,
-      description: 'critical operations and dead letters: the token an operator must send (`Authorization: Bearer <token>`, HTTP or NATS header) to begin a critical operation, or to replay or discard dead letters (fleetctl replay); unset: every such request is refused (FLEET_AUTH_004). Keep it in a Secret',
-      fallback: ['FLEET_OPERATOR_TOKEN'],
-    },
+    operatorToken: operatorTokenOption('begin a critical operation, or replay or discard dead letters (fleetctl replay)'),
     signingKeyFile: {
       env: 'SIGNING_KEY_FILE',
       schema: envString({ min: 1 }),

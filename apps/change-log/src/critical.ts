@@ -10,11 +10,12 @@
  * - `CriticalRecovery`: `recover()` at start and every `criticalRetry` (presumed abort of transactions
  *   whose coordinator died mid-vote, phase 2 again for participants that missed it).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { Body, Controller, Get, HttpCode, Headers as HttpHeaders, Inject, Logger, Param, Post, Query, UseFilters } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown, Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
+import { checkOperatorToken } from '@fleet/config';
 import {
+  answerRequest,
   CriticalBeginRequestSchema,
   CriticalListRequestSchema,
   CriticalShowRequestSchema,
@@ -24,9 +25,8 @@ import {
   decodeTpcAgentReply,
   decodeTpcStatusRequest,
   decodeWith,
-  encodeJson,
-  errorReply,
   Headers,
+  encodeJson,
   PROTOCOL_VERSION,
   subjects,
 } from '@fleet/contracts';
@@ -97,29 +97,10 @@ export class NatsAgentParticipants implements AgentParticipants {
 /** The agent answered with an error reply (as opposed to not answering). */
 class AgentErrorReply extends Error {}
 
-/**
- * The operator token check of the requests that change something beyond the log: `begin` (hosts'
- * certificates and credentials) and the dead-letter replay and discard (operator.ts). `Bearer <token>`
- * must match FLEET_CHANGELOG_OPERATOR_TOKEN, compared in constant time; with no token configured every
- * such request is refused. Reads (show, list) carry no secret and need none.
- */
-export function checkOperatorToken(configured: string | undefined, authorization: string | undefined, action = 'critical begin'): void {
-  if (configured === undefined) {
-    throw new FleetError('FLEET_AUTH_004', `${action === 'critical begin' ? 'critical operations are' : `${action} is`} disabled: set FLEET_CHANGELOG_OPERATOR_TOKEN on the change-log and send it as \`Authorization: Bearer <token>\``);
-  }
-  const given = /^Bearer (.+)$/.exec(authorization ?? '')?.[1];
-  const a = createHash('sha256').update(given ?? '').digest();
-  const b = createHash('sha256').update(configured).digest();
-  if (given === undefined || !timingSafeEqual(a, b)) throw new FleetError('FLEET_AUTH_004', `${action}: the operator token is missing or wrong (\`Authorization: Bearer <token>\`)`);
+/** The change-log's operator token check (libs/config `checkOperatorToken`): `critical begin`, dead-letter replay and discard. */
+export function checkChangeLogOperator(configured: string | undefined, authorization: string | undefined, action = 'critical begin'): void {
+  checkOperatorToken(configured, authorization, action, 'FLEET_CHANGELOG_OPERATOR_TOKEN');
 }
-
-const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {
-  try {
-    return await fn();
-  } catch (e) {
-    return errorReply(e);
-  }
-};
 
 export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: string, m: TpcSigned) => string): Type<unknown> {
   const s = subjects(config.namespace);
@@ -130,8 +111,8 @@ export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: 
 
     @NatsRequest(s.criticalApi('begin'), s.queueGroups.coordinator)
     begin(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => {
-        checkOperatorToken(config.operatorToken, req.header(Headers.Authorization));
+      return answerRequest(async () => {
+        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization));
         const r = decodeCriticalBeginRequest(req.data);
         return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.begin(r.operation, r.agents, r.voteTimeoutMs) };
       });
@@ -139,18 +120,18 @@ export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: 
 
     @NatsRequest(s.criticalApi('show'), s.queueGroups.coordinator)
     show(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => ({ protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(decodeCriticalShowRequest(req.data).txid) }));
+      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(decodeCriticalShowRequest(req.data).txid) }));
     }
 
     @NatsRequest(s.criticalApi('list'), s.queueGroups.coordinator)
     list(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => ({ protocol: PROTOCOL_VERSION, transactions: await this.coordinator.list(decodeCriticalListRequest(req.data)) }));
+      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, transactions: await this.coordinator.list(decodeCriticalListRequest(req.data)) }));
     }
 
     /** An agent in doubt asks; the agent id is the subject's last token (its NATS permissions allow only its own). */
     @NatsRequest(s.tpcStatusAll, s.queueGroups.coordinator)
     status(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => {
+      return answerRequest(async () => {
         const agentId = s.agentOfTpcStatus(req.subject);
         if (agentId === undefined) throw new FleetError('FLEET_DECODE_002', `not a status subject: ${req.subject}`);
         const { txid } = decodeTpcStatusRequest(req.data);
@@ -178,7 +159,7 @@ export class CriticalHttpController {
   @Post()
   @HttpCode(200)
   async begin(@Body() body: unknown, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
-    checkOperatorToken(this.config.operatorToken, authorization);
+    checkChangeLogOperator(this.config.operatorToken, authorization);
     const r = decodeWith(CriticalBeginRequestSchema, { protocol: PROTOCOL_VERSION, ...(typeof body === 'object' && body !== null ? body : {}) });
     return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.begin(r.operation, r.agents, r.voteTimeoutMs) };
   }

@@ -12,13 +12,13 @@ import type { Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
 import { DataSource } from 'typeorm';
 import {
+  answerRequest,
   decodeAgentShowRequest,
   decodeAgentsListRequest,
   decodeDeadLettersActionRequest,
   decodeDeadLetterShowRequest,
   decodeDeadLettersListRequest,
   decodeVerifyRequest,
-  errorReply,
   Headers,
   PROTOCOL_VERSION,
   subjects,
@@ -28,15 +28,7 @@ import { DeadLetterDesk, NatsRequest } from '@fleet/messaging';
 import type { InboundRequest } from '@fleet/messaging';
 import { agentProgress, changeLogFigures, listAgents, verifyOrigins } from '@fleet/server-store';
 import type { ChangeLogConfig } from './config';
-import { checkOperatorToken } from './critical';
-
-const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {
-  try {
-    return await fn();
-  } catch (e) {
-    return errorReply(e);
-  }
-};
+import { checkChangeLogOperator } from './critical';
 
 /** The status figures of change-log (`fleetctl status`). */
 export async function changeLogStatusFacts(ds: DataSource, desk: DeadLetterDesk): Promise<StatusFacts> {
@@ -57,7 +49,7 @@ export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
 
     @NatsRequest(s.agentsApi('list'), group)
     agents(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async (): Promise<AgentsListResponse> => {
+      return answerRequest(async (): Promise<AgentsListResponse> => {
         const r = decodeAgentsListRequest(req.data);
         const page = await listAgents(this.ds, { ...(r.after === undefined ? {} : { after: r.after }), limit: r.limit ?? 100 });
         return { protocol: PROTOCOL_VERSION, agents: page.agents, hasMore: page.hasMore, nextCursor: page.agents[page.agents.length - 1]?.agentId ?? null };
@@ -66,38 +58,38 @@ export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
 
     @NatsRequest(s.agentsApi('show'), group)
     agent(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => ({ protocol: PROTOCOL_VERSION, agent: await agentProgress(this.ds, decodeAgentShowRequest(req.data).agentId) }));
+      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, agent: await agentProgress(this.ds, decodeAgentShowRequest(req.data).agentId) }));
     }
 
     @NatsRequest(s.deadLettersApi('list'), group)
     deadLetters(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => this.desk.list(decodeDeadLettersListRequest(req.data)));
+      return answerRequest(async () => this.desk.list(decodeDeadLettersListRequest(req.data)));
     }
 
     @NatsRequest(s.deadLettersApi('show'), group)
     deadLetter(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => this.desk.show(decodeDeadLetterShowRequest(req.data).seq));
+      return answerRequest(async () => this.desk.show(decodeDeadLetterShowRequest(req.data).seq));
     }
 
     @NatsRequest(s.deadLettersApi('replay'), group)
     replay(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => {
-        checkOperatorToken(config.operatorToken, req.header(Headers.Authorization), 'dead-letter replay');
+      return answerRequest(async () => {
+        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), 'dead-letter replay');
         return { protocol: PROTOCOL_VERSION, results: await this.desk.replay(decodeDeadLettersActionRequest(req.data).seqs) };
       });
     }
 
     @NatsRequest(s.deadLettersApi('discard'), group)
     discard(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => {
-        checkOperatorToken(config.operatorToken, req.header(Headers.Authorization), 'dead-letter discard');
+      return answerRequest(async () => {
+        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), 'dead-letter discard');
         return { protocol: PROTOCOL_VERSION, results: await this.desk.discard(decodeDeadLettersActionRequest(req.data).seqs) };
       });
     }
 
-    @NatsRequest(s.verifyApi('change-log'), group)
+    @NatsRequest(s.verifyApi('change-log'), group, { maxConcurrent: 1 }) // one long snapshot at a time: the pool's other connections append
     verify(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async (): Promise<VerifyResponse> => {
+      return answerRequest(async (): Promise<VerifyResponse> => {
         const r = decodeVerifyRequest(req.data);
         const started = performance.now();
         const check = await verifyOrigins(this.ds, r.maxDiffs ?? 100);

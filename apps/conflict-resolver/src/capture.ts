@@ -4,9 +4,11 @@ import type { DataSource } from 'typeorm';
 import { encodeJson } from '@fleet/contracts';
 import type { JetStreamServer } from '@fleet/messaging';
 import type { ReadinessCheck, SyncMetrics } from '@fleet/observability';
-import { parseLsn, SERVER_RECORDS_TABLE, ServerRecordCapture, type RejectedRow, type ServerWriter } from '@fleet/server-store';
+import { parseLsn, SERVER_RECORDS_TABLE, ServerRecordCapture, slotLagBytes, type RejectedRow, type ServerWriter } from '@fleet/server-store';
 import type { ConflictResolverConfig } from './config';
 import type { ConflictResolverPublisher } from './publisher';
+
+const LAG_EVERY_MS = 15_000;
 
 /**
  * Server-side SQL writes (docs/server-writes.md): when `FLEET_CONFLICTRESOLVER_CAPTURE_SLOT` is set, the
@@ -17,12 +19,19 @@ import type { ConflictResolverPublisher } from './publisher';
  */
 export class CaptureRunner implements BeforeApplicationShutdown {
   readonly capture: ServerRecordCapture | undefined;
+  private lagTimer: NodeJS.Timeout | undefined;
+  private readonly sampleLag: (() => Promise<void>) | undefined;
 
   constructor(ds: DataSource, writer: ServerWriter, publisher: ConflictResolverPublisher, transport: JetStreamServer, metrics: SyncMetrics, config: ConflictResolverConfig) {
     const slot = config.captureSlot;
     if (slot === undefined) return;
     const logger = new Logger('capture');
     const stream = `capture-${slot}`;
+    // Sampled whatever the capture's state: a capture that is failing, or stands by while no replica streams, shows as a rising lag.
+    this.sampleLag = async () => {
+      const bytes = await slotLagBytes(ds, slot).catch(() => undefined);
+      if (bytes !== undefined) metrics.captureLag.record(bytes);
+    };
     this.capture = new ServerRecordCapture(ds, {
       databaseUrl: config.databaseUrl,
       slot,
@@ -45,15 +54,20 @@ export class CaptureRunner implements BeforeApplicationShutdown {
       onRows: (outcome, n) => {
         if (n > 0) metrics.captureRows.add(n, { outcome });
       },
-      onLag: (bytes) => metrics.captureLag.record(bytes),
     });
   }
 
   start(): void {
     this.capture?.start();
+    if (this.sampleLag !== undefined) {
+      const sample = this.sampleLag;
+      this.lagTimer = setInterval(() => void sample(), LAG_EVERY_MS);
+      this.lagTimer.unref();
+    }
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    if (this.lagTimer !== undefined) clearInterval(this.lagTimer);
     await this.capture?.stop();
   }
 }

@@ -2,7 +2,7 @@
  * conflict-resolver's configuration: every option declared once. Variables are
  * `FLEET_CONFLICTRESOLVER_<NAME>`, then the shared fallback named in the table (`--help`).
  */
-import { databaseUrlOption, defineConfig, envDuration, envInt, envString, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions, serviceOptions } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, envString, logLevelOption, namespaceOption, natsUrlOption, operatorTokenOption, strategyConfigOptions, serviceOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const conflictResolverConfig = defineConfig({
@@ -14,6 +14,7 @@ export const conflictResolverConfig = defineConfig({
     logLevel: logLevelOption(),
     ...serviceOptions({ httpPort: '3000', dbPool: '4' }),
     ...strategyConfigOptions(),
+    operatorToken: operatorTokenOption('resolve a conflict (HTTP `POST /conflicts/:id/resolve`, NATS `admin.conflicts.resolve`) or write a record (`PUT`/`DELETE`/`POST /records/...`); reads (list, show) need none'),
     batchMessages: {
       env: 'BATCH_MESSAGES',
       schema: envInt({ min: 1, max: 1000 }),

@@ -1,8 +1,11 @@
-import { Body, Controller, Get, HttpCode, Inject, Param, Post, Query, UseFilters } from '@nestjs/common';
+import { Body, Controller, Get, Headers as HttpHeaders, HttpCode, Inject, Param, Post, Query, UseFilters } from '@nestjs/common';
 import { FleetErrorHttpFilter } from '@fleet/observability';
 import { ConflictResolveRequestSchema, ConflictShowRequestSchema, ConflictsListRequestSchema, decodeWith, PROTOCOL_VERSION } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
+import type { ConflictResolverConfig } from './config';
+import { checkResolverOperator } from './operator-token';
 import { ResolverService } from './resolver.service';
+import { CONFLICT_RESOLVER_CONFIG } from './tokens';
 
 /** A decimal id or number from a path or query string, strictly (`12abc` is not 12). */
 export function intParam(name: string, v: string | undefined): number | undefined {
@@ -14,13 +17,17 @@ export function intParam(name: string, v: string | undefined): number | undefine
 /**
  * The operator API over HTTP: the conflict log and the manual queue.
  * `GET /conflicts?status=pending&after=&limit=`, `GET /conflicts/:id`,
- * `POST /conflicts/:id/resolve` with `{take: origin}` | `{fields, unset?}` | `{deleted: true}`.
+ * `POST /conflicts/:id/resolve` with `{take: origin}` | `{fields, unset?}` | `{deleted: true}`, with the
+ * operator token (`Authorization: Bearer <token>`, FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN; 401 otherwise).
  * Inputs are decoded with the same schemas as the NATS API; errors map to HTTP in the filter.
  */
 @Controller('conflicts')
 @UseFilters(new FleetErrorHttpFilter('FLEET_CONFLICT_001'))
 export class ConflictsHttpController {
-  constructor(@Inject(ResolverService) private readonly resolver: ResolverService) {}
+  constructor(
+    @Inject(ResolverService) private readonly resolver: ResolverService,
+    @Inject(CONFLICT_RESOLVER_CONFIG) private readonly config: ConflictResolverConfig,
+  ) {}
 
   @Get()
   async list(@Query('status') status?: string, @Query('after') after?: string, @Query('limit') limit?: string): Promise<unknown> {
@@ -41,7 +48,8 @@ export class ConflictsHttpController {
 
   @Post(':id/resolve')
   @HttpCode(200)
-  async resolve(@Param('id') id: string, @Body() body: unknown): Promise<unknown> {
+  async resolve(@Param('id') id: string, @Body() body: unknown, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+    checkResolverOperator(this.config.operatorToken, authorization, 'conflict resolve');
     const req = decodeWith(ConflictResolveRequestSchema, { protocol: PROTOCOL_VERSION, id: intParam('id', id), choice: body });
     return this.resolver.resolve(req.id, req.choice);
   }

@@ -8,10 +8,11 @@ import {
   decodeConflictShowReply,
   decodeConflictsListReply,
   encodeJson,
+  Headers,
   PROTOCOL_VERSION,
 } from '@fleet/contracts';
 import { visibleFields, type RecordRef, type StrategyConfig } from '@fleet/sync-core';
-import { Agent, eventually, readRecordState, startHarness, type Harness } from './testing/harness';
+import { Agent, eventually, HARNESS_OPERATOR_TOKEN, readRecordState, startHarness, type Harness } from './testing/harness';
 
 jest.setTimeout(120_000);
 
@@ -27,8 +28,10 @@ afterAll(async () => {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- response bodies are checked field by field in the tests
 type Json = any;
 
-async function http(method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const res = await fetch(`${h.http}${path}`, { method, headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+/** An operator's request, with the operator token unless `token` says otherwise (`null`: none). */
+async function http(method: string, path: string, body?: unknown, token: string | null = HARNESS_OPERATOR_TOKEN): Promise<{ status: number; body: Json }> {
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...(token === null ? {} : { authorization: `Bearer ${token}` }) };
+  const res = await fetch(`${h.http}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
   return { status: res.status, body: await res.json() };
 }
 
@@ -65,6 +68,13 @@ describe('manual queue over HTTP', () => {
     expect(shown.body.item.conflict.fields.map((f: { field: string }) => f.field)).toEqual(['level']);
     expect(shown.body.item.outcome).toEqual({ kind: 'queued', provisional: { fields: { level: 3, mode: 'a' } } });
 
+    // Resolving needs the operator token; reads do not.
+    for (const token of [null, 'not-the-operator-token']) {
+      const refused = await http('POST', `/conflicts/${item!.id}/resolve`, { take: b.id }, token);
+      expect(refused.status).toBe(401);
+      expect(refused.body.error.code).toBe('FLEET_AUTH_004');
+    }
+    expect((await http('GET', `/conflicts/${item!.id}`, undefined, null)).body.item.status).toBe('pending');
     const resolved = await http('POST', `/conflicts/${item!.id}/resolve`, { take: b.id });
     expect(resolved.status).toBe(200);
     expect(resolved.body.item).toMatchObject({ status: 'resolved', resolvedBy: 'operator', outcome: { kind: 'resolution', fields: { level: 3 }, unset: [] } });
@@ -105,7 +115,8 @@ describe('manual queue over HTTP', () => {
 });
 
 describe('manual queue over NATS request/reply', () => {
-  const ask = async (verb: 'list' | 'show' | 'resolve', body: unknown) => (await h.bus.request(h.s.conflictsApi(verb), encodeJson({ protocol: PROTOCOL_VERSION, ...(body as object) }), { timeoutMs: 10_000 })).data;
+  const ask = async (verb: 'list' | 'show' | 'resolve', body: unknown, token: string | null = HARNESS_OPERATOR_TOKEN) =>
+    (await h.bus.request(h.s.conflictsApi(verb), encodeJson({ protocol: PROTOCOL_VERSION, ...(body as object) }), { timeoutMs: 10_000, ...(token === null ? {} : { headers: { [Headers.Authorization]: `Bearer ${token}` } }) })).data;
 
   it('lists, shows, resolves, and refuses to resolve twice or a superseded item', async () => {
     const { ref, a } = await conflicted('nats1');
@@ -116,6 +127,8 @@ describe('manual queue over NATS request/reply', () => {
     const shown = decodeConflictShowReply(await ask('show', { id: item!.id }));
     expect(shown.ok && shown.value.item.status).toBe('pending');
 
+    const refused = decodeConflictResolveReply(await ask('resolve', { id: item!.id, choice: { take: a.id } }, null));
+    expect(refused.ok ? 'ok' : refused.error.code).toBe('FLEET_AUTH_004');
     const resolved = decodeConflictResolveReply(await ask('resolve', { id: item!.id, choice: { take: a.id } }));
     expect(resolved.ok).toBe(true);
     if (resolved.ok) expect(resolved.value.change.fields).toEqual({ level: 2 });
@@ -136,6 +149,9 @@ describe('manual queue over NATS request/reply', () => {
 
 describe('operator writes of server-owned records', () => {
   it('PUT and DELETE /records/:scope/:collection/:key are server changes, applied like any other', async () => {
+    const refused = await http('PUT', '/records/fleet/config/ntp', { fields: { servers: ['x'] } }, null);
+    expect(refused.status).toBe(401);
+    expect((await http('DELETE', '/records/fleet/config/ntp', undefined, 'not-the-operator-token')).status).toBe(401);
     const put = await http('PUT', '/records/fleet/config/ntp', { fields: { servers: ['a', 'b'] } });
     expect(put.status).toBe(200);
     expect(put.body.change).toMatchObject({ origin: 'server', scope: 'fleet', op: 'put', vv: { server: 1 } });

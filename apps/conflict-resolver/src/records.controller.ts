@@ -1,11 +1,14 @@
-import { Body, Controller, Delete, HttpCode, Inject, Logger, Param, Post, Put, Res, UseFilters } from '@nestjs/common';
+import { Body, Controller, Delete, Headers as HttpHeaders, HttpCode, Inject, Logger, Param, Post, Put, Res, UseFilters } from '@nestjs/common';
 import { FleetErrorHttpFilter } from '@fleet/observability';
 import { z } from 'zod';
 import { CollectionSchema, decodeWith, FieldNameSchema, FieldsSchema, KeySchema, ScopeSchema } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import { ServerWriter } from '@fleet/server-store';
 import { counterAdd, SERVER_ORIGIN, visibleFields, type JsonValue, type LocalEdit, type LoggedChange, type RecordRef } from '@fleet/sync-core';
+import type { ConflictResolverConfig } from './config';
+import { checkResolverOperator } from './operator-token';
 import { ConflictResolverPublisher } from './publisher';
+import { CONFLICT_RESOLVER_CONFIG } from './tokens';
 
 const RefSchema = z.strictObject({ scope: ScopeSchema, collection: CollectionSchema, key: KeySchema });
 // Field names as a change's decoder checks them (not `__proto__`, storable): the server writes these changes without decoding them.
@@ -39,6 +42,7 @@ interface HttpResponse {
  * The change is committed before it is announced: 200 once announced; if the announcement still fails
  * after the publisher's retries, 202 with `announced: false` (version-vector's log sweep projects it
  * anyway, within its interval). Retrying a 202 would write the change twice: don't.
+ * Every write needs the operator token (`Authorization: Bearer <token>`, FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN; 401 otherwise).
  */
 @Controller('records')
 @UseFilters(new FleetErrorHttpFilter('FLEET_CONFLICT_001'))
@@ -48,11 +52,13 @@ export class RecordsController {
   constructor(
     @Inject(ServerWriter) private readonly writer: ServerWriter,
     @Inject(ConflictResolverPublisher) private readonly publisher: ConflictResolverPublisher,
+    @Inject(CONFLICT_RESOLVER_CONFIG) private readonly config: ConflictResolverConfig,
   ) {}
 
   @Put(':scope/:collection/:key')
   @HttpCode(200)
-  async put(@Param('scope') scope: string, @Param('collection') collection: string, @Param('key') key: string, @Body() body: unknown, @Res({ passthrough: true }) res: HttpResponse): Promise<RecordWriteReply> {
+  async put(@Param('scope') scope: string, @Param('collection') collection: string, @Param('key') key: string, @Body() body: unknown, @Res({ passthrough: true }) res: HttpResponse, @HttpHeaders('authorization') authorization?: string): Promise<RecordWriteReply> {
+    this.authorize(authorization);
     const b = decodeWith(PutBodySchema, body);
     const edit: LocalEdit = { op: 'put', fields: b.fields, ...(b.unset === undefined ? {} : { unset: b.unset }) };
     return this.write(this.ref(scope, collection, key), () => edit, res);
@@ -60,19 +66,25 @@ export class RecordsController {
 
   @Delete(':scope/:collection/:key')
   @HttpCode(200)
-  async remove(@Param('scope') scope: string, @Param('collection') collection: string, @Param('key') key: string, @Res({ passthrough: true }) res: HttpResponse): Promise<RecordWriteReply> {
+  async remove(@Param('scope') scope: string, @Param('collection') collection: string, @Param('key') key: string, @Res({ passthrough: true }) res: HttpResponse, @HttpHeaders('authorization') authorization?: string): Promise<RecordWriteReply> {
+    this.authorize(authorization);
     return this.write(this.ref(scope, collection, key), () => ({ op: 'delete' }), res);
   }
 
   @Post(':scope/:collection/:key/increment')
   @HttpCode(200)
-  async increment(@Param('scope') scope: string, @Param('collection') collection: string, @Param('key') key: string, @Body() body: unknown, @Res({ passthrough: true }) res: HttpResponse): Promise<RecordWriteReply> {
+  async increment(@Param('scope') scope: string, @Param('collection') collection: string, @Param('key') key: string, @Body() body: unknown, @Res({ passthrough: true }) res: HttpResponse, @HttpHeaders('authorization') authorization?: string): Promise<RecordWriteReply> {
+    this.authorize(authorization);
     const b = decodeWith(IncrementBodySchema, body);
     return this.write(
       this.ref(scope, collection, key),
       (current) => ({ op: 'put', fields: { [b.field]: counterAdd(current !== null && Object.hasOwn(current, b.field) ? current[b.field] : undefined, SERVER_ORIGIN, b.by) } }),
       res,
     );
+  }
+
+  private authorize(authorization: string | undefined): void {
+    checkResolverOperator(this.config.operatorToken, authorization, 'record write');
   }
 
   private ref(scope: string, collection: string, key: string): RecordRef {

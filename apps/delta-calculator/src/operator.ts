@@ -8,7 +8,7 @@ import { Controller, Inject } from '@nestjs/common';
 import type { Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
 import { DataSource } from 'typeorm';
-import { decodeAgentGroupsRequest, decodeVerifyRequest, errorReply, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import { answerRequest, decodeAgentGroupsRequest, decodeVerifyRequest, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { StatusFacts, VerifyResponse } from '@fleet/contracts';
 import { DeltaStore, readRecordStatesCursor } from '@fleet/delta';
 import { NatsRequest } from '@fleet/messaging';
@@ -24,14 +24,6 @@ export async function deltaStatusFacts(ds: DataSource): Promise<StatusFacts> {
 
 export function deltaOperatorController(config: DeltaConfig, strategies: StrategyConfig): Type<unknown> {
   const s = subjects(config.namespace);
-  const answer = async (fn: () => Promise<unknown>): Promise<unknown> => {
-    try {
-      return await fn();
-    } catch (e) {
-      return errorReply(e);
-    }
-  };
-
   @Controller()
   class DeltaOperatorController {
     constructor(
@@ -41,12 +33,12 @@ export function deltaOperatorController(config: DeltaConfig, strategies: Strateg
 
     @NatsRequest(s.agentGroupsApi, s.queueGroups.pull)
     groups(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async () => ({ protocol: PROTOCOL_VERSION, groups: await this.store.groupsOfMany(decodeAgentGroupsRequest(req.data).agentIds) }));
+      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, groups: await this.store.groupsOfMany(decodeAgentGroupsRequest(req.data).agentIds) }));
     }
 
     @NatsRequest(s.verifyApi('delta-calculator'), s.queueGroups.pull, { maxConcurrent: 1 })
     verify(@Payload() req: InboundRequest): Promise<unknown> {
-      return answer(async (): Promise<VerifyResponse> => {
+      return answerRequest(async (): Promise<VerifyResponse> => {
         const r = decodeVerifyRequest(req.data);
         const started = performance.now();
         const check = await verifyStateTable(this.ds, {

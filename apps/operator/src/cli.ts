@@ -1,7 +1,7 @@
 /** What every fleetctl command shares: its context, the request helper, usage errors and option readers. */
 import { envDuration } from '@fleet/config';
 import type { CommandLineIo } from '@fleet/config';
-import { encodeJson, PROTOCOL_VERSION } from '@fleet/contracts';
+import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { Reply, Subjects } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import type { Messaging } from '@fleet/messaging';
@@ -56,6 +56,12 @@ export function durationOption(name: string, v: string | undefined, bounds: { mi
 
 export async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>, timeoutMs = c.config.timeout): Promise<Uint8Array> {
   return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs, ...(headers === undefined ? {} : { headers }) })).data;
+}
+
+/** The operator token header of a request that changes something; refused here (FLEET_AUTH_004, exit 77) when no token is configured. */
+export function operatorAuth(c: Ctx, action: string): Record<string, string> {
+  if (c.config.token === undefined) throw new FleetError('FLEET_AUTH_004', `set FLEET_OPERATOR_TOKEN to the operator token to ${action}`);
+  return { [Headers.Authorization]: `Bearer ${c.config.token}` };
 }
 
 /** Left-aligned columns for a table printed to a terminal. */

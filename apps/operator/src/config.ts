@@ -16,7 +16,7 @@ export const operatorConfig = defineConfig({
       schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),
       optional: true,
       secret: true,
-      description: "the change-log's operator token (its FLEET_CHANGELOG_OPERATOR_TOKEN): needed to begin a critical operation, and to replay or discard dead letters",
+      description: "the operator token (the services' FLEET_OPERATOR_TOKEN, or FLEET_CHANGELOG_OPERATOR_TOKEN and FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN): needed to begin a critical operation, to replay or discard dead letters, and to resolve a conflict",
     },
     timeout: {
       env: 'TIMEOUT',

@@ -11,12 +11,11 @@ import {
   decodeDeadLettersListReply,
   decodeStatusReply,
   decodeVerifyReply,
-  Headers,
   SERVER_SERVICES,
 } from '@fleet/contracts';
 import type { AgentProgress, DeadLetterActionResult, DeadLetterItem, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { ask, durationOption, nonNegativeInt, positiveInt, stringOption, table, usage, valueOf } from './cli';
+import { ask, durationOption, nonNegativeInt, operatorAuth, positiveInt, stringOption, table, usage, valueOf } from './cli';
 import type { Ctx, Options } from './cli';
 
 /** Exit codes of status and verify (beside main.ts's): unhealthy or different is 1, a service not answering or not ready 69. */
@@ -234,12 +233,8 @@ export async function replay(c: Ctx, verb: string | undefined, args: readonly st
   const discard = verb === 'discard';
   if (!discard && verb !== undefined && !/^[\d,]+$/.test(verb)) return usage(`unknown replay command ${JSON.stringify(verb)}`);
   const seqs = seqsOf(discard ? args : [...(verb === undefined ? [] : [verb]), ...args]);
-  if (c.config.token === undefined) {
-    throw new FleetError('FLEET_AUTH_004', `set FLEET_OPERATOR_TOKEN to the change-log operator token to ${discard ? 'discard' : 'replay'} dead letters`);
-  }
-  const reply = valueOf(
-    decodeDeadLettersActionReply(await ask(c, c.s.deadLettersApi(discard ? 'discard' : 'replay'), { seqs }, { [Headers.Authorization]: `Bearer ${c.config.token}` })),
-  );
+  const auth = operatorAuth(c, `${discard ? 'discard' : 'replay'} dead letters`);
+  const reply = valueOf(decodeDeadLettersActionReply(await ask(c, c.s.deadLettersApi(discard ? 'discard' : 'replay'), { seqs }, auth)));
   if (c.json) c.io.out(JSON.stringify(reply, null, 2));
   else for (const r of reply.results) printResult(c, r);
   const failed = reply.results.filter((r) => r.outcome === 'failed');

@@ -69,13 +69,19 @@ describe('fleetctl', () => {
     r = await run(['conflicts', 'show', String(pending!.id)]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ id: pending!.id, status: 'pending', ref });
+    // Resolving needs the operator token: none (refused here), a wrong one (refused by the service).
     r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server']);
+    expect(r.code).toBe(77);
+    expect(r.err).toMatch(/FLEET_AUTH_004 .*set FLEET_OPERATOR_TOKEN to the operator token to resolve a conflict/);
+    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server'], { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' });
+    expect(r.code).toBe(77);
+    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server'], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(r.out).toMatch(new RegExp(`^conflict ${pending!.id} resolved: resolution change [0-9a-f-]{36} logged at seq \\d+$`));
-    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server']);
+    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server'], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^fleetctl: FLEET_CONFLICT_002 /);
-    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server', '--deleted']);
+    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server', '--deleted'], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN });
     expect(r.code).toBe(64);
   });
 

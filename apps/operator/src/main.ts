@@ -21,14 +21,13 @@ import {
   decodeConflictsListReply,
   decodeCriticalListReply,
   decodeCriticalTxReply,
-  Headers,
   subjects,
 } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxSummary, CriticalTxView } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
 import { Messaging } from '@fleet/messaging';
-import { ask, positiveInt, stringOption, usage, UsageError, valueOf } from './cli';
+import { ask, operatorAuth, positiveInt, stringOption, usage, UsageError, valueOf } from './cli';
 import type { Ctx, Io, Options } from './cli';
 import { operatorConfig } from './config';
 import { agents, replay, status, verify } from './fleet';
@@ -52,7 +51,7 @@ commands:
   replay discard <seq> [<seq>...]   drop dead letters for good (token)
   conflicts list [--status pending|open|resolved|auto-resolved|superseded] [--limit n] [--after id]
   conflicts show <id>
-  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted
+  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted   (token)
   critical list [--state preparing|committing|aborting|committed|aborted] [--limit n]
   critical show <txid>
   critical certificate <name> --pem-file <file> --not-after <iso date> --agents a,b,... [--vote-timeout 10s]
@@ -110,7 +109,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
       const unset = str('unset')?.split(',').map((f) => f.trim()).filter((f) => f !== '');
       choice = { fields, ...(unset === undefined ? {} : { unset }) };
     }
-    const r = valueOf(decodeConflictResolveReply(await ask(c, c.s.conflictsApi('resolve'), { id, choice })));
+    const r = valueOf(decodeConflictResolveReply(await ask(c, c.s.conflictsApi('resolve'), { id, choice }, operatorAuth(c, 'resolve a conflict'))));
     if (c.json) return c.io.out(JSON.stringify(r, null, 2)), 0;
     c.io.out(`conflict ${r.item.id} ${r.item.status}: resolution change ${r.change.changeId} logged at seq ${r.change.seq}`);
     return 0;
@@ -157,14 +156,14 @@ async function critical(c: Ctx, verb: string | undefined, args: readonly string[
     if (!parsed.success) usage('--vote-timeout: expected a duration such as 500ms or 10s, between 100ms and 120s');
     voteTimeoutMs = parsed.data;
   }
-  if (c.config.token === undefined) throw new FleetError('FLEET_AUTH_004', 'set FLEET_OPERATOR_TOKEN to the change-log operator token to begin a critical operation');
+  const auth = operatorAuth(c, 'begin a critical operation');
   const body = { operation, agents, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
   // `begin` answers once decided and phase 2 was tried: the vote timeout (the service's default is
   // 10 s), then up to 5 s per round of 64 hosts. Wait for that, however short FLEET_OPERATOR_TIMEOUT is.
   const waitMs = Math.max(c.config.timeout, (voteTimeoutMs ?? 10_000) + Math.ceil(agents.length / 64) * 5000 + 15_000);
   let reply: Uint8Array;
   try {
-    reply = await ask(c, c.s.criticalApi('begin'), body, { [Headers.Authorization]: `Bearer ${c.config.token}` }, waitMs);
+    reply = await ask(c, c.s.criticalApi('begin'), body, auth, waitMs);
   } catch (e) {
     if (!isFleetError(e) || e.code !== 'FLEET_INFRA_001') throw e;
     throw new FleetError('FLEET_INFRA_001', `${e.message}; if the coordinator received it, the operation may still complete: look for it with fleetctl critical list`, { cause: e });

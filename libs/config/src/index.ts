@@ -3,3 +3,4 @@ export * from './define';
 export * from './common';
 export * from './strategy-config';
 export * from './command-line';
+export * from './operator-token';

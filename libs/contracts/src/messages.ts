@@ -433,6 +433,15 @@ export function errorReply(err: unknown): ErrorReply {
   return { error: { code: json.code, message, retryable: e.retryable, ...(json.details === undefined ? {} : { details: { ...json.details } }) } };
 }
 
+/** An operator or request handler's answer: what `fn` returns, or the `errorReply` of what it throws. */
+export async function answerRequest(fn: () => Promise<unknown>): Promise<unknown> {
+  try {
+    return await fn();
+  } catch (e) {
+    return errorReply(e);
+  }
+}
+
 export function decodeErrorReply(bytes: Uint8Array): ErrorReply {
   return decodeWith(ErrorReplySchema, decodeJson(bytes, MAX_ERROR_REPLY_BYTES));
 }

@@ -28,11 +28,11 @@ export const ErrorCodes = {
    */
   FLEET_AUTH_003: { name: 'ForeignWrite', retryable: false, message: 'scope is not writable by this agent' },
   /**
-   * An operator request that changes hosts' certificates or credentials (`critical begin`), or that
-   * re-publishes or discards dead letters (`replay`), came without the operator token, or with a wrong
-   * one; or the change-log has no token configured, and then refuses every such request. Send
-   * `Authorization: Bearer <token>` (HTTP, or the same header on the NATS request) with the value of
-   * `FLEET_CHANGELOG_OPERATOR_TOKEN`.
+   * An operator request that changes something came without the operator token, or with a wrong one:
+   * `critical begin`, dead-letter `replay` and `discard` (change-log), a conflict resolution or a record
+   * write (conflict-resolver); or the service has no token configured, and then refuses every such
+   * request. Send `Authorization: Bearer <token>` (HTTP, or the same header on the NATS request) with
+   * the value of the service's `FLEET_<SERVICE>_OPERATOR_TOKEN` (or the shared `FLEET_OPERATOR_TOKEN`).
    */
   FLEET_AUTH_004: { name: 'OperatorUnauthorized', retryable: false, message: 'operator token missing or wrong' },
   /**

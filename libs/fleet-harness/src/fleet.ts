@@ -222,7 +222,7 @@ export class Fleet {
 
   /** An operator's decision (`POST /conflicts/:id/resolve`). */
   async resolveConflict(id: number, choice: { take: string } | { fields: Record<string, unknown> } | { deleted: true }): Promise<{ ok: boolean; status: number; body: unknown }> {
-    const r = await fetch(`${this.stack.operatorUrl}/conflicts/${id}/resolve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(choice), signal: AbortSignal.timeout(30_000) });
+    const r = await fetch(`${this.stack.operatorUrl}/conflicts/${id}/resolve`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${HARNESS_OPERATOR_TOKEN}` }, body: JSON.stringify(choice), signal: AbortSignal.timeout(30_000) });
     return { ok: r.ok, status: r.status, body: await r.json().catch(() => null) };
   }
 
@@ -435,10 +435,12 @@ async function dropSlot(url: string, slot: string): Promise<void> {
   }
 }
 
+/** An operator's HTTP request: JSON in and out, with the harness's operator token (reads ignore it). */
 export async function httpJson(method: string, url: string, body?: unknown): Promise<unknown> {
   const r = await fetch(url, {
     method,
-    ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    headers: { authorization: `Bearer ${HARNESS_OPERATOR_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(30_000),
   });
   const text = await r.text();

@@ -102,9 +102,10 @@ export class ServiceProcess {
     if (this.name === 'delta-calculator') e['FLEET_DELTA_PROJECT_EVERY'] = '250ms';
     // Every service that computes views (all but the change log) runs with the deployment's strategies.
     if (this.name !== 'change-log') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
-    // The operator token of critical operations (a deployment keeps it in a Secret).
+    // The operator token (a deployment keeps it in a Secret): critical operations and dead letters
+    // (change-log), conflict resolutions and record writes (conflict-resolver).
+    if (this.name === 'change-log' || this.name === 'conflict-resolver') e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
     if (this.name === 'change-log') {
-      e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
       const keyFile = join(this.spec.logDir, 'coordinator.key');
       if (!existsSync(keyFile)) writeFileSync(keyFile, HARNESS_COORDINATOR_KEYS.privateKey, { mode: 0o600 });
       e[`${p}SIGNING_KEY_FILE`] = keyFile;

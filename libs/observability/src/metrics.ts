@@ -196,7 +196,7 @@ export const Metrics = {
     name: 'fleet_sync.capture.lag',
     kind: 'gauge',
     unit: 'By',
-    description: 'WAL the capture slot holds back (the server\'s position minus the slot\'s acknowledged one); a steady rise is a capture that does not keep up or does not run, and PostgreSQL keeps that WAL on disk.',
+    description: 'WAL the capture slot holds back (the server\'s position minus the slot\'s acknowledged one), sampled every 15 s by each replica with capture on; a steady rise is a capture that does not keep up or does not run, and PostgreSQL keeps that WAL on disk.',
     attributes: {},
   },
   deadLettered: {

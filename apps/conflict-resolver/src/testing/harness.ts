@@ -79,6 +79,9 @@ export interface HarnessOptions {
 
 const ROOT = join(__dirname, '..', '..', '..', '..');
 
+/** The operator token the harness's resolvers are given (FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN). */
+export const HARNESS_OPERATOR_TOKEN = 'conflict-resolver-harness-token';
+
 /** Starts a service's main.ts as a child process with `env`; resolves when its /health/ready answers 200. */
 async function spawnService(main: string, env: Record<string, string>, port: number): Promise<ChildProcess> {
   // The parent's V8 / profiling flags (`--cpu-prof`, `--max-semi-space-size=...`) apply to the services too.
@@ -134,6 +137,7 @@ export async function startHarness(strategies: StrategyConfig, opts: HarnessOpti
     FLEET_CONFLICTRESOLVER_BATCH_LINGER: '2ms',
     FLEET_CONFLICTRESOLVER_SWEEP_INTERVAL: opts.sweepInterval ?? '2s',
     FLEET_CONFLICTRESOLVER_SWEEP_AGE: '2s',
+    FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN,
   });
   let http = '';
   for (let i = 0; i < replicas; i++) {

@@ -204,34 +204,39 @@ describe('exactly once across restarts and failures', () => {
     }
   });
 
-  it('a transaction streamed again after its changes committed (slot not acknowledged) adds nothing; one cut into parts resumes at the next part', async () => {
-    // A dead-letter sink that fails once in the middle of a transaction: parts 1-2 commit, part 3 fails
-    // before its commit, the stream stops unacknowledged, and the next session streams the whole transaction again.
-    let failures = 1;
-    const run = startCapture('fleet_capture_parts', {
+  it('a transaction streamed again after some of its parts committed resumes at the next record, even with another part size', async () => {
+    // Parts of 2 records: a,b and c,d commit; the third part (bad, f) fails before its commit because the
+    // dead-letter sink is down, so the stream stops unacknowledged. A capture started again with parts of
+    // 3 streams the whole transaction again, skips the 4 records appended, and goes on from `bad`.
+    const first = startCapture('fleet_capture_parts', {
       partRecords: 2,
-      reject: async (r) => {
-        if (failures-- > 0) throw new Error('dead-letter sink down');
-        void r;
+      reject: async () => {
+        throw new Error('dead-letter sink down');
       },
     });
+    await waitState(first.capture, 'streaming');
+    await ds.transaction(async (tx) => {
+      await tx.query(`insert into server_records values ('fleet', 'pt', 'a', '{}'), ('fleet', 'pt', 'b', '{}'), ('fleet', 'pt', 'c', '{}'), ('fleet', 'pt', 'd', '{}')`);
+      await tx.query(`insert into server_records values ('host.server', 'pt', 'bad', '{}')`);
+      await tx.query(`insert into server_records values ('fleet', 'pt', 'f', '{}')`);
+    });
+    await changesOf('pt', 4);
+    await until('the failure', () => (first.warnings.some((w) => /dead-letter sink down/.test(w)) ? true : undefined));
+    await first.capture.stop();
+    const progressOf = async () => ((await ds.query(`select records from capture_progress where slot = 'fleet_capture_parts'`)) as Array<{ records: number }>)[0]?.records;
+    expect(await progressOf()).toBe(4);
+    expect((await serverChanges('pt')).map((c) => c.key)).toEqual(['a', 'b', 'c', 'd']);
+
+    const second = startCapture('fleet_capture_parts', { partRecords: 3 });
     try {
-      await waitState(run.capture, 'streaming');
-      await ds.transaction(async (tx) => {
-        await tx.query(`insert into server_records values ('fleet', 'pt', 'a', '{}'), ('fleet', 'pt', 'b', '{}'), ('fleet', 'pt', 'c', '{}'), ('fleet', 'pt', 'd', '{}')`);
-        await tx.query(`insert into server_records values ('host.server', 'pt', 'bad', '{}')`); // part 3 (records 5-6): rejected
-        await tx.query(`insert into server_records values ('fleet', 'pt', 'f', '{}')`);
-      });
-      const changes = await changesOf('pt', 5);
-      await until('a failure', () => (run.warnings.some((w) => /dead-letter sink down/.test(w)) ? true : undefined));
-      await new Promise((r) => setTimeout(r, 1000));
-      const all = await serverChanges('pt');
-      expect(all.map((c) => c.key)).toEqual(['a', 'b', 'c', 'd', 'f']);
-      expect(changes.map((c) => c.key)).toEqual(['a', 'b', 'c', 'd', 'f']);
-      const [progress] = (await ds.query(`select parts from capture_progress where slot = 'fleet_capture_parts'`)) as Array<{ parts: number }>;
-      expect(progress?.parts).toBe(3);
+      await changesOf('pt', 5);
+      await until('the rejection', () => (second.rejected.length === 1 ? true : undefined));
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await serverChanges('pt')).map((c) => c.key)).toEqual(['a', 'b', 'c', 'd', 'f']);
+      expect(second.rejected.map((r) => [r.row.key, r.index])).toEqual([['bad', 4]]);
+      expect(await progressOf()).toBe(6);
     } finally {
-      await run.capture.stop();
+      await second.capture.stop();
     }
   });
 

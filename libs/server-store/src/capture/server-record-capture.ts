@@ -53,14 +53,48 @@ export interface ServerRecordCaptureOptions {
   readonly logger: CaptureLogger;
   /** Row outcomes, for metrics: `captured` became a change, `unchanged` needed none, `rejected` was dead-lettered. */
   readonly onRows?: (outcome: 'captured' | 'unchanged' | 'rejected', n: number) => void;
-  /** WAL bytes the slot holds back (the server's position minus the slot's confirmed one), after each acknowledgement. */
-  readonly onLag?: (bytes: number) => void;
 }
 
 interface OpenTransaction {
   readonly commitLsn: string;
   readonly events: RowEvent<RawServerRow>[];
 }
+
+/** Where the capture stands: the last commit it appended from, and how many of its (folded) records. */
+interface Progress {
+  readonly lsn: bigint;
+  readonly records: number;
+}
+
+/** One replication connection's state; a new session starts only after the last one's handler has finished. */
+class Session {
+  txn: OpenTransaction | undefined;
+  busy = false;
+  broken: unknown;
+  /** The position up to which everything is handled: what the slot may be acknowledged to. */
+  durable: bigint | undefined;
+  /** The handler running now (the library runs one at a time). */
+  inflight: Promise<void> = Promise.resolve();
+  constructor(
+    readonly service: LogicalReplicationService,
+    readonly from: bigint,
+  ) {}
+
+  /** The position to report: what is handled, or where the session started. */
+  get position(): string {
+    return formatLsn(this.durable ?? this.from);
+  }
+}
+
+/** Another replica appended this part first (`capture_progress` moved): skip to where it is. */
+class AlreadyCaptured extends Error {
+  constructor(readonly progress: Progress) {
+    super('captured by another replica');
+  }
+}
+
+/** Status updates to the server while a handler runs (the socket is paused then): under `wal_sender_timeout` / 2 (default 60 s). */
+const STATUS_EVERY_MS = 10_000;
 
 /**
  * Captures server-side SQL writes (docs/server-writes.md): streams the committed inserts, updates and
@@ -69,13 +103,16 @@ interface OpenTransaction {
  * origin `server`, exactly like operator writes over the API.
  *
  * Exactly once. The slot's position is acknowledged only up to the last transaction whose changes are
- * committed, so a crash streams the rest again; and each part of a transaction commits its place
- * (`capture_progress`: commit LSN, parts done) in the same PostgreSQL transaction as its changes, so a
- * transaction streamed again skips what was appended. Rows that cannot become changes are dead-lettered
- * before their part commits (the dead letter's id is stable, so a repeat is stored once).
+ * committed, so a crash streams the rest again. Each part of a transaction claims its place in
+ * `capture_progress` (commit LSN, records done) in the same PostgreSQL transaction as its changes,
+ * with the row locked and checked first: a transaction streamed again skips what was appended, and
+ * two replicas that both hold a part (one lost the slot while appending) cannot both commit it. Rows
+ * that cannot become changes are dead-lettered before their part commits (with a stable id, stored
+ * once within the dead-letter stream's duplicate window).
  *
  * One stream per slot: a second replica's START_REPLICATION fails with "slot is active", and it waits
- * (`standby`) and tries again every `retryMs`, so it takes over when the streaming one stops.
+ * (`standby`) and tries again every `retryMs`, so it takes over when the streaming one stops. A
+ * replica starts a new session only once the last one's handler has returned.
  *
  * Idle acknowledgements: a primary keepalive carries the position the server has decoded and sent. When
  * no transaction is open or being appended, everything before it has been handled (the library hands
@@ -84,18 +121,13 @@ interface OpenTransaction {
  */
 export class ServerRecordCapture {
   private loop: Promise<void> | undefined;
-  private service: LogicalReplicationService | undefined;
+  private session: Session | undefined;
   private stopped = false;
   private wake: (() => void) | undefined;
   private stateValue: CaptureState = 'starting';
   private lastError: string | undefined;
   private lastErrorCode: string | undefined;
-  private txn: OpenTransaction | undefined;
-  private busy = false;
-  private broken: unknown;
-  /** The position up to which everything is handled: what the slot may be acknowledged to. */
-  private durable: bigint | undefined;
-  private progress: { lsn: bigint; parts: number } | undefined;
+  private progress: Progress | undefined;
   private readonly partRecords: number;
   private readonly retryMs: number;
 
@@ -127,20 +159,21 @@ export class ServerRecordCapture {
     this.loop = this.run();
   }
 
-  /** Stops streaming; waits for the transaction being appended (call before closing the DataSource). */
+  /** Stops streaming; waits for the part being appended to commit or roll back (call before closing the DataSource). */
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
-    await this.service?.stop().catch(() => undefined);
+    await this.session?.service.stop().catch(() => undefined);
     await this.loop;
     this.stateValue = 'stopped';
   }
 
   private async run(): Promise<void> {
     while (!this.stopped) {
+      let broken: unknown;
       try {
-        await this.once();
-        if (!this.stopped && this.broken === undefined) this.fail('the replication stream ended');
+        broken = await this.once();
+        if (!this.stopped && broken === undefined) this.fail('the replication stream ended');
       } catch (e) {
         if (this.stopped) break;
         const code = (e as { code?: unknown } | null)?.code;
@@ -152,10 +185,7 @@ export class ServerRecordCapture {
           this.fail(e);
         }
       }
-      if (this.broken !== undefined) {
-        this.fail(this.broken);
-        this.broken = undefined;
-      }
+      if (broken !== undefined && !this.stopped) this.fail(broken);
       if (this.stopped) break;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.retryMs);
@@ -175,23 +205,22 @@ export class ServerRecordCapture {
     this.lastErrorCode = isFleetError(e) ? e.code : undefined;
   }
 
-  /** One replication session: until the stream ends or a handler fails. */
-  private async once(): Promise<void> {
+  /** One replication session: until the stream ends or a handler fails; returns why it broke, after its handler has finished. */
+  private async once(): Promise<unknown> {
     await this.ensureSlot();
     this.progress = await this.readProgress();
-    this.txn = undefined;
-    this.durable = undefined;
     const service = new LogicalReplicationService(
       { connectionString: this.options.databaseUrl, application_name: `fleet-capture-${this.options.slot}` },
       // Acknowledge by hand (never the library's received position), one message at a time.
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
     );
-    this.service = service;
+    const session = new Session(service, this.progress?.lsn ?? 0n);
+    this.session = session;
     const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [SERVER_RECORDS_PUBLICATION] });
-    service.on('data', (lsn: string, msg: Pgoutput.Message) => this.onMessage(lsn, msg, service));
-    service.on('heartbeat', (lsn: string, _at: number, reply: boolean) => this.onKeepalive(lsn, reply, service));
+    service.on('data', (lsn: string, msg: Pgoutput.Message) => (session.inflight = this.onMessage(session, lsn, msg)));
+    service.on('heartbeat', (lsn: string, _at: number, reply: boolean) => this.onKeepalive(session, lsn, reply));
     service.on('error', (e: Error) => {
-      if (this.broken === undefined) this.broken = e;
+      if (session.broken === undefined) session.broken = e;
       void service.stop().catch(() => undefined);
     });
     service.on('start', () => {
@@ -200,35 +229,40 @@ export class ServerRecordCapture {
       this.lastErrorCode = undefined;
       this.options.logger.log(`capturing ${SERVER_RECORDS_TABLE} from slot ${this.options.slot}`);
     });
+    const status = setInterval(() => void service.acknowledge(session.position).catch(() => undefined), STATUS_EVERY_MS);
+    status.unref();
     try {
-      if (this.stopped) return;
-      const from = this.progress === undefined ? '0/0' : formatLsn(this.progress.lsn);
-      await service.subscribe(plugin, this.options.slot, from);
+      if (this.stopped) return undefined;
+      await service.subscribe(plugin, this.options.slot, formatLsn(session.from));
+      return session.broken;
     } finally {
-      this.service = undefined;
+      clearInterval(status);
+      // The handler may still be appending (the stream ended under it): let it commit or roll back first.
+      await session.inflight.catch(() => undefined);
+      this.session = undefined;
       await service.destroy().catch(() => undefined);
     }
   }
 
-  private async onMessage(lsn: string, msg: Pgoutput.Message, service: LogicalReplicationService): Promise<void> {
-    if (this.broken !== undefined || this.stopped) return;
-    this.busy = true;
+  private async onMessage(session: Session, lsn: string, msg: Pgoutput.Message): Promise<void> {
+    if (session.broken !== undefined || this.stopped) return;
+    session.busy = true;
     try {
       switch (msg.tag) {
         case 'begin':
-          this.txn = { commitLsn: msg.commitLsn ?? lsn, events: [] };
+          session.txn = { commitLsn: msg.commitLsn ?? lsn, events: [] };
           break;
         case 'insert':
         case 'update':
         case 'delete':
-          if (this.txn !== undefined && msg.relation.name === SERVER_RECORDS_TABLE) this.txn.events.push(...rowEvents(msg));
+          if (session.txn !== undefined && msg.relation.name === SERVER_RECORDS_TABLE) session.txn.events.push(...rowEvents(msg));
           break;
         case 'commit': {
-          const t = this.txn;
-          if (t !== undefined) await this.applyTransaction(t);
-          this.txn = undefined;
-          this.advance(parseLsn(msg.commitEndLsn ?? lsn));
-          await this.acknowledge(service);
+          const t = session.txn;
+          if (t !== undefined) await this.applyTransaction(session, t);
+          session.txn = undefined;
+          this.advance(session, parseLsn(msg.commitEndLsn ?? lsn));
+          await this.acknowledge(session);
           break;
         }
         default:
@@ -236,78 +270,85 @@ export class ServerRecordCapture {
       }
     } catch (e) {
       // Stop here: nothing after this transaction is acknowledged, and the next session streams it again.
-      this.broken = asInfraError(e);
-      void service.stop().catch(() => undefined);
+      session.broken = asInfraError(e);
+      void session.service.stop().catch(() => undefined);
     } finally {
-      this.busy = false;
+      session.busy = false;
     }
   }
 
-  private onKeepalive(lsn: string, reply: boolean, service: LogicalReplicationService): void {
-    if (this.broken !== undefined || this.stopped) return;
-    if (!this.busy && this.txn === undefined) this.advance(parseLsn(lsn));
-    if (reply) void this.acknowledge(service).catch(() => undefined);
+  private onKeepalive(session: Session, lsn: string, reply: boolean): void {
+    if (session.broken !== undefined || this.stopped) return;
+    if (!session.busy && session.txn === undefined) this.advance(session, parseLsn(lsn));
+    if (reply) void this.acknowledge(session).catch(() => undefined);
   }
 
-  private advance(lsn: bigint): void {
-    if (this.durable === undefined || lsn > this.durable) this.durable = lsn;
+  private advance(session: Session, lsn: bigint): void {
+    if (session.durable === undefined || lsn > session.durable) session.durable = lsn;
   }
 
-  private async acknowledge(service: LogicalReplicationService): Promise<void> {
-    if (this.durable === undefined) return;
-    await service.acknowledge(formatLsn(this.durable));
-    if (this.options.onLag !== undefined) {
-      const rows: Array<{ lag: string | null }> = await this.ds.query(`select (pg_current_wal_lsn() - confirmed_flush_lsn)::text as lag from pg_replication_slots where slot_name = $1`, [this.options.slot]);
-      const lag = rows[0]?.lag;
-      if (lag !== undefined && lag !== null) this.options.onLag(Math.max(0, Number(lag)));
-    }
+  private async acknowledge(session: Session): Promise<void> {
+    if (session.durable === undefined) return;
+    await session.service.acknowledge(session.position);
   }
 
-  /** Appends the transaction's net effect, part by part, skipping what an earlier session appended. */
-  private async applyTransaction(t: OpenTransaction): Promise<void> {
+  /** How many of the commit's records are appended, as far as this replica knows. */
+  private doneOf(commit: bigint): number {
+    const p = this.progress;
+    return p === undefined || commit > p.lsn ? 0 : commit === p.lsn ? p.records : Number.POSITIVE_INFINITY;
+  }
+
+  /** Appends the transaction's net effect, part by part, from where `capture_progress` says it stands. */
+  private async applyTransaction(session: Session, t: OpenTransaction): Promise<void> {
     const commit = parseLsn(t.commitLsn);
-    const done = this.progress === undefined || commit > this.progress.lsn ? 0 : commit === this.progress.lsn ? this.progress.parts : Number.POSITIVE_INFINITY;
     if (t.events.length === 0) return;
     const folded = foldRowEvents(t.events, (r) => JSON.stringify([r.scope, r.collection, r.key]));
-    const parts = Math.ceil(folded.length / this.partRecords);
-    for (let part = done; part < parts; part++) {
-      if (this.stopped) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of a transaction');
-      const start = part * this.partRecords;
-      const edits: Array<{ ref: RecordRef; edit: LocalEdit }> = [];
+    for (let done = this.doneOf(commit); done < folded.length; done = this.doneOf(commit)) {
+      if (this.stopped || session.broken !== undefined) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of a transaction');
+      const part = folded.slice(done, done + this.partRecords);
+      const next: Progress = { lsn: commit, records: done + part.length };
+      const edits: Array<{ ref: RecordRef; edit: LocalEdit; row: RowEvent<RawServerRow>; index: number }> = [];
       let unchanged = 0;
       let rejected = 0;
-      for (const [i, e] of folded.slice(start, start + this.partRecords).entries()) {
+      for (const [i, e] of part.entries()) {
         const decided = decideRow(e);
         if ('error' in decided) {
-          await this.options.reject({ row: { ...e.ref, before: e.before, after: e.after }, error: decided.error, commitLsn: t.commitLsn, index: start + i });
+          await this.options.reject({ row: rowOf(e), error: decided.error, commitLsn: t.commitLsn, index: done + i });
           rejected++;
         } else if (decided.edit === null) {
           unchanged++;
         } else {
-          edits.push({ ref: decided.ref, edit: decided.edit });
+          edits.push({ ref: decided.ref, edit: decided.edit, row: e, index: done + i });
         }
       }
-      const progress = { lsn: commit, parts: part + 1 };
-      const record = (tx: { query(sql: string, params: unknown[]): Promise<unknown> }): Promise<unknown> =>
-        tx.query(
-          `insert into capture_progress (slot, lsn, parts) values ($1, $2::pg_lsn, $3)
-           on conflict (slot) do update set lsn = excluded.lsn, parts = excluded.parts, updated_at = now()`,
-          [this.options.slot, formatLsn(progress.lsn), progress.parts],
-        );
       let appended: readonly LoggedChange[] = [];
-      if (edits.length === 0) {
-        await record(this.ds);
-      } else {
-        const out = await this.options.writer.write(
-          edits.map((e) => e.ref),
-          async (ctx) => {
-            for (const e of edits) ctx.edit(e.ref, e.edit);
-            await record(ctx.tx);
-          },
-        );
-        appended = out.appended;
+      try {
+        if (edits.length === 0) {
+          await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
+        } else {
+          try {
+            const out = await this.options.writer.write(
+              edits.map((e) => e.ref),
+              async (ctx) => {
+                for (const e of edits) ctx.edit(e.ref, e.edit);
+                await this.claim(ctx.tx, done, next);
+              },
+            );
+            appended = out.appended;
+          } catch (e) {
+            // A part that can never be appended (the log refuses a change): its rows are dead-lettered, the capture goes on.
+            if (!isFleetError(e) || e.retryable) throw e;
+            for (const x of edits) await this.options.reject({ row: rowOf(x.row), error: e, commitLsn: t.commitLsn, index: x.index });
+            rejected += edits.length;
+            await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
+          }
+        }
+      } catch (e) {
+        if (!(e instanceof AlreadyCaptured)) throw e;
+        this.progress = e.progress;
+        continue;
       }
-      this.progress = progress;
+      this.progress = next;
       this.options.onRows?.('captured', appended.length);
       this.options.onRows?.('unchanged', unchanged);
       this.options.onRows?.('rejected', rejected);
@@ -318,7 +359,29 @@ export class ServerRecordCapture {
           this.options.logger.warn(`${appended.length} captured change(s) committed (seq ${appended[0]?.seq}..); their announcement failed: ${String(e)}; the log sweep projects them`);
         }
       }
+      // Keep the server hearing from us through a long transaction (the socket is paused meanwhile).
+      await session.service.acknowledge(session.position).catch(() => undefined);
     }
+  }
+
+  /**
+   * Claims records `done`..`next.records` of the commit in `capture_progress`, in the part's transaction:
+   * the row is locked, then checked to stand exactly at `done` of this commit (or at an earlier commit
+   * when `done` is 0); otherwise another replica got there first (AlreadyCaptured: roll back, skip).
+   */
+  private async claim(tx: { query(sql: string, params: unknown[]): Promise<unknown> }, done: number, next: Progress): Promise<void> {
+    const rows = (await tx.query(`select lsn::text as lsn, records from capture_progress where slot = $1 for update`, [this.options.slot])) as Array<{ lsn: string; records: number }>;
+    const r = rows[0];
+    if (r !== undefined) {
+      const at: Progress = { lsn: parseLsn(r.lsn), records: r.records };
+      const expected = at.lsn === next.lsn ? at.records === done : at.lsn < next.lsn && done === 0;
+      if (!expected) throw new AlreadyCaptured(at);
+    }
+    await tx.query(
+      `insert into capture_progress (slot, lsn, records) values ($1, $2::pg_lsn, $3)
+       on conflict (slot) do update set lsn = excluded.lsn, records = excluded.records, updated_at = now()`,
+      [this.options.slot, formatLsn(next.lsn), next.records],
+    );
   }
 
   private async ensureSlot(): Promise<void> {
@@ -349,11 +412,16 @@ export class ServerRecordCapture {
     }
   }
 
-  private async readProgress(): Promise<{ lsn: bigint; parts: number } | undefined> {
-    const rows = (await this.ds.query(`select lsn::text as lsn, parts from capture_progress where slot = $1`, [this.options.slot])) as Array<{ lsn: string; parts: number }>;
+  private async readProgress(): Promise<Progress | undefined> {
+    const rows = (await this.ds.query(`select lsn::text as lsn, records from capture_progress where slot = $1`, [this.options.slot])) as Array<{ lsn: string; records: number }>;
     const r = rows[0];
-    return r === undefined ? undefined : { lsn: parseLsn(r.lsn), parts: r.parts };
+    return r === undefined ? undefined : { lsn: parseLsn(r.lsn), records: r.records };
   }
+}
+
+/** A folded row event as a dead letter shows it. */
+function rowOf(e: RowEvent<RawServerRow>): RejectedRow['row'] {
+  return { scope: e.ref.scope, collection: e.ref.collection, key: e.ref.key, before: e.before, after: e.after };
 }
 
 /** The row events of one WAL message; an update that moves a row to another record is a delete and an insert. */
@@ -405,6 +473,13 @@ export function parseLsn(lsn: string): bigint {
   const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn);
   if (m === null) throw new FleetError('FLEET_INTERNAL_001', `not an LSN: ${JSON.stringify(lsn)}`);
   return (BigInt(`0x${m[1] as string}`) << 32n) | BigInt(`0x${m[2] as string}`);
+}
+
+/** WAL bytes a slot holds back: the server's position minus the slot's confirmed one (undefined: no such slot). */
+export async function slotLagBytes(ds: DataSource, slot: string): Promise<number | undefined> {
+  const rows = (await ds.query(`select (pg_current_wal_lsn() - confirmed_flush_lsn)::text as lag from pg_replication_slots where slot_name = $1`, [slot])) as Array<{ lag: string | null }>;
+  const lag = rows[0]?.lag;
+  return lag === undefined || lag === null ? undefined : Math.max(0, Number(lag));
 }
 
 export function formatLsn(lsn: bigint): string {

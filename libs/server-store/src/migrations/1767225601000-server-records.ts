@@ -9,8 +9,8 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  *   captured as exactly the fields it changed and removed. The checks refuse what could never become a
  *   change at write time, with PostgreSQL's own error; the capture checks the rest (field names, sizes)
  *   and dead-letters what fails. TRUNCATE is not published (it clears the table, it deletes no record).
- * - `capture_progress`: per replication slot, the last captured commit (its LSN) and how many parts of
- *   it were appended, written in the transaction that appends them: a commit streamed again after a
+ * - `capture_progress`: per replication slot, the last captured commit (its LSN) and how many of its
+ *   records (folded, in order) were appended, claimed in the transaction that appends them: a commit streamed again after a
  *   crash (the slot's position is acknowledged afterwards) is skipped, so nothing is captured twice.
  * The publication needs no particular `wal_level`; the slot (created by the capture) needs `logical`.
  */
@@ -36,7 +36,7 @@ export class ServerRecords1767225601000 implements MigrationInterface {
       create table capture_progress (
         slot       text        not null,
         lsn        pg_lsn      not null,
-        parts      integer     not null,
+        records    integer     not null,
         updated_at timestamptz not null default now(),
         constraint capture_progress_pk primary key (slot)
       )`);
