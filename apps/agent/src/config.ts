@@ -49,6 +49,13 @@ export const agentConfig = defineConfig({
     dbMaxMb: { env: 'DB_MAX_MB', schema: envInt({ min: 1 }), optional: true, description: 'size quota of agent.db in MiB; writes past it fail with FLEET_AGENT_002 (default: none)' },
     backupDir: { env: 'BACKUP_DIR', schema: envString({ min: 1 }), optional: true, description: 'where backup chains go (default: <data dir>/backups)' },
     captureInterval: { env: 'CAPTURE_INTERVAL', schema: envDuration({ min: 100 }), default: '2s', description: '`agent run`: how often direct SQL writes are turned into changes' },
+    criticalRetention: {
+      env: 'CRITICAL_RETENTION',
+      schema: envDuration({ min: 86_400_000, max: 10 * 365 * 86_400_000 }),
+      default: '30d',
+      description:
+        '`agent run`: how long a decided critical operation (committed or aborted here) stays staged before it is pruned; one in doubt never is, nor what the host holds (docs/critical-operations.md, "Retention")',
+    },
     logLevel: logLevelOption(),
   },
 });

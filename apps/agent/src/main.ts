@@ -199,6 +199,23 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
   });
   io.out(`agent ${config.agentId}: store ${store.path} open; syncing ${config.scopes.join(', ')} via ${config.natsUrl.join(',')} (namespace ${config.namespace})`);
   let failure: unknown;
+  // Decided critical operations older than FLEET_AGENT_CRITICAL_RETENTION: pruned at start and hourly,
+  // 10 batches at most each time (never one in doubt; docs/critical-operations.md, "Retention").
+  const pruneCritical = (): void => {
+    try {
+      let pruned = 0;
+      for (let i = 0; i < 10; i++) {
+        const n = store.criticalPrune(config.criticalRetention, 1000);
+        pruned += n;
+        if (n < 1000) break;
+      }
+      if (pruned > 0) io.out(`critical: pruned ${pruned} decided transaction(s) older than ${config.criticalRetention} ms`);
+    } catch (e) {
+      io.err(`critical: pruning decided transactions failed (retried in an hour): ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+  pruneCritical();
+  const pruner: NodeJS.Timeout = setInterval(pruneCritical, 3_600_000);
   const timer: NodeJS.Timeout = setInterval(() => {
     try {
       const r = store.processCaptured();
@@ -215,6 +232,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
   }, config.captureInterval);
   await sync.done;
   clearInterval(timer);
+  clearInterval(pruner);
   publish('stopped');
   store.close();
   io.out(`agent ${config.agentId}: stopped, store closed`);

@@ -72,6 +72,11 @@ export class ChangeLogModule {
               onEvent: (e) => {
                 if (e.type === 'decided') metrics.criticalDecisions.add(1, { decision: e.decision, by: e.by === 'begin' ? 'coordinator' : 'recovery' });
                 if (e.type === 'phase2-failed') metrics.criticalPhase2Failures.add(1);
+                if (e.type === 'pruned') {
+                  if (e.committed > 0) metrics.criticalPruned.add(e.committed, { state: 'committed' });
+                  if (e.aborted > 0) metrics.criticalPruned.add(e.aborted, { state: 'aborted' });
+                  return; // CriticalRecovery logs one line per pass
+                }
                 if (e.type === 'decided') logger.log(`${e.txid}: ${e.decision}${e.reason === undefined ? '' : ` (${e.reason})`}${e.by === 'recover' ? ', by recovery' : ''}`);
                 else if (e.type === 'completed') logger.log(`${e.txid}: ${e.state}`);
                 else if (e.type === 'phase2-failed') logger.warn(`${e.txid}: decision not delivered to ${e.participant} (retried): ${e.error instanceof Error ? e.error.message : String(e.error)}`);

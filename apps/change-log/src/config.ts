@@ -82,6 +82,13 @@ export const changeLogConfig = defineConfig({
       default: '5s',
       description: 'critical operations: how often the coordinator recovers (aborts transactions left undecided past their deadline, repeats the decision to participants that have not acknowledged it)',
     },
+    criticalRetention: {
+      env: 'CRITICAL_RETENTION',
+      schema: envDuration({ min: 3_600_000, max: 10 * 365 * 86_400_000 }),
+      default: '30d',
+      description:
+        'critical operations: how long a finished transaction (committed or aborted, acknowledged by every participant) stays in the decision log before recovery prunes it; what each host holds (`critical_state`) is kept',
+    },
     failpoints: {
       env: 'FAILPOINTS',
       schema: envString({ pattern: /^[a-z0-9.-]+=[a-z]+(\(\d+\))?(,[a-z0-9.-]+=[a-z]+(\(\d+\))?)*$/, patternHint: 'expected name=action[,name=action]' }),

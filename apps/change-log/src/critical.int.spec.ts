@@ -23,7 +23,7 @@ import { CriticalCoordinator, PostgresParticipant } from '@fleet/server-store';
 import { PrivatePostgres, testUuidV7 } from '@fleet/server-store/src/testing';
 import { createChangeLogApp } from './bootstrap';
 import { changeLogConfig } from './config';
-import { NatsAgentParticipants } from './critical';
+import { CriticalRecovery, NatsAgentParticipants } from './critical';
 import { testCertificate as cert } from '@fleet/contracts/src/testing/critical';
 
 jest.setTimeout(90_000);
@@ -97,6 +97,7 @@ beforeAll(async () => {
     FLEET_CHANGELOG_LOG_LEVEL: 'warn',
     FLEET_CHANGELOG_VOTE_TIMEOUT: '3s',
     FLEET_CHANGELOG_CRITICAL_RETRY: '300ms',
+    FLEET_CHANGELOG_CRITICAL_RETENTION: '1h',
     FLEET_CHANGELOG_OPERATOR_TOKEN: TOKEN,
     FLEET_CHANGELOG_SIGNING_KEY_FILE: join(keyDir, 'coordinator.key'),
   });
@@ -354,6 +355,39 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
       await transport.close();
       store.close();
     }
+  });
+
+  it('recovery prunes finished transactions past the retention; a host restored in doubt about one gets the commit the server holds for it, or stays in doubt', async () => {
+    const p1 = await startAgent('p1');
+    const committed = await begin(cert('prune-web'), ['p1']);
+    expect(committed.state).toBe('committed');
+    const aborted = await begin(cert('prune-mail'), ['p1', 'ghost-p']); // ghost-p is not connected
+    await eventually(async () => (await logged(aborted.txid))?.state === 'aborted', 10_000, 'the abort acknowledged by p1');
+    const recent = await begin(cert('prune-recent'), ['p1']);
+    // Finished two hours ago (the retention here is 1 h): due.
+    for (const t of [committed.txid, aborted.txid]) {
+      await pg.query(`update critical_transactions set created_at = created_at - interval '2 hours', decided_at = decided_at - interval '2 hours', completed_at = completed_at - interval '2 hours' where txid = $1`, [t]);
+    }
+    expect(await app.get(CriticalRecovery).pruneIfDue(Date.now() + 3_600_000)).toBeGreaterThanOrEqual(2);
+    expect(await logged(committed.txid)).toBeUndefined();
+    expect(await logged(aborted.txid)).toBeUndefined();
+    expect((await logged(recent.txid))?.state).toBe('committed');
+    expect(await serverState('prune-web')).toEqual([{ agent_id: 'p1', txid: committed.txid }]); // what the host holds stays
+    const missing = decodeCriticalTxReply((await operator.request(s.criticalApi('show'), encodeJson({ protocol: PROTOCOL_VERSION, txid: committed.txid }), { timeoutMs: 5000 })).data);
+    expect(missing.ok ? 'found' : missing.error.code).toBe('FLEET_TPC_001');
+
+    // p1's store goes back to a backup taken between the prepares and the decisions: in doubt about both.
+    p1.participant.stop();
+    const restored = await startAgent('p1');
+    expect(restored.store.criticalPrepare(committed.txid, cert('prune-web'))).toEqual({ vote: 'yes' });
+    expect(restored.store.criticalPrepare(aborted.txid, cert('prune-mail'))).toEqual({ vote: 'yes' });
+    await restored.participant.settleInDoubt();
+    await eventually(() => restored.store.criticalEntries().length === 1, 10_000, 'the commit told from critical_state');
+    expect(restored.store.criticalEntries()[0]).toMatchObject({ name: 'prune-web', txid: committed.txid });
+    // The aborted one cannot be told (presuming abort could be wrong for a pruned commit): it stays in doubt, with the reason.
+    await eventually(() => restored.reports.some((r) => r.type === 'error' && r.txid === aborted.txid && String((r.error as Error).message).startsWith('FLEET_TPC_004')), 10_000, 'FLEET_TPC_004 reported');
+    expect(restored.store.criticalInDoubt().map((t) => t.txid)).toEqual([aborted.txid]);
+    expect(restored.store.criticalEntries().map((e) => e.name)).toEqual(['prune-web']);
   });
 
   it('refuses a malformed operation with the reason, over NATS and HTTP: a clear-text password is never accepted', async () => {

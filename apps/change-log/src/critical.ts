@@ -8,7 +8,8 @@
  * - `CriticalHttpController`: the same operator API over HTTP (`POST /critical`, `GET /critical`,
  *   `GET /critical/:txid`).
  * - `CriticalRecovery`: `recover()` at start and every `criticalRetry` (presumed abort of transactions
- *   whose coordinator died mid-vote, phase 2 again for participants that missed it).
+ *   whose coordinator died mid-vote, phase 2 again for participants that missed it), and at most once
+ *   a minute `prune()` of finished transactions older than `criticalRetention`, in bounded batches.
  */
 import { Body, Controller, Get, HttpCode, Headers as HttpHeaders, Inject, Logger, Param, Post, Query, UseFilters } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown, Type } from '@nestjs/common';
@@ -182,11 +183,23 @@ export class CriticalHttpController {
   }
 }
 
-/** Runs the coordinator's recovery at start and then every `criticalRetry`, one pass at a time. */
+/** Finished transactions deleted per statement, and statements per pass: a pass stays short, a backlog goes over a few passes. */
+export const PRUNE_BATCH = 500;
+const PRUNE_BATCHES_PER_PASS = 10;
+/** Pruning is tried at most this often (ms): the retention is days, a query every recovery pass would be waste. */
+const PRUNE_EVERY_MS = 60_000;
+
+/**
+ * Runs the coordinator's recovery at start and then every `criticalRetry`, one pass at a time; a pass
+ * also prunes finished transactions past `criticalRetention` when the last prune is a minute old. Every
+ * replica runs it: recovery races are safe (conditional updates), and pruning takes rows `for update
+ * skip locked`.
+ */
 export class CriticalRecovery implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('CriticalRecovery');
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  private lastPrune = -Infinity;
 
   constructor(
     @Inject(CriticalCoordinator) private readonly coordinator: CriticalCoordinator,
@@ -199,7 +212,7 @@ export class CriticalRecovery implements OnApplicationBootstrap, OnApplicationSh
     void this.pass(); // in the background: a long pass must not hold the service's start (and its probes)
   }
 
-  /** One recovery pass (skipped while the previous one runs). */
+  /** One recovery pass, then pruning when due (skipped while the previous pass runs). */
   pass(): Promise<void> {
     this.running ??= this.coordinator
       .recover()
@@ -207,8 +220,28 @@ export class CriticalRecovery implements OnApplicationBootstrap, OnApplicationSh
         if (n > 0) this.logger.log(`recovery: ${n} critical transaction(s) moved on`);
       })
       .catch((e: unknown) => this.logger.warn(`recovery pass failed (retried in ${this.config.criticalRetry} ms): ${e instanceof Error ? e.message : String(e)}`))
+      .then(async () => void (await this.pruneIfDue()))
       .finally(() => (this.running = undefined));
     return this.running;
+  }
+
+  /** Prunes finished transactions older than `criticalRetention`: up to PRUNE_BATCHES_PER_PASS batches, at most once a minute. Returns how many went. */
+  async pruneIfDue(now = Date.now()): Promise<number> {
+    if (now - this.lastPrune < PRUNE_EVERY_MS) return 0;
+    this.lastPrune = now;
+    let total = 0;
+    try {
+      for (let i = 0; i < PRUNE_BATCHES_PER_PASS; i++) {
+        const r = await this.coordinator.prune(this.config.criticalRetention, PRUNE_BATCH);
+        total += r.committed + r.aborted;
+        if (r.committed + r.aborted < PRUNE_BATCH) break;
+      }
+    } catch (e) {
+      this.logger.warn(`pruning finished critical transactions failed (retried next pass): ${e instanceof Error ? e.message : String(e)}`);
+      this.lastPrune = -Infinity;
+    }
+    if (total > 0) this.logger.log(`pruned ${total} finished critical transaction(s) older than ${this.config.criticalRetention} ms`);
+    return total;
   }
 
   async onApplicationShutdown(): Promise<void> {

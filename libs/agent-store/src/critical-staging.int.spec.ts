@@ -127,3 +127,118 @@ describe('agent store: staging critical operations in SQLite (two-phase commit p
     store = open();
   });
 });
+
+describe('agent store: pruning decided critical transactions', () => {
+  const DAY = 86_400_000;
+  const RETENTION = 30 * DAY;
+  let clock = NOW;
+  let s: SqliteLocalStore;
+  let pdir: string;
+  const staged = (d: string) => {
+    const db = new Database(join(d, 'agent.db'), { readonly: true });
+    try {
+      return (db.prepare('SELECT txid, state FROM critical_staged ORDER BY txid').all() as { txid: string; state: string }[]).map((r) => `${r.txid}:${r.state}`);
+    } finally {
+      db.close();
+    }
+  };
+  const codeOf = (fn: () => unknown) => {
+    try {
+      return `answered ${String(fn())}`;
+    } catch (e) {
+      return isFleetError(e) ? e.code : String(e);
+    }
+  };
+
+  beforeEach(() => {
+    clock = NOW;
+    pdir = mkdtempSync(join(tmpdir(), 'critical-prune-'));
+    s = SqliteLocalStore.open({ dataDir: pdir, agentId: 'h1', now: () => clock });
+  });
+  afterEach(() => {
+    s.close();
+    rmSync(pdir, { recursive: true, force: true });
+  });
+
+  it('drops decided rows older than the retention; keeps recent ones, those in doubt however old, and what the host holds', () => {
+    expect(s.criticalPrepare(tx(21), cert('web'), clock + 10_000)).toEqual({ vote: 'yes' });
+    expect(s.criticalDecide(tx(21), 'commit')).toBe('committed');
+    expect(s.criticalPrepare(tx(22), cert('mail'), clock + 10_000)).toEqual({ vote: 'yes' });
+    expect(s.criticalDecide(tx(22), 'abort')).toBe('aborted');
+    expect(s.criticalPrepare(tx(23), cert('old', '2026-01-01T00:00:00Z'), clock + 10_000)).toMatchObject({ vote: 'no' }); // recorded aborted
+    expect(s.criticalPrepare(tx(24), cert('vpn'), clock + 10_000)).toEqual({ vote: 'yes' }); // in doubt
+    clock += 20 * DAY;
+    expect(s.criticalPrepare(tx(25), cert('ldap'), clock + 10_000)).toEqual({ vote: 'yes' });
+    expect(s.criticalDecide(tx(25), 'commit')).toBe('committed');
+    clock += 15 * DAY; // 21..24 are 35 days old, 25 is 15
+    expect(s.criticalPrune(RETENTION)).toBe(3);
+    expect(staged(pdir)).toEqual([`${tx(24)}:prepared`, `${tx(25)}:committed`]);
+    expect(s.criticalInDoubt().map((t) => t.txid)).toEqual([tx(24)]);
+    expect(s.criticalEntries().map((e) => [e.name, e.txid])).toEqual([
+      ['ldap', tx(25)],
+      ['web', tx(21)],
+    ]);
+    expect(s.criticalPrune(RETENTION)).toBe(0);
+    // In doubt for a year: still kept (only the coordinator's answer settles it).
+    clock += 365 * DAY;
+    expect(s.criticalPrune(RETENTION)).toBe(1);
+    expect(staged(pdir)).toEqual([`${tx(24)}:prepared`]);
+    expect(() => s.criticalPrune(DAY - 1)).toThrow(RangeError);
+  });
+
+  it('prunes at most `limit` rows at a time', () => {
+    for (let i = 30; i < 35; i++) s.criticalDecide(tx(i), 'abort');
+    clock += 31 * DAY;
+    expect(s.criticalPrune(RETENTION, 2)).toBe(2);
+    expect(s.criticalPrune(RETENTION, 2)).toBe(2);
+    expect(s.criticalPrune(RETENTION, 2)).toBe(1);
+    expect(staged(pdir)).toEqual([]);
+  });
+
+  it('after pruning, still answers what the pruned rows answered: a late prepare is refused, a repeated decision acknowledged when it can be proven', () => {
+    const deadline1 = clock + 10_000;
+    expect(s.criticalPrepare(tx(41), cert('web'), deadline1)).toEqual({ vote: 'yes' });
+    expect(s.criticalDecide(tx(41), 'commit')).toBe('committed');
+    const deadline2 = clock + 10_000;
+    expect(s.criticalDecide(tx(42), 'abort')).toBe('aborted'); // heard the abort before its prepare
+    expect(s.criticalPrepare(tx(43), cert('mail'), clock + 10_000)).toEqual({ vote: 'yes' });
+    expect(s.criticalDecide(tx(43), 'commit')).toBe('committed');
+    expect(s.criticalPrepare(tx(44), cert('mail'), clock + 10_000)).toEqual({ vote: 'yes' });
+    expect(s.criticalDecide(tx(44), 'commit')).toBe('committed'); // replaces 43's entry
+    clock += 31 * DAY;
+    expect(s.criticalPrune(RETENTION)).toBe(4);
+    expect(staged(pdir)).toEqual([]);
+
+    // The late prepare of the aborted transaction (delivered a month late): refused, nothing staged.
+    const late = s.criticalPrepare(tx(42), cert('late'), deadline2);
+    expect(late).toMatchObject({ vote: 'no' });
+    expect(late.vote === 'no' && late.reason).toMatch(/too late/);
+    expect(s.criticalInDoubt()).toEqual([]);
+    expect(s.criticalPrepare(tx(41), cert('web'), deadline1)).toMatchObject({ vote: 'no' });
+    // Refused without a record: 41 committed, an `aborted` row would contradict a repeated commit.
+    expect(staged(pdir)).toEqual([]);
+    // A current prepare is taken.
+    expect(s.criticalPrepare(tx(45), cert('api'), clock + 10_000)).toEqual({ vote: 'yes' });
+    // A repeated commit of 41: critical_state still holds it, so its commit is proven.
+    expect(s.criticalDecide(tx(41), 'commit')).toBe('committed');
+    expect(codeOf(() => s.criticalDecide(tx(41), 'abort'))).toBe('FLEET_TPC_003');
+    // 43 was replaced by 44: nothing proves it any more, FLEET_TPC_003 (never a false acknowledgement).
+    expect(codeOf(() => s.criticalDecide(tx(43), 'commit'))).toBe('FLEET_TPC_003');
+    expect(s.criticalDecide(tx(44), 'commit')).toBe('committed');
+    // A repeated abort is acknowledged, as for any transaction never prepared here.
+    expect(s.criticalDecide(tx(42), 'abort')).toBe('aborted');
+    expect(s.criticalEntries().map((e) => [e.name, e.txid])).toEqual([
+      ['mail', tx(44)],
+      ['web', tx(41)],
+    ]);
+  });
+
+  it('the pruned mark survives a reopen (it is in meta, copied by backups with the staging)', () => {
+    s.criticalDecide(tx(51), 'abort');
+    clock += 31 * DAY;
+    expect(s.criticalPrune(RETENTION)).toBe(1);
+    s.close();
+    s = SqliteLocalStore.open({ dataDir: pdir, agentId: 'h1', now: () => clock });
+    expect(s.criticalPrepare(tx(51), cert('late'), NOW + 10_000)).toMatchObject({ vote: 'no' });
+  });
+});

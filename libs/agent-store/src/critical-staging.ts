@@ -8,6 +8,20 @@
  * with the coordinator (agent-sync's CriticalParticipant asks it on every reconnect).
  *
  * Staged values are cleared once decided: a credential hash is then kept once, in `critical_state`.
+ *
+ * Retention (`prune`): decided rows (`committed` / `aborted`) older than a retention period are
+ * deleted; `prepared` rows (in doubt) never are, nor is `critical_state`. What a decided row answered:
+ * - a late prepare is refused (the row said "already decided"): `prune` keeps, in `meta`, the latest
+ *   decision time it pruned (W), and a prepare first seen here whose deadline is before W +
+ *   PRUNED_PREPARE_SLACK_MS is refused (and not recorded). A pruned transaction's deadline is at
+ *   most its host decision time plus the vote timeout (120 s at most) plus the clock difference
+ *   between coordinator and host, so its prepare, however late, is refused; a current prepare's
+ *   deadline is in the future, past W + the slack since W is at least the retention (1 day or more) old.
+ * - a repeated commit is acknowledged when `critical_state` still holds the transaction (only its
+ *   commit wrote it there); otherwise FLEET_TPC_003, as for lost staging. The coordinator sends a
+ *   decision again only to a participant whose acknowledgement it has not recorded, so this needs its
+ *   acknowledgement lost for longer than the retention and the entry replaced meanwhile.
+ * - a repeated abort is acknowledged as before (an abort of an unknown transaction always is).
  */
 import type Database from 'better-sqlite3';
 import type { CriticalOperation } from '@fleet/contracts';
@@ -31,6 +45,16 @@ export interface InDoubt {
   readonly preparedAt: number;
 }
 
+/**
+ * A prepare first seen here whose deadline is earlier than the latest pruned decision time plus this
+ * is refused: it may be a late copy of a pruned transaction's prepare (see the header).
+ */
+export const PRUNED_PREPARE_SLACK_MS = 3_600_000;
+/** The shortest retention `prune` accepts: past the slack, with room for a host clock ahead of the coordinator's. */
+export const MIN_CRITICAL_RETENTION_MS = 86_400_000;
+
+const PRUNED_META_KEY = 'critical_pruned';
+
 interface StagedRow {
   txid: string;
   kind: string;
@@ -49,6 +73,11 @@ export class CriticalStaging {
     apply: Database.Statement<[string, string, string, string, number]>;
     inDoubt: Database.Statement<[], { txid: string; kind: string; name: string; prepared_at: number }>;
     entries: Database.Statement<[], { kind: string; name: string; value: string; txid: string; updated_at: number }>;
+    heldBy: Database.Statement<[string], { txid: string }>;
+    prunable: Database.Statement<[number, number], { txid: string; decided_at: number }>;
+    drop: Database.Statement<[string]>;
+    getPruned: Database.Statement<[string], { v: string }>;
+    putPruned: Database.Statement<[string, string]>;
   };
 
   constructor(
@@ -66,18 +95,28 @@ export class CriticalStaging {
       ),
       inDoubt: db.prepare("SELECT txid, kind, name, prepared_at FROM critical_staged WHERE state = 'prepared' ORDER BY prepared_at, txid"),
       entries: db.prepare('SELECT kind, name, value, txid, updated_at FROM critical_state ORDER BY kind, name'),
+      heldBy: db.prepare('SELECT txid FROM critical_state WHERE txid = ? LIMIT 1'),
+      prunable: db.prepare("SELECT txid, decided_at FROM critical_staged WHERE state <> 'prepared' AND decided_at < ? ORDER BY decided_at LIMIT ?"),
+      drop: db.prepare("DELETE FROM critical_staged WHERE txid = ? AND state <> 'prepared'"),
+      getPruned: db.prepare('SELECT v FROM meta WHERE k = ?'),
+      putPruned: db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
     };
   }
 
   /**
    * Phase 1: stages the operation and votes yes, or votes no with the reason (an expired certificate,
    * another transaction holding the same entry prepared). A no is recorded as `aborted`: whatever the
-   * coordinator decides can then only be an abort, and a repeated prepare gets no again.
+   * coordinator decides can then only be an abort, and a repeated prepare gets no again. `deadline`
+   * (the prepare's, epoch ms) lets a late copy of a pruned transaction's prepare be refused.
    */
-  prepare(txid: string, operation: CriticalOperation): Vote {
+  prepare(txid: string, operation: CriticalOperation, deadline?: number): Vote {
     return this.durable(() =>
       this.db.transaction((): Vote => {
         const row = this.st.get.get(txid);
+        // A late copy of a pruned transaction's prepare: no, and nothing recorded (its outcome, maybe a
+        // commit, is not known here any more: an `aborted` row would contradict a repeated commit).
+        const stale = row === undefined ? this.staleness(txid, deadline) : undefined;
+        if (stale !== undefined) return { vote: 'no', reason: stale };
         const outcome = onPrepare(row?.state, () => this.refusal(txid, operation));
         if (outcome.stage) this.st.stage.run(txid, operation.kind, operation.name, JSON.stringify(operation.value), this.now());
         else if (row === undefined) this.st.record.run(txid, operation.kind, operation.name, 'aborted', this.now());
@@ -96,6 +135,16 @@ export class CriticalStaging {
     } finally {
       this.db.pragma(`synchronous = ${level}`);
     }
+  }
+
+  /** Why a prepare first seen now is refused as older than what was pruned (undefined: it is not). */
+  private staleness(txid: string, deadline: number | undefined): string | undefined {
+    if (deadline === undefined) return undefined;
+    const raw = this.st.getPruned.get(PRUNED_META_KEY)?.v;
+    if (raw === undefined) return undefined;
+    const { decidedBefore } = JSON.parse(raw) as { decidedBefore: number };
+    if (deadline >= decidedBefore + PRUNED_PREPARE_SLACK_MS) return undefined;
+    return `the prepare of ${txid} is too late (its deadline ${new Date(deadline).toISOString()} is before transactions this host decided and pruned, at ${new Date(decidedBefore).toISOString()}, plus ${PRUNED_PREPARE_SLACK_MS / 60_000} min)`;
   }
 
   private refusal(txid: string, op: CriticalOperation): string | undefined {
@@ -118,9 +167,15 @@ export class CriticalStaging {
     return this.durable(() =>
       this.db.transaction((): 'committed' | 'aborted' => {
         const row = this.st.get.get(txid);
+        // Pruned after its commit: critical_state holding it proves the commit (nothing else writes its txid there).
+        const current = row?.state ?? (this.st.heldBy.get(txid) === undefined ? undefined : 'committed');
+        if (row === undefined && current === 'committed') {
+          if (decision === 'commit') return 'committed';
+          throw new FleetError('FLEET_TPC_003', `transaction ${txid}: decision abort for a transaction already committed`, { details: { txid, decision } });
+        }
         let out;
         try {
-          out = onDecision(row?.state, decision);
+          out = onDecision(current, decision);
         } catch (e) {
           throw new FleetError('FLEET_TPC_003', `transaction ${txid}: ${e instanceof Error ? e.message : String(e)}`, { details: { txid, decision } });
         }
@@ -134,6 +189,28 @@ export class CriticalStaging {
         return out.next as 'committed' | 'aborted';
       }).immediate(),
     );
+  }
+
+  /**
+   * Deletes up to `limit` decided transactions (`committed` / `aborted`) decided more than
+   * `retentionMs` ago, and raises the pruned mark over them (one transaction). Never a `prepared` row
+   * (in doubt), never `critical_state`. Returns how many went.
+   */
+  prune(retentionMs: number, limit = 1000): number {
+    if (retentionMs < MIN_CRITICAL_RETENTION_MS) throw new RangeError(`critical retention ${retentionMs} ms is below the minimum ${MIN_CRITICAL_RETENTION_MS} ms`);
+    const cutoff = this.now() - retentionMs;
+    return this.db
+      .transaction((): number => {
+        const rows = this.st.prunable.all(cutoff, limit);
+        if (rows.length === 0) return 0;
+        for (const r of rows) this.st.drop.run(r.txid);
+        const raw = this.st.getPruned.get(PRUNED_META_KEY)?.v;
+        const before = raw === undefined ? { decidedBefore: 0, pruned: 0 } : (JSON.parse(raw) as { decidedBefore: number; pruned: number });
+        const latest = Math.max(before.decidedBefore, ...rows.map((r) => r.decided_at));
+        this.st.putPruned.run(PRUNED_META_KEY, JSON.stringify({ decidedBefore: latest, pruned: before.pruned + rows.length }));
+        return rows.length;
+      })
+      .immediate();
   }
 
   /** Transactions staged and not yet decided, oldest first. */

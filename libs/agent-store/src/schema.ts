@@ -31,7 +31,8 @@ export const SCHEMA_VERSION = 3;
 
 /**
  * Critical operations (two-phase commit, critical-staging.ts): what is staged or was decided, by
- * transaction; and what this host holds, committed. Added without a schema version bump (an older
+ * transaction (decided rows are pruned after a retention period; `meta` key `critical_pruned` keeps
+ * the latest decision time pruned); and what this host holds, committed. Added without a schema version bump (an older
  * agent ignores them); also run on a restored backup made before they existed.
  */
 export const CRITICAL_SCHEMA_SQL = `
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS critical_staged (
   decided_at INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS critical_staged_prepared ON critical_staged (kind, name) WHERE state = 'prepared';
+CREATE INDEX IF NOT EXISTS critical_staged_decided ON critical_staged (decided_at) WHERE state <> 'prepared';
 
 CREATE TABLE IF NOT EXISTS critical_state (
   kind TEXT NOT NULL,

@@ -547,9 +547,14 @@ export class SqliteLocalStore implements LocalStore {
   // -------------------------------------------------------------------------------------------
   // critical operations (two-phase commit participant; critical-staging.ts)
 
-  /** Phase 1 of a critical operation: stage it durably and vote. */
-  criticalPrepare(txid: string, operation: CriticalOperation): Vote {
-    return this.guard(() => this.staging.prepare(txid, operation));
+  /** Phase 1 of a critical operation: stage it durably and vote; `deadline` (the prepare's) refuses a late copy of a pruned transaction's prepare. */
+  criticalPrepare(txid: string, operation: CriticalOperation, deadline?: number): Vote {
+    return this.guard(() => this.staging.prepare(txid, operation, deadline));
+  }
+
+  /** Deletes up to `limit` decided critical transactions decided more than `retentionMs` ago (never one in doubt); how many went. */
+  criticalPrune(retentionMs: number, limit?: number): number {
+    return this.guard(() => this.staging.prune(retentionMs, limit));
   }
 
   /** Phase 2: apply or drop what was staged; the state to acknowledge. */

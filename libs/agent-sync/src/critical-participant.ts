@@ -23,7 +23,8 @@ import type { TransportReply } from './transport';
 /** What the participant needs of the agent's store (`SqliteLocalStore` has it). */
 export interface CriticalStore {
   readonly agentId: string;
-  criticalPrepare(txid: string, operation: CriticalOperation): Vote;
+  /** `deadline`: the prepare's (a store that prunes decided transactions refuses a late copy of a pruned one's prepare by it). */
+  criticalPrepare(txid: string, operation: CriticalOperation, deadline?: number): Vote;
   criticalDecide(txid: string, decision: Decision): 'committed' | 'aborted';
   criticalInDoubt(): readonly { readonly txid: string }[];
 }
@@ -98,7 +99,7 @@ export class CriticalParticipant {
       this.checkSigned(req.t === 'prepare' ? { t: 'prepare', txid: req.txid, operation: req.operation, deadline: req.deadline } : { t: 'decision', txid: req.txid, decision: req.decision }, req.sig);
       let reply: TpcAgentReply;
       if (req.t === 'prepare') {
-        const vote = this.o.store.criticalPrepare(req.txid, req.operation);
+        const vote = this.o.store.criticalPrepare(req.txid, req.operation, req.deadline);
         this.report({ type: 'voted', txid: req.txid, vote });
         reply = { protocol: PROTOCOL_VERSION, txid: req.txid, vote };
       } else {

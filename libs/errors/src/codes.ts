@@ -256,6 +256,15 @@ export const ErrorCodes = {
    * an operator must repair the participant and run the operation again.
    */
   FLEET_TPC_003: { name: 'PreparedStateLost', retryable: true, message: 'prepared state lost before commit' },
+  /**
+   * A host asked about a critical transaction the coordinator's log no longer holds: it was finished
+   * (every participant acknowledged its decision) and pruned after `FLEET_CHANGELOG_CRITICAL_RETENTION`,
+   * and the server holds nothing of it for that host, so the decision cannot be told. Only a host whose
+   * store went back in time (restored from a backup taken between its prepare and the decision) can ask.
+   * The host stays in doubt, and refuses other transactions on that entry, until an operator removes the
+   * staged row by hand (docs/critical-operations.md, "Retention") and runs the operation again.
+   */
+  FLEET_TPC_004: { name: 'DecisionPruned', retryable: false, message: 'the decision of a pruned critical transaction cannot be told' },
   // --- operator APIs (fleetctl agents, replay) ---
   /**
    * The server knows no agent by that id: the change log holds none of its changes and it has no

@@ -130,6 +130,13 @@ export const Metrics = {
     description: 'Decisions of critical operations not delivered to a participant (retried by recovery until acknowledged); a steady rise is a host in doubt that cannot be reached.',
     attributes: {},
   },
+  criticalPruned: {
+    name: 'fleet_sync.critical.pruned',
+    kind: 'counter',
+    unit: '{transaction}',
+    description: 'Finished critical operations (every participant acknowledged the decision) deleted from the decision log once older than FLEET_CHANGELOG_CRITICAL_RETENTION, by outcome.',
+    attributes: { state: ['committed', 'aborted'] },
+  },
   timeToResolve: {
     name: 'fleet_sync.conflicts.time_to_resolve',
     kind: 'histogram',

@@ -14,6 +14,11 @@
  *   prepared transactions of the server that outlived their decision, or that the log knows nothing of
  *   (rolled back: they never reached a commit point).
  * - `status`: what an agent in doubt is told.
+ * - `prune` (from the recovery loop): deletes finished transactions (`committed` / `aborted`, so every
+ *   participant that had to hear the decision acknowledged it) completed more than a retention period
+ *   ago, with their `critical_applied` rows; `critical_state` (what each host holds) stays. It raises
+ *   `critical_pruned.max_txid` in the same statement, so `status` presumes abort only for txids above
+ *   it: a txid at or below it may be a pruned commit (see `status`).
  */
 import { randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
@@ -58,7 +63,15 @@ export type CriticalEvent =
   | { readonly type: 'phase2-failed'; readonly txid: string; readonly participant: string; readonly error: unknown }
   | { readonly type: 'recovery-failed'; readonly txid: string; readonly error: unknown }
   /** A prepared transaction of the server outlived its decision (or was never logged): finished by recovery. */
-  | { readonly type: 'orphan-finished'; readonly txid: string; readonly decision: Decision; readonly logged: boolean };
+  | { readonly type: 'orphan-finished'; readonly txid: string; readonly decision: Decision; readonly logged: boolean }
+  /** Finished transactions deleted from the log by `prune` (one event per batch). */
+  | { readonly type: 'pruned'; readonly committed: number; readonly aborted: number };
+
+/** What one `prune` call deleted. */
+export interface PruneResult {
+  readonly committed: number;
+  readonly aborted: number;
+}
 
 interface TxRow {
   txid: string;
@@ -306,14 +319,75 @@ export class CriticalCoordinator {
     return touched;
   }
 
-  /** What an agent in doubt is told about `txid`. */
+  /**
+   * What an agent in doubt is told about `txid`. When the log holds it: its decision, or `pending`.
+   * When it does not, presumed abort holds only for a txid above `critical_pruned.max_txid` (one
+   * statement reads the row and the mark, and `prune` deletes and raises the mark in one statement, so
+   * a txid is either found or at or below the mark). At or below it, the transaction may have been
+   * pruned after a commit. A pruned transaction was acknowledged by every participant that had to hear
+   * its decision, so no host can be in doubt about it unless its store went back in time (restored from
+   * a backup taken between its prepare and the decision). Then: `commit` if the server holds the
+   * transaction's entry for this host in `critical_state` (written only by a committed transaction,
+   * and kept), otherwise FLEET_TPC_004: the host stays in doubt, since either answer could be wrong.
+   */
   async status(agentId: string, txid: string): Promise<Decision | 'pending'> {
-    const rows = (await this.ds.query(`select ${COLUMNS} from critical_transactions where txid = $1`, [txid])) as TxRow[];
-    const row = rows[0];
+    const rows = (await this.ds.query(
+      `select (select row_to_json(t) from (select ${COLUMNS} from critical_transactions where txid = $1) t) as row,
+              (select max_txid >= $1::uuid from critical_pruned) as pruned_range,
+              exists (select 1 from critical_state where agent_id = $2 and txid = $1) as held`,
+      [txid, agentId],
+    )) as { row: (Omit<TxRow, 'deadline'> & { deadline: string }) | null; pruned_range: boolean | null; held: boolean }[];
+    const r = rows[0];
+    const row = r?.row ?? undefined;
     if (row !== undefined && !row.participants.includes(agentId)) {
       throw new FleetError('FLEET_TPC_001', `agent ${agentId} is not a participant of critical transaction ${txid}`, { details: { txid, agentId } });
     }
-    return statusAnswer(row === undefined ? undefined : toTx(row));
+    if (row !== undefined) return statusAnswer(toTx({ ...row, deadline: new Date(row.deadline) } as TxRow));
+    if (r?.pruned_range !== true) return statusAnswer(undefined); // never logged: it never reached a commit point
+    if (r.held) return 'commit'; // critical_state holds it for this host: only a commit writes it
+    throw new FleetError(
+      'FLEET_TPC_004',
+      `critical transaction ${txid} is not in the log any more (finished and pruned) and the server holds nothing of it for ${agentId}: its decision cannot be told, the host stays in doubt (see docs/critical-operations.md, "Retention")`,
+      { details: { txid, agentId } },
+    );
+  }
+
+  /**
+   * Deletes up to `limit` finished transactions completed before `now - retentionMs` (their
+   * `critical_applied` rows too) and raises `critical_pruned.max_txid` over them, in one statement.
+   * Finished means `committed` / `aborted` (every participant that had to hear the decision
+   * acknowledged it: recovery has nothing left to do), checked again here on the arrays themselves,
+   * and no prepared transaction of the server left under its id. Rows are taken `for update skip
+   * locked`, so replicas pruning at once take different rows. Returns what it deleted.
+   */
+  async prune(retentionMs: number, limit = 500): Promise<PruneResult> {
+    const cutoff = new Date(this.now() - retentionMs);
+    const rows = (await this.ds.query(
+      `with doomed as (
+         select txid from critical_transactions t
+          where state in ('committed', 'aborted') and completed_at < $1
+            and not exists (select 1 from unnest(t.participants) p
+                             where not (p = any (t.acked)) and (t.state = 'committed' or coalesce(t.votes -> p ->> 'vote', '') <> 'no'))
+            and not exists (select 1 from pg_prepared_xacts x where x.gid = 'fleet_tpc_' || t.txid::text)
+          order by completed_at
+          limit $2
+          for update skip locked
+       ), gone as (
+         delete from critical_transactions t using doomed where t.txid = doomed.txid returning t.txid, t.state
+       ), applied as (
+         delete from critical_applied a using gone where a.txid = gone.txid
+       ), mark as (
+         insert into critical_pruned (id, max_txid, pruned)
+         select true, (select txid from gone order by txid desc limit 1), (select count(*) from gone)
+          where exists (select 1 from gone)
+         on conflict (id) do update set max_txid = greatest(critical_pruned.max_txid, excluded.max_txid), pruned = critical_pruned.pruned + excluded.pruned, updated_at = now()
+       )
+       select count(*) filter (where state = 'committed')::int as committed, count(*) filter (where state = 'aborted')::int as aborted from gone`,
+      [cutoff, limit],
+    )) as PruneResult[];
+    const r = rows[0] ?? { committed: 0, aborted: 0 };
+    if (r.committed + r.aborted > 0) this.o.onEvent?.({ type: 'pruned', committed: r.committed, aborted: r.aborted });
+    return { committed: r.committed, aborted: r.aborted };
   }
 
   async show(txid: string): Promise<CriticalTxView> {
@@ -335,7 +409,7 @@ export class CriticalCoordinator {
   private async row(txid: string): Promise<TxRow> {
     const rows = (await this.ds.query(`select ${COLUMNS} from critical_transactions where txid = $1`, [txid])) as TxRow[];
     const row = rows[0];
-    if (row === undefined) throw new FleetError('FLEET_TPC_001', `no critical transaction ${txid}`, { details: { txid } });
+    if (row === undefined) throw new FleetError('FLEET_TPC_001', `no critical transaction ${txid} (finished ones are pruned after the retention period)`, { details: { txid } });
     return row;
   }
 }
