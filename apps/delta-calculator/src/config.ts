@@ -16,6 +16,7 @@ export const deltaConfig = defineConfig({
     maxConcurrent: { env: 'MAX_CONCURRENT', schema: envInt({ min: 1, max: 256 }), default: '8', description: 'pull / merkle requests handled at once per replica' },
     nudgeWindow: { env: 'NUDGE_WINDOW', schema: envDuration({ min: 0, max: 10_000 }), default: '75ms', description: 'appended events within this window after the first give one nudge per subscribed agent' },
     compressAbove: { env: 'COMPRESS_ABOVE', schema: envInt({ min: 0, max: 1 << 20 }), default: '8192', description: 'gzip a pull reply above this many bytes (when the agent accepts gzip)' },
+    pullFactsEvery: { env: 'PULL_FACTS_EVERY', schema: envDuration({ min: 100, max: 600_000 }), default: '5s', description: "how often the agents' pull facts held in memory (last pull, lag, last verification) are written to agent_pulls, in one upsert" },
     projectEvery: { env: 'PROJECT_EVERY', schema: envDuration({ min: 100, max: 600_000 }), default: '1s', description: 'how often the record-states projection catches up with the log in the background' },
   },
 });

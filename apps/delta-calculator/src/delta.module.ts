@@ -1,15 +1,15 @@
-import { Module } from '@nestjs/common';
+import { Logger, Module } from '@nestjs/common';
 import type { DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { subjects } from '@fleet/contracts';
-import { DeltaStore, MerkleService, Nudger, PullService } from '@fleet/delta';
+import { DeltaStore, MerkleService, Nudger, PullFacts, PullService } from '@fleet/delta';
 import { JetStreamServer, natsReadinessCheck } from '@fleet/messaging';
 import { postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
 import { HealthModule, operatorStatusController, STATUS_FACTS, syncMetrics, SyncMetricsModule } from '@fleet/observability';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
 import { AgentsController, deltaController } from './delta.controller';
-import { deltaOperatorController, deltaStatusFacts } from './operator';
+import { deltaOperatorController, deltaStatusFacts, deltaVerifyController } from './operator';
 
 
 /** Wiring only: connections, metrics, health, the store, the pull / Merkle services, the nudger. */
@@ -28,16 +28,31 @@ export class DeltaModule {
           useFactory: (ds: DataSource, js: JetStreamServer) => ({ checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)] }),
         }),
       ],
-      controllers: [deltaController(config), AgentsController, deltaOperatorController(config, strategies), operatorStatusController('delta-calculator', config.namespace, s.queueGroups.pull)],
+      controllers: [deltaController(config), AgentsController, deltaOperatorController(config), deltaVerifyController(config, strategies), operatorStatusController('delta-calculator', config.namespace, s.queueGroups.pull)],
       providers: [
         { provide: STATUS_FACTS, inject: [DataSource], useFactory: (ds: DataSource) => () => deltaStatusFacts(ds) },
         { provide: DeltaStore, inject: [DataSource], useFactory: (ds: DataSource) => new DeltaStore(ds, strategies) },
-        { provide: PullService, inject: [DeltaStore], useFactory: (st: DeltaStore) => new PullService(st, { compressAbove: config.compressAbove }) },
+        {
+          // Each agent's last pull, lag and verification: held in memory, one upsert every pullFactsEvery (never per request).
+          provide: PullFacts,
+          inject: [DataSource],
+          useFactory: (ds: DataSource) => {
+            const logger = new Logger('delta-calculator');
+            const facts = new PullFacts(ds, { flushEvery: config.pullFactsEvery, now: Date.now, onFlushError: (e) => logger.warn(`pull facts not written (kept for the next flush): ${String(e)}`) });
+            facts.start();
+            return facts;
+          },
+        },
+        {
+          provide: PullService,
+          inject: [DeltaStore, PullFacts],
+          useFactory: (st: DeltaStore, facts: PullFacts) => new PullService(st, { compressAbove: config.compressAbove, observer: facts }),
+        },
         {
           provide: MerkleService,
-          inject: [DeltaStore, PullService],
-          useFactory: (st: DeltaStore, p: PullService) =>
-            new MerkleService(st, p, { onDifferences: (n) => syncMetrics().consistencyViolations.add(n, { side: 'server' }) }),
+          inject: [DeltaStore, PullService, PullFacts],
+          useFactory: (st: DeltaStore, p: PullService, facts: PullFacts) =>
+            new MerkleService(st, p, { onDifferences: (n) => syncMetrics().consistencyViolations.add(n, { side: 'server' }), verified: (agentId, n) => facts.verified(agentId, n) }),
         },
         {
           provide: Nudger,
@@ -63,8 +78,14 @@ export class DeltaModule {
           inject: [Nudger],
           useFactory: (n: Nudger) => ({ beforeApplicationShutdown: () => n.stop() }),
         },
+        {
+          // The last flush of the pull facts, before the pool closes (after the responders drained: no pull recorded after it).
+          provide: 'PullFactsStopper',
+          inject: [PullFacts],
+          useFactory: (f: PullFacts) => ({ beforeApplicationShutdown: () => f.stop() }),
+        },
       ],
-      exports: [DeltaStore],
+      exports: [DeltaStore, PullFacts],
     };
   }
 }

@@ -1,19 +1,23 @@
 /**
  * delta-calculator's part of the operator API, in the queue group `queueGroups.pull`: its status
  * figures (the `record_states` projector's cursor against the log head, the retention horizon),
- * `<ns>.admin.agents.groups` (group memberships, for `fleetctl agents`) and
- * `<ns>.admin.verify.delta-calculator` (`record_states` against sync-core's fold of the log, read-only).
+ * `<ns>.admin.agents.groups` (group memberships, for `fleetctl agents`), `<ns>.admin.agents.sync`
+ * (each agent's pulls and verifications with its sync-health score), `<ns>.admin.health` (the fleet's
+ * score and its worst agents, for `fleetctl status`) and `<ns>.admin.verify.delta-calculator`
+ * (`record_states` against sync-core's fold of the log, read-only).
  */
 import { Controller, Inject } from '@nestjs/common';
 import type { Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
 import { DataSource } from 'typeorm';
-import { answerRequest, decodeAgentGroupsRequest, decodeVerifyRequest, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
-import type { StatusFacts, VerifyResponse } from '@fleet/contracts';
-import { DeltaStore, readRecordStatesCursor } from '@fleet/delta';
+import { answerRequest, decodeAgentGroupsRequest, decodeAgentSyncRequest, decodeFleetHealthRequest, PROTOCOL_VERSION, SERVER_ORIGIN, subjects } from '@fleet/contracts';
+import type { AgentSync, AgentSyncResponse, FleetHealthResponse, StatusFacts } from '@fleet/contracts';
+import { DeltaStore, PullFacts, readAgentPulls, readAllAgentPulls, readRecordStatesCursor } from '@fleet/delta';
+import type { AgentPullRow } from '@fleet/delta';
 import { NatsRequest } from '@fleet/messaging';
 import type { InboundRequest } from '@fleet/messaging';
-import { logHorizon, projectionProgress, verifyStateTable } from '@fleet/server-store';
+import { fleetHealth, serverSyncHealth, worstAgents } from '@fleet/observability';
+import { logHorizon, projectionProgress, stateVerifyController } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
 
@@ -22,13 +26,36 @@ export async function deltaStatusFacts(ds: DataSource): Promise<StatusFacts> {
   return { projection, logHorizon: horizon };
 }
 
-export function deltaOperatorController(config: DeltaConfig, strategies: StrategyConfig): Type<unknown> {
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+
+/** An agent's stored facts as the operator API shows them, scored at `nowMs` (this replica's clock, as the facts are). */
+export function agentSyncView(r: AgentPullRow, nowMs: number): AgentSync {
+  const health = serverSyncHealth({ caughtUpAt: r.caughtUpAt, firstPulledAt: r.firstPulledAt, verifyDiffs: r.verifyDiffs }, nowMs);
+  return {
+    agentId: r.agentId,
+    firstPullAt: iso(r.firstPulledAt),
+    lastPullAt: iso(r.pulledAt),
+    pullFrom: r.pullFrom,
+    pullTo: r.pullTo,
+    headSeqAtPull: r.headSeq,
+    behind: r.behind,
+    caughtUpAt: iso(r.caughtUpAt),
+    pulls: r.pulls,
+    lastVerifiedAt: iso(r.verifiedAt),
+    verifyDifferences: r.verifyDiffs,
+    lastPushAt: iso(r.lastPushAt),
+    health: { score: health.score, status: health.status, reasons: health.reasons.slice(0, 16) },
+  };
+}
+
+export function deltaOperatorController(config: DeltaConfig, now: () => number = Date.now): Type<unknown> {
   const s = subjects(config.namespace);
   @Controller()
   class DeltaOperatorController {
     constructor(
       @Inject(DataSource) private readonly ds: DataSource,
       @Inject(DeltaStore) private readonly store: DeltaStore,
+      @Inject(PullFacts) private readonly facts: PullFacts,
     ) {}
 
     @NatsRequest(s.agentGroupsApi, s.queueGroups.pull)
@@ -36,22 +63,53 @@ export function deltaOperatorController(config: DeltaConfig, strategies: Strateg
       return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, groups: await this.store.groupsOfMany(decodeAgentGroupsRequest(req.data).agentIds) }));
     }
 
-    @NatsRequest(s.verifyApi('delta-calculator'), s.queueGroups.pull, { maxConcurrent: 1 })
-    verify(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async (): Promise<VerifyResponse> => {
-        const r = decodeVerifyRequest(req.data);
-        const started = performance.now();
-        const check = await verifyStateTable(this.ds, {
-          table: 'record_states',
-          appliedColumn: 'rev',
-          readCursor: readRecordStatesCursor,
-          aheadOfCursor: false,
-          config: strategies,
-          maxDiffs: r.maxDiffs ?? 100,
-        });
-        return { protocol: PROTOCOL_VERSION, service: 'delta-calculator', durationMs: Math.round(performance.now() - started), checks: [check] };
+    /** The stored facts: this replica flushes what it holds first (other replicas' last few seconds may be missing). */
+    @NatsRequest(s.agentSyncApi, s.queueGroups.pull)
+    agents(@Payload() req: InboundRequest): Promise<unknown> {
+      return answerRequest(async (): Promise<AgentSyncResponse> => {
+        const { agentIds } = decodeAgentSyncRequest(req.data);
+        await this.facts.flush().catch(() => undefined);
+        const rows = await readAgentPulls(this.ds, agentIds);
+        const at = now();
+        return { protocol: PROTOCOL_VERSION, at: new Date(at).toISOString(), agents: Object.fromEntries(rows.map((r) => [r.agentId, agentSyncView(r, at)])) };
+      });
+    }
+
+    @NatsRequest(s.fleetHealthApi, s.queueGroups.pull, { maxConcurrent: 2 })
+    health(@Payload() req: InboundRequest): Promise<unknown> {
+      return answerRequest(async (): Promise<FleetHealthResponse> => {
+        const { worst } = decodeFleetHealthRequest(req.data);
+        await this.facts.flush().catch(() => undefined);
+        const at = now();
+        const views = (await readAllAgentPulls(this.ds, SERVER_ORIGIN)).map((r) => agentSyncView(r, at));
+        const fleet = fleetHealth(views.map((v) => v.health));
+        return {
+          protocol: PROTOCOL_VERSION,
+          at: new Date(at).toISOString(),
+          score: fleet.score,
+          status: fleet.status,
+          reasons: fleet.reasons.slice(0, 16),
+          agents: fleet.agents,
+          byStatus: { ...fleet.byStatus },
+          worst: worstAgents(views, worst ?? 5),
+        };
       });
     }
   }
   return DeltaOperatorController;
+}
+
+/** `record_states` folds a page and moves its cursor in one transaction: no row is ever ahead of the cursor. */
+export function deltaVerifyController(config: DeltaConfig, strategies: StrategyConfig): Type<unknown> {
+  const s = subjects(config.namespace);
+  return stateVerifyController({
+    service: 'delta-calculator',
+    subject: s.verifyApi('delta-calculator'),
+    queueGroup: s.queueGroups.pull,
+    table: 'record_states',
+    appliedColumn: 'rev',
+    readCursor: readRecordStatesCursor,
+    aheadOfCursor: false,
+    config: strategies,
+  });
 }

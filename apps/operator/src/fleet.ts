@@ -5,6 +5,8 @@
 import {
   decodeAgentGroupsReply,
   decodeAgentShowReply,
+  decodeAgentSyncReply,
+  decodeFleetHealthReply,
   decodeAgentsListReply,
   decodeDeadLettersActionReply,
   decodeDeadLetterShowReply,
@@ -13,7 +15,7 @@ import {
   decodeVerifyReply,
   SERVER_SERVICES,
 } from '@fleet/contracts';
-import type { AgentProgress, DeadLetterActionResult, DeadLetterItem, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
+import type { AgentProgress, AgentSync, DeadLetterActionResult, FleetHealthResponse, DeadLetterItem, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import { ask, durationOption, nonNegativeInt, operatorAuth, positiveInt, stringOption, table, usage, valueOf } from './cli';
 import type { Ctx, Options } from './cli';
@@ -37,17 +39,28 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
   if (args.length > 0) usage(`status takes no argument (got ${JSON.stringify(args[0])})`);
   const maxLagAgeMs = durationOption('--max-lag-age', stringOption(v, 'max-lag-age'), { min: 0, max: 7 * 86_400_000 }) ?? 60_000;
   const maxDeadLetters = nonNegativeInt('--max-dead-letters', stringOption(v, 'max-dead-letters')) ?? 0;
+  const minScore = nonNegativeInt('--min-health-score', stringOption(v, 'min-health-score'));
+  if (minScore !== undefined && minScore > 100) usage('--min-health-score is between 0 and 100');
+  const worst = nonNegativeInt('--worst', stringOption(v, 'worst')) ?? 5;
+  if (worst > 100) usage('--worst is at most 100');
   // A status must not hang for a minute on one stuck replica: at most 10 s per service, asked at once.
   const timeoutMs = Math.min(c.config.timeout, 10_000);
-  const answers: Answer[] = await Promise.all(
-    SERVER_SERVICES.map(async (service): Promise<Answer> => {
-      try {
-        return { service, ok: true, status: valueOf(decodeStatusReply(await ask(c, c.s.statusApi(service), {}, undefined, timeoutMs))) };
-      } catch (e) {
-        return { service, ok: false, error: describeError(e) };
-      }
-    }),
-  );
+  const [answers, health] = await Promise.all([
+    Promise.all(
+      SERVER_SERVICES.map(async (service): Promise<Answer> => {
+        try {
+          return { service, ok: true, status: valueOf(decodeStatusReply(await ask(c, c.s.statusApi(service), {}, undefined, timeoutMs))) };
+        } catch (e) {
+          return { service, ok: false, error: describeError(e) };
+        }
+      }),
+    ),
+    // The fleet's sync-health score (delta-calculator, from the agents' pulls and verifications).
+    ask(c, c.s.fleetHealthApi, { worst }, undefined, timeoutMs).then(
+      (b) => ({ ok: true as const, value: valueOf(decodeFleetHealthReply(b)) }),
+      (e: unknown) => ({ ok: false as const, error: describeError(e) }),
+    ),
+  ]);
 
   const unavailable: string[] = [];
   const unhealthy: string[] = [];
@@ -84,11 +97,21 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
   if (deadLetters !== undefined && deadLetters.messages > maxDeadLetters) {
     unhealthy.push(`${deadLetters.messages} dead letter(s) (over ${maxDeadLetters}): fleetctl replay list`);
   }
+  if (!health.ok) unavailable.push(`delta-calculator cannot score the fleet's sync health (${health.error})`);
+  else if (minScore !== undefined && health.value.score < minScore) {
+    unhealthy.push(`fleet sync-health score ${health.value.score} is below ${minScore} (${health.value.byStatus.unhealthy} unhealthy, ${health.value.byStatus.degraded} degraded of ${health.value.agents} agent(s)): fleetctl agents show <id>`);
+  }
   const verdict = unavailable.length > 0 ? 'UNAVAILABLE' : unhealthy.length > 0 ? 'UNHEALTHY' : 'HEALTHY';
   const code = unavailable.length > 0 ? EXIT_UNAVAILABLE : unhealthy.length > 0 ? EXIT_UNHEALTHY : 0;
 
   if (c.json) {
-    c.io.out(JSON.stringify({ verdict: verdict.toLowerCase(), problems: [...unavailable, ...unhealthy], services: answers.map((a) => (a.ok ? a.status : { service: a.service, error: a.error })) }, null, 2));
+    c.io.out(
+      JSON.stringify(
+        { verdict: verdict.toLowerCase(), problems: [...unavailable, ...unhealthy], services: answers.map((a) => (a.ok ? a.status : { service: a.service, error: a.error })), health: health.ok ? health.value : { error: health.error } },
+        null,
+        2,
+      ),
+    );
     return code;
   }
   for (const l of table(rows)) c.io.out(l);
@@ -97,11 +120,34 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
     const by = Object.entries(deadLetters.bySubject).map(([subj, n]) => `${subj} ${n}`);
     c.io.out(`dead letters: ${deadLetters.messages}${deadLetters.messages > 0 ? ` (${by.join(', ')}; oldest ${deadLetters.oldestAt ?? '-'})` : ''}`);
   }
+  if (health.ok) printFleetHealth(c, health.value);
+  else c.io.out('sync health: unknown (delta-calculator did not answer)');
   c.io.out(`${verdict}${[...unavailable, ...unhealthy].map((p) => `\n  - ${p}`).join('')}`);
   return code;
 }
 
+function printFleetHealth(c: Ctx, h: FleetHealthResponse): void {
+  c.io.out(`sync health: ${h.score} ${h.status} (${h.agents} agent(s): ${h.byStatus.healthy} healthy, ${h.byStatus.degraded} degraded, ${h.byStatus.unhealthy} unhealthy)${h.reasons.length > 0 ? `: ${h.reasons.join('; ')}` : ''}`);
+  const shown = h.worst.filter((a) => a.health.score < 100 || a.health.status !== 'healthy');
+  if (shown.length === 0) return;
+  c.io.out('worst agents:');
+  for (const a of shown) c.io.out(`  ${a.agentId}  ${a.health.score} ${a.health.status}  last pull ${a.lastPullAt ?? 'never'}${a.health.reasons.length > 0 ? `  ${a.health.reasons[0]}` : ''}`);
+}
+
 // --- agents -------------------------------------------------------------------------------------------
+
+/** Pulls, verifications and the sync-health score from delta-calculator; undefined (and a warning) when it does not answer. */
+async function syncOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, AgentSync> | undefined> {
+  if (agentIds.length === 0) return {};
+  try {
+    return valueOf(decodeAgentSyncReply(await ask(c, c.s.agentSyncApi, { agentIds }))).agents;
+  } catch (e) {
+    c.io.err(`fleetctl: warning: pulls and sync health unavailable (delta-calculator: ${describeError(e)})`);
+    return undefined;
+  }
+}
+
+const scoreText = (a: AgentSync | undefined): string => (a === undefined ? '-' : `${a.health.score} ${a.health.status}`);
 
 /** Group memberships from delta-calculator; undefined (and a warning) when it does not answer: the rest of the listing still stands. */
 async function groupsOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, string[]> | undefined> {
@@ -118,12 +164,13 @@ export async function agents(c: Ctx, verb: string | undefined, args: readonly st
   if (verb === 'show') {
     const agentId = args[0] ?? usage('expected <agent id>');
     const progress = valueOf(decodeAgentShowReply(await ask(c, c.s.agentsApi('show'), { agentId })));
-    const groups = await groupsOf(c, [agentId]);
+    const [groups, sync] = await Promise.all([groupsOf(c, [agentId]), syncOf(c, [agentId])]);
     const memberOf = groups?.[agentId];
-    if (progress.agent === null && (memberOf === undefined || memberOf.length === 0)) {
-      throw new FleetError('FLEET_OPS_001', `no agent ${JSON.stringify(agentId)}: the change log holds none of its changes${groups === undefined ? '' : ' and it has no group membership'}`);
+    const pulls = sync?.[agentId];
+    if (progress.agent === null && (memberOf === undefined || memberOf.length === 0) && pulls === undefined) {
+      throw new FleetError('FLEET_OPS_001', `no agent ${JSON.stringify(agentId)}: the change log holds none of its changes${groups === undefined ? '' : ' and it has no group membership'}${sync === undefined ? '' : ', and it never pulled'}`);
     }
-    const view = { agentId, log: progress.agent, groups: memberOf ?? null };
+    const view = { agentId, log: progress.agent, groups: memberOf ?? null, sync: pulls ?? null };
     if (c.json) return c.io.out(JSON.stringify(view, null, 2)), 0;
     c.io.out(`agent ${agentId}`);
     if (progress.agent === null) c.io.out('  log: none of its changes (never pushed anything the log kept)');
@@ -132,6 +179,17 @@ export async function agents(c: Ctx, verb: string | undefined, args: readonly st
       c.io.out(`  last origin seq: ${a.lastOriginSeq}\n  changes logged: ${a.changes}\n  last log seq: ${a.lastSeq}\n  last change appended: ${a.lastAppendedAt}\n  last hlc: ${a.lastHlc}`);
     }
     c.io.out(`  groups: ${memberOf === undefined ? 'unknown (delta-calculator did not answer)' : memberOf.length === 0 ? '-' : memberOf.join(', ')}`);
+    if (sync === undefined) c.io.out('  pulls: unknown (delta-calculator did not answer)');
+    else if (pulls === undefined || pulls.lastPullAt === null) c.io.out('  pulls: none recorded');
+    else {
+      c.io.out(`  last pull: ${pulls.lastPullAt} (cursor ${pulls.pullFrom ?? '-'} -> ${pulls.pullTo ?? '-'}, log head ${pulls.headSeqAtPull ?? '-'}, behind ${pulls.behind ?? '-'} change(s))`);
+      c.io.out(`  last caught up: ${pulls.caughtUpAt ?? 'never'}\n  first pull: ${pulls.firstPullAt ?? '-'}\n  pulls: ${pulls.pulls}`);
+    }
+    if (pulls !== undefined) {
+      c.io.out(`  last verification: ${pulls.lastVerifiedAt === null ? 'never' : `${pulls.lastVerifiedAt}, ${pulls.verifyDifferences ?? 0} differing bucket(s)`}`);
+      c.io.out(`  last push: ${pulls.lastPushAt ?? 'never'}`);
+      c.io.out(`  sync health: ${pulls.health.score} ${pulls.health.status}${pulls.health.reasons.map((r) => `\n    - ${r}`).join('')}`);
+    }
     return 0;
   }
   if (verb !== undefined && verb !== 'list') return usage(`unknown agents command ${JSON.stringify(verb)}`);
@@ -139,15 +197,29 @@ export async function agents(c: Ctx, verb: string | undefined, args: readonly st
   const after = stringOption(v, 'after');
   const limit = positiveInt('--limit', stringOption(v, 'limit'));
   const page = valueOf(decodeAgentsListReply(await ask(c, c.s.agentsApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) })));
-  const groups = await groupsOf(c, page.agents.map((a) => a.agentId));
+  const ids = page.agents.map((a) => a.agentId);
+  const [groups, sync] = await Promise.all([groupsOf(c, ids), syncOf(c, ids)]);
   if (c.json) {
-    c.io.out(JSON.stringify({ agents: page.agents.map((a) => ({ ...a, groups: groups?.[a.agentId] ?? null })), hasMore: page.hasMore, nextCursor: page.nextCursor }, null, 2));
+    c.io.out(JSON.stringify({ agents: page.agents.map((a) => ({ ...a, groups: groups?.[a.agentId] ?? null, sync: sync?.[a.agentId] ?? null })), hasMore: page.hasMore, nextCursor: page.nextCursor }, null, 2));
     return 0;
   }
   if (page.agents.length === 0) c.io.out('no agents');
   else {
-    const row = (a: AgentProgress): string[] => [a.agentId, String(a.lastOriginSeq), String(a.changes), String(a.lastSeq), a.lastAppendedAt, groups === undefined ? '?' : (groups[a.agentId] ?? []).join(',') || '-'];
-    for (const l of table([['AGENT', 'LAST ORIGIN SEQ', 'CHANGES', 'LAST SEQ', 'LAST APPENDED', 'GROUPS'], ...page.agents.map(row)])) c.io.out(l);
+    const row = (a: AgentProgress): string[] => {
+      const p = sync?.[a.agentId];
+      return [
+        a.agentId,
+        String(a.lastOriginSeq),
+        String(a.changes),
+        String(a.lastSeq),
+        a.lastAppendedAt,
+        sync === undefined ? '?' : (p?.lastPullAt ?? '-'),
+        sync === undefined ? '?' : p?.behind === null || p === undefined ? '-' : String(p.behind),
+        sync === undefined ? '?' : scoreText(p),
+        groups === undefined ? '?' : (groups[a.agentId] ?? []).join(',') || '-',
+      ];
+    };
+    for (const l of table([['AGENT', 'LAST ORIGIN SEQ', 'CHANGES', 'LAST SEQ', 'LAST APPENDED', 'LAST PULL', 'BEHIND', 'SCORE', 'GROUPS'], ...page.agents.map(row)])) c.io.out(l);
   }
   if (page.hasMore && page.nextCursor !== null) c.io.out(`more: fleetctl agents --after ${page.nextCursor}${limit === undefined ? '' : ` --limit ${limit}`}`);
   return 0;
@@ -228,6 +300,7 @@ export async function replay(c: Ctx, verb: string | undefined, args: readonly st
     const seq = positiveInt('<seq>', args[0]) ?? usage('expected <seq>');
     const r = valueOf(decodeDeadLetterShowReply(await ask(c, c.s.deadLettersApi('show'), { seq })));
     c.io.out(JSON.stringify(r, null, 2));
+    if (r.truncated !== undefined) c.io.err(`fleetctl: dead letter ${seq}: body cut to its first ${r.truncated.shownBytes} of ${r.truncated.bytes} bytes to fit under NATS max_payload`);
     return 0;
   }
   const discard = verb === 'discard';

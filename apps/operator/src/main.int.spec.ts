@@ -6,8 +6,12 @@
  * status is read (healthy, then with dead letters, then with a service down); agents are listed and
  * shown; the projections are verified (consistent, then with rows corrupted by hand); dead letters
  * are made for real (a push that fails on every delivery while the test holds the append lock, a
- * forged push, a change a projection refused) and listed, shown, replayed and discarded.
+ * forged push, a change a projection refused) and listed, shown, replayed and discarded; a dead letter
+ * near max_payload is shown cut to fit. Sync health: the agents' pulls are recorded by delta-calculator
+ * and listed with their score; an agent taken offline (its last caught-up pull set back 30 hours) drops
+ * to unhealthy, the fleet score with it, and `status --min-health-score` exits 1 below the score.
  */
+import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import { Fleet, HARNESS_OPERATOR_TOKEN } from '@fleet/fleet-harness';
@@ -164,9 +168,10 @@ describe('fleetctl', () => {
     let r = await run(['agents']);
     expect(r).toMatchObject({ code: 0, err: '' });
     const lines = r.out.split('\n');
-    expect(lines[0]).toMatch(/^AGENT +LAST ORIGIN SEQ +CHANGES +LAST SEQ +LAST APPENDED +GROUPS$/);
-    expect(lines[1]).toMatch(new RegExp(`^${a.id} +${rows[0]!.last_origin_seq} +${rows[0]!.changes_count} +\\d+ +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +eu,web$`));
-    expect(lines[2]).toMatch(new RegExp(`^${b.id} +${rows[1]!.last_origin_seq} +${rows[1]!.changes_count} +\\d+ +\\S+ +-$`));
+    expect(lines[0]).toMatch(/^AGENT +LAST ORIGIN SEQ +CHANGES +LAST SEQ +LAST APPENDED +LAST PULL +BEHIND +SCORE +GROUPS$/);
+    // Both agents pull (on nudges and on their schedule): delta-calculator recorded their last pull, and they are healthy.
+    expect(lines[1]).toMatch(new RegExp(`^${a.id} +${rows[0]!.last_origin_seq} +${rows[0]!.changes_count} +\\d+ +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +\\d+ +100 healthy +eu,web$`));
+    expect(lines[2]).toMatch(new RegExp(`^${b.id} +${rows[1]!.last_origin_seq} +${rows[1]!.changes_count} +\\d+ +\\S+ +\\S+Z +\\d+ +100 healthy +-$`));
     r = await run(['agents', '--limit', '1']);
     expect(r.out.split('\n')).toHaveLength(3);
     expect(r.out).toContain(`more: fleetctl agents --after ${a.id} --limit 1`);
@@ -181,7 +186,7 @@ describe('fleetctl', () => {
     expect(r.out).toContain(`last origin seq: ${rows[1]!.last_origin_seq}`);
     r = await run(['agents', 'show', 'no-such-host']);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^fleetctl: FLEET_OPS_001 .*no agent "no-such-host": the change log holds none of its changes and it has no group membership$/);
+    expect(r.err).toMatch(/^fleetctl: FLEET_OPS_001 .*no agent "no-such-host": the change log holds none of its changes and it has no group membership, and it never pulled$/);
     expect((await run(['agents', 'show', 'not a valid id'])).err).toContain('FLEET_DECODE_002');
   });
 
@@ -333,6 +338,78 @@ describe('fleetctl', () => {
     expect((await run(['replay', 'discard', String(again.seq)], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN })).out).toMatch(/FAILED FLEET_OPS_002/);
     expect((await run(['replay', 'abc'])).code).toBe(64);
     expect((await run(['replay'])).code).toBe(64);
+  });
+
+  it('sync health: pulls are recorded; the score drops for an agent that stopped pulling; status --min-health-score exits 1 below it', async () => {
+    const [a, b] = fleet.agents as [(typeof fleet.agents)[0], (typeof fleet.agents)[0]];
+    let r = await run(['agents', 'show', b.id, '--json']);
+    const before = JSON.parse(r.out) as { sync: { lastPullAt: string; pulls: number; health: { score: number } } };
+    expect(before.sync.pulls).toBeGreaterThan(0);
+    expect(before.sync.health.score).toBe(100);
+    expect(Date.now() - Date.parse(before.sync.lastPullAt)).toBeLessThan(120_000);
+
+    // b stops pulling. What delta-calculator held of it is flushed by the next question (agents show);
+    // then its last caught-up pull is set back 30 hours, as if it had been gone that long.
+    await fleet.takeOffline([b]);
+    await run(['agents', 'show', b.id]);
+    const moved = await fleet.sql<{ n: string }>(
+      `update agent_pulls set caught_up_at = now() - interval '30 hours', pulled_at = now() - interval '30 hours', first_pulled_at = least(first_pulled_at, now() - interval '30 hours') where agent_id = $1 returning 1 as n`,
+      [b.id],
+    );
+    expect(moved).toHaveLength(1);
+    r = await run(['agents', 'show', b.id]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^  last caught up: \d{4}-/m);
+    expect(r.out).toMatch(/^  sync health: 70 unhealthy\n    - sync lag \d+(\.\d+)?s over the 300s target \(-30\)/m);
+    r = await run(['agents']);
+    expect(r.out).toMatch(new RegExp(`^${b.id} .* 70 unhealthy +-$`, 'm'));
+    expect(r.out).toMatch(new RegExp(`^${a.id} .* 100 healthy +eu,web$`, 'm'));
+
+    // The fleet: its score (the mean) and b among the worst; no threshold given, so still HEALTHY (exit 0).
+    r = await run(['status']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^sync health: \d+ unhealthy \(\d+ agent\(s\): \d+ healthy, 0 degraded, 1 unhealthy\)/m);
+    expect(r.out).toMatch(new RegExp(`^worst agents:\n  ${b.id}  70 unhealthy  last pull \\d{4}-`, 'm'));
+    const health = (JSON.parse((await run(['status', '--json'])).out) as { health: { score: number; byStatus: { unhealthy: number }; worst: { agentId: string }[] } }).health;
+    expect(health.byStatus.unhealthy).toBe(1);
+    expect(health.worst[0]?.agentId).toBe(b.id);
+    expect(health.score).toBeLessThan(100);
+    r = await run(['status', '--min-health-score', String(health.score + 1)]);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(`UNHEALTHY\n  - fleet sync-health score ${health.score} is below ${health.score + 1} (1 unhealthy, 0 degraded of `);
+    expect((await run(['status', '--min-health-score', String(health.score)])).code).toBe(0);
+    expect((await run(['status', '--min-health-score', '101'])).code).toBe(64);
+
+    // Back online, b pulls again: its caught-up time moves to now (the latest wins), and the score with it.
+    await fleet.bringOnline([b]);
+    await eventually(async () => {
+      const j = JSON.parse((await run(['agents', 'show', b.id, '--json'])).out) as { sync: { health: { score: number } } };
+      return j.sync.health.score === 100 ? true : undefined;
+    }, 60_000, 'b healthy again');
+    expect((await run(['status', '--min-health-score', '100'])).code).toBe(0);
+  });
+
+  it('replay show: a dead letter near max_payload is shown cut to fit, and says so', async () => {
+    const a = fleet.agents[0]!;
+    const maxPayload = fleet.bus.nc.info?.max_payload ?? 1024 * 1024;
+    const body = new Uint8Array(randomBytes(maxPayload - 8 * 1024));
+    await fleet.bus.deadLetter(body, undefined, 'FLEET_MSG_001', 'after 3 deliveries', { subject: fleet.s.push(a.id), stream: fleet.s.streams.push, streamSequence: 1, deliveryCount: 3 });
+    const item = await eventually(async () => {
+      const page = JSON.parse((await run(['replay', 'list', '--json'])).out) as { items: { seq: number; bytes: number }[] };
+      return page.items.find((i) => i.bytes === body.byteLength);
+    }, 30_000, 'the big dead letter');
+    const r = await run(['replay', 'show', String(item.seq)]);
+    expect(r.code).toBe(0);
+    const shown = JSON.parse(r.out) as { item: { seq: number }; rawBase64: string; truncated: { bytes: number; shownBytes: number } };
+    expect(shown.item.seq).toBe(item.seq);
+    expect(shown.truncated.bytes).toBe(body.byteLength);
+    const prefix = Buffer.from(shown.rawBase64, 'base64');
+    expect(prefix.byteLength).toBe(shown.truncated.shownBytes);
+    expect(prefix.byteLength).toBeGreaterThan(maxPayload / 2);
+    expect(prefix.byteLength).toBeLessThan(body.byteLength);
+    expect(Buffer.compare(prefix, Buffer.from(body.subarray(0, prefix.byteLength)))).toBe(0);
+    expect(r.err).toContain(`body cut to its first ${prefix.byteLength} of ${body.byteLength} bytes`);
+    expect((await run(['replay', 'discard', String(item.seq)], { FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN })).code).toBe(0);
   });
 
   it('status: a service that does not answer makes the fleet unavailable (exit 69)', async () => {

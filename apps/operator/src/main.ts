@@ -9,7 +9,7 @@
  * consistent), 2 a critical operation aborted, 75 decided commit but not every host has acknowledged
  * yet (recovery finishes it), 64 usage, 78 configuration, 69 a service or NATS unreachable (status:
  * or not ready), 77 operator token refused, 1 any other error the service answered (status: the fleet
- * unhealthy; verify: differences; replay: a dead letter not replayed), 70 an internal error. Errors
+ * unhealthy, or its sync-health score below --min-health-score; verify: differences; replay: a dead letter not replayed), 70 an internal error. Errors
  * print one line with the code.
  */
 import { readFileSync } from 'node:fs';
@@ -37,10 +37,12 @@ export type { Io } from './cli';
 const USAGE = `usage: fleetctl <command> [options]
 
 commands:
-  status [--max-lag-age 60s] [--max-dead-letters 0]
-      every server service: answering and ready, log head, projection lag, manual queue, dead letters;
-      exit 0 healthy, 1 unhealthy (a threshold passed), 69 a service not answering or not ready
-  agents [list] [--limit n] [--after <agent id>]
+  status [--max-lag-age 60s] [--max-dead-letters 0] [--min-health-score n] [--worst 5]
+      every server service: answering and ready, log head, projection lag, manual queue, dead letters,
+      the fleet's sync-health score (0..100) and its worst agents;
+      exit 0 healthy, 1 unhealthy (a threshold passed: with --min-health-score, a fleet score below n),
+      69 a service not answering or not ready
+  agents [list] [--limit n] [--after <agent id>]      with last pull, behind and sync-health score
   agents show <agent id>
   verify [--max-diffs n]
       the projections (origins, records, record_states) against the change log, read-only;
@@ -203,6 +205,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
           'vote-timeout': { type: 'string' },
           'max-lag-age': { type: 'string' },
           'max-dead-letters': { type: 'string' },
+          'min-health-score': { type: 'string' },
+          worst: { type: 'string' },
           'max-diffs': { type: 'string' },
         },
       });

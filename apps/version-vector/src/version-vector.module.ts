@@ -32,7 +32,7 @@ export class VersionVectorModule {
           }),
         }),
       ],
-      controllers: [appendedController(config), verifyController(config), operatorStatusController('version-vector', config.namespace, s.queueGroups.versionVector)],
+      controllers: [appendedController(config), verifyController(config, strategies), operatorStatusController('version-vector', config.namespace, s.queueGroups.versionVector)],
       providers: [
         { provide: STATUS_FACTS, inject: [DataSource], useFactory: (ds: DataSource) => () => versionVectorStatusFacts(ds) },
         {

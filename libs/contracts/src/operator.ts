@@ -5,8 +5,9 @@
  * - `<ns>.admin.status.<service>`: every server service, its readiness and its own figures
  *   (change-log: log head, agents, dead letters; version-vector and delta-calculator: their
  *   projection's cursor against the head; conflict-resolver: the manual queue).
- * - `<ns>.admin.agents.list|show` (change-log: origin progress) and `<ns>.admin.agents.groups`
- *   (delta-calculator: group memberships).
+ * - `<ns>.admin.agents.list|show` (change-log: origin progress), `<ns>.admin.agents.groups`
+ *   (delta-calculator: group memberships) and `<ns>.admin.agents.sync` (delta-calculator: pulls,
+ *   verifications, the sync-health score); `<ns>.admin.health` (delta-calculator: the fleet's score).
  * - `<ns>.admin.deadletters.list|show|replay|discard` (change-log): the dead-letter stream; replay
  *   and discard carry `Authorization: Bearer <operator token>` like `critical begin`.
  * - `<ns>.admin.verify.<service>` (change-log, version-vector, delta-calculator): a read-only check of
@@ -158,6 +159,70 @@ export type AgentGroupsRequest = z.output<typeof AgentGroupsRequestSchema>;
 export const AgentGroupsResponseSchema = z.strictObject({ protocol: ProtocolSchema, groups: z.record(AgentIdSchema, z.array(GroupNameSchema).max(64)) });
 export type AgentGroupsResponse = z.output<typeof AgentGroupsResponseSchema>;
 
+// --- sync health (delta-calculator) ---
+
+/** The most agents a fleet health answer lists as its worst. */
+export const MAX_WORST_AGENTS = 100;
+
+export const SyncHealthSchema = z.strictObject({
+  score: z.int().min(0).max(100),
+  status: z.enum(['healthy', 'degraded', 'unhealthy']),
+  /** Each signal that cost points or capped the status, worst first. */
+  reasons: z.array(ReasonSchema).max(16),
+});
+export type SyncHealthView = z.output<typeof SyncHealthSchema>;
+
+/** What the server knows of an agent's sync (delta-calculator's `agent_pulls`, change-log's last push) and the score made of it. */
+export const AgentSyncSchema = z.strictObject({
+  agentId: AgentIdSchema,
+  /** Its first and latest pull page answered (null: never pulled since pulls are recorded). */
+  firstPullAt: IsoTimeSchema.nullable(),
+  lastPullAt: IsoTimeSchema.nullable(),
+  /** The latest pull's cursor asked for and answered (as text, cut to 160 characters). */
+  pullFrom: TextSchema(160).nullable(),
+  pullTo: TextSchema(160).nullable(),
+  /** The log's head seq when the latest pull was read. */
+  headSeqAtPull: NonNegativeIntSchema.nullable(),
+  /** Changes logged after the position the latest pull left it at (0: it reached the end of its scopes). */
+  behind: NonNegativeIntSchema.nullable(),
+  /** The latest pull that reached the end of its scopes. */
+  caughtUpAt: IsoTimeSchema.nullable(),
+  /** Pull pages answered (every replica's, since pulls are recorded). */
+  pulls: NonNegativeIntSchema,
+  /** The end of its latest Merkle exchange, and the buckets found differing there (0: equal). */
+  lastVerifiedAt: IsoTimeSchema.nullable(),
+  verifyDifferences: NonNegativeIntSchema.nullable(),
+  /** When the change log last appended one of its changes (change-log's `origin_progress`); null when it never pushed. */
+  lastPushAt: IsoTimeSchema.nullable(),
+  /** The server-side sync-health score (docs/observability.md). */
+  health: SyncHealthSchema,
+});
+export type AgentSync = z.output<typeof AgentSyncSchema>;
+
+export const AgentSyncRequestSchema = z.strictObject({ protocol: ProtocolSchema, agentIds: z.array(AgentIdSchema).min(1).max(MAX_AGENTS_PAGE) });
+export type AgentSyncRequest = z.output<typeof AgentSyncRequestSchema>;
+
+/** The agents asked about that pulled or pushed (an agent that did neither is absent); `at`: the replica's clock the scores were taken at. */
+export const AgentSyncResponseSchema = z.strictObject({ protocol: ProtocolSchema, at: IsoTimeSchema, agents: z.record(AgentIdSchema, AgentSyncSchema) });
+export type AgentSyncResponse = z.output<typeof AgentSyncResponseSchema>;
+
+export const FleetHealthRequestSchema = z.strictObject({ protocol: ProtocolSchema, worst: z.int().min(0).max(MAX_WORST_AGENTS).exactOptional() });
+export type FleetHealthRequest = z.output<typeof FleetHealthRequestSchema>;
+
+/** The fleet's score (libs/observability `fleetHealth` over every agent that pulled or pushed) and its worst agents. */
+export const FleetHealthResponseSchema = z.strictObject({
+  protocol: ProtocolSchema,
+  at: IsoTimeSchema,
+  score: z.int().min(0).max(100),
+  status: z.enum(['healthy', 'degraded', 'unhealthy']),
+  reasons: z.array(ReasonSchema).max(16),
+  agents: NonNegativeIntSchema,
+  byStatus: z.strictObject({ healthy: NonNegativeIntSchema, degraded: NonNegativeIntSchema, unhealthy: NonNegativeIntSchema }),
+  /** Lowest score first. */
+  worst: z.array(AgentSyncSchema).max(MAX_WORST_AGENTS),
+});
+export type FleetHealthResponse = z.output<typeof FleetHealthResponseSchema>;
+
 // --- dead letters ---
 
 export const DeadLettersListRequestSchema = z.strictObject({
@@ -206,12 +271,19 @@ export type DeadLettersListResponse = z.output<typeof DeadLettersListResponseSch
 export const DeadLetterShowRequestSchema = z.strictObject({ protocol: ProtocolSchema, seq: PositiveIntSchema });
 export type DeadLetterShowRequest = z.output<typeof DeadLetterShowRequestSchema>;
 
-/** One dead letter with its body: `payload` when it is JSON, else `rawBase64`. */
+/**
+ * One dead letter with its body: `payload` when it is JSON, else `rawBase64`. A body too big to show
+ * whole under NATS's `max_payload` (JSON or base64 make it bigger) is cut: `truncated` says so, and its
+ * first bytes are in `payloadText` (JSON, as text: a prefix is not JSON) or `rawBase64`.
+ */
 export const DeadLetterShowResponseSchema = z.strictObject({
   protocol: ProtocolSchema,
   item: DeadLetterItemSchema,
   payload: z.unknown().exactOptional(),
+  payloadText: z.string().exactOptional(),
   rawBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, { error: 'expected base64' }).exactOptional(),
+  /** Set when the body was cut: its whole size and the bytes shown (a prefix). */
+  truncated: z.strictObject({ bytes: NonNegativeIntSchema, shownBytes: NonNegativeIntSchema }).exactOptional(),
 });
 export type DeadLetterShowResponse = z.output<typeof DeadLetterShowResponseSchema>;
 
@@ -294,6 +366,10 @@ export const decodeAgentShowRequest = req(AgentShowRequestSchema);
 export const decodeAgentShowReply = rep(AgentShowResponseSchema);
 export const decodeAgentGroupsRequest = req(AgentGroupsRequestSchema);
 export const decodeAgentGroupsReply = rep(AgentGroupsResponseSchema);
+export const decodeAgentSyncRequest = req(AgentSyncRequestSchema);
+export const decodeAgentSyncReply = rep(AgentSyncResponseSchema);
+export const decodeFleetHealthRequest = req(FleetHealthRequestSchema);
+export const decodeFleetHealthReply = rep(FleetHealthResponseSchema);
 export const decodeDeadLettersListRequest = req(DeadLettersListRequestSchema);
 export const decodeDeadLettersListReply = rep(DeadLettersListResponseSchema);
 export const decodeDeadLetterShowRequest = req(DeadLetterShowRequestSchema);

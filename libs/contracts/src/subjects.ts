@@ -100,6 +100,10 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
     agentsApi: (verb: 'list' | 'show') => `${ns}.admin.agents.${verb}`,
     /** Request/reply: what delta-calculator knows of agents (group memberships). */
     agentGroupsApi: `${ns}.admin.agents.groups`,
+    /** Request/reply: what delta-calculator knows of agents' pulls and verifications, with their sync-health score. */
+    agentSyncApi: `${ns}.admin.agents.sync`,
+    /** Request/reply: the fleet's sync-health score and its worst agents (delta-calculator). */
+    fleetHealthApi: `${ns}.admin.health`,
     /** Request/reply: the dead-letter stream (list, show; replay and discard need the operator token), change-log. */
     deadLettersApi: (verb: 'list' | 'show' | 'replay' | 'discard') => `${ns}.admin.deadletters.${verb}`,
     /** Request/reply: a read-only check of a service's projections against the change log. */

@@ -25,6 +25,8 @@ export interface MerkleCounters {
   /** A verification that found differing buckets (`listing`): how many buckets. */
   onDifferences?(buckets: number): void;
   onVerification?(): void;
+  /** Per agent, at the end of an exchange: the roots were equal (`differing` 0), or a listing of `differing` buckets (delta-calculator's `PullFacts`). */
+  verified?(agentId: string, differing: number): void;
 }
 
 export class MerkleService {
@@ -69,9 +71,15 @@ export class MerkleService {
     if (req.agentId !== subjectAgentId) throw new FleetError('FLEET_AUTH_001', `request names agent ${JSON.stringify(req.agentId)} but was sent on ${JSON.stringify(subjectAgentId)}'s subject`);
     await this.pulls.authorize(req.agentId, [req.scope]);
     const tree = await this.tree(req.scope, req.collection);
-    if (req.msg.t === 'digests' && req.msg.root !== undefined) this.counters.onVerification?.();
+    const started = req.msg.t === 'digests' && req.msg.root !== undefined;
+    if (started) this.counters.onVerification?.();
     const msg: MerkleVerifyResponse = answerVerify(tree, req.msg as MerkleVerifyRequest);
     if (msg.t === 'listing' && msg.buckets.length > 0) this.counters.onDifferences?.(msg.buckets.length);
+    // The end of an exchange (of one scope and collection): equal roots, or the differing buckets listed
+    // (by this side, `listing`, or by the agent, answered with the `result`).
+    if (msg.t === 'listing') this.counters.verified?.(req.agentId, msg.buckets.length);
+    else if (msg.t === 'result' && req.msg.t === 'entries') this.counters.verified?.(req.agentId, req.msg.buckets.length);
+    else if (msg.t === 'equal') this.counters.verified?.(req.agentId, 0);
     const out: MerkleResponse = { protocol: PROTOCOL_VERSION, msg: msg as MerkleResponse['msg'] };
     return encodeJson(out);
   }

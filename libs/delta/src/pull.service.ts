@@ -23,9 +23,10 @@ import {
   resyncCursor,
   toWireRecord,
 } from '@fleet/contracts';
-import type { OriginResponse, PayloadEncoding, PullCursor, PullResponse, PullKeysResponse, WireRecord } from '@fleet/contracts';
+import type { OriginResponse, PayloadEncoding, PullCursor, PullRequest, PullResponse, PullKeysResponse, WireRecord } from '@fleet/contracts';
 import type { LoggedChange } from '@fleet/sync-core';
 import { changeCostBound, foldWire } from './fold';
+import type { PullPageFact } from './pull-facts';
 import type { DeltaStore, OwnRecords } from './store';
 
 const gzip = promisify(gzipCb);
@@ -46,6 +47,12 @@ export interface PullOptions {
    * each page is read when asked for.
    */
   readonly snapshotReadAhead?: boolean;
+  /** Told of every pull page answered (not of refused pulls): delta-calculator's `PullFacts`. Must not block. */
+  readonly observer?: PullObserver;
+}
+
+export interface PullObserver {
+  pulled(agentId: string, page: PullPageFact): void;
 }
 
 export interface EncodedReply {
@@ -55,6 +62,8 @@ export interface EncodedReply {
   readonly rawBytes: number;
   /** A pull page's `nextCursor` when it has more (becomes the `Fleet-Next-Cursor` header). */
   readonly nextCursor?: PullCursor | undefined;
+  /** A pull page's cursor (whether more follows or not), its log head, and whether more follows. */
+  readonly page?: { readonly to: PullCursor; readonly headSeq: number; readonly hasMore: boolean } | undefined;
 }
 
 /**
@@ -101,6 +110,7 @@ export class PullService {
   private readonly defaultLimit: number;
   private readonly snapshotLimit: number;
   private readonly snapshotReadAhead: boolean;
+  private readonly observer: PullObserver | undefined;
 
   constructor(
     private readonly store: DeltaStore,
@@ -112,6 +122,7 @@ export class PullService {
     this.defaultLimit = opts.defaultLimit ?? MAX_PULL_LIMIT;
     this.snapshotLimit = Math.min(opts.snapshotLimit ?? MAX_SNAPSHOT_PAGE_RECORDS, MAX_SNAPSHOT_PAGE_RECORDS);
     this.snapshotReadAhead = opts.snapshotReadAhead ?? true;
+    this.observer = opts.observer;
   }
 
   /** FLEET_AUTH_002 unless every scope is the agent's host scope, `fleet`, or a group it belongs to. */
@@ -150,6 +161,12 @@ export class PullService {
 
   async pull(subjectAgentId: string, bytes: Uint8Array, maxPayload: number): Promise<EncodedReply> {
     const req = decodePullRequest(bytes);
+    const r = await this.pullPage(subjectAgentId, req, maxPayload);
+    if (this.observer !== undefined && r.page !== undefined) this.observer.pulled(req.agentId, { from: req.cursor, to: r.page.to, headSeq: r.page.headSeq, hasMore: r.page.hasMore });
+    return r;
+  }
+
+  private async pullPage(subjectAgentId: string, req: PullRequest, maxPayload: number): Promise<EncodedReply> {
     this.checkAgent(subjectAgentId, req.agentId);
     await this.authorize(req.agentId, req.scopes);
     const cursor = parsePullCursor(req.cursor);
@@ -216,7 +233,9 @@ export class PullService {
         response = { protocol: PROTOCOL_VERSION, records, nextCursor: next, hasMore: true, fullResync: true };
       }
       const reply = await this.encode(response, gzipOk ? 'gzip' : 'identity');
-      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_PULL_RESPONSE_BYTES) return withNextCursor({ ...reply, nextCursor: response.hasMore ? response.nextCursor : undefined });
+      if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_PULL_RESPONSE_BYTES) {
+        return withNextCursor({ ...reply, nextCursor: response.hasMore ? response.nextCursor : undefined, page: { to: response.nextCursor, headSeq: page.head, hasMore: response.hasMore } });
+      }
       // Only a page of ONE change (or state) can be too big for good: many changes to one record fold into
       // one record, and fewer of them may fit.
       if (limit === 1 || units <= 1) {
@@ -297,7 +316,7 @@ export class PullService {
       const reply = await this.encodeText(text, gzipOk ? 'gzip' : 'identity');
       if (reply.data.byteLength <= wire && reply.rawBytes <= MAX_SNAPSHOT_RESPONSE_BYTES) {
         const following = done ? undefined : { at: page.at, after: last === undefined ? after : { scope: last.scope, collection: last.collection, key: last.key } };
-        return { reply: { ...reply, nextCursor: more ? next : undefined }, next: following };
+        return { reply: { ...reply, nextCursor: more ? next : undefined, page: { to: next, headSeq: page.head, hasMore: more } }, next: following };
       }
       if (taken <= 1) {
         throw new FleetError('FLEET_DECODE_004', `one record does not fit under the server's max_payload ${maxPayload} (${reply.data.byteLength} bytes)`, {

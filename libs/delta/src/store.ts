@@ -34,11 +34,11 @@ export interface SnapshotRow {
 
 export type SnapshotRead =
   /** `at`: the log position the states cover (the projector's cursor when the snapshot began, or a restart's). */
-  { readonly at: number; readonly rows: SnapshotRow[]; readonly exhausted: boolean };
+  { readonly at: number; readonly rows: SnapshotRow[]; readonly exhausted: boolean; /** The log's highest seq in the same snapshot. */ readonly head: number };
 
 export type PageRead =
-  | { readonly kind: 'log'; readonly changes: LoggedChange[]; readonly hasMore: boolean }
-  | { readonly kind: 'resync'; readonly at: number; readonly states: StateRow[]; readonly exhausted: boolean };
+  | { readonly kind: 'log'; readonly changes: LoggedChange[]; readonly hasMore: boolean; /** The log's highest seq in the page's snapshot. */ readonly head: number }
+  | { readonly kind: 'resync'; readonly at: number; readonly states: StateRow[]; readonly exhausted: boolean; readonly head: number };
 
 const PROJECTOR = 'record_states';
 
@@ -63,9 +63,10 @@ export class DeltaStore {
   async readPage(scopes: readonly string[], cursor: { kind: 'log'; seq: number } | { kind: 'resync'; at: number; after?: RecordRef }, limit: number, maxBytes = Number.MAX_SAFE_INTEGER): Promise<PageRead> {
     return this.ds.transaction('REPEATABLE READ', async (tx) => {
       await tx.query('set transaction read only');
-      const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string }[];
+      const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected, (select coalesce(max(seq), 0) from change_log) as head from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string; head: string }[];
       const horizon = Number(h?.horizon ?? 0);
       const projected = Number(h?.projected ?? 0);
+      const head = Number(h?.head ?? 0);
       let c = cursor;
       if (c.kind === 'log' && c.seq < horizon) c = { kind: 'resync', at: projected };
       else if (c.kind === 'resync' && c.at < horizon) c = { kind: 'resync', at: projected };
@@ -82,7 +83,7 @@ export class DeltaStore {
         )) as (ChangeLogRow & { n: string; total: string })[];
         const total = Number(rows[0]?.total ?? 0);
         const kept = rows.slice(0, limit);
-        return { kind: 'log', changes: kept.map(rowToLoggedChange), hasMore: total > kept.length };
+        return { kind: 'log', changes: kept.map(rowToLoggedChange), hasMore: total > kept.length, head };
       }
       const a = c.after;
       const rows = (await tx.query(
@@ -92,7 +93,7 @@ export class DeltaStore {
         a === undefined ? [scopes, limit + 1] : [scopes, limit + 1, a.scope, a.collection, a.key],
       )) as { scope: string; collection: string; key: string; state: unknown }[];
       const states = rows.slice(0, limit).map((r) => ({ scope: r.scope, collection: r.collection, key: r.key, state: decodeRecordState(r.state) }));
-      return { kind: 'resync', at: c.at, states, exhausted: rows.length <= limit };
+      return { kind: 'resync', at: c.at, states, exhausted: rows.length <= limit, head };
     });
   }
 
@@ -108,9 +109,10 @@ export class DeltaStore {
   async readSnapshot(scopes: readonly string[], at: number | undefined, after: RecordRef | undefined, limit: number, own?: OwnRecords): Promise<SnapshotRead> {
     return this.ds.transaction('REPEATABLE READ', async (tx) => {
       await tx.query('set transaction read only');
-      const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string }[];
+      const [h] = (await tx.query(`select horizon, (select cursor from delta_progress where name = $1) as projected, (select coalesce(max(seq), 0) from change_log) as head from log_horizon`, [PROJECTOR])) as { horizon: string; projected: string; head: string }[];
       const horizon = Number(h?.horizon ?? 0);
       const projected = Number(h?.projected ?? 0);
+      const head = Number(h?.head ?? 0);
       let from = after;
       let q = at;
       if (q === undefined || q < horizon) {
@@ -130,7 +132,7 @@ export class DeltaStore {
       )) as { scope: string; collection: string; key: string; wire: string | null; state: unknown }[];
       const out: SnapshotRow[] = [];
       for (const r of rows.slice(0, limit)) out.push({ scope: r.scope, collection: r.collection, key: r.key, wire: r.wire ?? wireStateText(decodeRecordState(r.state)) });
-      return { at: q, rows: out, exhausted: rows.length <= limit };
+      return { at: q, rows: out, exhausted: rows.length <= limit, head };
     });
   }
 

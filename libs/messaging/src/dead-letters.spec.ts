@@ -1,5 +1,7 @@
-import { Headers, subjects } from '@fleet/contracts';
-import { deadLetterPartOf, replayPlan, streamOfSubject } from './dead-letters';
+import { randomBytes } from 'node:crypto';
+import { encodeJson, Headers, subjects } from '@fleet/contracts';
+import type { DeadLetterItem } from '@fleet/contracts';
+import { deadLetterPartOf, replayPlan, SHOW_HEADER_ROOM, shownDeadLetter, streamOfSubject } from './dead-letters';
 import { deadLetterMsgId } from './policy';
 
 describe('dead-letter replay rules', () => {
@@ -40,5 +42,54 @@ describe('dead-letter replay rules', () => {
     expect(replayPlan(s, headers({}), null)).toMatchObject({ ok: false, why: expect.stringContaining(Headers.OriginalSubject) });
     expect(replayPlan(s, headers({ [Headers.OriginalSubject]: s.deadLetter('T1_PUSH') }), null)).toMatchObject({ ok: false, why: expect.stringContaining('not one of') });
     expect(replayPlan(s, headers({ [Headers.OriginalSubject]: s.push('host-1'), [Headers.OriginalStream]: s.streams.log }), null)).toMatchObject({ ok: false, why: expect.stringContaining('does not store') });
+  });
+});
+
+describe('showing a dead letter under max_payload', () => {
+  const item: DeadLetterItem = {
+    seq: 7,
+    subject: 'ns.dlq.SYNC_PUSH',
+    storedAt: '2026-11-28T14:05:01.112Z',
+    code: 'FLEET_MSG_001',
+    reason: 'after 3 deliveries',
+    originalSubject: 'ns.sync.push.host-1',
+    originalStream: 'ns_PUSH',
+    originalSequence: 12,
+    deliveryCount: 3,
+    part: null,
+    headers: { 'Fleet-Reject-Code': ['FLEET_MSG_001'] },
+    bytes: 0,
+  };
+  const size = (r: unknown) => encodeJson(r).byteLength;
+  const budget = 64 * 1024 - SHOW_HEADER_ROOM;
+
+  it('shows a small body whole (JSON as JSON, anything else as base64), without a truncation flag', () => {
+    const json = shownDeadLetter(item, encodeJson({ a: 1 }), budget);
+    expect(json).toEqual({ protocol: 1, item, payload: { a: 1 } });
+    const raw = shownDeadLetter(item, new Uint8Array([0xff, 0, 1]), budget);
+    expect(raw).toEqual({ protocol: 1, item, rawBase64: Buffer.from([0xff, 0, 1]).toString('base64') });
+  });
+
+  it('cuts a JSON body near max_payload (escaping makes it bigger) to a text prefix that fits, and says so', () => {
+    // Quotes, newlines and non-ASCII text: JSON-escaped as a string it grows well past its bytes.
+    const text = JSON.stringify({ changes: Array.from({ length: 3000 }, (_, i) => ({ key: `k${i}`, note: 'line "one"\nzwei\tdrei é 😀' })) });
+    const data = Buffer.from(text, 'utf8');
+    expect(data.byteLength).toBeGreaterThan(budget);
+    const r = shownDeadLetter(item, data, budget);
+    expect(size(r)).toBeLessThanOrEqual(budget);
+    expect(r.payload).toBeUndefined();
+    expect(r.truncated).toEqual({ bytes: data.byteLength, shownBytes: Buffer.byteLength(r.payloadText ?? '', 'utf8') });
+    expect(text.startsWith(r.payloadText ?? 'x')).toBe(true);
+    expect(r.truncated!.shownBytes).toBeGreaterThan(budget / 4);
+  });
+
+  it('cuts a binary body to a base64 prefix that fits', () => {
+    const data = new Uint8Array(randomBytes(budget));
+    const r = shownDeadLetter(item, data, budget);
+    expect(size(r)).toBeLessThanOrEqual(budget);
+    const shown = Buffer.from(r.rawBase64 ?? '', 'base64');
+    expect(r.truncated).toEqual({ bytes: data.byteLength, shownBytes: shown.byteLength });
+    expect(Buffer.compare(shown, Buffer.from(data.subarray(0, shown.byteLength)))).toBe(0);
+    expect(shown.byteLength).toBeGreaterThan(budget * 0.7);
   });
 });

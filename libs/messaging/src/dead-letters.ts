@@ -98,6 +98,49 @@ function positive(v: string | undefined): number | null {
   return v !== undefined && /^[1-9]\d{0,15}$/.test(v) ? Number(v) : null;
 }
 
+/** Room left under max_payload for the reply's headers (trace context) when a dead letter is shown. */
+export const SHOW_HEADER_ROOM = 4096;
+
+/**
+ * The `show` reply of a dead letter whose body is `data`, at most `budget` bytes encoded: `payload`
+ * (JSON) or `rawBase64` (anything else) when the whole body fits; else `truncated` with the body's
+ * first bytes, as text in `payloadText` when it is JSON (cut on a character boundary) or in
+ * `rawBase64`. A dead letter can be as big as max_payload itself (a push that was refused), and base64
+ * (4/3) or JSON escaping make it bigger, so the whole body often cannot be the reply. Pure.
+ */
+export function shownDeadLetter(item: DeadLetterItem, data: Uint8Array, budget: number): DeadLetterShowResponse {
+  const base = { protocol: PROTOCOL_VERSION, item } as const;
+  const size = (r: DeadLetterShowResponse): number => encodeJson(r).byteLength;
+  let json = true;
+  let payload: unknown;
+  try {
+    payload = decodeJson(data, MAX_DEAD_LETTER_BYTES);
+  } catch {
+    json = false;
+  }
+  const whole: DeadLetterShowResponse = json ? { ...base, payload } : { ...base, rawBase64: Buffer.from(data).toString('base64') };
+  if (size(whole) <= budget) return whole;
+  const cut = (n: number): DeadLetterShowResponse => {
+    if (json) {
+      // Back to the start of a UTF-8 character, so the prefix decodes as text.
+      let end = Math.min(n, data.byteLength);
+      while (end > 0 && end < data.byteLength && ((data[end] as number) & 0xc0) === 0x80) end--;
+      return { ...base, payloadText: Buffer.from(data.subarray(0, end)).toString('utf8'), truncated: { bytes: data.byteLength, shownBytes: end } };
+    }
+    const end = Math.min(n - (n % 3), data.byteLength);
+    return { ...base, rawBase64: Buffer.from(data.subarray(0, end)).toString('base64'), truncated: { bytes: data.byteLength, shownBytes: end } };
+  };
+  // Start from the room the rest leaves, then shrink by what escaping (or base64) added until it fits.
+  const overhead = size(cut(0));
+  let n = Math.max(0, json ? budget - overhead : Math.floor(((budget - overhead) * 3) / 4));
+  for (;;) {
+    const r = cut(n);
+    const over = size(r) - budget;
+    if (over <= 0 || n === 0) return r;
+    n = Math.max(0, n - Math.max(over, 16));
+  }
+}
+
 /** The dead-letter stream of one namespace, for operators. Every method reads or writes the stream only. */
 export class DeadLetterDesk {
   private readonly stream: string;
@@ -141,15 +184,11 @@ export class DeadLetterDesk {
     return { protocol: PROTOCOL_VERSION, items, nextCursor: cursor, hasMore, total };
   }
 
+  /** One dead letter and its body, cut to fit under the server's max_payload (see `shownDeadLetter`). */
   async show(seq: number): Promise<DeadLetterShowResponse> {
     const m = await this.mustGet(seq);
-    let payload: unknown;
-    try {
-      payload = decodeJson(m.data, MAX_DEAD_LETTER_BYTES);
-    } catch {
-      return { protocol: PROTOCOL_VERSION, item: this.describe(m), rawBase64: Buffer.from(m.data).toString('base64') };
-    }
-    return { protocol: PROTOCOL_VERSION, item: this.describe(m), payload };
+    const maxPayload = this.bus().nc.info?.max_payload ?? 1024 * 1024;
+    return shownDeadLetter(this.describe(m), m.data, maxPayload - SHOW_HEADER_ROOM);
   }
 
   /** Re-publishes each dead letter (see the rules at the top), then deletes it. One result per sequence, in order. */

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import { fleetHealth, statusRank, syncHealthScore } from './health-score';
+import { fleetHealth, serverSyncHealth, serverSyncHealthInput, statusRank, syncHealthScore, worstAgents } from './health-score';
 import type { HealthStatus, SyncHealthInput } from './health-score';
 
 const perfect: SyncHealthInput = { syncLagSeconds: 0, pendingOperations: 0, failedOperations: 0, conflictRate: 0, consistencyViolations: 0 };
@@ -163,5 +163,54 @@ describe('fleetHealth', () => {
         },
       ),
     );
+  });
+});
+
+describe('serverSyncHealth (what the server can vouch for)', () => {
+  const NOW = 1_800_000_000_000;
+  const MIN = 60_000;
+
+  it('scores lag from the last caught-up pull, else the first pull, else never (Infinity)', () => {
+    expect(serverSyncHealthInput({ caughtUpAt: NOW - 2 * MIN, firstPulledAt: NOW - 60 * MIN, verifyDiffs: null }, NOW)).toEqual({
+      syncLagSeconds: 120, pendingOperations: 0, failedOperations: 0, conflictRate: 0, consistencyViolations: 0,
+    });
+    expect(serverSyncHealthInput({ caughtUpAt: null, firstPulledAt: NOW - 10 * MIN, verifyDiffs: 3 }, NOW)).toMatchObject({ syncLagSeconds: 600, consistencyViolations: 3 });
+    expect(serverSyncHealthInput({ caughtUpAt: null, firstPulledAt: null, verifyDiffs: null }, NOW).syncLagSeconds).toBe(Number.POSITIVE_INFINITY);
+    // A clock step back between replicas does not make a negative lag (FLEET_OBS_001).
+    expect(serverSyncHealthInput({ caughtUpAt: NOW + 5000, firstPulledAt: NOW, verifyDiffs: 0 }, NOW).syncLagSeconds).toBe(0);
+  });
+
+  it('drops for an agent that stopped pulling: healthy, then degraded-in-score, then unhealthy after a day', () => {
+    const at = (ago: number) => serverSyncHealth({ caughtUpAt: NOW - ago, firstPulledAt: NOW - 2 * 86_400_000, verifyDiffs: 0 }, NOW);
+    expect(at(MIN)).toEqual({ score: 100, status: 'healthy', reasons: [] });
+    const halfDay = at(12 * 60 * MIN);
+    expect(halfDay.score).toBeLessThan(90);
+    expect(halfDay.score).toBeGreaterThan(80);
+    const day = at(24 * 60 * MIN);
+    expect(day).toMatchObject({ score: 70, status: 'unhealthy' });
+    expect(serverSyncHealth({ caughtUpAt: null, firstPulledAt: null, verifyDiffs: null }, NOW).status).toBe('unhealthy');
+  });
+
+  it('caps at degraded when the last Merkle exchange found differences', () => {
+    expect(serverSyncHealth({ caughtUpAt: NOW, firstPulledAt: NOW, verifyDiffs: 1 }, NOW)).toMatchObject({ score: 89, status: 'degraded' }); // 10 at once, plus 1 of the 10 that grow to 10 buckets
+  });
+
+  it('property: an older last caught-up pull never gives a better score or status', () => {
+    fc.assert(
+      fc.property(fc.nat({ max: 10 * 86_400_000 }), fc.nat({ max: 10 * 86_400_000 }), fc.option(fc.nat({ max: 20 }), { nil: null }), (ago, more, diffs) => {
+        const a = serverSyncHealth({ caughtUpAt: NOW - ago, firstPulledAt: null, verifyDiffs: diffs }, NOW);
+        const b = serverSyncHealth({ caughtUpAt: NOW - ago - more, firstPulledAt: null, verifyDiffs: diffs }, NOW);
+        expect(b.score).toBeLessThanOrEqual(a.score);
+        expect(statusRank(b.status)).toBeGreaterThanOrEqual(statusRank(a.status));
+        expect(b.score).toBeGreaterThanOrEqual(50);
+      }),
+    );
+  });
+
+  it('orders the worst agents by score, then status, then id', () => {
+    const h = (agentId: string, score: number, status: HealthStatus) => ({ agentId, health: { score, status } });
+    const list = [h('b', 70, 'unhealthy'), h('a', 100, 'healthy'), h('c', 70, 'degraded'), h('d', 70, 'unhealthy'), h('e', 50, 'unhealthy')];
+    expect(worstAgents(list, 3).map((x) => x.agentId)).toEqual(['e', 'b', 'd']);
+    expect(worstAgents(list, 0)).toEqual([]);
   });
 });

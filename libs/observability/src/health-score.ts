@@ -185,3 +185,52 @@ export function fleetHealth(perAgent: readonly Pick<SyncHealth, 'score' | 'statu
   }
   return { score, status, reasons, agents, byStatus };
 }
+
+/**
+ * What the server knows of one agent (delta-calculator's `agent_pulls`, change-log's `origin_progress`);
+ * times in ms since the epoch, null when it never happened.
+ */
+export interface ServerAgentFacts {
+  /** The latest pull page that reached the end of the agent's scopes (nothing more to pull as of its read). */
+  readonly caughtUpAt: number | null;
+  /** Its first recorded pull: an agent still on its first (long) pull is out of date since then, not forever. */
+  readonly firstPulledAt: number | null;
+  /** Buckets its latest Merkle exchange found differing; null when it never verified. */
+  readonly verifyDiffs: number | null;
+}
+
+/**
+ * The sync-health input the SERVER can vouch for (docs/observability.md, "Server-side score"):
+ * - `syncLagSeconds`: since the latest pull that left the agent caught up (or, if it never caught up,
+ *   since its first pull; `Infinity` when it never pulled). Pulls are the agent's heartbeat: the sync
+ *   manager pulls on every nudge and on its schedule, idle or not. A push is not a lag (an idle host
+ *   pushes nothing and is healthy), so the last push is shown beside the score, not scored;
+ * - `consistencyViolations`: buckets its latest Merkle exchange found differing;
+ * - `pendingOperations`, `failedOperations`, `conflictRate`: 0. The outbox, the retry queue and the
+ *   failed attempts live on the host (`agent status`), and a failed attempt that never reached the
+ *   server is exactly what the server cannot see; conflict rates per agent are not kept.
+ * So the server-side score ranges 50..100 (lag 30, consistency 20): a host can look healthy here and
+ * still hold a backlog; the caps (a lag of 24 h is unhealthy, a violation caps at degraded) apply.
+ */
+export function serverSyncHealthInput(f: ServerAgentFacts, nowMs: number): SyncHealthInput {
+  const since = f.caughtUpAt ?? f.firstPulledAt;
+  return {
+    syncLagSeconds: since === null ? Number.POSITIVE_INFINITY : Math.max(0, (nowMs - since) / 1000),
+    pendingOperations: 0,
+    failedOperations: 0,
+    conflictRate: 0,
+    consistencyViolations: f.verifyDiffs ?? 0,
+  };
+}
+
+/** `syncHealthScore` of `serverSyncHealthInput`. */
+export function serverSyncHealth(f: ServerAgentFacts, nowMs: number): SyncHealth {
+  return syncHealthScore(serverSyncHealthInput(f, nowMs));
+}
+
+/** The `n` worst agents: lowest score first, then worst status, then id (a stable order for operators). */
+export function worstAgents<T extends { readonly agentId: string; readonly health: Pick<SyncHealth, 'score' | 'status'> }>(agents: readonly T[], n: number): T[] {
+  return [...agents]
+    .sort((a, b) => a.health.score - b.health.score || statusRank(b.health.status) - statusRank(a.health.status) || (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0))
+    .slice(0, n);
+}

@@ -19,3 +19,4 @@ export * from './critical/postgres-participant';
 export * from './critical/coordinator';
 export * from './capture/server-record-capture';
 export * from './inspect';
+export * from './verify-controller';
