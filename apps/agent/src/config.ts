@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { isAgentId, isHostScope, isScope } from '@fleet/contracts';
-import { defineConfig, envDuration, envInt, envString, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsCredsFileOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
+import { defineConfig, envDuration, envInt, envString, envUrl, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsCredsFileOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf, Env } from '@fleet/config';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { FleetError } from '@fleet/errors';
@@ -55,6 +55,25 @@ export const agentConfig = defineConfig({
       default: '30d',
       description:
         '`agent run`: how long a decided critical operation (committed or aborted here) stays staged before it is pruned; one in doubt never is, nor what the host holds (docs/critical-operations.md, "Retention")',
+    },
+    metricsPort: {
+      env: 'METRICS_PORT',
+      schema: envInt({ min: 0, max: 65535 }),
+      default: '0',
+      description: '`agent run`: port of a Prometheus /metrics endpoint with the agent\'s metrics (outbox, lag, failures, bytes; docs/observability.md), for a node-level scrape; 0: none',
+    },
+    metricsHost: {
+      env: 'METRICS_HOST',
+      schema: envString({ min: 1 }),
+      default: '127.0.0.1',
+      description: 'interface the metrics endpoint binds (loopback unless scraped from elsewhere)',
+    },
+    otlpEndpoint: {
+      env: 'OTLP_ENDPOINT',
+      schema: envUrl(['http', 'https']),
+      optional: true,
+      description: '`agent run`: OTLP/HTTP traces endpoint (a collector the host reaches); unset: spans are not exported, trace context still travels with every push',
+      fallback: ['OTEL_EXPORTER_OTLP_ENDPOINT'],
     },
     logLevel: logLevelOption(),
   },

@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { subjects } from '@fleet/contracts';
+import { freePort } from '@fleet/messaging/src/test-support';
 
 const ROOT = resolve(__dirname, '../../..');
 const MAIN = 'apps/agent/src/main.ts';
@@ -117,7 +118,8 @@ describe('agent CLI', () => {
       },
     });
     try {
-      const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CAPTURE_INTERVAL: '100ms', FLEET_NAMESPACE: s.ns };
+      const metricsPort = await freePort();
+      const env = { PATH: process.env['PATH'] ?? '', FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CAPTURE_INTERVAL: '100ms', FLEET_NAMESPACE: s.ns, FLEET_AGENT_METRICS_PORT: String(metricsPort) };
       const child = spawn(process.execPath, ['-r', './scripts/register.js', MAIN, 'run'], { cwd: ROOT, env });
       let out = '';
       child.stdout.on('data', (b: Buffer) => (out += b.toString()));
@@ -152,6 +154,25 @@ describe('agent CLI', () => {
       const [first2, cli] = [(pushed?.json() as { changes: { originSeq: number }[] }).changes[0], (second?.json() as { changes: { key: string; originSeq: number }[] }).changes[0]];
       expect(cli?.key).toBe('cli');
       expect(cli?.originSeq).toBeGreaterThan(first2?.originSeq ?? Infinity);
+      // Its metrics (FLEET_AGENT_METRICS_PORT, loopback): the pushes' bytes, the rounds, the outbox and lag gauges.
+      const metric = (text: string, name: string, labels: string): number | undefined => {
+        const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && labels.split(',').every((kv) => l.includes(kv)));
+        return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+      };
+      let text = '';
+      for (let i = 0; i < 100; i++) {
+        text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        if (metric(text, 'fleet_sync_outbox_size', 'otel_scope_name') === 0) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(metric(text, 'fleet_sync_wire_bytes_total', 'direction="out",message="push"')).toBeGreaterThan(100);
+      expect(metric(text, 'fleet_sync_round_duration_count', 'direction="push",outcome="ok"')).toBeGreaterThanOrEqual(2);
+      // No delta-calculator answers in this test: every pull fails, each counted with its code.
+      expect(metric(text, 'fleet_sync_attempts_failed_total', 'direction="pull",code="FLEET_')).toBeGreaterThanOrEqual(1);
+      expect(metric(text, 'fleet_sync_outbox_size', 'otel_scope_name')).toBe(0);
+      expect(metric(text, 'fleet_sync_outbox_oldest_age', 'otel_scope_name')).toBe(0);
+      expect(metric(text, 'fleet_sync_lag', 'direction="push"')).toBe(0); // nothing waits
+      expect([0, 1]).toContain(metric(text, 'fleet_sync_retry_queue_size', 'side="agent"')); // 1 while it backs off after a failed pull
       const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);

@@ -25,6 +25,7 @@ import type { Fields } from '@fleet/sync-core';
 import { agentConfig, loadAgentConfig } from './config';
 import type { AgentConfig } from './config';
 import { startSync } from './sync-runner';
+import { AgentMetrics } from './telemetry';
 
 export type Io = CommandLineIo;
 
@@ -164,6 +165,9 @@ function runningState(store: SqliteLocalStore): string {
   }
 }
 
+/** How often `agent run` samples its gauges (outbox, lag, retry). */
+const METRICS_SAMPLE_MS = 5000;
+
 /**
  * `agent run`: the sync manager over the local store, plus captured direct SQL writes turned into
  * changes every interval. Stops cleanly on SIGTERM/SIGINT: the batch or page in flight finishes
@@ -178,6 +182,27 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     renameSync(`${file}.tmp`, file);
   };
   publish('connecting');
+  // Loaded here, not at the top: the other commands need no OpenTelemetry.
+  const { startTelemetry } = await import('@fleet/observability');
+  const telemetry = startTelemetry({
+    serviceName: 'agent',
+    serviceInstanceId: config.agentId,
+    prometheusPort: config.metricsPort,
+    prometheusHost: config.metricsHost,
+    preventServerStart: config.metricsPort === 0,
+    ...(config.otlpEndpoint === undefined ? {} : { otlpEndpoint: config.otlpEndpoint }),
+    instrumentNest: false,
+  });
+  if (config.metricsPort !== 0) {
+    try {
+      await telemetry.metricsReady;
+    } catch (e) {
+      await telemetry.shutdown();
+      store.close();
+      throw new FleetError('FLEET_CONFIG_001', `FLEET_AGENT_METRICS_PORT: cannot serve metrics on ${config.metricsHost}:${config.metricsPort}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  const meter = new AgentMetrics(telemetry.metrics, store);
   const sync = startSync(store, {
     servers: config.natsUrl,
     namespace: config.namespace,
@@ -185,7 +210,9 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     strategy: config.strategyConfig,
     ...(config.credentialsFile === undefined ? {} : { credentials: readFileSync(config.credentialsFile, 'utf8') }),
     ...(config.coordinatorKeyFile === undefined ? {} : { coordinatorKey: readCoordinatorKey(config.coordinatorKeyFile) }),
+    wire: (direction, message, bytes) => meter.wire(direction, message, bytes),
     onReport: (r) => {
+      meter.report(r);
       if (r.type === 'transition') publish(r.to);
       else if (r.type === 'synced') io.out(`synced (${r.kind}): ${r.status.changesPushed} pushed, ${r.status.changesPulled} pulled, ${r.status.conflictsDetected} conflicts`);
       else if (r.type === 'origin-settled' && r.shift > 0) io.out(`the log holds changes of ${config.agentId} up to ${r.lastLogged}: ${r.renumbered} queued change(s) renumbered from ${r.ownFrom} (was the clock behind when this store was created?)`);
@@ -230,10 +257,20 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
       void sync.stop();
     }
   }, config.captureInterval);
+  const sampler: NodeJS.Timeout = setInterval(() => {
+    try {
+      meter.sample();
+    } catch {
+      // A store busy or closing: the next sample tells.
+    }
+  }, METRICS_SAMPLE_MS);
+  meter.sample();
   await sync.done;
   clearInterval(timer);
   clearInterval(pruner);
+  clearInterval(sampler);
   publish('stopped');
+  await telemetry.shutdown();
   store.close();
   io.out(`agent ${config.agentId}: stopped, store closed`);
   if (failure !== undefined) throw failure;

@@ -6,8 +6,9 @@
  * `agent run` calls `startSync(store, config)` once the store is open, and awaits `done` before
  * closing the store.
  */
-import { CriticalParticipant, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
-import type { CriticalReport, CriticalStore, SyncManagerOptions, SyncStore, VerifyTarget } from '@fleet/agent-sync';
+import { CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import type { CriticalReport, CriticalStore, SyncManagerOptions, SyncStore, VerifyTarget, WireMeter } from '@fleet/agent-sync';
+import { DEFAULT_NAMESPACE } from '@fleet/contracts';
 import type { StrategyConfig } from '@fleet/sync-core';
 
 export interface AgentSyncConfig {
@@ -28,6 +29,8 @@ export interface AgentSyncConfig {
   readonly onCritical?: (report: CriticalReport) => void;
   /** The coordinator's public key (PEM): critical-operation messages must carry its signature. */
   readonly coordinatorKey?: string;
+  /** Told every payload's size (the agent's `fleet_sync.wire.bytes`). */
+  readonly wire?: WireMeter;
 }
 
 export interface RunningSync {
@@ -39,10 +42,11 @@ export interface RunningSync {
 
 /** The sync manager and the critical-operation participant (two-phase commit) over one NATS connection. */
 export function startSync(store: SyncStore & CriticalStore, config: AgentSyncConfig): RunningSync {
-  const transport = new NatsSyncTransport(
+  const nats = new NatsSyncTransport(
     { servers: config.servers, name: `agent-${store.agentId}`, ...(config.credentials === undefined ? {} : { credentials: config.credentials }) },
     config.namespace,
   );
+  const transport = config.wire === undefined ? nats : new MeteredTransport(nats, config.wire, config.namespace ?? DEFAULT_NAMESPACE);
   const manager = new SyncManager({
     store,
     transport,

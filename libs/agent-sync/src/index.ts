@@ -3,3 +3,4 @@ export * from './transport';
 export * from './sync-manager';
 export * from './protocol/wire';
 export * from './critical-participant';
+export * from './metered-transport';

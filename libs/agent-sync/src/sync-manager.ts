@@ -102,7 +102,9 @@ export interface SyncManagerOptions {
       | ConnectionEffect
       | { type: 'transition'; from: string; to: string; event: string }
       | { type: 'verify-report'; report: VerifyReport }
-      | { type: 'origin-settled'; lastLogged: number | null; shift: number; renumbered: number; ownFrom: number },
+      | { type: 'origin-settled'; lastLogged: number | null; shift: number; renumbered: number; ownFrom: number }
+      /** One operation done: a push batch (publish to PubAck), a pull page (request to applied) or a verification. */
+      | { type: 'operation'; op: 'push' | 'pull' | 'verify'; outcome: 'ok' | 'failed'; ms: number },
   ) => void;
 }
 
@@ -261,9 +263,14 @@ export class SyncManager {
           // Resolves when connected; the status listener reports it. Never rejects for an unreachable server (it retries).
           void this.o.transport.connect().catch((e: unknown) => this.report({ type: 'failed', op: 'pull', error: describe(e), attempt: 0 }));
           break;
-        case 'run':
-          void this.operate(eff.op).then((ev) => this.dispatch(ev));
+        case 'run': {
+          const started = this.now();
+          void this.operate(eff.op).then((ev) => {
+            this.report({ type: 'operation', op: eff.op, outcome: ev.type.endsWith('-failed') ? 'failed' : 'ok', ms: Math.max(0, this.now() - started) });
+            this.dispatch(ev);
+          });
           break;
+        }
         case 'set-timer':
           if (this.timer !== undefined) this.timers.clear(this.timer);
           this.timer = this.timers.set(() => {

@@ -6,9 +6,9 @@
  * closed; online = a new manager and connection over the same store (the durable outbox and
  * cursor carry over, as across an agent restart).
  */
-import { CriticalParticipant, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import { CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import { HARNESS_COORDINATOR_KEYS } from './services';
-import type { SyncStore, SyncTransport, TransportReply, VerifyReport, VerifyTarget } from '@fleet/agent-sync';
+import type { SyncStore, VerifyReport, VerifyTarget, WireMeter } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { canonicalJson } from '@fleet/sync-core';
 import type { Change, Fields, RecordRef, StrategyConfig } from '@fleet/sync-core';
@@ -26,50 +26,15 @@ export function newWireCounters(): WireCounters {
   return { bytesOut: 0, bytesIn: 0, publishes: 0, requests: 0, nudges: 0 };
 }
 
-/** The NATS transport, counting payload bytes. */
-class CountingTransport implements SyncTransport {
-  constructor(
-    private readonly inner: NatsSyncTransport,
-    private readonly c: WireCounters,
-  ) {}
-  connect(): Promise<void> {
-    return this.inner.connect();
-  }
-  onStatus(listener: (online: boolean) => void): () => void {
-    return this.inner.onStatus(listener);
-  }
-  async publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Readonly<Record<string, string>>; timeoutMs?: number }): Promise<{ seq: number; duplicate: boolean }> {
-    this.c.bytesOut += data.byteLength;
-    this.c.publishes++;
-    return this.inner.publish(subject, data, opts);
-  }
-  async request(subject: string, data: Uint8Array, opts?: { timeoutMs?: number; headers?: Readonly<Record<string, string>> }): Promise<TransportReply> {
-    this.c.bytesOut += data.byteLength;
-    this.c.requests++;
-    const r = await this.inner.request(subject, data, opts);
-    this.c.bytesIn += r.data.byteLength;
-    return r;
-  }
-  respond(subject: string, handler: (data: Uint8Array) => Promise<Uint8Array>): () => void {
-    return this.inner.respond(subject, async (data) => {
-      this.c.bytesIn += data.byteLength;
-      const out = await handler(data);
-      this.c.bytesOut += out.byteLength;
-      return out;
-    });
-  }
-  subscribe(subject: string, onMessage: () => void): () => void {
-    return this.inner.subscribe(subject, () => {
-      this.c.nudges++;
-      onMessage();
-    });
-  }
-  maxPayload(): number | undefined {
-    return this.inner.maxPayload();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
+/** The harness's byte counts, from the transport's meter (the agent's `fleet_sync.wire.bytes` comes from the same one). */
+function countInto(c: WireCounters): WireMeter {
+  return (direction, _message, bytes, kind) => {
+    if (direction === 'out') c.bytesOut += bytes;
+    else c.bytesIn += bytes;
+    if (kind === 'publish') c.publishes++;
+    else if (kind === 'request' && direction === 'out') c.requests++;
+    else if (kind === 'nudge') c.nudges++;
+  };
 }
 
 export interface FleetAgentOptions {
@@ -201,7 +166,7 @@ export class FleetAgent {
   /** Starts a sync manager over a new NATS connection (the reconnect protocol runs on connect). */
   goOnline(): void {
     if (this.manager !== undefined) return;
-    const transport = new CountingTransport(new NatsSyncTransport({ servers: this.o.natsUrl, name: `agent-${this.id}` }, this.o.namespace), this.o.wire);
+    const transport = new MeteredTransport(new NatsSyncTransport({ servers: this.o.natsUrl, name: `agent-${this.id}` }, this.o.namespace), countInto(this.o.wire), this.o.namespace);
     const m = new SyncManager({
       store: this.port,
       transport,

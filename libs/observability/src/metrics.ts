@@ -89,7 +89,7 @@ export const Metrics = {
     name: 'fleet_sync.round.duration',
     kind: 'histogram',
     unit: 's',
-    description: 'Duration of one sync round (a push of the outbox, or a pull until hasMore is false).',
+    description: 'Duration of one sync operation: a push batch (publish to PubAck) or a pull page (request to applied).',
     attributes: { direction: DIRECTION_SYNC, outcome: ['ok', 'failed'] },
     buckets: ROUND_BUCKETS,
   },
