@@ -368,7 +368,8 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     for (const t of [committed.txid, aborted.txid]) {
       await pg.query(`update critical_transactions set created_at = created_at - interval '2 hours', decided_at = decided_at - interval '2 hours', completed_at = completed_at - interval '2 hours' where txid = $1`, [t]);
     }
-    expect(await app.get(CriticalRecovery).pruneIfDue(Date.now() + 3_600_000)).toBeGreaterThanOrEqual(2);
+    // The recovery loop runs in the background too and may prune them first (skip locked): what counts is that they are gone.
+    await app.get(CriticalRecovery).pruneIfDue(Date.now() + 3_600_000);
     expect(await logged(committed.txid)).toBeUndefined();
     expect(await logged(aborted.txid)).toBeUndefined();
     expect((await logged(recent.txid))?.state).toBe('committed');

@@ -73,16 +73,19 @@ export class DeltaModule {
           },
         },
         {
-          // Before the pool closes (ServiceInfraModule closes it in onApplicationShutdown): the nudger's last flush reads agent groups.
-          provide: 'NudgerStopper',
-          inject: [Nudger],
-          useFactory: (n: Nudger) => ({ beforeApplicationShutdown: () => n.stop() }),
-        },
-        {
-          // The last flush of the pull facts, before the pool closes (after the responders drained: no pull recorded after it).
-          provide: 'PullFactsStopper',
-          inject: [PullFacts],
-          useFactory: (f: PullFacts) => ({ beforeApplicationShutdown: () => f.stop() }),
+          // In this order, before the pool closes (ServiceInfraModule closes it in onApplicationShutdown):
+          // the nudger's last flush (it reads agent groups and publishes), then the responders drain (the
+          // transport's close, which Nest's dispose repeats as a no-op), then the pull facts' last flush:
+          // no pull answered during the drain is left unrecorded.
+          provide: 'ShutdownOrder',
+          inject: [Nudger, PullFacts],
+          useFactory: (n: Nudger, f: PullFacts) => ({
+            beforeApplicationShutdown: async () => {
+              await n.stop();
+              await transport.close();
+              await f.stop();
+            },
+          }),
         },
       ],
       exports: [DeltaStore, PullFacts],

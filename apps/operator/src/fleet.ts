@@ -97,8 +97,11 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
   if (deadLetters !== undefined && deadLetters.messages > maxDeadLetters) {
     unhealthy.push(`${deadLetters.messages} dead letter(s) (over ${maxDeadLetters}): fleetctl replay list`);
   }
-  if (!health.ok) unavailable.push(`delta-calculator cannot score the fleet's sync health (${health.error})`);
-  else if (minScore !== undefined && health.value.score < minScore) {
+  // The score is judged only when asked (--min-health-score): without it a delta-calculator that cannot
+  // score (an older one during an upgrade) leaves the score unknown, not the fleet unavailable.
+  if (!health.ok) {
+    if (minScore !== undefined) unavailable.push(`delta-calculator cannot score the fleet's sync health (${health.error})`);
+  } else if (minScore !== undefined && health.value.score < minScore) {
     unhealthy.push(`fleet sync-health score ${health.value.score} is below ${minScore} (${health.value.byStatus.unhealthy} unhealthy, ${health.value.byStatus.degraded} degraded of ${health.value.agents} agent(s)): fleetctl agents show <id>`);
   }
   const verdict = unavailable.length > 0 ? 'UNAVAILABLE' : unhealthy.length > 0 ? 'UNHEALTHY' : 'HEALTHY';

@@ -7,13 +7,14 @@ const s = subjects('ns1');
 
 describe('wireMessageOf', () => {
   it('names each agent subject by its kind', () => {
-    expect(wireMessageOf(s.push('h1'), 'ns1')).toBe('push');
-    expect(wireMessageOf(s.pull('h1'), 'ns1')).toBe('pull');
-    expect(wireMessageOf(s.pullKeys('h1'), 'ns1')).toBe('pull');
-    expect(wireMessageOf(s.origin('h1'), 'ns1')).toBe('pull');
-    expect(wireMessageOf(s.merkle('h1'), 'ns1')).toBe('merkle');
-    expect(wireMessageOf(s.notify('h1'), 'ns1')).toBe('notify');
-    expect(wireMessageOf(s.tpcAgent('h1'), 'ns1')).toBe('event');
+    expect(wireMessageOf(s.push('h1'), s)).toBe('push');
+    expect(wireMessageOf(s.pull('h1'), s)).toBe('pull');
+    expect(wireMessageOf(s.pullKeys('h1'), s)).toBe('pull');
+    expect(wireMessageOf(s.origin('h1'), s)).toBe('pull');
+    expect(wireMessageOf(s.merkle('h1'), s)).toBe('merkle');
+    expect(wireMessageOf(s.notify('h1'), s)).toBe('notify');
+    expect(wireMessageOf(s.tpcAgent('h1'), s)).toBe('event');
+    expect(wireMessageOf('other.push.h1', s)).toBe('event'); // another namespace's subject
   });
 });
 

@@ -1,3 +1,4 @@
+import { subjects, type Subjects } from '@fleet/contracts';
 import type { CriticalTransport } from './critical-participant';
 import type { SyncTransport, TransportReply } from './transport';
 
@@ -10,11 +11,9 @@ export type WireKind = 'publish' | 'request' | 'reply' | 'answer' | 'nudge';
 /** Called for every payload the agent puts on or takes off the wire (payload bytes, after compression). */
 export type WireMeter = (direction: 'in' | 'out', message: WireMessage, bytes: number, kind: WireKind) => void;
 
-/** The kind of a subject `<ns>.<kind>.<agentId>` (contracts' subjects): pushes, pulls (and their key pages and origin checks), Merkle, nudges; the rest (critical operations) `event`. */
-export function wireMessageOf(subject: string, namespace: string): WireMessage {
-  const rest = subject.startsWith(`${namespace}.`) ? subject.slice(namespace.length + 1) : subject;
-  const kind = rest.slice(0, rest.indexOf('.') === -1 ? rest.length : rest.indexOf('.'));
-  switch (kind) {
+/** What an agent subject carries, for `fleet_sync.wire.bytes{message}` (contracts' `agentSubjectKind`); critical operations and anything else: `event`. */
+export function wireMessageOf(subject: string, s: Subjects): WireMessage {
+  switch (s.agentSubjectKind(subject)) {
     case 'push':
       return 'push';
     case 'pull':
@@ -36,11 +35,15 @@ export function wireMessageOf(subject: string, namespace: string): WireMessage {
  * come from it.
  */
 export class MeteredTransport implements SyncTransport, CriticalTransport {
+  private readonly s: Subjects;
+
   constructor(
     private readonly inner: SyncTransport & CriticalTransport,
     private readonly meter: WireMeter,
-    private readonly namespace: string,
-  ) {}
+    namespace: string,
+  ) {
+    this.s = subjects(namespace);
+  }
 
   connect(): Promise<void> {
     return this.inner.connect();
@@ -51,12 +54,12 @@ export class MeteredTransport implements SyncTransport, CriticalTransport {
   }
 
   publish(subject: string, data: Uint8Array, opts: { msgId: string; headers?: Readonly<Record<string, string>>; timeoutMs?: number }): Promise<{ seq: number; duplicate: boolean }> {
-    this.meter('out', wireMessageOf(subject, this.namespace), data.byteLength, 'publish');
+    this.meter('out', wireMessageOf(subject, this.s), data.byteLength, 'publish');
     return this.inner.publish(subject, data, opts);
   }
 
   async request(subject: string, data: Uint8Array, opts?: { timeoutMs?: number; headers?: Readonly<Record<string, string>> }): Promise<TransportReply> {
-    const message = wireMessageOf(subject, this.namespace);
+    const message = wireMessageOf(subject, this.s);
     this.meter('out', message, data.byteLength, 'request');
     const reply = await this.inner.request(subject, data, opts);
     this.meter('in', message, reply.data.byteLength, 'reply');
@@ -64,7 +67,7 @@ export class MeteredTransport implements SyncTransport, CriticalTransport {
   }
 
   respond(subject: string, handler: (data: Uint8Array) => Promise<Uint8Array>): () => void {
-    const message = wireMessageOf(subject, this.namespace);
+    const message = wireMessageOf(subject, this.s);
     return this.inner.respond(subject, async (data) => {
       this.meter('in', message, data.byteLength, 'request');
       const out = await handler(data);
@@ -74,7 +77,7 @@ export class MeteredTransport implements SyncTransport, CriticalTransport {
   }
 
   subscribe(subject: string, onMessage: () => void): () => void {
-    const message = wireMessageOf(subject, this.namespace);
+    const message = wireMessageOf(subject, this.s);
     return this.inner.subscribe(subject, () => {
       this.meter('in', message, 0, 'nudge');
       onMessage();

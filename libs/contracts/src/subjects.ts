@@ -53,11 +53,21 @@ function token(kind: string, s: string): string {
 }
 
 /** The subject tree of one namespace. */
+/** The first token after the namespace of the subjects an agent uses (`<ns>.<kind>.<agentId>`, `<ns>.tpc.agent.<agentId>`). */
+export const AGENT_SUBJECT_KINDS = ['push', 'pull', 'pullkeys', 'origin', 'merkle', 'notify', 'tpc'] as const;
+export type AgentSubjectKind = (typeof AGENT_SUBJECT_KINDS)[number];
+
 export function subjects(ns: string = DEFAULT_NAMESPACE) {
   token('namespace', ns);
   const stream = (name: string) => `${ns.toUpperCase().replace(/-/g, '_')}_${name}`;
   return {
     ns,
+    /** Which of the agent's subjects this is (for metrics), or undefined for any other subject. */
+    agentSubjectKind: (subject: string): AgentSubjectKind | undefined => {
+      if (!subject.startsWith(`${ns}.`)) return undefined;
+      const kind = subject.slice(ns.length + 1).split('.')[0] ?? '';
+      return (AGENT_SUBJECT_KINDS as readonly string[]).includes(kind) ? (kind as AgentSubjectKind) : undefined;
+    },
     /** Agents publish push batches here; each agent may publish only to its own. */
     push: (agentId: string) => `${ns}.push.${token('agent id', agentId)}`,
     pushAll: `${ns}.push.*`,

@@ -8,7 +8,7 @@
  * rule as `mergeFacts`, which coalesces in memory), so the order of flushes does not matter. A flush
  * that fails puts its entries back (merged with what arrived meanwhile) for the next one; at most
  * `maxAgents` distinct agents are held, beyond that new agents wait for the next flush's room
- * (counted in `dropped`).
+ * (counted in `dropped`). A flush whose commit the client did not see is written again: its `pulls` count twice.
  */
 import type { DataSource } from 'typeorm';
 import type { PullCursor } from '@fleet/contracts';
@@ -218,9 +218,12 @@ export class PullFacts {
       await this.ds.query(UPSERT_AGENT_PULLS_SQL, [JSON.stringify(rows)]);
     } catch (e) {
       // Kept for the next flush, merged with what arrived meanwhile (the merge does not depend on order).
+      // Within `maxAgents` like any hold: an outage cannot grow what is held past it.
       for (const old of batch.values()) {
         const now = this.pending.get(old.agentId);
-        this.pending.set(old.agentId, now === undefined ? old : mergeFacts(old, now));
+        if (now !== undefined) this.pending.set(old.agentId, mergeFacts(old, now));
+        else if (this.pending.size < (this.opts.maxAgents ?? 100_000)) this.pending.set(old.agentId, old);
+        else this.dropped++;
       }
       this.opts.onFlushError?.(e);
       throw e;

@@ -160,6 +160,8 @@ describe('critical operations: pruning the decision log', () => {
   });
 
   it('a host asking about a pruned transaction never gets a wrong decision: commit when the server holds it for that host, FLEET_TPC_004 otherwise; presumed abort only above the mark', async () => {
+    // Begun first, so its txid is below the mark the pruning below leaves; it stays logged (not aged).
+    const kept = await coordinator.begin(cert('status-kept'), ['h5']);
     // T1 then T2 on the same certificate of h5: T1 committed and superseded. T3 aborted.
     const t1 = await coordinator.begin(cert('status-web'), ['h5', 'h6']);
     const t2 = await coordinator.begin(cert('status-web'), ['h5']);
@@ -167,7 +169,6 @@ describe('critical operations: pruning the decision log', () => {
     const t3 = await coordinator.begin(cert('status-mail'), ['h5', 'h6']);
     agents.refuse.clear();
     expect([t1.state, t2.state, t3.state]).toEqual(['committed', 'committed', 'aborted']);
-    const kept = await coordinator.begin(cert('status-kept'), ['h5']);
     // While logged, the answers are the decisions.
     expect(await coordinator.status('h5', t1.txid)).toBe('commit');
     expect(await coordinator.status('h5', t3.txid)).toBe('abort');
@@ -188,7 +189,8 @@ describe('critical operations: pruning the decision log', () => {
     expect(await coordinator.status('h5', testUuidV7(Date.now() + 60_000))).toBe('abort');
     // One at or below the mark may be a pruned commit: no presumption.
     expect(await codeOf(coordinator.status('h5', testUuidV7(Date.now() - 3_600_000)))).toBe('FLEET_TPC_004');
-    // A transaction still logged is answered from the log, whatever the mark.
+    // A transaction still logged is answered from the log, though its txid is below the mark.
+    expect(kept.txid < t3.txid).toBe(true);
     expect(await coordinator.status('h5', kept.txid)).toBe('commit');
     expect(await codeOf(coordinator.show(t1.txid))).toBe('FLEET_TPC_001');
   });
