@@ -341,6 +341,7 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
         msg.respond(encodeJson(body));
       },
     });
+    await operator.nc.flush(); // the subscription is on the server before the host asks (else: no responders)
     try {
       expect(await participant.settleInDoubt()).toBe(0);
       expect(reports.some((r) => r.type === 'error' && (r.error as { code?: string }).code === 'FLEET_AUTH_005')).toBe(true);
