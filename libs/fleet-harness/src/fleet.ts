@@ -8,7 +8,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client } from 'pg';
 import { decodeCriticalTxReply, encodeJson, Headers, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxView, Subjects } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
@@ -19,7 +18,7 @@ import { FleetAgent, newWireCounters } from './agent';
 import type { WireCounters } from './agent';
 import { checkConvergence } from './checker';
 import type { ConvergenceResult } from './checker';
-import { createDatabase, HARNESS_OPERATOR_TOKEN, ServerStack } from './services';
+import { createDatabase, HARNESS_OPERATOR_TOKEN, ServerStack, withClient } from './services';
 import type { Database, ServiceName } from './services';
 import { eventually, PrivateNatsServer, sleep } from './util';
 
@@ -237,14 +236,8 @@ export class Fleet {
   /** The replication slot conflict-resolver captures `server_records` from; undefined when capture is off (wal_level, `capture: false`). */
   captureSlot: string | undefined;
 
-  async sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
-    const c = new Client({ connectionString: this.db.url });
-    await c.connect();
-    try {
-      return (await c.query(text, params)).rows as T[];
-    } finally {
-      await c.end();
-    }
+  sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
+    return withClient(this.db.url, async (c) => (await c.query(text, params)).rows as T[]);
   }
 
   async conflictStats(): Promise<ConflictRow[]> {
@@ -406,21 +399,13 @@ export class Fleet {
   }
 }
 
-async function walLevel(url: string): Promise<string | undefined> {
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    return ((await c.query('show wal_level')).rows[0] as { wal_level?: string } | undefined)?.wal_level;
-  } finally {
-    await c.end();
-  }
+function walLevel(url: string): Promise<string | undefined> {
+  return withClient(url, async (c) => ((await c.query('show wal_level')).rows[0] as { wal_level?: string } | undefined)?.wal_level);
 }
 
 /** Drops a logical replication slot once no process streams from it (a killed service's walsender takes a moment to go). */
-async function dropSlot(url: string, slot: string): Promise<void> {
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
+function dropSlot(url: string, slot: string): Promise<void> {
+  return withClient(url, async (c) => {
     for (let i = 0; i < 100; i++) {
       const rows = (await c.query('select active from pg_replication_slots where slot_name = $1', [slot])).rows as Array<{ active: boolean }>;
       if (rows[0] === undefined) return;
@@ -428,11 +413,9 @@ async function dropSlot(url: string, slot: string): Promise<void> {
         await c.query('select pg_drop_replication_slot($1)', [slot]);
         return;
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
-  } finally {
-    await c.end();
-  }
+  });
 }
 
 /** An operator's HTTP request: JSON in and out, with the harness's operator token (reads ignore it). */

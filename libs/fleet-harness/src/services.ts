@@ -192,21 +192,24 @@ export interface Database {
   drop(): Promise<void>;
 }
 
+/** Runs `fn` on a PostgreSQL connection of its own, closed afterwards whatever happens. */
+export async function withClient<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
 /** A new empty database on the server of `baseUrl` (default DATABASE_URL or the project's default). */
 export async function createDatabase(prefix: string, baseUrl = process.env['DATABASE_URL'] ?? DEFAULT_DATABASE_URL): Promise<Database> {
   const base = new URL(baseUrl);
   const name = `${prefix}_${randomBytes(5).toString('hex')}`;
   const admin = new URL(base);
   admin.pathname = '/postgres';
-  const run = async (sql: string): Promise<void> => {
-    const c = new Client({ connectionString: admin.toString() });
-    await c.connect();
-    try {
-      await c.query(sql);
-    } finally {
-      await c.end();
-    }
-  };
+  const run = (sql: string): Promise<void> => withClient(admin.toString(), async (c) => void (await c.query(sql)));
   await run(`create database "${name}"`);
   const url = new URL(base);
   url.pathname = `/${name}`;
