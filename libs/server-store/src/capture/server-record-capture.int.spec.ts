@@ -181,6 +181,11 @@ describe('capture of server-side SQL writes (logical replication, pgoutput)', ()
 });
 
 describe('exactly once across restarts and failures', () => {
+  // A new slot copies the rows already in the table (the initial copy): start these from an empty one.
+  beforeEach(async () => {
+    await ds.query(`truncate server_records`);
+  });
+
   it('a capture stopped and started again captures what was written meanwhile, and nothing twice', async () => {
     const first = startCapture('fleet_capture_restart');
     await waitState(first.capture, 'streaming');
@@ -264,6 +269,104 @@ describe('exactly once across restarts and failures', () => {
     } finally {
       await offDs.destroy();
       off.stop();
+    }
+  });
+});
+
+describe('the initial copy: rows already in the table when the slot is made', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const copyRows = async (slot: string) => ((await ds.query(`select count(*)::int as n from capture_copy where slot = $1`, [slot])) as [{ n: number }])[0].n;
+
+  beforeEach(async () => {
+    await ds.query(`truncate server_records`);
+  });
+
+  it('are appended once each in key order (a bad one dead-lettered), and the writes after the slot are streamed', async () => {
+    await ds.query(`insert into server_records values ('group.web', 'cp', 'c', '{"w":true}'), ('fleet', 'cp', 'b', '{"v":1}'), ('host.server', 'cp', 'bad', '{}'), ('fleet', 'cp', 'a', '{"v":1}')`);
+    const run = startCapture('fleet_capture_copy');
+    try {
+      await waitState(run.capture, 'streaming');
+      await ds.query(`update server_records set fields = '{"v":2}' where collection = 'cp' and key = 'a'`);
+      await changesOf('cp', 4);
+      await sleep(500);
+      expect((await serverChanges('cp')).map((c) => [c.scope, c.key, c.op, c.fields])).toEqual([
+        ['fleet', 'a', 'put', { v: 1 }],
+        ['fleet', 'b', 'put', { v: 1 }],
+        ['group.web', 'c', 'put', { w: true }],
+        ['fleet', 'a', 'put', { v: 2 }],
+      ]);
+      expect(run.rejected.map((r) => [r.row.key, r.index, r.error.code])).toEqual([['bad', 3, 'FLEET_DECODE_002']]);
+      expect(run.announced.filter((c) => c.collection === 'cp')).toHaveLength(4);
+      expect(await copyRows('fleet_capture_copy')).toBe(0);
+    } finally {
+      await run.capture.stop();
+    }
+  });
+
+  it('a copy interrupted after some parts resumes at its next row, with another part size, and copies nothing twice', async () => {
+    await ds.query(`insert into server_records values ('fleet', 'cq', 'a', '{}'), ('fleet', 'cq', 'b', '{}'), ('fleet', 'cq', 'c', $1::jsonb), ('fleet', 'cq', 'd', '{}'), ('fleet', 'cq', 'e', '{}')`, [
+      JSON.stringify({ ['__proto__']: 1 }),
+    ]);
+    const first = startCapture('fleet_capture_copy_resume', {
+      partRecords: 2,
+      reject: async () => {
+        throw new Error('dead-letter sink down');
+      },
+    });
+    await until('the failure', () => (first.warnings.some((w) => /dead-letter sink down/.test(w)) ? true : undefined));
+    await first.capture.stop();
+    expect((await serverChanges('cq')).map((c) => c.key)).toEqual(['a', 'b']);
+    expect(await copyRows('fleet_capture_copy_resume')).toBe(5);
+    // Written while the capture is down: after the slot's start, so streamed, not copied.
+    await ds.query(`insert into server_records values ('fleet', 'cq', 'f', '{}')`);
+
+    const second = startCapture('fleet_capture_copy_resume', { partRecords: 3 });
+    try {
+      await changesOf('cq', 5);
+      await sleep(500);
+      expect((await serverChanges('cq')).map((c) => c.key)).toEqual(['a', 'b', 'd', 'e', 'f']);
+      expect(second.rejected.map((r) => [r.row.key, r.index])).toEqual([['c', 2]]);
+      expect(await copyRows('fleet_capture_copy_resume')).toBe(0);
+    } finally {
+      await second.capture.stop();
+    }
+  });
+
+  it('a slot made by hand (no progress: nothing was taken from it) is made again, and its rows are copied', async () => {
+    await ds.query(`insert into server_records values ('fleet', 'ch', 'before', '{"n":1}')`);
+    await ds.query(`select pg_create_logical_replication_slot('fleet_capture_byhand', 'pgoutput')`);
+    await ds.query(`insert into server_records values ('fleet', 'ch', 'after', '{"n":2}')`);
+    const run = startCapture('fleet_capture_byhand');
+    try {
+      await waitState(run.capture, 'streaming');
+      await changesOf('ch', 2);
+      await sleep(500);
+      // Both copied, once each: the stream of the new slot starts after them.
+      expect((await serverChanges('ch')).map((c) => [c.key, c.fields])).toEqual([
+        ['after', { n: 2 }],
+        ['before', { n: 1 }],
+      ]);
+    } finally {
+      await run.capture.stop();
+    }
+  });
+
+  it('two replicas starting together on a new slot copy every row once and stream after the copy', async () => {
+    const keys = Array.from({ length: 30 }, (_, i) => `r${String(i).padStart(2, '0')}`);
+    await ds.query(`insert into server_records select 'fleet', 'c2', k, jsonb_build_object('v', 1) from unnest($1::text[]) as k`, [keys]);
+    const a = startCapture('fleet_capture_two', { partRecords: 4 });
+    const b = startCapture('fleet_capture_two', { partRecords: 4 });
+    try {
+      await until('one replica streaming', () => (a.capture.state === 'streaming' || b.capture.state === 'streaming' ? true : undefined));
+      await ds.query(`update server_records set fields = '{"v":2}' where collection = 'c2' and key = 'r00'`);
+      await changesOf('c2', 31);
+      await sleep(800);
+      const changes = await serverChanges('c2');
+      expect(changes.map((c) => c.key)).toEqual([...keys, 'r00']);
+      expect(changes[30]?.fields).toEqual({ v: 2 });
+      expect(await copyRows('fleet_capture_two')).toBe(0);
+    } finally {
+      await Promise.all([a.capture.stop(), b.capture.stop()]);
     }
   });
 });

@@ -1,3 +1,4 @@
+import { Client, type ClientConfig } from 'pg';
 import type { DataSource } from 'typeorm';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { decodeServerRowFields, decodeServerRowRef } from '@fleet/contracts';
@@ -86,6 +87,11 @@ class Session {
   }
 }
 
+/** The slot is another replica's for now: stand by (`object_in_use`, as PostgreSQL says of an active slot). */
+class SlotBusy extends Error {
+  readonly code = '55006';
+}
+
 /** Another replica appended this part first (`capture_progress` moved): skip to where it is. */
 class AlreadyCaptured extends Error {
   constructor(readonly progress: Progress) {
@@ -109,6 +115,10 @@ const STATUS_EVERY_MS = 10_000;
  * two replicas that both hold a part (one lost the slot while appending) cannot both commit it. Rows
  * that cannot become changes are dead-lettered before their part commits (with a stable id, stored
  * once within the dead-letter stream's duplicate window).
+ *
+ * Initial copy. The capture makes its slot with an exported snapshot and stores the table's rows as of
+ * it (`capture_copy`), then appends them like one transaction at the slot's consistent point before it
+ * streams: rows written before the capture was turned on are captured too, once each.
  *
  * One stream per slot: a second replica's START_REPLICATION fails with "slot is active", and it waits
  * (`standby`) and tries again every `retryMs`, so it takes over when the streaming one stops. A
@@ -209,6 +219,10 @@ export class ServerRecordCapture {
   private async once(): Promise<unknown> {
     await this.ensureSlot();
     this.progress = await this.readProgress();
+    // A slot with no progress yet is being made by another replica, which has not stored its initial
+    // copy: streaming now could append later writes before the copy (or make it skip its rows).
+    if (this.progress === undefined) throw new SlotBusy(`replication slot ${this.options.slot} is being made by another replica (its initial copy is not stored yet)`);
+    await this.finishCopy();
     const service = new LogicalReplicationService(
       { connectionString: this.options.databaseUrl, application_name: `fleet-capture-${this.options.slot}` },
       // Acknowledge by hand (never the library's received position), one message at a time.
@@ -300,12 +314,42 @@ export class ServerRecordCapture {
 
   /** Appends the transaction's net effect, part by part, from where `capture_progress` says it stands. */
   private async applyTransaction(session: Session, t: OpenTransaction): Promise<void> {
-    const commit = parseLsn(t.commitLsn);
     if (t.events.length === 0) return;
     const folded = foldRowEvents(t.events, (r) => JSON.stringify([r.scope, r.collection, r.key]));
-    for (let done = this.doneOf(commit); done < folded.length; done = this.doneOf(commit)) {
-      if (this.stopped || session.broken !== undefined) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of a transaction');
-      const part = folded.slice(done, done + this.partRecords);
+    await this.appendCommit(t.commitLsn, folded.length, async (done, n) => folded.slice(done, done + n), {
+      check: () => {
+        if (this.stopped || session.broken !== undefined) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of a transaction');
+      },
+      // Keep the server hearing from us through a long transaction (the socket is paused meanwhile).
+      afterPart: () => session.service.acknowledge(session.position).then(() => undefined, () => undefined),
+    });
+  }
+
+  /**
+   * Appends the `total` (folded) records of one commit, part by part, from where `capture_progress` says
+   * it stands: each part is decided (rows that cannot become changes are dead-lettered), appended through
+   * the ServerWriter and claimed in the same transaction, then announced. A streamed transaction and the
+   * initial copy both go through here.
+   */
+  private async appendCommit(
+    commitLsn: string,
+    total: number,
+    partAt: (done: number, n: number) => Promise<readonly RowEvent<RawServerRow>[]>,
+    hooks: { readonly check: () => void; readonly afterPart?: () => Promise<void> },
+  ): Promise<void> {
+    const commit = parseLsn(commitLsn);
+    for (let done = this.doneOf(commit); done < total; done = this.doneOf(commit)) {
+      hooks.check();
+      const part = await partAt(done, Math.min(this.partRecords, total - done));
+      if (part.length === 0) {
+        // The initial copy's rows are deleted once all are appended: another replica finished it meanwhile.
+        const p = await this.readProgress();
+        if (p !== undefined && (p.lsn > commit || (p.lsn === commit && p.records > done))) {
+          this.progress = p;
+          continue;
+        }
+        throw new FleetError('FLEET_INTERNAL_001', `capture: no records at ${done} of ${total} in commit ${commitLsn}`);
+      }
       const next: Progress = { lsn: commit, records: done + part.length };
       const edits: Array<{ ref: RecordRef; edit: LocalEdit; row: RowEvent<RawServerRow>; index: number }> = [];
       let unchanged = 0;
@@ -313,7 +357,7 @@ export class ServerRecordCapture {
       for (const [i, e] of part.entries()) {
         const decided = decideRow(e);
         if ('error' in decided) {
-          await this.options.reject({ row: rowOf(e), error: decided.error, commitLsn: t.commitLsn, index: done + i });
+          await this.options.reject({ row: rowOf(e), error: decided.error, commitLsn, index: done + i });
           rejected++;
         } else if (decided.edit === null) {
           unchanged++;
@@ -338,7 +382,7 @@ export class ServerRecordCapture {
           } catch (e) {
             // A part that can never be appended (the log refuses a change): its rows are dead-lettered, the capture goes on.
             if (!isFleetError(e) || e.retryable) throw e;
-            for (const x of edits) await this.options.reject({ row: rowOf(x.row), error: e, commitLsn: t.commitLsn, index: x.index });
+            for (const x of edits) await this.options.reject({ row: rowOf(x.row), error: e, commitLsn, index: x.index });
             rejected += edits.length;
             await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
           }
@@ -359,8 +403,7 @@ export class ServerRecordCapture {
           this.options.logger.warn(`${appended.length} captured change(s) committed (seq ${appended[0]?.seq}..); their announcement failed: ${String(e)}; the log sweep projects them`);
         }
       }
-      // Keep the server hearing from us through a long transaction (the socket is paused meanwhile).
-      await session.service.acknowledge(session.position).catch(() => undefined);
+      await hooks.afterPart?.();
     }
   }
 
@@ -392,12 +435,19 @@ export class ServerRecordCapture {
     const find = async (): Promise<{ database: string | null; plugin: string | null } | undefined> =>
       ((await this.ds.query(`select database, plugin from pg_replication_slots where slot_name = $1`, [this.options.slot])) as Array<{ database: string | null; plugin: string | null }>)[0];
     let slot = await find();
+    if (slot !== undefined && (await this.readProgress()) === undefined) {
+      // A slot with no progress at all: made by hand, by a capture that stopped before its initial copy
+      // was stored, or by one that never captured anything. Nothing was taken from it, so it is made
+      // again with a snapshot to copy from. Fails with "is active" (standby) while another replica
+      // holds it, e.g. while it exports the snapshot for its own copy.
+      if (slot.plugin === 'pgoutput') {
+        await this.ds.query(`select pg_drop_replication_slot($1)`, [this.options.slot]);
+        slot = undefined;
+      }
+    }
     if (slot === undefined) {
       try {
-        await this.ds.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [this.options.slot]);
-        // The slot starts now: rows committed before it are not in its stream.
-        const [{ n }] = (await this.ds.query(`select count(*)::int as n from ${SERVER_RECORDS_TABLE}`)) as [{ n: number }];
-        if (n > 0) this.options.logger.warn(`created replication slot ${this.options.slot}: the ${n} row(s) already in ${SERVER_RECORDS_TABLE} were written before it and are not captured; write them again (a changed value) to capture them`);
+        await this.createSlotWithCopy();
       } catch (e) {
         if ((e as { code?: unknown }).code !== '42710') throw e; // duplicate_object: another replica made it first
       }
@@ -412,11 +462,79 @@ export class ServerRecordCapture {
     }
   }
 
+  /**
+   * Makes the slot over the replication protocol with an exported snapshot (what PostgreSQL's own
+   * logical replication does for its initial table copy), and while the snapshot lives (until the
+   * replication connection's next command), stores the table's rows as of it in `capture_copy`, with
+   * `capture_progress` at (consistent point, 0), in one transaction. The stream starts at the consistent
+   * point: every row is in the copy or in the stream, exactly one of them. A crash before that commit
+   * leaves a slot with no progress, which the next start makes again (ensureSlot).
+   */
+  private async createSlotWithCopy(): Promise<void> {
+    const slot = this.options.slot;
+    const config: ClientConfig & { replication: string } = { connectionString: this.options.databaseUrl, application_name: `fleet-capture-${slot}`, replication: 'database' };
+    const repl = new Client(config);
+    repl.on('error', () => undefined); // a dropped connection fails the query below
+    await repl.connect();
+    try {
+      const made = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
+      const { consistent_point: lsn, snapshot_name: snapshot } = made.rows[0] ?? { consistent_point: '', snapshot_name: '' };
+      if (!/^[0-9A-Fa-f-]+$/.test(snapshot)) throw new FleetError('FLEET_INFRA_001', `CREATE_REPLICATION_SLOT returned no snapshot (${JSON.stringify(snapshot)})`);
+      parseLsn(lsn);
+      const copied = await this.ds.transaction('REPEATABLE READ', async (tx) => {
+        await tx.query(`set transaction snapshot '${snapshot}'`);
+        await tx.query(`delete from capture_copy where slot = $1`, [slot]);
+        const rows = (await tx.query(
+          `with c as (insert into capture_copy (slot, idx, lsn, scope, collection, key, fields)
+             select $1, row_number() over (order by scope, collection, key), $2::pg_lsn, scope, collection, key, fields from ${SERVER_RECORDS_TABLE}
+             returning 1)
+           select count(*)::int as n from c`,
+          [slot, lsn],
+        )) as Array<{ n: number }>;
+        await tx.query(
+          `insert into capture_progress (slot, lsn, records) values ($1, $2::pg_lsn, 0)
+           on conflict (slot) do update set lsn = excluded.lsn, records = 0, updated_at = now()`,
+          [slot, lsn],
+        );
+        return rows[0]?.n ?? 0;
+      });
+      this.options.logger.log(`created replication slot ${slot} at ${lsn}; ${copied} row(s) of ${SERVER_RECORDS_TABLE} to copy`);
+    } finally {
+      await repl.end().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Appends what is left of the initial copy (`capture_copy`) as one commit at the slot's consistent
+   * point, part by part with the same claims as a streamed transaction, then deletes it. Runs before
+   * the stream starts; replicas may run it at once (the claims let one of them append each part).
+   */
+  private async finishCopy(): Promise<void> {
+    const slot = this.options.slot;
+    const [head] = (await this.ds.query(`select lsn::text as lsn, max(idx)::int as n from capture_copy where slot = $1 group by lsn`, [slot])) as Array<{ lsn: string; n: number }>;
+    if (head === undefined) return;
+    await this.appendCommit(head.lsn, head.n, async (done, n) => {
+      const rows = (await this.ds.query(`select scope, collection, key, fields from capture_copy where slot = $1 and idx > $2 order by idx limit $3`, [slot, done, n])) as RawServerRow[];
+      return rows.map((r) => ({ ref: r, before: null, after: r.fields as Fields }));
+    }, {
+      check: () => {
+        if (this.stopped) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of its initial copy');
+      },
+    });
+    await this.ds.query(`delete from capture_copy where slot = $1`, [slot]);
+    this.options.logger.log(`copied the ${head.n} row(s) of ${SERVER_RECORDS_TABLE} the slot ${slot} started with`);
+  }
+
   private async readProgress(): Promise<Progress | undefined> {
     const rows = (await this.ds.query(`select lsn::text as lsn, records from capture_progress where slot = $1`, [this.options.slot])) as Array<{ lsn: string; records: number }>;
     const r = rows[0];
     return r === undefined ? undefined : { lsn: parseLsn(r.lsn), records: r.records };
   }
+}
+
+/** A PostgreSQL identifier, quoted (a slot name goes into a replication command, which takes no parameters). */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
 }
 
 /** A folded row event as a dead letter shows it. */
