@@ -8,7 +8,7 @@ import { DeadLetterDesk, JetStreamServer, natsReadinessCheck } from '@fleet/mess
 import { HealthModule, operatorStatusController, STATUS_FACTS, SYNC_METRICS, SyncMetricsModule } from '@fleet/observability';
 import type { SyncMetrics } from '@fleet/observability';
 import { CriticalCoordinator, PostgresChangeLog, PostgresParticipant, postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store';
-import { CRITICAL_FAILPOINTS, CriticalHttpController, CriticalRecovery, criticalApiController, NatsAgentParticipants } from './critical';
+import { checkChangeLogOperator, CRITICAL_FAILPOINTS, CriticalHttpController, CriticalRecovery, criticalApiController, NatsAgentParticipants } from './critical';
 import type { ChangeLogConfig } from './config';
 import { Failpoints } from './failpoints';
 import { changeLogStatusFacts, operatorApiController } from './operator';
@@ -51,7 +51,7 @@ export class ChangeLogModule {
         criticalApiController(config, sign),
         CriticalHttpController,
         operatorApiController(config),
-        operatorStatusController('change-log', config.namespace, s.queueGroups.coordinator),
+        operatorStatusController('change-log', config.namespace, s.queueGroups.coordinator, (authorization, action) => checkChangeLogOperator(config.operatorToken, authorization, action)),
       ],
       providers: [
         { provide: DeadLetterDesk, inject: [JetStreamServer], useFactory: (js: JetStreamServer) => new DeadLetterDesk(() => js.bus, s) },

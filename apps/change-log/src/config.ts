@@ -69,7 +69,9 @@ export const changeLogConfig = defineConfig({
       default: '10s',
       description: 'critical operations (two-phase commit): how long participants have to vote when the request names no `voteTimeoutMs`; a host that has not voted by then aborts the transaction',
     },
-    operatorToken: operatorTokenOption('begin a critical operation, or replay or discard dead letters (fleetctl replay)'),
+    operatorToken: operatorTokenOption(
+      'critical operations (begin, list, show: NATS `admin.critical.*`, HTTP `/critical`), dead letters (list, show, replay, discard), agents (list, show), verify and status (`admin.*`)',
+    ),
     signingKeyFile: {
       env: 'SIGNING_KEY_FILE',
       schema: envString({ min: 1 }),

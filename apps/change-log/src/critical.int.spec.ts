@@ -14,7 +14,7 @@ import { CriticalParticipant, NatsSyncTransport } from '@fleet/agent-sync';
 import type { CriticalReport } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { loadConfig } from '@fleet/config';
-import { decodeCriticalTxReply, decodeTpcAgentReply, decodeTpcAgentRequest, encodeJson, Headers, PROTOCOL_VERSION, tpcSigner } from '@fleet/contracts';
+import { decodeCriticalListReply, decodeCriticalTxReply, decodeTpcAgentReply, decodeTpcAgentRequest, encodeJson, Headers, PROTOCOL_VERSION, tpcSigner } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxView, TpcAgentRequest } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { deleteNamespaceStreams, eventually, SHARED_NATS, sleep, testNamespace } from '@fleet/messaging/src/test-support';
@@ -148,11 +148,14 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     ]);
     expect(await preparedXacts()).toEqual([]);
 
-    const shown = (await (await fetch(`${base}/critical/${tx.txid}`)).json()) as { transaction: CriticalTxView };
+    const bearer = { authorization: `Bearer ${TOKEN}` };
+    const shown = (await (await fetch(`${base}/critical/${tx.txid}`, { headers: bearer })).json()) as { transaction: CriticalTxView };
     expect(shown.transaction).toEqual(tx);
-    const listed = (await (await fetch(`${base}/critical?state=committed`)).json()) as { transactions: CriticalTxView[] };
+    const listed = (await (await fetch(`${base}/critical?state=committed`, { headers: bearer })).json()) as { transactions: CriticalTxView[] };
     expect(listed.transactions.map((t) => t.txid)).toContain(tx.txid);
-    const missing = await fetch(`${base}/critical/${testUuidV7()}`);
+    const viaNats = decodeCriticalTxReply((await operator.request(s.criticalApi('show'), encodeJson({ protocol: PROTOCOL_VERSION, txid: tx.txid }), { timeoutMs: 5000, headers: auth })).data);
+    expect(viaNats.ok && viaNats.value.transaction).toEqual(tx);
+    const missing = await fetch(`${base}/critical/${testUuidV7()}`, { headers: bearer });
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('FLEET_TPC_001');
   });
@@ -297,6 +300,30 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     expect((await pg.query('select count(*)::int as n from critical_transactions where name = $1', ['nope'])).rows[0].n).toBe(0);
   });
 
+  it('reads need the operator token too (NATS list/show, HTTP GET): missing or wrong is FLEET_AUTH_004 / 401 and shows nothing; the probes stay open', async () => {
+    await startAgent('rg1');
+    const tx = await begin(cert('read-guard'), ['rg1']);
+    expect(tx.state).toBe('committed');
+    for (const headers of [undefined, { [Headers.Authorization]: 'Bearer wrong-token-xxxxxxxx' }, { [Headers.Authorization]: TOKEN }]) {
+      const opts = { timeoutMs: 10_000, ...(headers === undefined ? {} : { headers }) };
+      const listed = decodeCriticalListReply((await operator.request(s.criticalApi('list'), encodeJson({ protocol: PROTOCOL_VERSION }), opts)).data);
+      expect(listed.ok ? 'ok' : listed.error.code).toBe('FLEET_AUTH_004');
+      const shown = decodeCriticalTxReply((await operator.request(s.criticalApi('show'), encodeJson({ protocol: PROTOCOL_VERSION, txid: tx.txid }), opts)).data);
+      expect(shown.ok ? 'ok' : shown.error.code).toBe('FLEET_AUTH_004');
+      if (!shown.ok) expect(shown.error.message).toContain('FLEET_CHANGELOG_OPERATOR_TOKEN');
+      const httpHeaders = headers === undefined ? {} : { authorization: headers[Headers.Authorization] };
+      for (const path of ['/critical', `/critical/${tx.txid}`, `/critical/${testUuidV7()}`]) {
+        const r = await fetch(`${base}${path}`, { headers: httpHeaders });
+        const body = (await r.json()) as { error?: { code: string; message: string }; transaction?: unknown; transactions?: unknown };
+        expect({ path, status: r.status, code: body.error?.code }).toEqual({ path, status: 401, code: 'FLEET_AUTH_004' });
+        expect(body.transaction ?? body.transactions).toBeUndefined();
+      }
+    }
+    const listed = decodeCriticalListReply((await operator.request(s.criticalApi('list'), encodeJson({ protocol: PROTOCOL_VERSION }), { timeoutMs: 10_000, headers: auth })).data);
+    expect(listed.ok && listed.value.transactions.map((t) => t.txid)).toContain(tx.txid);
+    for (const probe of ['/health/live', '/health/ready']) expect((await fetch(`${base}${probe}`)).status).toBe(200);
+  });
+
   it('a host acts only on what the coordinator signed for it: a forged prepare, or one signed for another host, is refused and stages nothing', async () => {
     const m1 = await startAgent('m1');
     const txid = testUuidV7();
@@ -375,7 +402,7 @@ describe('critical operations: two-phase commit across the server (PostgreSQL) a
     expect(await logged(aborted.txid)).toBeUndefined();
     expect((await logged(recent.txid))?.state).toBe('committed');
     expect(await serverState('prune-web')).toEqual([{ agent_id: 'p1', txid: committed.txid }]); // what the host holds stays
-    const missing = decodeCriticalTxReply((await operator.request(s.criticalApi('show'), encodeJson({ protocol: PROTOCOL_VERSION, txid: committed.txid }), { timeoutMs: 5000 })).data);
+    const missing = decodeCriticalTxReply((await operator.request(s.criticalApi('show'), encodeJson({ protocol: PROTOCOL_VERSION, txid: committed.txid }), { timeoutMs: 5000, headers: auth })).data);
     expect(missing.ok ? 'found' : missing.error.code).toBe('FLEET_TPC_001');
 
     // p1's store goes back to a backup taken between the prepares and the decisions: in doubt about both.

@@ -3,10 +3,11 @@
  * (`@fleet/server-store` CriticalCoordinator) wired to NATS and HTTP.
  *
  * - `NatsAgentParticipants`: the coordinator's port to agents, request/reply on `<ns>.tpc.agent.<id>`.
- * - `criticalApiController`: the operator API on NATS (`<ns>.admin.critical.begin|show|list`) and the
- *   agents' status requests (`<ns>.tpc.status.<id>`), queue group `queueGroups.coordinator`.
+ * - `criticalApiController`: the operator API on NATS (`<ns>.admin.critical.begin|show|list`, every one
+ *   with the operator token) and the agents' status requests (`<ns>.tpc.status.<id>`, no token: the
+ *   agent's NATS permissions carry its identity), queue group `queueGroups.coordinator`.
  * - `CriticalHttpController`: the same operator API over HTTP (`POST /critical`, `GET /critical`,
- *   `GET /critical/:txid`).
+ *   `GET /critical/:txid`), with the operator token (401 otherwise).
  * - `CriticalRecovery`: `recover()` at start and every `criticalRetry` (presumed abort of transactions
  *   whose coordinator died mid-vote, phase 2 again for participants that missed it), and at most once
  *   a minute `prune()` of finished transactions older than `criticalRetention`, in bounded batches.
@@ -98,7 +99,10 @@ export class NatsAgentParticipants implements AgentParticipants {
 /** The agent answered with an error reply (as opposed to not answering). */
 class AgentErrorReply extends Error {}
 
-/** The change-log's operator token check (libs/config `checkOperatorToken`): `critical begin`, dead-letter replay and discard. */
+/**
+ * The change-log's operator token check (libs/config `checkOperatorToken`), for every operator request:
+ * critical operations (begin, list, show), dead letters (list, show, replay, discard), agents, verify, status.
+ */
 export function checkChangeLogOperator(configured: string | undefined, authorization: string | undefined, action = 'critical begin'): void {
   checkOperatorToken(configured, authorization, action, 'FLEET_CHANGELOG_OPERATOR_TOKEN');
 }
@@ -121,12 +125,18 @@ export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: 
 
     @NatsRequest(s.criticalApi('show'), s.queueGroups.coordinator)
     show(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(decodeCriticalShowRequest(req.data).txid) }));
+      return answerRequest(async () => {
+        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), 'critical show');
+        return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(decodeCriticalShowRequest(req.data).txid) };
+      });
     }
 
     @NatsRequest(s.criticalApi('list'), s.queueGroups.coordinator)
     list(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, transactions: await this.coordinator.list(decodeCriticalListRequest(req.data)) }));
+      return answerRequest(async () => {
+        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), 'critical list');
+        return { protocol: PROTOCOL_VERSION, transactions: await this.coordinator.list(decodeCriticalListRequest(req.data)) };
+      });
     }
 
     /** An agent in doubt asks; the agent id is the subject's last token (its NATS permissions allow only its own). */
@@ -147,7 +157,8 @@ export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: 
 /**
  * `POST /critical` with `{operation, agents, voteTimeoutMs?}` (answers once decided: 200 whatever the
  * outcome, the transaction's `state` and `reason` tell it), `GET /critical?state=&limit=`,
- * `GET /critical/:txid`. Inputs are decoded with the NATS API's schemas.
+ * `GET /critical/:txid`. Inputs are decoded with the NATS API's schemas. Every route needs the operator
+ * token (`Authorization: Bearer <token>`, FLEET_CHANGELOG_OPERATOR_TOKEN; 401 otherwise).
  */
 @Controller('critical')
 @UseFilters(new FleetErrorHttpFilter('FLEET_TPC_001'))
@@ -166,7 +177,8 @@ export class CriticalHttpController {
   }
 
   @Get()
-  async list(@Query('state') state?: string, @Query('limit') limit?: string): Promise<unknown> {
+  async list(@Query('state') state?: string, @Query('limit') limit?: string, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+    checkChangeLogOperator(this.config.operatorToken, authorization, 'critical list');
     if (limit !== undefined && !/^\d{1,4}$/.test(limit)) throw new FleetError('FLEET_DECODE_002', `limit: expected a positive integer, got ${JSON.stringify(limit)}`);
     const r = decodeWith(CriticalListRequestSchema, {
       protocol: PROTOCOL_VERSION,
@@ -177,7 +189,8 @@ export class CriticalHttpController {
   }
 
   @Get(':txid')
-  async show(@Param('txid') txid: string): Promise<unknown> {
+  async show(@Param('txid') txid: string, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+    checkChangeLogOperator(this.config.operatorToken, authorization, 'critical show');
     const r = decodeWith(CriticalShowRequestSchema, { protocol: PROTOCOL_VERSION, txid });
     return { protocol: PROTOCOL_VERSION, transaction: await this.coordinator.show(r.txid) };
   }

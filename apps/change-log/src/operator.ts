@@ -3,9 +3,10 @@
  * request/reply in the queue group `queueGroups.coordinator`:
  * - `<ns>.admin.agents.list|show`: the agents the log knows (`origin_progress`);
  * - `<ns>.admin.deadletters.list|show|replay|discard`: the dead-letter stream (messaging's
- *   `DeadLetterDesk`); replay and discard need the operator token, like `critical begin`;
+ *   `DeadLetterDesk`);
  * - `<ns>.admin.verify.change-log`: `origin_progress` against the log;
  * - the status figures (`STATUS_FACTS`): log head, agents, open critical operations, dead letters.
+ * Every one needs the operator token, like `critical begin` (reads too: dead letters hold agents' data).
  */
 import { Controller, Inject } from '@nestjs/common';
 import type { Type } from '@nestjs/common';
@@ -39,6 +40,7 @@ export async function changeLogStatusFacts(ds: DataSource, desk: DeadLetterDesk)
 export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
   const s = subjects(config.namespace);
   const group = s.queueGroups.coordinator;
+  const authorize = (req: InboundRequest, action: string): void => checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), action);
 
   @Controller()
   class OperatorApiController {
@@ -50,6 +52,7 @@ export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
     @NatsRequest(s.agentsApi('list'), group)
     agents(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async (): Promise<AgentsListResponse> => {
+        authorize(req, 'agents list');
         const r = decodeAgentsListRequest(req.data);
         const page = await listAgents(this.ds, { ...(r.after === undefined ? {} : { after: r.after }), limit: r.limit ?? 100 });
         return { protocol: PROTOCOL_VERSION, agents: page.agents, hasMore: page.hasMore, nextCursor: page.agents[page.agents.length - 1]?.agentId ?? null };
@@ -58,23 +61,32 @@ export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
 
     @NatsRequest(s.agentsApi('show'), group)
     agent(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, agent: await agentProgress(this.ds, decodeAgentShowRequest(req.data).agentId) }));
+      return answerRequest(async () => {
+        authorize(req, 'agents show');
+        return { protocol: PROTOCOL_VERSION, agent: await agentProgress(this.ds, decodeAgentShowRequest(req.data).agentId) };
+      });
     }
 
     @NatsRequest(s.deadLettersApi('list'), group)
     deadLetters(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async () => this.desk.list(decodeDeadLettersListRequest(req.data)));
+      return answerRequest(async () => {
+        authorize(req, 'dead-letter list');
+        return this.desk.list(decodeDeadLettersListRequest(req.data));
+      });
     }
 
     @NatsRequest(s.deadLettersApi('show'), group)
     deadLetter(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async () => this.desk.show(decodeDeadLetterShowRequest(req.data).seq));
+      return answerRequest(async () => {
+        authorize(req, 'dead-letter show');
+        return this.desk.show(decodeDeadLetterShowRequest(req.data).seq);
+      });
     }
 
     @NatsRequest(s.deadLettersApi('replay'), group)
     replay(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async () => {
-        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), 'dead-letter replay');
+        authorize(req, 'dead-letter replay');
         return { protocol: PROTOCOL_VERSION, results: await this.desk.replay(decodeDeadLettersActionRequest(req.data).seqs) };
       });
     }
@@ -82,7 +94,7 @@ export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
     @NatsRequest(s.deadLettersApi('discard'), group)
     discard(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async () => {
-        checkChangeLogOperator(config.operatorToken, req.header(Headers.Authorization), 'dead-letter discard');
+        authorize(req, 'dead-letter discard');
         return { protocol: PROTOCOL_VERSION, results: await this.desk.discard(decodeDeadLettersActionRequest(req.data).seqs) };
       });
     }
@@ -90,6 +102,7 @@ export function operatorApiController(config: ChangeLogConfig): Type<unknown> {
     @NatsRequest(s.verifyApi('change-log'), group, { maxConcurrent: 1 }) // one long snapshot at a time: the pool's other connections append
     verify(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async (): Promise<VerifyResponse> => {
+        authorize(req, 'verify');
         const r = decodeVerifyRequest(req.data);
         const started = performance.now();
         const check = await verifyOrigins(this.ds, r.maxDiffs ?? 100);

@@ -14,7 +14,9 @@ export const conflictResolverConfig = defineConfig({
     logLevel: logLevelOption(),
     ...serviceOptions({ httpPort: '3000', dbPool: '4' }),
     ...strategyConfigOptions(),
-    operatorToken: operatorTokenOption('resolve a conflict (HTTP `POST /conflicts/:id/resolve`, NATS `admin.conflicts.resolve`) or write a record (`PUT`/`DELETE`/`POST /records/...`); reads (list, show) need none'),
+    operatorToken: operatorTokenOption(
+      'the conflict log (list, show, resolve: HTTP `/conflicts`, NATS `admin.conflicts.*`), record writes (`PUT`/`DELETE`/`POST /records/...`) and status (`admin.status.conflict-resolver`)',
+    ),
     batchMessages: {
       env: 'BATCH_MESSAGES',
       schema: envInt({ min: 1, max: 1000 }),

@@ -13,6 +13,7 @@ import type { ConflictResolverConfig } from './config';
 import { conflictEventsController } from './conflict-events.controller';
 import { conflictsApiController } from './conflicts-api.controller';
 import { ConflictsHttpController } from './conflicts.controller';
+import { checkResolverOperator } from './operator-token';
 import { ConflictResolverPublisher } from './publisher';
 import { RecordsController } from './records.controller';
 import { ResolverService } from './resolver.service';
@@ -44,7 +45,7 @@ export class ConflictResolverModule {
         conflictsApiController(config),
         ConflictsHttpController,
         RecordsController,
-        operatorStatusController('conflict-resolver', config.namespace, s.queueGroups.admin),
+        operatorStatusController('conflict-resolver', config.namespace, s.queueGroups.admin, (authorization, action) => checkResolverOperator(config.operatorToken, authorization, action)),
       ],
       providers: [
         { provide: STATUS_FACTS, inject: [ConflictDesk], useFactory: (desk: ConflictDesk) => async () => ({ pendingConflicts: await desk.pendingCount() }) },

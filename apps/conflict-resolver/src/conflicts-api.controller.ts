@@ -12,8 +12,8 @@ import { ResolverService } from './resolver.service';
  * The operator API over NATS request/reply (`<ns>.admin.conflicts.list|show|resolve`, queue group
  * `queueGroups.admin`: replicas share the requests). Requests are decoded with the contracts'
  * schemas; a failure is answered with `errorReply` (`{"error":{code,...}}`), which
- * `decodeConflicts*Reply` turn into `{ok: false, error}` on the caller's side. `resolve` needs the
- * operator token in the `Authorization` header (`Bearer <token>`).
+ * `decodeConflicts*Reply` turn into `{ok: false, error}` on the caller's side. Every verb, reads too,
+ * needs the operator token in the `Authorization` header (`Bearer <token>`; FLEET_AUTH_004 otherwise).
  */
 export function conflictsApiController(config: ConflictResolverConfig): Type<unknown> {
   const s = subjects(config.namespace);
@@ -23,12 +23,18 @@ export function conflictsApiController(config: ConflictResolverConfig): Type<unk
 
     @NatsRequest(s.conflictsApi('list'), s.queueGroups.admin)
     list(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(() => this.resolver.list(decodeConflictsListRequest(req.data)));
+      return answerRequest(async () => {
+        checkResolverOperator(config.operatorToken, req.header(Headers.Authorization), 'conflict list');
+        return this.resolver.list(decodeConflictsListRequest(req.data));
+      });
     }
 
     @NatsRequest(s.conflictsApi('show'), s.queueGroups.admin)
     show(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(() => this.resolver.show(decodeConflictShowRequest(req.data).id));
+      return answerRequest(async () => {
+        checkResolverOperator(config.operatorToken, req.header(Headers.Authorization), 'conflict show');
+        return this.resolver.show(decodeConflictShowRequest(req.data).id);
+      });
     }
 
     @NatsRequest(s.conflictsApi('resolve'), s.queueGroups.admin)

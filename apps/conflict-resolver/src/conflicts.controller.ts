@@ -17,8 +17,9 @@ export function intParam(name: string, v: string | undefined): number | undefine
 /**
  * The operator API over HTTP: the conflict log and the manual queue.
  * `GET /conflicts?status=pending&after=&limit=`, `GET /conflicts/:id`,
- * `POST /conflicts/:id/resolve` with `{take: origin}` | `{fields, unset?}` | `{deleted: true}`, with the
- * operator token (`Authorization: Bearer <token>`, FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN; 401 otherwise).
+ * `POST /conflicts/:id/resolve` with `{take: origin}` | `{fields, unset?}` | `{deleted: true}`. Every
+ * route, reads too (items hold fleet data), needs the operator token (`Authorization: Bearer <token>`,
+ * FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN; 401 otherwise).
  * Inputs are decoded with the same schemas as the NATS API; errors map to HTTP in the filter.
  */
 @Controller('conflicts')
@@ -30,7 +31,8 @@ export class ConflictsHttpController {
   ) {}
 
   @Get()
-  async list(@Query('status') status?: string, @Query('after') after?: string, @Query('limit') limit?: string): Promise<unknown> {
+  async list(@Query('status') status?: string, @Query('after') after?: string, @Query('limit') limit?: string, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+    checkResolverOperator(this.config.operatorToken, authorization, 'conflict list');
     const req = decodeWith(ConflictsListRequestSchema, {
       protocol: PROTOCOL_VERSION,
       ...(status === undefined ? {} : { status }),
@@ -41,7 +43,8 @@ export class ConflictsHttpController {
   }
 
   @Get(':id')
-  async show(@Param('id') id: string): Promise<unknown> {
+  async show(@Param('id') id: string, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+    checkResolverOperator(this.config.operatorToken, authorization, 'conflict show');
     const req = decodeWith(ConflictShowRequestSchema, { protocol: PROTOCOL_VERSION, id: intParam('id', id) });
     return this.resolver.show(req.id);
   }

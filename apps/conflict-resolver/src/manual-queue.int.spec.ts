@@ -1,12 +1,14 @@
 /**
  * The manual queue through the operator API, over HTTP and over NATS request/reply: list, show,
  * resolve (a resolution is itself a change, applied by version-vector), resolve again (error),
- * resolve a superseded item (error). Also the operator write of a server-owned record.
+ * resolve a superseded item (error). Every operator request, reads too, needs the operator token; the
+ * probes and the metrics do not. Also the operator write of a server-owned record.
  */
 import {
   decodeConflictResolveReply,
   decodeConflictShowReply,
   decodeConflictsListReply,
+  decodeStatusReply,
   encodeJson,
   Headers,
   PROTOCOL_VERSION,
@@ -68,13 +70,21 @@ describe('manual queue over HTTP', () => {
     expect(shown.body.item.conflict.fields.map((f: { field: string }) => f.field)).toEqual(['level']);
     expect(shown.body.item.outcome).toEqual({ kind: 'queued', provisional: { fields: { level: 3, mode: 'a' } } });
 
-    // Resolving needs the operator token; reads do not.
+    // Resolving needs the operator token, and so do reads: none, or a wrong one, is 401 FLEET_AUTH_004.
     for (const token of [null, 'not-the-operator-token']) {
       const refused = await http('POST', `/conflicts/${item!.id}/resolve`, { take: b.id }, token);
       expect(refused.status).toBe(401);
       expect(refused.body.error.code).toBe('FLEET_AUTH_004');
+      for (const path of ['/conflicts?status=pending', `/conflicts/${item!.id}`, '/conflicts/999999']) {
+        const read = await http('GET', path, undefined, token);
+        expect({ path, status: read.status, code: read.body.error?.code }).toEqual({ path, status: 401, code: 'FLEET_AUTH_004' });
+        expect(read.body.error.message).toMatch(/^operator token missing or wrong: conflict (list|show) refused: send `Authorization: Bearer <token>` with the value of the service's FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN/);
+        expect(read.body.items ?? read.body.item).toBeUndefined();
+      }
     }
-    expect((await http('GET', `/conflicts/${item!.id}`, undefined, null)).body.item.status).toBe('pending');
+    expect((await http('GET', `/conflicts/${item!.id}`)).body.item.status).toBe('pending');
+    // The probes stay open: no token, 200.
+    for (const probe of ['/health/live', '/health/ready']) expect((await fetch(`${h.http}${probe}`)).status).toBe(200);
     const resolved = await http('POST', `/conflicts/${item!.id}/resolve`, { take: b.id });
     expect(resolved.status).toBe(200);
     expect(resolved.body.item).toMatchObject({ status: 'resolved', resolvedBy: 'operator', outcome: { kind: 'resolution', fields: { level: 3 }, unset: [] } });
@@ -115,8 +125,10 @@ describe('manual queue over HTTP', () => {
 });
 
 describe('manual queue over NATS request/reply', () => {
+  const auth = (token: string | null) => (token === null ? {} : { headers: { [Headers.Authorization]: `Bearer ${token}` } });
   const ask = async (verb: 'list' | 'show' | 'resolve', body: unknown, token: string | null = HARNESS_OPERATOR_TOKEN) =>
-    (await h.bus.request(h.s.conflictsApi(verb), encodeJson({ protocol: PROTOCOL_VERSION, ...(body as object) }), { timeoutMs: 10_000, ...(token === null ? {} : { headers: { [Headers.Authorization]: `Bearer ${token}` } }) })).data;
+    (await h.bus.request(h.s.conflictsApi(verb), encodeJson({ protocol: PROTOCOL_VERSION, ...(body as object) }), { timeoutMs: 10_000, ...auth(token) })).data;
+  const statusOf = async (token: string | null) => (await h.bus.request(h.s.statusApi('conflict-resolver'), encodeJson({ protocol: PROTOCOL_VERSION }), { timeoutMs: 10_000, ...auth(token) })).data;
 
   it('lists, shows, resolves, and refuses to resolve twice or a superseded item', async () => {
     const { ref, a } = await conflicted('nats1');
@@ -129,6 +141,18 @@ describe('manual queue over NATS request/reply', () => {
 
     const refused = decodeConflictResolveReply(await ask('resolve', { id: item!.id, choice: { take: a.id } }, null));
     expect(refused.ok ? 'ok' : refused.error.code).toBe('FLEET_AUTH_004');
+    // Reads need the token too: none or a wrong one is an error reply FLEET_AUTH_004 that names the variable.
+    for (const token of [null, 'not-the-operator-token']) {
+      const l = decodeConflictsListReply(await ask('list', { status: 'pending' }, token));
+      expect(l.ok ? 'ok' : l.error.code).toBe('FLEET_AUTH_004');
+      if (!l.ok) expect(l.error.message).toContain('FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN');
+      const sh = decodeConflictShowReply(await ask('show', { id: item!.id }, token));
+      expect(sh.ok ? 'ok' : sh.error.code).toBe('FLEET_AUTH_004');
+    }
+    const st = decodeStatusReply(await statusOf(null));
+    expect(st.ok ? 'ok' : st.error.code).toBe('FLEET_AUTH_004');
+    const stOk = decodeStatusReply(await statusOf(HARNESS_OPERATOR_TOKEN));
+    expect(stOk.ok && stOk.value.facts.pendingConflicts).toBeGreaterThanOrEqual(1);
     const resolved = decodeConflictResolveReply(await ask('resolve', { id: item!.id, choice: { take: a.id } }));
     expect(resolved.ok).toBe(true);
     if (resolved.ok) expect(resolved.value.change.fields).toEqual({ level: 2 });

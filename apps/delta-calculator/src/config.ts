@@ -1,5 +1,5 @@
 /** The delta-calculator's configuration (`FLEET_DELTA_<NAME>`, then the shared fallbacks). */
-import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption, serviceOptions, strategyConfigOptions } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption, operatorTokenOption, serviceOptions, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const deltaConfig = defineConfig({
@@ -13,6 +13,9 @@ export const deltaConfig = defineConfig({
     // The same strategies as version-vector and conflict-resolver: the views it serves and hashes
     // for Merkle verification are computed with them.
     ...strategyConfigOptions(),
+    operatorToken: operatorTokenOption(
+      'group memberships (HTTP `PUT`/`GET /agents/:id/groups`, NATS `admin.agents.groups`), pull facts and sync health (`admin.agents.sync`, `admin.health`), verify and status (`admin.verify.delta-calculator`, `admin.status.delta-calculator`)',
+    ),
     maxConcurrent: { env: 'MAX_CONCURRENT', schema: envInt({ min: 1, max: 256 }), default: '8', description: 'pull / merkle requests handled at once per replica' },
     nudgeWindow: { env: 'NUDGE_WINDOW', schema: envDuration({ min: 0, max: 10_000 }), default: '75ms', description: 'appended events within this window after the first give one nudge per subscribed agent' },
     compressAbove: { env: 'COMPRESS_ABOVE', schema: envInt({ min: 0, max: 1 << 20 }), default: '8192', description: 'gzip a pull reply above this many bytes (when the agent accepts gzip)' },

@@ -24,6 +24,7 @@ import { createDeltaApp } from './bootstrap';
 import { deltaConfig } from './config';
 
 const s = testNamespace('dc');
+const OPERATOR_TOKEN = 'delta-operator-token-for-tests';
 let db: TestDatabase;
 let ds: DataSource;
 let app: INestApplication;
@@ -37,7 +38,7 @@ const serverChange = (collection: string, key: string, fields: Fields, over: Par
 const append = (changes: readonly Change[]): Promise<void> => appendInBatches(log, changes);
 
 function config(extra: Record<string, string> = {}) {
-  return loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: SHARED_NATS, FLEET_DELTA_NAMESPACE: s.ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_NUDGE_WINDOW: '100ms', ...extra });
+  return loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: SHARED_NATS, FLEET_DELTA_NAMESPACE: s.ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_NUDGE_WINDOW: '100ms', FLEET_DELTA_OPERATOR_TOKEN: OPERATOR_TOKEN, ...extra });
 }
 
 /** The server's visible records of the fleet scope, key -> recordHash, from its own projection. */
@@ -204,7 +205,7 @@ describe('errors', () => {
     expect((await ask(s.pull('a5'), body(['host.other']))).code).toBe('FLEET_AUTH_002');
     expect((await ask(s.pull('a5'), body(['group.ops']))).code).toBe('FLEET_AUTH_002');
     const port = (app.getHttpServer() as { address(): { port: number } }).address().port;
-    const res = await fetch(`http://127.0.0.1:${port}/agents/a5/groups`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ groups: ['ops'] }) });
+    const res = await fetch(`http://127.0.0.1:${port}/agents/a5/groups`, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${OPERATOR_TOKEN}` }, body: JSON.stringify({ groups: ['ops'] }) });
     expect(res.status).toBe(200);
     const ok = await bus.request(s.pull('a5'), body(['group.ops', 'host.a5', 'fleet']), { timeoutMs: 30_000 });
     expect(ok.data.byteLength).toBeGreaterThan(0);

@@ -1,8 +1,9 @@
-import { Body, Catch, Controller, Get, HttpCode, Inject, Param, Put, UseFilters } from '@nestjs/common';
+import { Body, Catch, Controller, Get, Headers as HttpHeaders, HttpCode, Inject, Param, Put, UseFilters } from '@nestjs/common';
 import type { ArgumentsHost, ExceptionFilter } from '@nestjs/common';
 import type { Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
 import { z } from 'zod';
+import type { OperatorCheck } from '@fleet/config';
 import { decodeWith, subjects, AgentIdSchema } from '@fleet/contracts';
 import { isSubjectToken } from '@fleet/contracts';
 import { DeltaStore, MerkleService, Nudger, PullService } from '@fleet/delta';
@@ -64,35 +65,44 @@ export function deltaController(config: DeltaConfig): Type<unknown> {
 
 const GroupsBody = z.strictObject({ groups: z.array(z.string().refine(isSubjectToken, { error: 'expected a group name token' })).max(64) });
 
-/** FleetError -> HTTP at the edge: decode errors are 400, anything else 500. */
+/** FleetError -> HTTP at the edge: decode errors are 400, a missing or wrong operator token 401, anything else 500. */
 @Catch()
 export class FleetHttpFilter implements ExceptionFilter {
   catch(e: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<{ status(n: number): { json(b: unknown): void } }>();
-    if (isFleetError(e)) res.status(e.code.startsWith('FLEET_DECODE_') ? 400 : 500).json({ error: { code: e.code, message: e.message } });
+    if (isFleetError(e)) res.status(e.code.startsWith('FLEET_DECODE_') ? 400 : e.code === 'FLEET_AUTH_004' ? 401 : 500).json({ error: { code: e.code, message: e.message } });
     else res.status(500).json({ error: { code: 'FLEET_INTERNAL_001', message: 'internal error' } });
   }
 }
 
-/** Operator API: group membership (authorises `group.<name>` pulls, routes nudges). */
-@UseFilters(FleetHttpFilter)
-@Controller('agents')
-export class AgentsController {
-  constructor(@Inject(DeltaStore) private readonly store: DeltaStore) {}
+/**
+ * Operator API: group membership (authorises `group.<name>` pulls, routes nudges), `PUT` and `GET
+ * /agents/:id/groups`, both with the operator token (`Authorization: Bearer <token>`,
+ * FLEET_DELTA_OPERATOR_TOKEN; 401 otherwise). A factory: the check comes from config.
+ */
+export function agentsController(authorize: OperatorCheck): Type<unknown> {
+  @UseFilters(FleetHttpFilter)
+  @Controller('agents')
+  class AgentsController {
+    constructor(@Inject(DeltaStore) private readonly store: DeltaStore) {}
 
-  @Put(':id/groups')
-  @HttpCode(200)
-  async setGroups(@Param('id') id: string, @Body() body: unknown): Promise<{ agentId: string; groups: string[] }> {
-    const agentId = decodeWith(AgentIdSchema, id, ['id']);
-    const { groups } = decodeWith(GroupsBody, body);
-    const unique = [...new Set(groups)].sort();
-    await this.store.setGroups(agentId, unique);
-    return { agentId, groups: unique };
-  }
+    @Put(':id/groups')
+    @HttpCode(200)
+    async setGroups(@Param('id') id: string, @Body() body: unknown, @HttpHeaders('authorization') authorization?: string): Promise<{ agentId: string; groups: string[] }> {
+      authorize(authorization, 'agent groups write');
+      const agentId = decodeWith(AgentIdSchema, id, ['id']);
+      const { groups } = decodeWith(GroupsBody, body);
+      const unique = [...new Set(groups)].sort();
+      await this.store.setGroups(agentId, unique);
+      return { agentId, groups: unique };
+    }
 
-  @Get(':id/groups')
-  async getGroups(@Param('id') id: string): Promise<{ agentId: string; groups: string[] }> {
-    const agentId = decodeWith(AgentIdSchema, id, ['id']);
-    return { agentId, groups: await this.store.groupsOf(agentId) };
+    @Get(':id/groups')
+    async getGroups(@Param('id') id: string, @HttpHeaders('authorization') authorization?: string): Promise<{ agentId: string; groups: string[] }> {
+      authorize(authorization, 'agent groups read');
+      const agentId = decodeWith(AgentIdSchema, id, ['id']);
+      return { agentId, groups: await this.store.groupsOf(agentId) };
+    }
   }
+  return AgentsController;
 }

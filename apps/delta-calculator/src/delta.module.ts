@@ -8,8 +8,8 @@ import { postgresReadinessCheck, ServiceInfraModule } from '@fleet/server-store'
 import { HealthModule, operatorStatusController, STATUS_FACTS, syncMetrics, SyncMetricsModule } from '@fleet/observability';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
-import { AgentsController, deltaController } from './delta.controller';
-import { deltaOperatorController, deltaStatusFacts, deltaVerifyController } from './operator';
+import { agentsController, deltaController } from './delta.controller';
+import { deltaOperatorCheck, deltaOperatorController, deltaStatusFacts, deltaVerifyController } from './operator';
 
 
 /** Wiring only: connections, metrics, health, the store, the pull / Merkle services, the nudger. */
@@ -28,7 +28,13 @@ export class DeltaModule {
           useFactory: (ds: DataSource, js: JetStreamServer) => ({ checks: [postgresReadinessCheck(ds), natsReadinessCheck(js)] }),
         }),
       ],
-      controllers: [deltaController(config), AgentsController, deltaOperatorController(config), deltaVerifyController(config, strategies), operatorStatusController('delta-calculator', config.namespace, s.queueGroups.pull)],
+      controllers: [
+        deltaController(config),
+        agentsController(deltaOperatorCheck(config)),
+        deltaOperatorController(config),
+        deltaVerifyController(config, strategies),
+        operatorStatusController('delta-calculator', config.namespace, s.queueGroups.pull, deltaOperatorCheck(config)),
+      ],
       providers: [
         { provide: STATUS_FACTS, inject: [DataSource], useFactory: (ds: DataSource) => () => deltaStatusFacts(ds) },
         { provide: DeltaStore, inject: [DataSource], useFactory: (ds: DataSource) => new DeltaStore(ds, strategies) },

@@ -4,13 +4,16 @@
  * `<ns>.admin.agents.groups` (group memberships, for `fleetctl agents`), `<ns>.admin.agents.sync`
  * (each agent's pulls and verifications with its sync-health score), `<ns>.admin.health` (the fleet's
  * score and its worst agents, for `fleetctl status`) and `<ns>.admin.verify.delta-calculator`
- * (`record_states` against sync-core's fold of the log, read-only).
+ * (`record_states` against sync-core's fold of the log, read-only). Every one needs the operator token
+ * (FLEET_DELTA_OPERATOR_TOKEN, `deltaOperatorCheck`); the agents' own requests (pull, Merkle) do not.
  */
 import { Controller, Inject } from '@nestjs/common';
 import type { Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
+import { operatorCheck } from '@fleet/config';
+import type { OperatorCheck } from '@fleet/config';
 import { DataSource } from 'typeorm';
-import { answerRequest, decodeAgentGroupsRequest, decodeAgentSyncRequest, decodeFleetHealthRequest, PROTOCOL_VERSION, SERVER_ORIGIN, subjects } from '@fleet/contracts';
+import { answerRequest, decodeAgentGroupsRequest, decodeAgentSyncRequest, decodeFleetHealthRequest, Headers, PROTOCOL_VERSION, SERVER_ORIGIN, subjects } from '@fleet/contracts';
 import type { AgentSync, AgentSyncResponse, FleetHealthResponse, StatusFacts } from '@fleet/contracts';
 import { DeltaStore, PullFacts, readAgentPulls, readAllAgentPulls, readRecordStatesCursor } from '@fleet/delta';
 import type { AgentPullRow } from '@fleet/delta';
@@ -48,8 +51,15 @@ export function agentSyncView(r: AgentPullRow, nowMs: number): AgentSync {
   };
 }
 
+/** delta-calculator's operator token check: group memberships, pull facts, fleet health, verify, status. */
+export function deltaOperatorCheck(config: DeltaConfig): OperatorCheck {
+  return operatorCheck(config.operatorToken, 'FLEET_DELTA_OPERATOR_TOKEN');
+}
+
 export function deltaOperatorController(config: DeltaConfig, now: () => number = Date.now): Type<unknown> {
   const s = subjects(config.namespace);
+  const check = deltaOperatorCheck(config);
+  const authorize = (req: InboundRequest, action: string): void => check(req.header(Headers.Authorization), action);
   @Controller()
   class DeltaOperatorController {
     constructor(
@@ -60,13 +70,17 @@ export function deltaOperatorController(config: DeltaConfig, now: () => number =
 
     @NatsRequest(s.agentGroupsApi, s.queueGroups.pull)
     groups(@Payload() req: InboundRequest): Promise<unknown> {
-      return answerRequest(async () => ({ protocol: PROTOCOL_VERSION, groups: await this.store.groupsOfMany(decodeAgentGroupsRequest(req.data).agentIds) }));
+      return answerRequest(async () => {
+        authorize(req, 'agent groups');
+        return { protocol: PROTOCOL_VERSION, groups: await this.store.groupsOfMany(decodeAgentGroupsRequest(req.data).agentIds) };
+      });
     }
 
     /** The stored facts: this replica flushes what it holds first (other replicas' last few seconds may be missing). */
     @NatsRequest(s.agentSyncApi, s.queueGroups.pull)
     agents(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async (): Promise<AgentSyncResponse> => {
+        authorize(req, 'agent sync');
         const { agentIds } = decodeAgentSyncRequest(req.data);
         await this.facts.flush().catch(() => undefined);
         const rows = await readAgentPulls(this.ds, agentIds);
@@ -78,6 +92,7 @@ export function deltaOperatorController(config: DeltaConfig, now: () => number =
     @NatsRequest(s.fleetHealthApi, s.queueGroups.pull, { maxConcurrent: 2 })
     health(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async (): Promise<FleetHealthResponse> => {
+        authorize(req, 'fleet health');
         const { worst } = decodeFleetHealthRequest(req.data);
         await this.facts.flush().catch(() => undefined);
         const at = now();
@@ -111,5 +126,6 @@ export function deltaVerifyController(config: DeltaConfig, strategies: StrategyC
     readCursor: readRecordStatesCursor,
     aheadOfCursor: false,
     config: strategies,
+    authorize: deltaOperatorCheck(config),
   });
 }

@@ -7,7 +7,7 @@
 import type { INestApplication } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { loadConfig } from '@fleet/config';
-import { decodeAgentSyncReply, decodeFleetHealthReply, encodeJson, PROTOCOL_VERSION } from '@fleet/contracts';
+import { decodeAgentGroupsReply, decodeAgentSyncReply, decodeFleetHealthReply, decodeStatusReply, decodeVerifyReply, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import { PullFacts } from '@fleet/delta';
 import { AgentReplica } from '@fleet/delta/src/testing/agent-replica';
 import { appendInBatches, ServerChanges } from '@fleet/delta/src/testing/server-changes';
@@ -30,9 +30,12 @@ let app: INestApplication;
 let bus: Messaging;
 let log: PostgresChangeLog;
 const server = new ServerChanges();
+const TOKEN = 'delta-operator-token-for-tests';
+/** The operator API's request options: with the operator token unless told otherwise. */
+const asOperator = (token: string | null = TOKEN) => ({ timeoutMs: 10_000, ...(token === null ? {} : { headers: { [Headers.Authorization]: `Bearer ${token}` } }) });
 
 function config(extra: Record<string, string> = {}) {
-  return loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: SHARED_NATS, FLEET_DELTA_NAMESPACE: s.ns, FLEET_DELTA_HTTP_PORT: '0', ...extra });
+  return loadConfig(deltaConfig, { FLEET_DELTA_DATABASE_URL: db.url, FLEET_DELTA_NATS_URL: SHARED_NATS, FLEET_DELTA_NAMESPACE: s.ns, FLEET_DELTA_HTTP_PORT: '0', FLEET_DELTA_OPERATOR_TOKEN: TOKEN, ...extra });
 }
 
 interface Row {
@@ -176,7 +179,7 @@ describe('pull facts', () => {
     const fresh = new AgentReplica('pf-fresh', ['fleet'], bus);
     await fresh.pullAll();
     // The API flushes what the answering replica holds first: pf-fresh is there without waiting for the timer.
-    const reply = decodeAgentSyncReply((await bus.request(s.agentSyncApi, encodeJson({ protocol: PROTOCOL_VERSION, agentIds: ['pf-fresh', 'pf-old', 'nobody'] }), { timeoutMs: 10_000 })).data);
+    const reply = decodeAgentSyncReply((await bus.request(s.agentSyncApi, encodeJson({ protocol: PROTOCOL_VERSION, agentIds: ['pf-fresh', 'pf-old', 'nobody'] }), asOperator())).data);
     if (!reply.ok) throw new Error(reply.error.message);
     const { agents } = reply.value;
     expect(Object.keys(agents).sort()).toEqual(['pf-fresh', 'pf-old']);
@@ -186,10 +189,10 @@ describe('pull facts', () => {
     expect(agents['pf-old']!.health.score).toBeLessThanOrEqual(70);
     expect(agents['pf-old']!.health.reasons[0]).toMatch(/^sync lag \d+(\.\d+)?s over the 300s target/);
 
-    const h = decodeFleetHealthReply((await bus.request(s.fleetHealthApi, encodeJson({ protocol: PROTOCOL_VERSION, worst: 2 }), { timeoutMs: 10_000 })).data);
+    const h = decodeFleetHealthReply((await bus.request(s.fleetHealthApi, encodeJson({ protocol: PROTOCOL_VERSION, worst: 2 }), asOperator())).data);
     if (!h.ok) throw new Error(h.error.message);
     const ids = ((await ds.query(`select agent_id from agent_pulls order by 1`)) as { agent_id: string }[]).map((r) => r.agent_id);
-    const all = decodeAgentSyncReply((await bus.request(s.agentSyncApi, encodeJson({ protocol: PROTOCOL_VERSION, agentIds: ids }), { timeoutMs: 10_000 })).data);
+    const all = decodeAgentSyncReply((await bus.request(s.agentSyncApi, encodeJson({ protocol: PROTOCOL_VERSION, agentIds: ids }), asOperator())).data);
     if (!all.ok) throw new Error(all.error.message);
     const scores = ids.map((id) => all.value.agents[id]!.health);
     expect(h.value.agents).toBe(ids.length);
@@ -198,5 +201,47 @@ describe('pull facts', () => {
     expect(h.value.worst.map((a) => a.agentId)).toEqual(['pf-old', 'pf-r']);
     expect(h.value.score).toBe(Math.round(scores.reduce((n, x) => n + x.score, 0) / ids.length));
     expect(h.value.score).toBeLessThan(100);
+  });
+
+  it("refuses every operator request without the operator token or with a wrong one (FLEET_AUTH_004, HTTP 401); agents' pulls and the probes need none", async () => {
+    const asks = [
+      { subject: s.agentSyncApi, body: { agentIds: ['pf-fresh'] }, decode: decodeAgentSyncReply },
+      { subject: s.fleetHealthApi, body: {}, decode: decodeFleetHealthReply },
+      { subject: s.agentGroupsApi, body: { agentIds: ['pf-fresh'] }, decode: decodeAgentGroupsReply },
+      { subject: s.verifyApi('delta-calculator'), body: {}, decode: decodeVerifyReply },
+      { subject: s.statusApi('delta-calculator'), body: {}, decode: decodeStatusReply },
+    ] as const;
+    for (const a of asks) {
+      const body = encodeJson({ protocol: PROTOCOL_VERSION, ...a.body });
+      for (const token of [null, 'not-the-operator-token']) {
+        const r = a.decode((await bus.request(a.subject, body, asOperator(token))).data);
+        expect({ subject: a.subject, code: r.ok ? 'ok' : r.error.code }).toEqual({ subject: a.subject, code: 'FLEET_AUTH_004' });
+        if (!r.ok) expect(r.error.message).toContain('FLEET_DELTA_OPERATOR_TOKEN');
+      }
+      const ok = a.decode((await bus.request(a.subject, body, asOperator())).data);
+      expect({ subject: a.subject, ok: ok.ok }).toEqual({ subject: a.subject, ok: true });
+    }
+
+    const base = `http://127.0.0.1:${(app.getHttpServer() as { address(): { port: number } }).address().port}`;
+    const http = (method: string, token: string | null, body?: unknown) =>
+      fetch(`${base}/agents/pf-g/groups`, {
+        method,
+        headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    for (const token of [null, 'not-the-operator-token']) {
+      for (const r of [await http('GET', token), await http('PUT', token, { groups: ['ops'] })]) {
+        expect(r.status).toBe(401);
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe('FLEET_AUTH_004');
+      }
+    }
+    expect(await (await http('GET', TOKEN)).json()).toEqual({ agentId: 'pf-g', groups: [] }); // the refused PUT wrote nothing
+    expect((await http('PUT', TOKEN, { groups: ['ops'] })).status).toBe(200);
+    expect(await (await http('GET', TOKEN)).json()).toEqual({ agentId: 'pf-g', groups: ['ops'] });
+
+    // What agents ask needs no operator token: a pull of a fresh agent is answered.
+    const agent = new AgentReplica('pf-tokenless', ['fleet'], bus);
+    expect((await agent.pullPage({ limit: 5 })).response.records.length).toBeGreaterThan(0);
+    for (const probe of ['/health/live', '/health/ready']) expect((await fetch(`${base}${probe}`)).status).toBe(200);
   });
 });

@@ -3,7 +3,7 @@ import { envDuration } from '@fleet/config';
 import type { CommandLineIo } from '@fleet/config';
 import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { Reply, Subjects } from '@fleet/contracts';
-import { FleetError } from '@fleet/errors';
+import { FleetError, isFleetError } from '@fleet/errors';
 import type { Messaging } from '@fleet/messaging';
 import type { OperatorConfig } from './config';
 
@@ -54,14 +54,26 @@ export function durationOption(name: string, v: string | undefined, bounds: { mi
   return parsed.data;
 }
 
-export async function ask(c: Ctx, subject: string, body: object, headers?: Record<string, string>, timeoutMs = c.config.timeout): Promise<Uint8Array> {
-  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs, ...(headers === undefined ? {} : { headers }) })).data;
+/**
+ * One operator request: every one carries the operator token (`operatorAuth`), reads as well as changes;
+ * `action` says what it is for in the error when no token is configured.
+ */
+export async function ask(c: Ctx, subject: string, body: object, action: string, timeoutMs = c.config.timeout): Promise<Uint8Array> {
+  const headers = operatorAuth(c, action);
+  return (await c.bus.request(subject, encodeJson({ protocol: PROTOCOL_VERSION, ...body }), { timeoutMs, headers })).data;
 }
 
-/** The operator token header of a request that changes something; refused here (FLEET_AUTH_004, exit 77) when no token is configured. */
+/** The operator token header every operator request carries; refused here (FLEET_AUTH_004, exit 77) when no token is configured. */
 export function operatorAuth(c: Ctx, action: string): Record<string, string> {
-  if (c.config.token === undefined) throw new FleetError('FLEET_AUTH_004', `set FLEET_OPERATOR_TOKEN to the operator token to ${action}`);
+  if (c.config.token === undefined) throw new FleetError('FLEET_AUTH_004', `set FLEET_OPERATOR_TOKEN to the operator token to ${action} (every operator request needs it, reads too)`);
   return { [Headers.Authorization]: `Bearer ${c.config.token}` };
+}
+
+/** The error code a service answered with (`valueOf`'s `remoteCode`), else the error's own. */
+export function codeOf(e: unknown): string | undefined {
+  if (!isFleetError(e)) return undefined;
+  const remote = e.details?.['remoteCode'];
+  return typeof remote === 'string' ? remote : e.code;
 }
 
 /** Left-aligned columns for a table printed to a terminal. */

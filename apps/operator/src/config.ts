@@ -16,7 +16,8 @@ export const operatorConfig = defineConfig({
       schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),
       optional: true,
       secret: true,
-      description: "the operator token (the services' FLEET_OPERATOR_TOKEN, or FLEET_CHANGELOG_OPERATOR_TOKEN and FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN): needed to begin a critical operation, to replay or discard dead letters, and to resolve a conflict",
+      description:
+        "the operator token (the services' FLEET_OPERATOR_TOKEN, or their FLEET_<SERVICE>_OPERATOR_TOKEN): sent with every command, reads (status, agents, verify, listings) as well as changes; without it every command exits 77",
     },
     timeout: {
       env: 'TIMEOUT',

@@ -17,18 +17,19 @@ import {
 } from '@fleet/contracts';
 import type { AgentProgress, AgentSync, DeadLetterActionResult, FleetHealthResponse, DeadLetterItem, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { ask, durationOption, nonNegativeInt, operatorAuth, positiveInt, stringOption, table, usage, valueOf } from './cli';
+import { ask, codeOf, durationOption, nonNegativeInt, operatorAuth, positiveInt, stringOption, table, usage, valueOf } from './cli';
 import type { Ctx, Options } from './cli';
 
-/** Exit codes of status and verify (beside main.ts's): unhealthy or different is 1, a service not answering or not ready 69. */
+/** Exit codes of status and verify (beside main.ts's): unhealthy or different is 1, a service not answering or not ready 69, a service refusing the operator token 77. */
 export const EXIT_UNHEALTHY = 1;
 export const EXIT_UNAVAILABLE = 69;
+export const EXIT_REFUSED = 77;
 
 const describeError = (e: unknown): string => (isFleetError(e) ? `${typeof e.details?.['remoteCode'] === 'string' ? e.details['remoteCode'] : e.code} ${e.message}` : e instanceof Error ? e.message : String(e));
 
 // --- status -------------------------------------------------------------------------------------------
 
-type Answer = { service: ServerService; ok: true; status: StatusResponse } | { service: ServerService; ok: false; error: string };
+type Answer = { service: ServerService; ok: true; status: StatusResponse } | { service: ServerService; ok: false; error: string; code: string | undefined };
 
 function seconds(s: number | null): string {
   if (s === null) return '-';
@@ -43,30 +44,42 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
   if (minScore !== undefined && minScore > 100) usage('--min-health-score is between 0 and 100');
   const worst = nonNegativeInt('--worst', stringOption(v, 'worst')) ?? 5;
   if (worst > 100) usage('--worst is at most 100');
+  const action = 'read the fleet status';
+  operatorAuth(c, action); // no token configured: refused here (77), before asking anyone
   // A status must not hang for a minute on one stuck replica: at most 10 s per service, asked at once.
   const timeoutMs = Math.min(c.config.timeout, 10_000);
   const [answers, health] = await Promise.all([
     Promise.all(
       SERVER_SERVICES.map(async (service): Promise<Answer> => {
         try {
-          return { service, ok: true, status: valueOf(decodeStatusReply(await ask(c, c.s.statusApi(service), {}, undefined, timeoutMs))) };
+          return { service, ok: true, status: valueOf(decodeStatusReply(await ask(c, c.s.statusApi(service), {}, action, timeoutMs))) };
         } catch (e) {
-          return { service, ok: false, error: describeError(e) };
+          return { service, ok: false, error: describeError(e), code: codeOf(e) };
         }
       }),
     ),
     // The fleet's sync-health score (delta-calculator, from the agents' pulls and verifications).
-    ask(c, c.s.fleetHealthApi, { worst }, undefined, timeoutMs).then(
-      (b) => ({ ok: true as const, value: valueOf(decodeFleetHealthReply(b)) }),
-      (e: unknown) => ({ ok: false as const, error: describeError(e) }),
-    ),
+    // valueOf in its own step: an error reply (a refused token, say) lands in the handler below.
+    ask(c, c.s.fleetHealthApi, { worst }, action, timeoutMs)
+      .then((b) => valueOf(decodeFleetHealthReply(b)))
+      .then(
+        (value) => ({ ok: true as const, value }),
+        (e: unknown) => ({ ok: false as const, error: describeError(e), code: codeOf(e) }),
+      ),
   ]);
 
+  // A service that refuses the token answered: it is up, but says nothing until the token is right.
+  const refused: string[] = [];
   const unavailable: string[] = [];
   const unhealthy: string[] = [];
   const rows: string[][] = [['SERVICE', 'STATE', 'INSTANCE', 'DETAIL']];
   for (const a of answers) {
     if (!a.ok) {
+      if (a.code === 'FLEET_AUTH_004') {
+        refused.push(`${a.service} refused the operator token: set FLEET_OPERATOR_TOKEN to the token the services are configured with`);
+        rows.push([a.service, 'REFUSED', '-', a.error]);
+        continue;
+      }
       unavailable.push(`${a.service} does not answer (${a.error})`);
       rows.push([a.service, 'DOWN', '-', a.error]);
       continue;
@@ -100,17 +113,20 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
   // The score is judged only when asked (--min-health-score): without it a delta-calculator that cannot
   // score (an older one during an upgrade) leaves the score unknown, not the fleet unavailable.
   if (!health.ok) {
-    if (minScore !== undefined) unavailable.push(`delta-calculator cannot score the fleet's sync health (${health.error})`);
+    if (health.code === 'FLEET_AUTH_004') {
+      if (!refused.some((r) => r.startsWith('delta-calculator '))) refused.push(`delta-calculator refused the operator token for the fleet's sync health: set FLEET_OPERATOR_TOKEN to the token the services are configured with`);
+    } else if (minScore !== undefined) unavailable.push(`delta-calculator cannot score the fleet's sync health (${health.error})`);
   } else if (minScore !== undefined && health.value.score < minScore) {
     unhealthy.push(`fleet sync-health score ${health.value.score} is below ${minScore} (${health.value.byStatus.unhealthy} unhealthy, ${health.value.byStatus.degraded} degraded of ${health.value.agents} agent(s)): fleetctl agents show <id>`);
   }
-  const verdict = unavailable.length > 0 ? 'UNAVAILABLE' : unhealthy.length > 0 ? 'UNHEALTHY' : 'HEALTHY';
-  const code = unavailable.length > 0 ? EXIT_UNAVAILABLE : unhealthy.length > 0 ? EXIT_UNHEALTHY : 0;
+  const verdict = refused.length > 0 ? 'REFUSED' : unavailable.length > 0 ? 'UNAVAILABLE' : unhealthy.length > 0 ? 'UNHEALTHY' : 'HEALTHY';
+  const code = refused.length > 0 ? EXIT_REFUSED : unavailable.length > 0 ? EXIT_UNAVAILABLE : unhealthy.length > 0 ? EXIT_UNHEALTHY : 0;
+  const problems = [...refused, ...unavailable, ...unhealthy];
 
   if (c.json) {
     c.io.out(
       JSON.stringify(
-        { verdict: verdict.toLowerCase(), problems: [...unavailable, ...unhealthy], services: answers.map((a) => (a.ok ? a.status : { service: a.service, error: a.error })), health: health.ok ? health.value : { error: health.error } },
+        { verdict: verdict.toLowerCase(), problems, services: answers.map((a) => (a.ok ? a.status : { service: a.service, error: a.error })), health: health.ok ? health.value : { error: health.error } },
         null,
         2,
       ),
@@ -118,14 +134,16 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
     return code;
   }
   for (const l of table(rows)) c.io.out(l);
-  if (deadLetters === undefined) c.io.out('dead letters: unknown (change-log did not answer)');
+  const silent = (errorCode: string | undefined): string => (errorCode === 'FLEET_AUTH_004' ? 'refused the operator token' : 'did not answer');
+  const changeLog = answers.find((a) => a.service === 'change-log');
+  if (deadLetters === undefined) c.io.out(`dead letters: unknown (change-log ${silent(changeLog !== undefined && !changeLog.ok ? changeLog.code : undefined)})`);
   else {
     const by = Object.entries(deadLetters.bySubject).map(([subj, n]) => `${subj} ${n}`);
     c.io.out(`dead letters: ${deadLetters.messages}${deadLetters.messages > 0 ? ` (${by.join(', ')}; oldest ${deadLetters.oldestAt ?? '-'})` : ''}`);
   }
   if (health.ok) printFleetHealth(c, health.value);
-  else c.io.out('sync health: unknown (delta-calculator did not answer)');
-  c.io.out(`${verdict}${[...unavailable, ...unhealthy].map((p) => `\n  - ${p}`).join('')}`);
+  else c.io.out(`sync health: unknown (delta-calculator ${silent(health.code)})`);
+  c.io.out(`${verdict}${problems.map((p) => `\n  - ${p}`).join('')}`);
   return code;
 }
 
@@ -143,7 +161,7 @@ function printFleetHealth(c: Ctx, h: FleetHealthResponse): void {
 async function syncOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, AgentSync> | undefined> {
   if (agentIds.length === 0) return {};
   try {
-    return valueOf(decodeAgentSyncReply(await ask(c, c.s.agentSyncApi, { agentIds }))).agents;
+    return valueOf(decodeAgentSyncReply(await ask(c, c.s.agentSyncApi, { agentIds }, 'read pulls and sync health'))).agents;
   } catch (e) {
     c.io.err(`fleetctl: warning: pulls and sync health unavailable (delta-calculator: ${describeError(e)})`);
     return undefined;
@@ -156,7 +174,7 @@ const scoreText = (a: AgentSync | undefined): string => (a === undefined ? '-' :
 async function groupsOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, string[]> | undefined> {
   if (agentIds.length === 0) return {};
   try {
-    return valueOf(decodeAgentGroupsReply(await ask(c, c.s.agentGroupsApi, { agentIds }))).groups;
+    return valueOf(decodeAgentGroupsReply(await ask(c, c.s.agentGroupsApi, { agentIds }, 'read group memberships'))).groups;
   } catch (e) {
     c.io.err(`fleetctl: warning: group memberships unavailable (delta-calculator: ${describeError(e)})`);
     return undefined;
@@ -166,7 +184,7 @@ async function groupsOf(c: Ctx, agentIds: readonly string[]): Promise<Record<str
 export async function agents(c: Ctx, verb: string | undefined, args: readonly string[], v: Options): Promise<number> {
   if (verb === 'show') {
     const agentId = args[0] ?? usage('expected <agent id>');
-    const progress = valueOf(decodeAgentShowReply(await ask(c, c.s.agentsApi('show'), { agentId })));
+    const progress = valueOf(decodeAgentShowReply(await ask(c, c.s.agentsApi('show'), { agentId }, 'show an agent')));
     const [groups, sync] = await Promise.all([groupsOf(c, [agentId]), syncOf(c, [agentId])]);
     const memberOf = groups?.[agentId];
     const pulls = sync?.[agentId];
@@ -199,7 +217,7 @@ export async function agents(c: Ctx, verb: string | undefined, args: readonly st
   if (args.length > 0) usage(`agents list takes no argument (got ${JSON.stringify(args[0])})`);
   const after = stringOption(v, 'after');
   const limit = positiveInt('--limit', stringOption(v, 'limit'));
-  const page = valueOf(decodeAgentsListReply(await ask(c, c.s.agentsApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) })));
+  const page = valueOf(decodeAgentsListReply(await ask(c, c.s.agentsApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) }, 'list agents')));
   const ids = page.agents.map((a) => a.agentId);
   const [groups, sync] = await Promise.all([groupsOf(c, ids), syncOf(c, ids)]);
   if (c.json) {
@@ -253,7 +271,7 @@ export async function verify(c: Ctx, args: readonly string[], v: Options): Promi
   if (maxDiffs !== undefined && maxDiffs > 1000) usage('--max-diffs is at most 1000');
   const body = maxDiffs === undefined ? {} : { maxDiffs };
   // One request per service at once; a service that does not answer fails the verify (exit 69).
-  const replies: VerifyResponse[] = await Promise.all(VERIFIED.map(async ([service]) => valueOf(decodeVerifyReply(await ask(c, c.s.verifyApi(service), body)))));
+  const replies: VerifyResponse[] = await Promise.all(VERIFIED.map(async ([service]) => valueOf(decodeVerifyReply(await ask(c, c.s.verifyApi(service), body, 'verify the projections')))));
   const differences = replies.reduce((n, r) => n + r.checks.reduce((m, ch) => m + ch.differences, 0), 0);
   const skipped = replies.flatMap((r) => r.checks.filter((ch) => ch.skipped !== undefined).map((ch) => ch.name));
   if (c.json) c.io.out(JSON.stringify({ ok: differences === 0, differences, skipped, services: replies }, null, 2));
@@ -292,7 +310,7 @@ export async function replay(c: Ctx, verb: string | undefined, args: readonly st
     const after = nonNegativeInt('--after', stringOption(v, 'after'));
     const limit = positiveInt('--limit', stringOption(v, 'limit'));
     if (limit !== undefined && limit > 100) usage('--limit is at most 100');
-    const page = valueOf(decodeDeadLettersListReply(await ask(c, c.s.deadLettersApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) })));
+    const page = valueOf(decodeDeadLettersListReply(await ask(c, c.s.deadLettersApi('list'), { ...(after === undefined ? {} : { after }), ...(limit === undefined ? {} : { limit }) }, 'list dead letters')));
     if (c.json) return c.io.out(JSON.stringify(page, null, 2)), 0;
     for (const d of page.items) printDeadLetter(c, d);
     if (page.items.length === 0) c.io.out('no dead letters');
@@ -301,7 +319,7 @@ export async function replay(c: Ctx, verb: string | undefined, args: readonly st
   }
   if (verb === 'show') {
     const seq = positiveInt('<seq>', args[0]) ?? usage('expected <seq>');
-    const r = valueOf(decodeDeadLetterShowReply(await ask(c, c.s.deadLettersApi('show'), { seq })));
+    const r = valueOf(decodeDeadLetterShowReply(await ask(c, c.s.deadLettersApi('show'), { seq }, 'show a dead letter')));
     c.io.out(JSON.stringify(r, null, 2));
     if (r.truncated !== undefined) c.io.err(`fleetctl: dead letter ${seq}: body cut to its first ${r.truncated.shownBytes} of ${r.truncated.bytes} bytes to fit under NATS max_payload`);
     return 0;
@@ -309,8 +327,7 @@ export async function replay(c: Ctx, verb: string | undefined, args: readonly st
   const discard = verb === 'discard';
   if (!discard && verb !== undefined && !/^[\d,]+$/.test(verb)) return usage(`unknown replay command ${JSON.stringify(verb)}`);
   const seqs = seqsOf(discard ? args : [...(verb === undefined ? [] : [verb]), ...args]);
-  const auth = operatorAuth(c, `${discard ? 'discard' : 'replay'} dead letters`);
-  const reply = valueOf(decodeDeadLettersActionReply(await ask(c, c.s.deadLettersApi(discard ? 'discard' : 'replay'), { seqs }, auth)));
+  const reply = valueOf(decodeDeadLettersActionReply(await ask(c, c.s.deadLettersApi(discard ? 'discard' : 'replay'), { seqs }, `${discard ? 'discard' : 'replay'} dead letters`)));
   if (c.json) c.io.out(JSON.stringify(reply, null, 2));
   else for (const r of reply.results) printResult(c, r);
   const failed = reply.results.filter((r) => r.outcome === 'failed');

@@ -10,11 +10,14 @@
  * near max_payload is shown cut to fit. Sync health: the agents' pulls are recorded by delta-calculator
  * and listed with their score; an agent taken offline (its last caught-up pull set back 30 hours) drops
  * to unhealthy, the fleet score with it, and `status --min-health-score` exits 1 below the score.
+ * Every operator request needs the operator token, reads too: fleetctl refuses to ask without one, and
+ * every service refuses a missing or wrong one on every operator subject and HTTP route (FLEET_AUTH_004,
+ * 401), while the probes, the metrics and the agents' own requests stay open.
  */
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
-import { encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
-import { Fleet, HARNESS_OPERATOR_TOKEN } from '@fleet/fleet-harness';
+import { decodeErrorReply, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
+import { Fleet, HARNESS_OPERATOR_TOKEN, SERVICE_NAMES } from '@fleet/fleet-harness';
 import { DEMO_STRATEGIES } from '@fleet/fleet-harness/src/scenario';
 import { eventually } from '@fleet/fleet-harness/src/util';
 import { APPEND_LOCK_SQL } from '@fleet/server-store';
@@ -35,7 +38,8 @@ beforeAll(async () => {
     // append waits 2 s for the append lock before failing: the replay test makes such a push.
     serviceEnv: { 'change-log': { FLEET_CHANGELOG_MAX_DELIVER: '3', FLEET_CHANGELOG_LOCK_TIMEOUT: '2s' } },
   });
-  env = { FLEET_OPERATOR_NATS_URL: fleet.natsUrl, FLEET_OPERATOR_NAMESPACE: fleet.s.ns, FLEET_OPERATOR_TIMEOUT: '30s' };
+  // Every fleetctl command sends the operator token (reads too); the tests of its refusal take it away (NO_TOKEN).
+  env = { FLEET_OPERATOR_NATS_URL: fleet.natsUrl, FLEET_OPERATOR_NAMESPACE: fleet.s.ns, FLEET_OPERATOR_TIMEOUT: '30s', FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN };
   await fleet.registerGroups();
   await fleet.bringOnline();
 });
@@ -44,7 +48,11 @@ afterAll(async () => {
   await fleet?.close();
 });
 
-async function run(args: string[], extra: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+/** fleetctl without an operator token. */
+const NO_TOKEN = { FLEET_OPERATOR_TOKEN: undefined };
+const WRONG_TOKEN = { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' };
+
+async function run(args: string[], extra: Record<string, string | undefined> = {}): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
   const code = await main(args, { ...env, ...extra }, { out: (l) => out.push(l), err: (l) => err.push(l) });
@@ -74,7 +82,7 @@ describe('fleetctl', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ id: pending!.id, status: 'pending', ref });
     // Resolving needs the operator token: none (refused here), a wrong one (refused by the service).
-    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server']);
+    r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server'], NO_TOKEN);
     expect(r.code).toBe(77);
     expect(r.err).toMatch(/FLEET_AUTH_004 .*set FLEET_OPERATOR_TOKEN to the operator token to resolve a conflict/);
     r = await run(['conflicts', 'resolve', String(pending!.id), '--take', 'server'], { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' });
@@ -92,7 +100,7 @@ describe('fleetctl', () => {
   it('begins critical operations: committed on every host (exit 0), refused without the token (77), aborted with a host offline (2)', async () => {
     const ids = fleet.agents.map((a) => a.id).join(',');
     const args = ['critical', 'credential', 'ops', '--user', 'ops', '--hash', '$6$salt$hashvalue', '--agents', ids];
-    let r = await run(args);
+    let r = await run(args, NO_TOKEN);
     expect(r.code).toBe(77);
     expect(r.err).toContain('FLEET_AUTH_004');
     r = await run(args, { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' });
@@ -127,6 +135,121 @@ describe('fleetctl', () => {
     const down = await run(['conflicts', 'list'], { FLEET_OPERATOR_NATS_URL: 'nats://127.0.0.1:1' });
     expect(down.code).toBe(69);
     expect(down.err).toMatch(/^fleetctl: FLEET_INFRA_001 /);
+  });
+
+  it('reads need the operator token too: without one fleetctl asks nothing (77); a wrong one is refused by the service that owns the data (77), naming its variable', async () => {
+    const reads: [string[], string, string][] = [
+      // [command, what fleetctl says it needed the token for, the service variable named in the refusal]
+      [['conflicts', 'list'], 'list conflicts', 'FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN'],
+      [['conflicts', 'show', '1'], 'show a conflict', 'FLEET_CONFLICTRESOLVER_OPERATOR_TOKEN'],
+      [['critical', 'list'], 'list critical operations', 'FLEET_CHANGELOG_OPERATOR_TOKEN'],
+      [['critical', 'show', '01900000-0000-7000-8000-000000000000'], 'show a critical operation', 'FLEET_CHANGELOG_OPERATOR_TOKEN'],
+      [['agents'], 'list agents', 'FLEET_CHANGELOG_OPERATOR_TOKEN'],
+      [['agents', 'show', fleet.agents[0]!.id], 'show an agent', 'FLEET_CHANGELOG_OPERATOR_TOKEN'],
+      [['replay', 'list'], 'list dead letters', 'FLEET_CHANGELOG_OPERATOR_TOKEN'],
+      [['replay', 'show', '1'], 'show a dead letter', 'FLEET_CHANGELOG_OPERATOR_TOKEN'],
+      [['verify'], 'verify the projections', '_OPERATOR_TOKEN'],
+      [['status'], 'read the fleet status', ''],
+    ];
+    for (const [args, action, variable] of reads) {
+      const none = await run(args, NO_TOKEN);
+      expect({ args, code: none.code, out: none.out }).toEqual({ args, code: 77, out: '' });
+      expect(none.err).toBe(`fleetctl: FLEET_AUTH_004 operator token missing or wrong: set FLEET_OPERATOR_TOKEN to the operator token to ${action} (every operator request needs it, reads too)`);
+      if (args[0] === 'status') continue; // below: status shows which services refused
+      const wrong = await run(args, WRONG_TOKEN);
+      expect({ args, code: wrong.code, out: wrong.out }).toEqual({ args, code: 77, out: '' });
+      expect(wrong.err).toMatch(/^fleetctl: FLEET_AUTH_004 .* refused: send `Authorization: Bearer <token>` with the value of the service's FLEET_[A-Z]+_OPERATOR_TOKEN \(or FLEET_OPERATOR_TOKEN\) \(fleetctl sends FLEET_OPERATOR_TOKEN: it must be the token the service is configured with\)$/);
+      expect(wrong.err).toContain(variable);
+    }
+
+    // status with a wrong token: every service answers, and refuses; the verdict says so (77), not "down" (69).
+    let r = await run(['status'], WRONG_TOKEN);
+    expect(r.code).toBe(77);
+    for (const svc of SERVICE_NAMES) expect(r.out).toMatch(new RegExp(`^${svc} +REFUSED +- +FLEET_AUTH_004 .*FLEET_[A-Z]+_OPERATOR_TOKEN`, 'm'));
+    expect(r.out).toContain('dead letters: unknown (change-log refused the operator token)\nsync health: unknown (delta-calculator refused the operator token)');
+    expect(r.out).toMatch(/\nREFUSED\n  - change-log refused the operator token: set FLEET_OPERATOR_TOKEN to the token the services are configured with\n/);
+    expect(r.out).not.toMatch(/log head seq|conflict\(s\) waiting/);
+    const j = JSON.parse((await run(['status', '--json'], WRONG_TOKEN)).out) as { verdict: string; problems: string[] };
+    expect(j.verdict).toBe('refused');
+    expect(j.problems).toHaveLength(4);
+    // With the token, the same commands answer.
+    r = await run(['conflicts', 'list']);
+    expect(r).toMatchObject({ code: 0, err: '' });
+    r = await run(['critical', 'list']);
+    expect(r).toMatchObject({ code: 0, err: '' });
+  });
+
+  it('every operator subject and HTTP route of every service refuses a missing or wrong token (FLEET_AUTH_004, 401); probes, metrics and agents stay open', async () => {
+    const s = fleet.s;
+    const subjects = [
+      s.conflictsApi('list'),
+      s.conflictsApi('show'),
+      s.conflictsApi('resolve'),
+      s.criticalApi('begin'),
+      s.criticalApi('list'),
+      s.criticalApi('show'),
+      s.agentsApi('list'),
+      s.agentsApi('show'),
+      s.agentGroupsApi,
+      s.agentSyncApi,
+      s.fleetHealthApi,
+      s.deadLettersApi('list'),
+      s.deadLettersApi('show'),
+      s.deadLettersApi('replay'),
+      s.deadLettersApi('discard'),
+      ...(['change-log', 'version-vector', 'delta-calculator'] as const).map((svc) => s.verifyApi(svc)),
+      ...SERVICE_NAMES.map((svc) => s.statusApi(svc)),
+    ];
+    const body = encodeJson({ protocol: PROTOCOL_VERSION });
+    for (const subject of subjects) {
+      for (const token of [undefined, 'not-the-operator-token', HARNESS_OPERATOR_TOKEN]) {
+        // Checked before the body is decoded: the bare body is refused for the token, or (with it) answered or refused for itself.
+        const reply = await fleet.bus.request(subject, body, { timeoutMs: 30_000, ...(token === undefined ? {} : { headers: { [Headers.Authorization]: `Bearer ${token}` } }) });
+        const text = new TextDecoder().decode(reply.data);
+        const code = text.startsWith('{"error"') ? decodeErrorReply(reply.data).error.code : 'answered';
+        if (token === HARNESS_OPERATOR_TOKEN) expect({ subject, code }).not.toEqual({ subject, code: 'FLEET_AUTH_004' });
+        else expect({ subject, code }).toEqual({ subject, code: 'FLEET_AUTH_004' });
+      }
+    }
+
+    const url = (svc: (typeof SERVICE_NAMES)[number], path: string) => `http://127.0.0.1:${fleet.stack.get(svc).httpPort}${path}`;
+    const routes: [string, string, unknown?][] = [
+      ['GET', url('change-log', '/critical')],
+      ['GET', url('change-log', '/critical/01900000-0000-7000-8000-000000000000')],
+      ['POST', url('change-log', '/critical'), {}],
+      ['GET', url('conflict-resolver', '/conflicts')],
+      ['GET', url('conflict-resolver', '/conflicts/1')],
+      ['POST', url('conflict-resolver', '/conflicts/1/resolve'), { deleted: true }],
+      ['PUT', url('conflict-resolver', '/records/fleet/notes/guard'), { fields: { a: 1 } }],
+      ['DELETE', url('conflict-resolver', '/records/fleet/notes/guard')],
+      ['POST', url('conflict-resolver', '/records/fleet/notes/guard/increment'), { field: 'n', by: 1 }],
+      ['GET', url('delta-calculator', `/agents/${fleet.agents[0]!.id}/groups`)],
+      ['PUT', url('delta-calculator', `/agents/${fleet.agents[1]!.id}/groups`), { groups: ['intruders'] }],
+    ];
+    for (const [method, u, b] of routes) {
+      for (const token of [undefined, 'not-the-operator-token']) {
+        const res = await fetch(u, {
+          method,
+          headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...(b === undefined ? {} : { 'content-type': 'application/json' }) },
+          ...(b === undefined ? {} : { body: JSON.stringify(b) }),
+        });
+        const answer = (await res.json()) as { error?: { code: string } };
+        expect({ method, u, status: res.status, code: answer.error?.code }).toEqual({ method, u, status: 401, code: 'FLEET_AUTH_004' });
+      }
+    }
+    // Nothing refused was done: no record written, no group given.
+    expect(await fleet.sql(`select 1 from change_log where scope = 'fleet' and key = 'guard'`)).toEqual([]);
+    expect(await fleet.sql(`select 1 from agent_groups where group_name = 'intruders'`)).toEqual([]);
+
+    // Probes and scrapers need no token.
+    for (const svc of SERVICE_NAMES) {
+      for (const probe of ['/health/live', '/health/ready']) expect({ svc, probe, status: (await fetch(url(svc, probe))).status }).toEqual({ svc, probe, status: 200 });
+      const metrics = await fetch(`http://127.0.0.1:${fleet.stack.get(svc).metricsPort}/metrics`);
+      expect({ svc, status: metrics.status }).toEqual({ svc, status: 200 });
+    }
+    // And the agents, which send no operator token, still push, pull and converge.
+    fleet.agents[0]!.put('notes', 'after-the-guard', { text: 'still syncing' });
+    await fleet.waitConverged(60_000);
   });
 
   it('status: every service answering and ready, the projections caught up with the log (exit 0)', async () => {
@@ -274,12 +397,12 @@ describe('fleetctl', () => {
     expect((await run(['status', '--max-dead-letters', '1'])).code).toBe(0);
 
     // The operator token is required, and a refused replay leaves the dead letter where it is.
-    r = await run(['replay', seq!]);
+    r = await run(['replay', seq!], NO_TOKEN);
     expect(r.code).toBe(77);
     expect(r.err).toContain('FLEET_AUTH_004');
     r = await run(['replay', seq!], { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' });
     expect(r.code).toBe(77);
-    expect(r.err).toMatch(/^fleetctl: FLEET_AUTH_004 .*dead-letter replay: the operator token is missing or wrong/);
+    expect(r.err).toMatch(/^fleetctl: FLEET_AUTH_004 .*dead-letter replay refused: send `Authorization: Bearer <token>` with the value of the service's FLEET_CHANGELOG_OPERATOR_TOKEN/);
     expect((await run(['replay', 'discard', seq!], { FLEET_OPERATOR_TOKEN: 'not-the-operator-token' })).code).toBe(77);
     expect((await run(['replay', 'list'])).out).toContain(`${seq}\t`);
     expect(Number((await fleet.sql<{ n: string }>(`select last_origin_seq as n from origin_progress where origin = $1`, [a.id]))[0]?.n)).toBe(before);

@@ -8,7 +8,7 @@
  * Exit codes (sysexits.h): 0 ok (a critical operation committed, the fleet healthy, the projections
  * consistent), 2 a critical operation aborted, 75 decided commit but not every host has acknowledged
  * yet (recovery finishes it), 64 usage, 78 configuration, 69 a service or NATS unreachable (status:
- * or not ready), 77 operator token refused, 1 any other error the service answered (status: the fleet
+ * or not ready), 77 operator token missing or refused (every command sends it, reads too), 1 any other error the service answered (status: the fleet
  * unhealthy, or its sync-health score below --min-health-score; verify: differences; replay: a dead letter not replayed), 70 an internal error. Errors
  * print one line with the code.
  */
@@ -49,15 +49,18 @@ commands:
       exit 0 consistent, 1 differences
   replay list [--limit n] [--after seq]
   replay show <seq>
-  replay <seq> [<seq>...]           re-publish dead letters to their original subject (token)
-  replay discard <seq> [<seq>...]   drop dead letters for good (token)
+  replay <seq> [<seq>...]           re-publish dead letters to their original subject
+  replay discard <seq> [<seq>...]   drop dead letters for good
   conflicts list [--status pending|open|resolved|auto-resolved|superseded] [--limit n] [--after id]
   conflicts show <id>
-  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted   (token)
+  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted
   critical list [--state preparing|committing|aborting|committed|aborted] [--limit n]
   critical show <txid>
   critical certificate <name> --pem-file <file> --not-after <iso date> --agents a,b,... [--vote-timeout 10s]
   critical credential <name> --user <user> --hash <crypt hash> --agents a,b,... [--vote-timeout 10s]
+
+Every command needs the operator token (FLEET_OPERATOR_TOKEN), reads as well as changes: without it,
+or when a service refuses it, fleetctl exits 77 (FLEET_AUTH_004).
 
 options: --json (print the service's reply as JSON), --help`;
 
@@ -82,7 +85,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
       ...(str('limit') === undefined ? {} : { limit: positiveInt('--limit', str('limit')) }),
       ...(str('after') === undefined ? {} : { after: positiveInt('--after', str('after')) }),
     };
-    const page = valueOf(decodeConflictsListReply(await ask(c, c.s.conflictsApi('list'), body)));
+    const page = valueOf(decodeConflictsListReply(await ask(c, c.s.conflictsApi('list'), body, 'list conflicts')));
     if (c.json) return c.io.out(JSON.stringify(page, null, 2)), 0;
     for (const i of page.items) c.io.out(`${i.id}\t${i.status}\t${i.strategy}\t${i.ref.scope}/${i.ref.collection}/${i.ref.key}\t${i.detectedAt}`);
     if (page.items.length === 0) c.io.out('no conflicts');
@@ -91,7 +94,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
   }
   const id = positiveInt('<id>', args[0]) ?? usage('expected <id>');
   if (verb === 'show') {
-    const r = valueOf(decodeConflictShowReply(await ask(c, c.s.conflictsApi('show'), { id })));
+    const r = valueOf(decodeConflictShowReply(await ask(c, c.s.conflictsApi('show'), { id }, 'show a conflict')));
     c.io.out(JSON.stringify(c.json ? r : r.item, null, 2));
     return 0;
   }
@@ -111,7 +114,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
       const unset = str('unset')?.split(',').map((f) => f.trim()).filter((f) => f !== '');
       choice = { fields, ...(unset === undefined ? {} : { unset }) };
     }
-    const r = valueOf(decodeConflictResolveReply(await ask(c, c.s.conflictsApi('resolve'), { id, choice }, operatorAuth(c, 'resolve a conflict'))));
+    const r = valueOf(decodeConflictResolveReply(await ask(c, c.s.conflictsApi('resolve'), { id, choice }, 'resolve a conflict')));
     if (c.json) return c.io.out(JSON.stringify(r, null, 2)), 0;
     c.io.out(`conflict ${r.item.id} ${r.item.status}: resolution change ${r.change.changeId} logged at seq ${r.change.seq}`);
     return 0;
@@ -123,7 +126,7 @@ async function critical(c: Ctx, verb: string | undefined, args: readonly string[
   const str = (k: string) => stringOption(v, k);
   if (verb === 'list') {
     const body = { ...(str('state') === undefined ? {} : { state: str('state') }), ...(str('limit') === undefined ? {} : { limit: positiveInt('--limit', str('limit')) }) };
-    const r = valueOf(decodeCriticalListReply(await ask(c, c.s.criticalApi('list'), body)));
+    const r = valueOf(decodeCriticalListReply(await ask(c, c.s.criticalApi('list'), body, 'list critical operations')));
     if (c.json) return c.io.out(JSON.stringify(r, null, 2)), 0;
     for (const t of r.transactions) printTx(t, c.io);
     if (r.transactions.length === 0) c.io.out('no critical operations');
@@ -131,7 +134,7 @@ async function critical(c: Ctx, verb: string | undefined, args: readonly string[
   }
   if (verb === 'show') {
     const txid = args[0] ?? usage('expected <txid>');
-    const r = valueOf(decodeCriticalTxReply(await ask(c, c.s.criticalApi('show'), { txid })));
+    const r = valueOf(decodeCriticalTxReply(await ask(c, c.s.criticalApi('show'), { txid }, 'show a critical operation')));
     c.io.out(JSON.stringify(c.json ? r : r.transaction, null, 2));
     return 0;
   }
@@ -158,14 +161,14 @@ async function critical(c: Ctx, verb: string | undefined, args: readonly string[
     if (!parsed.success) usage('--vote-timeout: expected a duration such as 500ms or 10s, between 100ms and 120s');
     voteTimeoutMs = parsed.data;
   }
-  const auth = operatorAuth(c, 'begin a critical operation');
+  operatorAuth(c, 'begin a critical operation'); // refused here, before the long wait below, when no token is set
   const body = { operation, agents, ...(voteTimeoutMs === undefined ? {} : { voteTimeoutMs }) };
   // `begin` answers once decided and phase 2 was tried: the vote timeout (the service's default is
   // 10 s), then up to 5 s per round of 64 hosts. Wait for that, however short FLEET_OPERATOR_TIMEOUT is.
   const waitMs = Math.max(c.config.timeout, (voteTimeoutMs ?? 10_000) + Math.ceil(agents.length / 64) * 5000 + 15_000);
   let reply: Uint8Array;
   try {
-    reply = await ask(c, c.s.criticalApi('begin'), body, auth, waitMs);
+    reply = await ask(c, c.s.criticalApi('begin'), body, 'begin a critical operation', waitMs);
   } catch (e) {
     if (!isFleetError(e) || e.code !== 'FLEET_INFRA_001') throw e;
     throw new FleetError('FLEET_INFRA_001', `${e.message}; if the coordinator received it, the operation may still complete: look for it with fleetctl critical list`, { cause: e });
@@ -255,7 +258,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     if (isFleetError(e)) {
       const remote = e.details?.['remoteCode'];
       const code = typeof remote === 'string' ? remote : e.code;
-      io.err(`fleetctl: ${code} ${e.message}`);
+      // The service refused the token fleetctl sent: say which one that was.
+      const hint = typeof remote === 'string' && remote === 'FLEET_AUTH_004' ? ' (fleetctl sends FLEET_OPERATOR_TOKEN: it must be the token the service is configured with)' : '';
+      io.err(`fleetctl: ${code} ${e.message}${hint}`);
       return EXIT[code as ErrorCode] ?? 1;
     }
     io.err(`fleetctl: FLEET_INTERNAL_001 internal error: ${e instanceof Error ? e.message : String(e)}`);

@@ -2,7 +2,7 @@
  * version-vector's configuration: every option declared once. Variables are
  * `FLEET_VERSIONVECTOR_<NAME>`, then the shared fallback named in the table (`--help`).
  */
-import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption, strategyConfigOptions, serviceOptions } from '@fleet/config';
+import { databaseUrlOption, defineConfig, envDuration, envInt, logLevelOption, namespaceOption, natsUrlOption, operatorTokenOption, strategyConfigOptions, serviceOptions } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const versionVectorConfig = defineConfig({
@@ -14,6 +14,7 @@ export const versionVectorConfig = defineConfig({
     logLevel: logLevelOption(),
     ...serviceOptions({ httpPort: '3000', dbPool: '4' }),
     ...strategyConfigOptions(),
+    operatorToken: operatorTokenOption('status and verify (NATS `admin.status.version-vector`, `admin.verify.version-vector`)'),
     stateCache: {
       env: 'STATE_CACHE',
       schema: envInt({ min: 0, max: 1_000_000 }),

@@ -10,7 +10,7 @@ import type { StrategyConfig } from '@fleet/sync-core';
 import { appendedController } from './appended.controller';
 import { ClassifyProcessor } from './classify.processor';
 import { LogSweeper } from './log-sweeper';
-import { verifyController, versionVectorStatusFacts } from './operator';
+import { verifyController, versionVectorOperatorCheck, versionVectorStatusFacts } from './operator';
 import type { VersionVectorConfig } from './config';
 import { STRATEGY_CONFIG, VERSION_VECTOR_CONFIG } from './tokens';
 
@@ -32,7 +32,7 @@ export class VersionVectorModule {
           }),
         }),
       ],
-      controllers: [appendedController(config), verifyController(config, strategies), operatorStatusController('version-vector', config.namespace, s.queueGroups.versionVector)],
+      controllers: [appendedController(config), verifyController(config, strategies), operatorStatusController('version-vector', config.namespace, s.queueGroups.versionVector, versionVectorOperatorCheck(config))],
       providers: [
         { provide: STATUS_FACTS, inject: [DataSource], useFactory: (ds: DataSource) => () => versionVectorStatusFacts(ds) },
         {

@@ -28,11 +28,14 @@ export const ErrorCodes = {
    */
   FLEET_AUTH_003: { name: 'ForeignWrite', retryable: false, message: 'scope is not writable by this agent' },
   /**
-   * An operator request that changes something came without the operator token, or with a wrong one:
-   * `critical begin`, dead-letter `replay` and `discard` (change-log), a conflict resolution or a record
-   * write (conflict-resolver); or the service has no token configured, and then refuses every such
-   * request. Send `Authorization: Bearer <token>` (HTTP, or the same header on the NATS request) with
-   * the value of the service's `FLEET_<SERVICE>_OPERATOR_TOKEN` (or the shared `FLEET_OPERATOR_TOKEN`).
+   * An operator request came without the operator token, or with a wrong one. Every operator request
+   * needs it, reads as well as changes: the conflict log and record writes (conflict-resolver),
+   * critical operations, dead letters and agents (change-log), group memberships, pull facts and fleet
+   * health (delta-calculator), `status` and `verify` (every service); or the service has no token
+   * configured, and then refuses every such request. Send `Authorization: Bearer <token>` (HTTP, or the
+   * same header on the NATS request) with the value of the service's `FLEET_<SERVICE>_OPERATOR_TOKEN`
+   * (or the shared `FLEET_OPERATOR_TOKEN`); fleetctl sends its `FLEET_OPERATOR_TOKEN` (exit 77). The
+   * probes, the metrics and the agents' own requests need no token.
    */
   FLEET_AUTH_004: { name: 'OperatorUnauthorized', retryable: false, message: 'operator token missing or wrong' },
   /**

@@ -418,7 +418,7 @@ function dropSlot(url: string, slot: string): Promise<void> {
   });
 }
 
-/** An operator's HTTP request: JSON in and out, with the harness's operator token (reads ignore it). */
+/** An operator's HTTP request: JSON in and out, with the harness's operator token (every operator request needs it, reads too). */
 export async function httpJson(method: string, url: string, body?: unknown): Promise<unknown> {
   const r = await fetch(url, {
     method,

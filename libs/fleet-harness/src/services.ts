@@ -17,7 +17,7 @@ import { eventually, freePort } from './util';
 
 export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 
-/** The operator token the harness's change-log runs with, and the harness's operator sends. */
+/** The operator token the harness's services run with, and the harness's operator sends (every operator request needs it). */
 export const HARNESS_OPERATOR_TOKEN = 'fleet-harness-operator-token';
 
 /** The coordinator's signing key pair of the harness: change-log signs with it, the harness's agents check. */
@@ -102,9 +102,9 @@ export class ServiceProcess {
     if (this.name === 'delta-calculator') e['FLEET_DELTA_PROJECT_EVERY'] = '250ms';
     // Every service that computes views (all but the change log) runs with the deployment's strategies.
     if (this.name !== 'change-log') e[`${p}STRATEGIES`] = JSON.stringify(this.spec.strategies);
-    // The operator token (a deployment keeps it in a Secret): critical operations and dead letters
-    // (change-log), conflict resolutions and record writes (conflict-resolver).
-    if (this.name === 'change-log' || this.name === 'conflict-resolver') e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
+    // The operator token (a deployment keeps it in a Secret): every service's operator requests, reads
+    // as well as changes (conflicts, records, critical operations, dead letters, groups, status, verify).
+    e[`${p}OPERATOR_TOKEN`] = HARNESS_OPERATOR_TOKEN;
     if (this.name === 'change-log') {
       const keyFile = join(this.spec.logDir, 'coordinator.key');
       if (!existsSync(keyFile)) writeFileSync(keyFile, HARNESS_COORDINATOR_KEYS.privateKey, { mode: 0o600 });

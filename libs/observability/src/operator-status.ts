@@ -2,7 +2,8 @@ import { hostname } from 'node:os';
 import { Controller, Inject } from '@nestjs/common';
 import type { Type } from '@nestjs/common';
 import { Payload } from '@nestjs/microservices';
-import { decodeStatusRequest, errorReply, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import type { OperatorCheck } from '@fleet/config';
+import { decodeStatusRequest, errorReply, Headers, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { ServerService, StatusFacts, StatusResponse } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { NatsRequest } from '@fleet/messaging';
@@ -21,8 +22,10 @@ export const STATUS_FACTS_TIMEOUT_MS = 5000;
  * `GET /health/ready`) and the service's own figures. An answer at all says the service is reachable
  * over NATS; a failure to read the figures is reported in the answer (`factsError`), not as an error
  * reply, so the operator still sees readiness. The app supplies `STATUS_FACTS` and imports `HealthModule`.
+ * Like every operator request it needs the operator token (`authorize`, the service's `operatorCheck`):
+ * refused with an error reply FLEET_AUTH_004 otherwise. The probes (`/health/*`) stay open.
  */
-export function operatorStatusController(service: ServerService, namespace: string, queueGroup: string): Type<unknown> {
+export function operatorStatusController(service: ServerService, namespace: string, queueGroup: string, authorize: OperatorCheck): Type<unknown> {
   const s = subjects(namespace);
   const instance = `${hostname()}:${process.pid}`.slice(0, 256);
 
@@ -36,6 +39,7 @@ export function operatorStatusController(service: ServerService, namespace: stri
     @NatsRequest(s.statusApi(service), queueGroup)
     async status(@Payload() req: InboundRequest): Promise<unknown> {
       try {
+        authorize(req.header(Headers.Authorization), 'status');
         decodeStatusRequest(req.data);
       } catch (e) {
         return errorReply(e);
