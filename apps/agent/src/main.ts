@@ -208,7 +208,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     namespace: config.namespace,
     scopes: config.scopes,
     strategy: config.strategyConfig,
-    ...(config.credentialsFile === undefined ? {} : { credentials: readFileSync(config.credentialsFile, 'utf8') }),
+    ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }),
     ...(config.coordinatorKeyFile === undefined ? {} : { coordinatorKey: readCoordinatorKey(config.coordinatorKeyFile) }),
     wire: (direction, message, bytes) => meter.wire(direction, message, bytes),
     onReport: (r) => {

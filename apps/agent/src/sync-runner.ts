@@ -6,7 +6,7 @@
  * `agent run` calls `startSync(store, config)` once the store is open, and awaits `done` before
  * closing the store.
  */
-import { CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import { agentConnectOptions, CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import type { CriticalReport, CriticalStore, SyncManagerOptions, SyncStore, VerifyTarget, WireMeter } from '@fleet/agent-sync';
 import { DEFAULT_NAMESPACE } from '@fleet/contracts';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -14,8 +14,8 @@ import type { StrategyConfig } from '@fleet/sync-core';
 export interface AgentSyncConfig {
   /** `nats://host:port` (several for a cluster). */
   readonly servers: string | readonly string[];
-  /** Contents of this agent's `.creds` file, when the server requires them. */
-  readonly credentials?: string;
+  /** This agent's `.creds` file, when the server requires credentials (docs/nats-credentials.md). */
+  readonly credentialsFile?: string;
   /** Subject namespace (default `sync`). */
   readonly namespace?: string;
   /** The scopes this agent holds and pulls (its host scope, `fleet`, its groups'). */
@@ -43,7 +43,7 @@ export interface RunningSync {
 /** The sync manager and the critical-operation participant (two-phase commit) over one NATS connection. */
 export function startSync(store: SyncStore & CriticalStore, config: AgentSyncConfig): RunningSync {
   const nats = new NatsSyncTransport(
-    { servers: config.servers, name: `agent-${store.agentId}`, ...(config.credentials === undefined ? {} : { credentials: config.credentials }) },
+    agentConnectOptions({ servers: config.servers, agentId: store.agentId, credentialsFile: config.credentialsFile }),
     config.namespace,
   );
   const transport = config.wire === undefined ? nats : new MeteredTransport(nats, config.wire, config.namespace ?? DEFAULT_NAMESPACE);

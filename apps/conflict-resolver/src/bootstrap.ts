@@ -23,7 +23,7 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
   const logger = new Logger('conflict-resolver');
   const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
   const transport = new JetStreamServer({
-    connection: { servers: config.natsUrl, name: 'conflict-resolver' },
+    connection: { servers: config.natsUrl, name: 'conflict-resolver', ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }) },
     subjects: s,
     streams: conflictResolverStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },

@@ -19,7 +19,7 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
   const s = subjects(config.namespace);
   const logger = new Logger('delta-calculator');
   const transport = new JetStreamServer({
-    connection: { servers: config.natsUrl, name: 'delta-calculator' },
+    connection: { servers: config.natsUrl, name: 'delta-calculator', ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }) },
     subjects: s,
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },

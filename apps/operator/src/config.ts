@@ -19,6 +19,12 @@ export const operatorConfig = defineConfig({
       description:
         "the operator token (the services' FLEET_OPERATOR_TOKEN, or their FLEET_<SERVICE>_OPERATOR_TOKEN): sent with every command, reads (status, agents, verify, listings) as well as changes; without it every command exits 77",
     },
+    natsDir: {
+      env: 'NATS_DIR',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description: '`fleetctl nats`: the NATS authority directory (operator and account keys, nats-auth.conf, issued credentials; docs/nats-credentials.md). Keep it private',
+    },
     timeout: {
       env: 'TIMEOUT',
       schema: envDuration({ min: 1000, max: 600_000 }),

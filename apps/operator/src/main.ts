@@ -31,6 +31,7 @@ import { ask, operatorAuth, positiveInt, stringOption, usage, UsageError, valueO
 import type { Ctx, Io, Options } from './cli';
 import { operatorConfig } from './config';
 import { agents, replay, status, verify } from './fleet';
+import { natsCommand } from './nats-credentials';
 
 export type { Io } from './cli';
 
@@ -58,9 +59,14 @@ commands:
   critical show <txid>
   critical certificate <name> --pem-file <file> --not-after <iso date> --agents a,b,... [--vote-timeout 10s]
   critical credential <name> --user <user> --hash <crypt hash> --agents a,b,... [--vote-timeout 10s]
+  nats init [--dir <dir>]                 make the NATS authority: operator, accounts, nats-auth.conf, service.creds
+  nats agent <agent id>... [--dir <dir>]  issue each host its own credentials (its subjects only)
+  nats revoke <agent id>... [--dir <dir>] revoke a host's credentials (then reload nats-server)
+  nats agents [--dir <dir>]               the hosts credentials were issued to
+      (no NATS connection: works on the authority directory, --dir or FLEET_OPERATOR_NATS_DIR; docs/nats-credentials.md)
 
-Every command needs the operator token (FLEET_OPERATOR_TOKEN), reads as well as changes: without it,
-or when a service refuses it, fleetctl exits 77 (FLEET_AUTH_004).
+Every command but nats needs the operator token (FLEET_OPERATOR_TOKEN), reads as well as changes: without
+it, or when a service refuses it, fleetctl exits 77 (FLEET_AUTH_004).
 
 options: --json (print the service's reply as JSON), --help`;
 
@@ -211,6 +217,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
           'min-health-score': { type: 'string' },
           worst: { type: 'string' },
           'max-diffs': { type: 'string' },
+          dir: { type: 'string' },
         },
       });
     } catch (e) {
@@ -224,13 +231,18 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       io.out(describeConfig(operatorConfig));
       return area === undefined && values.help !== true ? 64 : 0;
     }
-    const AREAS = ['status', 'agents', 'verify', 'replay', 'conflicts', 'critical'];
+    const AREAS = ['status', 'agents', 'verify', 'replay', 'conflicts', 'critical', 'nats'];
     if (!AREAS.includes(area)) usage(`unknown command ${JSON.stringify(area)}`);
     const config = loadConfig(operatorConfig, env);
+    if (area === 'nats') {
+      // Works on the authority directory only: no NATS connection, no operator token.
+      const dir = stringOption(values, 'dir') ?? config.natsDir ?? usage('nats: name the authority directory (--dir or FLEET_OPERATOR_NATS_DIR)');
+      return await natsCommand(verb, args, { dir, namespace: config.namespace, out: (line) => io.out(line) });
+    }
     const s = subjects(config.namespace);
     bus = await Messaging.connect(
       // A command line fails at once when NATS is not there, rather than wait for it like a service.
-      { servers: config.natsUrl, name: 'fleetctl', waitOnFirstConnect: false, ...(config.credentialsFile === undefined ? {} : { credentials: readFileSync(config.credentialsFile, 'utf8') }) },
+      { servers: config.natsUrl, name: 'fleetctl', waitOnFirstConnect: false, ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }) },
       s,
     ).catch((e: unknown) => {
       throw new FleetError('FLEET_INFRA_001', `NATS ${config.natsUrl.join(',')}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });

@@ -7,7 +7,7 @@
  */
 import { connectNats, NatsPublisher } from '@fleet/messaging';
 import type { NatsConnectOptions } from '@fleet/messaging';
-import { subjects } from '@fleet/contracts';
+import { agentInboxPrefix, subjects } from '@fleet/contracts';
 import type { Msg, NatsConnection } from '@nats-io/nats-core';
 
 interface Sub {
@@ -34,6 +34,19 @@ export interface SyncTransport {
   /** The server's `max_payload`, when connected. */
   maxPayload(): number | undefined;
   close(): Promise<void>;
+}
+
+/**
+ * An agent's NATS connection options: named `agent-<id>`, replies under its own inbox prefix (its NATS
+ * permissions allow only that one: contracts' `agentNatsPermissions`), with its credentials file.
+ */
+export function agentConnectOptions(o: { readonly servers: string | readonly string[]; readonly agentId: string; readonly credentialsFile?: string | undefined }): NatsConnectOptions {
+  return {
+    servers: o.servers,
+    name: `agent-${o.agentId}`,
+    inboxPrefix: agentInboxPrefix(o.agentId),
+    ...(o.credentialsFile === undefined ? {} : { credentialsFile: o.credentialsFile }),
+  };
 }
 
 /** `SyncTransport` over `@fleet/messaging`: reconnects forever, including the first connect. */

@@ -22,13 +22,17 @@ export function natsUrlOption(o: Overrides = {}) {
   } as const satisfies OptionSpec;
 }
 
-/** A NATS credentials file (`.creds`: JWT and nkey seed), for a client whose server requires them. */
-export function natsCredsFileOption(who: string) {
+/**
+ * A NATS credentials file (`.creds`: user JWT and nkey seed, `fleetctl nats ...`:
+ * docs/nats-credentials.md), for a client whose server requires them. Read at every (re)connect.
+ */
+export function natsCredsFileOption(who: string, fallback: readonly string[] = []) {
   return {
     env: 'CREDS_FILE',
     schema: envString({ min: 1 }),
     optional: true,
     description: `${who} NATS credentials file (.creds), when the server requires them`,
+    fallback,
   } as const satisfies OptionSpec;
 }
 
@@ -109,6 +113,7 @@ export function serviceOptions(o: { readonly httpPort: string; readonly dbPool?:
       description: 'JetStream replicas of the streams this service declares; at most the number of NATS servers',
       fallback: ['FLEET_STREAM_REPLICAS'],
     },
+    natsCredsFile: natsCredsFileOption("the service's", ['FLEET_NATS_CREDS_FILE']),
     dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: o.dbPool ?? '4', description: o.dbPoolDescription ?? 'PostgreSQL pool size' },
     shutdownTimeout: {
       env: 'SHUTDOWN_TIMEOUT',

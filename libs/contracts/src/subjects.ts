@@ -150,3 +150,36 @@ export function subjects(ns: string = DEFAULT_NAMESPACE) {
 }
 
 export type Subjects = ReturnType<typeof subjects>;
+
+/**
+ * The inbox prefix of an agent's connection: replies to its requests (pulls, Merkle, JetStream PubAcks)
+ * come back under it, so its NATS permissions can let it read its own replies and no one else's
+ * (`_INBOX.>` would let any agent read every reply).
+ */
+export function agentInboxPrefix(agentId: string): string {
+  return `_INBOX_${token('agent id', agentId)}`;
+}
+
+/** NATS publish/subscribe permissions, as a user JWT or a server `authorization` block states them. */
+export interface NatsPermissions {
+  readonly pub: { readonly allow: readonly string[] };
+  readonly sub: { readonly allow: readonly string[] };
+  /** Publishing one reply to each request it receives (the coordinator's prepare and decision). */
+  readonly allowResponses: boolean;
+}
+
+/**
+ * What one agent may do on NATS, and nothing more: publish to its own push, pull, pull-keys, origin,
+ * Merkle and critical-status subjects; receive its own nudges, the coordinator's messages for it, and
+ * replies in its own inbox; answer the requests it receives. Never a wildcard over agent ids, so an
+ * agent cannot push as another, read another's replies or vote for it (the change log's origin check
+ * is the second line: docs/nats-credentials.md).
+ */
+export function agentNatsPermissions(ns: string, agentId: string): NatsPermissions {
+  const s = subjects(ns);
+  return {
+    pub: { allow: [s.push(agentId), s.pull(agentId), s.pullKeys(agentId), s.origin(agentId), s.merkle(agentId), s.tpcStatus(agentId)] },
+    sub: { allow: [s.notify(agentId), s.tpcAgent(agentId), `${agentInboxPrefix(agentId)}.>`] },
+    allowResponses: true,
+  };
+}

@@ -352,7 +352,12 @@ export class DeltaStore {
       for (const r of rows) out.add(r.agent_id);
     }
     if (fleet) {
-      const rows = (await this.ds.query(`select origin as agent_id from origin_progress where origin <> 'server' union select agent_id from agent_groups`)) as { agent_id: string }[];
+      // Every agent the server knows: those that wrote, those in a group, and those that pulled (a
+      // new host that has written nothing yet holds the fleet scope too; its pull facts are written
+      // within FLEET_DELTACALCULATOR_PULL_FACTS_EVERY of its first pull).
+      const rows = (await this.ds.query(
+        `select origin as agent_id from origin_progress where origin <> 'server' union select agent_id from agent_groups union select agent_id from agent_pulls`,
+      )) as { agent_id: string }[];
       for (const r of rows) out.add(r.agent_id);
     }
     return [...out].sort();

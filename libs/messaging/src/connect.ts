@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { connect, credsAuthenticator, type NatsConnection } from '@nats-io/transport-node';
 import type { NodeConnectionOptions } from '@nats-io/transport-node';
 import { FleetError } from '@fleet/errors';
@@ -7,8 +8,13 @@ export interface NatsConnectOptions {
   readonly servers: string | readonly string[];
   /** Client name shown by the server (`nats server report connections`): the service or agent id. */
   readonly name: string;
-  /** Contents of a `.creds` file (JWT + nkey seed): each agent has its own. */
-  readonly credentials?: string;
+  /**
+   * A `.creds` file (user JWT + nkey seed; each agent has its own: docs/nats-credentials.md). Read at
+   * every (re)connect, so credentials replaced on disk are used from the next reconnect.
+   */
+  readonly credentialsFile?: string;
+  /** Replies to this connection's requests come back under `<prefix>.`; an agent's permissions allow only its own. */
+  readonly inboxPrefix?: string;
   readonly user?: string;
   readonly pass?: string;
   readonly token?: string;
@@ -43,8 +49,20 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsConn
     maxPingOut: 2,
     waitOnFirstConnect: options.waitOnFirstConnect ?? true,
     timeout: options.timeoutMs ?? 5000,
+    // Keep trying after the server refuses the credentials twice: the file is read again at every
+    // attempt, so a host whose credentials are replaced (or re-admitted) reconnects without a restart.
+    ignoreAuthErrorAbort: true,
   };
-  if (options.credentials !== undefined) opts.authenticator = credsAuthenticator(new TextEncoder().encode(options.credentials));
+  const creds = options.credentialsFile;
+  if (creds !== undefined) {
+    try {
+      readFileSync(creds); // fail now, with the path, rather than at the first connect attempt
+    } catch (e) {
+      throw new FleetError('FLEET_CONFIG_001', `NATS credentials file ${creds}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    opts.authenticator = credsAuthenticator(() => new Uint8Array(readFileSync(creds)));
+  }
+  if (options.inboxPrefix !== undefined) opts.inboxPrefix = options.inboxPrefix;
   if (options.user !== undefined) opts.user = options.user;
   if (options.pass !== undefined) opts.pass = options.pass;
   if (options.token !== undefined) opts.token = options.token;

@@ -4,7 +4,7 @@
  * `nats-server -js` on a spare port for tests that kill and restart it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,16 +73,28 @@ export async function freePort(): Promise<number> {
 export class PrivateNatsServer {
   private proc: ChildProcess | undefined;
   readonly storeDir: string;
+  /** With `include`: the server runs from `nats-server.conf` here (JetStream in it too, so that a reload keeps it). */
+  private readonly confDir: string | undefined;
 
   private constructor(
     readonly port: number,
     readonly monitorPort: number,
+    include: string | undefined,
   ) {
     this.storeDir = mkdtempSync(join(tmpdir(), 'fleet-nats-'));
+    if (include !== undefined) {
+      this.confDir = mkdtempSync(join(tmpdir(), 'fleet-nats-conf-'));
+      writeFileSync(join(this.confDir, 'included.conf'), include);
+      writeFileSync(
+        join(this.confDir, 'nats-server.conf'),
+        `listen: 127.0.0.1:${port}\nhttp: 127.0.0.1:${monitorPort}\njetstream { store_dir: ${JSON.stringify(this.storeDir)} }\ninclude ./included.conf\n`,
+      );
+    }
   }
 
-  static async start(): Promise<PrivateNatsServer> {
-    const s = new PrivateNatsServer(await freePort(), await freePort());
+  /** `include`: nats-server configuration to add (e.g. the `nats-auth.conf` of `fleetctl nats init`). */
+  static async start(options: { readonly include?: string } = {}): Promise<PrivateNatsServer> {
+    const s = new PrivateNatsServer(await freePort(), await freePort(), options.include);
     await s.startProcess();
     return s;
   }
@@ -93,8 +105,19 @@ export class PrivateNatsServer {
 
   async startProcess(): Promise<void> {
     const bin = process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server';
-    this.proc = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-m', String(this.monitorPort), '-sd', this.storeDir], { stdio: 'ignore' });
+    const args =
+      this.confDir === undefined
+        ? ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-m', String(this.monitorPort), '-sd', this.storeDir]
+        : ['-c', join(this.confDir, 'nats-server.conf')];
+    this.proc = spawn(bin, args, { stdio: 'ignore' });
     await eventually(() => canConnect(this.port), 15_000, `nats-server on ${this.port}`);
+  }
+
+  /** Replaces the included configuration and reloads it (SIGHUP), as an operator does after `fleetctl nats revoke`. */
+  reload(include: string): void {
+    if (this.confDir === undefined) throw new TypeError('reload: this server was started without an included configuration');
+    writeFileSync(join(this.confDir, 'included.conf'), include);
+    this.proc?.kill('SIGHUP');
   }
 
   /** SIGKILL: no clean shutdown, as in a crash. */
@@ -123,6 +146,7 @@ export class PrivateNatsServer {
   async stop(): Promise<void> {
     await this.kill();
     if (!process.env['FLEET_KEEP_NATS_STORE']) rmSync(this.storeDir, { recursive: true, force: true });
+    if (this.confDir !== undefined) rmSync(this.confDir, { recursive: true, force: true });
   }
 }
 
