@@ -13,13 +13,13 @@ import { Payload } from '@nestjs/microservices';
 import { operatorCheck } from '@fleet/config';
 import type { OperatorCheck } from '@fleet/config';
 import { DataSource } from 'typeorm';
-import { answerRequest, decodeAgentGroupsRequest, decodeAgentSyncRequest, decodeFleetHealthRequest, Headers, PROTOCOL_VERSION, SERVER_ORIGIN, subjects } from '@fleet/contracts';
+import { answerRequest, decodeAgentGroupsRequest, decodeAgentSyncRequest, decodeFleetHealthRequest, HEALTH_REPORT_PROTOCOL_VERSION, Headers, PROTOCOL_VERSION, SERVER_ORIGIN, subjects } from '@fleet/contracts';
 import type { AgentSync, AgentSyncResponse, FleetHealthResponse, StatusFacts } from '@fleet/contracts';
-import { DeltaStore, PullFacts, readAgentPulls, readAllAgentPulls, readRecordStatesCursor } from '@fleet/delta';
+import { DeltaStore, PullFacts, pushReportOf, readAgentPulls, readAllAgentPulls, readRecordStatesCursor } from '@fleet/delta';
 import type { AgentPullRow } from '@fleet/delta';
 import { NatsRequest } from '@fleet/messaging';
 import type { InboundRequest } from '@fleet/messaging';
-import { fleetHealth, serverSyncHealth, worstAgents } from '@fleet/observability';
+import { currentPushReport, fleetHealth, serverSyncHealth, worstAgents } from '@fleet/observability';
 import { logHorizon, projectionProgress, stateVerifyController } from '@fleet/server-store';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
@@ -31,9 +31,14 @@ export async function deltaStatusFacts(ds: DataSource): Promise<StatusFacts> {
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
-/** An agent's stored facts as the operator API shows them, scored at `nowMs` (this replica's clock, as the facts are). */
-export function agentSyncView(r: AgentPullRow, nowMs: number): AgentSync {
-  const health = serverSyncHealth({ caughtUpAt: r.caughtUpAt, firstPulledAt: r.firstPulledAt, verifyDiffs: r.verifyDiffs }, nowMs);
+/**
+ * An agent's stored facts as the operator API shows them, scored at `nowMs` (this replica's clock, as the
+ * facts are), in the `protocol` the request was written at: its push-side report (`push`) only at 2.
+ */
+export function agentSyncView(r: AgentPullRow, nowMs: number, protocol: number = PROTOCOL_VERSION): AgentSync {
+  const push = pushReportOf(r);
+  const facts = { caughtUpAt: r.caughtUpAt, firstPulledAt: r.firstPulledAt, verifyDiffs: r.verifyDiffs, pulledAt: r.pulledAt, push };
+  const health = serverSyncHealth(facts, nowMs);
   return {
     agentId: r.agentId,
     firstPullAt: iso(r.firstPulledAt),
@@ -48,6 +53,9 @@ export function agentSyncView(r: AgentPullRow, nowMs: number): AgentSync {
     verifyDifferences: r.verifyDiffs,
     lastPushAt: iso(r.lastPushAt),
     health: { score: health.score, status: health.status, reasons: health.reasons.slice(0, 16) },
+    ...(protocol < HEALTH_REPORT_PROTOCOL_VERSION
+      ? {}
+      : { push: push === null ? null : { reportedAt: new Date(push.at).toISOString(), outbox: push.outbox, oldestUnsentAgeMs: push.oldestUnsentAgeMs, retryQueue: push.retryQueue, failedPushes: push.failedPushes, stale: currentPushReport(facts) === undefined } }),
   };
 }
 
@@ -81,11 +89,12 @@ export function deltaOperatorController(config: DeltaConfig, now: () => number =
     agents(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async (): Promise<AgentSyncResponse> => {
         authorize(req, 'agent sync');
-        const { agentIds } = decodeAgentSyncRequest(req.data);
+        const { protocol, agentIds } = decodeAgentSyncRequest(req.data);
         await this.facts.flush().catch(() => undefined);
         const rows = await readAgentPulls(this.ds, agentIds);
         const at = now();
-        return { protocol: PROTOCOL_VERSION, at: new Date(at).toISOString(), agents: Object.fromEntries(rows.map((r) => [r.agentId, agentSyncView(r, at)])) };
+        // Answered in the version asked in (an older fleetctl reads no `push`).
+        return { protocol, at: new Date(at).toISOString(), agents: Object.fromEntries(rows.map((r) => [r.agentId, agentSyncView(r, at, protocol)])) };
       });
     }
 
@@ -93,13 +102,13 @@ export function deltaOperatorController(config: DeltaConfig, now: () => number =
     health(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async (): Promise<FleetHealthResponse> => {
         authorize(req, 'fleet health');
-        const { worst } = decodeFleetHealthRequest(req.data);
+        const { protocol, worst } = decodeFleetHealthRequest(req.data);
         await this.facts.flush().catch(() => undefined);
         const at = now();
-        const views = (await readAllAgentPulls(this.ds, SERVER_ORIGIN)).map((r) => agentSyncView(r, at));
+        const views = (await readAllAgentPulls(this.ds, SERVER_ORIGIN)).map((r) => agentSyncView(r, at, protocol));
         const fleet = fleetHealth(views.map((v) => v.health));
         return {
-          protocol: PROTOCOL_VERSION,
+          protocol,
           at: new Date(at).toISOString(),
           score: fleet.score,
           status: fleet.status,

@@ -13,9 +13,11 @@ import {
   decodeDeadLettersListReply,
   decodeStatusReply,
   decodeVerifyReply,
+  HEALTH_REPORT_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
   SERVER_SERVICES,
 } from '@fleet/contracts';
-import type { AgentProgress, AgentSync, DeadLetterActionResult, FleetHealthResponse, DeadLetterItem, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
+import type { AgentProgress, AgentSync, DeadLetterActionResult, FleetHealthResponse, DeadLetterItem, Reply, ServerService, StatusResponse, VerifyCheck, VerifyResponse } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import { ask, codeOf, durationOption, nonNegativeInt, operatorAuth, positiveInt, stringOption, table, usage, valueOf } from './cli';
 import type { Ctx, Options } from './cli';
@@ -26,6 +28,23 @@ export const EXIT_UNAVAILABLE = 69;
 export const EXIT_REFUSED = 77;
 
 const describeError = (e: unknown): string => (isFleetError(e) ? `${typeof e.details?.['remoteCode'] === 'string' ? e.details['remoteCode'] : e.code} ${e.message}` : e instanceof Error ? e.message : String(e));
+
+/**
+ * A sync-health question asked at protocol 2, whose answer carries each agent's push side (`push`), and
+ * asked again at 1 when the service is older and refuses 2 (FLEET_DECODE_003): it then answers without it.
+ */
+export async function askWithPush<T>(send: (protocol: number) => Promise<Uint8Array>, decode: (bytes: Uint8Array) => Reply<T>): Promise<T> {
+  const first = decode(await send(HEALTH_REPORT_PROTOCOL_VERSION));
+  return valueOf(!first.ok && first.error.code === 'FLEET_DECODE_003' ? decode(await send(PROTOCOL_VERSION)) : first);
+}
+
+/** An agent's push side as its pulls last reported it (`not reported`: an agent of protocol 1, or an older delta-calculator). */
+function pushText(a: AgentSync): string {
+  const p = a.push;
+  if (p === undefined || p === null) return 'not reported';
+  const waiting = p.outbox === 0 ? 'outbox empty' : `outbox ${p.outbox} (oldest unsent ${seconds(p.oldestUnsentAgeMs / 1000)}, ${p.retryQueue} waiting for a retry)`;
+  return `${waiting}, ${p.failedPushes} failed push(es) in a row${p.stale ? ', stale: later pulls reported none, not scored' : ''}`;
+}
 
 // --- status -------------------------------------------------------------------------------------------
 
@@ -60,8 +79,7 @@ export async function status(c: Ctx, args: readonly string[], v: Options): Promi
     ),
     // The fleet's sync-health score (delta-calculator, from the agents' pulls and verifications).
     // valueOf in its own step: an error reply (a refused token, say) lands in the handler below.
-    ask(c, c.s.fleetHealthApi, { worst }, action, timeoutMs)
-      .then((b) => valueOf(decodeFleetHealthReply(b)))
+    askWithPush((protocol) => ask(c, c.s.fleetHealthApi, { protocol, worst }, action, timeoutMs), decodeFleetHealthReply)
       .then(
         (value) => ({ ok: true as const, value }),
         (e: unknown) => ({ ok: false as const, error: describeError(e), code: codeOf(e) }),
@@ -152,7 +170,11 @@ function printFleetHealth(c: Ctx, h: FleetHealthResponse): void {
   const shown = h.worst.filter((a) => a.health.score < 100 || a.health.status !== 'healthy');
   if (shown.length === 0) return;
   c.io.out('worst agents:');
-  for (const a of shown) c.io.out(`  ${a.agentId}  ${a.health.score} ${a.health.status}  last pull ${a.lastPullAt ?? 'never'}${a.health.reasons.length > 0 ? `  ${a.health.reasons[0]}` : ''}`);
+  for (const a of shown) {
+    // The push side only when something waits or fails (an idle host's empty outbox says nothing).
+    const push = a.push !== undefined && a.push !== null && (a.push.outbox > 0 || a.push.failedPushes > 0) ? `  ${pushText(a)}` : '';
+    c.io.out(`  ${a.agentId}  ${a.health.score} ${a.health.status}  last pull ${a.lastPullAt ?? 'never'}${push}${a.health.reasons.length > 0 ? `  ${a.health.reasons[0]}` : ''}`);
+  }
 }
 
 // --- agents -------------------------------------------------------------------------------------------
@@ -161,7 +183,7 @@ function printFleetHealth(c: Ctx, h: FleetHealthResponse): void {
 async function syncOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, AgentSync> | undefined> {
   if (agentIds.length === 0) return {};
   try {
-    return valueOf(decodeAgentSyncReply(await ask(c, c.s.agentSyncApi, { agentIds }, 'read pulls and sync health'))).agents;
+    return (await askWithPush((protocol) => ask(c, c.s.agentSyncApi, { protocol, agentIds }, 'read pulls and sync health'), decodeAgentSyncReply)).agents;
   } catch (e) {
     c.io.err(`fleetctl: warning: pulls and sync health unavailable (delta-calculator: ${describeError(e)})`);
     return undefined;
@@ -169,6 +191,15 @@ async function syncOf(c: Ctx, agentIds: readonly string[]): Promise<Record<strin
 }
 
 const scoreText = (a: AgentSync | undefined): string => (a === undefined ? '-' : `${a.health.score} ${a.health.status}`);
+
+/** OUTBOX, OLDEST UNSENT, FAILED PUSHES of `agents list`: `?` when delta-calculator did not answer, `-` when the agent reported none (a stale report is marked `*`). */
+function pushCells(a: AgentSync | null | undefined): string[] {
+  if (a === undefined) return ['?', '?', '?'];
+  const p = a?.push;
+  if (p === undefined || p === null) return ['-', '-', '-'];
+  const mark = p.stale ? '*' : '';
+  return [`${p.outbox}${mark}`, p.outbox === 0 ? '-' : `${seconds(p.oldestUnsentAgeMs / 1000)}${mark}`, `${p.failedPushes}${mark}`];
+}
 
 /** Group memberships from delta-calculator; undefined (and a warning) when it does not answer: the rest of the listing still stands. */
 async function groupsOf(c: Ctx, agentIds: readonly string[]): Promise<Record<string, string[]> | undefined> {
@@ -209,6 +240,7 @@ export async function agents(c: Ctx, verb: string | undefined, args: readonly st
     if (pulls !== undefined) {
       c.io.out(`  last verification: ${pulls.lastVerifiedAt === null ? 'never' : `${pulls.lastVerifiedAt}, ${pulls.verifyDifferences ?? 0} differing bucket(s)`}`);
       c.io.out(`  last push: ${pulls.lastPushAt ?? 'never'}`);
+      c.io.out(`  push side: ${pushText(pulls)}${pulls.push === undefined || pulls.push === null ? '' : ` (reported ${pulls.push.reportedAt})`}`);
       c.io.out(`  sync health: ${pulls.health.score} ${pulls.health.status}${pulls.health.reasons.map((r) => `\n    - ${r}`).join('')}`);
     }
     return 0;
@@ -236,11 +268,13 @@ export async function agents(c: Ctx, verb: string | undefined, args: readonly st
         a.lastAppendedAt,
         sync === undefined ? '?' : (p?.lastPullAt ?? '-'),
         sync === undefined ? '?' : p?.behind === null || p === undefined ? '-' : String(p.behind),
+        ...pushCells(sync === undefined ? undefined : (p ?? null)),
         sync === undefined ? '?' : scoreText(p),
         groups === undefined ? '?' : (groups[a.agentId] ?? []).join(',') || '-',
       ];
     };
-    for (const l of table([['AGENT', 'LAST ORIGIN SEQ', 'CHANGES', 'LAST SEQ', 'LAST APPENDED', 'LAST PULL', 'BEHIND', 'SCORE', 'GROUPS'], ...page.agents.map(row)])) c.io.out(l);
+    const head = ['AGENT', 'LAST ORIGIN SEQ', 'CHANGES', 'LAST SEQ', 'LAST APPENDED', 'LAST PULL', 'BEHIND', 'OUTBOX', 'OLDEST UNSENT', 'FAILED PUSHES', 'SCORE', 'GROUPS'];
+    for (const l of table([head, ...page.agents.map(row)])) c.io.out(l);
   }
   if (page.hasMore && page.nextCursor !== null) c.io.out(`more: fleetctl agents --after ${page.nextCursor}${limit === undefined ? '' : ` --limit ${limit}`}`);
   return 0;

@@ -291,10 +291,10 @@ describe('fleetctl', () => {
     let r = await run(['agents']);
     expect(r).toMatchObject({ code: 0, err: '' });
     const lines = r.out.split('\n');
-    expect(lines[0]).toMatch(/^AGENT +LAST ORIGIN SEQ +CHANGES +LAST SEQ +LAST APPENDED +LAST PULL +BEHIND +SCORE +GROUPS$/);
+    expect(lines[0]).toMatch(/^AGENT +LAST ORIGIN SEQ +CHANGES +LAST SEQ +LAST APPENDED +LAST PULL +BEHIND +OUTBOX +OLDEST UNSENT +FAILED PUSHES +SCORE +GROUPS$/);
     // Both agents pull (on nudges and on their schedule): delta-calculator recorded their last pull, and they are healthy.
-    expect(lines[1]).toMatch(new RegExp(`^${a.id} +${rows[0]!.last_origin_seq} +${rows[0]!.changes_count} +\\d+ +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +\\d+ +100 healthy +eu,web$`));
-    expect(lines[2]).toMatch(new RegExp(`^${b.id} +${rows[1]!.last_origin_seq} +${rows[1]!.changes_count} +\\d+ +\\S+ +\\S+Z +\\d+ +100 healthy +-$`));
+    expect(lines[1]).toMatch(new RegExp(`^${a.id} +${rows[0]!.last_origin_seq} +${rows[0]!.changes_count} +\\d+ +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z +\\d+ +0 +- +0 +100 healthy +eu,web$`));
+    expect(lines[2]).toMatch(new RegExp(`^${b.id} +${rows[1]!.last_origin_seq} +${rows[1]!.changes_count} +\\d+ +\\S+ +\\S+Z +\\d+ +0 +- +0 +100 healthy +-$`));
     r = await run(['agents', '--limit', '1']);
     expect(r.out.split('\n')).toHaveLength(3);
     expect(r.out).toContain(`more: fleetctl agents --after ${a.id} --limit 1`);

@@ -5,6 +5,7 @@
  */
 import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import type { Change, MerkleEntry, RecordRef, RecordState } from '@fleet/sync-core';
+import type { OutboxFigures } from './protocol/wire';
 
 /** The server's cursor as the store keeps it: `null` on a fresh or restored store (pull from 0). */
 export type StoredCursor = string | number | null;
@@ -20,6 +21,11 @@ export interface SyncStore {
   recordFailure(changeIds: readonly string[], error: string): void;
   /** Unsent changes queued (asked after every batch: must not scan the outbox). */
   outboxSize(): number;
+  /**
+   * The outbox's figures for the push-side report a pull carries (`PullRequest.health`, protocol 2); may
+   * scan the outbox (asked at most every few seconds). Optional: without it, pulls report nothing.
+   */
+  outboxStats?(): OutboxFigures;
   /** Joins the states and sets the cursor in ONE transaction: the cursor is never ahead of what is applied. */
   applyRemote(items: readonly { readonly ref: RecordRef; readonly state: RecordState }[], cursorAfter: StoredCursor): { readonly changed: number };
   /**

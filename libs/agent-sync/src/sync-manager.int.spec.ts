@@ -17,7 +17,7 @@ import { connectNats, NatsPublisher, provisionStream } from '@fleet/messaging';
 import { eventually, PrivateNatsServer, readStream, testNamespace } from '@fleet/messaging/src/test-support';
 import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePushBatch, encodeJson, errorReply, Headers, toWireRecord } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
-import type { Subjects } from '@fleet/contracts';
+import type { PullRequest, Subjects } from '@fleet/contracts';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { answerVerify, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
 import type { MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
@@ -38,6 +38,10 @@ class FakeDeltaServer {
   pageSize = 2;
   gzip = true;
   pulls = 0;
+  /** Every pull request decoded, in arrival order. */
+  readonly pullRequests: PullRequest[] = [];
+  /** Answer as a server of protocol 1 would: a pull request of protocol 2 is FLEET_DECODE_003. */
+  speaksOnlyProtocol1 = false;
   /** Pull answers computed but not sent yet (`holdPulls`): a reply still on its way. */
   holdPulls = false;
   readonly held: (() => void)[] = [];
@@ -75,7 +79,12 @@ class FakeDeltaServer {
     };
     sub(this.s.pull(AGENT), (data) => {
       this.pulls++;
+      if (this.speaksOnlyProtocol1) {
+        const p: unknown = (JSON.parse(new TextDecoder().decode(data)) as { protocol?: unknown }).protocol;
+        if (p !== 1) return errorReply(new FleetError('FLEET_DECODE_003', `protocol is ${String(p)}, this build speaks 1`));
+      }
       const req = decodePullRequest(data);
+      this.pullRequests.push(req);
       const from = typeof req.cursor === 'number' ? req.cursor : 0;
       const entries = this.log.filter((e) => e.seq > from).slice(0, this.pageSize);
       const last = entries[entries.length - 1];
@@ -334,6 +343,71 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(store.cursor).toBe(1);
     expect(store.getState(FLEET('while-down'))?.view.fields).toEqual({ v: 1 });
     expect(m.state).toBe('idle');
+  });
+
+  it("pulls report the push side: a store whose pushes are refused reports its outbox, the oldest change's wait, the retry queue and failed pushes at protocol 2; 0 again once pushes go", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sync-health-'));
+    const store = SqliteLocalStore.open({ dataDir, agentId: AGENT });
+    try {
+      // No push stream: JetStream has no one to store the agent's push (no responders), every push fails.
+      await jsm.streams.delete(s.streams.push);
+      const m = manager(store, { pushHealthSampleMs: 0, connection: { backoff: { baseMs: 20, maxMs: 100 }, verifyIntervalMs: Number.POSITIVE_INFINITY } });
+      m.start();
+      for (let i = 0; i < 3; i++) store.put(REF(`h${i}`), { n: i });
+      await eventually(() => store.outboxStats().consecutiveFailures >= 3, 15_000, 'pushes failing');
+      // Pulls go on meanwhile, each with the report as the store has it then.
+      const lastReport = async () => {
+        const n = server.pullRequests.length;
+        m.syncNow();
+        await eventually(() => server.pullRequests.length > n, 10_000, 'a pull');
+        return server.pullRequests.at(-1)!;
+      };
+      const failing = await lastReport();
+      expect(failing.protocol).toBe(2);
+      expect(failing.health).toMatchObject({ outbox: 3, retryQueue: 3 });
+      expect(failing.health!.failedPushes).toBeGreaterThanOrEqual(3);
+      expect(failing.health!.oldestUnsentAgeMs).toBeGreaterThan(0);
+      expect(store.outboxSize()).toBe(3);
+
+      // The stream is back: the outbox drains, the next report says nothing waits.
+      await provisionStream(jsm, { name: s.streams.push, subjects: [s.pushAll], duplicateWindowMs: 120_000 });
+      await eventually(() => store.outboxSize() === 0, 15_000, 'the outbox drained');
+      expect((await lastReport()).health).toEqual({ outbox: 0, oldestUnsentAgeMs: 0, retryQueue: 0, failedPushes: 0 });
+    } finally {
+      for (const mg of managers.splice(0)) await mg.stop();
+      store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a server of protocol 1 refuses a pull with the report (FLEET_DECODE_003): the agent pulls again without it; a store that cannot tell reports nothing', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sync-health-v1-'));
+    const store = SqliteLocalStore.open({ dataDir, agentId: AGENT });
+    try {
+      server.speaksOnlyProtocol1 = true;
+      server.write(FLEET('old-server'), { v: 1 });
+      const reports: { type: string; op?: string; error?: string }[] = [];
+      const m = manager(store, { onReport: (r) => reports.push(r as (typeof reports)[number]) });
+      m.start();
+      await m.nextSync();
+      expect(store.get(FLEET('old-server'))?.fields).toEqual({ v: 1 });
+      expect(reports).toContainEqual(expect.objectContaining({ type: 'failed', op: 'pull', error: expect.stringContaining('FLEET_DECODE_003') }));
+      expect(server.pullRequests.length).toBeGreaterThan(0);
+      for (const r of server.pullRequests) expect({ protocol: r.protocol, health: r.health }).toEqual({ protocol: 1, health: undefined });
+      await m.stop();
+    } finally {
+      store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+    // The in-memory store has no outboxStats: its pulls are the protocol 1 ones they always were.
+    server.speaksOnlyProtocol1 = false;
+    const mem = new MemorySyncStore(AGENT);
+    const before = server.pullRequests.length;
+    const m2 = manager(mem);
+    m2.start();
+    await m2.nextSync();
+    expect(server.pullRequests.length).toBeGreaterThan(before);
+    for (const r of server.pullRequests.slice(before)) expect({ protocol: r.protocol, health: r.health }).toEqual({ protocol: 1, health: undefined });
   });
 
   it('verification after a restore: Merkle exchange finds what is missing here, fetches it, clears needsVerification', async () => {

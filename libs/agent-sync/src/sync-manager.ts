@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { FleetError, isFleetError } from '@fleet/errors';
 import { decodeEncodingHeader, decodeNextCursorHeader, decodeOriginResponse, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
-import type { PullCursor, Subjects } from '@fleet/contracts';
+import type { PullCursor, PushHealth, Subjects } from '@fleet/contracts';
 import {
   DEFAULT_CONNECTION_CONFIG,
   initialConnection,
@@ -51,6 +51,7 @@ import {
   decodePullKeysPage,
   decodePullWirePage,
   liveMerkleEntries,
+  pushHealthOf,
   remoteRecordsOf,
 } from './protocol/wire';
 
@@ -93,6 +94,8 @@ export interface SyncManagerOptions {
   readonly pullLimit?: number;
   /** Gather local writes this long before the first push of a burst (writes made while a push is in flight go with the next one). Default 5 ms. */
   readonly pushLingerMs?: number;
+  /** The push-side report pulls carry is read from the store at most this often. Default PUSH_HEALTH_SAMPLE_MS. */
+  readonly pushHealthSampleMs?: number;
   readonly now?: () => number;
   readonly random?: () => number;
   readonly timers?: { set(fn: () => void, ms: number): unknown; clear(handle: unknown): void };
@@ -109,6 +112,8 @@ export interface SyncManagerOptions {
 }
 
 const HEADER_ROOM = 8 * 1024;
+/** The push-side report pulls carry is read from the store at most this often (it may scan the outbox). */
+export const PUSH_HEALTH_SAMPLE_MS = 5000;
 
 export class SyncManager {
   private readonly s: Subjects;
@@ -129,6 +134,10 @@ export class SyncManager {
   private readonly syncWaiters: ((s: SyncStatus) => void)[] = [];
   /** The batch published and not yet marked sent: a retry in this process re-sends exactly it. */
   private inflightBatch: readonly string[] | undefined;
+  /** The push-side report pulls carry, as last read from the store (`PUSH_HEALTH_SAMPLE_MS`). */
+  private health: { readonly at: number; readonly report: PushHealth } | undefined;
+  /** The server refused a pull carrying `health` as a protocol it does not speak (it is older): pulls carry none from then on. */
+  private healthRefused = false;
   lastSync: SyncStatus | undefined;
   lastVerify: VerifyReport[] = [];
 
@@ -319,6 +328,8 @@ export class SyncManager {
       return await this.verify();
     } catch (e) {
       const error = describe(e);
+      // A server of protocol 1 refuses a pull of protocol 2 (FLEET_DECODE_003): the retry goes without the report.
+      if (op === 'pull' && this.health !== undefined && isFleetError(e, 'FLEET_DECODE_003') && e.details?.['remote'] === true) this.healthRefused = true;
       if (op === 'pull') return { type: 'pull-failed', error };
       if (op === 'push') return { type: 'push-failed', error };
       return { type: 'verify-failed', error };
@@ -384,10 +395,29 @@ export class SyncManager {
    */
   private pullAhead: { readonly cursor: PullCursor; readonly reply: Promise<TransportReply>; readonly decoded?: Promise<DecodedPull> | undefined } | undefined;
 
+  /**
+   * The push side a pull reports (outbox, oldest unsent change's age, changes waiting for a retry, failed
+   * pushes in a row), read from the store at most every `pushHealthSampleMs`; undefined when the store
+   * cannot tell, when reading it fails (the pull goes without it), or once the server refused it.
+   */
+  private pushHealth(): PushHealth | undefined {
+    const store = this.o.store;
+    if (store.outboxStats === undefined || this.healthRefused) return undefined;
+    const now = this.now();
+    if (this.health !== undefined && now >= this.health.at && now - this.health.at < (this.o.pushHealthSampleMs ?? PUSH_HEALTH_SAMPLE_MS)) return this.health.report;
+    try {
+      this.health = { at: now, report: pushHealthOf(store.outboxStats(), this.machine?.ctx.attempts.push ?? 0) };
+      return this.health.report;
+    } catch {
+      return undefined;
+    }
+  }
+
   private pullRequest(cursor: PullCursor): Promise<TransportReply> {
-    return this.o.transport.request(this.s.pull(this.agentId), encodeJson(buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit, this.o.store.syncState().ownFrom)), {
+    const req = buildPullRequest(this.agentId, this.scopes, cursor, this.o.pullLimit, this.o.store.syncState().ownFrom, this.pushHealth());
+    return this.o.transport.request(this.s.pull(this.agentId), encodeJson(req), {
       timeoutMs: this.o.requestTimeoutMs ?? 10_000,
-      headers: { [Headers.Protocol]: String(PROTOCOL_VERSION) },
+      headers: { [Headers.Protocol]: String(req.protocol) },
     });
   }
 

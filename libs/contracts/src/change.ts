@@ -6,14 +6,15 @@ import { isHlcString, type Change, type LoggedChange, type VersionVector } from 
 import { checkProtocol, decodeWith, OVERSIZED, utf8ByteLength } from './codec';
 import { FieldsSchema, fieldNameProblem, isValidFields, stringProblem } from './json-value';
 import { MAX_COLLECTION_LENGTH, MAX_FIELDS_PER_CHANGE, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
-import { PROTOCOL_VERSION } from './protocol';
+import { PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from './protocol';
 import { isAgentId, isOrigin, isScope } from './scope';
 
 /**
- * The protocol of a message this build writes. Decoding of other supported versions goes
- * through `checkProtocol`; while only version 1 exists, the schema accepts exactly it.
+ * The `protocol` of a message: any version this build decodes (`checkProtocol` refuses the others first,
+ * with FLEET_DECODE_003). A message whose shape changed in a later version refines what each version
+ * may carry (the pull request's `health` needs 2); the others read the same at every version.
  */
-export const ProtocolSchema = z.literal(PROTOCOL_VERSION, { error: `expected protocol ${PROTOCOL_VERSION}` });
+export const ProtocolSchema = z.literal(SUPPORTED_PROTOCOL_VERSIONS, { error: `expected protocol ${SUPPORTED_PROTOCOL_VERSIONS.join(' or ')}` });
 
 /**
  * UUIDv7, lowercase only. The change id is the idempotency key and is compared as a string

@@ -35,6 +35,7 @@ describe('codec', () => {
     expect(() => checkProtocol({ protocol: '2' })).not.toThrow();
     expect(() => checkProtocol(null)).not.toThrow();
     expect(() => checkProtocol({ protocol: 1 })).not.toThrow();
-    expect(() => checkProtocol({ protocol: 2 })).toThrow(expect.objectContaining({ code: 'FLEET_DECODE_003' }));
+    expect(() => checkProtocol({ protocol: 2 })).not.toThrow();
+    expect(() => checkProtocol({ protocol: 3 })).toThrow(expect.objectContaining({ code: 'FLEET_DECODE_003' }));
   });
 });

@@ -81,3 +81,10 @@ export const MAX_JSON_DEPTH = 32;
 export const MAX_HLC_LENGTH = 192;
 /** A human reason or message (error replies, dead letters); also sent in a NATS header, so kept short. */
 export const MAX_REASON_LENGTH = 4096;
+
+// --- the agent's push-side health report (a pull request's `health`) ---
+
+/** A count an agent reports (outbox, retry queue, failed pushes in a row): fits PostgreSQL's integer. */
+export const MAX_REPORTED_COUNT = 2_147_483_647;
+/** An age an agent reports, in ms: ten years (an older change is a broken clock, not a backlog). */
+export const MAX_REPORTED_AGE_MS = 10 * 365 * 24 * 3_600_000;

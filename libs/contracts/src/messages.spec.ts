@@ -18,6 +18,8 @@ import {
   MAX_PULL_RESPONSE_BYTES,
   MAX_PUSH_BATCH_BYTES,
   MAX_DEAD_LETTER_BYTES,
+  MAX_REPORTED_AGE_MS,
+  MAX_REPORTED_COUNT,
   MAX_ERROR_REPLY_BYTES,
   splitPushBatch,
 } from './index';
@@ -209,6 +211,41 @@ describe('pull request', () => {
     ['explicit null for an optional', { limit: null }, /limit/],
   ])('rejects %s', (_n, o, reason) => {
     expect(failure(() => decodePullRequest(bytes({ ...pullRequest, ...o }))).message).toMatch(reason);
+  });
+});
+
+describe('pull request health (protocol 2)', () => {
+  const health = { outbox: 12, oldestUnsentAgeMs: 90_000, retryQueue: 12, failedPushes: 4 };
+  const v2 = { ...pullRequest, protocol: 2, health };
+
+  it('is read at protocol 2; a protocol 1 pull request without it reads as before', () => {
+    expect(decodePullRequest(bytes(v2))).toEqual(v2);
+    expect(decodePullRequest(bytes(pullRequest))).toEqual(pullRequest);
+    expect(decodePullRequest(bytes({ ...pullRequest, protocol: 2 }))).toEqual({ ...pullRequest, protocol: 2 });
+  });
+
+  it('is refused at protocol 1 (a version 1 pull request has no health), and a version this build does not speak is FLEET_DECODE_003', () => {
+    expect(failure(() => decodePullRequest(bytes({ ...v2, protocol: 1 })))).toEqual({ code: 'FLEET_DECODE_002', message: expect.stringMatching(/health: needs protocol 2/) });
+    expect(failure(() => decodePullRequest(bytes({ ...v2, protocol: 3 }))).code).toBe('FLEET_DECODE_003');
+  });
+
+  it.each([
+    ['a negative count', { outbox: -1 }, /health\.outbox: expected at least 0/],
+    ['a fraction', { retryQueue: 1.5 }, /health\.retryQueue/],
+    ['a count over the cap', { failedPushes: MAX_REPORTED_COUNT + 1 }, /health\.failedPushes: expected at most 2147483647/],
+    ['an age over ten years', { oldestUnsentAgeMs: MAX_REPORTED_AGE_MS + 1 }, /health\.oldestUnsentAgeMs: expected at most/],
+    ['a string', { outbox: '3' }, /health\.outbox/],
+    ['null', { failedPushes: null }, /health\.failedPushes/],
+    ['an unknown field', { lastPushOkAt: 5 }, /Unrecognized key/],
+  ])('rejects %s (FLEET_DECODE_002)', (_n, o, reason) => {
+    const f = failure(() => decodePullRequest(bytes({ ...v2, health: { ...health, ...o } })));
+    expect(f.code).toBe('FLEET_DECODE_002');
+    expect(f.message).toMatch(reason);
+  });
+
+  it('rejects a health with a field missing', () => {
+    const { retryQueue: _, ...partial } = health;
+    expect(failure(() => decodePullRequest(bytes({ ...v2, health: partial }))).message).toMatch(/health\.retryQueue: required/);
   });
 });
 

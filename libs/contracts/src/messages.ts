@@ -31,8 +31,10 @@ import {
   MAX_PULL_SCOPES,
   MAX_PUSH_BATCH_BYTES,
   MAX_REASON_LENGTH,
+  MAX_REPORTED_AGE_MS,
+  MAX_REPORTED_COUNT,
 } from './limits';
-import { PROTOCOL_VERSION } from './protocol';
+import { HEALTH_REPORT_PROTOCOL_VERSION, PROTOCOL_VERSION } from './protocol';
 import { assertOriginMatches, assertScopeWritableBy } from './scope';
 import { wireRecordsSchema, WireRecordsSchema } from './wire-record';
 
@@ -197,37 +199,67 @@ export function resyncCursor(at: number, after?: { readonly scope: string; reado
 
 const AcceptEncodingsSchema = z.array(PayloadEncodingSchema, { error: 'expected an array' }).max(PAYLOAD_ENCODINGS.length, { error: 'too many encodings' });
 
-export const PullRequestSchema = z.strictObject({
-  protocol: ProtocolSchema,
-  /** Must equal the agent id of the pull subject (the delta calculator checks it). */
-  agentId: AgentIdSchema,
-  /** Scopes to read: the agent's host scope, `fleet`, its groups. No duplicates. Keep the same set between pages of one cursor. */
-  scopes: z
-    .array(ScopeSchema, { error: 'expected an array of scopes' })
-    .min(1, { error: 'at least one scope' })
-    .max(MAX_PULL_SCOPES, { error: `more than ${MAX_PULL_SCOPES} scopes` })
-    .refine((s) => new Set(s).size === s.length, { error: 'scopes are listed twice' }),
-  /** The `nextCursor` of the previous response. 0 = from the start. */
-  cursor: PullCursorSchema,
-  /** At most this many log entries (or resync records) are read for the page (the server may return fewer, and caps it). */
-  limit: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(MAX_PULL_LIMIT, { error: `expected at most ${MAX_PULL_LIMIT}` }).exactOptional(),
-  /** Encodings the agent can undo; the server compresses a large response only with one of them. */
-  acceptEncodings: AcceptEncodingsSchema.exactOptional(),
-  /**
-   * With cursor 0: send the current record STATES of the scopes (key order, from the server's
-   * projection) rather than folding the whole change log, then continue with the log after the
-   * position the snapshot covers. For a fresh agent (or one that lost its data). Pages carry
-   * `snapshot: true` and `s.` cursors. Ignored for any other cursor.
-   */
-  snapshot: z.boolean({ error: 'expected a boolean' }).exactOptional(),
-  /**
-   * The agent's store holds every change of the agent's own origin with `originSeq >= ownFrom` (it
-   * made them: the first sequence it assigned itself, see docs/agent.md): log pages leave those out
-   * rather than echo them back. Absent: nothing is left out. Whole states (snapshot, resync) are sent
-   * as they are.
-   */
-  ownFrom: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(Number.MAX_SAFE_INTEGER).exactOptional(),
+const ReportedCountSchema = z.int({ error: 'expected an integer' }).min(0, { error: 'expected at least 0' }).max(MAX_REPORTED_COUNT, { error: `expected at most ${MAX_REPORTED_COUNT}` });
+
+/**
+ * The agent's push side as it stands when it sends a pull (protocol 2): what the server cannot see
+ * otherwise, since a push that never reached it leaves no trace there. Ages, not times: they are
+ * measured on the agent's one clock, so a clock set wrong against the server's does not skew them.
+ */
+export const PushHealthSchema = z.strictObject({
+  /** Unsent changes queued in the outbox (after coalescing). */
+  outbox: ReportedCountSchema,
+  /** How long the oldest of them has waited, in ms (0: the outbox is empty). */
+  oldestUnsentAgeMs: z.int({ error: 'expected an integer' }).min(0, { error: 'expected at least 0' }).max(MAX_REPORTED_AGE_MS, { error: `expected at most ${MAX_REPORTED_AGE_MS}` }),
+  /** Of those, the changes a push already failed to deliver at least once (waiting for a retry). */
+  retryQueue: ReportedCountSchema,
+  /** Push attempts that failed in a row since the last acknowledged one (0: the last one went through). */
+  failedPushes: ReportedCountSchema,
 });
+export type PushHealth = z.output<typeof PushHealthSchema>;
+
+export const PullRequestSchema = z
+  .strictObject({
+    protocol: ProtocolSchema,
+    /** Must equal the agent id of the pull subject (the delta calculator checks it). */
+    agentId: AgentIdSchema,
+    /** Scopes to read: the agent's host scope, `fleet`, its groups. No duplicates. Keep the same set between pages of one cursor. */
+    scopes: z
+      .array(ScopeSchema, { error: 'expected an array of scopes' })
+      .min(1, { error: 'at least one scope' })
+      .max(MAX_PULL_SCOPES, { error: `more than ${MAX_PULL_SCOPES} scopes` })
+      .refine((s) => new Set(s).size === s.length, { error: 'scopes are listed twice' }),
+    /** The `nextCursor` of the previous response. 0 = from the start. */
+    cursor: PullCursorSchema,
+    /** At most this many log entries (or resync records) are read for the page (the server may return fewer, and caps it). */
+    limit: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(MAX_PULL_LIMIT, { error: `expected at most ${MAX_PULL_LIMIT}` }).exactOptional(),
+    /** Encodings the agent can undo; the server compresses a large response only with one of them. */
+    acceptEncodings: AcceptEncodingsSchema.exactOptional(),
+    /**
+     * With cursor 0: send the current record STATES of the scopes (key order, from the server's
+     * projection) rather than folding the whole change log, then continue with the log after the
+     * position the snapshot covers. For a fresh agent (or one that lost its data). Pages carry
+     * `snapshot: true` and `s.` cursors. Ignored for any other cursor.
+     */
+    snapshot: z.boolean({ error: 'expected a boolean' }).exactOptional(),
+    /**
+     * The agent's store holds every change of the agent's own origin with `originSeq >= ownFrom` (it
+     * made them: the first sequence it assigned itself, see docs/agent.md): log pages leave those out
+     * rather than echo them back. Absent: nothing is left out. Whole states (snapshot, resync) are sent
+     * as they are.
+     */
+    ownFrom: z.int({ error: 'expected an integer' }).min(1, { error: 'expected at least 1' }).max(Number.MAX_SAFE_INTEGER).exactOptional(),
+    /**
+     * Protocol 2: the agent's push side (`PushHealthSchema`), for the server's sync-health score. Absent:
+     * not reported (an agent of protocol 1, or one whose store cannot tell); the pull is the same.
+     */
+    health: PushHealthSchema.exactOptional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.health !== undefined && r.protocol < HEALTH_REPORT_PROTOCOL_VERSION) {
+      ctx.addIssue({ code: 'custom', path: ['health'], message: `needs protocol ${HEALTH_REPORT_PROTOCOL_VERSION} (a protocol ${r.protocol} pull request has no health)` });
+    }
+  });
 export type PullRequest = z.output<typeof PullRequestSchema>;
 
 export function decodePullRequest(bytes: Uint8Array): PullRequest {

@@ -18,6 +18,7 @@ import { AgentIdSchema, NonNegativeIntSchema, PositiveIntSchema, ProtocolSchema 
 import { decodeMessage } from './codec';
 import { RecordRefSchema } from './events';
 import { MAX_REASON_LENGTH } from './limits';
+import { HEALTH_REPORT_PROTOCOL_VERSION } from './protocol';
 import { decodeReply, ErrorBodySchema, ErrorCodeSchema } from './messages';
 import type { Reply } from './messages';
 import { isSubjectToken, SERVER_SERVICES } from './subjects';
@@ -196,31 +197,59 @@ export const AgentSyncSchema = z.strictObject({
   lastPushAt: IsoTimeSchema.nullable(),
   /** The server-side sync-health score (docs/observability.md). */
   health: SyncHealthSchema,
+  /**
+   * Protocol 2 (answered only to a request of protocol 2): the agent's latest push-side report, carried
+   * by its pulls (`PullRequest.health`), with when the server received it; null when it never sent one
+   * (an agent of protocol 1). `stale`: its pulls since carried none, so the score leaves it out.
+   */
+  push: z
+    .strictObject({
+      reportedAt: IsoTimeSchema,
+      outbox: NonNegativeIntSchema,
+      oldestUnsentAgeMs: NonNegativeIntSchema,
+      retryQueue: NonNegativeIntSchema,
+      failedPushes: NonNegativeIntSchema,
+      stale: z.boolean(),
+    })
+    .nullable()
+    .exactOptional(),
 });
 export type AgentSync = z.output<typeof AgentSyncSchema>;
+
+/** An agent's `push` is protocol 2: a reply written at 1 (to a request of 1) has none. `agents`: each view with its path. */
+function pushNeedsProtocol2(protocol: number, agents: readonly (readonly [PropertyKey, AgentSync])[], field: string, ctx: z.core.$RefinementCtx): void {
+  if (protocol >= HEALTH_REPORT_PROTOCOL_VERSION) return;
+  for (const [at, a] of agents) {
+    if (a.push !== undefined) ctx.addIssue({ code: 'custom', path: [field, at, 'push'], message: `needs protocol ${HEALTH_REPORT_PROTOCOL_VERSION}` });
+  }
+}
 
 export const AgentSyncRequestSchema = z.strictObject({ protocol: ProtocolSchema, agentIds: z.array(AgentIdSchema).min(1).max(MAX_AGENTS_PAGE) });
 export type AgentSyncRequest = z.output<typeof AgentSyncRequestSchema>;
 
 /** The agents asked about that pulled or pushed (an agent that did neither is absent); `at`: the replica's clock the scores were taken at. */
-export const AgentSyncResponseSchema = z.strictObject({ protocol: ProtocolSchema, at: IsoTimeSchema, agents: z.record(AgentIdSchema, AgentSyncSchema) });
+export const AgentSyncResponseSchema = z
+  .strictObject({ protocol: ProtocolSchema, at: IsoTimeSchema, agents: z.record(AgentIdSchema, AgentSyncSchema) })
+  .superRefine((r, ctx) => pushNeedsProtocol2(r.protocol, Object.entries(r.agents), 'agents', ctx));
 export type AgentSyncResponse = z.output<typeof AgentSyncResponseSchema>;
 
 export const FleetHealthRequestSchema = z.strictObject({ protocol: ProtocolSchema, worst: z.int().min(0).max(MAX_WORST_AGENTS).exactOptional() });
 export type FleetHealthRequest = z.output<typeof FleetHealthRequestSchema>;
 
 /** The fleet's score (libs/observability `fleetHealth` over every agent that pulled or pushed) and its worst agents. */
-export const FleetHealthResponseSchema = z.strictObject({
-  protocol: ProtocolSchema,
-  at: IsoTimeSchema,
-  score: z.int().min(0).max(100),
-  status: z.enum(['healthy', 'degraded', 'unhealthy']),
-  reasons: z.array(ReasonSchema).max(16),
-  agents: NonNegativeIntSchema,
-  byStatus: z.strictObject({ healthy: NonNegativeIntSchema, degraded: NonNegativeIntSchema, unhealthy: NonNegativeIntSchema }),
-  /** Lowest score first. */
-  worst: z.array(AgentSyncSchema).max(MAX_WORST_AGENTS),
-});
+export const FleetHealthResponseSchema = z
+  .strictObject({
+    protocol: ProtocolSchema,
+    at: IsoTimeSchema,
+    score: z.int().min(0).max(100),
+    status: z.enum(['healthy', 'degraded', 'unhealthy']),
+    reasons: z.array(ReasonSchema).max(16),
+    agents: NonNegativeIntSchema,
+    byStatus: z.strictObject({ healthy: NonNegativeIntSchema, degraded: NonNegativeIntSchema, unhealthy: NonNegativeIntSchema }),
+    /** Lowest score first. */
+    worst: z.array(AgentSyncSchema).max(MAX_WORST_AGENTS),
+  })
+  .superRefine((r, ctx) => pushNeedsProtocol2(r.protocol, r.worst.map((a, i) => [i, a] as const), 'worst', ctx));
 export type FleetHealthResponse = z.output<typeof FleetHealthResponseSchema>;
 
 // --- dead letters ---

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { resyncCursor } from '@fleet/contracts';
-import { behindAfter, cursorText, MAX_CURSOR_TEXT, mergeFacts, pullEntry, verifyEntry } from './pull-facts';
+import { behindAfter, cursorText, MAX_CURSOR_TEXT, mergeFacts, pullEntry, pushReportOf, verifyEntry } from './pull-facts';
 import type { AgentPullEntry } from './pull-facts';
 
 describe('pull facts', () => {
@@ -29,14 +29,34 @@ describe('pull facts', () => {
     const late = pullEntry('a', 2000, { from: 10, to: 50, headSeq: 50, hasMore: false });
     const v = verifyEntry('a', 1500, 3);
     for (const m of [mergeFacts(mergeFacts(early, late), v), mergeFacts(v, mergeFacts(late, early))]) {
-      expect(m).toEqual({ agentId: 'a', firstPulledAt: 1000, pulledAt: 2000, pullFrom: '10', pullTo: '50', headSeq: 50, behind: 0, caughtUpAt: 2000, pulls: 2, verifiedAt: 1500, verifyDiffs: 3 });
+      expect(m).toEqual({
+        agentId: 'a', firstPulledAt: 1000, pulledAt: 2000, pullFrom: '10', pullTo: '50', headSeq: 50, behind: 0, caughtUpAt: 2000, pulls: 2, verifiedAt: 1500, verifyDiffs: 3,
+        healthAt: null, outbox: null, oldestUnsentAgeMs: null, retryQueue: null, failedPushes: null,
+      });
     }
     // A later exchange that found the roots equal clears the differences.
     expect(mergeFacts(v, verifyEntry('a', 1800, 0))).toMatchObject({ verifiedAt: 1800, verifyDiffs: 0 });
   });
 
+  it('keeps the push-side report of the latest pull that carried one; a later pull without one leaves it (the score calls it stale)', () => {
+    const health = { outbox: 40, oldestUnsentAgeMs: 600_000, retryQueue: 40, failedPushes: 7 };
+    const reported = pullEntry('a', 1000, { from: 0, to: 10, headSeq: 10, hasMore: false, health });
+    expect(reported).toMatchObject({ healthAt: 1000, ...health });
+    expect(pushReportOf(reported)).toEqual({ at: 1000, ...health });
+    const better = pullEntry('a', 3000, { from: 10, to: 10, headSeq: 10, hasMore: false, health: { outbox: 0, oldestUnsentAgeMs: 0, retryQueue: 0, failedPushes: 0 } });
+    const silent = pullEntry('a', 2000, { from: 10, to: 10, headSeq: 10, hasMore: false });
+    expect(pushReportOf(silent)).toBeNull();
+    expect(mergeFacts(silent, reported)).toMatchObject({ pulledAt: 2000, healthAt: 1000, ...health });
+    expect(mergeFacts(mergeFacts(reported, better), silent)).toMatchObject({ pulledAt: 3000, healthAt: 3000, outbox: 0, failedPushes: 0 });
+    // A verification carries no report and takes none away.
+    expect(mergeFacts(reported, verifyEntry('a', 5000, 0))).toMatchObject({ healthAt: 1000, outbox: 40 });
+  });
+
+  const healthArb = fc.option(fc.record({ outbox: fc.nat({ max: 50 }), oldestUnsentAgeMs: fc.nat({ max: 1e6 }), retryQueue: fc.nat({ max: 50 }), failedPushes: fc.nat({ max: 30 }) }), { nil: undefined });
   const entry: fc.Arbitrary<AgentPullEntry> = fc.oneof(
-    fc.record({ at: fc.nat({ max: 50 }), to: fc.nat({ max: 100 }), head: fc.nat({ max: 100 }), more: fc.boolean() }).map((x) => pullEntry('a', x.at, { from: 0, to: x.to, headSeq: x.head, hasMore: x.more })),
+    fc
+      .record({ at: fc.nat({ max: 50 }), to: fc.nat({ max: 100 }), head: fc.nat({ max: 100 }), more: fc.boolean(), health: healthArb })
+      .map((x) => pullEntry('a', x.at, { from: 0, to: x.to, headSeq: x.head, hasMore: x.more, health: x.health })),
     fc.record({ at: fc.nat({ max: 50 }), n: fc.nat({ max: 5 }) }).map((x) => verifyEntry('a', x.at, x.n)),
   );
 
@@ -59,6 +79,9 @@ describe('pull facts', () => {
         const half = Math.floor(distinct.length / 2);
         if (half > 0) expect(mergeFacts(fold(distinct.slice(half)), fold(distinct.slice(0, half)))).toEqual(forward);
         expect(forward.pulls).toBe(distinct.filter((e) => e.pulledAt !== null).length);
+        // The push-side report is the latest one carried, whatever came after it without one.
+        const reports = distinct.filter((e) => e.healthAt !== null).sort((a, b) => (b.healthAt as number) - (a.healthAt as number));
+        expect(pushReportOf(forward)).toEqual(reports[0] === undefined ? null : pushReportOf(reports[0]));
       }),
     );
   });

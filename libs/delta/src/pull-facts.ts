@@ -1,6 +1,7 @@
 /**
  * What delta-calculator records of each agent's pulls and Merkle verifications (table `agent_pulls`,
- * migration 1767225601300), for the sync-health score (docs/delta-calculator.md, "Pull facts").
+ * migration 1767225601300), and the latest push-side report its pulls carried (`PullRequest.health`,
+ * protocol 2; migration 1767225601500), for the sync-health score (docs/delta-calculator.md, "Pull facts").
  *
  * The pull path is hot (a thousand agents reconnecting at once): recording is a Map update in memory,
  * coalesced per agent; `flush` writes everything held in ONE multi-row upsert, every `flushEvery` and
@@ -11,7 +12,7 @@
  * (counted in `dropped`). A flush whose commit the client did not see is written again: its `pulls` count twice.
  */
 import type { DataSource } from 'typeorm';
-import type { PullCursor } from '@fleet/contracts';
+import type { PullCursor, PushHealth } from '@fleet/contracts';
 import { parsePullCursor } from '@fleet/contracts';
 import { toSafeNumber } from '@fleet/server-store/src/rows';
 
@@ -31,7 +32,15 @@ export interface AgentPullEntry {
   readonly pulls: number;
   readonly verifiedAt: number | null;
   readonly verifyDiffs: number | null;
+  /** When the latest push-side report arrived (with a pull page), and what it said; all null when none did. */
+  readonly healthAt: number | null;
+  readonly outbox: number | null;
+  readonly oldestUnsentAgeMs: number | null;
+  readonly retryQueue: number | null;
+  readonly failedPushes: number | null;
 }
+
+const NO_HEALTH = { healthAt: null, outbox: null, oldestUnsentAgeMs: null, retryQueue: null, failedPushes: null } as const;
 
 /** What one answered pull page tells: the cursor asked for, the one answered, the log head read with the page, whether more follows. */
 export interface PullPageFact {
@@ -39,6 +48,8 @@ export interface PullPageFact {
   readonly to: PullCursor;
   readonly headSeq: number;
   readonly hasMore: boolean;
+  /** The agent's push side, when its request carried one (protocol 2). */
+  readonly health?: PushHealth | undefined;
 }
 
 export function cursorText(c: PullCursor): string {
@@ -74,11 +85,14 @@ export function pullEntry(agentId: string, at: number, f: PullPageFact): AgentPu
     pulls: 1,
     verifiedAt: null,
     verifyDiffs: null,
+    ...(f.health === undefined
+      ? NO_HEALTH
+      : { healthAt: at, outbox: f.health.outbox, oldestUnsentAgeMs: f.health.oldestUnsentAgeMs, retryQueue: f.health.retryQueue, failedPushes: f.health.failedPushes }),
   };
 }
 
 export function verifyEntry(agentId: string, at: number, differing: number): AgentPullEntry {
-  return { agentId, firstPulledAt: null, pulledAt: null, pullFrom: null, pullTo: null, headSeq: null, behind: null, caughtUpAt: null, pulls: 0, verifiedAt: at, verifyDiffs: differing };
+  return { agentId, firstPulledAt: null, pulledAt: null, pullFrom: null, pullTo: null, headSeq: null, behind: null, caughtUpAt: null, pulls: 0, verifiedAt: at, verifyDiffs: differing, ...NO_HEALTH };
 }
 
 const max = (a: number | null, b: number | null): number | null => (a === null ? b : b === null ? a : Math.max(a, b));
@@ -86,10 +100,11 @@ const min = (a: number | null, b: number | null): number | null => (a === null ?
 /** `b` is at least as late as `a` (ties go to `b`, the later recorded; the SQL upsert does the same with the row flushed last). */
 const later = (a: number | null, b: number | null): boolean => b !== null && (a === null || b >= a);
 
-/** Two sets of facts of one agent as one: the latest pull and verification by time, the earliest first pull, pulls added. The upsert's SQL is the same rule. */
+/** Two sets of facts of one agent as one: the latest pull, verification and push-side report by time, the earliest first pull, pulls added. The upsert's SQL is the same rule. */
 export function mergeFacts(a: AgentPullEntry, b: AgentPullEntry): AgentPullEntry {
   const pull = later(a.pulledAt, b.pulledAt) ? b : a;
   const verify = later(a.verifiedAt, b.verifiedAt) ? b : a;
+  const health = later(a.healthAt, b.healthAt) ? b : a;
   return {
     agentId: a.agentId,
     firstPulledAt: min(a.firstPulledAt, b.firstPulledAt),
@@ -102,16 +117,24 @@ export function mergeFacts(a: AgentPullEntry, b: AgentPullEntry): AgentPullEntry
     pulls: a.pulls + b.pulls,
     verifiedAt: max(a.verifiedAt, b.verifiedAt),
     verifyDiffs: verify.verifyDiffs,
+    healthAt: max(a.healthAt, b.healthAt),
+    outbox: health.outbox,
+    oldestUnsentAgeMs: health.oldestUnsentAgeMs,
+    retryQueue: health.retryQueue,
+    failedPushes: health.failedPushes,
   };
 }
 
 /** The upsert: one statement for every agent held; on conflict, the latest by time wins column group by column group. */
 export const UPSERT_AGENT_PULLS_SQL = `
-  insert into agent_pulls as t (agent_id, first_pulled_at, pulled_at, pull_from, pull_to, head_seq, behind, caught_up_at, pulls, verified_at, verify_diffs, updated_at)
+  insert into agent_pulls as t (agent_id, first_pulled_at, pulled_at, pull_from, pull_to, head_seq, behind, caught_up_at, pulls, verified_at, verify_diffs,
+         health_at, outbox, oldest_unsent_age_ms, retry_queue, failed_pushes, updated_at)
   select x.agent_id, to_timestamp(x.first_pulled_at / 1000.0), to_timestamp(x.pulled_at / 1000.0), x.pull_from, x.pull_to, x.head_seq, x.behind,
-         to_timestamp(x.caught_up_at / 1000.0), x.pulls, to_timestamp(x.verified_at / 1000.0), x.verify_diffs, now()
+         to_timestamp(x.caught_up_at / 1000.0), x.pulls, to_timestamp(x.verified_at / 1000.0), x.verify_diffs,
+         to_timestamp(x.health_at / 1000.0), x.outbox, x.oldest_unsent_age_ms, x.retry_queue, x.failed_pushes, now()
     from jsonb_to_recordset($1::jsonb) as x(agent_id text, first_pulled_at double precision, pulled_at double precision, pull_from text, pull_to text,
-         head_seq bigint, behind bigint, caught_up_at double precision, pulls bigint, verified_at double precision, verify_diffs integer)
+         head_seq bigint, behind bigint, caught_up_at double precision, pulls bigint, verified_at double precision, verify_diffs integer,
+         health_at double precision, outbox integer, oldest_unsent_age_ms bigint, retry_queue integer, failed_pushes integer)
   on conflict (agent_id) do update set
     first_pulled_at = least(t.first_pulled_at, excluded.first_pulled_at),
     pulled_at       = greatest(t.pulled_at, excluded.pulled_at),
@@ -123,6 +146,11 @@ export const UPSERT_AGENT_PULLS_SQL = `
     pulls           = t.pulls + excluded.pulls,
     verified_at     = greatest(t.verified_at, excluded.verified_at),
     verify_diffs    = case when excluded.verified_at >= coalesce(t.verified_at, '-infinity') then excluded.verify_diffs else t.verify_diffs end,
+    health_at       = greatest(t.health_at, excluded.health_at),
+    outbox          = case when excluded.health_at >= coalesce(t.health_at, '-infinity') then excluded.outbox else t.outbox end,
+    oldest_unsent_age_ms = case when excluded.health_at >= coalesce(t.health_at, '-infinity') then excluded.oldest_unsent_age_ms else t.oldest_unsent_age_ms end,
+    retry_queue     = case when excluded.health_at >= coalesce(t.health_at, '-infinity') then excluded.retry_queue else t.retry_queue end,
+    failed_pushes   = case when excluded.health_at >= coalesce(t.health_at, '-infinity') then excluded.failed_pushes else t.failed_pushes end,
     updated_at      = now()`;
 
 export interface PullFactsOptions {
@@ -134,6 +162,12 @@ export interface PullFactsOptions {
   readonly maxAgents?: number;
   /** A flush failed (its entries are kept for the next one). */
   readonly onFlushError?: (e: unknown) => void;
+}
+
+/** The latest push-side report in an agent's facts (libs/observability's `PushReport`), or null when it never sent one. */
+export function pushReportOf(e: AgentPullEntry): { at: number; outbox: number; oldestUnsentAgeMs: number; retryQueue: number; failedPushes: number } | null {
+  if (e.healthAt === null) return null;
+  return { at: e.healthAt, outbox: e.outbox ?? 0, oldestUnsentAgeMs: e.oldestUnsentAgeMs ?? 0, retryQueue: e.retryQueue ?? 0, failedPushes: e.failedPushes ?? 0 };
 }
 
 /** The facts of one agent as stored, with the change log's last push of it (`origin_progress`). */
@@ -174,6 +208,7 @@ export class PullFacts {
     await this.flush().catch(() => undefined);
   }
 
+  /** One answered pull page (with the push-side report its request carried, if any). */
   pulled(agentId: string, f: PullPageFact): void {
     this.hold(pullEntry(agentId, this.opts.now(), f));
   }
@@ -213,6 +248,11 @@ export class PullFacts {
       pulls: e.pulls,
       verified_at: e.verifiedAt,
       verify_diffs: e.verifyDiffs,
+      health_at: e.healthAt,
+      outbox: e.outbox,
+      oldest_unsent_age_ms: e.oldestUnsentAgeMs,
+      retry_queue: e.retryQueue,
+      failed_pushes: e.failedPushes,
     }));
     try {
       await this.ds.query(UPSERT_AGENT_PULLS_SQL, [JSON.stringify(rows)]);
@@ -236,10 +276,27 @@ export class PullFacts {
 const ROW_COLUMNS = `coalesce(p.agent_id, o.origin) as agent_id,
   extract(epoch from p.first_pulled_at) * 1000 as first_pulled_at, extract(epoch from p.pulled_at) * 1000 as pulled_at,
   p.pull_from, p.pull_to, p.head_seq, p.behind, extract(epoch from p.caught_up_at) * 1000 as caught_up_at, coalesce(p.pulls, 0) as pulls,
-  extract(epoch from p.verified_at) * 1000 as verified_at, p.verify_diffs, extract(epoch from o.last_appended_at) * 1000 as last_push_at`;
+  extract(epoch from p.verified_at) * 1000 as verified_at, p.verify_diffs, extract(epoch from o.last_appended_at) * 1000 as last_push_at,
+  extract(epoch from p.health_at) * 1000 as health_at, p.outbox, p.oldest_unsent_age_ms, p.retry_queue, p.failed_pushes`;
 
 type RawRow = Record<'agent_id' | 'pull_from' | 'pull_to', string | null> &
-  Record<'first_pulled_at' | 'pulled_at' | 'head_seq' | 'behind' | 'caught_up_at' | 'pulls' | 'verified_at' | 'verify_diffs' | 'last_push_at', string | number | null>;
+  Record<
+    | 'first_pulled_at'
+    | 'pulled_at'
+    | 'head_seq'
+    | 'behind'
+    | 'caught_up_at'
+    | 'pulls'
+    | 'verified_at'
+    | 'verify_diffs'
+    | 'last_push_at'
+    | 'health_at'
+    | 'outbox'
+    | 'oldest_unsent_age_ms'
+    | 'retry_queue'
+    | 'failed_pushes',
+    string | number | null
+  >;
 
 const num = (v: string | number | null, what: string): number | null => (v === null ? null : typeof v === 'number' ? v : Number.isInteger(Number(v)) ? toSafeNumber(v, what) : Number(v));
 const ms = (v: string | number | null): number | null => (v === null ? null : Math.round(Number(v)));
@@ -258,6 +315,11 @@ function toRow(r: RawRow): AgentPullRow {
     verifiedAt: ms(r.verified_at),
     verifyDiffs: num(r.verify_diffs, 'verify_diffs'),
     lastPushAt: ms(r.last_push_at),
+    healthAt: ms(r.health_at),
+    outbox: num(r.outbox, 'outbox'),
+    oldestUnsentAgeMs: num(r.oldest_unsent_age_ms, 'oldest_unsent_age_ms'),
+    retryQueue: num(r.retry_queue, 'retry_queue'),
+    failedPushes: num(r.failed_pushes, 'failed_pushes'),
   };
 }
 

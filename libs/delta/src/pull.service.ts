@@ -162,7 +162,7 @@ export class PullService {
   async pull(subjectAgentId: string, bytes: Uint8Array, maxPayload: number): Promise<EncodedReply> {
     const req = decodePullRequest(bytes);
     const r = await this.pullPage(subjectAgentId, req, maxPayload);
-    if (this.observer !== undefined && r.page !== undefined) this.observer.pulled(req.agentId, { from: req.cursor, to: r.page.to, headSeq: r.page.headSeq, hasMore: r.page.hasMore });
+    if (this.observer !== undefined && r.page !== undefined) this.observer.pulled(req.agentId, { from: req.cursor, to: r.page.to, headSeq: r.page.headSeq, hasMore: r.page.hasMore, health: req.health });
     return r;
   }
 

@@ -8,7 +8,7 @@
  */
 import { CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import { HARNESS_COORDINATOR_KEYS } from './services';
-import type { SyncStore, VerifyReport, VerifyTarget, WireMeter } from '@fleet/agent-sync';
+import type { SyncManagerOptions, SyncStore, VerifyReport, VerifyTarget, WireMeter } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { canonicalJson } from '@fleet/sync-core';
 import type { Change, Fields, RecordRef, StrategyConfig } from '@fleet/sync-core';
@@ -55,6 +55,8 @@ export interface FleetAgentOptions {
   readonly onFailure?: (agent: FleetAgent, error: string) => void;
   /** The store's wall clock (epoch ms): a skewed or simulated clock. Default `Date.now`. */
   readonly now?: () => number;
+  /** Sync manager settings: its connection (e.g. a short push backoff), how often pulls re-read the push-side report. */
+  readonly sync?: Pick<SyncManagerOptions, 'connection' | 'pushHealthSampleMs'>;
 }
 
 export class FleetAgent {
@@ -88,6 +90,7 @@ export class FleetAgent {
       },
       recordFailure: (ids, e) => this.store.recordFailure(ids, e),
       outboxSize: () => this.store.outboxSize(),
+      outboxStats: () => this.store.outboxStats(),
       applyRemote: (items, cursor) => this.store.applyRemote(items, cursor),
       applyRemoteWire: (records, cursor) => this.store.applyRemoteWire(records, cursor),
       syncState: () => this.store.syncState(),
@@ -177,6 +180,7 @@ export class FleetAgent {
       requestTimeoutMs: 15_000,
       publishTimeoutMs: 15_000,
       ...(this.o.random === undefined ? {} : { random: this.o.random }),
+      ...this.o.sync,
       onReport: (r) => {
         if (r.type === 'verify-report') this.pendingReports.push(r.report);
         else if (r.type === 'verified') {

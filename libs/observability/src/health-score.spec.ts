@@ -1,12 +1,13 @@
 import fc from 'fast-check';
 import { isFleetError } from '@fleet/errors';
-import { fleetHealth, serverSyncHealth, serverSyncHealthInput, statusRank, syncHealthScore, worstAgents } from './health-score';
-import type { HealthStatus, SyncHealthInput } from './health-score';
+import { currentPushReport, fleetHealth, serverSyncHealth, serverSyncHealthInput, statusRank, syncHealthScore, worstAgents } from './health-score';
+import type { HealthStatus, PushReport, SyncHealthInput } from './health-score';
 
 const perfect: SyncHealthInput = { syncLagSeconds: 0, pendingOperations: 0, failedOperations: 0, conflictRate: 0, consistencyViolations: 0 };
 
 const input = fc.record({
   syncLagSeconds: fc.oneof(fc.double({ min: 0, max: 1e7, noNaN: true }), fc.constant(Number.POSITIVE_INFINITY)),
+  pushLagSeconds: fc.double({ min: 0, max: 1e7, noNaN: true }),
   pendingOperations: fc.nat({ max: 1_000_000 }),
   failedOperations: fc.nat({ max: 1000 }),
   conflictRate: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -18,6 +19,7 @@ const worsePair = input.chain((a) =>
   fc
     .record({
       syncLagSeconds: fc.double({ min: 0, max: 1e6, noNaN: true }),
+      pushLagSeconds: fc.double({ min: 0, max: 1e6, noNaN: true }),
       pendingOperations: fc.nat({ max: 100_000 }),
       failedOperations: fc.nat({ max: 100 }),
       conflictRate: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -26,6 +28,7 @@ const worsePair = input.chain((a) =>
     .map((d) => {
       const b: SyncHealthInput = {
         syncLagSeconds: a.syncLagSeconds + d.syncLagSeconds,
+        pushLagSeconds: a.pushLagSeconds + d.pushLagSeconds,
         pendingOperations: a.pendingOperations + d.pendingOperations,
         failedOperations: a.failedOperations + d.failedOperations,
         conflictRate: a.conflictRate + d.conflictRate,
@@ -69,6 +72,26 @@ describe('syncHealthScore', () => {
     expect(r.status).toBe('degraded');
   });
 
+  it('takes the worse lag of the two directions, names the push side when it is the one behind, and makes a day of it unhealthy', () => {
+    expect(syncHealthScore({ ...perfect, pushLagSeconds: 300 })).toEqual({ score: 100, status: 'healthy', reasons: [] });
+    const pushBehind = syncHealthScore({ ...perfect, syncLagSeconds: 60, pushLagSeconds: 300 + (86_400 - 300) / 2 });
+    expect(pushBehind.score).toBe(85);
+    expect(pushBehind.reasons).toEqual([expect.stringMatching(/^oldest unsent change waiting 43350s, over the 300s target \(-15\)$/)]);
+    // The same lag in the pull direction scores the same and says so.
+    expect(syncHealthScore({ ...perfect, syncLagSeconds: 43_350, pushLagSeconds: 60 })).toMatchObject({ score: 85, reasons: [expect.stringMatching(/^sync lag 43350s/)] });
+    const day = syncHealthScore({ ...perfect, pushLagSeconds: 2 * 86_400 });
+    expect(day).toMatchObject({ score: 70, status: 'unhealthy' });
+    expect(day.reasons).toContain('oldest unsent change waiting 172800s (>= 24h): unhealthy');
+  });
+
+  it('charges failed pushes in a row, and makes 20 of them degraded at least (a broken push path)', () => {
+    const few = syncHealthScore({ ...perfect, failedOperations: 4 });
+    expect(few).toEqual({ score: 97, status: 'healthy', reasons: ['4 failed pushes in a row (-3)'] });
+    const broken = syncHealthScore({ ...perfect, failedOperations: 20 });
+    expect(broken).toMatchObject({ score: 85, status: 'degraded' });
+    expect(broken.reasons).toEqual(['20 failed pushes in a row (-15)', '20 failed pushes in a row (>= 20): degraded at least']);
+  });
+
   it('lists the worst signal first', () => {
     const r = syncHealthScore({ ...perfect, pendingOperations: 10_000, failedOperations: 1 });
     expect(r.reasons[0]).toMatch(/pending/);
@@ -76,7 +99,7 @@ describe('syncHealthScore', () => {
   });
 
   it('refuses NaN and negative inputs with FLEET_OBS_001', () => {
-    for (const bad of [{ ...perfect, conflictRate: Number.NaN }, { ...perfect, pendingOperations: -1 }]) {
+    for (const bad of [{ ...perfect, conflictRate: Number.NaN }, { ...perfect, pendingOperations: -1 }, { ...perfect, pushLagSeconds: Number.NaN }, { ...perfect, pushLagSeconds: -1 }]) {
       let caught: unknown;
       try {
         syncHealthScore(bad);
@@ -172,7 +195,7 @@ describe('serverSyncHealth (what the server can vouch for)', () => {
 
   it('scores lag from the last caught-up pull, else the first pull, else never (Infinity)', () => {
     expect(serverSyncHealthInput({ caughtUpAt: NOW - 2 * MIN, firstPulledAt: NOW - 60 * MIN, verifyDiffs: null }, NOW)).toEqual({
-      syncLagSeconds: 120, pendingOperations: 0, failedOperations: 0, conflictRate: 0, consistencyViolations: 0,
+      syncLagSeconds: 120, pushLagSeconds: 0, pendingOperations: 0, failedOperations: 0, conflictRate: 0, consistencyViolations: 0,
     });
     expect(serverSyncHealthInput({ caughtUpAt: null, firstPulledAt: NOW - 10 * MIN, verifyDiffs: 3 }, NOW)).toMatchObject({ syncLagSeconds: 600, consistencyViolations: 3 });
     expect(serverSyncHealthInput({ caughtUpAt: null, firstPulledAt: null, verifyDiffs: null }, NOW).syncLagSeconds).toBe(Number.POSITIVE_INFINITY);
@@ -205,6 +228,64 @@ describe('serverSyncHealth (what the server can vouch for)', () => {
         expect(b.score).toBeGreaterThanOrEqual(50);
       }),
     );
+  });
+
+  describe('with the push side the agent reports', () => {
+    const report = (o: Partial<PushReport> = {}): PushReport => ({ at: NOW - 10_000, outbox: 0, oldestUnsentAgeMs: 0, retryQueue: 0, failedPushes: 0, ...o });
+    const pulling = { caughtUpAt: NOW - 10_000, firstPulledAt: NOW - 86_400_000, verifyDiffs: 0, pulledAt: NOW - 10_000 };
+
+    it('maps the report: the oldest unsent change is the push lag, the outbox is pending, failed pushes are failures', () => {
+      expect(serverSyncHealthInput({ ...pulling, push: report({ outbox: 250, oldestUnsentAgeMs: 7_200_000, retryQueue: 250, failedPushes: 9 }) }, NOW)).toEqual({
+        syncLagSeconds: 10, pushLagSeconds: 7200, pendingOperations: 250, failedOperations: 9, conflictRate: 0, consistencyViolations: 0,
+      });
+      // An empty outbox has no lag, whatever age came with it.
+      expect(serverSyncHealthInput({ ...pulling, push: report({ outbox: 0, oldestUnsentAgeMs: 7_200_000 }) }, NOW).pushLagSeconds).toBe(0);
+    });
+
+    it('scores a host that pulls but cannot push: named reasons, degraded after 20 failures, unhealthy after a day', () => {
+      const idle = serverSyncHealth({ ...pulling, push: report() }, NOW);
+      expect(idle).toEqual({ score: 100, status: 'healthy', reasons: [] });
+      const failing = serverSyncHealth({ ...pulling, push: report({ outbox: 30, oldestUnsentAgeMs: 600_000, retryQueue: 30, failedPushes: 6 }) }, NOW);
+      expect(failing.score).toBeLessThan(100);
+      expect(failing.reasons).toEqual(['6 failed pushes in a row (-4.5)', 'oldest unsent change waiting 600s, over the 300s target (-0.1)']);
+      expect(serverSyncHealth({ ...pulling, push: report({ outbox: 30, oldestUnsentAgeMs: 3_600_000, retryQueue: 30, failedPushes: 25 }) }, NOW).status).toBe('degraded');
+      const days = serverSyncHealth({ ...pulling, push: report({ outbox: 5000, oldestUnsentAgeMs: 3 * 86_400_000, retryQueue: 5000, failedPushes: 40 }) }, NOW);
+      expect(days.status).toBe('unhealthy');
+      expect(days.score).toBeLessThan(50);
+      expect(days.reasons[0]).toBe('oldest unsent change waiting 259200s, over the 300s target (-30)');
+      // A small backlog stuck for a day: unhealthy by the cap, not by the score.
+      const stuck = serverSyncHealth({ ...pulling, push: report({ outbox: 3, oldestUnsentAgeMs: 86_400_000, retryQueue: 3, failedPushes: 2 }) }, NOW);
+      expect(stuck).toMatchObject({ score: 69, status: 'unhealthy' });
+      expect(stuck.reasons).toContain('oldest unsent change waiting 86400s (>= 24h): unhealthy');
+    });
+
+    it('leaves out a report a later pull did not renew (stale), and scores no report as before', () => {
+      const bad = report({ outbox: 30, oldestUnsentAgeMs: 2 * 86_400_000, failedPushes: 30 });
+      expect(currentPushReport({ pulledAt: NOW - 10_000, push: bad })).toBe(bad);
+      expect(currentPushReport({ pulledAt: NOW - 5_000, push: bad })).toBeUndefined();
+      expect(serverSyncHealth({ ...pulling, pulledAt: NOW - 5_000, push: bad }, NOW)).toEqual({ score: 100, status: 'healthy', reasons: [] });
+      expect(serverSyncHealth({ ...pulling, push: null }, NOW)).toEqual(serverSyncHealth({ caughtUpAt: pulling.caughtUpAt, firstPulledAt: pulling.firstPulledAt, verifyDiffs: 0 }, NOW));
+    });
+
+    const reportArb = fc.record({ outbox: fc.nat({ max: 20_000 }), oldestUnsentAgeMs: fc.nat({ max: 10 * 86_400_000 }), retryQueue: fc.nat({ max: 20_000 }), failedPushes: fc.nat({ max: 100 }) });
+    it('property: a worse report (every figure at least as bad) never gives a better score or status; the score stays within 15..100', () => {
+      fc.assert(
+        fc.property(reportArb, reportArb, fc.nat({ max: 3 * 86_400_000 }), fc.option(fc.nat({ max: 20 }), { nil: null }), (a, d, ago, diffs) => {
+          const facts = { caughtUpAt: NOW - ago, firstPulledAt: null, verifyDiffs: diffs, pulledAt: NOW - 1000 };
+          const worse = { outbox: a.outbox + d.outbox, oldestUnsentAgeMs: a.oldestUnsentAgeMs + d.oldestUnsentAgeMs, retryQueue: a.retryQueue + d.retryQueue, failedPushes: a.failedPushes + d.failedPushes };
+          // An outbox that goes from empty to non-empty must not lose its lag: a worse report waits at least as long.
+          const ra = serverSyncHealth({ ...facts, push: report({ ...a, at: NOW - 1000 }) }, NOW);
+          const rb = serverSyncHealth({ ...facts, push: report({ ...worse, at: NOW - 1000 }) }, NOW);
+          expect(rb.score).toBeLessThanOrEqual(ra.score);
+          expect(statusRank(rb.status)).toBeGreaterThanOrEqual(statusRank(ra.status));
+          expect(rb.score).toBeGreaterThanOrEqual(15);
+          // A report never scores better than no report.
+          const none = serverSyncHealth(facts, NOW);
+          expect(ra.score).toBeLessThanOrEqual(none.score);
+          expect(statusRank(ra.status)).toBeGreaterThanOrEqual(statusRank(none.status));
+        }),
+      );
+    });
   });
 
   it('orders the worst agents by score, then status, then id', () => {

@@ -12,15 +12,16 @@ import { FleetError } from '@fleet/errors';
  *
  * | signal | target (no penalty) | limit (full penalty) | weight | why this weight |
  * |---|---|---|---|---|
- * | sync lag | 5 min | 24 h | 30 | staleness is what operators feel first; a day-old host is as stale as it gets for "recent" |
+ * | sync lag (the worse of: since the last successful sync, the oldest unsent change's wait) | 5 min | 24 h | 30 | staleness is what operators feel first; a day-old host is as stale as it gets for "recent" |
  * | pending operations | 100 | 10 000 | 20 | a backlog means data not yet on the server; coalescing keeps it bounded, so 10k is a lot |
- * | failed operations | 0 | 20 | 15 | a few failures are retries doing their job; 20 in a row is a broken path |
+ * | failed operations (pushes failed in a row) | 0 | 20 | 15 | a few failures are retries doing their job; 20 in a row is a broken path |
  * | conflict rate | 1 % | 20 % | 15 | conflicts are resolved deterministically, but a high rate means writers fight over records |
  * | consistency violations | 0 | 10 | 20 | the first violation costs 10 at once: it means verified convergence failed |
  *
- * Status: `healthy` at 80 or more, `degraded` from 50, `unhealthy` below 50; and two caps
+ * Status: `healthy` at 80 or more, `degraded` from 50, `unhealthy` below 50; and three caps
  * regardless of the score: any consistency violation caps the status at `degraded` (data differs
- * and must be repaired), and a sync lag at or above 24 h makes it `unhealthy`.
+ * and must be repaired), 20 failed pushes in a row make it at least `degraded` (a broken push path),
+ * and a sync lag (either direction) at or above 24 h makes it `unhealthy`.
  *
  * Every penalty and cap is monotone in its input, so a worse input never gives a better score or
  * a better status (the property tests check it).
@@ -29,9 +30,14 @@ import { FleetError } from '@fleet/errors';
 export interface SyncHealthInput {
   /** Seconds since the last successful sync; `Infinity` for an agent that never synced. */
   readonly syncLagSeconds: number;
-  /** Operations waiting to sync (outbox size after coalescing, plus retry queue). */
+  /**
+   * Seconds the oldest change not yet acknowledged by the server has waited: the push direction's lag
+   * (0, or absent, when nothing waits: an idle host is not behind). The lag signal takes the worse of the two.
+   */
+  readonly pushLagSeconds?: number;
+  /** Changes waiting to be pushed (the outbox after coalescing; changes waiting for a retry are in it). */
   readonly pendingOperations: number;
-  /** Failed sync operations in the window (or consecutive failures). */
+  /** Push attempts that failed in a row (a failed pull shows as lag: no pull gets through). */
   readonly failedOperations: number;
   /** Conflicts / total operations over the window (the seed uses 24 h); 0..1, higher is clamped. */
   readonly conflictRate: number;
@@ -50,26 +56,40 @@ export interface SyncHealth {
 }
 
 interface Signal {
-  readonly key: keyof SyncHealthInput;
+  readonly name: 'syncLag' | 'pendingOperations' | 'failedOperations' | 'conflictRate' | 'consistencyViolations';
+  /** The signal's value (monotone in the input fields it reads). */
+  readonly value: (input: SyncHealthInput) => number;
   readonly target: number;
   readonly limit: number;
   readonly weight: number;
   /** A penalty paid in full as soon as the signal exceeds its target (a step, still monotone). */
   readonly floor?: number;
-  readonly describe: (value: number, penalty: number) => string;
+  readonly describe: (value: number, penalty: number, input: SyncHealthInput) => string;
 }
 
 const DAY = 86_400;
 
+/** The push direction is the one behind: its lag is what the lag signal and the 24 h cap name. */
+const pushBehind = (i: SyncHealthInput): boolean => (i.pushLagSeconds ?? 0) > i.syncLagSeconds;
+const lagOf = (i: SyncHealthInput): number => Math.max(i.syncLagSeconds, i.pushLagSeconds ?? 0);
+
 export const HEALTH_SIGNALS: readonly Signal[] = [
-  { key: 'syncLagSeconds', target: 300, limit: DAY, weight: 30, describe: (v, p) => `sync lag ${fmt(v)}s over the 300s target (-${fmt(p)})` },
-  { key: 'pendingOperations', target: 100, limit: 10_000, weight: 20, describe: (v, p) => `${fmt(v)} pending operations over the 100 target (-${fmt(p)})` },
-  { key: 'failedOperations', target: 0, limit: 20, weight: 15, describe: (v, p) => `${fmt(v)} failed operations (-${fmt(p)})` },
-  { key: 'conflictRate', target: 0.01, limit: 0.2, weight: 15, describe: (v, p) => `conflict rate ${fmt(v * 100)}% over the 1% target (-${fmt(p)})` },
-  { key: 'consistencyViolations', target: 0, limit: 10, weight: 20, floor: 10, describe: (v, p) => `${fmt(v)} consistency violations (-${fmt(p)})` },
+  {
+    name: 'syncLag',
+    value: lagOf,
+    target: 300,
+    limit: DAY,
+    weight: 30,
+    describe: (v, p, i) => (pushBehind(i) ? `oldest unsent change waiting ${fmt(v)}s, over the 300s target (-${fmt(p)})` : `sync lag ${fmt(v)}s over the 300s target (-${fmt(p)})`),
+  },
+  { name: 'pendingOperations', value: (i) => i.pendingOperations, target: 100, limit: 10_000, weight: 20, describe: (v, p) => `${fmt(v)} changes pending push, over the 100 target (-${fmt(p)})` },
+  { name: 'failedOperations', value: (i) => i.failedOperations, target: 0, limit: 20, weight: 15, describe: (v, p) => `${fmt(v)} failed pushes in a row (-${fmt(p)})` },
+  { name: 'conflictRate', value: (i) => i.conflictRate, target: 0.01, limit: 0.2, weight: 15, describe: (v, p) => `conflict rate ${fmt(v * 100)}% over the 1% target (-${fmt(p)})` },
+  { name: 'consistencyViolations', value: (i) => i.consistencyViolations, target: 0, limit: 10, weight: 20, floor: 10, describe: (v, p) => `${fmt(v)} consistency violations (-${fmt(p)})` },
 ];
 
-export const HEALTH_THRESHOLDS = { healthy: 80, degraded: 50, unhealthyLagSeconds: DAY } as const;
+/** `degradedFailures`: failed pushes in a row from which the status is at least degraded (the failed-operations limit). */
+export const HEALTH_THRESHOLDS = { healthy: 80, degraded: 50, unhealthyLagSeconds: DAY, degradedFailures: 20 } as const;
 
 const RANK: Readonly<Record<HealthStatus, number>> = { healthy: 0, degraded: 1, unhealthy: 2 };
 
@@ -99,12 +119,15 @@ function statusOfScore(score: number): HealthStatus {
   return 'unhealthy';
 }
 
+const INPUT_FIELDS = ['syncLagSeconds', 'pushLagSeconds', 'pendingOperations', 'failedOperations', 'conflictRate', 'consistencyViolations'] as const;
+
 function validate(input: SyncHealthInput): void {
-  for (const s of HEALTH_SIGNALS) {
-    const v = input[s.key];
+  for (const field of INPUT_FIELDS) {
+    const v: unknown = input[field];
+    if (v === undefined && field === 'pushLagSeconds') continue;
     // Infinity is allowed (an agent that never synced has an infinite lag); NaN and negatives are bugs.
     if (typeof v !== 'number' || Number.isNaN(v) || v < 0) {
-      throw new FleetError('FLEET_OBS_001', `${s.key} = ${String(v)}`, { details: { field: s.key } });
+      throw new FleetError('FLEET_OBS_001', `${field} = ${String(v)}`, { details: { field } });
     }
   }
 }
@@ -114,8 +137,9 @@ export function syncHealthScore(input: SyncHealthInput): SyncHealth {
   validate(input);
   const costs: { penalty: number; reason: string }[] = [];
   for (const s of HEALTH_SIGNALS) {
-    const p = penalty(s, input[s.key]);
-    if (p > 0) costs.push({ penalty: p, reason: s.describe(input[s.key], p) });
+    const v = s.value(input);
+    const p = penalty(s, v);
+    if (p > 0) costs.push({ penalty: p, reason: s.describe(v, p, input) });
   }
   const total = costs.reduce((sum, c) => sum + c.penalty, 0);
   // Math.round is monotone, so rounding keeps "worse input, never a better score".
@@ -128,9 +152,14 @@ export function syncHealthScore(input: SyncHealthInput): SyncHealth {
     status = 'degraded';
     reasons.push('consistency violations cap the status at degraded');
   }
-  if (input.syncLagSeconds >= HEALTH_THRESHOLDS.unhealthyLagSeconds && status !== 'unhealthy') {
+  if (input.failedOperations >= HEALTH_THRESHOLDS.degradedFailures && status === 'healthy') {
+    status = 'degraded';
+    reasons.push(`${fmt(input.failedOperations)} failed pushes in a row (>= ${HEALTH_THRESHOLDS.degradedFailures}): degraded at least`);
+  }
+  const lag = lagOf(input);
+  if (lag >= HEALTH_THRESHOLDS.unhealthyLagSeconds && status !== 'unhealthy') {
     status = 'unhealthy';
-    reasons.push(`no successful sync for ${fmt(input.syncLagSeconds)}s (>= 24h): unhealthy`);
+    reasons.push(pushBehind(input) ? `oldest unsent change waiting ${fmt(lag)}s (>= 24h): unhealthy` : `no successful sync for ${fmt(lag)}s (>= 24h): unhealthy`);
   }
   return { score, status, reasons };
 }
@@ -186,6 +215,20 @@ export function fleetHealth(perAgent: readonly Pick<SyncHealth, 'score' | 'statu
   return { score, status, reasons, agents, byStatus };
 }
 
+/** An agent's push side as its latest pull reported it (`PullRequest.health`, protocol 2), with when it arrived. */
+export interface PushReport {
+  /** When the server received it (ms since the epoch, the server's clock). */
+  readonly at: number;
+  /** Unsent changes queued in its outbox. */
+  readonly outbox: number;
+  /** How long the oldest of them had waited when it reported (ms, measured on the agent's clock). */
+  readonly oldestUnsentAgeMs: number;
+  /** Of those, the changes a push already failed to deliver. */
+  readonly retryQueue: number;
+  /** Push attempts failed in a row. */
+  readonly failedPushes: number;
+}
+
 /**
  * What the server knows of one agent (delta-calculator's `agent_pulls`, change-log's `origin_progress`);
  * times in ms since the epoch, null when it never happened.
@@ -197,27 +240,46 @@ export interface ServerAgentFacts {
   readonly firstPulledAt: number | null;
   /** Buckets its latest Merkle exchange found differing; null when it never verified. */
   readonly verifyDiffs: number | null;
+  /** Its latest pull page of any kind (with `push`: a report older than it is stale). */
+  readonly pulledAt?: number | null;
+  /** Its latest push-side report; null or absent when it never sent one (an agent of protocol 1). */
+  readonly push?: PushReport | null;
+}
+
+/**
+ * The report the score uses: the latest one, unless a later pull carried none (the agent went back to a
+ * build that does not report, or its store could not tell): figures that are no longer renewed are left out.
+ */
+export function currentPushReport(f: Pick<ServerAgentFacts, 'pulledAt' | 'push'>): PushReport | undefined {
+  const r = f.push ?? undefined;
+  if (r === undefined) return undefined;
+  return f.pulledAt === undefined || f.pulledAt === null || r.at >= f.pulledAt ? r : undefined;
 }
 
 /**
  * The sync-health input the SERVER can vouch for (docs/observability.md, "Server-side score"):
  * - `syncLagSeconds`: since the latest pull that left the agent caught up (or, if it never caught up,
  *   since its first pull; `Infinity` when it never pulled). Pulls are the agent's heartbeat: the sync
- *   manager pulls on every nudge and on its schedule, idle or not. A push is not a lag (an idle host
- *   pushes nothing and is healthy), so the last push is shown beside the score, not scored;
+ *   manager pulls on every nudge and on its schedule, idle or not. The time since the last push is not a
+ *   lag (an idle host pushes nothing and is healthy), so it is shown beside the score, not scored;
+ * - `pushLagSeconds`, `pendingOperations`, `failedOperations`: from the agent's latest push-side report
+ *   (its pulls carry it: `currentPushReport`): the oldest unsent change's wait, the outbox, the pushes
+ *   failed in a row. The wait is as of the report (the agent reports with every pull, and an agent that
+ *   stopped pulling is scored by its pull lag). 0 without a report (an agent of protocol 1: the host's
+ *   own metrics and `agent status` show its backlog);
  * - `consistencyViolations`: buckets its latest Merkle exchange found differing;
- * - `pendingOperations`, `failedOperations`, `conflictRate`: 0. The outbox, the retry queue and the
- *   failed attempts live on the host (`agent status`), and a failed attempt that never reached the
- *   server is exactly what the server cannot see; conflict rates per agent are not kept.
- * So the server-side score ranges 50..100 (lag 30, consistency 20): a host can look healthy here and
- * still hold a backlog; the caps (a lag of 24 h is unhealthy, a violation caps at degraded) apply.
+ * - `conflictRate`: 0, conflict rates per agent are not kept.
+ * So the server-side score ranges 15..100; the caps (a lag of 24 h either way is unhealthy, 20 failed
+ * pushes in a row or a violation make it degraded at least) apply.
  */
 export function serverSyncHealthInput(f: ServerAgentFacts, nowMs: number): SyncHealthInput {
   const since = f.caughtUpAt ?? f.firstPulledAt;
+  const push = currentPushReport(f);
   return {
     syncLagSeconds: since === null ? Number.POSITIVE_INFINITY : Math.max(0, (nowMs - since) / 1000),
-    pendingOperations: 0,
-    failedOperations: 0,
+    pushLagSeconds: push === undefined || push.outbox === 0 ? 0 : push.oldestUnsentAgeMs / 1000,
+    pendingOperations: push?.outbox ?? 0,
+    failedOperations: push?.failedPushes ?? 0,
     conflictRate: 0,
     consistencyViolations: f.verifyDiffs ?? 0,
   };

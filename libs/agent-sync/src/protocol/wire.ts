@@ -9,17 +9,20 @@ import {
   decodeReply,
   encodeJson,
   fromWireRecord,
+  HEALTH_REPORT_PROTOCOL_VERSION,
   MAX_CHANGES_PER_PUSH,
   MAX_PULL_LIMIT,
   MAX_PULL_RESPONSE_BYTES,
   MAX_PUSH_BATCH_BYTES,
+  MAX_REPORTED_AGE_MS,
+  MAX_REPORTED_COUNT,
   MAX_SNAPSHOT_RESPONSE_BYTES,
   MerkleResponseSchema,
   PROTOCOL_VERSION,
   PullKeysResponseSchema,
   PullResponseSchema,
 } from '@fleet/contracts';
-import type { ErrorReply, MerkleRequest, PullCursor, PullKeysRequest, PullRequest, Reply, WireRecord } from '@fleet/contracts';
+import type { ErrorReply, MerkleRequest, PullCursor, PullKeysRequest, PullRequest, PushHealth, Reply, WireRecord } from '@fleet/contracts';
 import { batchIdOf, planPushBatch, visibleHash } from '@fleet/sync-core';
 import type { Change, MerkleEntry, MerkleVerifyRequest, MerkleVerifyResponse, RecordRef, RemoteRecord } from '@fleet/sync-core';
 
@@ -54,10 +57,40 @@ export function buildPushBatch(agentId: string, outbox: readonly Change[], sentA
   return { batchId, changeIds, payload };
 }
 
-/** From cursor 0 (a fresh store) the agent asks for a snapshot: current states in bulk, then the log (docs/delta-calculator.md). */
-export function buildPullRequest(agentId: string, scopes: readonly string[], cursor: PullCursor, limit?: number, ownFrom?: number): PullRequest {
+/** What the agent store tells of its outbox (agent-store's `outboxStats`, the part the push-side report uses). */
+export interface OutboxFigures {
+  /** Unsent changes queued. */
+  readonly size: number;
+  /** How long the oldest has waited (ms), or null when the outbox is empty. */
+  readonly oldestAgeMs: number | null;
+  /** Queued changes with at least one failed push attempt. */
+  readonly failures: number;
+  /** Failed push attempts recorded since the last acknowledged batch (the store keeps it across restarts). */
+  readonly consecutiveFailures: number;
+}
+
+const count = (n: number): number => (Number.isFinite(n) && n > 0 ? Math.min(MAX_REPORTED_COUNT, Math.floor(n)) : 0);
+
+/**
+ * The push side a pull request reports (`health`, protocol 2): the outbox's figures, and the push attempts
+ * failed in a row, the larger of the store's count and `failedInARow` (the sync manager's own, which also
+ * counts a push that failed before a batch was published). Every number is clamped to what the schema
+ * takes (0 for anything not a number), so a report never makes the pull it rides on fail to decode.
+ */
+export function pushHealthOf(o: OutboxFigures, failedInARow: number): PushHealth {
+  const outbox = count(o.size);
+  const age = outbox === 0 || o.oldestAgeMs === null || !Number.isFinite(o.oldestAgeMs) || o.oldestAgeMs < 0 ? 0 : Math.min(MAX_REPORTED_AGE_MS, Math.floor(o.oldestAgeMs));
+  return { outbox, oldestUnsentAgeMs: age, retryQueue: Math.min(outbox, count(o.failures)), failedPushes: count(Math.max(count(o.consecutiveFailures), count(failedInARow))) };
+}
+
+/**
+ * From cursor 0 (a fresh store) the agent asks for a snapshot: current states in bulk, then the log
+ * (docs/delta-calculator.md). With `health` the request is written at protocol 2 (the version that has
+ * it), without it at 1, so a server that speaks only 1 still reads every pull that carries no report.
+ */
+export function buildPullRequest(agentId: string, scopes: readonly string[], cursor: PullCursor, limit?: number, ownFrom?: number, health?: PushHealth): PullRequest {
   return {
-    protocol: PROTOCOL_VERSION,
+    protocol: health === undefined ? PROTOCOL_VERSION : HEALTH_REPORT_PROTOCOL_VERSION,
     agentId,
     scopes: [...scopes],
     cursor,
@@ -65,6 +98,7 @@ export function buildPullRequest(agentId: string, scopes: readonly string[], cur
     acceptEncodings: ['gzip', 'identity'],
     ...(cursor === 0 ? { snapshot: true } : {}),
     ...(ownFrom === undefined || !Number.isSafeInteger(ownFrom) || ownFrom < 1 ? {} : { ownFrom }),
+    ...(health === undefined ? {} : { health }),
   };
 }
 

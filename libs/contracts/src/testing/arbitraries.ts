@@ -5,9 +5,10 @@
 import fc from 'fast-check';
 import { applyChanges } from '@fleet/sync-core';
 import type { Change, Fields, JsonValue, LoggedChange } from '@fleet/sync-core';
-import { PROTOCOL_VERSION } from '../protocol';
+import { MAX_REPORTED_AGE_MS, MAX_REPORTED_COUNT } from '../limits';
+import { HEALTH_REPORT_PROTOCOL_VERSION, PROTOCOL_VERSION } from '../protocol';
 import { resyncCursor } from '../messages';
-import type { PullRequest, PushBatch } from '../messages';
+import type { PullRequest, PushBatch, PushHealth } from '../messages';
 import { toWireRecord } from '../wire-record';
 import type { WireRecord } from '../wire-record';
 
@@ -89,20 +90,31 @@ export const pushBatchArb: fc.Arbitrary<PushBatch> = agentIdArb.chain((agentId) 
   ),
 );
 
-export const pullRequestArb: fc.Arbitrary<PullRequest> = fc.record(
-  {
-    protocol: fc.constant(PROTOCOL_VERSION),
-    agentId: agentIdArb,
-    scopes: fc.uniqueArray(scopeArb, { minLength: 1, maxLength: 5 }),
-    cursor: fc.oneof(
-      fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
-      fc.tuple(fc.integer({ min: 0, max: 1e9 }), fc.option(fc.record({ scope: scopeArb, collection: collectionArb, key: keyArb }), { nil: undefined })).map(([at, after]) => resyncCursor(at, after)),
-    ),
-    limit: fc.integer({ min: 1, max: 1000 }),
-    acceptEncodings: fc.uniqueArray(fc.constantFrom('identity' as const, 'gzip' as const)),
-  },
-  { requiredKeys: ['protocol', 'agentId', 'scopes', 'cursor'] },
-);
+/** An agent's push-side report (any value the schema takes, edges included). */
+export const pushHealthArb: fc.Arbitrary<PushHealth> = fc.record({
+  outbox: fc.oneof(fc.nat({ max: 1000 }), fc.constant(MAX_REPORTED_COUNT)),
+  oldestUnsentAgeMs: fc.oneof(fc.nat({ max: 86_400_000 }), fc.constant(MAX_REPORTED_AGE_MS)),
+  retryQueue: fc.nat({ max: 1000 }),
+  failedPushes: fc.oneof(fc.nat({ max: 100 }), fc.constant(MAX_REPORTED_COUNT)),
+});
+
+/** A pull request of protocol 1, or of protocol 2 with or without `health`. */
+export const pullRequestArb: fc.Arbitrary<PullRequest> = fc
+  .record(
+    {
+      agentId: agentIdArb,
+      scopes: fc.uniqueArray(scopeArb, { minLength: 1, maxLength: 5 }),
+      cursor: fc.oneof(
+        fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }),
+        fc.tuple(fc.integer({ min: 0, max: 1e9 }), fc.option(fc.record({ scope: scopeArb, collection: collectionArb, key: keyArb }), { nil: undefined })).map(([at, after]) => resyncCursor(at, after)),
+      ),
+      limit: fc.integer({ min: 1, max: 1000 }),
+      acceptEncodings: fc.uniqueArray(fc.constantFrom('identity' as const, 'gzip' as const)),
+      health: pushHealthArb,
+    },
+    { requiredKeys: ['agentId', 'scopes', 'cursor'] },
+  )
+  .chain((r) => (r.health === undefined ? fc.constantFrom(PROTOCOL_VERSION, HEALTH_REPORT_PROTOCOL_VERSION) : fc.constant(HEALTH_REPORT_PROTOCOL_VERSION)).map((protocol): PullRequest => ({ protocol, ...r })));
 
 /** A pull response as a sender builds it (domain `LoggedChange`s). */
 export interface PullResponseLike {

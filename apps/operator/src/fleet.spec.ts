@@ -1,0 +1,31 @@
+import { decodeAgentSyncReply, encodeJson, errorReply } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
+import { askWithPush } from './fleet';
+
+const at = '2026-11-28T14:05:40.021Z';
+
+describe('askWithPush: the push side from a delta-calculator of either protocol', () => {
+  it('asks at protocol 2 and takes the answer', async () => {
+    const asked: number[] = [];
+    const r = await askWithPush(async (protocol) => (asked.push(protocol), encodeJson({ protocol, at, agents: {} })), decodeAgentSyncReply);
+    expect(asked).toEqual([2]);
+    expect(r.protocol).toBe(2);
+  });
+
+  it('asks again at 1 when the service speaks only 1 (FLEET_DECODE_003), and takes that answer', async () => {
+    const asked: number[] = [];
+    const old = async (protocol: number) => {
+      asked.push(protocol);
+      return encodeJson(protocol === 1 ? { protocol, at, agents: {} } : errorReply(new FleetError('FLEET_DECODE_003', `protocol is ${protocol}, this build speaks 1`)));
+    };
+    expect((await askWithPush(old, decodeAgentSyncReply)).protocol).toBe(1);
+    expect(asked).toEqual([2, 1]);
+  });
+
+  it('any other error reply is the answer (not asked again)', async () => {
+    const asked: number[] = [];
+    const refusing = async (protocol: number) => (asked.push(protocol), encodeJson(errorReply(new FleetError('FLEET_AUTH_004', 'wrong token'))));
+    await expect(askWithPush(refusing, decodeAgentSyncReply)).rejects.toMatchObject({ details: { remoteCode: 'FLEET_AUTH_004' } });
+    expect(asked).toEqual([2]);
+  });
+});
