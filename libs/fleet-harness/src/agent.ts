@@ -6,7 +6,7 @@
  * closed; online = a new manager and connection over the same store (the durable outbox and
  * cursor carry over, as across an agent restart).
  */
-import { CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import { agentConnectOptions, CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import { HARNESS_COORDINATOR_KEYS } from './services';
 import type { SyncManagerOptions, SyncStore, VerifyReport, VerifyTarget, WireMeter } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
@@ -169,7 +169,7 @@ export class FleetAgent {
   /** Starts a sync manager over a new NATS connection (the reconnect protocol runs on connect). */
   goOnline(): void {
     if (this.manager !== undefined) return;
-    const transport = new MeteredTransport(new NatsSyncTransport({ servers: this.o.natsUrl, name: `agent-${this.id}` }, this.o.namespace), countInto(this.o.wire), this.o.namespace);
+    const transport = new MeteredTransport(new NatsSyncTransport(agentConnectOptions({ servers: this.o.natsUrl, agentId: this.id }), this.o.namespace), countInto(this.o.wire), this.o.namespace);
     const m = new SyncManager({
       store: this.port,
       transport,
