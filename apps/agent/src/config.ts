@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { isAgentId, isHostScope, isScope } from '@fleet/contracts';
-import { defineConfig, envDuration, envInt, envString, envUrl, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsCredsFileOption, natsUrlOption, strategyConfigOptions } from '@fleet/config';
+import { defineConfig, envDuration, envInt, envString, envUrl, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsCredsFileOption, natsTlsOptions, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf, Env } from '@fleet/config';
 import type { StrategyConfig } from '@fleet/sync-core';
 import { FleetError } from '@fleet/errors';
@@ -20,6 +20,7 @@ export const agentConfig = defineConfig({
     natsUrl: natsUrlOption(),
     namespace: namespaceOption(),
     credentialsFile: natsCredsFileOption("this agent's"),
+    ...natsTlsOptions(),
     coordinatorKeyFile: {
       env: 'COORDINATOR_KEY_FILE',
       schema: envString({ min: 1 }),

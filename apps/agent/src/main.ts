@@ -209,6 +209,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     scopes: config.scopes,
     strategy: config.strategyConfig,
     ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }),
+    tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
     ...(config.coordinatorKeyFile === undefined ? {} : { coordinatorKey: readCoordinatorKey(config.coordinatorKeyFile) }),
     wire: (direction, message, bytes) => meter.wire(direction, message, bytes),
     onReport: (r) => {

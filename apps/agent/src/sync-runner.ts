@@ -7,6 +7,7 @@
  * closing the store.
  */
 import { agentConnectOptions, CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import type { NatsTlsFiles } from '@fleet/messaging';
 import type { CriticalReport, CriticalStore, SyncManagerOptions, SyncStore, VerifyTarget, WireMeter } from '@fleet/agent-sync';
 import { DEFAULT_NAMESPACE } from '@fleet/contracts';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -16,6 +17,8 @@ export interface AgentSyncConfig {
   readonly servers: string | readonly string[];
   /** This agent's `.creds` file, when the server requires credentials (docs/nats-credentials.md). */
   readonly credentialsFile?: string;
+  /** TLS files (a private CA, a client certificate for mutual TLS). */
+  readonly tls?: NatsTlsFiles;
   /** Subject namespace (default `sync`). */
   readonly namespace?: string;
   /** The scopes this agent holds and pulls (its host scope, `fleet`, its groups'). */
@@ -43,7 +46,7 @@ export interface RunningSync {
 /** The sync manager and the critical-operation participant (two-phase commit) over one NATS connection. */
 export function startSync(store: SyncStore & CriticalStore, config: AgentSyncConfig): RunningSync {
   const nats = new NatsSyncTransport(
-    agentConnectOptions({ servers: config.servers, agentId: store.agentId, credentialsFile: config.credentialsFile }),
+    agentConnectOptions({ servers: config.servers, agentId: store.agentId, credentialsFile: config.credentialsFile, tls: config.tls }),
     config.namespace,
   );
   const transport = config.wire === undefined ? nats : new MeteredTransport(nats, config.wire, config.namespace ?? DEFAULT_NAMESPACE);

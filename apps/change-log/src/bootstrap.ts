@@ -20,7 +20,12 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
   const s = subjects(config.namespace);
   const logger = new Logger('change-log');
   const transport = new JetStreamServer({
-    connection: { servers: config.natsUrl, name: 'change-log', ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }) },
+    connection: {
+      servers: config.natsUrl,
+      name: 'change-log',
+      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
+      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+    },
     subjects: s,
     streams: changeLogStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },

@@ -23,7 +23,12 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
   const logger = new Logger('conflict-resolver');
   const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
   const transport = new JetStreamServer({
-    connection: { servers: config.natsUrl, name: 'conflict-resolver', ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }) },
+    connection: {
+      servers: config.natsUrl,
+      name: 'conflict-resolver',
+      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
+      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+    },
     subjects: s,
     streams: conflictResolverStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },

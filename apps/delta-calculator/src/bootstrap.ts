@@ -19,7 +19,12 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
   const s = subjects(config.namespace);
   const logger = new Logger('delta-calculator');
   const transport = new JetStreamServer({
-    connection: { servers: config.natsUrl, name: 'delta-calculator', ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }) },
+    connection: {
+      servers: config.natsUrl,
+      name: 'delta-calculator',
+      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
+      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+    },
     subjects: s,
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },

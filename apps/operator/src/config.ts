@@ -2,7 +2,7 @@
  * The operator command line's configuration (prefix `FLEET_OPERATOR_`), validated with libs/config.
  * `fleetctl --help` prints the table from `describeConfig(operatorConfig)`.
  */
-import { defineConfig, envDuration, envString, namespaceOption, natsCredsFileOption, natsUrlOption } from '@fleet/config';
+import { defineConfig, envDuration, envString, namespaceOption, natsCredsFileOption, natsTlsOptions, natsUrlOption } from '@fleet/config';
 import type { ConfigOf } from '@fleet/config';
 
 export const operatorConfig = defineConfig({
@@ -11,6 +11,7 @@ export const operatorConfig = defineConfig({
     natsUrl: natsUrlOption(),
     namespace: namespaceOption(),
     credentialsFile: natsCredsFileOption("the operator's"),
+    ...natsTlsOptions(),
     token: {
       env: 'TOKEN',
       schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),

@@ -242,7 +242,13 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
     const s = subjects(config.namespace);
     bus = await Messaging.connect(
       // A command line fails at once when NATS is not there, rather than wait for it like a service.
-      { servers: config.natsUrl, name: 'fleetctl', waitOnFirstConnect: false, ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }) },
+      {
+        servers: config.natsUrl,
+        name: 'fleetctl',
+        waitOnFirstConnect: false,
+        ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }),
+        tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+      },
       s,
     ).catch((e: unknown) => {
       throw new FleetError('FLEET_INFRA_001', `NATS ${config.natsUrl.join(',')}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });

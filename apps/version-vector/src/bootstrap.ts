@@ -22,7 +22,12 @@ export async function createVersionVectorApp(config: VersionVectorConfig, strate
   const logger = new Logger('version-vector');
   const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
   const transport = new JetStreamServer({
-    connection: { servers: config.natsUrl, name: 'version-vector', ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }) },
+    connection: {
+      servers: config.natsUrl,
+      name: 'version-vector',
+      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
+      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+    },
     subjects: s,
     streams: versionVectorStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },

@@ -6,7 +6,7 @@
  * and wait for the PubAck", "request/reply", "a subscription" and "the link went up / down".
  */
 import { connectNats, NatsPublisher } from '@fleet/messaging';
-import type { NatsConnectOptions } from '@fleet/messaging';
+import type { NatsConnectOptions, NatsTlsFiles } from '@fleet/messaging';
 import { agentInboxPrefix, subjects } from '@fleet/contracts';
 import type { Msg, NatsConnection } from '@nats-io/nats-core';
 
@@ -40,12 +40,18 @@ export interface SyncTransport {
  * An agent's NATS connection options: named `agent-<id>`, replies under its own inbox prefix (its NATS
  * permissions allow only that one: contracts' `agentNatsPermissions`), with its credentials file.
  */
-export function agentConnectOptions(o: { readonly servers: string | readonly string[]; readonly agentId: string; readonly credentialsFile?: string | undefined }): NatsConnectOptions {
+export function agentConnectOptions(o: {
+  readonly servers: string | readonly string[];
+  readonly agentId: string;
+  readonly credentialsFile?: string | undefined;
+  readonly tls?: NatsTlsFiles | undefined;
+}): NatsConnectOptions {
   return {
     servers: o.servers,
     name: `agent-${o.agentId}`,
     inboxPrefix: agentInboxPrefix(o.agentId),
     ...(o.credentialsFile === undefined ? {} : { credentialsFile: o.credentialsFile }),
+    ...(o.tls === undefined ? {} : { tls: o.tls }),
   };
 }
 

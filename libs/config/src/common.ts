@@ -37,6 +37,21 @@ export function natsCredsFileOption(who: string, fallback: readonly string[] = [
 }
 
 /**
+ * TLS to NATS (libs/messaging `NatsTlsFiles`): the CA of the servers' certificates, and this client's
+ * certificate and key when the servers verify clients. `shared`: also read the deployment-wide
+ * `FLEET_NATS_CA_FILE`, `FLEET_NATS_CERT_FILE`, `FLEET_NATS_KEY_FILE` (services).
+ */
+export function natsTlsOptions(shared = false) {
+  const file = (env: string, description: string) =>
+    ({ env, schema: envString({ min: 1 }), optional: true, description, fallback: shared ? [`FLEET_${env}`] : [] }) as const satisfies OptionSpec;
+  return {
+    natsCaFile: file('NATS_CA_FILE', "CA certificate (PEM) of the NATS servers' certificates: TLS with a private CA (a tls:// URL alone trusts the system's CAs)"),
+    natsCertFile: file('NATS_CERT_FILE', 'client certificate (PEM), when the NATS servers verify clients (mutual TLS); with NATS_KEY_FILE'),
+    natsKeyFile: file('NATS_KEY_FILE', 'private key (PEM) of NATS_CERT_FILE'),
+  } as const;
+}
+
+/**
  * PostgreSQL connection URL; secret (it may hold a password). Falls back to `DATABASE_URL`.
  * The default is the development database that `npm run setup` creates.
  */
@@ -114,6 +129,7 @@ export function serviceOptions(o: { readonly httpPort: string; readonly dbPool?:
       fallback: ['FLEET_STREAM_REPLICAS'],
     },
     natsCredsFile: natsCredsFileOption("the service's", ['FLEET_NATS_CREDS_FILE']),
+    ...natsTlsOptions(true),
     dbPoolSize: { env: 'DB_POOL', schema: envInt({ min: 1, max: 200 }), default: o.dbPool ?? '4', description: o.dbPoolDescription ?? 'PostgreSQL pool size' },
     shutdownTimeout: {
       env: 'SHUTDOWN_TIMEOUT',

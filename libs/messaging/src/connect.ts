@@ -15,6 +15,8 @@ export interface NatsConnectOptions {
   readonly credentialsFile?: string;
   /** Replies to this connection's requests come back under `<prefix>.`; an agent's permissions allow only its own. */
   readonly inboxPrefix?: string;
+  /** TLS files (PEM); unset ones are not used. Any of them set: the connection must be TLS (docs/nats-credentials.md, "TLS"). */
+  readonly tls?: NatsTlsFiles;
   readonly user?: string;
   readonly pass?: string;
   readonly token?: string;
@@ -30,6 +32,26 @@ export interface NatsConnectOptions {
   readonly waitOnFirstConnect?: boolean;
   /** Request/JetStream API timeout. Default 5 s. */
   readonly timeoutMs?: number;
+}
+
+/**
+ * TLS to NATS: `caFile`, the CA that signed the servers' certificates (a private CA; without it the
+ * system's CAs are trusted); `certFile` and `keyFile`, this client's certificate and key, when the
+ * servers verify clients (mutual TLS). A `tls://` URL alone asks for TLS with the system's CAs.
+ */
+export interface NatsTlsFiles {
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}
+
+/** Fails now, naming the file, rather than at every connect attempt. */
+function checkReadable(what: string, path: string): void {
+  try {
+    readFileSync(path);
+  } catch (e) {
+    throw new FleetError('FLEET_CONFIG_001', `${what} ${path}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+  }
 }
 
 /**
@@ -55,12 +77,18 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsConn
   };
   const creds = options.credentialsFile;
   if (creds !== undefined) {
-    try {
-      readFileSync(creds); // fail now, with the path, rather than at the first connect attempt
-    } catch (e) {
-      throw new FleetError('FLEET_CONFIG_001', `NATS credentials file ${creds}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-    }
+    checkReadable('NATS credentials file', creds);
     opts.authenticator = credsAuthenticator(() => new Uint8Array(readFileSync(creds)));
+  }
+  const { caFile, certFile, keyFile } = options.tls ?? {};
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new FleetError('FLEET_CONFIG_001', `NATS TLS: a client certificate needs its key and a key its certificate (${certFile === undefined ? 'certificate' : 'key'} file not set)`);
+  }
+  if (caFile !== undefined || certFile !== undefined) {
+    if (caFile !== undefined) checkReadable('NATS TLS CA file', caFile);
+    if (certFile !== undefined) checkReadable('NATS TLS certificate file', certFile);
+    if (keyFile !== undefined) checkReadable('NATS TLS key file', keyFile);
+    opts.tls = { ...(caFile === undefined ? {} : { caFile }), ...(certFile === undefined ? {} : { certFile }), ...(keyFile === undefined ? {} : { keyFile }) };
   }
   if (options.inboxPrefix !== undefined) opts.inboxPrefix = options.inboxPrefix;
   if (options.user !== undefined) opts.user = options.user;
