@@ -1,3 +1,4 @@
+import { Client } from 'pg';
 import type { DataSource } from 'typeorm';
 import type { LoggedChange } from '@fleet/sync-core';
 import { openServerDataSource } from '../data-source';
@@ -16,7 +17,7 @@ let ds: DataSource;
 let writer: ServerWriter;
 
 beforeAll(async () => {
-  pg = await PrivatePostgres.start({ wal_level: 'logical', max_replication_slots: 8, max_wal_senders: 8, wal_sender_timeout: '4s' });
+  pg = await PrivatePostgres.start({ wal_level: 'logical', max_replication_slots: 16, max_wal_senders: 16, wal_sender_timeout: '4s' });
   url = pg.createDatabase('fleet_capture');
   ds = await openServerDataSource({ url, poolSize: 6 });
   writer = new ServerWriter(ds, { changeLog: new PostgresChangeLog(ds), config: { default: 'lww' }, node: 'server-capture-test' });
@@ -367,6 +368,72 @@ describe('the initial copy: rows already in the table when the slot is made', ()
       expect(await copyRows('fleet_capture_two')).toBe(0);
     } finally {
       await Promise.all([a.capture.stop(), b.capture.stop()]);
+    }
+  });
+
+  it('a slot dropped after capturing is made again without a copy: the rows are not put again over later edits', async () => {
+    await ds.query(`insert into server_records values ('fleet', 'cd', 'a', '{"v":1}')`);
+    const first = startCapture('fleet_capture_dropped');
+    await waitState(first.capture, 'streaming');
+    await changesOf('cd', 1);
+    await ds.query(`insert into server_records values ('fleet', 'cd', 'b', '{"v":1}')`);
+    await changesOf('cd', 2);
+    await first.capture.stop();
+    await ds.query(`select pg_drop_replication_slot('fleet_capture_dropped')`);
+    const second = startCapture('fleet_capture_dropped');
+    try {
+      await waitState(second.capture, 'streaming');
+      await ds.query(`insert into server_records values ('fleet', 'cd', 'c', '{"v":1}')`);
+      await changesOf('cd', 3);
+      await sleep(500);
+      expect((await serverChanges('cd')).map((c) => c.key)).toEqual(['a', 'b', 'c']);
+      expect(second.warnings.some((w) => /made replication slot fleet_capture_dropped again/.test(w))).toBe(true);
+    } finally {
+      await second.capture.stop();
+    }
+  });
+
+  it('a replica does not drop or make a slot while another holds its lock (making it and storing its copy)', async () => {
+    await ds.query(`insert into server_records values ('fleet', 'cl', 'a', '{}')`);
+    await ds.query(`select pg_create_logical_replication_slot('fleet_capture_locked', 'pgoutput')`);
+    const holder = new Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query(`select pg_advisory_lock(hashtextextended('fleet.capture.slot:fleet_capture_locked', 0))`);
+      const run = startCapture('fleet_capture_locked');
+      try {
+        await waitState(run.capture, 'standby');
+        expect(run.capture.error).toMatch(/being made by another replica/);
+        const [slot] = (await ds.query(`select restart_lsn::text as lsn from pg_replication_slots where slot_name = 'fleet_capture_locked'`)) as Array<{ lsn: string }>;
+        expect(slot).toBeDefined(); // not dropped
+        await holder.query(`select pg_advisory_unlock_all()`);
+        // Once the lock is free, the replica makes the slot again with its copy.
+        await changesOf('cl', 1);
+      } finally {
+        await run.capture.stop();
+      }
+    } finally {
+      await holder.end();
+    }
+  });
+
+  it('a pgoutput slot of another database is refused, not dropped', async () => {
+    const other = pg.createDatabase('fleet_capture_other');
+    const otherDs = await openServerDataSource({ url: other, poolSize: 1 });
+    try {
+      await otherDs.query(`select pg_create_logical_replication_slot('fleet_capture_elsewhere', 'pgoutput')`);
+      const run = startCapture('fleet_capture_elsewhere');
+      try {
+        await waitState(run.capture, 'failed');
+        expect(run.capture.error).toMatch(/^FLEET_CAPTURE_001: .*replication slot fleet_capture_elsewhere is a pgoutput slot of database fleet_capture_other/);
+        const rows = (await ds.query(`select database from pg_replication_slots where slot_name = 'fleet_capture_elsewhere'`)) as Array<{ database: string }>;
+        expect(rows).toEqual([{ database: 'fleet_capture_other' }]);
+      } finally {
+        await run.capture.stop();
+      }
+    } finally {
+      await otherDs.query(`select pg_drop_replication_slot('fleet_capture_elsewhere')`);
+      await otherDs.destroy();
     }
   });
 });

@@ -434,53 +434,82 @@ export class ServerRecordCapture {
     }
     const find = async (): Promise<{ database: string | null; plugin: string | null } | undefined> =>
       ((await this.ds.query(`select database, plugin from pg_replication_slots where slot_name = $1`, [this.options.slot])) as Array<{ database: string | null; plugin: string | null }>)[0];
+    const [{ name: database } = { name: '' }] = (await this.ds.query(`select current_database() as name`)) as Array<{ name: string }>;
     let slot = await find();
-    if (slot !== undefined && (await this.readProgress()) === undefined) {
-      // A slot with no progress at all: made by hand, by a capture that stopped before its initial copy
-      // was stored, or by one that never captured anything. Nothing was taken from it, so it is made
-      // again with a snapshot to copy from. Fails with "is active" (standby) while another replica
-      // holds it, e.g. while it exports the snapshot for its own copy.
-      if (slot.plugin === 'pgoutput') {
-        await this.ds.query(`select pg_drop_replication_slot($1)`, [this.options.slot]);
-        slot = undefined;
-      }
+    if (slot === undefined || (slot.plugin === 'pgoutput' && slot.database === database && (await this.readProgress()) === undefined)) {
+      // To make (or make again) the slot, hold the slot's session lock until its copy is stored: an
+      // exported slot is inactive while the copy is read, and another replica must neither drop it
+      // nor make its own meanwhile (either would lose writes or the copy).
+      slot = await this.withSlotLock(async () => {
+        const found = await find();
+        const progress = await this.readProgress();
+        if (found !== undefined && found.plugin === 'pgoutput' && found.database === database && progress === undefined) {
+          // A slot of this database with no progress at all: made by hand, by a capture that stopped
+          // before its copy was stored, or by one that never captured anything. Nothing was taken from
+          // it: made again with a snapshot to copy from. (Fails "is active" while a replica streams.)
+          await this.ds.query(`select pg_drop_replication_slot($1)`, [this.options.slot]);
+          await this.createSlot({ copy: true });
+        } else if (found === undefined) {
+          // Progress but no slot: the slot was dropped. Made again without a copy: a copy would put
+          // every row's fields over the agents' later edits of those records.
+          await this.createSlot({ copy: progress === undefined });
+        }
+        return find();
+      });
     }
-    if (slot === undefined) {
-      try {
-        await this.createSlotWithCopy();
-      } catch (e) {
-        if ((e as { code?: unknown }).code !== '42710') throw e; // duplicate_object: another replica made it first
-      }
-      slot = await find();
-    }
-    const [db] = (await this.ds.query(`select current_database() as name`)) as Array<{ name: string }>;
-    if (slot === undefined || slot.plugin !== 'pgoutput' || slot.database !== db?.name) {
+    if (slot === undefined || slot.plugin !== 'pgoutput' || slot.database !== database) {
       throw new FleetError(
         'FLEET_CAPTURE_001',
-        `replication slot ${this.options.slot} is ${slot === undefined ? 'missing' : `a ${slot.plugin ?? 'physical'} slot of database ${slot.database ?? '(none)'}`}; capture needs a pgoutput slot of ${db?.name ?? 'this database'} (choose another slot name)`,
+        `replication slot ${this.options.slot} is ${slot === undefined ? 'missing' : `a ${slot.plugin ?? 'physical'} slot of database ${slot.database ?? '(none)'}`}; capture needs a pgoutput slot of ${database || 'this database'} (choose another slot name)`,
       );
     }
   }
 
   /**
-   * Makes the slot over the replication protocol with an exported snapshot (what PostgreSQL's own
-   * logical replication does for its initial table copy), and while the snapshot lives (until the
-   * replication connection's next command), stores the table's rows as of it in `capture_copy`, with
-   * `capture_progress` at (consistent point, 0), in one transaction. The stream starts at the consistent
-   * point: every row is in the copy or in the stream, exactly one of them. A crash before that commit
-   * leaves a slot with no progress, which the next start makes again (ensureSlot).
+   * Runs `fn` holding the session advisory lock of this slot (`fleet.capture.slot:<slot>`), on a
+   * connection of its own; another replica holding it: SlotBusy (stand by).
    */
-  private async createSlotWithCopy(): Promise<void> {
+  private async withSlotLock<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = new Client({ connectionString: this.options.databaseUrl, application_name: `fleet-capture-${this.options.slot}-lock` });
+    lock.on('error', () => undefined);
+    await lock.connect();
+    try {
+      const { rows } = await lock.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [`fleet.capture.slot:${this.options.slot}`]);
+      if (rows[0]?.ok !== true) throw new SlotBusy(`replication slot ${this.options.slot} is being made by another replica`);
+      return await fn();
+    } finally {
+      await lock.end().catch(() => undefined); // ends the session: releases the lock
+    }
+  }
+
+  /**
+   * Makes the slot over the replication protocol. With `copy`: with an exported snapshot (what
+   * PostgreSQL's own logical replication does for its initial table copy), and while the snapshot lives
+   * (until the replication connection's next command), stores the table's rows as of it in
+   * `capture_copy`, with `capture_progress` at the copy's position, in one transaction. The copy's
+   * position is just before the consistent point, where the stream starts (a commit decoded at exactly
+   * that point is in the stream, not in the snapshot): every row is in the copy or in the stream, once.
+   * A crash before that commit leaves a slot with no progress, which the next start makes again.
+   */
+  private async createSlot(o: { readonly copy: boolean }): Promise<void> {
     const slot = this.options.slot;
     const config: ClientConfig & { replication: string } = { connectionString: this.options.databaseUrl, application_name: `fleet-capture-${slot}`, replication: 'database' };
     const repl = new Client(config);
     repl.on('error', () => undefined); // a dropped connection fails the query below
     await repl.connect();
     try {
-      const made = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
-      const { consistent_point: lsn, snapshot_name: snapshot } = made.rows[0] ?? { consistent_point: '', snapshot_name: '' };
-      if (!/^[0-9A-Fa-f-]+$/.test(snapshot)) throw new FleetError('FLEET_INFRA_001', `CREATE_REPLICATION_SLOT returned no snapshot (${JSON.stringify(snapshot)})`);
-      parseLsn(lsn);
+      const made = await repl.query<{ consistent_point: string; snapshot_name: string | null }>(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput (SNAPSHOT '${o.copy ? 'export' : 'nothing'}')`);
+      const { consistent_point: lsn, snapshot_name: snapshot } = made.rows[0] ?? { consistent_point: '', snapshot_name: null };
+      const at = parseLsn(lsn);
+      if (!o.copy) {
+        const p = this.progress ?? (await this.readProgress());
+        this.options.logger.warn(
+          `made replication slot ${slot} again at ${lsn}: writes to ${SERVER_RECORDS_TABLE} committed after the last capture (${p === undefined ? 'none' : formatLsn(p.lsn)}) and before it are not captured, and rows are not copied again (a copy would put every row's fields over the agents' later edits); write such rows again to capture them`,
+        );
+        return;
+      }
+      if (snapshot === null || !/^[0-9A-Fa-f-]+$/.test(snapshot)) throw new FleetError('FLEET_INFRA_001', `CREATE_REPLICATION_SLOT returned no snapshot (${JSON.stringify(snapshot)})`);
+      const copyAt = formatLsn(at - 1n);
       const copied = await this.ds.transaction('REPEATABLE READ', async (tx) => {
         await tx.query(`set transaction snapshot '${snapshot}'`);
         await tx.query(`delete from capture_copy where slot = $1`, [slot]);
@@ -489,12 +518,12 @@ export class ServerRecordCapture {
              select $1, row_number() over (order by scope, collection, key), $2::pg_lsn, scope, collection, key, fields from ${SERVER_RECORDS_TABLE}
              returning 1)
            select count(*)::int as n from c`,
-          [slot, lsn],
+          [slot, copyAt],
         )) as Array<{ n: number }>;
         await tx.query(
           `insert into capture_progress (slot, lsn, records) values ($1, $2::pg_lsn, 0)
            on conflict (slot) do update set lsn = excluded.lsn, records = 0, updated_at = now()`,
-          [slot, lsn],
+          [slot, copyAt],
         );
         return rows[0]?.n ?? 0;
       });
@@ -521,7 +550,7 @@ export class ServerRecordCapture {
         if (this.stopped) throw new FleetError('FLEET_INFRA_001', 'capture stopped in the middle of its initial copy');
       },
     });
-    await this.ds.query(`delete from capture_copy where slot = $1`, [slot]);
+    await this.ds.query(`delete from capture_copy where slot = $1 and lsn = $2::pg_lsn`, [slot, head.lsn]);
     this.options.logger.log(`copied the ${head.n} row(s) of ${SERVER_RECORDS_TABLE} the slot ${slot} started with`);
   }
 
