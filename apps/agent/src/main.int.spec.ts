@@ -73,6 +73,13 @@ describe('agent CLI', () => {
     r = agent(['status'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_SCOPES: 'host.a1,host.other', FLEET_AGENT_DATA_DIR: dataDir });
     expect(r.code).toBe(78);
     expect(r.err).toMatch(/another host's scope/);
+    // `run` connects in the background: its NATS files are checked at start, not left to fail offline.
+    r = agent(['run'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_CREDS_FILE: join(dataDir, 'no.creds') });
+    expect(r.code).toBe(78);
+    expect(r.err).toMatch(/^agent: FLEET_CONFIG_001 .*NATS credentials file .*no\.creds/);
+    r = agent(['run'], { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir, FLEET_AGENT_NATS_CA_FILE: join(dataDir, 'no-ca.pem') });
+    expect(r.code).toBe(78);
+    expect(r.err).toMatch(/NATS TLS CA file .*no-ca\.pem/);
     const env = { FLEET_AGENT_ID: 'a1', FLEET_AGENT_DATA_DIR: dataDir };
     r = agent(['frobnicate'], env);
     expect(r.code).toBe(64);

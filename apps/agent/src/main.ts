@@ -21,6 +21,7 @@ import type { CommandLineIo } from '@fleet/config';
 import { tpcVerifier } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
+import { checkNatsFiles } from '@fleet/messaging';
 import type { Fields } from '@fleet/sync-core';
 import { agentConfig, loadAgentConfig } from './config';
 import type { AgentConfig } from './config';
@@ -174,6 +175,8 @@ const METRICS_SAMPLE_MS = 5000;
  * (a published batch is still marked sent, an applied page keeps its cursor), then the store closes.
  */
 async function run(config: AgentConfig, io: Io): Promise<void> {
+  // The connection is made in the background (the agent works offline): a wrong path must stop it here.
+  checkNatsFiles({ ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }), tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile } });
   const store = openStore(config, 'agent run');
   const file = statusFile(store);
   const publish = (state: string): void => {

@@ -30,6 +30,7 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
     streams: changeLogStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
   });
   const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });

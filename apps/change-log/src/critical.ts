@@ -140,7 +140,7 @@ export function criticalApiController(config: ChangeLogConfig, sign?: (agentId: 
     }
 
     /** An agent in doubt asks; the agent id is the subject's last token (its NATS permissions allow only its own). */
-    @NatsRequest(s.tpcStatusAll, s.queueGroups.coordinator)
+    @NatsRequest(s.tpcStatusAll, s.queueGroups.coordinator, { agentReplies: true })
     status(@Payload() req: InboundRequest): Promise<unknown> {
       return answerRequest(async () => {
         const agentId = s.agentOfTpcStatus(req.subject);

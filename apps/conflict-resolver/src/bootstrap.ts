@@ -33,6 +33,7 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
     streams: conflictResolverStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
   });
   const app = await NestFactory.create(ConflictResolverModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });

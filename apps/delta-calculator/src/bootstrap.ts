@@ -28,6 +28,7 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
     subjects: s,
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
   });
   const app = await NestFactory.create(DeltaModule.forRoot(config, transport, strategies), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });

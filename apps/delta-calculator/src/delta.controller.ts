@@ -17,7 +17,8 @@ const agentOf = (prefix: string, subject: string): string => subject.slice(prefi
 /** Request/reply handlers (queue group: replicas share the load) and the nudge consumer. A factory: subjects come from config. */
 export function deltaController(config: DeltaConfig): Type<unknown> {
   const s = subjects(config.namespace);
-  const opts = { maxConcurrent: config.maxConcurrent };
+  // Agents' own subjects: answered only in the requesting agent's inbox (contracts' replyRefusal).
+  const opts = { maxConcurrent: config.maxConcurrent, agentReplies: true };
 
   @Controller()
   class DeltaController {

@@ -10,8 +10,9 @@ export const operatorConfig = defineConfig({
   options: {
     natsUrl: natsUrlOption(),
     namespace: namespaceOption(),
-    credentialsFile: natsCredsFileOption("the operator's"),
-    ...natsTlsOptions(),
+    // Falling back to the shared variables: fleetctl run inside a service's pod uses that pod's.
+    credentialsFile: natsCredsFileOption("the operator's", ['FLEET_NATS_CREDS_FILE']),
+    ...natsTlsOptions(true),
     token: {
       env: 'TOKEN',
       schema: envString({ pattern: /^[!-~]{16,256}$/, patternHint: 'expected 16-256 printable characters' }),

@@ -251,6 +251,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
       },
       s,
     ).catch((e: unknown) => {
+      if (isFleetError(e, 'FLEET_CONFIG_001')) throw e; // a credentials or TLS file: configuration (78), not unavailable
       throw new FleetError('FLEET_INFRA_001', `NATS ${config.natsUrl.join(',')}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     });
     const c: Ctx = { bus, s, config, io, json: values.json === true };

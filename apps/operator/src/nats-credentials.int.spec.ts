@@ -6,7 +6,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Pool } from 'pg';
 import { agentConnectOptions, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
@@ -36,13 +36,14 @@ const syncs: SyncManager[] = [];
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'fleet-creds-'));
   auth = join(dir, 'auth');
-  await initAuthority(auth);
-  for (const id of ['host-a', 'host-b']) await issueAgentCreds(auth, ns, id);
+  await initAuthority(auth, ns);
+  for (const id of ['host-a', 'host-b']) await issueAgentCreds(auth, id, ns);
   nats = await PrivateNatsServer.start({ include: readFileSync(join(auth, AUTHORITY_FILES.serverConfig), 'utf8') });
   db = await createTestDatabase('fleet_creds');
   pg = new Pool({ connectionString: db.url, max: 2 });
-  const creds = { FLEET_NATS_CREDS_FILE: join(auth, AUTHORITY_FILES.serviceCreds) };
-  stack = await ServerStack.create({ databaseUrl: db.url, natsUrl: nats.url, namespace: ns, strategies: { default: 'lww' }, logDir: dir }, Object.fromEntries(SERVICE_NAMES.map((n) => [n, creds])));
+  // As deployed: change-log (the coordinator) with its own user, the other three with service.creds.
+  const creds = (n: string) => ({ FLEET_NATS_CREDS_FILE: join(auth, n === 'change-log' ? AUTHORITY_FILES.coordinatorCreds : AUTHORITY_FILES.serviceCreds) });
+  stack = await ServerStack.create({ databaseUrl: db.url, natsUrl: nats.url, namespace: ns, strategies: { default: 'lww' }, logDir: dir }, Object.fromEntries(SERVICE_NAMES.map((n) => [n, creds(n)])));
   await stack.start();
 });
 
@@ -71,9 +72,10 @@ const loggedFrom = async (origin: string): Promise<number> => ((await pg.query<{
 
 describe('NATS credentials (operator mode)', () => {
   it('writes secrets 0600 and refuses to make a second authority over the first', async () => {
-    expect(statSync(join(auth, AUTHORITY_FILES.accountSeed)).mode & 0o777).toBe(0o600);
+    expect(statSync(join(auth, AUTHORITY_FILES.fleetSeed)).mode & 0o777).toBe(0o600);
+    expect(statSync(join(auth, AUTHORITY_FILES.hostsSeed)).mode & 0o777).toBe(0o600);
     expect(statSync(join(auth, AUTHORITY_FILES.agents, 'host-a.creds')).mode & 0o777).toBe(0o600);
-    await expect(initAuthority(auth)).rejects.toThrow(/already holds a NATS authority/);
+    await expect(initAuthority(auth, ns)).rejects.toThrow(/already holds a NATS authority/);
   });
 
   it('refuses a connection without credentials', async () => {
@@ -117,7 +119,7 @@ describe('NATS credentials (operator mode)', () => {
     // The coordinator's requests to a host (critical operations): the host receives them on its own
     // subject and may answer each one (allow_responses), though it may publish to no such subject itself.
     const host = await connectNats({ servers: nats.url, name: 'host-a-tpc', credentialsFile: join(auth, AUTHORITY_FILES.agents, 'host-a.creds'), inboxPrefix: agentInboxPrefix('host-a'), waitOnFirstConnect: false });
-    const coordinator = await connectNats({ servers: nats.url, name: 'coordinator', credentialsFile: join(auth, AUTHORITY_FILES.serviceCreds), waitOnFirstConnect: false });
+    const coordinator = await connectNats({ servers: nats.url, name: 'coordinator', credentialsFile: join(auth, AUTHORITY_FILES.coordinatorCreds), waitOnFirstConnect: false });
     try {
       host.subscribe(s.tpcAgent('host-a'), { callback: (_e, m) => void m.respond('vote') });
       await host.flush();
@@ -134,6 +136,50 @@ describe('NATS credentials (operator mode)', () => {
     } finally {
       await plain.close();
     }
+  });
+
+  it("a host cannot have a service's answer, or JetStream's acknowledgement, published where it chooses", async () => {
+    const svc = await connectNats({ servers: nats.url, name: 'observer', credentialsFile: join(auth, AUTHORITY_FILES.coordinatorCreds), waitOnFirstConnect: false });
+    const nc = await connectNats({ servers: nats.url, name: 'host-a-replies', credentialsFile: join(auth, AUTHORITY_FILES.agents, 'host-a.creds'), inboxPrefix: agentInboxPrefix('host-a'), waitOnFirstConnect: false });
+    try {
+      const jsm = await jetstreamManager(svc);
+      const before = (await jsm.streams.info(s.streams.log)).state.messages;
+      expect(before).toBeGreaterThan(0);
+      const purge = `$JS.API.STREAM.PURGE.${s.streams.log}`;
+      // A request on its own subjects with a reply subject that is not its inbox: not answered.
+      nc.publish(s.origin('host-a'), new TextEncoder().encode(JSON.stringify({ protocol: 1, agentId: 'host-a' })), { reply: purge });
+      nc.publish(s.pull('host-a'), new TextEncoder().encode('{}'), { reply: s.push('host-b') });
+      // A push with such a reply subject: JetStream stores it and sends its acknowledgement there.
+      nc.publish(s.push('host-a'), new TextEncoder().encode('{}'), { reply: purge });
+      await nc.flush();
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await jsm.streams.info(s.streams.log)).state.messages).toBeGreaterThanOrEqual(before);
+      expect(await loggedFrom('host-b')).toBe(0);
+    } finally {
+      await nc.close();
+      await svc.close();
+    }
+  });
+
+  it('the other services cannot speak to hosts as the coordinator; fleetctl can make operator requests only', async () => {
+    const service = await connectNats({ servers: nats.url, name: 'service', credentialsFile: join(auth, AUTHORITY_FILES.serviceCreds), waitOnFirstConnect: false });
+    const operator = await connectNats({ servers: nats.url, name: 'fleetctl', credentialsFile: join(auth, AUTHORITY_FILES.operatorCreds), waitOnFirstConnect: false });
+    try {
+      await expect(service.request(s.tpcAgent('host-a'), 'prepare', { timeout: 3000 })).rejects.toThrow(/Permissions Violation/);
+      await expect(jetstream(operator).publish(s.push('host-a'), new TextEncoder().encode('{}'), { timeout: 3000 })).rejects.toThrow(/Permissions Violation/);
+    } finally {
+      await service.close();
+      await operator.close();
+    }
+    // fleetctl itself, with its credentials, over the services' operator API.
+    const out: string[] = [];
+    const env = { FLEET_OPERATOR_NATS_URL: nats.url, FLEET_OPERATOR_NAMESPACE: ns, FLEET_OPERATOR_CREDS_FILE: join(auth, AUTHORITY_FILES.operatorCreds), FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN };
+    expect(await main(['conflicts', 'list'], env, { out: (l) => void out.push(l), err: (l) => void out.push(l) })).toBe(0);
+    expect(out).toEqual(['no conflicts']);
+    // A credentials file it cannot read is a configuration error (78), not an unavailable NATS (69).
+    out.length = 0;
+    expect(await main(['conflicts', 'list'], { ...env, FLEET_OPERATOR_CREDS_FILE: join(dir, 'missing.creds') }, { out: (l) => void out.push(l), err: (l) => void out.push(l) })).toBe(78);
+    expect(out.join('\n')).toMatch(/FLEET_CONFIG_001 .*missing\.creds/);
   });
 
   it('a revoked agent is refused after the server reloads; the others keep syncing', async () => {

@@ -32,6 +32,7 @@ export async function createVersionVectorApp(config: VersionVectorConfig, strate
     streams: versionVectorStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
+    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
   });
   const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });

@@ -21,7 +21,7 @@ import type { PullRequest, Subjects } from '@fleet/contracts';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { answerVerify, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
 import type { MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
-import { SyncManager } from './sync-manager';
+import { HEALTH_RETRY_MS, SyncManager } from './sync-manager';
 import { NatsSyncTransport } from './transport';
 import { MemorySyncStore } from './testing/memory-store';
 
@@ -387,13 +387,21 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
       server.speaksOnlyProtocol1 = true;
       server.write(FLEET('old-server'), { v: 1 });
       const reports: { type: string; op?: string; error?: string }[] = [];
-      const m = manager(store, { onReport: (r) => reports.push(r as (typeof reports)[number]) });
+      let clock = Date.now();
+      const m = manager(store, { onReport: (r) => reports.push(r as (typeof reports)[number]), now: () => clock });
       m.start();
       await m.nextSync();
       expect(store.get(FLEET('old-server'))?.fields).toEqual({ v: 1 });
       expect(reports).toContainEqual(expect.objectContaining({ type: 'failed', op: 'pull', error: expect.stringContaining('FLEET_DECODE_003') }));
       expect(server.pullRequests.length).toBeGreaterThan(0);
       for (const r of server.pullRequests) expect({ protocol: r.protocol, health: r.health }).toEqual({ protocol: 1, health: undefined });
+      // The replica it reached was upgraded meanwhile: after HEALTH_RETRY_MS the report goes again.
+      server.speaksOnlyProtocol1 = false;
+      const seen = server.pullRequests.length;
+      clock += HEALTH_RETRY_MS + 1;
+      m.syncNow();
+      await m.nextSync();
+      expect(server.pullRequests.slice(seen).some((r) => r.protocol === 2 && r.health !== undefined)).toBe(true);
       await m.stop();
     } finally {
       store.close();

@@ -114,6 +114,8 @@ export interface SyncManagerOptions {
 const HEADER_ROOM = 8 * 1024;
 /** The push-side report pulls carry is read from the store at most this often (it may scan the outbox). */
 export const PUSH_HEALTH_SAMPLE_MS = 5000;
+/** After a server refused a pull carrying the push-side report (an older replica), pulls go without it for this long. */
+export const HEALTH_RETRY_MS = 10 * 60_000;
 
 export class SyncManager {
   private readonly s: Subjects;
@@ -136,8 +138,11 @@ export class SyncManager {
   private inflightBatch: readonly string[] | undefined;
   /** The push-side report pulls carry, as last read from the store (`PUSH_HEALTH_SAMPLE_MS`). */
   private health: { readonly at: number; readonly report: PushHealth } | undefined;
-  /** The server refused a pull carrying `health` as a protocol it does not speak (it is older): pulls carry none from then on. */
-  private healthRefused = false;
+  /**
+   * When a server refused a pull carrying `health` as a protocol it does not speak (an older replica):
+   * pulls carry none for `HEALTH_RETRY_MS`, then try again (replicas are upgraded one by one).
+   */
+  private healthRefusedAt: number | undefined;
   lastSync: SyncStatus | undefined;
   lastVerify: VerifyReport[] = [];
 
@@ -329,7 +334,7 @@ export class SyncManager {
     } catch (e) {
       const error = describe(e);
       // A server of protocol 1 refuses a pull of protocol 2 (FLEET_DECODE_003): the retry goes without the report.
-      if (op === 'pull' && this.health !== undefined && isFleetError(e, 'FLEET_DECODE_003') && e.details?.['remote'] === true) this.healthRefused = true;
+      if (op === 'pull' && this.health !== undefined && isFleetError(e, 'FLEET_DECODE_003') && e.details?.['remote'] === true) this.healthRefusedAt = this.now();
       if (op === 'pull') return { type: 'pull-failed', error };
       if (op === 'push') return { type: 'push-failed', error };
       return { type: 'verify-failed', error };
@@ -398,12 +403,13 @@ export class SyncManager {
   /**
    * The push side a pull reports (outbox, oldest unsent change's age, changes waiting for a retry, failed
    * pushes in a row), read from the store at most every `pushHealthSampleMs`; undefined when the store
-   * cannot tell, when reading it fails (the pull goes without it), or once the server refused it.
+   * cannot tell, when reading it fails (the pull goes without it), or for a while after a server refused it.
    */
   private pushHealth(): PushHealth | undefined {
     const store = this.o.store;
-    if (store.outboxStats === undefined || this.healthRefused) return undefined;
     const now = this.now();
+    if (store.outboxStats === undefined) return undefined;
+    if (this.healthRefusedAt !== undefined && now >= this.healthRefusedAt && now - this.healthRefusedAt < HEALTH_RETRY_MS) return undefined;
     if (this.health !== undefined && now >= this.health.at && now - this.health.at < (this.o.pushHealthSampleMs ?? PUSH_HEALTH_SAMPLE_MS)) return this.health.report;
     try {
       this.health = { at: now, report: pushHealthOf(store.outboxStats(), this.machine?.ctx.attempts.push ?? 0) };

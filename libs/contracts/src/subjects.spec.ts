@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { agentInboxPrefix, agentNatsPermissions, AGENT_SUBJECT_KINDS, subjects } from './index';
+import { agentInboxPrefix, agentNatsPermissions, AGENT_SUBJECT_KINDS, replyRefusal, serviceNatsPermissions, subjects } from './index';
 
 describe('subjects', () => {
   const s = subjects('t1');
@@ -37,14 +37,14 @@ describe('agentNatsPermissions', () => {
     const s = subjects('sync');
     const p = agentNatsPermissions('sync', 'host-1');
     for (const subject of [s.push('host-1'), s.pull('host-1'), s.pullKeys('host-1'), s.origin('host-1'), s.merkle('host-1'), s.tpcStatus('host-1')]) {
-      expect(p.pub.allow.some((a) => matches(a, subject))).toBe(true);
+      expect((p.pub.allow ?? []).some((a) => matches(a, subject))).toBe(true);
     }
     for (const subject of [s.notify('host-1'), s.tpcAgent('host-1'), `${agentInboxPrefix('host-1')}.abc.1`]) {
-      expect(p.sub.allow.some((a) => matches(a, subject))).toBe(true);
+      expect((p.sub.allow ?? []).some((a) => matches(a, subject))).toBe(true);
     }
     expect(p.allowResponses).toBe(true);
     // Every kind of agent subject is covered by one side or the other.
-    for (const kind of AGENT_SUBJECT_KINDS) expect([...p.pub.allow, ...p.sub.allow].some((a) => a.startsWith(`sync.${kind}.`))).toBe(true);
+    for (const kind of AGENT_SUBJECT_KINDS) expect([...(p.pub.allow ?? []), ...(p.sub.allow ?? [])].some((a) => a.startsWith(`sync.${kind}.`))).toBe(true);
   });
 
   it("allows nothing of another agent's: its subjects, its replies, the shared inbox", () => {
@@ -54,8 +54,57 @@ describe('agentNatsPermissions', () => {
         const s = subjects('ns1');
         const p = agentNatsPermissions('ns1', a);
         const others = [s.push(b), s.pull(b), s.pullKeys(b), s.origin(b), s.merkle(b), s.tpcStatus(b), s.notify(b), s.tpcAgent(b), `${agentInboxPrefix(b)}.x.1`, '_INBOX.x.1', s.pushAll, s.appended];
-        for (const allow of [...p.pub.allow, ...p.sub.allow]) for (const o of others) expect(matches(allow, o)).toBe(false);
+        for (const allow of [...(p.pub.allow ?? []), ...(p.sub.allow ?? [])]) for (const o of others) expect(matches(allow, o)).toBe(false);
       }),
     );
+  });
+});
+
+describe('serviceNatsPermissions', () => {
+  const s = subjects('sync');
+  const allowed = (p: { allow?: readonly string[]; deny?: readonly string[] }, subject: string) =>
+    (p.allow === undefined || p.allow.some((a) => matches(a, subject))) && !(p.deny ?? []).some((d) => matches(d, subject));
+
+  it('lets only the coordinator speak to hosts for critical operations', () => {
+    const coordinator = serviceNatsPermissions('sync', 'coordinator');
+    const service = serviceNatsPermissions('sync', 'service');
+    expect(allowed(coordinator.pub, s.tpcAgent('host-1'))).toBe(true);
+    expect(allowed(coordinator.sub, s.tpcStatus('host-1'))).toBe(true);
+    expect(allowed(service.pub, s.tpcAgent('host-1'))).toBe(false);
+    expect(allowed(service.sub, s.tpcStatus('host-1'))).toBe(false);
+    expect(allowed(service.sub, s.tpcAgent('host-1'))).toBe(false);
+    // Everything else a service does stays open.
+    for (const subject of [s.appended, s.notify('host-1'), s.pull('host-1'), s.classified('conflict'), s.resolved, s.deadLetter('x'), '$JS.API.STREAM.INFO.X', '_INBOX.abc']) {
+      expect(allowed(service.pub, subject) && allowed(service.sub, subject)).toBe(true);
+    }
+  });
+
+  it('gives fleetctl operator requests and their replies only', () => {
+    const op = serviceNatsPermissions('sync', 'operator');
+    expect(allowed(op.pub, s.statusApi('change-log'))).toBe(true);
+    expect(allowed(op.pub, s.conflictsApi('resolve'))).toBe(true);
+    expect(allowed(op.sub, '_INBOX.abc.1')).toBe(true);
+    for (const subject of [s.push('host-1'), s.tpcAgent('host-1'), s.appended, '$JS.API.STREAM.INFO.X']) expect(allowed(op.pub, subject)).toBe(false);
+    expect(allowed(op.sub, s.notify('host-1'))).toBe(false);
+  });
+});
+
+describe('replyRefusal', () => {
+  const s = subjects('sync');
+
+  it('answers only to an inbox', () => {
+    expect(replyRefusal(s.statusApi('change-log'), '_INBOX.abc.1', { agent: false, strict: true })).toBeUndefined();
+    expect(replyRefusal(s.statusApi('change-log'), '_INBOX_host-1.abc.1', { agent: false, strict: true })).toBeUndefined();
+    for (const reply of ['$JS.API.STREAM.PURGE.SYNC_LOG', s.push('host-2'), '_INBOX', '_INBOX.', 'x._INBOX.abc', '_INBOX.a b', '_INBOX.*', '_INBOX.>']) {
+      expect(replyRefusal(s.statusApi('change-log'), reply, { agent: false, strict: false })).toMatch(/is not an inbox/);
+    }
+  });
+
+  it("answers an agent's request only in its own inbox; the shared one only without authentication", () => {
+    expect(replyRefusal(s.pull('host-1'), '_INBOX_host-1.tok.7', { agent: true, strict: true })).toBeUndefined();
+    expect(replyRefusal(s.pull('host-1'), '_INBOX.tok.7', { agent: true, strict: false })).toBeUndefined();
+    expect(replyRefusal(s.pull('host-1'), '_INBOX.tok.7', { agent: true, strict: true })).toMatch(/not in the inbox of "host-1"/);
+    expect(replyRefusal(s.tpcStatus('host-1'), '_INBOX_host-2.tok.7', { agent: true, strict: false })).toMatch(/not in the inbox of "host-1"/);
+    expect(replyRefusal(s.merkle('host-1'), '_INBOX_host-10.tok.7', { agent: true, strict: true })).toMatch(/not in the inbox/);
   });
 });

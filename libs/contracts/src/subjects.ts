@@ -160,10 +160,37 @@ export function agentInboxPrefix(agentId: string): string {
   return `_INBOX_${token('agent id', agentId)}`;
 }
 
-/** NATS publish/subscribe permissions, as a user JWT or a server `authorization` block states them. */
+const INBOX_REPLY = /^_INBOX(?:\.|_[A-Za-z0-9_-]{1,128}\.)[^\s*>]+$/;
+/** The reply subject the server makes for a request that crossed a service import (the requester's own is hidden). */
+const IMPORT_REPLY = /^_R_\.[^\s*>]+$/;
+
+/**
+ * Why a responder must not answer a request at `reply`, or undefined when it may. NATS checks a
+ * client's permission to publish on a subject, never on the reply subject it names, and a responder
+ * publishes its answer with its own (broader) permissions: a host could otherwise have a service's
+ * answer published on `$JS.API.STREAM.PURGE.<stream>` or on another host's push subject. So:
+ * - a reply the server made for a request that crossed a service import (`_R_.`: operator mode, where
+ *   hosts have an account of their own, agentAccountBridges) is fine: the requester did not choose it;
+ * - any other reply must be an inbox (`_INBOX.` or `_INBOX_<prefix>.`);
+ * - `agent`: the request came on an agent's own subject (its id the subject's last token), so the
+ *   reply must be in that agent's inbox (`agentInboxPrefix`), and, when `strict` (the server
+ *   requires authentication: agents hold their own credentials), nowhere else; without
+ *   authentication the shared `_INBOX.` is accepted too (agents of earlier versions use it).
+ */
+export function replyRefusal(requestSubject: string, reply: string, o: { readonly agent: boolean; readonly strict: boolean }): string | undefined {
+  if (IMPORT_REPLY.test(reply)) return undefined; // made by the server: the requester could not choose it
+  if (!INBOX_REPLY.test(reply)) return `reply subject ${JSON.stringify(reply.slice(0, 200))} is not an inbox`;
+  if (!o.agent) return undefined;
+  const id = requestSubject.slice(requestSubject.lastIndexOf('.') + 1);
+  if (isSubjectToken(id) && reply.startsWith(`${agentInboxPrefix(id)}.`)) return undefined;
+  if (!o.strict && reply.startsWith('_INBOX.')) return undefined;
+  return `reply subject ${JSON.stringify(reply.slice(0, 200))} is not in the inbox of ${JSON.stringify(id)} (${isSubjectToken(id) ? agentInboxPrefix(id) : '?'}.)`;
+}
+
+/** NATS publish/subscribe permissions, as a user JWT or a server `authorization` block states them (no `allow`: everything not denied). */
 export interface NatsPermissions {
-  readonly pub: { readonly allow: readonly string[] };
-  readonly sub: { readonly allow: readonly string[] };
+  readonly pub: { readonly allow?: readonly string[]; readonly deny?: readonly string[] };
+  readonly sub: { readonly allow?: readonly string[]; readonly deny?: readonly string[] };
   /** Publishing one reply to each request it receives (the coordinator's prepare and decision). */
   readonly allowResponses: boolean;
 }
@@ -181,5 +208,40 @@ export function agentNatsPermissions(ns: string, agentId: string): NatsPermissio
     pub: { allow: [s.push(agentId), s.pull(agentId), s.pullKeys(agentId), s.origin(agentId), s.merkle(agentId), s.tpcStatus(agentId)] },
     sub: { allow: [s.notify(agentId), s.tpcAgent(agentId), `${agentInboxPrefix(agentId)}.>`] },
     allowResponses: true,
+  };
+}
+
+/** The server side's NATS users (docs/nats-credentials.md). */
+export type ServiceNatsRole = 'coordinator' | 'service' | 'operator';
+
+/**
+ * What each server-side user may do:
+ * - `coordinator` (change-log): everything; it alone speaks to hosts for critical operations;
+ * - `service` (version-vector, conflict-resolver, delta-calculator): everything except the
+ *   coordinator's subjects: it can neither send a host a prepare or decision (`tpc.agent.*`) nor
+ *   answer a host's status question (`tpc.status.*`);
+ * - `operator` (fleetctl): operator requests (`<ns>.admin.>`) and their replies, nothing else.
+ */
+export function serviceNatsPermissions(ns: string, role: ServiceNatsRole): NatsPermissions {
+  const s = subjects(ns);
+  if (role === 'coordinator') return { pub: {}, sub: {}, allowResponses: false };
+  if (role === 'service') return { pub: { deny: [`${ns}.tpc.agent.>`] }, sub: { deny: [s.tpcStatusAll, `${ns}.tpc.agent.>`] }, allowResponses: false };
+  return { pub: { allow: [`${ns}.admin.>`] }, sub: { allow: ['_INBOX.>'] }, allowResponses: false };
+}
+
+/**
+ * What crosses between the two NATS accounts of a deployment in operator mode (docs/nats-credentials.md):
+ * the hosts' account (no JetStream) and the fleet's (services, streams). A host's requests and pushes
+ * reach the fleet account through service imports, so the server, not the host, names the reply subject
+ * there (`_R_...`): a host cannot have a service's answer or JetStream's acknowledgement published on a
+ * subject of its choosing (such as `$JS.API.STREAM.PURGE.<stream>`). Nudges go to the hosts as a stream
+ * import; the coordinator's requests to a host as a service import the other way.
+ */
+export function agentAccountBridges(ns: string): { readonly hostRequests: readonly string[]; readonly nudges: string; readonly coordinatorRequests: string } {
+  const s = subjects(ns);
+  return {
+    hostRequests: [s.pushAll, s.pullAll, s.pullKeysAll, s.originAll, s.merkleAll, s.tpcStatusAll],
+    nudges: `${ns}.notify.*`,
+    coordinatorRequests: `${ns}.tpc.agent.*`,
   };
 }

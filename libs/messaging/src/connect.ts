@@ -55,6 +55,22 @@ function checkReadable(what: string, path: string): void {
 }
 
 /**
+ * The credentials and TLS files can be read, and a client certificate comes with its key: else
+ * FLEET_CONFIG_001 naming the file. `connectNats` checks first; a process that connects in the
+ * background (the agent: it keeps working offline) checks at start, so a wrong path stops it there.
+ */
+export function checkNatsFiles(o: Pick<NatsConnectOptions, 'credentialsFile' | 'tls'>): void {
+  if (o.credentialsFile !== undefined) checkReadable('NATS credentials file', o.credentialsFile);
+  const { caFile, certFile, keyFile } = o.tls ?? {};
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new FleetError('FLEET_CONFIG_001', `NATS TLS: a client certificate needs its key and a key its certificate (${certFile === undefined ? 'certificate' : 'key'} file not set)`);
+  }
+  if (caFile !== undefined) checkReadable('NATS TLS CA file', caFile);
+  if (certFile !== undefined) checkReadable('NATS TLS certificate file', certFile);
+  if (keyFile !== undefined) checkReadable('NATS TLS key file', keyFile);
+}
+
+/**
  * The one way services and the agent connect to NATS: reconnect forever (with jittered backoff),
  * since an agent may be offline for days and a service must survive a NATS restart; JetStream
  * consumers resume on their own after a reconnect (see consumer.ts).
@@ -75,19 +91,11 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsConn
     // attempt, so a host whose credentials are replaced (or re-admitted) reconnects without a restart.
     ignoreAuthErrorAbort: true,
   };
+  checkNatsFiles(options);
   const creds = options.credentialsFile;
-  if (creds !== undefined) {
-    checkReadable('NATS credentials file', creds);
-    opts.authenticator = credsAuthenticator(() => new Uint8Array(readFileSync(creds)));
-  }
+  if (creds !== undefined) opts.authenticator = credsAuthenticator(() => new Uint8Array(readFileSync(creds)));
   const { caFile, certFile, keyFile } = options.tls ?? {};
-  if ((certFile === undefined) !== (keyFile === undefined)) {
-    throw new FleetError('FLEET_CONFIG_001', `NATS TLS: a client certificate needs its key and a key its certificate (${certFile === undefined ? 'certificate' : 'key'} file not set)`);
-  }
   if (caFile !== undefined || certFile !== undefined) {
-    if (caFile !== undefined) checkReadable('NATS TLS CA file', caFile);
-    if (certFile !== undefined) checkReadable('NATS TLS certificate file', certFile);
-    if (keyFile !== undefined) checkReadable('NATS TLS key file', keyFile);
     opts.tls = { ...(caFile === undefined ? {} : { caFile }), ...(certFile === undefined ? {} : { certFile }), ...(keyFile === undefined ? {} : { keyFile }) };
   }
   if (options.inboxPrefix !== undefined) opts.inboxPrefix = options.inboxPrefix;

@@ -5,7 +5,7 @@ import { connectNats, type NatsConnectOptions } from './connect';
 import { JetStreamConsumer, type ConsumeOptions } from './consumer';
 import type { BatchHandler, MessageHandler } from './message';
 import { deadLetterStreamSpec, provisionStream, type ConsumerSpec, type StreamSpec } from './provision';
-import { NatsPublisher, type RequestHandler, type Responder } from './publisher';
+import { NatsPublisher, type RequestHandler, type RespondOptions, type Responder } from './publisher';
 
 /**
  * The transport as a plain object (no Nest): one connection, its streams, consumers and
@@ -59,7 +59,7 @@ export class Messaging extends NatsPublisher {
     return c;
   }
 
-  override respond(subject: string, queue: string, handler: RequestHandler, opts: { maxConcurrent?: number } = {}): Responder {
+  override respond(subject: string, queue: string, handler: RequestHandler, opts: RespondOptions = {}): Responder {
     const r = super.respond(subject, queue, handler, opts);
     this.responders.push(r);
     return r;

@@ -2,7 +2,7 @@ import { jetstream, JetStreamApiError, type JetStreamClient, type JetStreamPubli
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
 import { SpanKind } from '@opentelemetry/api';
 import { FleetError, isErrorCode } from '@fleet/errors';
-import { Headers, type Subjects } from '@fleet/contracts';
+import { Headers, replyRefusal, type Subjects } from '@fleet/contracts';
 import { deadLetterHeaders, deadLetterMsgId, describeError, type DeadLetterOrigin } from './policy';
 import { injectTraceContext, extractTraceContext, MessagingAttr, withConsumerSpan, withProducerSpan } from './tracing';
 import { Semaphore } from './semaphore';
@@ -49,6 +49,15 @@ export class ReplyWithHeaders {
 }
 
 export type RequestHandler = (req: InboundRequest) => Promise<Payload | ReplyWithHeaders | void>;
+
+export interface RespondOptions {
+  /** Handlers running at once (default 16); the rest wait in order. */
+  readonly maxConcurrent?: number;
+  /** The requests come on agents' own subjects (`<ns>.<kind>.<agentId>`): answer only in that agent's inbox. */
+  readonly agentReplies?: boolean;
+  /** A request whose reply subject was refused (not handled, not answered). */
+  readonly onRefused?: (subject: string, reason: string) => void;
+}
 
 export interface Responder {
   readonly subject: string;
@@ -140,12 +149,19 @@ export class NatsPublisher {
    * so replicas share the load. At most `maxConcurrent` handlers run at once; the rest wait in
    * order. A thrown FleetError is answered with its code and reason in headers and its JSON body.
    */
-  respond(subject: string, queue: string, handler: RequestHandler, opts: { maxConcurrent?: number } = {}): Responder {
+  respond(subject: string, queue: string, handler: RequestHandler, opts: RespondOptions = {}): Responder {
     const sem = new Semaphore(opts.maxConcurrent ?? 16);
     const sub = this.nc.subscribe(subject, {
       queue,
       callback: (err, msg) => {
         if (err) return;
+        // An answer goes out with this service's permissions: only to an inbox, and for an agent's
+        // request only to that agent's (contracts' replyRefusal). Refused: not handled, not answered.
+        const refusal = msg.reply ? replyRefusal(msg.subject, msg.reply, { agent: opts.agentReplies === true, strict: this.nc.info?.auth_required === true }) : undefined;
+        if (refusal !== undefined) {
+          opts.onRefused?.(msg.subject, refusal);
+          return;
+        }
         void sem.run(() =>
           withConsumerSpan(
             msg.subject,

@@ -18,6 +18,8 @@ export interface JetStreamConsumerExtras {
 export interface NatsResponderExtras {
   readonly queue: string;
   readonly maxConcurrent?: number;
+  /** Requests on agents' own subjects: answered only in the requesting agent's inbox (contracts' replyRefusal). */
+  readonly agentReplies?: boolean;
 }
 
 /**
@@ -60,7 +62,7 @@ export function JetStreamBatch(consumer: ConsumerSpec, options: ConsumeOptions &
  * Answers core-NATS requests on `subject` in queue group `queue` (replicas share the load):
  * `handle(@Payload() req: InboundRequest): Promise<Uint8Array | string | object | void>`.
  */
-export function NatsRequest(subject: string, queue: string, options: { maxConcurrent?: number } = {}): MethodDecorator {
+export function NatsRequest(subject: string, queue: string, options: { maxConcurrent?: number; agentReplies?: boolean } = {}): MethodDecorator {
   const extras: NatsResponderExtras = { queue, ...options };
   return applyDecorators(MessagePattern(subject, { [NATS_RESPONDER]: extras }), UseFilters(PassThroughRpcFilter));
 }

@@ -37,6 +37,8 @@ export interface JetStreamServerOptions {
   readonly deadLetter?: boolean | Partial<StreamSpec>;
   /** Defaults merged under each handler's own consume options (e.g. `onError` for logging). */
   readonly consumeDefaults?: ConsumeOptions;
+  /** A request refused for its reply subject (not an inbox, or not the requesting agent's): for logging. */
+  readonly onRefusedRequest?: (subject: string, reason: string) => void;
 }
 
 /**
@@ -93,7 +95,11 @@ export class JetStreamServer extends Server implements CustomTransportStrategy {
       } else {
         const r = extras[NATS_RESPONDER] as NatsResponderExtras | undefined;
         if (!r) throw new FleetError('FLEET_CONFIG_001', `message handler ${pattern}: use @NatsRequest(subject, queue) to name its queue group`);
-        m.respond(pattern, r.queue, async (req) => toReply(await this.invoke(handler, req, new NatsRequestContext([req]))), r.maxConcurrent === undefined ? {} : { maxConcurrent: r.maxConcurrent });
+        m.respond(pattern, r.queue, async (req) => toReply(await this.invoke(handler, req, new NatsRequestContext([req]))), {
+          ...(r.maxConcurrent === undefined ? {} : { maxConcurrent: r.maxConcurrent }),
+          ...(r.agentReplies === true ? { agentReplies: true } : {}),
+          ...(this.options.onRefusedRequest === undefined ? {} : { onRefused: this.options.onRefusedRequest }),
+        });
       }
     }
     await nc.flush();
