@@ -21,6 +21,7 @@ import {
   decodeConflictsListReply,
   decodeCriticalListReply,
   decodeCriticalTxReply,
+  OPERATOR_INBOX_PREFIX,
   subjects,
 } from '@fleet/contracts';
 import type { CriticalOperation, CriticalTxSummary, CriticalTxView } from '@fleet/contracts';
@@ -246,6 +247,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
         servers: config.natsUrl,
         name: 'fleetctl',
         waitOnFirstConnect: false,
+        // Its NATS user reads replies in this inbox only (contracts' serviceNatsPermissions, 'operator').
+        inboxPrefix: OPERATOR_INBOX_PREFIX,
         ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }),
         tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
       },

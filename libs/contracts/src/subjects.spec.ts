@@ -83,7 +83,8 @@ describe('serviceNatsPermissions', () => {
     const op = serviceNatsPermissions('sync', 'operator');
     expect(allowed(op.pub, s.statusApi('change-log'))).toBe(true);
     expect(allowed(op.pub, s.conflictsApi('resolve'))).toBe(true);
-    expect(allowed(op.sub, '_INBOX.abc.1')).toBe(true);
+    expect(allowed(op.sub, '_INBOX_fleetctl.abc.1')).toBe(true);
+    expect(allowed(op.sub, '_INBOX.abc.1')).toBe(false); // the services' replies and JetStream deliveries
     for (const subject of [s.push('host-1'), s.tpcAgent('host-1'), s.appended, '$JS.API.STREAM.INFO.X']) expect(allowed(op.pub, subject)).toBe(false);
     expect(allowed(op.sub, s.notify('host-1'))).toBe(false);
   });
@@ -98,6 +99,12 @@ describe('replyRefusal', () => {
     for (const reply of ['$JS.API.STREAM.PURGE.SYNC_LOG', s.push('host-2'), '_INBOX', '_INBOX.', 'x._INBOX.abc', '_INBOX.a b', '_INBOX.*', '_INBOX.>']) {
       expect(replyRefusal(s.statusApi('change-log'), reply, { agent: false, strict: false })).toMatch(/is not an inbox/);
     }
+  });
+
+  it('judges the reply inside a gateway reply, and accepts the reply subjects the server makes across an import', () => {
+    expect(replyRefusal(s.pull('host-1'), '_GR_.east.NABC._INBOX_host-1.tok.7', { agent: true, strict: true })).toBeUndefined();
+    expect(replyRefusal(s.pull('host-1'), '_GR_.east.NABC.$JS.API.STREAM.PURGE.X', { agent: true, strict: true })).toMatch(/is not an inbox/);
+    expect(replyRefusal(s.pull('host-1'), '_R_.abc.def', { agent: true, strict: true })).toBeUndefined();
   });
 
   it("answers an agent's request only in its own inbox; the shared one only without authentication", () => {

@@ -163,6 +163,8 @@ export function agentInboxPrefix(agentId: string): string {
 const INBOX_REPLY = /^_INBOX(?:\.|_[A-Za-z0-9_-]{1,128}\.)[^\s*>]+$/;
 /** The reply subject the server makes for a request that crossed a service import (the requester's own is hidden). */
 const IMPORT_REPLY = /^_R_\.[^\s*>]+$/;
+/** The reply subject of a request that crossed a gateway to another cluster: the original reply inside. */
+const GATEWAY_REPLY = /^_GR_\.[^.\s]+\.[^.\s]+\.(.+)$/;
 
 /**
  * Why a responder must not answer a request at `reply`, or undefined when it may. NATS checks a
@@ -179,6 +181,9 @@ const IMPORT_REPLY = /^_R_\.[^\s*>]+$/;
  */
 export function replyRefusal(requestSubject: string, reply: string, o: { readonly agent: boolean; readonly strict: boolean }): string | undefined {
   if (IMPORT_REPLY.test(reply)) return undefined; // made by the server: the requester could not choose it
+  // A request that crossed a gateway carries `_GR_.<cluster>.<server>.<reply>`: judge the reply inside.
+  const gw = GATEWAY_REPLY.exec(reply);
+  if (gw !== null) return replyRefusal(requestSubject, gw[1] as string, o);
   if (!INBOX_REPLY.test(reply)) return `reply subject ${JSON.stringify(reply.slice(0, 200))} is not an inbox`;
   if (!o.agent) return undefined;
   const id = requestSubject.slice(requestSubject.lastIndexOf('.') + 1);
@@ -211,6 +216,9 @@ export function agentNatsPermissions(ns: string, agentId: string): NatsPermissio
   };
 }
 
+/** fleetctl's inbox prefix: its user may read its own replies only, not the services' (`_INBOX.>` carries JetStream deliveries). */
+export const OPERATOR_INBOX_PREFIX = '_INBOX_fleetctl';
+
 /** The server side's NATS users (docs/nats-credentials.md). */
 export type ServiceNatsRole = 'coordinator' | 'service' | 'operator';
 
@@ -220,13 +228,14 @@ export type ServiceNatsRole = 'coordinator' | 'service' | 'operator';
  * - `service` (version-vector, conflict-resolver, delta-calculator): everything except the
  *   coordinator's subjects: it can neither send a host a prepare or decision (`tpc.agent.*`) nor
  *   answer a host's status question (`tpc.status.*`);
- * - `operator` (fleetctl): operator requests (`<ns>.admin.>`) and their replies, nothing else.
+ * - `operator` (fleetctl): operator requests (`<ns>.admin.>`) and their replies in its own inbox
+ *   (`OPERATOR_INBOX_PREFIX`), nothing else.
  */
 export function serviceNatsPermissions(ns: string, role: ServiceNatsRole): NatsPermissions {
   const s = subjects(ns);
   if (role === 'coordinator') return { pub: {}, sub: {}, allowResponses: false };
   if (role === 'service') return { pub: { deny: [`${ns}.tpc.agent.>`] }, sub: { deny: [s.tpcStatusAll, `${ns}.tpc.agent.>`] }, allowResponses: false };
-  return { pub: { allow: [`${ns}.admin.>`] }, sub: { allow: ['_INBOX.>'] }, allowResponses: false };
+  return { pub: { allow: [`${ns}.admin.>`] }, sub: { allow: [`${OPERATOR_INBOX_PREFIX}.>`] }, allowResponses: false };
 }
 
 /**

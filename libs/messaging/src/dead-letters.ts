@@ -238,8 +238,28 @@ export class DeadLetterDesk {
       // Stored, but not where it was read from (streams re-declared by hand?): leave the dead letter for the operator.
       throw new FleetError('FLEET_OPS_003', `dead letter ${seq}: re-published to ${plan.subject}, stored by ${ack.stream} at ${ack.seq} instead of ${plan.stream}; the dead letter is kept`);
     }
+    if (ack.duplicate) await this.checkEarlierReplay(seq, ack.stream, ack.seq);
     await this.remove(seq);
     return { seq, outcome: 'replayed', subject: plan.subject, stream: ack.stream, streamSeq: ack.seq, duplicate: ack.duplicate };
+  }
+
+  /**
+   * JetStream dropped the replay as a duplicate of the message it holds at `storedSeq`: that is an earlier
+   * replay of this dead letter only if it says so (`Fleet-Replayed-From`). Message ids are the
+   * publisher's to choose, so a host could have sent its own push with this replay's id first; then, or
+   * when the earlier message is gone and cannot be checked, the dead letter is kept.
+   */
+  private async checkEarlierReplay(seq: number, stream: string, storedSeq: number): Promise<void> {
+    const jsm = await this.bus().jsm();
+    const stored = await jsm.streams.getMessage(stream, { seq: storedSeq }).catch(() => null);
+    const from = stored?.header?.has(Headers.ReplayedFrom) === true ? stored.header.get(Headers.ReplayedFrom) : undefined;
+    if (from === `${this.stream}:${seq}`) return;
+    throw new FleetError(
+      'FLEET_OPS_003',
+      stored === null
+        ? `dead letter ${seq}: ${stream} took the replay as a duplicate of its message ${storedSeq}, which is gone and cannot be checked; the dead letter is kept (discard it if it was replayed)`
+        : `dead letter ${seq}: ${stream} took the replay as a duplicate of its message ${storedSeq}, which is not a replay of it (its id was used by another publisher); the dead letter is kept`,
+    );
   }
 
   private async remove(seq: number): Promise<void> {

@@ -440,19 +440,19 @@ export class ServerRecordCapture {
       // To make (or make again) the slot, hold the slot's session lock until its copy is stored: an
       // exported slot is inactive while the copy is read, and another replica must neither drop it
       // nor make its own meanwhile (either would lose writes or the copy).
-      slot = await this.withSlotLock(async () => {
+      slot = await this.withSlotLock(async (lock) => {
         const found = await find();
         const progress = await this.readProgress();
         if (found !== undefined && found.plugin === 'pgoutput' && found.database === database && progress === undefined) {
           // A slot of this database with no progress at all: made by hand, by a capture that stopped
           // before its copy was stored, or by one that never captured anything. Nothing was taken from
           // it: made again with a snapshot to copy from. (Fails "is active" while a replica streams.)
-          await this.ds.query(`select pg_drop_replication_slot($1)`, [this.options.slot]);
-          await this.createSlot({ copy: true });
+          await lock.query(`select pg_drop_replication_slot($1)`, [this.options.slot]);
+          await this.createSlot({ copy: true }, lock);
         } else if (found === undefined) {
           // Progress but no slot: the slot was dropped. Made again without a copy: a copy would put
           // every row's fields over the agents' later edits of those records.
-          await this.createSlot({ copy: progress === undefined });
+          await this.createSlot({ copy: progress === undefined }, lock);
         }
         return find();
       });
@@ -467,16 +467,17 @@ export class ServerRecordCapture {
 
   /**
    * Runs `fn` holding the session advisory lock of this slot (`fleet.capture.slot:<slot>`), on a
-   * connection of its own; another replica holding it: SlotBusy (stand by).
+   * connection of its own, which `fn` uses for what must happen under the lock (the drop, the copy):
+   * should the session end, the lock and the work go together. Another replica holding it: SlotBusy.
    */
-  private async withSlotLock<T>(fn: () => Promise<T>): Promise<T> {
+  private async withSlotLock<T>(fn: (lock: Client) => Promise<T>): Promise<T> {
     const lock = new Client({ connectionString: this.options.databaseUrl, application_name: `fleet-capture-${this.options.slot}-lock` });
     lock.on('error', () => undefined);
     await lock.connect();
     try {
       const { rows } = await lock.query<{ ok: boolean }>(`select pg_try_advisory_lock(hashtextextended($1, 0)) as ok`, [`fleet.capture.slot:${this.options.slot}`]);
       if (rows[0]?.ok !== true) throw new SlotBusy(`replication slot ${this.options.slot} is being made by another replica`);
-      return await fn();
+      return await fn(lock);
     } finally {
       await lock.end().catch(() => undefined); // ends the session: releases the lock
     }
@@ -491,7 +492,7 @@ export class ServerRecordCapture {
    * that point is in the stream, not in the snapshot): every row is in the copy or in the stream, once.
    * A crash before that commit leaves a slot with no progress, which the next start makes again.
    */
-  private async createSlot(o: { readonly copy: boolean }): Promise<void> {
+  private async createSlot(o: { readonly copy: boolean }, lock: Client): Promise<void> {
     const slot = this.options.slot;
     const config: ClientConfig & { replication: string } = { connectionString: this.options.databaseUrl, application_name: `fleet-capture-${slot}`, replication: 'database' };
     const repl = new Client(config);
@@ -510,23 +511,31 @@ export class ServerRecordCapture {
       }
       if (snapshot === null || !/^[0-9A-Fa-f-]+$/.test(snapshot)) throw new FleetError('FLEET_INFRA_001', `CREATE_REPLICATION_SLOT returned no snapshot (${JSON.stringify(snapshot)})`);
       const copyAt = formatLsn(at - 1n);
-      const copied = await this.ds.transaction('REPEATABLE READ', async (tx) => {
-        await tx.query(`set transaction snapshot '${snapshot}'`);
-        await tx.query(`delete from capture_copy where slot = $1`, [slot]);
-        const rows = (await tx.query(
+      // On the lock's own session: if it ends, the copy is rolled back with it (never stored by a
+      // replica that no longer holds the lock), and the slot, left with no progress, is made again.
+      let copied: number;
+      await lock.query('begin isolation level repeatable read');
+      try {
+        await lock.query(`set transaction snapshot '${snapshot}'`);
+        await lock.query(`delete from capture_copy where slot = $1`, [slot]);
+        const { rows } = await lock.query<{ n: number }>(
           `with c as (insert into capture_copy (slot, idx, lsn, scope, collection, key, fields)
              select $1, row_number() over (order by scope, collection, key), $2::pg_lsn, scope, collection, key, fields from ${SERVER_RECORDS_TABLE}
              returning 1)
            select count(*)::int as n from c`,
           [slot, copyAt],
-        )) as Array<{ n: number }>;
-        await tx.query(
+        );
+        await lock.query(
           `insert into capture_progress (slot, lsn, records) values ($1, $2::pg_lsn, 0)
            on conflict (slot) do update set lsn = excluded.lsn, records = 0, updated_at = now()`,
           [slot, copyAt],
         );
-        return rows[0]?.n ?? 0;
-      });
+        await lock.query('commit');
+        copied = rows[0]?.n ?? 0;
+      } catch (e) {
+        await lock.query('rollback').catch(() => undefined);
+        throw e;
+      }
       this.options.logger.log(`created replication slot ${slot} at ${lsn}; ${copied} row(s) of ${SERVER_RECORDS_TABLE} to copy`);
     } finally {
       await repl.end().catch(() => undefined);
