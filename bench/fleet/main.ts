@@ -26,7 +26,7 @@ import { cpuByName, cpuSince, natsServerPid, procCpuSecs } from '../support/proc
 import { DEMO_COLLECTIONS, DEMO_STRATEGIES, describeResult, Fleet, percentile, Prng, sleep } from '@fleet/fleet-harness';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { agents: { type: 'string' }, changes: { type: 'string' }, probes: { type: 'string' } } });
+  const { values } = parseArgs({ options: { agents: { type: 'string' }, changes: { type: 'string' }, probes: { type: 'string' }, 'no-capture': { type: 'boolean' } } });
   const N = Number(values.agents ?? 1000);
   const CHANGES = Number(values.changes ?? 100);
   const PROBES = Number(values.probes ?? 40);
@@ -42,6 +42,9 @@ async function main(): Promise<void> {
     collections: DEMO_COLLECTIONS,
     groupsOf: (i) => (i < 10 ? ['probe'] : []),
     privateNats: true,
+    // The capture of SQL writes (a logical replication slot) runs as deployed unless --no-capture:
+    // its WAL sender decodes every write of the database, the storm's included.
+    capture: values['no-capture'] !== true,
     synchronous: 'NORMAL',
     random: () => rng.next(),
     serviceEnv: { 'delta-calculator': { FLEET_DELTA_MAX_CONCURRENT: '32' } },
