@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Pool } from 'pg';
-import { agentConnectOptions, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
+import { agentConnectOptions, CriticalParticipant, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import { SqliteLocalStore } from '@fleet/agent-store';
 import { parseStrategyConfig } from '@fleet/config';
 import { agentInboxPrefix, subjects } from '@fleet/contracts';
-import { HARNESS_OPERATOR_TOKEN, SERVICE_NAMES, ServerStack } from '@fleet/fleet-harness';
+import { HARNESS_COORDINATOR_KEYS, HARNESS_OPERATOR_TOKEN, SERVICE_NAMES, ServerStack } from '@fleet/fleet-harness';
 import { connectNats } from '@fleet/messaging';
 import { eventually, PrivateNatsServer } from '@fleet/messaging/src/test-support';
 import { createTestDatabase, type TestDatabase } from '@fleet/server-store/src/testing';
@@ -32,6 +32,7 @@ let pg: Pool;
 let stack: ServerStack;
 const stores: SqliteLocalStore[] = [];
 const syncs: SyncManager[] = [];
+const participants: CriticalParticipant[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'fleet-creds-'));
@@ -48,6 +49,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const p of participants) p.stop();
   for (const x of syncs) await x.stop();
   for (const st of stores) st.close();
   await stack?.stop();
@@ -65,6 +67,10 @@ function agent(id: string): SqliteLocalStore {
   const manager = new SyncManager({ store, transport, strategy, scopes: [`host.${id}`, 'fleet'], namespace: ns });
   manager.start();
   syncs.push(manager);
+  // And its part in critical operations, on the same connection, as `agent run` wires it.
+  const critical = new CriticalParticipant({ store, transport, namespace: ns, coordinatorKey: HARNESS_COORDINATOR_KEYS.publicKey });
+  critical.start();
+  participants.push(critical);
   return store;
 }
 
@@ -99,6 +105,15 @@ describe('NATS credentials (operator mode)', () => {
     for (const st of [a, b]) await eventually(() => st.get({ scope: 'fleet', collection: 'config', key: 'motd' })?.fields?.['text'] === 'hello', 30_000, `${st.agentId} pulled the server write`);
   });
 
+  it('a critical operation commits on both hosts: fleetctl (its user) -> change-log (the coordinator) -> hosts across the import, votes and decisions back', async () => {
+    const out: string[] = [];
+    const env = { FLEET_OPERATOR_NATS_URL: nats.url, FLEET_OPERATOR_NAMESPACE: ns, FLEET_OPERATOR_CREDS_FILE: join(auth, AUTHORITY_FILES.operatorCreds), FLEET_OPERATOR_TOKEN: HARNESS_OPERATOR_TOKEN };
+    const code = await main(['critical', 'credential', 'ops', '--user', 'ops', '--hash', '$6$salt$hashvalue', '--agents', 'host-a,host-b'], env, { out: (l) => void out.push(l), err: (l) => void out.push(l) });
+    expect({ code, out }).toMatchObject({ code: 0, out: [expect.stringMatching(/\tcommitted\t/)] });
+    const txid = out[0]?.split('\t')[0];
+    for (const st of stores) await eventually(() => st.criticalEntries().some((e) => e.txid === txid && e.name === 'ops'), 15_000, `${st.agentId} holds the credential`);
+  });
+
   it("an agent's credentials allow its own subjects only: it cannot push, pull, listen or read replies as another", async () => {
     const nc = await connectNats({ servers: nats.url, name: 'impostor', credentialsFile: join(auth, AUTHORITY_FILES.agents, 'host-a.creds'), inboxPrefix: agentInboxPrefix('host-a'), waitOnFirstConnect: false });
     const errors: string[] = [];
@@ -115,19 +130,6 @@ describe('NATS credentials (operator mode)', () => {
       expect(await loggedFrom('host-b')).toBe(0);
     } finally {
       await nc.close();
-    }
-    // The coordinator's requests to a host (critical operations): the host receives them on its own
-    // subject and may answer each one (allow_responses), though it may publish to no such subject itself.
-    const host = await connectNats({ servers: nats.url, name: 'host-a-tpc', credentialsFile: join(auth, AUTHORITY_FILES.agents, 'host-a.creds'), inboxPrefix: agentInboxPrefix('host-a'), waitOnFirstConnect: false });
-    const coordinator = await connectNats({ servers: nats.url, name: 'coordinator', credentialsFile: join(auth, AUTHORITY_FILES.coordinatorCreds), waitOnFirstConnect: false });
-    try {
-      host.subscribe(s.tpcAgent('host-a'), { callback: (_e, m) => void m.respond('vote') });
-      await host.flush();
-      const answer = await coordinator.request(s.tpcAgent('host-a'), 'prepare', { timeout: 5000 });
-      expect(new TextDecoder().decode(answer.data)).toBe('vote');
-    } finally {
-      await host.close();
-      await coordinator.close();
     }
     // Without its inbox prefix, an agent cannot receive even its own replies.
     const plain = await connectNats({ servers: nats.url, name: 'no-prefix', credentialsFile: join(auth, AUTHORITY_FILES.agents, 'host-a.creds'), waitOnFirstConnect: false });
