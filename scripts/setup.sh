@@ -71,6 +71,8 @@ else
   log "PostgreSQL already listening on 127.0.0.1:$PG_PORT"
 fi
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+# The NATS TLS test makes its CA and certificates with openssl (libs/messaging/src/tls.int.spec.ts).
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 psql_() { PGCONNECT_TIMEOUT=5 psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$@"; }
 if ! psql_ -d postgres -tAc 'select 1' >/dev/null 2>&1; then
