@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import { ChangeLogModule } from './change-log.module';
@@ -30,7 +30,10 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
     streams: changeLogStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
+    onRefusedRequest: (subject, reason) => {
+      syncMetrics().requestsRefused.add(1, { service: 'change-log' });
+      logger.warn(`request on ${subject} not answered: ${reason}`);
+    },
   });
   const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -28,7 +28,10 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
     subjects: s,
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
+    onRefusedRequest: (subject, reason) => {
+      syncMetrics().requestsRefused.add(1, { service: 'delta-calculator' });
+      logger.warn(`request on ${subject} not answered: ${reason}`);
+    },
   });
   const app = await NestFactory.create(DeltaModule.forRoot(config, transport, strategies), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });

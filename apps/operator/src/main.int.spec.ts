@@ -527,6 +527,23 @@ describe('fleetctl', () => {
     expect((await run(['status', '--min-health-score', '100'])).code).toBe(0);
   });
 
+  it("a request whose reply subject is not the requester's inbox is not answered, and counted (no authentication: the services' own check)", async () => {
+    const a = fleet.agents[0]!;
+    const jsm = await fleet.bus.jsm();
+    a.put('notes', 'reply-check', { text: 'something in the log stream' });
+    const before = await eventually(async () => {
+      const n = (await jsm.streams.info(fleet.s.streams.log)).state.messages;
+      return n > 0 ? n : undefined;
+    }, 30_000, 'an appended event');
+    const dc = fleet.stack.get('delta-calculator');
+    const refused0 = await dc.metric('fleet_sync_requests_refused_total');
+    fleet.bus.nc.publish(fleet.s.origin(a.id), encodeJson({ protocol: PROTOCOL_VERSION, agentId: a.id }), { reply: `$JS.API.STREAM.PURGE.${fleet.s.streams.log}` });
+    fleet.bus.nc.publish(fleet.s.pull(a.id), encodeJson({ protocol: PROTOCOL_VERSION }), { reply: `_INBOX_${fleet.agents[1]!.id}.x.1` }); // another agent's inbox
+    await fleet.bus.nc.flush();
+    await eventually(async () => ((await dc.metric('fleet_sync_requests_refused_total')) - refused0 >= 2 ? true : undefined), 15_000, 'two refusals counted');
+    expect((await jsm.streams.info(fleet.s.streams.log)).state.messages).toBeGreaterThanOrEqual(before);
+  });
+
   it('replay show: a dead letter near max_payload is shown cut to fit, and says so', async () => {
     const a = fleet.agents[0]!;
     const maxPayload = fleet.bus.nc.info?.max_payload ?? 1024 * 1024;

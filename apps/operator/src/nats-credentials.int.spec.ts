@@ -157,6 +157,7 @@ describe('NATS credentials (operator mode)', () => {
       await new Promise((r) => setTimeout(r, 1500));
       expect((await jsm.streams.info(s.streams.log)).state.messages).toBeGreaterThanOrEqual(before);
       expect(await loggedFrom('host-b')).toBe(0);
+
     } finally {
       await nc.close();
       await svc.close();

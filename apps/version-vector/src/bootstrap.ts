@@ -3,7 +3,7 @@ import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions } from '@fleet/observability';
+import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -32,7 +32,10 @@ export async function createVersionVectorApp(config: VersionVectorConfig, strate
     streams: versionVectorStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => logger.warn(`request on ${subject} not answered: ${reason}`),
+    onRefusedRequest: (subject, reason) => {
+      syncMetrics().requestsRefused.add(1, { service: 'version-vector' });
+      logger.warn(`request on ${subject} not answered: ${reason}`);
+    },
   });
   const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });

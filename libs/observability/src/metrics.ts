@@ -213,6 +213,14 @@ export const Metrics = {
     description: 'Messages moved to the dead-letter stream, by FleetError code and source stream (`change-log`: logged changes the records projection rejected, FLEET_CHANGE_002).',
     attributes: { code: 'string', source: 'string' },
   },
+  requestsRefused: {
+    name: 'fleet_sync.requests.refused',
+    kind: 'counter',
+    unit: '{request}',
+    description:
+      "Requests a service did not handle because of their reply subject (contracts' replyRefusal: not an inbox, or not the requesting agent's): each is a client trying to have an answer published elsewhere; docs/nats-credentials.md.",
+    attributes: { service: 'string' },
+  },
 } as const satisfies Record<string, MetricDefinition>;
 
 export type MetricKey = keyof typeof Metrics;
