@@ -21,7 +21,7 @@ import type { CommandLineIo } from '@fleet/config';
 import { tpcVerifier } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
-import { checkNatsFiles } from '@fleet/messaging';
+import { checkNatsFiles, natsFilesOf } from '@fleet/messaging';
 import type { Fields } from '@fleet/sync-core';
 import { agentConfig, loadAgentConfig } from './config';
 import type { AgentConfig } from './config';
@@ -176,7 +176,8 @@ const METRICS_SAMPLE_MS = 5000;
  */
 async function run(config: AgentConfig, io: Io): Promise<void> {
   // The connection is made in the background (the agent works offline): a wrong path must stop it here.
-  checkNatsFiles({ ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }), tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile } });
+  const natsFiles = natsFilesOf(config, config.credentialsFile);
+  checkNatsFiles(natsFiles);
   const store = openStore(config, 'agent run');
   const file = statusFile(store);
   const publish = (state: string): void => {
@@ -211,8 +212,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     namespace: config.namespace,
     scopes: config.scopes,
     strategy: config.strategyConfig,
-    ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }),
-    tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+    ...natsFiles,
     ...(config.coordinatorKeyFile === undefined ? {} : { coordinatorKey: readCoordinatorKey(config.coordinatorKeyFile) }),
     wire: (direction, message, bytes) => meter.wire(direction, message, bytes),
     onReport: (r) => {

@@ -2,9 +2,9 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
+import { listenHttp, nestAppOptions, reportRefusedRequest } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsFilesOf } from '@fleet/messaging';
 import { ChangeLogModule } from './change-log.module';
 import type { ChangeLogConfig } from './config';
 import { changeLogStreams } from './streams';
@@ -20,20 +20,12 @@ export async function createChangeLogApp(config: ChangeLogConfig): Promise<INest
   const s = subjects(config.namespace);
   const logger = new Logger('change-log');
   const transport = new JetStreamServer({
-    connection: {
-      servers: config.natsUrl,
-      name: 'change-log',
-      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
-      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
-    },
+    connection: { servers: config.natsUrl, name: 'change-log', ...natsFilesOf(config, config.natsCredsFile) },
     subjects: s,
     streams: changeLogStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => {
-      syncMetrics().requestsRefused.add(1, { service: 'change-log' });
-      logger.warn(`request on ${subject} not answered: ${reason}`);
-    },
+    onRefusedRequest: reportRefusedRequest('change-log', (m) => logger.warn(m)),
   });
   const app = await NestFactory.create(ChangeLogModule.forRoot(config, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });

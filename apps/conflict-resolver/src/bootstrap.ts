@@ -3,9 +3,9 @@ import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
+import { listenHttp, nestAppOptions, reportRefusedRequest } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsFilesOf } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { ConflictResolverConfig } from './config';
 import { conflictResolverStreams } from './streams';
@@ -23,20 +23,12 @@ export async function createConflictResolverApp(config: ConflictResolverConfig, 
   const logger = new Logger('conflict-resolver');
   const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
   const transport = new JetStreamServer({
-    connection: {
-      servers: config.natsUrl,
-      name: 'conflict-resolver',
-      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
-      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
-    },
+    connection: { servers: config.natsUrl, name: 'conflict-resolver', ...natsFilesOf(config, config.natsCredsFile) },
     subjects: s,
     streams: conflictResolverStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => {
-      syncMetrics().requestsRefused.add(1, { service: 'conflict-resolver' });
-      logger.warn(`request on ${subject} not answered: ${reason}`);
-    },
+    onRefusedRequest: reportRefusedRequest('conflict-resolver', (m) => logger.warn(m)),
   });
   const app = await NestFactory.create(ConflictResolverModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: false });

@@ -2,9 +2,9 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
+import { listenHttp, nestAppOptions, reportRefusedRequest } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsFilesOf } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { DeltaConfig } from './config';
 import { DeltaModule } from './delta.module';
@@ -19,19 +19,11 @@ export async function createDeltaApp(config: DeltaConfig, strategies: StrategyCo
   const s = subjects(config.namespace);
   const logger = new Logger('delta-calculator');
   const transport = new JetStreamServer({
-    connection: {
-      servers: config.natsUrl,
-      name: 'delta-calculator',
-      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
-      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
-    },
+    connection: { servers: config.natsUrl, name: 'delta-calculator', ...natsFilesOf(config, config.natsCredsFile) },
     subjects: s,
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => {
-      syncMetrics().requestsRefused.add(1, { service: 'delta-calculator' });
-      logger.warn(`request on ${subject} not answered: ${reason}`);
-    },
+    onRefusedRequest: reportRefusedRequest('delta-calculator', (m) => logger.warn(m)),
   });
   const app = await NestFactory.create(DeltaModule.forRoot(config, transport, strategies), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });

@@ -27,7 +27,7 @@ import {
 import type { CriticalOperation, CriticalTxSummary, CriticalTxView } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import type { ErrorCode } from '@fleet/errors';
-import { Messaging } from '@fleet/messaging';
+import { Messaging, natsFilesOf } from '@fleet/messaging';
 import { ask, operatorAuth, positiveInt, stringOption, usage, UsageError, valueOf } from './cli';
 import type { Ctx, Io, Options } from './cli';
 import { operatorConfig } from './config';
@@ -249,8 +249,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, io: 
         waitOnFirstConnect: false,
         // Its NATS user reads replies in this inbox only (contracts' serviceNatsPermissions, 'operator').
         inboxPrefix: OPERATOR_INBOX_PREFIX,
-        ...(config.credentialsFile === undefined ? {} : { credentialsFile: config.credentialsFile }),
-        tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
+        ...natsFilesOf(config, config.credentialsFile),
       },
       s,
     ).catch((e: unknown) => {

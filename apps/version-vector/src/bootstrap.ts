@@ -3,9 +3,9 @@ import { Logger } from '@nestjs/common';
 import { loadStrategyConfig } from '@fleet/config';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { listenHttp, nestAppOptions, syncMetrics } from '@fleet/observability';
+import { listenHttp, nestAppOptions, reportRefusedRequest } from '@fleet/observability';
 import { subjects } from '@fleet/contracts';
-import { JetStreamServer } from '@fleet/messaging';
+import { JetStreamServer, natsFilesOf } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
 import type { VersionVectorConfig } from './config';
 import { versionVectorStreams } from './streams';
@@ -22,20 +22,12 @@ export async function createVersionVectorApp(config: VersionVectorConfig, strate
   const logger = new Logger('version-vector');
   const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
   const transport = new JetStreamServer({
-    connection: {
-      servers: config.natsUrl,
-      name: 'version-vector',
-      ...(config.natsCredsFile === undefined ? {} : { credentialsFile: config.natsCredsFile }),
-      tls: { caFile: config.natsCaFile, certFile: config.natsCertFile, keyFile: config.natsKeyFile },
-    },
+    connection: { servers: config.natsUrl, name: 'version-vector', ...natsFilesOf(config, config.natsCredsFile) },
     subjects: s,
     streams: versionVectorStreams(s, config),
     deadLetter: { replicas: config.streamReplicas },
     consumeDefaults: { onError: (e, where) => logger.warn(`consumer ${where}: ${String(e)}`) },
-    onRefusedRequest: (subject, reason) => {
-      syncMetrics().requestsRefused.add(1, { service: 'version-vector' });
-      logger.warn(`request on ${subject} not answered: ${reason}`);
-    },
+    onRefusedRequest: reportRefusedRequest('version-vector', (m) => logger.warn(m)),
   });
   const app = await NestFactory.create(VersionVectorModule.forRoot(config, strategyConfig, transport), nestAppOptions(config.logLevel));
   app.connectMicroservice({ strategy: transport }, { inheritAppConfig: true });

@@ -45,6 +45,17 @@ export interface NatsTlsFiles {
   readonly keyFile?: string | undefined;
 }
 
+/**
+ * A validated configuration's NATS files (libs/config `natsCredsFileOption`, `natsTlsOptions`) as
+ * connect options: the one mapping services, the agent and fleetctl use.
+ */
+export function natsFilesOf(
+  c: { readonly natsCaFile?: string | undefined; readonly natsCertFile?: string | undefined; readonly natsKeyFile?: string | undefined },
+  credentialsFile: string | undefined,
+): Pick<NatsConnectOptions, 'credentialsFile' | 'tls'> {
+  return { ...(credentialsFile === undefined ? {} : { credentialsFile }), tls: { caFile: c.natsCaFile, certFile: c.natsCertFile, keyFile: c.natsKeyFile } };
+}
+
 /** Fails now, naming the file, rather than at every connect attempt. */
 function checkReadable(what: string, path: string): void {
   try {

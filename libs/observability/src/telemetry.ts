@@ -182,3 +182,11 @@ export function syncMetrics(): SyncMetrics {
   noopMetrics ??= createSyncMetrics(createNoopMeter());
   return noopMetrics;
 }
+
+/** `onRefusedRequest` of a service's JetStreamServer: counts the refusal (`requestsRefused`) and logs why. */
+export function reportRefusedRequest(service: string, warn: (message: string) => void): (subject: string, reason: string) => void {
+  return (subject, reason) => {
+    syncMetrics().requestsRefused.add(1, { service });
+    warn(`request on ${subject} not answered: ${reason}`);
+  };
+}
