@@ -6,10 +6,11 @@
  * change-log running as a CHILD PROCESS (main.ts, as deployed: its own event loop, so the
  * publisher does not steal its CPU time), for push batches of 1, 100, 500 and 1000 changes, beside
  * two references measured in the same run: the raw JetStream publish rate of one nats.js client
- * with the same payloads, and the raw PostgreSQL multi-row insert rate into a copy of change_log.
+ * with the same payloads, and the raw PostgreSQL multi-row insert and COPY rates into a copy of change_log.
  * Uses its own database and subject namespace, and removes them at the end.
  */
 import { Client } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { Change } from '@fleet/sync-core';
 import { encodeJson, MAX_CHANGES_PER_PUSH, subjects } from '@fleet/contracts';
 import type { Subjects } from '@fleet/contracts';
@@ -207,7 +208,7 @@ async function main(): Promise<void> {
     await deleteNamespaceStreams(await raw.jsm(), rawNs);
     await raw.drain();
 
-    console.log('\nraw PostgreSQL insert: a plain insert of unnest(14 arrays) into a copy of change_log (same indexes), one connection, one statement per transaction');
+    console.log('\nraw PostgreSQL insert: a plain insert of unnest(14 arrays), then COPY FROM STDIN of the same rows, into a copy of change_log (same indexes), one connection, one statement per transaction');
     await pg.query('create table raw_insert (like change_log including defaults including constraints including indexes)');
     // Another connection inserts: the backend that created a table stays ~2x slower at inserting into it.
     const ins = new Client({ connectionString: db.url });
@@ -248,6 +249,26 @@ async function main(): Promise<void> {
       const t = secs(t0);
       report(
         `  raw insert, ${String(rowsPerInsert).padEnd(5)} rows per statement${' '.repeat(20)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} rows, ${t.toFixed(2)} s; postgres ${(((procCpuSecs(insPid) - cpu0) / total) * 1e6).toFixed(1)} µs CPU per row)`,
+      );
+      // The same rows through COPY FROM STDIN (what the change log appends with), same table and connection.
+      await pg.query('truncate raw_insert');
+      seq = 0;
+      const copyCpu0 = procCpuSecs(insPid);
+      const tc = performance.now();
+      for (const b of batches) {
+        const text = b
+          .map((c) => [++seq, c.changeId, c.origin, c.originSeq, c.scope, c.collection, c.key, c.op, JSON.stringify(c.fields), '\\N', c.hlc, JSON.stringify(c.vv), c.hash, c.protocol].join('\t'))
+          .join('\n');
+        await new Promise<void>((resolve, reject) => {
+          const stream = ins.query(copyFrom('copy raw_insert (seq, change_id, origin, origin_seq, scope, collection, key, op, fields, unset, hlc, vv, hash, protocol) from stdin'));
+          stream.on('error', reject);
+          stream.on('finish', resolve);
+          stream.end(`${text}\n`);
+        });
+      }
+      const tcs = secs(tc);
+      report(
+        `  raw COPY, ${String(rowsPerInsert).padEnd(5)} rows per statement${' '.repeat(22)} ${fmt(total / tcs).padStart(8)} changes/s  (${fmt(total)} rows, ${tcs.toFixed(2)} s; postgres ${(((procCpuSecs(insPid) - copyCpu0) / total) * 1e6).toFixed(1)} µs CPU per row)`,
       );
     }
     await ins.end();

@@ -142,6 +142,24 @@ describe('PostgresChangeLog.appendBatch: idempotency', () => {
   });
 });
 
+describe('PostgresChangeLog: text that means something to COPY', () => {
+  it('round-trips backslashes, tabs, line breaks, \\N and \\. in keys, names and values', async () => {
+    const odd = ['\\N', '\\.', 'a\tb', 'line\nbreak', 'cr\rlf\r\n', 'back\\slash', '"quoted"', 'C:\\temp\\new', 'ünï\u2028cødé 🚀'];
+    const changes = odd.map((s, i) =>
+      testChange('copy-agent', i + 1, { key: s, collection: `c${i}`, fields: { [s]: s, nested: { list: [s, `${s}${s}`] } }, unset: [`${s}-gone`] }),
+    );
+    const first = await log.appendBatch(changes);
+    expect(first.rejected).toEqual([]);
+    expect(first.appended.map(strip)).toEqual(changes);
+    expect((await readAll()).map(strip)).toEqual(changes);
+    // And the log's own lookup sees them as logged: a resend is a duplicate, not a conflict.
+    const again = await log.appendBatch(changes);
+    expect(again.rejected).toEqual([]);
+    expect(again.duplicates).toEqual(first.appended);
+    expect(await count()).toBe(odd.length);
+  });
+});
+
 describe('PostgresChangeLog: any valid wire change', () => {
   it('round-trips exactly, and a resend is a duplicate (never a false identity conflict after jsonb normalisation)', async () => {
     await fc.assert(
