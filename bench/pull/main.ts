@@ -104,7 +104,6 @@ async function benchPull(n: number): Promise<void> {
       const t0 = performance.now();
       const inThread = mode === 'thread';
       const decoder = new PullDecoder();
-      if (!inThread) decoder.warm(); // as pullPage does when it asks for a snapshot
       const decoded = new WeakMap<object, ReturnType<PullDecoder['decode']>>();
       const ask = (cursor: PullCursor) => {
         const p = askRaw(cursor);

@@ -8,7 +8,7 @@ import { encodeJson, MAX_SNAPSHOT_RESPONSE_BYTES, prepareWireRows, PROTOCOL_VERS
 import type { WireRecord } from '@fleet/contracts';
 import { emptyRecord, joinChange } from '@fleet/sync-core';
 import type { Change, RecordState } from '@fleet/sync-core';
-import { decodePulledBody, PullDecoder } from './pull-decoder';
+import { decodePulledBody, MIN_WORKER_BYTES, PullDecoder } from './pull-decoder';
 import { decodePullWirePage } from './protocol/wire';
 
 function change(key: string, n: number, fields: Record<string, unknown>, op: 'put' | 'delete' = 'put', origin = 'server'): Change {
@@ -44,7 +44,8 @@ function records(): WireRecord[] {
 const page = (snapshot: boolean) => encodeJson({ protocol: PROTOCOL_VERSION, records: records(), nextCursor: 's.9.WyJmbGVldCIsInBrZ3MiLCJrMSJd', hasMore: true, ...(snapshot ? { snapshot: true } : {}) });
 
 describe('PullDecoder', () => {
-  const decoder = new PullDecoder({ idleMs: 50 });
+  // Every page to the worker (these pages are below the default size for it).
+  const decoder = new PullDecoder({ idleMs: 50, minWorkerBytes: 0 });
   afterAll(() => decoder.close());
 
   it('a snapshot page decoded on the worker is the page decoded here, prepared (gzip and identity)', async () => {
@@ -87,5 +88,25 @@ describe('PullDecoder', () => {
     for (const d of await Promise.all(inFlight)) expect(d).toEqual(expected);
     await new Promise((r) => setTimeout(r, 100));
     expect(await decoder.decode(raw, false, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
+  });
+
+  it('by default a small page is decoded on the calling thread (no worker started) and a large one on the worker', async () => {
+    const sized = new PullDecoder({ idleMs: 50 });
+    try {
+      const raw = page(true);
+      const small = new Uint8Array(gzipSync(raw)); // a few KiB on the wire
+      expect(small.byteLength).toBeLessThan(MIN_WORKER_BYTES);
+      const expected = decodePulledBody(raw, false, MAX_SNAPSHOT_RESPONSE_BYTES);
+      expect(await sized.decode(small, true, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
+      expect(sized.onWorker).toBe(false);
+      // The same page uncompressed and padded past the threshold (JSON whitespace: the same page once parsed).
+      const large = new Uint8Array(MIN_WORKER_BYTES + raw.byteLength);
+      large.fill(0x20);
+      large.set(raw, 0);
+      expect(await sized.decode(large, false, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
+      expect(sized.onWorker).toBe(true);
+    } finally {
+      await sized.close();
+    }
   });
 });

@@ -9,9 +9,13 @@
  * Trust does not change: the rows are derived by this process's own code from the page it checked, as
  * `applyRemoteWire` derives them.
  *
- * The worker starts on first use and stops when idle for `idleMs`; it never keeps the process alive. When
- * it cannot run (no worker file next to this one, e.g. a bundled build; a crash), pages are decoded on
- * the calling thread instead: the same result, only slower.
+ * Only pages of at least `minWorkerBytes` (on the wire, default 64 KiB: about 1,500 records gzipped) go to
+ * the worker: a page of a few records decodes on the calling thread in well under a millisecond, less
+ * than handing it over, and a fresh agent joining a small fleet then never starts a thread (nor does a
+ * process that runs many agent stacks, such as the fleet bench, start one per agent for pages of ten
+ * records). The worker starts on the first large page and stops when idle for `idleMs`; it never keeps
+ * the process alive. When it cannot run (no worker file next to this one, e.g. a bundled build; a crash),
+ * pages are decoded on the calling thread instead: the same result, only slower.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -119,6 +123,9 @@ function workerSpec(): { file: string; execArgv?: string[] } | undefined {
   return existsSync(register) ? { file, execArgv: ['-r', register] } : undefined;
 }
 
+/** Wire bytes from which a page is decoded on the worker (see the file's comment). */
+export const MIN_WORKER_BYTES = 64 * 1024;
+
 export class PullDecoder {
   private worker: Worker | undefined;
   private broken = false;
@@ -126,13 +133,15 @@ export class PullDecoder {
   private readonly pending = new Map<number, Pending>();
   private idle: NodeJS.Timeout | undefined;
 
-  constructor(private readonly opts: { readonly idleMs?: number; readonly inThread?: boolean } = {}) {}
+  constructor(private readonly opts: { readonly idleMs?: number; readonly inThread?: boolean; readonly minWorkerBytes?: number } = {}) {}
 
-  /** Decodes one reply body (`gzip`: its Fleet-Encoding), on the worker when it runs. */
+  /** Decodes one reply body (`gzip`: its Fleet-Encoding): on the worker when it is large enough and the worker can run. */
   decode(data: Uint8Array, gzip: boolean, maxBytes: number): Promise<DecodedPull> {
+    const small = data.byteLength < (this.opts.minWorkerBytes ?? MIN_WORKER_BYTES);
+    if (this.opts.inThread === true || small) return Promise.resolve().then(() => decodePulledBody(data, gzip, maxBytes));
     if (this.idle !== undefined) clearTimeout(this.idle);
     this.idle = undefined;
-    const w = this.opts.inThread === true ? undefined : this.start();
+    const w = this.start();
     if (w === undefined) return Promise.resolve().then(() => decodePulledBody(data, gzip, maxBytes));
     const copy = data.slice(); // its own buffer, handed over (not copied again)
     const req: DecoderRequest = { id: this.nextId++, data: copy, gzip, maxBytes };
@@ -145,11 +154,6 @@ export class PullDecoder {
   /** The worker is running (false: not started, stopped when idle, or decoding on the calling thread). */
   get onWorker(): boolean {
     return this.worker !== undefined;
-  }
-
-  /** Starts the worker now (its start-up, ~0.1-0.5 s, then overlaps the first request's round trip). */
-  warm(): void {
-    if (this.opts.inThread !== true) this.start();
   }
 
   /** Stops the worker (decodes it has not answered are done on the calling thread). */

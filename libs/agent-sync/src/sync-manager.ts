@@ -445,10 +445,9 @@ export class SyncManager {
     const cursor = this.o.store.syncState().cursor ?? 0;
     const ahead = this.pullAhead;
     this.pullAhead = undefined;
-    // A snapshot page is un-gzipped, decoded, checked and prepared on the pull decoder's worker thread
-    // when the store takes prepared rows: this thread only inserts (pull-decoder.ts).
+    // A snapshot page is un-gzipped, decoded, checked and prepared by the pull decoder when the store
+    // takes prepared rows: on its worker thread when the page is large, so this thread only inserts (pull-decoder.ts).
     const decoder = this.snapshotDecoder(cursor);
-    decoder?.warm();
     let reply: TransportReply;
     let decoded: Promise<DecodedPull> | undefined;
     if (ahead !== undefined && ahead.cursor === cursor) {
