@@ -256,7 +256,8 @@ function copyText(fresh: readonly Change[], base: number): string {
   let out = '';
   for (let i = 0; i < fresh.length; i++) {
     const c = fresh[i] as Change;
-    out += `${base + i + 1}\t${c.changeId}\t${copyField(c.origin)}\t${c.originSeq}\t${copyField(c.scope)}\t${copyField(c.collection)}\t${copyField(c.key)}\t${c.op}\t${copyField(JSON.stringify(c.fields))}\t${c.unset === undefined ? '\\N' : copyField(JSON.stringify(c.unset))}\t${copyField(c.hlc)}\t${copyField(JSON.stringify(c.vv))}\t${copyField(c.hash)}\t${c.protocol}\n`;
+    const json = jsonTextsOf(c);
+    out += `${base + i + 1}\t${c.changeId}\t${copyField(c.origin)}\t${c.originSeq}\t${copyField(c.scope)}\t${copyField(c.collection)}\t${copyField(c.key)}\t${c.op}\t${copyField(json.fields)}\t${json.unset === null ? '\\N' : copyField(json.unset)}\t${copyField(c.hlc)}\t${copyField(json.vv)}\t${copyField(c.hash)}\t${c.protocol}\n`;
   }
   return out;
 }
@@ -345,9 +346,28 @@ function unstorable(c: Change): string | undefined {
   for (const [name, v] of [['origin', c.origin], ['scope', c.scope], ['collection', c.collection], ['key', c.key], ['hlc', c.hlc], ['hash', c.hash]] as const) {
     if (typeof v !== 'string' || NUL.test(v)) return `${name} is not a string without NUL characters`;
   }
-  const json = JSON.stringify([c.fields, c.vv, c.unset ?? null]);
-  if (json.includes('\\u0000')) return 'fields, vv or unset contain a NUL character, which jsonb cannot store';
+  const texts = { fields: JSON.stringify(c.fields), vv: JSON.stringify(c.vv), unset: c.unset === undefined ? null : JSON.stringify(c.unset) };
+  if (texts.fields.includes('\\u0000') || texts.vv.includes('\\u0000') || texts.unset?.includes('\\u0000') === true) {
+    return 'fields, vv or unset contain a NUL character, which jsonb cannot store';
+  }
+  jsonTexts.set(c, texts);
   return undefined;
+}
+
+interface JsonTexts {
+  readonly fields: string;
+  readonly vv: string;
+  readonly unset: string | null;
+}
+
+/**
+ * The JSON texts `unstorable` made of a change's fields, vv and unset, kept for the COPY of the same
+ * append: each is stringified once per append (the second stringify was ~4 µs of the service's ~50 µs of CPU per change).
+ */
+const jsonTexts = new WeakMap<Change, JsonTexts>();
+
+function jsonTextsOf(c: Change): JsonTexts {
+  return jsonTexts.get(c) ?? { fields: JSON.stringify(c.fields), vv: JSON.stringify(c.vv), unset: c.unset === undefined ? null : JSON.stringify(c.unset) };
 }
 
 /** Connection and lock-timeout failures are retryable; anything already a FleetError stays as is. */
