@@ -19,7 +19,7 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, MAX_RECORD_STATE_BYTES, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
@@ -191,6 +191,24 @@ const DEFAULT_STRATEGIES: StrategyConfig = { default: 'lww' };
 
 function invalidWrite(why: string, details?: Record<string, unknown>): never {
   throw new FleetError('FLEET_AGENT_005', why, details === undefined ? undefined : { details });
+}
+
+/**
+ * Refuses (FLEET_AGENT_005, before anything is written) a write that would make the record's state larger
+ * than MAX_RECORD_STATE_BYTES: the stored text is the state's wire form, and a record past the cap could
+ * not be pulled by any other replica. The byte count is taken only when the text could be over it.
+ */
+function checkStateSize(ref: RecordRef, encoded: string): void {
+  if (encoded.length * 3 <= MAX_RECORD_STATE_BYTES) return;
+  const bytes = Buffer.byteLength(encoded, 'utf8');
+  if (bytes <= MAX_RECORD_STATE_BYTES) return;
+  invalidWrite(`the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`, {
+    bytes,
+    max: MAX_RECORD_STATE_BYTES,
+    scope: ref.scope,
+    collection: ref.collection,
+    key: ref.key,
+  });
 }
 
 function has(o: object, k: string): boolean {
@@ -687,11 +705,11 @@ export class SqliteLocalStore implements LocalStore {
    * The local write path's `saveState`: `id` is the record's id when the store holds it (UPDATE by id),
    * undefined for a new record (plain INSERT; the id is returned for its outbox row).
    */
-  private saveLocal(id: number | undefined, state: RecordState, hash: string): { record: StoredRecord; id: number } {
+  /** `encoded`: the state's text (`encodeStoredState`), already checked against the size cap. */
+  private saveLocal(id: number | undefined, state: RecordState, hash: string, encoded: string): { record: StoredRecord; id: number } {
     const { ref, view } = state;
     const fields = view.status === 'live' ? view.fields : null;
     const mseq = this.counters.mseq + 1;
-    const encoded = encodeStoredState(state);
     const fieldsText = fields === null ? null : objectText(fields);
     const vv = objectText(state.vv);
     const conflicted = view.conflicted ? 1 : 0;
@@ -872,11 +890,13 @@ export class SqliteLocalStore implements LocalStore {
       });
     }
     const queued = queue[queue.length - 1] as Change;
+    let next = made.state;
+    // coalesce's caller duty: the merged change re-stamps fields of the earlier ones; hold the same.
+    if (run.length > 0) for (const c of queue) next = applyChange(next, c, this.strategies).state;
+    const encoded = encodeStoredState(next);
+    checkStateSize(ref, encoded);
     try {
-      let next = made.state;
-      // coalesce's caller duty: the merged change re-stamps fields of the earlier ones; hold the same.
-      if (run.length > 0) for (const c of queue) next = applyChange(next, c, this.strategies).state;
-      const { record, id } = this.saveLocal(row?.id, next, run.length > 0 ? recordHash(next) : made.change.hash);
+      const { record, id } = this.saveLocal(row?.id, next, run.length > 0 ? recordHash(next) : made.change.hash, encoded);
       let createdAt = nowMs;
       for (const r of run) {
         createdAt = Math.min(createdAt, r.created_at);

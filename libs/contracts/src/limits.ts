@@ -31,6 +31,15 @@ export const MAX_APPENDED_EVENT_BYTES = 960 * KiB;
 export const MAX_PULL_REQUEST_BYTES = 256 * KiB;
 /** A pull response (after decompression). The delta calculator fills pages up to this. */
 export const MAX_PULL_RESPONSE_BYTES = 960 * KiB;
+/**
+ * A record's whole state as it travels (its wire record's JSON in UTF-8, without scope, collection and
+ * key): a snapshot, resync or pull-keys page carries a record whole, uncompressed for an agent that does
+ * not take gzip, so a state must fit under MAX_PULL_RESPONSE_BYTES with room for its scope, collection,
+ * key and the page around it. Writers refuse a write that would make a record larger: the agent's local
+ * and captured writes, the server's writes. (Each change is capped on its own; this bounds what many
+ * changes add up to: without it, a record grown past max_payload could not be pulled at all.)
+ */
+export const MAX_RECORD_STATE_BYTES = 896 * KiB;
 /** An error reply: a code and a message. */
 export const MAX_ERROR_REPLY_BYTES = 16 * KiB;
 /**

@@ -6,7 +6,7 @@
 import { isFleetError } from '@fleet/errors';
 import { applyChanges, emptyRecord, encodeRecordState, makeLocalChange, recordHash, visibleFields } from '@fleet/sync-core';
 import type { Change, Fields, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
-import { decodeChange } from '@fleet/contracts';
+import { decodeChange, MAX_RECORD_STATE_BYTES } from '@fleet/contracts';
 import type { LocalStore, StoreEvent } from '../local-store';
 
 export interface ConformanceOptions {
@@ -224,6 +224,38 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
         const replica = applyChanges(queued.filter((c) => c.key === key), LWW);
         expect(encodeRecordState(replica)).toBe(encodeRecordState(store.getState(ref(key)) as RecordState));
       }
+    });
+
+    it('refuses (FLEET_AGENT_005) a write that would grow a record past MAX_RECORD_STATE_BYTES, writing nothing; the record stays writable', () => {
+      open();
+      const big = (i: number) => `${String(i)}${'x'.repeat(60 * 1024)}`; // under the 64 KiB cap of one value
+      const r = ref('inventory', 'packages');
+      let fields: Record<string, string> = {};
+      let n = 0;
+      // Field by field (each change well under its own caps) until the next one would pass the record cap.
+      while ((n + 1) * 60 * 1024 < MAX_RECORD_STATE_BYTES - 8 * 1024) {
+        fields = { ...fields, [`f${n}`]: big(n) };
+        store.patch(r, { [`f${n}`]: big(n) });
+        n++;
+      }
+      const outbox = store.outboxSize();
+      const before = encodeRecordState(store.getState(r) as RecordState);
+      const events: StoreEvent[] = [];
+      const stop = store.watch((e) => events.push(e));
+      expect(code(() => store.patch(r, { extra: big(99), more: big(98) }))).toBe('FLEET_AGENT_005');
+      // Inside a caller's transaction: refused alone, the rest of the transaction commits.
+      store.transaction(() => {
+        expect(code(() => store.patch(r, { extra: big(99), more: big(98) }))).toBe('FLEET_AGENT_005');
+        store.put(ref('other', 'packages'), { ok: true });
+      });
+      stop();
+      expect(encodeRecordState(store.getState(r) as RecordState)).toBe(before);
+      expect(store.get(r)?.fields).toEqual(fields);
+      expect(store.outboxSize()).toBe(outbox + 1);
+      expect(events.map((e) => e.ref.key)).toEqual(['other']);
+      // Shrinking and then growing within the cap is fine.
+      expect(store.patch(r, {}, ['f0', 'f1'])).not.toBeNull();
+      expect(store.patch(r, { extra: big(99) })).not.toBeNull();
     });
 
     it('bounds the outbox: coalesces past the soft limit, refuses new records past the max, loses nothing', () => {

@@ -154,6 +154,26 @@ describe('capture of server-side SQL writes (logical replication, pgoutput)', ()
     expect(rejected.map((r) => r.index)).toEqual([0, 1]);
   });
 
+  it('a row that would grow its record past MAX_RECORD_STATE_BYTES is dead-lettered alone (FLEET_DECODE_004); the other rows of its transaction are appended', async () => {
+    const value = (i: number) => `${String(i)}${'x'.repeat(60 * 1024)}`; // each value under its own 64 KiB cap
+    const big = { scope: 'fleet', collection: 'huge', key: 'big' };
+    // The record already holds ~720 KiB, written by operators (12 fields, 3 at a time).
+    for (let n = 0; n < 12; n += 3) await writer.write([big], (ctx) => ctx.edit(big, { op: 'put', fields: { [`g${n}`]: value(n), [`g${n + 1}`]: value(n + 1), [`g${n + 2}`]: value(n + 2) } }));
+    // A row of ~240 KiB for it (under a change's cap) would make it ~960 KiB: refused; the other row is appended.
+    const row = JSON.stringify(Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`f${i}`, value(i)])));
+    await ds.transaction(async (tx) => {
+      await tx.query(`insert into server_records values ('fleet', 'huge', 'big', $1::jsonb)`, [row]);
+      await tx.query(`insert into server_records values ('fleet', 'huge', 'small', '{"ok":true}')`);
+    });
+    const changes = await changesOf('huge', 5);
+    expect(changes[4]).toMatchObject({ key: 'small', fields: { ok: true } });
+    await until('the rejection', () => (run.rejected.some((r) => r.row.collection === 'huge') ? true : undefined));
+    const rejected = run.rejected.filter((r) => r.row.collection === 'huge');
+    expect(rejected.map((r) => [r.row.key, r.error.code])).toEqual([['big', 'FLEET_DECODE_004']]);
+    expect(rejected[0]?.error.message).toMatch(/fleet\/huge\/big .* bytes as a whole/);
+    expect(changes.filter((c) => c.key === 'big')).toHaveLength(4); // the operators' writes only
+  });
+
   it('the table refuses what could never be a change at write time', async () => {
     await expect(ds.query(`insert into server_records values ('nowhere', 'c', 'k', '{}')`)).rejects.toThrow(/server_records_scope/);
     await expect(ds.query(`insert into server_records values ('fleet', 'c', 'k', '[1,2]')`)).rejects.toThrow(/server_records_fields/);

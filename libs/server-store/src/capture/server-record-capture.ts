@@ -371,14 +371,27 @@ export class ServerRecordCapture {
           await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
         } else {
           try {
+            let oversized = 0;
             const out = await this.options.writer.write(
               edits.map((e) => e.ref),
               async (ctx) => {
-                for (const e of edits) ctx.edit(e.ref, e.edit);
+                oversized = 0;
+                for (const e of edits) {
+                  try {
+                    ctx.edit(e.ref, e.edit);
+                  } catch (err) {
+                    // A row that would grow its record past MAX_RECORD_STATE_BYTES: dead-lettered alone (before
+                    // the claim commits: a crash here captures the part again), the rest of the part goes on.
+                    if (!isFleetError(err, 'FLEET_DECODE_004')) throw err;
+                    await this.options.reject({ row: rowOf(e.row), error: err, commitLsn, index: e.index });
+                    oversized++;
+                  }
+                }
                 await this.claim(ctx.tx, done, next);
               },
             );
             appended = out.appended;
+            rejected += oversized;
           } catch (e) {
             // A part that can never be appended (the log refuses a change): its rows are dead-lettered, the capture goes on.
             if (!isFleetError(e) || e.retryable) throw e;

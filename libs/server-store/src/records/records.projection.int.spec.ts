@@ -16,7 +16,8 @@ import {
   type RecordState,
   type StrategyConfig,
 } from '@fleet/sync-core';
-import { decodeChange } from '@fleet/contracts';
+import { decodeChange, MAX_RECORD_STATE_BYTES } from '@fleet/contracts';
+import { isFleetError } from '@fleet/errors';
 import { openServerDataSource } from '../data-source';
 import { PostgresChangeLog } from '../postgres-change-log';
 import { rebuildProjections } from '../rebuild';
@@ -185,6 +186,29 @@ it('ServerWriter: folds logged changes not applied yet, ticks the server once pe
   expect(applyChanges(all, config).view.fields).toEqual({ a: 1, b: 2, c: 3 });
   await new RecordsProjection(config).applyLogged(ds, all);
   expect((await readRecordState(ds, ref))!.state.view.fields).toEqual({ a: 1, b: 2, c: 3 });
+});
+
+it('ServerWriter: refuses (FLEET_DECODE_004) a write that would grow a record past MAX_RECORD_STATE_BYTES; nothing is logged, the record stays writable', async () => {
+  const log = new PostgresChangeLog(ds);
+  const ref = { scope: 'fleet', collection: 'l', key: 'big' };
+  const writer = new ServerWriter(ds, { changeLog: log, config, node: 'server-big' });
+  const big = (i: number) => `${String(i)}${'x'.repeat(60 * 1024)}`; // each value under its own 64 KiB cap
+  let n = 0;
+  while ((n + 1) * 60 * 1024 < MAX_RECORD_STATE_BYTES - 8 * 1024) {
+    await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: { [`f${n}`]: big(n) } }));
+    n++;
+  }
+  const logged = async () => (await log.readSince(0, { limit: 10_000, scopes: ['fleet'] })).changes.filter((c) => c.key === 'big').length;
+  expect(await logged()).toBe(n);
+  const refused = await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: { extra: big(99), more: big(98) } })).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isFleetError(refused, 'FLEET_DECODE_004')).toBe(true);
+  expect(await logged()).toBe(n);
+  await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: {}, unset: ['f0', 'f1'] }));
+  await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: { extra: big(99) } }));
+  expect(await logged()).toBe(n + 2);
 });
 
 it('ServerWriter optimistic: a change logged between the read and the append lock makes the callback run again on the caught-up state', async () => {

@@ -21,6 +21,7 @@ import {
   type Resolution,
   type StrategyConfig,
 } from '@fleet/sync-core';
+import { MAX_RECORD_STATE_BYTES, wireStateText } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { APPEND_LOCK_SQL, asInfraError, type PostgresChangeLog } from '../postgres-change-log';
 import { CHANGE_COLUMNS, rowToLoggedChange, toSafeNumber, type ChangeLogRow } from '../rows';
@@ -148,6 +149,7 @@ export class ServerWriter {
               const state = getState(states, ref);
               const meta = this.meta(state, seqs.shift());
               const { change, state: next } = makeLocalChange(state, edit, { ...meta, origin: SERVER_ORIGIN }, this.options.config, 'tick');
+              checkStateSize(ref, next);
               states.set(refKey(ref), next);
               made.push(change);
               return change;
@@ -188,6 +190,19 @@ export class ServerWriter {
     this.clock = clock;
     return { originSeq, changeId: formatUuidV7(now, randomBytes(16)), hlc: encodeHlc(clock), protocol: this.protocol };
   }
+}
+
+/**
+ * Refuses (FLEET_DECODE_004) a server write that would make the record's state larger than
+ * MAX_RECORD_STATE_BYTES (its wire form): a record past it could not be pulled by any agent. Agents
+ * refuse their own writes the same way (agent-store).
+ */
+function checkStateSize(ref: RecordRef, state: RecordState): void {
+  const bytes = Buffer.byteLength(wireStateText(state), 'utf8');
+  if (bytes <= MAX_RECORD_STATE_BYTES) return;
+  throw new FleetError('FLEET_DECODE_004', `the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`, {
+    details: { bytes, max: MAX_RECORD_STATE_BYTES, scope: ref.scope, collection: ref.collection, key: ref.key },
+  });
 }
 
 function getState(states: Map<string, RecordState>, ref: RecordRef): RecordState {
