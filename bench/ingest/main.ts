@@ -73,14 +73,14 @@ class CpuMeter {
     private readonly natsPid: number | undefined,
   ) {}
 
-  async sample(servicePid: number | undefined): Promise<Record<string, number>> {
+  async sample(servicePids: readonly number[]): Promise<Record<string, number>> {
     const r = await this.pg.query<{ pid: number; kind: string }>(
       `select pid, case when datname = $1 and pid <> pg_backend_pid() then 'postgres' else 'wal writer' end as kind
          from pg_stat_activity where (datname = $1 and pid <> pg_backend_pid()) or backend_type = 'walwriter'`,
       [this.dbName],
     );
     const out: Record<string, number> = { bench: (process.cpuUsage().user + process.cpuUsage().system) / 1e6 };
-    out['change-log'] = servicePid === undefined ? 0 : procCpuSecs(servicePid);
+    out['change-log'] = servicePids.reduce((a, pid) => a + procCpuSecs(pid), 0);
     out['nats-server'] = this.natsPid === undefined ? 0 : procCpuSecs(this.natsPid);
     out['postgres'] = 0;
     out['wal writer'] = 0;
@@ -122,8 +122,9 @@ async function main(): Promise<void> {
   // BENCH_PROFILE_DIR=dir: the service runs with --cpu-prof and is stopped with SIGTERM (so the profile is written).
   const profileDir = process.env['BENCH_PROFILE_DIR'];
   const procs: ServiceProcess[] = [];
+  let replicaNo = 0;
   const startService = async (batchMessages: number, concurrency = 2) => {
-    const p = await ServiceProcess.start(`bench-cl-${batchMessages}-${concurrency}`, {
+    const p = await ServiceProcess.start(`bench-cl-${batchMessages}-${concurrency}-${++replicaNo}`, {
       databaseUrl: db.url,
       natsUrl: SHARED_NATS,
       namespace: s.ns,
@@ -150,13 +151,15 @@ async function main(): Promise<void> {
   try {
     const seqBase = new Map<string, number>();
     let rows = 0;
-    let svc: ServiceProcess | undefined;
+    let svcs: ServiceProcess[] = [];
+    const metric = async (series: string) => (await Promise.all(svcs.map((p) => p.metric(series)))).reduce((a, b) => a + b, 0);
+    const pids = () => svcs.map((p) => p.pid).filter((pid): pid is number => pid !== undefined);
     const only = process.env['BENCH_ONLY']; // e.g. BENCH_ONLY=100: only the end-to-end runs of that batch size
     const run = async (label: string, size: number, total: number, pushesPerMessage = 1) => {
       if (only !== undefined && only !== String(size * pushesPerMessage)) return;
       const pushes = makePushes(s, size, total, seqBase);
-      const before = { n: await svc!.metric('fleet_sync_change_log_append_duration_count'), t: await svc!.metric('fleet_sync_change_log_append_duration_sum') };
-      const cpu0 = await cpu.sample(svc!.pid);
+      const before = { n: await metric('fleet_sync_change_log_append_duration_count'), t: await metric('fleet_sync_change_log_append_duration_sum') };
+      const cpu0 = await cpu.sample(pids());
       const t0 = performance.now();
       await publishAll(agent, pushes);
       const tPub = secs(t0);
@@ -164,9 +167,9 @@ async function main(): Promise<void> {
       await waitForRows(pg, rows);
       const t = secs(t0);
       await new Promise((r) => setTimeout(r, 1200)); // one metrics collection after the last append
-      const cpu1 = await cpu.sample(svc!.pid); // after the pause: includes the events and acks after the last commit
-      const txns = (await svc!.metric('fleet_sync_change_log_append_duration_count')) - before.n;
-      const txnSecs = (await svc!.metric('fleet_sync_change_log_append_duration_sum')) - before.t;
+      const cpu1 = await cpu.sample(pids()); // after the pause: includes the events and acks after the last commit
+      const txns = (await metric('fleet_sync_change_log_append_duration_count')) - before.n;
+      const txnSecs = (await metric('fleet_sync_change_log_append_duration_sum')) - before.t;
       report(
         `  ${label.padEnd(44)} ${fmt(total / t).padStart(8)} changes/s  (${fmt(total)} changes in ${fmt(pushes.length / pushesPerMessage)} x ${pushesPerMessage > 1 ? `${pushesPerMessage}x` : ''}${size}, ${t.toFixed(2)} s; publishing took ${tPub.toFixed(2)} s; ${fmt(txns)} append txns, ${fmt(total / Math.max(1, txns))} changes and ${((txnSecs / Math.max(1, txns)) * 1000).toFixed(1)} ms each incl. lock wait, sum ${Math.round((txnSecs / t) * 100)} % of the wall time)`,
       );
@@ -179,14 +182,19 @@ async function main(): Promise<void> {
     console.log('  service: a child process (main.ts); the consumer takes up to FLEET_CHANGELOG_BATCH_MESSAGES pushes per transaction,');
     console.log('  FLEET_CHANGELOG_BATCH_CONCURRENCY (default 2) such groups in flight (appends serialised by the append lock)');
     const svc1 = await startService(1);
-    svc = svc1;
+    svcs = [svc1];
     await run('batch 100, BATCH_MESSAGES=1 (txn per push)', 100, 10_000);
     await stopService(svc1);
     const svcSerial = await startService(20, 1);
-    svc = svcSerial;
+    svcs = [svcSerial];
     await run('batch 100, BATCH_MESSAGES=20, CONCURRENCY=1', 100, 50_000);
     await stopService(svcSerial);
-    svc = await startService(20);
+    // Two replicas sharing the durable consumer, as k8s/services/change-log.yaml deploys it.
+    const pair = [await startService(20), await startService(20)];
+    svcs = pair;
+    await run('batch 100, BATCH_MESSAGES=20, 2 replicas', 100, 50_000);
+    await Promise.all(pair.map((p) => stopService(p)));
+    svcs = [await startService(20)];
     await run('batch 1, BATCH_MESSAGES=20', 1, 2_000);
     await run('batch 100, BATCH_MESSAGES=20', 100, 50_000);
     await run(`batch ${MAX_CHANGES_PER_PUSH}, BATCH_MESSAGES=20`, MAX_CHANGES_PER_PUSH, 50_000);
