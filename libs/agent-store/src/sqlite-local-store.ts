@@ -195,15 +195,20 @@ function invalidWrite(why: string, details?: Record<string, unknown>): never {
 
 /**
  * Refuses (FLEET_AGENT_005, before anything is written) a write that would make the record's state larger
- * than MAX_RECORD_STATE_BYTES: the stored text is the state's wire form, and a record past the cap could
- * not be pulled by any other replica. The byte count is taken only when the text could be over it.
+ * than MAX_RECORD_STATE_BYTES and larger than it was (`before`: its stored text): the stored text is the
+ * state's wire form, and a record past the cap could not be pulled by any other replica. A record already
+ * past it (written before the cap, or by an operator and this agent at once) may still shrink or keep its
+ * size. The byte counts are taken only when the text could be over the cap.
  */
-function checkStateSize(ref: RecordRef, encoded: string): void {
+function checkStateSize(ref: RecordRef, encoded: string, before: string | undefined): void {
   if (encoded.length * 3 <= MAX_RECORD_STATE_BYTES) return;
   const bytes = Buffer.byteLength(encoded, 'utf8');
   if (bytes <= MAX_RECORD_STATE_BYTES) return;
+  const was = before === undefined ? 0 : Buffer.byteLength(before, 'utf8');
+  if (bytes <= was) return;
   invalidWrite(`the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`, {
     bytes,
+    was,
     max: MAX_RECORD_STATE_BYTES,
     scope: ref.scope,
     collection: ref.collection,
@@ -894,7 +899,7 @@ export class SqliteLocalStore implements LocalStore {
     // coalesce's caller duty: the merged change re-stamps fields of the earlier ones; hold the same.
     if (run.length > 0) for (const c of queue) next = applyChange(next, c, this.strategies).state;
     const encoded = encodeStoredState(next);
-    checkStateSize(ref, encoded);
+    checkStateSize(ref, encoded, row?.state);
     try {
       const { record, id } = this.saveLocal(row?.id, next, run.length > 0 ? recordHash(next) : made.change.hash, encoded);
       let createdAt = nowMs;

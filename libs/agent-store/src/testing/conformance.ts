@@ -256,6 +256,16 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       // Shrinking and then growing within the cap is fine.
       expect(store.patch(r, {}, ['f0', 'f1'])).not.toBeNull();
       expect(store.patch(r, { extra: big(99) })).not.toBeNull();
+      // A record already past the cap (here an operator's fields of this host's record, pulled) may still
+      // shrink or keep its size; it may not grow.
+      const server = new Remote('server');
+      const over = ref('pulled', 'packages');
+      const serverFields = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`s${i}`, big(i)]));
+      store.applyRemote([server.write(over, serverFields)], 5);
+      expect(store.patch(over, { s0: 'short' })).not.toBeNull(); // smaller
+      expect(code(() => store.patch(over, { note: big(7) }))).toBe('FLEET_AGENT_005'); // larger
+      expect(store.patch(over, {}, ['s1'])).not.toBeNull();
+      expect(store.get(over)?.fields?.['s0']).toBe('short');
     });
 
     it('bounds the outbox: coalesces past the soft limit, refuses new records past the max, loses nothing', () => {

@@ -2,7 +2,7 @@ import { Client } from 'pg';
 import type { DataSource } from 'typeorm';
 import type { LoggedChange } from '@fleet/sync-core';
 import { openServerDataSource } from '../data-source';
-import { PostgresChangeLog } from '../postgres-change-log';
+import { APPEND_LOCK_SQL, PostgresChangeLog } from '../postgres-change-log';
 import { ServerWriter } from '../records/server-writer';
 import { CHANGE_COLUMNS, rowToLoggedChange, type ChangeLogRow } from '../rows';
 import { PrivatePostgres } from '../testing';
@@ -34,12 +34,15 @@ interface Run {
   readonly capture: ServerRecordCapture;
   readonly announced: LoggedChange[];
   readonly rejected: RejectedRow[];
+  /** Per rejection: whether the append lock was free while it was dead-lettered (nothing is published under it). */
+  readonly lockFreeAtReject: boolean[];
   readonly warnings: string[];
 }
 
 function startCapture(slot: string, opts: { partRecords?: number; reject?: (r: RejectedRow) => Promise<void> } = {}): Run {
   const announced: LoggedChange[] = [];
   const rejected: RejectedRow[] = [];
+  const lockFreeAtReject: boolean[] = [];
   const warnings: string[] = [];
   const capture = new ServerRecordCapture(ds, {
     databaseUrl: url,
@@ -48,11 +51,17 @@ function startCapture(slot: string, opts: { partRecords?: number; reject?: (r: R
     retryMs: 200,
     ...(opts.partRecords === undefined ? {} : { partRecords: opts.partRecords }),
     announce: async (changes) => void announced.push(...changes),
-    reject: opts.reject ?? (async (r) => void rejected.push(r)),
+    reject:
+      opts.reject ??
+      (async (r) => {
+        const [free] = (await ds.query(`${APPEND_LOCK_SQL.replace('pg_advisory_xact_lock', 'pg_try_advisory_xact_lock')} as free`)) as { free: boolean }[];
+        lockFreeAtReject.push(free?.free === true);
+        rejected.push(r);
+      }),
     logger: { ...quiet, warn: (m) => void warnings.push(m) },
   });
   capture.start();
-  return { capture, announced, rejected, warnings };
+  return { capture, announced, rejected, lockFreeAtReject, warnings };
 }
 
 async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 20_000): Promise<T> {
@@ -172,6 +181,7 @@ describe('capture of server-side SQL writes (logical replication, pgoutput)', ()
     expect(rejected.map((r) => [r.row.key, r.error.code])).toEqual([['big', 'FLEET_DECODE_004']]);
     expect(rejected[0]?.error.message).toMatch(/fleet\/huge\/big .* bytes as a whole/);
     expect(changes.filter((c) => c.key === 'big')).toHaveLength(4); // the operators' writes only
+    expect(run.lockFreeAtReject.every((free) => free)).toBe(true); // dead-lettered outside the append
   });
 
   it('the table refuses what could never be a change at write time', async () => {

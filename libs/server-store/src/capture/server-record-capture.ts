@@ -93,6 +93,18 @@ class SlotBusy extends Error {
 }
 
 /** Another replica appended this part first (`capture_progress` moved): skip to where it is. */
+interface OversizedRow {
+  readonly index: number;
+  readonly error: FleetError;
+}
+
+/** Thrown out of a capture write (rolling it back) to dead-letter rows that would make their records too large. */
+class OversizedRows extends Error {
+  constructor(readonly rows: readonly OversizedRow[]) {
+    super(`${rows.length} captured row(s) would make their records too large`);
+  }
+}
+
 class AlreadyCaptured extends Error {
   constructor(readonly progress: Progress) {
     super('captured by another replica');
@@ -367,37 +379,52 @@ export class ServerRecordCapture {
       }
       let appended: readonly LoggedChange[] = [];
       try {
-        if (edits.length === 0) {
-          await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
-        } else {
+        // Rows that would grow their record past MAX_RECORD_STATE_BYTES are found inside the write (on the
+        // states at the log's head), dead-lettered OUTSIDE it (no publish under the append lock; before the
+        // claim commits, so a crash captures the part again) and the write runs again without them.
+        let writing = edits;
+        for (;;) {
+          if (writing.length === 0) {
+            await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
+            break;
+          }
+          const these = writing;
           try {
-            let oversized = 0;
             const out = await this.options.writer.write(
-              edits.map((e) => e.ref),
+              these.map((e) => e.ref),
               async (ctx) => {
-                oversized = 0;
-                for (const e of edits) {
+                const oversized: OversizedRow[] = [];
+                for (const e of these) {
                   try {
                     ctx.edit(e.ref, e.edit);
                   } catch (err) {
-                    // A row that would grow its record past MAX_RECORD_STATE_BYTES: dead-lettered alone (before
-                    // the claim commits: a crash here captures the part again), the rest of the part goes on.
                     if (!isFleetError(err, 'FLEET_DECODE_004')) throw err;
-                    await this.options.reject({ row: rowOf(e.row), error: err, commitLsn, index: e.index });
-                    oversized++;
+                    oversized.push({ index: e.index, error: err });
                   }
                 }
+                if (oversized.length > 0) throw new OversizedRows(oversized);
                 await this.claim(ctx.tx, done, next);
               },
             );
             appended = out.appended;
-            rejected += oversized;
+            break;
           } catch (e) {
+            if (e instanceof OversizedRows) {
+              const out = new Set(e.rows.map((r) => r.index));
+              for (const r of e.rows) {
+                const x = these.find((y) => y.index === r.index) as (typeof these)[number];
+                await this.options.reject({ row: rowOf(x.row), error: r.error, commitLsn, index: x.index });
+              }
+              rejected += e.rows.length;
+              writing = these.filter((x) => !out.has(x.index));
+              continue;
+            }
             // A part that can never be appended (the log refuses a change): its rows are dead-lettered, the capture goes on.
             if (!isFleetError(e) || e.retryable) throw e;
-            for (const x of edits) await this.options.reject({ row: rowOf(x.row), error: e, commitLsn, index: x.index });
-            rejected += edits.length;
+            for (const x of these) await this.options.reject({ row: rowOf(x.row), error: e, commitLsn, index: x.index });
+            rejected += these.length;
             await this.ds.transaction('READ COMMITTED', (tx) => this.claim(tx, done, next));
+            break;
           }
         }
       } catch (e) {

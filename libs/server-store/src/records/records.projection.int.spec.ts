@@ -206,9 +206,28 @@ it('ServerWriter: refuses (FLEET_DECODE_004) a write that would grow a record pa
   );
   expect(isFleetError(refused, 'FLEET_DECODE_004')).toBe(true);
   expect(await logged()).toBe(n);
+  // A resolution is a server write too.
+  const viaResolution = await writer.write([ref], (ctx) => ctx.resolve(ref, { fields: { extra: big(99), more: big(98) }, unset: [] })).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isFleetError(viaResolution, 'FLEET_DECODE_004')).toBe(true);
   await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: {}, unset: ['f0', 'f1'] }));
   await writer.write([ref], (ctx) => ctx.edit(ref, { op: 'put', fields: { extra: big(99) } }));
   expect(await logged()).toBe(n + 2);
+  // A record already past the cap (an agent's changes logged directly) may shrink or keep its size, not grow.
+  const over = { scope: 'host.big-agent', collection: 'l', key: 'over' };
+  const agentFields = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`a${i}`, big(i)]));
+  const hlc = encodeHlc({ wallMs: 1_767_225_800_000, counter: 0, node: 'big-agent' });
+  const appended = await log.appendBatch([makeLocalChange(emptyRecord(over), { op: 'put', fields: agentFields }, { origin: 'big-agent', originSeq: 1, changeId: testUuidV7(), hlc, protocol: 1 }, config).change]);
+  expect(appended.appended).toHaveLength(1);
+  await writer.write([over], (ctx) => ctx.edit(over, { op: 'put', fields: { a0: 'short' } }));
+  const grow = await writer.write([over], (ctx) => ctx.edit(over, { op: 'put', fields: { b: big(1) } })).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isFleetError(grow, 'FLEET_DECODE_004')).toBe(true);
+  await writer.write([over], (ctx) => ctx.edit(over, { op: 'put', fields: {}, unset: ['a1'] }));
 });
 
 it('ServerWriter optimistic: a change logged between the read and the append lock makes the callback run again on the caught-up state', async () => {

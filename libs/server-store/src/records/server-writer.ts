@@ -141,6 +141,7 @@ export class ServerWriter {
               const state = getState(states, ref);
               const meta = this.meta(state, seqs.shift());
               const { change, state: next } = makeResolutionChange(state, meta, this.options.config, resolution);
+              checkStateSize(ref, state, next);
               states.set(refKey(ref), next);
               made.push(change);
               return change;
@@ -149,7 +150,7 @@ export class ServerWriter {
               const state = getState(states, ref);
               const meta = this.meta(state, seqs.shift());
               const { change, state: next } = makeLocalChange(state, edit, { ...meta, origin: SERVER_ORIGIN }, this.options.config, 'tick');
-              checkStateSize(ref, next);
+              checkStateSize(ref, state, next);
               states.set(refKey(ref), next);
               made.push(change);
               return change;
@@ -193,15 +194,19 @@ export class ServerWriter {
 }
 
 /**
- * Refuses (FLEET_DECODE_004) a server write that would make the record's state larger than
- * MAX_RECORD_STATE_BYTES (its wire form): a record past it could not be pulled by any agent. Agents
- * refuse their own writes the same way (agent-store).
+ * Refuses (FLEET_DECODE_004) a server write (an operator's, a captured row's, a resolution) that would make
+ * the record's state larger than MAX_RECORD_STATE_BYTES (its wire form) and larger than it was: a record
+ * past the cap could not be pulled by any agent. One already past it (written before the cap, or by an
+ * agent and an operator at once) may still shrink or keep its size. Agents refuse their own writes the
+ * same way (agent-store).
  */
-function checkStateSize(ref: RecordRef, state: RecordState): void {
-  const bytes = Buffer.byteLength(wireStateText(state), 'utf8');
+function checkStateSize(ref: RecordRef, before: RecordState, next: RecordState): void {
+  const bytes = Buffer.byteLength(wireStateText(next), 'utf8');
   if (bytes <= MAX_RECORD_STATE_BYTES) return;
+  const was = Buffer.byteLength(wireStateText(before), 'utf8');
+  if (bytes <= was) return;
   throw new FleetError('FLEET_DECODE_004', `the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`, {
-    details: { bytes, max: MAX_RECORD_STATE_BYTES, scope: ref.scope, collection: ref.collection, key: ref.key },
+    details: { bytes, was, max: MAX_RECORD_STATE_BYTES, scope: ref.scope, collection: ref.collection, key: ref.key },
   });
 }
 
