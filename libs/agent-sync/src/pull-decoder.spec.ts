@@ -8,7 +8,7 @@ import { encodeJson, MAX_SNAPSHOT_RESPONSE_BYTES, prepareWireRows, PROTOCOL_VERS
 import type { WireRecord } from '@fleet/contracts';
 import { emptyRecord, joinChange } from '@fleet/sync-core';
 import type { Change, RecordState } from '@fleet/sync-core';
-import { decodePulledBody, MIN_WORKER_BYTES, PullDecoder } from './pull-decoder';
+import { decodedSize, decodePulledBody, MIN_WORKER_BYTES, PullDecoder } from './pull-decoder';
 import { decodePullWirePage } from './protocol/wire';
 
 function change(key: string, n: number, fields: Record<string, unknown>, op: 'put' | 'delete' = 'put', origin = 'server'): Change {
@@ -90,20 +90,24 @@ describe('PullDecoder', () => {
     expect(await decoder.decode(raw, false, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
   });
 
-  it('by default a small page is decoded on the calling thread (no worker started) and a large one on the worker', async () => {
+  it('by default a small page is decoded on the calling thread (no worker started) and a large one on the worker, gzipped or not', async () => {
     const sized = new PullDecoder({ idleMs: 50 });
     try {
       const raw = page(true);
-      const small = new Uint8Array(gzipSync(raw)); // a few KiB on the wire
-      expect(small.byteLength).toBeLessThan(MIN_WORKER_BYTES);
+      expect(raw.byteLength).toBeLessThan(MIN_WORKER_BYTES);
       const expected = decodePulledBody(raw, false, MAX_SNAPSHOT_RESPONSE_BYTES);
-      expect(await sized.decode(small, true, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
+      expect(await sized.decode(new Uint8Array(gzipSync(raw)), true, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
+      expect(await sized.decode(raw, false, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
       expect(sized.onWorker).toBe(false);
-      // The same page uncompressed and padded past the threshold (JSON whitespace: the same page once parsed).
+      // The same page padded past the threshold (JSON whitespace: the same page once parsed), gzipped:
+      // a few KiB on the wire, its trailer says how large it is.
       const large = new Uint8Array(MIN_WORKER_BYTES + raw.byteLength);
       large.fill(0x20);
       large.set(raw, 0);
-      expect(await sized.decode(large, false, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
+      const gz = new Uint8Array(gzipSync(large));
+      expect(gz.byteLength).toBeLessThan(MIN_WORKER_BYTES);
+      expect(decodedSize(gz, true)).toBe(large.byteLength);
+      expect(await sized.decode(gz, true, MAX_SNAPSHOT_RESPONSE_BYTES)).toEqual(expected);
       expect(sized.onWorker).toBe(true);
     } finally {
       await sized.close();

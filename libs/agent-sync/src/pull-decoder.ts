@@ -9,8 +9,8 @@
  * Trust does not change: the rows are derived by this process's own code from the page it checked, as
  * `applyRemoteWire` derives them.
  *
- * Only pages of at least `minWorkerBytes` (on the wire, default 64 KiB: about 1,500 records gzipped) go to
- * the worker: a page of a few records decodes on the calling thread in well under a millisecond, less
+ * Only pages of at least `minWorkerBytes` once decoded (default 256 KiB of JSON, about 1,500 records; for a
+ * gzipped reply the size its gzip trailer records) go to the worker: a page of a few records decodes on the calling thread in well under a millisecond, less
  * than handing it over, and a fresh agent joining a small fleet then never starts a thread (nor does a
  * process that runs many agent stacks, such as the fleet bench, start one per agent for pages of ten
  * records). The worker starts on the first large page and stops when idle for `idleMs`; it never keeps
@@ -123,8 +123,18 @@ function workerSpec(): { file: string; execArgv?: string[] } | undefined {
   return existsSync(register) ? { file, execArgv: ['-r', register] } : undefined;
 }
 
-/** Wire bytes from which a page is decoded on the worker (see the file's comment). */
-export const MIN_WORKER_BYTES = 64 * 1024;
+/** Decoded bytes from which a page is decoded on the worker (see the file's comment). */
+export const MIN_WORKER_BYTES = 256 * 1024;
+
+/**
+ * A reply's size once decoded: its length, or for gzip the uncompressed size its trailer records (ISIZE,
+ * RFC 1952: the last 4 bytes, little-endian). Only picks the thread; the decode itself is bounded.
+ */
+export function decodedSize(data: Uint8Array, gzip: boolean): number {
+  const n = data.byteLength;
+  if (!gzip || n < 18) return n;
+  return ((data[n - 4] as number) | ((data[n - 3] as number) << 8) | ((data[n - 2] as number) << 16) | ((data[n - 1] as number) << 24)) >>> 0;
+}
 
 export class PullDecoder {
   private worker: Worker | undefined;
@@ -137,7 +147,7 @@ export class PullDecoder {
 
   /** Decodes one reply body (`gzip`: its Fleet-Encoding): on the worker when it is large enough and the worker can run. */
   decode(data: Uint8Array, gzip: boolean, maxBytes: number): Promise<DecodedPull> {
-    const small = data.byteLength < (this.opts.minWorkerBytes ?? MIN_WORKER_BYTES);
+    const small = decodedSize(data, gzip) < (this.opts.minWorkerBytes ?? MIN_WORKER_BYTES);
     if (this.opts.inThread === true || small) return Promise.resolve().then(() => decodePulledBody(data, gzip, maxBytes));
     if (this.idle !== undefined) clearTimeout(this.idle);
     this.idle = undefined;

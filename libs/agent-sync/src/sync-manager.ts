@@ -377,7 +377,7 @@ export class SyncManager {
     return this.body(reply);
   }
 
-  /** Decodes snapshot pages on a worker thread (see pullPage); started on the first one. */
+  /** Decodes snapshot pages, the large ones on a worker thread (see pullPage); made for the first snapshot page. */
   private pullDecoder: PullDecoder | undefined;
 
   /**
@@ -395,8 +395,8 @@ export class SyncManager {
   }
 
   /**
-   * The pull request sent ahead for `cursor` (see pullPage); `decoded`: its page, decoded on the
-   * decoder's worker from the moment the reply arrives (while this thread applies the page before).
+   * The pull request sent ahead for `cursor` (see pullPage); `decoded`: its page, decoded (a large one on
+   * the decoder's worker) from the moment the reply arrives (while this thread applies the page before).
    */
   private pullAhead: { readonly cursor: PullCursor; readonly reply: Promise<TransportReply>; readonly decoded?: Promise<DecodedPull> | undefined } | undefined;
 
