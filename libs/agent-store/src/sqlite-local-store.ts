@@ -19,7 +19,7 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, MAX_RECORD_STATE_BYTES, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, stateGrowthPastCap } from '@fleet/contracts';
 import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
@@ -191,29 +191,6 @@ const DEFAULT_STRATEGIES: StrategyConfig = { default: 'lww' };
 
 function invalidWrite(why: string, details?: Record<string, unknown>): never {
   throw new FleetError('FLEET_AGENT_005', why, details === undefined ? undefined : { details });
-}
-
-/**
- * Refuses (FLEET_AGENT_005, before anything is written) a write that would make the record's state larger
- * than MAX_RECORD_STATE_BYTES and larger than it was (`before`: its stored text): the stored text is the
- * state's wire form, and a record past the cap could not be pulled by any other replica. A record already
- * past it (written before the cap, or by an operator and this agent at once) may still shrink or keep its
- * size. The byte counts are taken only when the text could be over the cap.
- */
-function checkStateSize(ref: RecordRef, encoded: string, before: string | undefined): void {
-  if (encoded.length * 3 <= MAX_RECORD_STATE_BYTES) return;
-  const bytes = Buffer.byteLength(encoded, 'utf8');
-  if (bytes <= MAX_RECORD_STATE_BYTES) return;
-  const was = before === undefined ? 0 : Buffer.byteLength(before, 'utf8');
-  if (bytes <= was) return;
-  invalidWrite(`the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`, {
-    bytes,
-    was,
-    max: MAX_RECORD_STATE_BYTES,
-    scope: ref.scope,
-    collection: ref.collection,
-    key: ref.key,
-  });
 }
 
 function has(o: object, k: string): boolean {
@@ -899,7 +876,9 @@ export class SqliteLocalStore implements LocalStore {
     // coalesce's caller duty: the merged change re-stamps fields of the earlier ones; hold the same.
     if (run.length > 0) for (const c of queue) next = applyChange(next, c, this.strategies).state;
     const encoded = encodeStoredState(next);
-    checkStateSize(ref, encoded, row?.state);
+    // Refused before anything is written (contracts' record size cap).
+    const over = stateGrowthPastCap(ref, encoded, () => row?.state);
+    if (over !== undefined) invalidWrite(over.message, over.details);
     try {
       const { record, id } = this.saveLocal(row?.id, next, run.length > 0 ? recordHash(next) : made.change.hash, encoded);
       let createdAt = nowMs;

@@ -10,10 +10,9 @@
  * `applyRemoteWire` derives them.
  *
  * Only pages of at least `minWorkerBytes` once decoded (default 256 KiB of JSON, about 1,500 records; for a
- * gzipped reply the size its gzip trailer records) go to the worker: a page of a few records decodes on the calling thread in well under a millisecond, less
- * than handing it over, and a fresh agent joining a small fleet then never starts a thread (nor does a
- * process that runs many agent stacks, such as the fleet bench, start one per agent for pages of ten
- * records). The worker starts on the first large page and stops when idle for `idleMs`; it never keeps
+ * gzipped reply the size its gzip trailer records) go to the worker: a page of a few records decodes on
+ * the calling thread in well under a millisecond, less than handing it over, and a fresh agent joining a
+ * small fleet then never starts a thread. The worker starts on the first large page and stops when idle for `idleMs`; it never keeps
  * the process alive. When it cannot run (no worker file next to this one, e.g. a bundled build; a crash),
  * pages are decoded on the calling thread instead: the same result, only slower.
  */

@@ -22,7 +22,7 @@ import type { ExistenceWrite, Fields, FieldWrite, JsonValue, RecordState, Versio
 import { decodeWith, OVERSIZED, utf8ByteLength } from './codec';
 import { jsonValueIssues, stringProblem } from './json-value';
 import type { Issue } from './json-value';
-import { MAX_COLLECTION_LENGTH, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_PULL_LIMIT, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
+import { MAX_COLLECTION_LENGTH, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_PULL_LIMIT, MAX_RECORD_STATE_BYTES, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
 import { isOrigin, isScope } from './scope';
 
 /** `[origin, counter, hlc, changeId, vv]`. */
@@ -247,6 +247,29 @@ export function toWireRecord(state: RecordState): WireRecord {
 export function wireStateText(state: RecordState): string {
   const { w, x, d, f } = toWireRecord(state);
   return JSON.stringify(d === undefined ? (f === undefined ? { w, x } : { w, x, f }) : f === undefined ? { w, x, d } : { w, x, d, f });
+}
+
+/**
+ * Whether a write that turns a record's state text `before` into `next` (`wireStateText`, byte for byte
+ * the agent store's stored text) grows it past MAX_RECORD_STATE_BYTES: undefined when it may be written,
+ * else why, for the writer's error. A record past the cap could not be pulled by any replica; one already
+ * past it (written before the cap, or by an agent and an operator at once) may still shrink or keep its
+ * size. `before` is read only when `next` is over the cap, and bytes are counted only when the text could be.
+ */
+export function stateGrowthPastCap(
+  ref: { readonly scope: string; readonly collection: string; readonly key: string },
+  next: string,
+  before: () => string | undefined,
+): { readonly message: string; readonly details: Record<string, unknown> } | undefined {
+  if (next.length * 3 <= MAX_RECORD_STATE_BYTES) return undefined;
+  const bytes = Buffer.byteLength(next, 'utf8');
+  if (bytes <= MAX_RECORD_STATE_BYTES) return undefined;
+  const was = Buffer.byteLength(before() ?? '', 'utf8');
+  if (bytes <= was) return undefined;
+  return {
+    message: `the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`,
+    details: { bytes, was, max: MAX_RECORD_STATE_BYTES, scope: ref.scope, collection: ref.collection, key: ref.key },
+  };
 }
 
 /** What `singleWriteState` derives: the parts of a store row. */

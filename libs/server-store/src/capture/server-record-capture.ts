@@ -92,19 +92,14 @@ class SlotBusy extends Error {
   readonly code = '55006';
 }
 
-/** Another replica appended this part first (`capture_progress` moved): skip to where it is. */
-interface OversizedRow {
-  readonly index: number;
-  readonly error: FleetError;
-}
-
 /** Thrown out of a capture write (rolling it back) to dead-letter rows that would make their records too large. */
-class OversizedRows extends Error {
-  constructor(readonly rows: readonly OversizedRow[]) {
+class OversizedRows<T> extends Error {
+  constructor(readonly rows: readonly { readonly edit: T; readonly error: FleetError }[]) {
     super(`${rows.length} captured row(s) would make their records too large`);
   }
 }
 
+/** Another replica appended this part first (`capture_progress` moved): skip to where it is. */
 class AlreadyCaptured extends Error {
   constructor(readonly progress: Progress) {
     super('captured by another replica');
@@ -393,13 +388,13 @@ export class ServerRecordCapture {
             const out = await this.options.writer.write(
               these.map((e) => e.ref),
               async (ctx) => {
-                const oversized: OversizedRow[] = [];
+                const oversized: { edit: (typeof these)[number]; error: FleetError }[] = [];
                 for (const e of these) {
                   try {
                     ctx.edit(e.ref, e.edit);
                   } catch (err) {
                     if (!isFleetError(err, 'FLEET_DECODE_004')) throw err;
-                    oversized.push({ index: e.index, error: err });
+                    oversized.push({ edit: e, error: err });
                   }
                 }
                 if (oversized.length > 0) throw new OversizedRows(oversized);
@@ -410,13 +405,14 @@ export class ServerRecordCapture {
             break;
           } catch (e) {
             if (e instanceof OversizedRows) {
-              const out = new Set(e.rows.map((r) => r.index));
-              for (const r of e.rows) {
-                const x = these.find((y) => y.index === r.index) as (typeof these)[number];
-                await this.options.reject({ row: rowOf(x.row), error: r.error, commitLsn, index: x.index });
+              const rows = (e as OversizedRows<(typeof these)[number]>).rows;
+              const out = new Set<(typeof these)[number]>();
+              for (const { edit: x, error } of rows) {
+                await this.options.reject({ row: rowOf(x.row), error, commitLsn, index: x.index });
+                out.add(x);
               }
-              rejected += e.rows.length;
-              writing = these.filter((x) => !out.has(x.index));
+              rejected += rows.length;
+              writing = these.filter((x) => !out.has(x));
               continue;
             }
             // A part that can never be appended (the log refuses a change): its rows are dead-lettered, the capture goes on.

@@ -21,7 +21,7 @@ import {
   type Resolution,
   type StrategyConfig,
 } from '@fleet/sync-core';
-import { MAX_RECORD_STATE_BYTES, wireStateText } from '@fleet/contracts';
+import { stateGrowthPastCap, wireStateText } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import { APPEND_LOCK_SQL, asInfraError, type PostgresChangeLog } from '../postgres-change-log';
 import { CHANGE_COLUMNS, rowToLoggedChange, toSafeNumber, type ChangeLogRow } from '../rows';
@@ -193,21 +193,10 @@ export class ServerWriter {
   }
 }
 
-/**
- * Refuses (FLEET_DECODE_004) a server write (an operator's, a captured row's, a resolution) that would make
- * the record's state larger than MAX_RECORD_STATE_BYTES (its wire form) and larger than it was: a record
- * past the cap could not be pulled by any agent. One already past it (written before the cap, or by an
- * agent and an operator at once) may still shrink or keep its size. Agents refuse their own writes the
- * same way (agent-store).
- */
+/** Refuses (FLEET_DECODE_004) a server write (an operator's, a captured row's, a resolution) past the record size cap. */
 function checkStateSize(ref: RecordRef, before: RecordState, next: RecordState): void {
-  const bytes = Buffer.byteLength(wireStateText(next), 'utf8');
-  if (bytes <= MAX_RECORD_STATE_BYTES) return;
-  const was = Buffer.byteLength(wireStateText(before), 'utf8');
-  if (bytes <= was) return;
-  throw new FleetError('FLEET_DECODE_004', `the write would make ${ref.scope}/${ref.collection}/${ref.key} ${bytes} bytes as a whole (at most ${MAX_RECORD_STATE_BYTES}: a record must fit in one pull page); write less, or unset fields, or split it into several records`, {
-    details: { bytes, was, max: MAX_RECORD_STATE_BYTES, scope: ref.scope, collection: ref.collection, key: ref.key },
-  });
+  const over = stateGrowthPastCap(ref, wireStateText(next), () => wireStateText(before));
+  if (over !== undefined) throw new FleetError('FLEET_DECODE_004', over.message, { details: over.details });
 }
 
 function getState(states: Map<string, RecordState>, ref: RecordRef): RecordState {
