@@ -11,6 +11,7 @@ import { cpus, loadavg } from 'node:os';
 import type { Change, LoggedChange, StrategyConfig } from '@fleet/sync-core';
 import { ConflictDesk, openServerDataSource, PostgresChangeLog, RecordsProjection, ServerWriter } from '@fleet/server-store';
 import { createTestDatabase } from '@fleet/server-store/src/testing';
+import type { DataSource } from 'typeorm';
 import { Agent } from '../../apps/conflict-resolver/src/testing/harness';
 
 const N = Number(process.argv[2] ?? 10_000);
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
  * other), and each conflict recorded with both sides, then marked resolved. No implementation of this
  * design can do less work in PostgreSQL; 2 cores could at best halve the sum.
  */
-async function floor(ds: import('typeorm').DataSource, baseRows: number): Promise<void> {
+async function floor(ds: DataSource, baseRows: number): Promise<void> {
   const q = (sql: string): Promise<unknown> => ds.query(sql);
   await q(`create table f_log (like change_log including all)`);
   await q(`create table f_records (like records including all)`);
