@@ -22,9 +22,8 @@ interface Held {
 }
 
 export interface MerkleCounters {
-  /** A verification that found differing buckets (`listing`): how many buckets. */
+  /** At the end of an exchange that found differing buckets: how many (the consistency-violation metric). */
   onDifferences?(buckets: number): void;
-  onVerification?(): void;
   /** Per agent, at the end of an exchange: the roots were equal (`differing` 0), or a listing of `differing` buckets (delta-calculator's `PullFacts`). */
   verified?(agentId: string, differing: number): void;
 }
@@ -71,15 +70,15 @@ export class MerkleService {
     if (req.agentId !== subjectAgentId) throw new FleetError('FLEET_AUTH_001', `request names agent ${JSON.stringify(req.agentId)} but was sent on ${JSON.stringify(subjectAgentId)}'s subject`);
     await this.pulls.authorize(req.agentId, [req.scope]);
     const tree = await this.tree(req.scope, req.collection);
-    const started = req.msg.t === 'digests' && req.msg.root !== undefined;
-    if (started) this.counters.onVerification?.();
     const msg: MerkleVerifyResponse = answerVerify(tree, req.msg as MerkleVerifyRequest);
-    if (msg.t === 'listing' && msg.buckets.length > 0) this.counters.onDifferences?.(msg.buckets.length);
-    // The end of an exchange (of one scope and collection): equal roots, or the differing buckets listed
-    // (by this side, `listing`, or by the agent, answered with the `result`).
-    if (msg.t === 'listing') this.counters.verified?.(req.agentId, msg.buckets.length);
-    else if (msg.t === 'result' && req.msg.t === 'entries') this.counters.verified?.(req.agentId, req.msg.buckets.length);
-    else if (msg.t === 'equal') this.counters.verified?.(req.agentId, 0);
+    // An exchange (of one scope and collection) ends in exactly one of three places: equal roots, the
+    // differing buckets listed by this side (`listing`), or listed by the agent (`entries`, answered
+    // with the `result`: the usual end with the default depth). Each counts its differing buckets once.
+    const differing = msg.t === 'equal' ? 0 : msg.t === 'listing' ? msg.buckets.length : msg.t === 'result' && req.msg.t === 'entries' ? req.msg.buckets.length : undefined;
+    if (differing !== undefined) {
+      if (differing > 0) this.counters.onDifferences?.(differing);
+      this.counters.verified?.(req.agentId, differing);
+    }
     const out: MerkleResponse = { protocol: PROTOCOL_VERSION, msg: msg as MerkleResponse['msg'] };
     return encodeJson(out);
   }
