@@ -9,8 +9,11 @@
  *    through the operator API;
  * 5. every agent verifies with the server by Merkle exchange, and the checker compares every replica
  *    with sync-core's fold of the change log.
- * Every random choice comes from one seeded PRNG, so a seed replays the same scenario (the same
- * edits, the same records, the same operator choices; thread timing may still differ).
+ * Every random choice comes from one seeded PRNG, drawn whatever the replicas hold at that moment, so
+ * a seed replays the same scenario: the same edits of the same records, the same operator choices
+ * (what an edit finds may still differ with timing: a delete of a record not yet pulled is a patch).
+ * The report prints the draws' fingerprint (count and hash); the demo's e2e test runs a seed twice and
+ * compares them.
  */
 import { MAX_CRITICAL_AGENTS } from '@fleet/contracts';
 import type { CriticalOperation } from '@fleet/contracts';
@@ -22,7 +25,7 @@ import { describeResult } from './checker';
 import type { ConvergenceResult } from './checker';
 import { Fleet } from './fleet';
 import type { ConflictRow, HostEdit } from './fleet';
-import { Prng, sleep } from './util';
+import { DrawTape, Prng, sleep } from './util';
 
 export const DEMO_STRATEGIES: StrategyConfigJson = {
   default: 'lww',
@@ -74,8 +77,10 @@ interface Counters {
 }
 
 export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioReport> {
-  const rng = new Prng(o.seed);
-  const jitter = rng.fork();
+  const tape = new DrawTape();
+  const rng = new Prng(o.seed, tape);
+  // The agents' retry jitter: how many draws it takes depends on timing, so it is not on the tape.
+  const jitter = rng.fork({ untaped: true });
   const t0 = performance.now();
   const counters: Counters = { phase: 'starting services', agentChanges: 0, serverWrites: 0, hostServerEdits: 0, operatorResolutions: 0, sqlWrites: 0 };
   const progress = o.progress ?? (() => undefined);
@@ -181,7 +186,8 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
 
     // --- 3. partition: a share offline, everyone keeps editing -------------------------------------
     phase('3 partition + edits');
-    const offlineN = Math.max(o.agents > 1 ? 1 : 0, Math.round(o.agents * o.offlineShare));
+    // At least one agent when the share is not 0 (a fleet of 2 with share 0.2 still partitions).
+    const offlineN = o.offlineShare === 0 ? 0 : Math.max(o.agents > 1 ? 1 : 0, Math.round(o.agents * o.offlineShare));
     const offline = rng.shuffle(fleet.agents).slice(0, offlineN);
     const offlineIds = new Set(offline.map((a) => a.id));
     await fleet.takeOffline(offline);
@@ -229,6 +235,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     const convergenceMs = performance.now() - storm0;
     phase('4b operator resolves manual');
     const decisions: string[] = [];
+    const operatorFailures: string[] = [];
     for (let pass = 0; pass < 20; pass++) {
       const pending = await fleet.pendingConflicts();
       if (pending.length === 0) break;
@@ -238,6 +245,8 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
         const res = await fleet.resolveConflict(p.id, { take: pick });
         decisions.push(`${p.ref.scope}/${p.ref.collection}/${p.ref.key}: take ${pick} -> ${res.ok ? 'resolved' : `HTTP ${res.status} ${JSON.stringify(res.body).slice(0, 200)}`}`);
         if (res.ok) counters.operatorResolutions++;
+        // 409: superseded meanwhile (a later change settled it), as an operator may find it; anything else is a failure.
+        else if (res.status !== 409) operatorFailures.push(decisions[decisions.length - 1] as string);
       }
       await fleet.waitConverged(120_000);
     }
@@ -263,7 +272,15 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     );
     const acked = fleet.agents.reduce((n, a) => n + a.acked.size, 0);
     const varz = await fleet.nats?.varz();
-    const ok = check.ok && verify.violations === 0 && verify.failed.length === 0 && critical.problems.length === 0 && (sqlCaptured === undefined || sqlCaptured === counters.sqlWrites);
+    const stillPending = (await fleet.pendingConflicts()).length;
+    const ok =
+      check.ok &&
+      verify.violations === 0 &&
+      verify.failed.length === 0 &&
+      critical.problems.length === 0 &&
+      operatorFailures.length === 0 &&
+      stillPending === 0 &&
+      (sqlCaptured === undefined || sqlCaptured === counters.sqlWrites);
     const lines: string[] = [];
     lines.push('', `fleet scenario report (seed ${o.seed}, ${o.agents} agents, ${offline.length} offline = ${(o.offlineShare * 100).toFixed(0)} %, ${o.editRate} edits per agent per round, ${rounds} rounds)`);
     lines.push(`  hosting: 4 services as child processes (change-log, version-vector, conflict-resolver, delta-calculator), ${o.agents} real agent stacks (SQLite file + SyncManager + own NATS connection each) in this process, ${fleet.nats ? `private nats-server ${fleet.natsUrl}` : `NATS ${fleet.natsUrl}`}, PostgreSQL database ${fleet.db.name}`);
@@ -286,6 +303,8 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     }
     const manualSample = decisions.slice(0, 3);
     if (manualSample.length > 0) lines.push(`  operator decisions (${decisions.length}), e.g.: ${manualSample.join('; ')}`);
+    if (operatorFailures.length > 0) lines.push(`  operator resolutions that FAILED (${operatorFailures.length}): ${operatorFailures.slice(0, 5).join('; ')}`);
+    lines.push(`  strategies that met a conflict: ${new Set(collections.map(strategyLabel)).size} of ${new Set(Object.keys(DEMO_STRATEGIES.collections ?? {}).map(strategyLabel)).size}; manual items still waiting: ${stillPending}`);
     lines.push('', 'critical operations (two-phase commit: change-log coordinator, PostgreSQL prepared transaction, SQLite staging on each host)');
     if (rotated === undefined) {
       lines.push('  skipped: PostgreSQL has max_prepared_transactions = 0 (scripts/setup.sh raises it on a cluster it manages; docs/critical-operations.md)');
@@ -311,6 +330,7 @@ export async function runFleetScenario(o: ScenarioOptions): Promise<ScenarioRepo
     lines.push(`  Merkle exchange: ${verify.agents} agents, ${verify.targets} (scope, collection) trees, ${verify.roundTrips} round trips, ${verify.violations} violations`);
     for (const f of verify.failed.slice(0, 10)) lines.push(`    ${f}`);
     lines.push(`  ${describeResult(check).split('\n').join('\n  ')}`);
+    lines.push('', `choices: ${tape.fingerprint} from seed ${o.seed} (the same seed makes the same choices)`);
     lines.push('', `VERDICT: ${ok ? 'PASS: every replica holds identical data for its scopes; no acknowledged change missing, none logged twice' : 'FAIL: replicas differ or changes are missing (details above)'}`);
     return { ok, text: lines.join('\n'), check, verifyViolations: verify.violations, convergenceMs: stormMs, conflicts };
   } catch (e) {
@@ -368,9 +388,12 @@ function agentEdit(a: FleetAgent, r: Prng, count: (c: unknown) => void): void {
   switch (kind) {
     case 0:
     case 1: {
+      // Drawn before the record is looked at (see the file comment).
+      const remove = r.chance(0.2);
+      const version = `${1 + r.int(3)}.${r.int(20)}.${r.int(10)}`;
       const cur = a.store.get({ scope: `host.${a.id}`, collection: 'packages', key: pkg });
-      if (cur?.status === 'live' && r.chance(0.2)) count(a.delete('packages', pkg));
-      else count(a.patch('packages', pkg, { version: `${1 + r.int(3)}.${r.int(20)}.${r.int(10)}`, arch: 'amd64' }));
+      if (remove && cur?.status === 'live') count(a.delete('packages', pkg));
+      else count(a.patch('packages', pkg, { version, arch: 'amd64' }));
       return;
     }
     case 2:
