@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,8 +6,8 @@ import { spawn } from 'node:child_process';
 import type { INestApplication } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { loadConfig } from '@fleet/config';
-import { decodeOriginResponse, encodeJson, Headers, PROTOCOL_VERSION } from '@fleet/contracts';
-import type { PullCursor } from '@fleet/contracts';
+import { decodeOriginResponse, encodeJson, Headers, MAX_PULL_LIMIT, PROTOCOL_VERSION } from '@fleet/contracts';
+import type { PullCursor, PullResponse } from '@fleet/contracts';
 import { DeltaStore } from '@fleet/delta';
 import { AgentReplica } from '@fleet/delta/src/testing/agent-replica';
 import { isFleetError } from '@fleet/errors';
@@ -80,26 +80,48 @@ afterAll(async () => {
 });
 
 describe('pull', () => {
-  const N = 10_000;
-  it(`pulls ${N} records in batches; resuming from every intermediate cursor gives the same final state`, async () => {
+  const N = 100_000;
+  it(`pulls ${N} records in batches; from every intermediate cursor the server answers the page it answered before, so a resume from any reaches the same final state`, async () => {
     const changes: Change[] = [];
-    for (let i = 0; i < N; i++) changes.push(serverChange('bulk', `k${i}`, { n: i, name: `item ${i}`, tags: ['a', 'b'] }));
-    for (let i = 0; i < N; i += 7) changes.push(serverChange('bulk', `k${i}`, { n: -i }, { vv: { server: server.seq + 1 } }));
+    for (let i = 0; i < N; i++) {
+      changes.push(serverChange('bulk', `k${i}`, { n: i, name: `item ${i}`, tags: ['a', 'b'] }));
+      // Every 7th record is rewritten at once: both changes land in one page, which sends the record once.
+      if (i % 7 === 0) changes.push(serverChange('bulk', `k${i}`, { n: -i }, { vv: { server: server.seq + 1 } }));
+    }
     await append(changes);
     const agent = new AgentReplica('a1', ['fleet'], bus);
-    const snapshots: { cursor: PullCursor; states: Map<string, RecordState> }[] = [];
-    const stats = await agent.pullAll({ limit: 1000, onPage: (cursor) => snapshots.push({ cursor, states: new Map(agent.states) }) });
-    expect(stats.pages).toBeGreaterThan(10);
+    // A page is a function of the cursor it was asked from (nothing is appended meanwhile): its records,
+    // next cursor and hasMore, digested. Equal pages from every cursor on mean equal resumes.
+    const digest = (r: PullResponse): string => createHash('sha256').update(JSON.stringify([r.records, r.nextCursor, r.hasMore])).digest('hex');
+    const pages: { from: PullCursor; digest: string }[] = [];
+    let from: PullCursor = 0;
+    let middle: { cursor: PullCursor; states: Map<string, RecordState> } | undefined;
+    const stats = await agent.pullAll({
+      limit: MAX_PULL_LIMIT,
+      onPage: (cursor, r) => {
+        pages.push({ from, digest: digest(r) });
+        from = cursor;
+        if (pages.length === 17) middle = { cursor, states: new Map(agent.states) };
+      },
+    });
+    expect(stats.pages).toBeGreaterThan(20);
+    expect(stats.records).toBeLessThan(changes.length); // compacted: a record rewritten within a page is sent once
     const want = sorted(await serverHashes('bulk'));
     expect(sorted(replicaHashes(agent, 'bulk'))).toBe(want);
     expect(agent.states.get(`fleet\u0000bulk\u0000k7`)?.view.fields).toEqual({ n: -7, name: 'item 7', tags: ['a', 'b'] });
-    for (const snap of snapshots.slice(0, -1)) {
+    for (const p of pages.slice(1)) {
       const b = new AgentReplica('a1', ['fleet'], bus);
-      for (const [k, v] of snap.states) b.states.set(k, v);
-      b.cursor = snap.cursor;
-      await b.pullAll({ limit: 1000 });
-      expect(sorted(replicaHashes(b, 'bulk'))).toBe(want);
+      b.cursor = p.from;
+      const { response } = await b.pullPage({ limit: MAX_PULL_LIMIT });
+      expect(digest(response)).toBe(p.digest);
     }
+    // And one resume followed to the end, from the state the agent had there.
+    if (middle === undefined) throw new Error('fewer than 17 pages');
+    const resumed = new AgentReplica('a1', ['fleet'], bus);
+    for (const [k, v] of middle.states) resumed.states.set(k, v);
+    resumed.cursor = middle.cursor;
+    await resumed.pullAll({ limit: MAX_PULL_LIMIT });
+    expect(sorted(replicaHashes(resumed, 'bulk'))).toBe(want);
   });
 
   it('never skips a change appended while pulls run', async () => {
