@@ -3,7 +3,7 @@
  * `agent --help` and docs/agent.md print the table from `describeConfig(agentConfig)`.
  */
 import { join } from 'node:path';
-import { isAgentId, isHostScope, isScope } from '@fleet/contracts';
+import { isAgentId, isHostScope, isScope, isValidCollection } from '@fleet/contracts';
 import { defineConfig, envDuration, envInt, envString, envUrl, loadConfig, loadStrategyConfig, logLevelOption, namespaceOption, natsCredsFileOption, natsTlsOptions, natsUrlOption, strategyConfigOptions } from '@fleet/config';
 import type { ConfigOf, Env } from '@fleet/config';
 import type { StrategyConfig } from '@fleet/sync-core';
@@ -40,6 +40,13 @@ export const agentConfig = defineConfig({
       schema: envString({ min: 1 }),
       optional: true,
       description: 'scopes this agent holds, comma-separated (default: host.<id>,fleet)',
+    },
+    verifyCollections: {
+      env: 'VERIFY_COLLECTIONS',
+      schema: envString({ min: 1 }),
+      optional: true,
+      description:
+        '`agent run`: collections verified with the server (Merkle) in every scope, comma-separated, besides those the store holds records of (always verified): name the ones this host must hold, so that one it lost entirely is fetched again',
     },
     outboxMax: {
       env: 'OUTBOX_MAX',
@@ -80,9 +87,11 @@ export const agentConfig = defineConfig({
   },
 });
 
-export interface AgentConfig extends Omit<ConfigOf<typeof agentConfig>, 'scopes' | 'groups'> {
+export interface AgentConfig extends Omit<ConfigOf<typeof agentConfig>, 'scopes' | 'groups' | 'verifyCollections'> {
   readonly scopes: readonly string[];
   readonly groups: readonly string[];
+  /** FLEET_AGENT_VERIFY_COLLECTIONS: verified in every scope even when the store holds none of their records. */
+  readonly verifyCollections: readonly string[];
   readonly backupDir: string;
   /** The conflict strategies: must be the server's, so agent and server compute the same views. */
   readonly strategyConfig: StrategyConfig;
@@ -93,7 +102,9 @@ export function loadAgentConfig(env: Env): AgentConfig {
   const c = loadConfig(agentConfig, env);
   const groups = c.groups === undefined ? [] : c.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
   const scopes = c.scopes === undefined ? [`host.${c.agentId}`, 'fleet', ...groups.map((g) => `group.${g}`)] : c.scopes.split(',').map((s) => s.trim());
+  const verifyCollections = [...new Set(c.verifyCollections === undefined ? [] : c.verifyCollections.split(',').map((v) => v.trim()).filter((v) => v !== ''))];
   const problems: { variable: string; reason: string }[] = [];
+  for (const v of verifyCollections) if (!isValidCollection(v)) problems.push({ variable: 'FLEET_AGENT_VERIFY_COLLECTIONS', reason: `${JSON.stringify(v)} is not a collection name` });
   for (const g of groups) if (!isScope(`group.${g}`)) problems.push({ variable: 'FLEET_AGENT_GROUPS', reason: `${JSON.stringify(g)} is not a group name` });
   for (const s of scopes) {
     if (!isScope(s)) problems.push({ variable: 'FLEET_AGENT_SCOPES', reason: `${JSON.stringify(s)} is not a scope ("fleet", "group.<name>" or "host.<agentId>")` });
@@ -103,5 +114,5 @@ export function loadAgentConfig(env: Env): AgentConfig {
     throw new FleetError('FLEET_CONFIG_001', `${problems.length} problem(s):\n${problems.map((p) => `  ${p.variable}: ${p.reason}`).join('\n')}`, { details: { problems } });
   }
   const strategyConfig = loadStrategyConfig({ json: c.strategies, file: c.strategiesFile });
-  return { ...c, scopes, groups, strategyConfig, backupDir: c.backupDir ?? join(c.dataDir, 'backups') };
+  return { ...c, scopes, groups, verifyCollections, strategyConfig, backupDir: c.backupDir ?? join(c.dataDir, 'backups') };
 }

@@ -211,6 +211,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
     servers: config.natsUrl,
     namespace: config.namespace,
     scopes: config.scopes,
+    verifyCollections: config.verifyCollections,
     strategy: config.strategyConfig,
     ...natsFiles,
     ...(config.coordinatorKeyFile === undefined ? {} : { coordinatorKey: readCoordinatorKey(config.coordinatorKeyFile) }),
@@ -220,6 +221,12 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
       if (r.type === 'transition') publish(r.to);
       else if (r.type === 'synced') io.out(`synced (${r.kind}): ${r.status.changesPushed} pushed, ${r.status.changesPulled} pulled, ${r.status.conflictsDetected} conflicts`);
       else if (r.type === 'origin-settled' && r.shift > 0) io.out(`the log holds changes of ${config.agentId} up to ${r.lastLogged}: ${r.renumbered} queued change(s) renumbered from ${r.ownFrom} (was the clock behind when this store was created?)`);
+      else if (r.type === 'verify-report') {
+        const v = r.report;
+        if (v.missingHere + v.missingThere + v.differing + v.unrepaired.length > 0) {
+          io.out(`verify ${v.target.scope}/${v.target.collection}: ${v.missingHere} missing here, ${v.missingThere} missing on the server, ${v.differing} differing; ${v.fetched} fetched, ${v.repushed} re-pushed${v.unrepaired.length === 0 ? '' : `, ${v.unrepaired.length} unrepaired: ${v.unrepaired.slice(0, 10).join(', ')}${v.unrepaired.length > 10 ? ', ...' : ''}`}`);
+        }
+      } else if (r.type === 'verified') io.out(`verified: ${r.violations} violation(s), ${r.repaired} re-pushed`);
       else if (r.type === 'failed') io.err(`${r.op} failed (attempt ${r.attempt}): ${r.error}${r.retryInMs === undefined ? '' : `, retry in ${r.retryInMs} ms`}`);
     },
     onCritical: (r) => {

@@ -4,7 +4,8 @@
  * finishes: a published batch is still marked sent, an applied page keeps its cursor).
  *
  * `agent run` calls `startSync(store, config)` once the store is open, and awaits `done` before
- * closing the store.
+ * closing the store. Verification (Merkle, after a restore and periodically) covers every collection
+ * the store holds in each configured scope plus FLEET_AGENT_VERIFY_COLLECTIONS (`agentVerifyTargets`).
  */
 import { agentConnectOptions, CriticalParticipant, MeteredTransport, NatsSyncTransport, SyncManager } from '@fleet/agent-sync';
 import type { NatsTlsFiles } from '@fleet/messaging';
@@ -23,8 +24,11 @@ export interface AgentSyncConfig {
   readonly namespace?: string;
   /** The scopes this agent holds and pulls (its host scope, `fleet`, its groups'). */
   readonly scopes: readonly string[];
-  /** Collections to verify with the server, per scope. */
-  readonly verifyTargets?: readonly VerifyTarget[];
+  /**
+   * Collections verified with the server in every scope besides those the store holds records of
+   * (FLEET_AGENT_VERIFY_COLLECTIONS): a collection the host lost entirely is found only so.
+   */
+  readonly verifyCollections?: readonly string[];
   /** The strategy configuration the server uses. */
   readonly strategy: StrategyConfig;
   readonly onReport?: SyncManagerOptions['onReport'];
@@ -36,6 +40,28 @@ export interface AgentSyncConfig {
   readonly wire?: WireMeter;
 }
 
+/** What `startSync` needs of the store: the sync manager's port, the participant's, and the (scope, collection) pairs it holds. */
+export type AgentSyncStore = SyncStore & CriticalStore & { collections(): readonly VerifyTarget[] };
+
+/**
+ * What a verification checks (asked at each one: collections appear over time): in each of `scopes`,
+ * every collection the store holds records of (live or deleted), plus `named` ones (a collection the
+ * host lost entirely has no record left to be found by); each pair once, by scope then collection.
+ * Records held in a scope no longer configured are not verified (that scope is not pulled either).
+ */
+export function agentVerifyTargets(scopes: readonly string[], held: readonly VerifyTarget[], named: readonly string[] = []): VerifyTarget[] {
+  const wanted = new Set(scopes);
+  const pairs = new Map<string, VerifyTarget>();
+  const add = (scope: string, collection: string): void => void pairs.set(JSON.stringify([scope, collection]), { scope, collection });
+  for (const t of held) if (wanted.has(t.scope)) add(t.scope, t.collection);
+  for (const scope of scopes) for (const collection of named) add(scope, collection);
+  return [...pairs.values()].sort((a, b) => (a.scope === b.scope ? cmp(a.collection, b.collection) : cmp(a.scope, b.scope)));
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 export interface RunningSync {
   readonly manager: SyncManager;
   /** Resolves once the manager stopped (after SIGTERM / SIGINT or `stop()`). */
@@ -44,7 +70,7 @@ export interface RunningSync {
 }
 
 /** The sync manager and the critical-operation participant (two-phase commit) over one NATS connection. */
-export function startSync(store: SyncStore & CriticalStore, config: AgentSyncConfig): RunningSync {
+export function startSync(store: AgentSyncStore, config: AgentSyncConfig): RunningSync {
   const nats = new NatsSyncTransport(
     agentConnectOptions({ servers: config.servers, agentId: store.agentId, credentialsFile: config.credentialsFile, tls: config.tls }),
     config.namespace,
@@ -56,7 +82,7 @@ export function startSync(store: SyncStore & CriticalStore, config: AgentSyncCon
     strategy: config.strategy,
     scopes: config.scopes,
     ...(config.namespace === undefined ? {} : { namespace: config.namespace }),
-    ...(config.verifyTargets === undefined ? {} : { verifyTargets: config.verifyTargets }),
+    verifyTargets: () => agentVerifyTargets(config.scopes, store.collections(), config.verifyCollections),
     ...(config.onReport === undefined ? {} : { onReport: config.onReport }),
   });
   const critical = new CriticalParticipant({

@@ -234,6 +234,21 @@ export interface LocalStore {
   // --- anti-entropy ---
   /** Every record of the collection (live or deleted) as (key, visible hash), by key: the input of sync-core's Merkle tree. */
   merkleEntries(scope: string, collection: string): Iterable<MerkleEntry>;
+  /**
+   * Every (scope, collection) the store holds a record of (live or deleted), each once, by scope then
+   * collection: what `agent run` verifies. Cheap (one index seek per pair held, not a read of every record).
+   */
+  collections(): { scope: string; collection: string }[];
+  /**
+   * Queues, for each of these records in this agent's own scope, a new local change restating its
+   * current state: a put of every visible field (and an unset of every field it holds hidden) when live,
+   * a delete when deleted; split into several changes when one change cannot carry it all. The same path
+   * as a local write (HLC tick, version vector, outbox row), in one transaction, and not held after a
+   * restore (it is the verification's repair: the server lacks writes made here, or holds older ones).
+   * Skips refs of other scopes, records the store does not hold and records with a conflict an operator
+   * must settle; returns how many records were queued. FLEET_AGENT_003 (outbox full) queues nothing.
+   */
+  requeueForPush(refs: readonly RecordRef[]): number;
 
   // --- backups ---
   /** A consistent online backup: `full` starts a new chain; `incremental` (default) chains to the last one (a full one if none). */

@@ -19,7 +19,7 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, stateGrowthPastCap } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_CHANGE_FIELDS_BYTES, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, stateGrowthPastCap } from '@fleet/contracts';
 import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
@@ -235,6 +235,39 @@ function preparedRecord(ref: RecordRef, rows: readonly (string | null)[], o: num
   };
 }
 
+/**
+ * The edits that restate a record's current state (`requeueForPush`): a delete for a tombstone; for a
+ * live record, puts of every visible field and unsets of every field it holds a register for that is not
+ * visible, in as few changes as one change's caps allow (fields plus unsets, and the fields' bytes).
+ */
+export function restatementOf(state: RecordState): LocalEdit[] {
+  const view = state.view;
+  if (view.status !== 'live') return [{ op: 'delete' }];
+  const edits: LocalEdit[] = [];
+  let fields: [string, JsonValue][] = [];
+  let unset: string[] = [];
+  let bytes = 0;
+  const flush = (): void => {
+    edits.push({ op: 'put', fields: Object.fromEntries(fields), unset });
+    fields = [];
+    unset = [];
+    bytes = 0;
+  };
+  for (const [f, v] of Object.entries(view.fields)) {
+    const b = Buffer.byteLength(JSON.stringify(v), 'utf8');
+    if (fields.length + unset.length >= MAX_FIELDS_PER_CHANGE || bytes + b > MAX_CHANGE_FIELDS_BYTES) flush();
+    fields.push([f, v as JsonValue]);
+    bytes += b;
+  }
+  for (const f of Object.keys(state.fields)) {
+    if (has(view.fields, f)) continue;
+    if (fields.length + unset.length >= MAX_FIELDS_PER_CHANGE) flush();
+    unset.push(f);
+  }
+  if (fields.length + unset.length > 0 || edits.length === 0) flush();
+  return edits;
+}
+
 function sameRef(a: RecordRef, b: RecordRef): boolean {
   return a.scope === b.scope && a.collection === b.collection && a.key === b.key;
 }
@@ -355,6 +388,8 @@ export class SqliteLocalStore implements LocalStore {
     freezeOutbox: Database.Statement<[number]>;
     deleteOutboxId: Database.Statement<[string]>;
     failOutboxId: Database.Statement<[string, number, string]>;
+    nextScope: Database.Statement<[string], { scope: string; collection: string }>;
+    nextCollection: Database.Statement<[string, string], { scope: string; collection: string }>;
   };
 
   private constructor(
@@ -406,6 +441,8 @@ export class SqliteLocalStore implements LocalStore {
       freezeOutbox: db.prepare('UPDATE outbox SET frozen = 1 WHERE frozen = 0 AND origin_seq <= ?'),
       deleteOutboxId: db.prepare('DELETE FROM outbox WHERE change_id = ?'),
       failOutboxId: db.prepare('UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_at = ? WHERE change_id = ?'),
+      nextScope: db.prepare('SELECT scope, collection FROM records WHERE scope > ? ORDER BY scope, collection LIMIT 1'),
+      nextCollection: db.prepare('SELECT scope, collection FROM records WHERE scope = ? AND collection > ? ORDER BY scope, collection LIMIT 1'),
     };
   }
 
@@ -838,6 +875,16 @@ export class SqliteLocalStore implements LocalStore {
     const state = row === undefined ? emptyRecord(ref) : decodeStoredState(ref, row.state, this.strategies);
     const edit = this.editFor(state, kind, fields, unset);
     if (edit === null) return null;
+    return this.queueEdit(ref, row, state, edit, source);
+  }
+
+  /**
+   * The second half of the local write path, once the edit is decided: HLC tick, `makeLocalChange`,
+   * coalescing past the soft bound, the outbox bound, the record size cap, then the record and its
+   * outbox row. `row` and `state`: the record as stored now (undefined / empty for a new record).
+   * Everything that can refuse the edit is decided before the first SQL write.
+   */
+  private queueEdit(ref: RecordRef, row: { id: number; state: string } | undefined, state: RecordState, edit: LocalEdit, source: 'local' | 'captured'): Change {
     const nowMs = this.now();
     const tick = hlcNow(this.counters.hlc, nowMs);
     this.counters.hlc = tick.state;
@@ -956,6 +1003,47 @@ export class SqliteLocalStore implements LocalStore {
 
   put(ref: RecordRef, fields: Fields): Change | null {
     return this.write(() => this.writeLocal(ref, 'put', fields, [], 'local'));
+  }
+
+  /**
+   * Queues, for each record of this agent's own scope, a new local change restating its current state
+   * (see `LocalStore.requeueForPush`): the same path as a local write (HLC tick, `makeLocalChange`,
+   * outbox row), all in one transaction. Not held by `needsVerification`: it is the verification's own
+   * repair. Skipped: refs of other scopes, records the store does not hold, records with a conflict an
+   * operator must settle, and a record the restatement would grow past the size cap (FLEET_AGENT_005,
+   * rolled back alone). A full outbox (FLEET_AGENT_003) refuses the whole call.
+   */
+  requeueForPush(refs: readonly RecordRef[]): number {
+    return this.transaction(() => {
+      let queued = 0;
+      for (const ref of refs) {
+        if (!isHostScope(ref.scope, this.agentId)) continue;
+        try {
+          // A savepoint per record: a record refused part-way (its second chunk over the cap) leaves nothing.
+          if (this.transaction(() => this.restate(ref))) queued += 1;
+        } catch (e) {
+          if (isFleetError(e, 'FLEET_AGENT_005')) continue;
+          throw e;
+        }
+      }
+      return queued;
+    });
+  }
+
+  /** One record's restatement (`requeueForPush`); false when there is nothing to restate. */
+  private restate(ref: RecordRef): boolean {
+    const first = this.st.getLocal.get(ref.scope, ref.collection, ref.key);
+    if (first === undefined) return false;
+    const state = decodeStoredState(ref, first.state, this.strategies);
+    if (state.view.conflicted) return false;
+    const edits = restatementOf(state);
+    for (const [i, edit] of edits.entries()) {
+      // Each chunk of a wide record goes on top of the one before (its row and state as saved).
+      const row = i === 0 ? first : this.st.getLocal.get(ref.scope, ref.collection, ref.key);
+      const current = i === 0 ? state : decodeStoredState(ref, (row as { state: string }).state, this.strategies);
+      this.queueEdit(ref, row, current, edit, 'local');
+    }
+    return true;
   }
 
   patch(ref: RecordRef, fields: Fields, unset: readonly string[] = []): Change | null {
@@ -1357,6 +1445,17 @@ export class SqliteLocalStore implements LocalStore {
 
   // -------------------------------------------------------------------------------------------
   // anti-entropy
+
+  collections(): { scope: string; collection: string }[] {
+    return this.guard(() => {
+      // A skip scan over the unique index on (scope, collection, key): one index seek per pair held,
+      // not a read of every record.
+      const out: { scope: string; collection: string }[] = [];
+      // (Two seeks, not one `(scope, collection) > (?, ?)`: SQLite steps through the pair's keys for that.)
+      for (let at = this.st.nextScope.get(''); at !== undefined; at = this.st.nextCollection.get(at.scope, at.collection) ?? this.st.nextScope.get(at.scope)) out.push({ scope: at.scope, collection: at.collection });
+      return out;
+    });
+  }
 
   *merkleEntries(scope: string, collection: string): Iterable<MerkleEntry> {
     // Paged by key (not one open cursor), so the caller may write to the store between pages.

@@ -55,9 +55,11 @@ export interface SyncStore {
   /** Calls back after each committed change; `local` / `captured` ones went to the outbox (`renumbered`: a queued one moved by `settleOrigin`). */
   watch(listener: (event: { readonly source: 'local' | 'captured' | 'remote' | 'renumbered' }) => void): () => void;
   /**
-   * Queues the current local state of these records for push again (a verification found the server
-   * lacks writes made here, e.g. its log was restored from an older backup). Not in `LocalStore`
-   * yet: without it, such records are reported as unrepaired violations.
+   * Queues the current local state of these records for push again, as new local changes restating it
+   * (a verification found the server lacks writes made here, or holds older ones, e.g. its log was
+   * restored from an older backup); returns how many records were queued. Only records of the agent's
+   * own scope; one with a conflict an operator must settle is not (the sync manager reports it as
+   * unrepaired). Not held after a restore: it is the verification's own repair. See `LocalStore`.
    */
-  requeueForPush?(refs: readonly RecordRef[]): number;
+  requeueForPush(refs: readonly RecordRef[]): number;
 }

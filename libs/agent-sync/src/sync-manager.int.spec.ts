@@ -19,8 +19,8 @@ import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePu
 import { FleetError } from '@fleet/errors';
 import type { PullRequest, Subjects } from '@fleet/contracts';
 import { SqliteLocalStore } from '@fleet/agent-store';
-import { answerVerify, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
-import type { MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
+import { answerVerify, applyChanges, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
+import type { Change, MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
 import { HEALTH_RETRY_MS, SyncManager } from './sync-manager';
 import { NatsSyncTransport } from './transport';
 import { MemorySyncStore } from './testing/memory-store';
@@ -432,6 +432,52 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(store.getState(FLEET('b'))?.view.fields).toEqual({ x: 2 });
     expect(m.lastVerify[0]).toMatchObject({ missingHere: 2, fetched: 2, unrepaired: [] });
     expect(reports).toContainEqual({ type: 'verified', violations: 2, repaired: 0 });
+  });
+
+  it('verification repairs both ways in the host scope: fetches what is missing here, re-pushes (restated) what the server lacks or holds older, a tombstone included; a manual conflict is reported, not settled', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sync-verify-'));
+    const strategy = { default: 'lww' as const, collections: { notes: { strategy: 'manual' as const } } };
+    const store = SqliteLocalStore.open({ dataDir, agentId: AGENT, strategies: strategy });
+    const NOTE = (key: string) => ({ scope: `host.${AGENT}`, collection: 'notes', key });
+    try {
+      // The server's log was restored from an older backup: it lost writes this host pushed.
+      server.write(REF('srv-has'), { v: 0 }); // only there (an operator's write the host lost)
+      store.put(REF('older'), { v: 1 });
+      server.current.set('older', store.getState(REF('older')) as RecordState);
+      store.patch(REF('older'), { v: 2 }); // lost by the server
+      store.put(REF('gone'), { v: 1 });
+      server.current.set('gone', store.getState(REF('gone')) as RecordState);
+      store.delete(REF('gone')); // lost by the server: it still holds it live
+      store.put(REF('mine'), { v: 3 }); // lost by the server
+      store.put(NOTE('c'), { t: 'host' });
+      server.write(NOTE('c'), { t: 'server' });
+      store.applyRemote([{ ref: NOTE('c'), state: server.current.get('c') as RecordState }], null);
+      expect(store.get(NOTE('c'))?.conflicted).toBe(true); // the host's side lost by the server too
+      store.markSent(store.peekOutbox(100).map((c) => c.changeId));
+      server.log = [];
+      const m = manager(store, { strategy, verifyTargets: () => [{ scope: `host.${AGENT}`, collection: 'inventory' }, { scope: `host.${AGENT}`, collection: 'notes' }] });
+      m.start();
+      await m.nextSync();
+      m.requestVerification();
+      await eventually(() => m.lastVerify.length === 2, 10_000, 'verification');
+      expect(m.lastVerify[0]).toMatchObject({ missingHere: 2, missingThere: 1, differing: 1, fetched: 3, repushed: 3, unrepaired: [] });
+      expect(m.lastVerify[1]).toMatchObject({ missingHere: 0, missingThere: 0, differing: 1, fetched: 1, repushed: 0, unrepaired: ['c'] });
+      expect(store.get(REF('srv-has'))?.fields).toEqual({ v: 0 });
+      expect(store.get(NOTE('c'))?.conflicted).toBe(true);
+      // The restatements are pushed like any change; applied to what the server holds, they give what the host holds.
+      await eventually(() => store.outboxSize() === 0, 10_000, 'the re-push');
+      const pushed = (await readStream(jsm, s.streams.push)).flatMap((msg) => decodePushBatch(msg.data).changes as Change[]);
+      expect(pushed.map((c) => `${c.key}:${c.op}`).sort()).toEqual(['gone:delete', 'mine:put', 'older:put']);
+      for (const c of pushed) {
+        const there = server.current.get(c.key);
+        const after = there === undefined ? applyChanges([c], strategy) : applyChanges([c], strategy, there);
+        expect(recordHash(after)).toBe(store.get(REF(c.key))?.hash);
+      }
+      await m.stop();
+    } finally {
+      store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('a link that flaps while a pull is in flight: once its page is in, the reconnect runs at once (push, then pull), not at the next periodic sync', async () => {

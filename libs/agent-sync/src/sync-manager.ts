@@ -85,7 +85,11 @@ export interface SyncManagerOptions {
   readonly scopes?: readonly string[];
   /** The same strategy configuration as the server (conflict counting uses it). */
   readonly strategy: StrategyConfig;
-  /** Collections to verify, per scope; default none (verification then checks nothing). */
+  /**
+   * Collections to verify, per scope, or a function asked at each verification (collections appear
+   * over time); default none (verification then checks nothing). `agent run` passes every collection
+   * its store holds in each of its scopes, plus FLEET_AGENT_VERIFY_COLLECTIONS (apps/agent sync-runner.ts).
+   */
   readonly verifyTargets?: readonly VerifyTarget[] | (() => readonly VerifyTarget[]);
   readonly connection?: Partial<ConnectionConfig>;
   readonly requestTimeoutMs?: number;
@@ -591,14 +595,15 @@ export class SyncManager {
         rest = rest.slice(page.answered);
       }
     }
-    const differingRepush = writable ? repushAfterFetch(diff.differing, (k) => this.o.store.getState(ref(k)) ?? undefined, (k) => fetched.get(k)) : [];
-    const repushKeys = [...plan.repush, ...differingRepush];
+    // A key missing here may be a tombstone here (trees hold live records only) the server still holds
+    // live and older: re-pushed like a differing one whose local state has writes the server lacks.
+    const local = (k: string): RecordState | undefined => this.o.store.getState(ref(k)) ?? undefined;
+    const afterFetch = writable ? repushAfterFetch([...diff.differing, ...diff.missingHere], local, (k) => fetched.get(k)) : [];
     const unrepaired = [...plan.unrepairable];
-    let repushed = 0;
-    if (repushKeys.length > 0) {
-      if (this.o.store.requeueForPush !== undefined) repushed = this.o.store.requeueForPush(repushKeys.map(ref));
-      else unrepaired.push(...repushKeys);
-    }
+    const repushKeys: string[] = [];
+    // A record with a conflict an operator must settle is not restated (that would settle it): reported.
+    for (const k of [...plan.repush, ...afterFetch]) (local(k)?.view.conflicted === true ? unrepaired : repushKeys).push(k);
+    const repushed = repushKeys.length > 0 ? this.o.store.requeueForPush(repushKeys.map(ref)) : 0;
     return {
       target,
       missingHere: diff.missingHere.length,

@@ -96,6 +96,8 @@ export class FleetAgent {
       syncState: () => this.store.syncState(),
       setSyncState: (p) => this.store.setSyncState(p),
       merkleEntries: (scope, c) => this.store.merkleEntries(scope, c),
+      // A verification's re-push: new changes (not in `made`); once acked, the checker finds them logged like any.
+      requeueForPush: (refs) => this.store.requeueForPush(refs),
       watch: (l) => this.store.watch(l),
       settleOrigin: (last) => {
         // Renumbering may change only the numbers: the checker then looks for the changes made under

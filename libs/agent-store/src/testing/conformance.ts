@@ -393,6 +393,82 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       expect(entries[2]?.recordHash).toBe(recordHash(emptyRecord(ref('c'))));
     });
 
+    it('lists every (scope, collection) it holds records of, deleted ones included, each once, by scope then collection', () => {
+      open();
+      expect(store.collections()).toEqual([]);
+      store.put(ref('b'), { n: 2 });
+      store.put(ref('a'), { n: 1 });
+      store.put(ref('z', 'other'), { n: 9 });
+      store.put(ref('x', 'gone'), { n: 0 });
+      store.delete(ref('x', 'gone'));
+      const server = new Remote('server');
+      const fleet = ref('cfg', 'settings', 'fleet');
+      const group = ref('cfg', 'apps', 'group.web');
+      store.applyRemote([server.write(fleet, { a: 1 }), server.write(group, { a: 2 })], 2);
+      expect(store.collections()).toEqual([
+        { scope: 'fleet', collection: 'settings' },
+        { scope: 'group.web', collection: 'apps' },
+        { scope: HOST, collection: 'gone' },
+        { scope: HOST, collection: 'other' },
+        { scope: HOST, collection: 'settings' },
+      ]);
+    });
+
+    it('requeues for push a change restating a live and a deleted record (what a replica lacking them needs), through the local write path, even while writes are held', () => {
+      open();
+      const live = ref('live');
+      const gone = ref('gone');
+      const older = store.put(live, { x: 1, y: 2 }) as Change;
+      store.patch(live, {}, ['y']);
+      store.put(gone, { x: 1 });
+      store.delete(gone);
+      // 300 visible fields: more than one change may carry
+      const wide = ref('wide');
+      store.put(wide, Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`f${i}`, i])));
+      store.patch(wide, Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`g${i}`, i])));
+      const sent = store.peekOutbox(100);
+      store.markSent(sent.map((c) => c.changeId));
+      const lastSeq = Math.max(...sent.map((c) => c.originSeq));
+      const lastHlc = sent.map((c) => c.hlc).sort().at(-1) as string;
+      const server = new Remote('server');
+      const fleet = ref('cfg', 'settings', 'fleet');
+      store.applyRemote([server.write(fleet, { a: 1 })], 1);
+      const before = [live, gone, wide].map((r) => store.get(r));
+      // A restored store holds local writes until verified: the verification's re-push is not held.
+      store.setSyncState({ needsVerification: true });
+      const told: StoreEvent[] = [];
+      const stop = store.watch((e) => told.push(e));
+      expect(store.requeueForPush([live, gone, fleet, ref('never-held'), wide])).toBe(3);
+      stop();
+      expect(code(() => store.put(ref('held'), { n: 1 }))).toBe('FLEET_AGENT_004');
+      store.setSyncState({ needsVerification: false });
+      // the records are as they were (same visible fields and hash), with new writes of this agent's
+      expect([live, gone, wide].map((r) => store.get(r)?.hash)).toEqual(before.map((r) => r?.hash));
+      expect(store.get(gone)?.status).toBe('deleted');
+      const queued = store.peekOutbox(100);
+      expect(queued.map((c) => [c.key, c.op])).toEqual([
+        ['live', 'put'],
+        ['gone', 'delete'],
+        ['wide', 'put'],
+        ['wide', 'put'],
+      ]);
+      expect(queued[0]).toMatchObject({ origin: AGENT, fields: { x: 1 }, unset: ['y'] });
+      for (const c of queued) {
+        expect(c.originSeq).toBeGreaterThan(lastSeq);
+        expect(c.hlc > lastHlc).toBe(true);
+        expect(c.vv[AGENT]).toBe(c.originSeq);
+        expect(decodeChange(JSON.parse(JSON.stringify(c)))).toEqual(c); // each one a change the change log accepts
+      }
+      expect(told.map((e) => `${e.source}:${e.ref.key}`)).toEqual(['local:live', 'local:gone', 'local:wide', 'local:wide']);
+      // A replica that lacks the records gets them from the restatements alone; one holding an older state too.
+      for (const r of [live, gone, wide]) {
+        const mine = queued.filter((c) => c.key === r.key);
+        expect(recordHash(applyChanges(mine, LWW))).toBe(store.get(r)?.hash);
+      }
+      expect(recordHash(applyChanges([older, ...queued.filter((c) => c.key === 'live')], LWW))).toBe(store.get(live)?.hash);
+      expect(visibleFields(applyChanges([older, ...queued.filter((c) => c.key === 'live')], LWW))).toEqual({ x: 1 });
+    });
+
     it('keeps sync state', () => {
       open();
       // a new store numbers its changes from a floor read off its clock (microseconds): an earlier store

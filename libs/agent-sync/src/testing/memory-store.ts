@@ -6,7 +6,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { emptyRecord, encodeHlc, formatUuidV7, makeLocalChange, mergeRecordStates, recordHash } from '@fleet/sync-core';
-import type { Change, Fields, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import type { Change, Fields, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
 import type { StoredCursor, SyncStore } from '../ports';
 
 const key = (r: RecordRef): string => JSON.stringify([r.scope, r.collection, r.key]);
@@ -33,15 +33,32 @@ export class MemorySyncStore implements SyncStore {
   ) {}
 
   put(ref: RecordRef, fields: Fields): Change {
+    return this.write(ref, { op: 'put', fields });
+  }
+
+  private write(ref: RecordRef, edit: LocalEdit): Change {
     const state = this.records.get(key(ref)) ?? emptyRecord(ref);
     this.originSeq++;
     this.tick++;
     const now = 1_767_225_600_000 + this.tick;
-    const { change, state: next } = makeLocalChange(state, { op: 'put', fields }, { origin: this.agentId, originSeq: this.originSeq, changeId: formatUuidV7(now, randomFillSync(new Uint8Array(16))), hlc: encodeHlc({ wallMs: now, counter: 0, node: this.agentId }), protocol: 1 }, this.config);
+    const { change, state: next } = makeLocalChange(state, edit, { origin: this.agentId, originSeq: this.originSeq, changeId: formatUuidV7(now, randomFillSync(new Uint8Array(16))), hlc: encodeHlc({ wallMs: now, counter: 0, node: this.agentId }), protocol: 1 }, this.config);
     this.records.set(key(ref), next);
     this.outbox.push(change);
     for (const l of this.listeners) l({ source: 'local' });
     return change;
+  }
+
+  /** Restates each held, unconflicted record of the host scope as a new local change (no chunking: test records are small). */
+  requeueForPush(refs: readonly RecordRef[]): number {
+    let n = 0;
+    for (const ref of refs) {
+      const state = this.records.get(key(ref));
+      if (ref.scope !== `host.${this.agentId}` || state === undefined || state.view.conflicted) continue;
+      const live = state.view.status === 'live';
+      this.write(ref, live ? { op: 'put', fields: state.view.fields, unset: Object.keys(state.fields).filter((f) => !Object.prototype.hasOwnProperty.call(state.view.fields, f)) } : { op: 'delete' });
+      n++;
+    }
+    return n;
   }
 
   getState(ref: RecordRef): RecordState | null {
