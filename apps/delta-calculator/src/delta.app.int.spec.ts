@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import type { INestApplication } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { loadConfig } from '@fleet/config';
-import { decodeOriginResponse, encodeJson, Headers, MAX_PULL_LIMIT, PROTOCOL_VERSION } from '@fleet/contracts';
+import { decodeOriginResponse, decodePullResponse, encodeJson, Headers, MAX_PULL_LIMIT, PROTOCOL_VERSION } from '@fleet/contracts';
 import type { PullCursor, PullResponse } from '@fleet/contracts';
 import { DeltaStore } from '@fleet/delta';
 import { AgentReplica } from '@fleet/delta/src/testing/agent-replica';
@@ -17,7 +17,7 @@ import { openServerDataSource } from '@fleet/server-store/src/data-source';
 import { PostgresChangeLog } from '@fleet/server-store/src/postgres-change-log';
 import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
 import type { TestDatabase } from '@fleet/server-store/src/testing';
-import { MerkleTree, recordHash, canonicalJson, decodeRecordState, encodeHlc } from '@fleet/sync-core';
+import { MerkleTree, recordHash, canonicalJson, decodeRecordState, encodeHlc, startVerify } from '@fleet/sync-core';
 import type { Change, Fields, RecordState } from '@fleet/sync-core';
 import { appendInBatches, ServerChanges } from '@fleet/delta/src/testing/server-changes';
 import { createDeltaApp } from './bootstrap';
@@ -205,6 +205,10 @@ describe('pull', () => {
     const req = encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'a4', scopes: ['fleet'], cursor: 0, acceptEncodings: ['gzip'] });
     const raw = await bus.request(s.pull('a4'), req, { timeoutMs: 30_000 });
     expect(raw.headers?.get(Headers.Encoding)).toBe('gzip');
+    // A reply under the threshold (FLEET_DELTA_COMPRESS_ABOVE, 8 KiB) goes as it is, though gzip was offered.
+    const small = await bus.request(s.pull('a4'), encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'a4', scopes: ['host.a4'], cursor: 0, acceptEncodings: ['gzip'] }), { timeoutMs: 30_000 });
+    expect(small.headers?.get(Headers.Encoding) ?? 'identity').not.toBe('gzip');
+    expect(decodePullResponse(small.data).records).toEqual([]);
     const sg = await g.pullAll({ gzip: true });
     const si = await i.pullAll({ gzip: false });
     expect(sg.wireBytes * 3).toBeLessThan(si.wireBytes);
@@ -226,6 +230,10 @@ describe('errors', () => {
     const body = (scopes: string[]) => encodeJson({ protocol: 1, agentId: 'a5', scopes, cursor: 0 });
     expect((await ask(s.pull('a5'), body(['host.other']))).code).toBe('FLEET_AUTH_002');
     expect((await ask(s.pull('a5'), body(['group.ops']))).code).toBe('FLEET_AUTH_002');
+    // The same rule on the Merkle and pull-by-key subjects.
+    const verifyMsg = startVerify(MerkleTree.empty()).request;
+    expect((await ask(s.merkle('a5'), encodeJson({ protocol: 1, agentId: 'a5', scope: 'host.other', collection: 'x', msg: verifyMsg }))).code).toBe('FLEET_AUTH_002');
+    expect((await ask(s.pullKeys('a5'), encodeJson({ protocol: 1, agentId: 'a5', records: [{ scope: 'group.ops', collection: 'x', key: 'k' }] }))).code).toBe('FLEET_AUTH_002');
     const port = (app.getHttpServer() as { address(): { port: number } }).address().port;
     const res = await fetch(`http://127.0.0.1:${port}/agents/a5/groups`, { method: 'PUT', headers: { 'content-type': 'application/json', authorization: `Bearer ${OPERATOR_TOKEN}` }, body: JSON.stringify({ groups: ['ops'] }) });
     expect(res.status).toBe(200);

@@ -165,6 +165,13 @@ describe('pull facts', () => {
     // Both apps answer in the queue group: pull until this replica has taken one.
     const c = new AgentReplica('pf-shutdown', ['fleet'], bus);
     await eventually(async () => (await c.pullPage(), held.held > 0), 20_000, 'a pull answered by the second replica');
+    // One queue group: with both replicas listening, each request reaches one of them (one reply, not two).
+    for (let i = 0; i < 5; i++) {
+      const replies = await bus.nc.requestMany(s.pull('pf-queue'), encodeJson({ protocol: PROTOCOL_VERSION, agentId: 'pf-queue', scopes: ['fleet'], cursor: 0 }), { strategy: 'timer', maxWait: 1000 });
+      let answers = 0;
+      for await (const m of replies) if (m.data.byteLength > 0) answers++;
+      expect(answers).toBe(1);
+    }
     expect(await rowOf('pf-shutdown')).toBeUndefined();
     // (The first replica may hold some of its pulls too, unflushed: the row below can only come from the second's shutdown.)
     await other.close();

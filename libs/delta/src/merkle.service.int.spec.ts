@@ -2,7 +2,8 @@
  * What the server half of Merkle verification counts, against the real PostgreSQL: an exchange ends in
  * one of three places (equal roots; the server's `listing`; the agent's `entries`, answered with the
  * `result`, the usual end at the default depth), and each reports its differing buckets once, to the
- * consistency-violation metric (`onDifferences`) and to the per-agent pull facts (`verified`).
+ * consistency-violation metric (`onDifferences`) and to the per-agent pull facts (`verified`). And
+ * the tree is kept and updated from the rows changed since, not rebuilt per request.
  * Its own database.
  */
 import type { DataSource } from 'typeorm';
@@ -21,6 +22,9 @@ import { appendInBatches, ServerChanges } from './testing/server-changes';
 const AGENT = 'mv1';
 let db: TestDatabase;
 let ds: DataSource;
+let store: DeltaStore;
+let log: PostgresChangeLog;
+const server = new ServerChanges();
 let merkle: MerkleService;
 const differences: number[] = [];
 const verified: [string, number][] = [];
@@ -28,10 +32,10 @@ const verified: [string, number][] = [];
 beforeAll(async () => {
   db = await createTestDatabase('fleet_delta_merkle_counts');
   ds = await openServerDataSource({ url: db.url, poolSize: 2 });
-  const store = new DeltaStore(ds, { default: 'lww' });
+  store = new DeltaStore(ds, { default: 'lww' });
+  log = new PostgresChangeLog(ds);
   merkle = new MerkleService(store, new PullService(store), { onDifferences: (n) => differences.push(n), verified: (agentId, n) => verified.push([agentId, n]) });
-  const server = new ServerChanges();
-  await appendInBatches(new PostgresChangeLog(ds), Array.from({ length: 300 }, (_, i) => server.change('m', `k${i}`, { v: i })));
+  await appendInBatches(log, Array.from({ length: 300 }, (_, i) => server.change('m', `k${i}`, { v: i })));
 });
 
 afterAll(async () => {
@@ -84,5 +88,26 @@ describe('MerkleService counts', () => {
     expect(['result', 'listing']).toContain(last);
     expect(differences).toEqual([buckets]);
     expect(verified).toEqual([[AGENT, buckets]]);
+  });
+});
+
+describe('MerkleService tree', () => {
+  it('is updated in place from the rows changed since it was read (an edit, a delete, a new record), not rebuilt, and equals a tree built afresh', async () => {
+    const before = await merkle.tree('fleet', 'm');
+    const rootBefore = before.root;
+    await appendInBatches(log, [
+      server.change('m', 'k5', { v: 'edited' }, { vv: { server: server.seq + 1 } }),
+      server.change('m', 'k6', {}, { op: 'delete', vv: { server: server.seq + 1 } }),
+      server.change('m', 'new', { v: 'new' }),
+    ]);
+    const after = await merkle.tree('fleet', 'm');
+    expect(after).toBe(before);
+    expect(after.root).not.toBe(rootBefore);
+    expect(after.has('k6')).toBe(false);
+    expect(after.has('new')).toBe(true);
+    const fresh = await new MerkleService(store, new PullService(store)).tree('fleet', 'm');
+    expect(fresh).not.toBe(after);
+    expect(after.root).toBe(fresh.root);
+    expect(after.size).toBe(300);
   });
 });
