@@ -224,7 +224,7 @@ async function run(config: AgentConfig, io: Io): Promise<void> {
       else if (r.type === 'verify-report') {
         const v = r.report;
         if (v.missingHere + v.missingThere + v.differing + v.unrepaired.length > 0) {
-          io.out(`verify ${v.target.scope}/${v.target.collection}: ${v.missingHere} missing here, ${v.missingThere} missing on the server, ${v.differing} differing; ${v.fetched} fetched, ${v.repushed} re-pushed${v.unrepaired.length === 0 ? '' : `, ${v.unrepaired.length} unrepaired: ${v.unrepaired.slice(0, 10).join(', ')}${v.unrepaired.length > 10 ? ', ...' : ''}`}`);
+          io.out(`verify ${v.target.scope}/${v.target.collection}: ${v.missingHere} missing here, ${v.missingThere} missing on the server, ${v.differing} differing; ${v.fetched} fetched, ${v.repushed} re-pushed${v.replaced + v.dropped === 0 ? '' : `, ${v.replaced} replaced, ${v.dropped} dropped`}${v.unrepaired.length === 0 ? '' : `, ${v.unrepaired.length} unrepaired: ${v.unrepaired.slice(0, 10).join(', ')}${v.unrepaired.length > 10 ? ', ...' : ''}`}`);
         }
       } else if (r.type === 'verified') io.out(`verified: ${r.violations} violation(s), ${r.repaired} re-pushed`);
       else if (r.type === 'failed') io.err(`${r.op} failed (attempt ${r.attempt}): ${r.error}${r.retryInMs === undefined ? '' : `, retry in ${r.retryInMs} ms`}`);

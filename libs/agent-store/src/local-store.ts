@@ -23,7 +23,10 @@ import type { Change, Fields, HlcString, MerkleEntry, RecordRef, RecordState, Re
 /** A record as a local reader sees it. */
 export interface StoredRecord {
   readonly ref: RecordRef;
-  /** `live` or `deleted` (a row exists once anything was written or received). */
+  /**
+   * `live` or `deleted` (a row exists once anything was written or received); `absent` only in the
+   * event of a record `replaceFromServer` removed.
+   */
   readonly status: RecordStatus;
   /** The visible fields; `null` unless live. */
   readonly fields: Fields | null;
@@ -249,6 +252,22 @@ export interface LocalStore {
    * must settle; returns how many records were queued. FLEET_AGENT_003 (outbox full) queues nothing.
    */
   requeueForPush(refs: readonly RecordRef[]): number;
+  /**
+   * A verification's repair in server-owned scopes (`fleet`, `group.<name>`), where the server is
+   * authoritative and the agent never writes: each state in `items` (the server's whole state of the
+   * record, as pull-by-keys returns it) REPLACES the stored record: no join, so a local corruption that
+   * kept a write's stamp (which a join would keep) is undone; the state and everything derived from it
+   * (fields, hash, status, conflict flag, vector) are rewritten when any of them differs from what the
+   * state gives. Each `drop` ref (a record the server does not hold) is removed: `get` and `getState`
+   * return null for it and `merkleEntries` no longer lists it; a state with no write at all is dropped
+   * likewise. All in one transaction; the outbox and the cursor are not touched (a repair is not a
+   * position in the log), the HLC moves past the states received. Watchers get a `remote` event per
+   * record replaced or dropped (a dropped one with `status: 'absent'`). Refs of any other scope refuse
+   * the whole call with FLEET_AUTH_003 (the agent's own scope above all: there the server's state is
+   * joined by `applyRemote`, and what the server lacks re-pushed by `requeueForPush`). Returns how many
+   * records were rewritten and how many removed (refs already equal, or not held, count for nothing).
+   */
+  replaceFromServer(items: readonly { readonly ref: RecordRef; readonly state: string | RecordState }[], drop?: readonly RecordRef[]): { replaced: number; dropped: number };
 
   // --- backups ---
   /** A consistent online backup: `full` starts a new chain; `incremental` (default) chains to the last one (a full one if none). */

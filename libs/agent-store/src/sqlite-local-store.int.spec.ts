@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { isFleetError } from '@fleet/errors';
-import { encodeRecordState } from '@fleet/sync-core';
+import { emptyRecord, encodeRecordState, makeLocalChange } from '@fleet/sync-core';
 import type { RecordRef, RecordState } from '@fleet/sync-core';
 import { DB_FILE, RESTORE_SEQ_GAP, restoreSqliteStore, SqliteLocalStore } from './sqlite-local-store';
 import { SCHEMA_VERSION } from './schema';
@@ -261,6 +261,50 @@ describe('SqliteLocalStore on disk', () => {
     r.close();
     // The store that was replaced is kept.
     expect(readdirSync(dir).some((f) => f.includes('before-restore'))).toBe(true);
+  });
+
+  it('replaceFromServer undoes a corruption a join keeps (another value under the same stamp, damaged derived columns); a drop makes the next backup a full one, so a restore does not bring the record back', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    const fleet = (key: string): RecordRef => ({ scope: 'fleet', collection: 'settings', key });
+    // The server's states, as pulled.
+    const states = ['a', 'b', 'ghost'].map(
+      (k, i) =>
+        makeLocalChange(emptyRecord(fleet(k)), { op: 'put', fields: { v: 1 } }, { origin: 'server', originSeq: i + 1, changeId: `0190a000-0000-7000-8000-00000000000${i + 1}`, hlc: `001700000000000-00000${i}-server`, protocol: 1 }, { default: 'lww' }).state,
+    );
+    s.applyRemote(states.map((st) => ({ ref: st.ref, state: st })), 3);
+    const full = s.backup({ full: true });
+    const healthy = [s.get(fleet('a')), s.get(fleet('b'))];
+    s.close();
+    const db = new Database(join(dir, DB_FILE));
+    const row = db.prepare<[], { state: string }>("SELECT state FROM records WHERE key = 'a'").get() as { state: string };
+    db.prepare("UPDATE records SET state = ?, fields = '{\"v\":99}' WHERE key = 'a'").run(row.state.replace('"v":[[0,1]]', '"v":[[0,99]]'));
+    db.prepare("UPDATE records SET hash = 'damaged', fields = '{\"v\":7}' WHERE key = 'b'").run();
+    db.close();
+    const t = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    try {
+      // What a join does with it: nothing (equal stamps, and equal state texts for 'b').
+      t.applyRemote(states.slice(0, 2).map((st) => ({ ref: st.ref, state: st })), 3);
+      expect(t.get(fleet('a'))?.fields).toEqual({ v: 99 });
+      expect(t.get(fleet('b'))?.hash).toBe('damaged');
+      expect(t.replaceFromServer(states.slice(0, 2).map((st) => ({ ref: st.ref, state: st })), [fleet('ghost')])).toEqual({ replaced: 2, dropped: 1 });
+      expect([t.get(fleet('a')), t.get(fleet('b'))]).toEqual(healthy);
+      expect(t.get(fleet('ghost'))).toBeNull();
+      expect(t.syncState().cursor).toBe(3);
+      // A row removed is something an incremental backup (rows written since) cannot carry: the next one is full.
+      const next = t.backup();
+      expect(next).toMatchObject({ kind: 'full', records: 2 });
+      expect(next.fullId).not.toBe(full.fullId);
+      expect(t.backup().kind).toBe('incremental'); // and the chain goes on from it
+      t.close();
+      restoreSqliteStore(next.dir, dir, { agentId: AGENT });
+      const r = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+      expect(r.get(fleet('ghost'))).toBeNull();
+      expect(r.get(fleet('a'))?.fields).toEqual({ v: 1 });
+      r.close();
+    } finally {
+      t.close(); // (again: close is idempotent)
+    }
   });
 
   it('two connections writing one store (`agent put` beside `agent run`): each reads the counters the other committed, so no number repeats', () => {

@@ -19,7 +19,7 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_CHANGE_FIELDS_BYTES, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, stateGrowthPastCap } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isServerScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_CHANGE_FIELDS_BYTES, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, stateGrowthPastCap } from '@fleet/contracts';
 import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
@@ -38,6 +38,7 @@ import {
   mergeRecordStates,
   recordHash,
   uuidV7Generator,
+  visibleHash,
 } from '@fleet/sync-core';
 import type { Change, Fields, HlcState, JsonValue, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig, VersionVector } from '@fleet/sync-core';
 import type {
@@ -154,6 +155,11 @@ interface BackupChain {
   readonly lastId: string;
   readonly lastMarker: number;
   readonly count: number;
+  /**
+   * `replaceFromServer` removed record rows since the last backup: an incremental one copies the rows
+   * written (`mseq > marker`) and cannot say that a row is gone, so the next backup is a full one.
+   */
+  readonly dropped?: boolean;
 }
 
 interface RecordRow {
@@ -270,6 +276,17 @@ export function restatementOf(state: RecordState): LocalEdit[] {
 
 function sameRef(a: RecordRef, b: RecordRef): boolean {
   return a.scope === b.scope && a.collection === b.collection && a.key === b.key;
+}
+
+/** Two JSON texts (or nulls) of equal values, object keys in any order. */
+function jsonTextEquals(a: string | null, b: string | null): boolean {
+  if (a === b) return true;
+  if (a === null || b === null) return false;
+  try {
+    return canonicalJson(JSON.parse(a)) === canonicalJson(JSON.parse(b));
+  } catch {
+    return false; // a stored text that does not parse is a corruption: rewritten
+  }
 }
 
 /** The greatest HLC among a state's writes (what a received state has "seen"). */
@@ -1365,6 +1382,91 @@ export class SqliteLocalStore implements LocalStore {
     this.pending.push({ source: 'remote', ref: record.ref, record });
   }
 
+  /**
+   * A verification's repair in server-owned scopes (`fleet`, `group.<name>`; see `LocalStore`): each
+   * fetched state REPLACES the stored record, row and derived columns (fields, hash, status, conflict
+   * flag, vector) rewritten from it whenever any of them differs, so a corruption that kept a write's
+   * stamp (which a join would keep) is undone; each `drop` ref's row is deleted. One transaction; the
+   * outbox and the cursor are not touched (the HLC moves past the states received, as for a pull). A
+   * ref of another scope refuses the whole call (FLEET_AUTH_003), the agent's own scope above all:
+   * there the server's state is joined, never replaces writes made here.
+   */
+  replaceFromServer(items: readonly { readonly ref: RecordRef; readonly state: string | RecordState }[], drop: readonly RecordRef[] = []): { replaced: number; dropped: number } {
+    for (const ref of [...items.map((i) => i.ref), ...drop]) this.assertServerOwned(ref);
+    return this.transaction(() => {
+      let replaced = 0;
+      let dropped = 0;
+      const receive = this.remoteClock(this.now(), { drifted: 0 });
+      const gone: RecordRef[] = [...drop];
+      for (const item of items) {
+        const remote = typeof item.state === 'string' ? decodeRecordState(item.state) : decodeRecordState(item.state as unknown);
+        if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
+        receive(maxHlcOf(remote));
+        // Normalised and viewed under this store's strategies, like a record received for the first time.
+        const next = mergeRecordStates(emptyRecord(remote.ref), remote, this.strategies);
+        if (next.existence.length === 0) {
+          gone.push(remote.ref); // nothing was ever written: the server holds no record
+          continue;
+        }
+        const encoded = encodeStoredState(next);
+        const hash = recordHash(next);
+        const fields = next.view.status === 'live' ? JSON.stringify(next.view.fields) : null;
+        const row = this.replaceStmts().get.get(remote.ref.scope, remote.ref.collection, remote.ref.key);
+        if (
+          row !== undefined &&
+          row.state === encoded &&
+          row.hash === hash &&
+          row.status === next.view.status &&
+          row.conflicted === (next.view.conflicted ? 1 : 0) &&
+          jsonTextEquals(row.fields, fields) &&
+          jsonTextEquals(row.vv, JSON.stringify(next.vv))
+        ) {
+          continue;
+        }
+        const record = this.saveState(next, hash, encoded);
+        replaced += 1;
+        this.pending.push({ source: 'remote', ref: record.ref, record });
+      }
+      for (const ref of gone) {
+        if (this.replaceStmts().del.run(ref.scope, ref.collection, ref.key).changes === 0) continue;
+        dropped += 1;
+        const r = { scope: ref.scope, collection: ref.collection, key: ref.key };
+        this.pending.push({ source: 'remote', ref: r, record: { ref: r, status: 'absent', fields: null, conflicted: false, hash: visibleHash(null), vv: {} } });
+      }
+      if (dropped > 0) {
+        const chain = this.st.getMeta.get('backup_chain')?.v;
+        if (chain !== undefined) this.st.putMeta.run('backup_chain', JSON.stringify({ ...(JSON.parse(chain) as BackupChain), dropped: true }));
+      }
+      return { replaced, dropped };
+    });
+  }
+
+  private replaceStmtsP:
+    | { get: Database.Statement<[string, string, string], { state: string; fields: string | null; hash: string; status: string; conflicted: number; vv: string }>; del: Database.Statement<[string, string, string]> }
+    | undefined;
+
+  private replaceStmts(): NonNullable<SqliteLocalStore['replaceStmtsP']> {
+    this.replaceStmtsP ??= {
+      get: this.db.prepare('SELECT state, fields, hash, status, conflicted, vv FROM records WHERE scope = ? AND collection = ? AND key = ?'),
+      del: this.db.prepare('DELETE FROM records WHERE scope = ? AND collection = ? AND key = ?'),
+    };
+    return this.replaceStmtsP;
+  }
+
+  /** `replaceFromServer`'s refusal: only server-owned scopes, never this agent's own. */
+  private assertServerOwned(ref: RecordRef): void {
+    if (typeof ref !== 'object' || ref === null || typeof ref.scope !== 'string') invalidWrite('ref must be { scope, collection, key }');
+    if (isServerScope(ref.scope)) return;
+    const own = isHostScope(ref.scope, this.agentId);
+    throw new FleetError(
+      'FLEET_AUTH_003',
+      own
+        ? `the server's state never replaces records of this agent's own scope host.${this.agentId} (writes made here would be lost): there it is joined (applyRemote) and what the server lacks re-pushed`
+        : `replaceFromServer takes records of server-owned scopes (fleet, group.<name>) only, not ${JSON.stringify(ref.scope)}`,
+      { details: { scope: ref.scope, agentId: this.agentId } },
+    );
+  }
+
   private readSyncState(): SyncState {
     const raw = this.st.getMeta.get('sync_state')?.v;
     return raw === undefined ? DEFAULT_SYNC_STATE : { ...DEFAULT_SYNC_STATE, ...(JSON.parse(raw) as Partial<SyncState>) };
@@ -1481,7 +1583,7 @@ export class SqliteLocalStore implements LocalStore {
     const chainRaw = this.st.getMeta.get('backup_chain')?.v;
     const chain = chainRaw === undefined ? undefined : (JSON.parse(chainRaw) as BackupChain);
     const root = resolve(options.dir ?? this.backupRoot);
-    const wantFull = options.full === true || chain === undefined || !existsSync(chain.dir) || (options.dir !== undefined && resolve(chain.dir, '..') !== root);
+    const wantFull = options.full === true || chain === undefined || chain.dropped === true || !existsSync(chain.dir) || (options.dir !== undefined && resolve(chain.dir, '..') !== root);
     try {
       return wantFull ? this.backupFull(root) : this.backupIncremental(chain as BackupChain);
     } catch (e) {

@@ -62,4 +62,13 @@ export interface SyncStore {
    * unrepaired). Not held after a restore: it is the verification's own repair. See `LocalStore`.
    */
   requeueForPush(refs: readonly RecordRef[]): number;
+  /**
+   * A verification's repair in a server-owned scope (fleet, group.<name>: the server is authoritative):
+   * the server's states REPLACE the local records (no join: a corruption that kept a write's stamp is
+   * undone, derived columns included) and the `drop` refs (keys the server does not hold) are removed,
+   * in one transaction, the outbox and the cursor untouched. Refuses refs of any other scope
+   * (FLEET_AUTH_003), the agent's own above all. Returns how many records were rewritten and removed.
+   * See `LocalStore`.
+   */
+  replaceFromServer(items: readonly { readonly ref: RecordRef; readonly state: RecordState }[], drop: readonly RecordRef[]): { readonly replaced: number; readonly dropped: number };
 }

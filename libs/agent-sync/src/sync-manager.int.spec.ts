@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamManager } from '@nats-io/jetstream';
 import { headers } from '@nats-io/nats-core';
@@ -19,7 +20,7 @@ import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePu
 import { FleetError } from '@fleet/errors';
 import type { PullRequest, Subjects } from '@fleet/contracts';
 import { SqliteLocalStore } from '@fleet/agent-store';
-import { answerVerify, applyChanges, batchIdOf, MerkleTree, recordHash } from '@fleet/sync-core';
+import { answerVerify, applyChanges, batchIdOf, MerkleTree, recordHash, visibleHash } from '@fleet/sync-core';
 import type { Change, MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
 import { HEALTH_RETRY_MS, SyncManager } from './sync-manager';
 import { NatsSyncTransport } from './transport';
@@ -473,6 +474,64 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
         const after = there === undefined ? applyChanges([c], strategy) : applyChanges([c], strategy, there);
         expect(recordHash(after)).toBe(store.get(REF(c.key))?.hash);
       }
+      await m.stop();
+    } finally {
+      store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('verification in a server-owned scope: the server\'s states replace the local records (a corruption that kept its stamp included), keys the server lacks are dropped; the cursor and outbox are left alone', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sync-verify-fleet-'));
+    const store = SqliteLocalStore.open({ dataDir, agentId: AGENT });
+    try {
+      for (const [k, v] of [['a', 1], ['b', 2], ['c', 3], ['d', 4]] as const) server.write(FLEET(k), { v });
+      const m = manager(store, { verifyTargets: () => [{ scope: 'fleet', collection: 'settings' }] });
+      m.start();
+      await m.nextSync();
+      expect(store.get(FLEET('d'))?.fields).toEqual({ v: 4 });
+      const cursor = store.syncState().cursor;
+      // Plain SQL behind the store's back: 'a' gets another value under the SAME write stamp (a join keeps
+      // it: equal stamps), 'b' is gone, and 'ghost' is a record the server never had.
+      const ghostWriter = new MemorySyncStore('server');
+      ghostWriter.put(FLEET('ghost'), { v: 666 });
+      store.applyRemote([{ ref: FLEET('ghost'), state: ghostWriter.getState(FLEET('ghost')) as RecordState }], cursor);
+      const db = new Database(store.path);
+      try {
+        const row = db.prepare<[], { state: string }>("SELECT state FROM records WHERE scope = 'fleet' AND key = 'a'").get() as { state: string };
+        const corrupt = row.state.replace('"v":[[0,1]]', '"v":[[0,99]]');
+        expect(corrupt).not.toBe(row.state);
+        db.prepare("UPDATE records SET state = ?, fields = ?, hash = ? WHERE scope = 'fleet' AND key = 'a'").run(corrupt, JSON.stringify({ v: 99 }), visibleHash({ v: 99 }));
+        db.prepare("DELETE FROM records WHERE scope = 'fleet' AND key = 'b'").run();
+      } finally {
+        db.close();
+      }
+      expect(store.get(FLEET('a'))?.fields).toEqual({ v: 99 });
+      expect(store.get(FLEET('ghost'))?.fields).toEqual({ v: 666 });
+
+      m.requestVerification();
+      await eventually(() => m.lastVerify.length === 1, 10_000, 'verification');
+      const first = m.lastVerify;
+      // The store now holds exactly the server's states of the scope: no more, no less.
+      const serverStates = [...server.current.values()].filter((st) => st.ref.scope === 'fleet');
+      for (const st of serverStates) {
+        expect(toWireRecord(store.getState(st.ref) as RecordState)).toEqual(toWireRecord(st));
+        expect(store.get(st.ref)?.hash).toBe(recordHash(st));
+        expect(store.get(st.ref)?.fields).toEqual(st.view.fields);
+      }
+      expect(store.get(FLEET('ghost'))).toBeNull();
+      expect(store.getState(FLEET('ghost'))).toBeNull();
+      expect(store.query('fleet', 'settings').map((r) => r.ref.key)).toEqual(serverStates.map((st) => st.ref.key).sort());
+      expect([...store.merkleEntries('fleet', 'settings')]).toEqual(serverStates.map((st) => ({ key: st.ref.key, recordHash: recordHash(st) })).sort((x, y) => (x.key < y.key ? -1 : 1)));
+      // A repair is not a position in the log, and nothing is queued for push in a scope the agent does not write.
+      expect(store.syncState().cursor).toEqual(cursor);
+      expect(store.outboxSize()).toBe(0);
+      // 'a' and 'b' fetched and replaced, 'ghost' asked for too (the server may hold a tombstone) and dropped.
+      expect(first[0]).toMatchObject({ missingHere: 1, missingThere: 1, differing: 1, fetched: 2, replaced: 2, dropped: 1, repushed: 0, unrepaired: [] });
+
+      m.requestVerification();
+      await eventually(() => m.lastVerify !== first, 10_000, 'the second verification');
+      expect(m.lastVerify[0]).toMatchObject({ missingHere: 0, missingThere: 0, differing: 0, fetched: 0, replaced: 0, dropped: 0, unrepaired: [] });
       await m.stop();
     } finally {
       store.close();

@@ -13,7 +13,7 @@
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { FleetError, isFleetError } from '@fleet/errors';
-import { decodeEncodingHeader, decodeNextCursorHeader, decodeOriginResponse, encodeJson, Headers, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
+import { decodeEncodingHeader, decodeNextCursorHeader, decodeOriginResponse, encodeJson, Headers, isServerScope, MAX_CHANGES_PER_PUSH, MAX_PULL_LIMIT, MAX_PULL_RESPONSE_BYTES, MAX_SNAPSHOT_RESPONSE_BYTES, PROTOCOL_VERSION, subjects } from '@fleet/contracts';
 import type { PullCursor, PushHealth, Subjects } from '@fleet/contracts';
 import {
   DEFAULT_CONNECTION_CONFIG,
@@ -67,10 +67,14 @@ export interface VerifyReport {
   readonly missingHere: number;
   readonly missingThere: number;
   readonly differing: number;
-  /** Records fetched from the server and joined here. */
+  /** Records fetched from the server: joined here (the agent's own scope), or replacing the local ones (server-owned scopes). */
   readonly fetched: number;
   /** Records queued for push again. */
   readonly repushed: number;
+  /** Server-owned scopes (fleet, group): local records the server's state replaced (rewritten, not joined). */
+  readonly replaced: number;
+  /** Server-owned scopes: local records removed because the server does not hold them. */
+  readonly dropped: number;
   /** Keys that differ and could not be repaired from here (see docs/agent-sync.md). */
   readonly unrepaired: readonly string[];
   readonly roundTrips: number;
@@ -580,17 +584,32 @@ export class SyncManager {
       request = step.request;
     }
     const writable = scope === `host.${this.agentId}`;
-    const plan = planVerifyFetch(diff, writable);
+    const plan = planVerifyFetch(diff, writable, isServerScope(scope));
     const ref = (key: string): RecordRef => ({ scope, collection, key });
     const fetched = new Map<string, RecordState>();
+    let replaced = 0;
+    let dropped = 0;
     for (const keys of chunk(plan.fetch, MAX_PULL_LIMIT)) {
       let rest = keys;
       while (rest.length > 0) {
         const page = decodePullKeysPage(await this.request(this.s.pullKeys(this.agentId), buildPullKeysRequest(this.agentId, rest.map(ref))));
         if (page.answered < 1) throw new FleetError('FLEET_MSG_004', 'pull keys answered nothing');
         const records: RemoteRecord[] = page.records.filter((r) => r.scope === scope && r.collection === collection);
-        // Joined with the cursor unchanged: a repair is not a position in the log.
-        if (records.length > 0) this.o.store.applyRemote(records.map((r) => ({ ref: ref(r.key), state: r.state })), this.o.store.syncState().cursor);
+        const answered = rest.slice(0, page.answered);
+        if (plan.replace) {
+          // The server is authoritative here: its states replace the local records, and the keys it
+          // answered without a record are dropped. The cursor and outbox are left alone.
+          const got = new Set(records.map((r) => r.key));
+          const drop = answered.filter((k) => !got.has(k)).map(ref);
+          if (records.length + drop.length > 0) {
+            const r = this.o.store.replaceFromServer(records.map((rec) => ({ ref: ref(rec.key), state: rec.state })), drop);
+            replaced += r.replaced;
+            dropped += r.dropped;
+          }
+        } else if (records.length > 0) {
+          // Joined with the cursor unchanged: a repair is not a position in the log.
+          this.o.store.applyRemote(records.map((r) => ({ ref: ref(r.key), state: r.state })), this.o.store.syncState().cursor);
+        }
         for (const r of records) fetched.set(r.key, r.state);
         rest = rest.slice(page.answered);
       }
@@ -611,6 +630,8 @@ export class SyncManager {
       differing: diff.differing.length,
       fetched: fetched.size,
       repushed,
+      replaced,
+      dropped,
       unrepaired: unrepaired.sort(),
       roundTrips,
     };

@@ -98,6 +98,8 @@ export class FleetAgent {
       merkleEntries: (scope, c) => this.store.merkleEntries(scope, c),
       // A verification's re-push: new changes (not in `made`); once acked, the checker finds them logged like any.
       requeueForPush: (refs) => this.store.requeueForPush(refs),
+      // A verification's repair in a server-owned scope: the server's states replace the agent's, keys it lacks are dropped.
+      replaceFromServer: (items, drop) => this.store.replaceFromServer(items, drop),
       watch: (l) => this.store.watch(l),
       settleOrigin: (last) => {
         // Renumbering may change only the numbers: the checker then looks for the changes made under

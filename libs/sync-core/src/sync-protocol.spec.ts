@@ -73,8 +73,10 @@ describe('mergePulledRecords', () => {
 describe('verify repairs', () => {
   it('fetch what is missing here or differs; re-push what only this side has, when writable', () => {
     const diff = { missingHere: ['b'], missingThere: ['c'], differing: ['a'] };
-    expect(planVerifyFetch(diff, true)).toEqual({ fetch: ['a', 'b'], repush: ['c'], unrepairable: [] });
-    expect(planVerifyFetch(diff, false)).toEqual({ fetch: ['a', 'b'], repush: [], unrepairable: ['c'] });
+    expect(planVerifyFetch(diff, true)).toEqual({ fetch: ['a', 'b'], repush: ['c'], unrepairable: [], replace: false });
+    expect(planVerifyFetch(diff, false)).toEqual({ fetch: ['a', 'b'], repush: [], unrepairable: ['c'], replace: false });
+    // Server-owned: the server is authoritative; keys only here are fetched too (it may hold them deleted), then replaced or dropped.
+    expect(planVerifyFetch(diff, false, true)).toEqual({ fetch: ['a', 'b', 'c'], repush: [], unrepairable: [], replace: true });
   });
 
   it('after the fetch, a differing record whose local writes the server lacks is re-pushed', () => {

@@ -136,20 +136,39 @@ export function mergePulledRecords(
 // --- verification ----------------------------------------------------------------------------------
 
 export interface VerifyRepairPlan {
-  /** Keys to fetch from the server (full states) and join here. */
+  /** Keys to fetch from the server (full states): joined here, or (`replace`) replacing the local records. */
   readonly fetch: readonly string[];
   /** Keys whose local state holds writes the server lacks: re-push them (only in scopes this agent may write). */
   readonly repush: readonly string[];
-  /** Keys only here, in a scope this agent may not write: the server lost server-owned data, or this replica holds records it should not. Reported, not repaired. */
+  /** Keys only here, in a scope this agent may not write and the server does not own: reported, not repaired. */
   readonly unrepairable: readonly string[];
+  /**
+   * A server-owned scope (fleet, group): the server is authoritative. The fetched states REPLACE the
+   * local ones (a join could not undo a local corruption that kept a write's stamp), and every fetched
+   * key the server does not return is dropped here. The keys only here are fetched too: the server's
+   * tree holds live records only, so it may hold them deleted (a tombstone, which then replaces them).
+   */
+  readonly replace: boolean;
 }
 
-/** First round: from the diff, fetch what the server has that differs or is missing here; re-push what only this side has. */
-export function planVerifyFetch(diff: { readonly missingHere: readonly string[]; readonly missingThere: readonly string[]; readonly differing: readonly string[] }, writable: boolean): VerifyRepairPlan {
+/**
+ * First round: from the diff, fetch what the server has that differs or is missing here; re-push what
+ * only this side has (`writable`: the agent's own scope). In a server-owned scope (`serverOwned`) fetch
+ * everything that differs, keys only here included, and replace (see `VerifyRepairPlan.replace`).
+ */
+export function planVerifyFetch(
+  diff: { readonly missingHere: readonly string[]; readonly missingThere: readonly string[]; readonly differing: readonly string[] },
+  writable: boolean,
+  serverOwned = false,
+): VerifyRepairPlan {
+  if (serverOwned && !writable) {
+    return { fetch: [...diff.missingHere, ...diff.differing, ...diff.missingThere].sort(), repush: [], unrepairable: [], replace: true };
+  }
   return {
     fetch: [...diff.missingHere, ...diff.differing].sort(),
     repush: writable ? [...diff.missingThere] : [],
     unrepairable: writable ? [] : [...diff.missingThere],
+    replace: false,
   };
 }
 

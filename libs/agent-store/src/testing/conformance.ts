@@ -469,6 +469,74 @@ export function describeLocalStoreConformance(name: string, factory: StoreFactor
       expect(visibleFields(applyChanges([older, ...queued.filter((c) => c.key === 'live')], LWW))).toEqual({ x: 1 });
     });
 
+    it('replaces records of server-owned scopes with the server\'s states (no join) and drops what the server lacks, in one transaction, leaving the outbox and cursor alone; refuses the agent\'s own scope', () => {
+      open();
+      const server = new Remote('server');
+      const fleet = (key: string) => ref(key, 'settings', 'fleet');
+      const group = ref('cfg', 'apps', 'group.web');
+      server.write(fleet('a'), { v: 1 });
+      const a1 = server.states.get('fleet/settings/a') as RecordState;
+      const a2Change = server.write(fleet('a'), { v: 2 });
+      const ghost = server.write(fleet('ghost'), { v: 666 });
+      const b = server.write(fleet('b'), { v: 3 });
+      const deleted = makeLocalChange(server.states.get('fleet/settings/b') as RecordState, { op: 'delete' }, { origin: 'server', originSeq: 99, changeId: '0190a000-0000-7000-8000-000000000099', hlc: '001700000070000-000000-server', protocol: 1 }, LWW);
+      const g = server.write(group, { n: 1 });
+      store.applyRemote([a2Change, ghost, b, g], 7);
+      store.put(ref('mine'), { n: 1 }); // a pending local write of the host scope
+      const outbox = store.peekOutbox(10);
+      expect(store.get(fleet('a'))?.fields).toEqual({ v: 2 });
+      const told: StoreEvent[] = [];
+      const stop = store.watch((e) => told.push(e));
+
+      // Refused whole (nothing replaced, nothing dropped) when a ref is of the agent's own scope, or any non-server-owned one.
+      expect(code(() => store.replaceFromServer([{ ref: fleet('a'), state: a1 }], [ref('mine')]))).toBe('FLEET_AUTH_003');
+      expect(code(() => store.replaceFromServer([{ ref: ref('mine'), state: a1 }]))).toBe('FLEET_AUTH_003');
+      expect(code(() => store.replaceFromServer([], [ref('x', 'settings', 'host.agent-2')]))).toBe('FLEET_AUTH_003');
+      expect(code(() => store.replaceFromServer([{ ref: fleet('b'), state: a1 }]))).toBe('FLEET_STATE_001');
+      expect(store.get(fleet('a'))?.fields).toEqual({ v: 2 });
+      expect(store.get(ref('mine'))?.fields).toEqual({ n: 1 });
+      expect(told).toEqual([]);
+
+      // The server's (older) state replaces the newer one held here: a join would have kept { v: 2 }.
+      // A tombstone replaces a live record; a group record the server lacks is dropped, a ref not held counts for nothing.
+      const r = store.replaceFromServer(
+        [
+          { ref: fleet('a'), state: a1 },
+          { ref: fleet('b'), state: encodeRecordState(deleted.state) },
+        ],
+        [fleet('ghost'), group, fleet('never-held')],
+      );
+      stop();
+      expect(r).toEqual({ replaced: 2, dropped: 2 });
+      expect(encodeRecordState(store.getState(fleet('a')) as RecordState)).toBe(encodeRecordState(a1));
+      expect(store.get(fleet('a'))).toMatchObject({ status: 'live', fields: { v: 1 }, hash: recordHash(a1), conflicted: false, vv: a1.vv });
+      expect(store.get(fleet('b'))).toMatchObject({ status: 'deleted', fields: null, hash: recordHash(deleted.state) });
+      for (const gone of [fleet('ghost'), group]) {
+        expect(store.get(gone)).toBeNull();
+        expect(store.getState(gone)).toBeNull();
+      }
+      expect([...store.merkleEntries('fleet', 'settings')]).toEqual([
+        { key: 'a', recordHash: recordHash(a1) },
+        { key: 'b', recordHash: recordHash(deleted.state) },
+      ]);
+      expect([...store.merkleEntries('group.web', 'apps')]).toEqual([]);
+      expect(store.collections()).toEqual([
+        { scope: 'fleet', collection: 'settings' },
+        { scope: HOST, collection: 'settings' },
+      ]);
+      expect(told.map((e) => `${e.source}:${e.ref.scope}/${e.ref.key}:${e.record.status}`)).toEqual(['remote:fleet/a:live', 'remote:fleet/b:deleted', 'remote:fleet/ghost:absent', 'remote:group.web/cfg:absent']);
+      // Not a position in the log, and nothing queued: the host's pending write is still there, alone.
+      expect(store.syncState().cursor).toBe(7);
+      expect(store.peekOutbox(10)).toEqual(outbox);
+      expect(store.get(ref('mine'))?.fields).toEqual({ n: 1 });
+      // Again: nothing left to replace or drop.
+      expect(store.replaceFromServer([{ ref: fleet('a'), state: a1 }], [fleet('ghost')])).toEqual({ replaced: 0, dropped: 0 });
+      // After a restart, as left.
+      store = h.reopen();
+      expect(store.get(fleet('a'))?.fields).toEqual({ v: 1 });
+      expect(store.get(fleet('ghost'))).toBeNull();
+    });
+
     it('keeps sync state', () => {
       open();
       // a new store numbers its changes from a floor read off its clock (microseconds): an earlier store

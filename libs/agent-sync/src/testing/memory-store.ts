@@ -7,6 +7,8 @@
 import { randomFillSync } from 'node:crypto';
 import { emptyRecord, encodeHlc, formatUuidV7, makeLocalChange, mergeRecordStates, recordHash } from '@fleet/sync-core';
 import type { Change, Fields, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
+import { isServerScope } from '@fleet/contracts';
+import { FleetError } from '@fleet/errors';
 import type { StoredCursor, SyncStore } from '../ports';
 
 const key = (r: RecordRef): string => JSON.stringify([r.scope, r.collection, r.key]);
@@ -59,6 +61,25 @@ export class MemorySyncStore implements SyncStore {
       n++;
     }
     return n;
+  }
+
+  /** The server's states replace the held ones (no join), `drop` refs are removed; server-owned scopes only (FLEET_AUTH_003). Cursor and outbox untouched. */
+  replaceFromServer(items: readonly { ref: RecordRef; state: RecordState }[], drop: readonly RecordRef[]): { replaced: number; dropped: number } {
+    for (const ref of [...items.map((i) => i.ref), ...drop]) {
+      if (!isServerScope(ref.scope)) throw new FleetError('FLEET_AUTH_003', `replaceFromServer: ${JSON.stringify(ref.scope)} is not a server-owned scope`);
+    }
+    let replaced = 0;
+    let dropped = 0;
+    for (const it of items) {
+      const next = mergeRecordStates(emptyRecord(it.ref), it.state, this.config);
+      const before = this.records.get(key(it.ref));
+      if (before !== undefined && JSON.stringify(before) === JSON.stringify(next)) continue;
+      this.records.set(key(it.ref), next);
+      replaced++;
+    }
+    for (const ref of drop) if (this.records.delete(key(ref))) dropped++;
+    if (replaced + dropped > 0) for (const l of this.listeners) l({ source: 'remote' });
+    return { replaced, dropped };
   }
 
   getState(ref: RecordRef): RecordState | null {
