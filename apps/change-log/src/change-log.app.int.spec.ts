@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { JetStreamManager } from '@nats-io/jetstream';
-import { decodeAppendedEvent, encodeJson, Headers } from '@fleet/contracts';
+import { decodeAppendedEvent, encodeJson, Headers, MAX_PUSH_BATCH_BYTES, NATS_MAX_PAYLOAD_BYTES } from '@fleet/contracts';
 import { Messaging } from '@fleet/messaging';
 import { deleteNamespaceStreams, eventually, readStream, SHARED_NATS, testNamespace } from '@fleet/messaging/src/test-support';
 import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
@@ -107,5 +107,37 @@ describe('change-log service over NATS JetStream and PostgreSQL', () => {
       return msgs.length >= 1 ? msgs : undefined;
     }, 15_000, 'agent-c events');
     for (const e of events) expect(e.changes.map((c) => c.changeId)).toEqual(changes.map((c) => c.changeId));
+  });
+
+  it('an oversized push (over MAX_PUSH_BATCH_BYTES, under NATS max_payload) beside a valid one: the big one dead-lettered whole with FLEET_DECODE_004, the valid one appended', async () => {
+    // Every change within its own limits (4 fields of 50,000 bytes each: under the 64 KiB field and
+    // 256 KiB change caps), but five of them make a push of ~1,000,000 bytes: over the 960 KiB push cap.
+    const blob = (c: string) => c.repeat(50_000);
+    const bigChanges = Array.from({ length: 5 }, (_, i) => testChange('agent-o', i + 1, { fields: { a: blob('a'), b: blob('b'), c: blob('c'), d: blob('d') } }));
+    const big = { protocol: 1, batchId: testUuidV7(), agentId: 'agent-o', changes: bigChanges };
+    const bigBytes = encodeJson(big);
+    expect(bigBytes.byteLength).toBeGreaterThan(MAX_PUSH_BATCH_BYTES);
+    expect(bigBytes.byteLength).toBeLessThan(NATS_MAX_PAYLOAD_BYTES - 16 * 1024); // the dead letter (payload + headers) fits too
+    const valid = { protocol: 1, batchId: testUuidV7(), agentId: 'agent-v', changes: [testChange('agent-v', 1), testChange('agent-v', 2)] };
+    const bigAck = await agent.publish(s.push('agent-o'), bigBytes, { msgId: big.batchId });
+    await agent.publish(s.push('agent-v'), encodeJson(valid), { msgId: valid.batchId });
+
+    await eventually(async () => (await count(`select count(*)::int as n from change_log where origin = 'agent-v'`)) === 2, 15_000, 'the valid push appended');
+    const dl = await eventually(async () => {
+      const msgs = await readStream(jsm, s.streams.deadLetter).catch(() => []);
+      return msgs.find((m) => m.header.get(Headers.OriginalSequence) === String(bigAck.seq));
+    }, 15_000, 'the oversized push dead-lettered');
+    expect(dl.header.get(Headers.RejectCode)).toBe('FLEET_DECODE_004');
+    expect(dl.header.get(Headers.RejectReason)).toContain(`payload is ${bigBytes.byteLength} bytes, the limit is ${MAX_PUSH_BATCH_BYTES}`);
+    expect(dl.header.get(Headers.OriginalSubject)).toBe(s.push('agent-o'));
+    expect(dl.data.byteLength).toBe(bigBytes.byteLength); // the whole message, not truncated
+    const consumerName = `${s.ns}-change-log`;
+    await eventually(async () => {
+      const info = await jsm.consumers.info(s.streams.push, consumerName);
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    }, 15_000, 'both settled (the big one termed)');
+    expect(await count(`select count(*)::int as n from change_log where origin = 'agent-o'`)).toBe(0);
+    const fromBig = (await readStream(jsm, s.streams.deadLetter)).filter((m) => m.header.get(Headers.OriginalSequence) === String(bigAck.seq));
+    expect(fromBig).toHaveLength(1); // dead-lettered whole, once (no per-change parts)
   });
 });

@@ -111,12 +111,24 @@ describe('change-log as processes', () => {
     const nats = await PrivateNatsServer.start();
     cleanups.push(() => nats.stop());
     const { s, db, agent, jsm, pg } = await scenario('natsrs', nats.url);
-    await start('cl-natsrs', db, nats.url, s, { FLEET_CHANGELOG_ACK_WAIT: '3s' });
+    // One push per transaction, each held 200 ms after its commit: ingest of the first 15 pushes
+    // takes over a second, so NATS dies in the middle of it, not after it.
+    await start('cl-natsrs', db, nats.url, s, {
+      FLEET_CHANGELOG_ACK_WAIT: '3s',
+      FLEET_CHANGELOG_BATCH_MESSAGES: '1',
+      FLEET_FAILPOINTS: 'change-log.after-commit=delay(200)',
+    });
     const batches = Array.from({ length: 30 }, (_, b) => Array.from({ length: 50 }, (_, i) => testChange(`agent-n${b % 3}`, Math.floor(b / 3) * 50 + i + 1)));
     for (const [b, changes] of batches.slice(0, 15).entries()) await publishPush(agent, s, `agent-n${b % 3}`, changes);
+    await eventually(async () => (await num(pg, 'select count(*) as n from change_log')) > 0, 15_000, 'ingest under way');
 
     await nats.kill();
-    await nats.startProcess();
+    // Read after the kill (the count only grows): at the moment NATS died, some of the 750 changes
+    // published so far were not appended yet; ingest was under way (some were).
+    const atKill = await num(pg, 'select count(*) as n from change_log');
+    await nats.startProcess(); // before asserting: a failure with NATS down would hang the clean-up
+    expect(atKill).toBeGreaterThan(0);
+    expect(atKill).toBeLessThan(15 * 50);
     for (const [b, changes] of batches.slice(15).entries()) await publishPush(agent, s, `agent-n${(b + 15) % 3}`, changes);
 
     await eventually(async () => (await num(pg, 'select count(*) as n from change_log')) >= 1500, 45_000, 'all 1500 changes');
@@ -196,6 +208,67 @@ describe('change-log as processes', () => {
     expect(r1.log).toContain('drained, exiting');
     const info = await jsm.consumers.info(s.streams.push, `${s.ns}-change-log`);
     expect(info.num_ack_pending).toBe(0);
+  });
+});
+
+describe('SIGTERM with work in hand', () => {
+  it('lands mid-batch (after the commit, before the ack): the process finishes the batch, acks it, exits 0; a restart redelivers nothing', async () => {
+    const { s, db, agent, jsm, pg } = await scenario('term', SHARED_NATS);
+    // Every group is held 1.5 s between its commit and its ack: SIGTERM lands in that window.
+    const p = await start('cl-term-1', db, SHARED_NATS, s, { FLEET_FAILPOINTS: 'change-log.after-commit=delay(1500)' });
+    const pushes = Array.from({ length: 4 }, (_, b) => Array.from({ length: 25 }, (_, i) => testChange('agent-s', b * 25 + i + 1)));
+    for (const changes of pushes) await publishPush(agent, s, 'agent-s', changes);
+    const total = 100;
+    const consumer = `${s.ns}-change-log`;
+    // Committed (the rows are there) but not yet acked: the batch is in hand.
+    await eventually(async () => (await num(pg, 'select count(*) as n from change_log')) === total, 15_000, 'the pushes committed');
+    const inHand = await jsm.consumers.info(s.streams.push, consumer);
+    expect(inHand.num_ack_pending).toBeGreaterThan(0);
+    p.signal('SIGTERM');
+
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    expect(p.log).toContain('drained, exiting');
+    const after = await jsm.consumers.info(s.streams.push, consumer);
+    expect(after.num_ack_pending).toBe(0); // acked before the connection closed
+    expect(after.num_pending).toBe(0);
+    expect(after.num_redelivered).toBe(0);
+    expect(after.ack_floor.stream_seq).toBe((await jsm.streams.info(s.streams.push)).state.last_seq);
+    const announced = (await readStream(jsm, s.streams.log)).flatMap((m) => decodeAppendedEvent(m.data).changes);
+    expect(new Set(announced.map((c) => c.seq)).size).toBe(total); // the events of the batch in hand were published too
+
+    // A restart (ack wait 2 s) finds nothing to redeliver: no new row, no new delivery, no new event.
+    const logBefore = (await jsm.streams.info(s.streams.log)).state.messages;
+    const deliveredBefore = after.delivered.consumer_seq;
+    await start('cl-term-2', db, SHARED_NATS, s, { FLEET_CHANGELOG_ACK_WAIT: '2s' });
+    await new Promise((r) => setTimeout(r, 3000));
+    const restarted = await jsm.consumers.info(s.streams.push, consumer);
+    expect(restarted.delivered.consumer_seq).toBe(deliveredBefore);
+    expect(restarted.num_ack_pending).toBe(0);
+    expect((await jsm.streams.info(s.streams.log)).state.messages).toBe(logBefore);
+    expect(await num(pg, 'select count(*) as n from change_log')).toBe(total);
+    expect(await num(pg, 'select count(distinct change_id) as n from change_log')).toBe(total);
+    expect(await num(pg, 'select max(seq) as n from change_log')).toBe(total);
+  });
+});
+
+describe('a start with a bad configuration', () => {
+  it('is refused before connecting to anything: exit 78, every bad variable named, the table printed, no secret echoed', async () => {
+    const r = await ServiceProcess.runToExit({
+      FLEET_CHANGELOG_BATCH_MESSAGES: 'abc',
+      // malformed (no "://"), with a password that must not be echoed
+      FLEET_CHANGELOG_DATABASE_URL: 'postgres//fleet:hunter2@127.0.0.1:5432/fleet',
+      FLEET_CHANGELOG_ACK_WAIT: '10s', // a good one, not named
+      FLEET_CHANGELOG_NATS_URL: 'nats://127.0.0.1:1', // nothing listens: a start that got that far would hang, not exit 78
+    });
+    expect(r).toMatchObject({ code: 78, signal: null });
+    const problems = r.stderr.slice(0, r.stderr.indexOf('Configuration (environment variables)'));
+    expect(problems).toContain('bad configuration');
+    expect(problems).toContain('2 problem(s)');
+    expect(problems).toMatch(/FLEET_CHANGELOG_BATCH_MESSAGES: expected an integer \(got "abc"\)/);
+    expect(problems).toMatch(/FLEET_CHANGELOG_DATABASE_URL: expected a URL/);
+    expect(problems).not.toContain('FLEET_CHANGELOG_ACK_WAIT');
+    expect(r.stderr).toContain('| `FLEET_CHANGELOG_BATCH_MESSAGES` |'); // the option table follows
+    expect(r.stderr + r.stdout).not.toContain('hunter2');
   });
 });
 

@@ -1,7 +1,7 @@
 import { FleetError } from '@fleet/errors';
 import { Headers } from '@fleet/contracts';
 import { Messaging } from './messaging';
-import { provisionConsumer, provisionStream, type ConsumerSpec, type StreamSpec } from './provision';
+import { consumerDrift, provisionConsumer, provisionStream, type ConsumerSpec, type StreamSpec } from './provision';
 import type { InboundMessage } from './message';
 import { deleteNamespaceStreams, eventually, readStream, SHARED_NATS, testNamespace } from './test-support';
 
@@ -57,6 +57,31 @@ describe('provisioning', () => {
     const c3 = await provisionConsumer(jsm, { ...c, maxAckPending: 7 });
     expect(c3.config.max_ack_pending).toBe(7);
     expect(c3.created).toEqual(c1.created); // updated in place, not recreated
+  });
+
+  it('is idempotent with unlimited deliveries (maxDeliver -1, the change-log default): no update on the second start', async () => {
+    const jsm = await bus.jsm();
+    const c = spec({ maxDeliver: -1 });
+    const first = await provisionConsumer(jsm, c);
+    expect(first.config.max_deliver).toBe(-1); // what the server stores for "unlimited"
+    expect(consumerDrift(c, first.config)).toEqual([]);
+    const update = jest.spyOn(jsm.consumers, 'update');
+    try {
+      const again = await provisionConsumer(jsm, c);
+      await provisionConsumer(jsm, c);
+      expect(update).not.toHaveBeenCalled();
+      expect(again.config.max_deliver).toBe(-1);
+      // a real change is still followed, and back again
+      const limited = await provisionConsumer(jsm, { ...c, maxDeliver: 5 });
+      expect(limited.config.max_deliver).toBe(6);
+      expect(update).toHaveBeenCalledTimes(1);
+      expect((await provisionConsumer(jsm, c)).config.max_deliver).toBe(-1);
+      expect(update).toHaveBeenCalledTimes(2);
+      await provisionConsumer(jsm, c);
+      expect(update).toHaveBeenCalledTimes(2);
+    } finally {
+      update.mockRestore();
+    }
   });
 
   it('two replicas share one durable consumer: the work is split, each message handled once', async () => {
@@ -244,6 +269,60 @@ describe('batch mode with concurrency', () => {
     const twice = [...new Set(seen)].filter((b) => seen.filter((x) => x === b).length > 1);
     expect(twice).toContain('p5');
     expect(twice.length).toBeLessThanOrEqual(4);
+  });
+});
+
+describe('long handlers (working)', () => {
+  // ackWait 1.2 s, handlers of 4 s (over three ack waits). Two consumer instances (two connections)
+  // share the durable, each with one slot: a redelivery would go to the idle one.
+  const ackWaitMs = 1200;
+  const handlerMs = 4000;
+  async function longRun(opts: { autoWorkingMs?: number | false; manualWorking?: boolean }) {
+    const c = spec({ ackWaitMs });
+    const [a, b] = [await open(), await open()];
+    const calls: Array<{ who: string; deliveryCount: number; body: string }> = [];
+    let finished = 0;
+    const handler = (who: string) => async (m: InboundMessage) => {
+      calls.push({ who, deliveryCount: m.deliveryCount, body: dec.decode(m.data) });
+      const until = Date.now() + handlerMs;
+      while (Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 250));
+        if (opts.manualWorking) m.working();
+      }
+      finished++;
+    };
+    const consumeOpts = opts.autoWorkingMs === undefined ? {} : { autoWorkingMs: opts.autoWorkingMs };
+    await Promise.all([a.consume(c, handler('a'), consumeOpts), b.consume(c, handler('b'), consumeOpts)]);
+    await bus.publish(c.subject, 'long', { msgId: `${c.durable}-long` });
+    const jsm = await bus.jsm();
+    await eventually(async () => finished >= 1 && (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 15_000, 'handled and acked');
+    await new Promise((r) => setTimeout(r, ackWaitMs + 300)); // a late redelivery would show now
+    const info = await jsm.consumers.info(c.stream, c.durable);
+    await Promise.all([a.drain(), b.drain()]);
+    return { calls, info };
+  }
+
+  it('a handler running well past ackWait is delivered once: working() is called automatically (ackWait / 3)', async () => {
+    const { calls, info } = await longRun({});
+    expect(calls).toEqual([expect.objectContaining({ deliveryCount: 1, body: 'long' })]);
+    expect(info.num_redelivered).toBe(0);
+    expect(info.num_ack_pending).toBe(0);
+    expect(info.delivered.consumer_seq).toBe(1); // one delivery in all
+  });
+
+  it('with autoWorkingMs: false, a handler calling msg.working() itself is delivered once too', async () => {
+    const { calls, info } = await longRun({ autoWorkingMs: false, manualWorking: true });
+    expect(calls).toEqual([expect.objectContaining({ deliveryCount: 1, body: 'long' })]);
+    expect(info.num_redelivered).toBe(0);
+    expect(info.delivered.consumer_seq).toBe(1);
+  });
+
+  it('control: with autoWorkingMs: false and no working(), the same handler is redelivered to the other instance', async () => {
+    const { calls } = await longRun({ autoWorkingMs: false });
+    expect(calls.length).toBeGreaterThanOrEqual(2);
+    expect(calls[0]).toMatchObject({ deliveryCount: 1 });
+    expect(calls[1]).toMatchObject({ deliveryCount: 2 });
+    expect(calls[1]?.who).not.toBe(calls[0]?.who); // the first instance's only slot was still busy
   });
 });
 

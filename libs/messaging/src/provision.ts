@@ -37,9 +37,11 @@ export interface ConsumerSpec {
   readonly filterSubject?: string;
   readonly description?: string;
   /**
-   * Deliveries before a transiently failing message is dead-lettered (FLEET_MSG_001). Default 10.
-   * The server's own `max_deliver` is set to the same value; we dead-letter on the last delivery,
-   * so the server never strands a message.
+   * Deliveries before a transiently failing message is dead-lettered (FLEET_MSG_001). Default 10;
+   * -1 (or 0): unlimited, never dead-lettered for failing. The server's own `max_deliver` is one
+   * more (`maxDeliver + 1`; -1 when unlimited): we dead-letter on our last delivery ourselves, so
+   * the server never strands a message, and its extra delivery is a backstop for when that
+   * dead-letter publish failed.
    */
   readonly maxDeliver?: number;
   /** Redelivery when not acked in time; long handlers call `working()`. Default 30 s. */
@@ -130,8 +132,10 @@ function consumerConfig(spec: ConsumerSpec): ConsumerConfig {
     deliver_policy: spec.deliverPolicy === 'new' ? DeliverPolicy.New : DeliverPolicy.All,
     replay_policy: ReplayPolicy.Instant,
     ack_wait: nanos(spec.ackWaitMs ?? CONSUMER_DEFAULTS.ackWaitMs),
-    // one more than ours: our last delivery dead-letters and terms; the server's limit is a backstop
-    max_deliver: maxDeliver + 1,
+    // one more than ours: our last delivery dead-letters and terms; the server's limit is a backstop.
+    // Unlimited is -1, which is what the server stores for it (it turns a 0 into -1): sending
+    // `maxDeliver + 1` = 0 would read back as drift and update the consumer on every start.
+    max_deliver: serverMaxDeliver(maxDeliver),
     max_ack_pending: spec.maxAckPending ?? CONSUMER_DEFAULTS.maxAckPending,
   };
   if (spec.filterSubject !== undefined) cfg.filter_subject = spec.filterSubject;
@@ -139,11 +143,19 @@ function consumerConfig(spec: ConsumerSpec): ConsumerConfig {
   return cfg;
 }
 
+/** The server's `max_deliver` for ours: one more (a backstop), or -1 (unlimited) for -1 or 0. */
+function serverMaxDeliver(maxDeliver: number): number {
+  return maxDeliver > 0 ? maxDeliver + 1 : -1;
+}
+
+/** The fields we declare that differ from what the server has (empty: nothing to do). */
 export function consumerDrift(spec: ConsumerSpec, actual: ConsumerConfig): string[] {
   const want = consumerConfig(spec);
   const drift: string[] = [];
+  // the server reports unlimited as -1 (or 0 / absent from other servers): all the same to us
+  const normal = (k: string, v: unknown) => (k === 'max_deliver' && (typeof v !== 'number' || v <= 0) ? -1 : (v ?? ''));
   for (const k of ['ack_wait', 'max_deliver', 'max_ack_pending', 'filter_subject', 'description'] as const) {
-    if ((want[k] ?? '') !== (actual[k] ?? '')) drift.push(k);
+    if (normal(k, want[k]) !== normal(k, actual[k])) drift.push(k);
   }
   return drift;
 }

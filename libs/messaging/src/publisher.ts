@@ -4,7 +4,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { FleetError, isErrorCode } from '@fleet/errors';
 import { Headers, replyRefusal, type Subjects } from '@fleet/contracts';
 import { deadLetterHeaders, deadLetterMsgId, describeError, type DeadLetterOrigin } from './policy';
-import { injectTraceContext, extractTraceContext, MessagingAttr, withConsumerSpan, withProducerSpan } from './tracing';
+import { injectTraceContext, extractTraceContext, MessagingAttr, withConsumerSpan, withProducerSpan, withProducerSpanSync } from './tracing';
 import { Semaphore } from './semaphore';
 
 export type Payload = Uint8Array | string;
@@ -119,8 +119,11 @@ export class NatsPublisher {
    * only delays a pull until the scheduler's next tick.
    */
   publishCore(subject: string, payload: Payload = new Uint8Array(), opts: { headers?: Readonly<Record<string, string>> } = {}): void {
-    const h = buildHeaders(opts.headers);
-    this.nc.publish(subject, toBytes(payload), { headers: h });
+    const data = toBytes(payload);
+    // a PRODUCER span like a JetStream publish (no message id, no stream): the headers carry it as the parent
+    withProducerSpanSync(subject, { [MessagingAttr.BodySize]: data.length }, () => {
+      this.nc.publish(subject, data, { headers: buildHeaders(opts.headers) });
+    });
   }
 
   /**

@@ -52,17 +52,9 @@ export function extractTraceContext(headers: MsgHdrs | undefined): Context {
   return propagation.extract(context.active(), headers, getter);
 }
 
-/**
- * Runs `fn` in a PRODUCER span for a publish to `destination`; the span is active while `fn` runs, so
- * `injectTraceContext` inside `fn` writes this span as the parent of whatever consumes the message.
- */
-export async function withProducerSpan<T>(
-  destination: string,
-  operation: 'publish' | 'send',
-  attributes: Record<string, string | number | boolean | undefined>,
-  fn: (span: Span) => Promise<T>,
-): Promise<T> {
-  const span = tracer().startSpan(`${operation} ${destination}`, {
+/** A PRODUCER (publish) or CLIENT (request) span for `destination`, with the messaging attributes. */
+function startPublishSpan(destination: string, operation: 'publish' | 'send', attributes: Record<string, string | number | boolean | undefined>): Span {
+  return tracer().startSpan(`${operation} ${destination}`, {
     kind: operation === 'publish' ? SpanKind.PRODUCER : SpanKind.CLIENT,
     attributes: clean({
       [MessagingAttr.System]: 'nats',
@@ -73,7 +65,35 @@ export async function withProducerSpan<T>(
       ...attributes,
     }),
   });
-  return runInSpan(span, context.active(), fn);
+}
+
+/**
+ * Runs `fn` in a PRODUCER span for a publish to `destination`; the span is active while `fn` runs, so
+ * `injectTraceContext` inside `fn` writes this span as the parent of whatever consumes the message.
+ */
+export async function withProducerSpan<T>(
+  destination: string,
+  operation: 'publish' | 'send',
+  attributes: Record<string, string | number | boolean | undefined>,
+  fn: (span: Span) => Promise<T>,
+): Promise<T> {
+  return runInSpan(startPublishSpan(destination, operation, attributes), context.active(), fn);
+}
+
+/** The same for a synchronous publish (core NATS: fire and forget): the span ends when `fn` returns. */
+export function withProducerSpanSync<T>(destination: string, attributes: Record<string, string | number | boolean | undefined>, fn: (span: Span) => T): T {
+  const span = startPublishSpan(destination, 'publish', attributes);
+  try {
+    const out = context.with(trace.setSpan(context.active(), span), () => fn(span));
+    span.setStatus({ code: SpanStatusCode.OK });
+    return out;
+  } catch (e) {
+    span.recordException(e instanceof Error ? e : String(e));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+    throw e;
+  } finally {
+    span.end();
+  }
 }
 
 /**

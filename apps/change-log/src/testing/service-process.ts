@@ -61,6 +61,26 @@ export class ServiceProcess {
     return p;
   }
 
+  /**
+   * Runs the service with exactly `env` (plus PATH) until it exits by itself, as for a start that
+   * must be refused (bad configuration); no port is chosen for it. SIGKILLed after `timeoutMs`.
+   */
+  static async runToExit(env: Readonly<Record<string, string>>, timeoutMs = 30_000): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+    const proc = spawn(process.execPath, ['-r', './scripts/register.js', 'apps/change-log/src/main.ts'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env['PATH'] ?? '', NO_COLOR: '1', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('close', (c, s) => resolve({ code: c, signal: s })));
+    clearTimeout(timer);
+    return { code, signal, stdout, stderr };
+  }
+
   get log(): string {
     return this.output;
   }
