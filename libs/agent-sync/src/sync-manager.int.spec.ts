@@ -20,7 +20,7 @@ import { decodeMerkleRequest, decodePullKeysRequest, decodePullRequest, decodePu
 import { FleetError } from '@fleet/errors';
 import type { PullRequest, Subjects } from '@fleet/contracts';
 import { SqliteLocalStore } from '@fleet/agent-store';
-import { answerVerify, applyChanges, batchIdOf, MerkleTree, recordHash, visibleHash } from '@fleet/sync-core';
+import { answerVerify, applyChanges, batchIdOf, encodeHlc, makeLocalChange, MerkleTree, recordHash, visibleHash } from '@fleet/sync-core';
 import type { Change, MerkleVerifyRequest, RecordState } from '@fleet/sync-core';
 import { HEALTH_RETRY_MS, SyncManager } from './sync-manager';
 import { NatsSyncTransport } from './transport';
@@ -93,7 +93,10 @@ class FakeDeltaServer {
     });
     sub(this.s.merkle(AGENT), (data) => {
       const req = decodeMerkleRequest(data);
-      const tree = MerkleTree.build([...this.current.values()].filter((s) => s.ref.scope === req.scope && s.ref.collection === req.collection).map((s) => ({ key: s.ref.key, recordHash: recordHash(s) })));
+      // Live records only, as delta-calculator's trees (a tombstone is no entry).
+      const tree = MerkleTree.build(
+        [...this.current.values()].filter((s) => s.ref.scope === req.scope && s.ref.collection === req.collection && s.view.status === 'live').map((s) => ({ key: s.ref.key, recordHash: recordHash(s) })),
+      );
       return { protocol: 1, msg: answerVerify(tree, req.msg as MerkleVerifyRequest) };
     });
     // A new store (SqliteLocalStore) asks once which of its origin's numbers the log holds: none.
@@ -474,6 +477,33 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
         const after = there === undefined ? applyChanges([c], strategy) : applyChanges([c], strategy, there);
         expect(recordHash(after)).toBe(store.get(REF(c.key))?.hash);
       }
+      await m.stop();
+    } finally {
+      store.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('verification in the host scope does not undo a newer server delete: the key only here is fetched, its tombstone joined, nothing re-pushed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'sync-verify-del-'));
+    const store = SqliteLocalStore.open({ dataDir, agentId: AGENT });
+    try {
+      store.put(REF('del'), { v: 1 });
+      store.markSent(store.peekOutbox(100).map((c) => c.changeId));
+      // The server holds the host's write, then an operator deleted the record there; the host has not
+      // pulled that delete (both trees hold live records only: to the Merkle exchange it is "only here").
+      const held = store.getState(REF('del')) as RecordState;
+      const tombstone = makeLocalChange(held, { op: 'delete' }, { origin: 'server', originSeq: 1, changeId: 'server-delete-1', hlc: encodeHlc({ wallMs: Date.now() + 1000, counter: 0, node: 'server' }), protocol: 1 }, { default: 'lww' }).state;
+      server.current.set('del', tombstone);
+      server.log = [];
+      const m = manager(store, { verifyTargets: () => [{ scope: `host.${AGENT}`, collection: 'inventory' }] });
+      m.start();
+      await m.nextSync();
+      m.requestVerification();
+      await eventually(() => m.lastVerify.length === 1, 10_000, 'verification');
+      expect(m.lastVerify[0]).toMatchObject({ missingThere: 1, fetched: 1, repushed: 0, unrepaired: [] });
+      expect(store.getState(REF('del'))?.view.status).toBe('deleted');
+      expect(store.outboxSize()).toBe(0);
       await m.stop();
     } finally {
       store.close();

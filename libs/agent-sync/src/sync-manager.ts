@@ -21,7 +21,7 @@ import {
   mergePulledRecords,
   MerkleTree,
   planVerifyFetch,
-  repushAfterFetch,
+  settleAfterFetch,
   startVerify,
   stepConnection,
   stepVerify,
@@ -614,15 +614,12 @@ export class SyncManager {
         rest = rest.slice(page.answered);
       }
     }
-    // A key missing here may be a tombstone here (trees hold live records only) the server still holds
-    // live and older: re-pushed like a differing one whose local state has writes the server lacks.
+    // In the agent's own scope, after the join: re-push what holds writes the server has not seen (or
+    // that it has no state for), report what a join could not make equal (sync-core `settleAfterFetch`).
     const local = (k: string): RecordState | undefined => this.o.store.getState(ref(k)) ?? undefined;
-    const afterFetch = writable ? repushAfterFetch([...diff.differing, ...diff.missingHere], local, (k) => fetched.get(k)) : [];
-    const unrepaired = [...plan.unrepairable];
-    const repushKeys: string[] = [];
-    // A record with a conflict an operator must settle is not restated (that would settle it): reported.
-    for (const k of [...plan.repush, ...afterFetch]) (local(k)?.view.conflicted === true ? unrepaired : repushKeys).push(k);
-    const repushed = repushKeys.length > 0 ? this.o.store.requeueForPush(repushKeys.map(ref)) : 0;
+    const settled = writable ? settleAfterFetch(plan.fetch, local, (k) => fetched.get(k), this.o.strategy) : { repush: [], unrepaired: [] };
+    const unrepaired = [...plan.unrepairable, ...settled.unrepaired];
+    const repushed = settled.repush.length > 0 ? this.o.store.requeueForPush(settled.repush.map(ref)) : 0;
     return {
       target,
       missingHere: diff.missingHere.length,

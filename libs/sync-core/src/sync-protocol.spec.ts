@@ -2,9 +2,10 @@ import fc from 'fast-check';
 import type { Change } from './model';
 import { encodeHlc } from './hlc';
 import { emptyRecord, recordHash } from './record';
+import type { RecordState } from './record';
 import { makeLocalChange } from './resolve';
 import type { StrategyConfig } from './resolve';
-import { batchIdOf, mergePulledRecords, planPushBatch, planVerifyFetch, repushAfterFetch } from './sync-protocol';
+import { batchIdOf, mergePulledRecords, planPushBatch, planVerifyFetch, settleAfterFetch } from './sync-protocol';
 
 const cfg: StrategyConfig = { default: 'lww', collections: { ops: { strategy: 'manual' } } };
 const ref = (collection = 'inv', key = 'k') => ({ scope: 'fleet', collection, key });
@@ -71,19 +72,36 @@ describe('mergePulledRecords', () => {
 });
 
 describe('verify repairs', () => {
-  it('fetch what is missing here or differs; re-push what only this side has, when writable', () => {
+  it('fetches every differing key in the own and server-owned scopes (either side may hold one deleted); elsewhere reports the keys only here', () => {
     const diff = { missingHere: ['b'], missingThere: ['c'], differing: ['a'] };
-    expect(planVerifyFetch(diff, true)).toEqual({ fetch: ['a', 'b'], repush: ['c'], unrepairable: [], replace: false });
-    expect(planVerifyFetch(diff, false)).toEqual({ fetch: ['a', 'b'], repush: [], unrepairable: ['c'], replace: false });
-    // Server-owned: the server is authoritative; keys only here are fetched too (it may hold them deleted), then replaced or dropped.
-    expect(planVerifyFetch(diff, false, true)).toEqual({ fetch: ['a', 'b', 'c'], repush: [], unrepairable: [], replace: true });
+    expect(planVerifyFetch(diff, true)).toEqual({ fetch: ['a', 'b', 'c'], unrepairable: [], replace: false });
+    expect(planVerifyFetch(diff, false, true)).toEqual({ fetch: ['a', 'b', 'c'], unrepairable: [], replace: true });
+    expect(planVerifyFetch(diff, false)).toEqual({ fetch: ['a', 'b'], unrepairable: ['c'], replace: false });
   });
 
-  it('after the fetch, a differing record whose local writes the server lacks is re-pushed', () => {
+  it('after the fetch, re-pushes what holds writes the server has not seen or that it lacks, never over a newer server delete', () => {
     const server = edit('server', 1).state;
     const mine = edit('agent-1', 1, server, { a: 5 }).state;
-    expect(repushAfterFetch(['k'], () => mine, () => server)).toEqual(['k']);
-    expect(repushAfterFetch(['k'], () => server, () => mine)).toEqual([]);
+    const none = (): undefined => undefined;
+    expect(settleAfterFetch(['k'], () => mine, () => server, cfg)).toEqual({ repush: ['k'], unrepaired: [] });
+    expect(settleAfterFetch(['k'], () => mine, none, cfg)).toEqual({ repush: ['k'], unrepaired: [] });
+    expect(settleAfterFetch(['k'], () => server, () => server, cfg)).toEqual({ repush: [], unrepaired: [] });
+    // A state decoded from the wire carries no view: it is computed before comparing.
+    const fromWire: RecordState = { ...server, view: { ...server.view, status: 'absent', fields: {} } };
+    expect(settleAfterFetch(['k'], () => server, () => fromWire, cfg)).toEqual({ repush: [], unrepaired: [] });
+    // The server deleted the record after everything this side wrote: the join applied the delete; no restatement.
+    const deleted = makeLocalChange(mine, { op: 'delete' }, { origin: 'server', originSeq: 2, changeId: 'server-2', hlc: encodeHlc({ wallMs: 1_700_000_000_010, counter: 0, node: 'server' }), protocol: 1 }, cfg).state;
+    expect(deleted.view.status).toBe('deleted');
+    expect(settleAfterFetch(['k'], () => deleted, () => deleted, cfg)).toEqual({ repush: [], unrepaired: [] });
     expect(recordHash(mine)).not.toBe(recordHash(server));
+  });
+
+  it('reports a key the join left different (a value corrupted under its own stamp), and a conflicted one instead of restating it', () => {
+    const server = edit('server', 1).state;
+    const corrupt = { ...server, view: { ...server.view, fields: { a: 'corrupt' } } };
+    expect(settleAfterFetch(['k'], () => corrupt, () => server, cfg)).toEqual({ repush: [], unrepaired: ['k'] });
+    const mine = edit('agent-1', 1, server, { a: 5 }).state;
+    const conflicted = { ...mine, view: { ...mine.view, conflicted: true } };
+    expect(settleAfterFetch(['k'], () => conflicted, () => server, cfg)).toEqual({ repush: [], unrepaired: ['k'] });
   });
 });

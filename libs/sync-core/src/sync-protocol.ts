@@ -9,9 +9,9 @@
 import { hash } from 'node:crypto';
 import type { Change, RecordRef, VersionVector } from './model';
 import type { RecordState } from './record';
-import { emptyRecord } from './record';
+import { emptyRecord, recordHash } from './record';
 import type { StrategyConfig } from './resolve';
-import { conflictOf, mergeRecordStates } from './resolve';
+import { conflictOf, mergeRecordStates, refreshView } from './resolve';
 import { vvCompare } from './vv';
 
 // --- push ------------------------------------------------------------------------------------------
@@ -138,48 +138,58 @@ export function mergePulledRecords(
 export interface VerifyRepairPlan {
   /** Keys to fetch from the server (full states): joined here, or (`replace`) replacing the local records. */
   readonly fetch: readonly string[];
-  /** Keys whose local state holds writes the server lacks: re-push them (only in scopes this agent may write). */
-  readonly repush: readonly string[];
   /** Keys only here, in a scope this agent may not write and the server does not own: reported, not repaired. */
   readonly unrepairable: readonly string[];
   /**
    * A server-owned scope (fleet, group): the server is authoritative. The fetched states REPLACE the
    * local ones (a join could not undo a local corruption that kept a write's stamp), and every fetched
-   * key the server does not return is dropped here. The keys only here are fetched too: the server's
-   * tree holds live records only, so it may hold them deleted (a tombstone, which then replaces them).
+   * key the server does not return is dropped here.
    */
   readonly replace: boolean;
 }
 
 /**
- * First round: from the diff, fetch what the server has that differs or is missing here; re-push what
- * only this side has (`writable`: the agent's own scope). In a server-owned scope (`serverOwned`) fetch
- * everything that differs, keys only here included, and replace (see `VerifyRepairPlan.replace`).
+ * First round: from the diff, which keys to fetch. Both trees hold live records only, so a key "only
+ * here" may be one the server holds deleted, and a key "only there" one this side holds deleted: every
+ * differing key is fetched in the agent's own scope (`writable`; then `settleAfterFetch` decides what
+ * to re-push) and in a server-owned one (`serverOwned`: then replaced, see `VerifyRepairPlan.replace`).
+ * In any other scope the keys only here are reported.
  */
 export function planVerifyFetch(
   diff: { readonly missingHere: readonly string[]; readonly missingThere: readonly string[]; readonly differing: readonly string[] },
   writable: boolean,
   serverOwned = false,
 ): VerifyRepairPlan {
-  if (serverOwned && !writable) {
-    return { fetch: [...diff.missingHere, ...diff.differing, ...diff.missingThere].sort(), repush: [], unrepairable: [], replace: true };
-  }
-  return {
-    fetch: [...diff.missingHere, ...diff.differing].sort(),
-    repush: writable ? [...diff.missingThere] : [],
-    unrepairable: writable ? [] : [...diff.missingThere],
-    replace: false,
-  };
+  const all = [...diff.missingHere, ...diff.differing, ...diff.missingThere].sort();
+  if (writable) return { fetch: all, unrepairable: [], replace: false };
+  if (serverOwned) return { fetch: all, unrepairable: [], replace: true };
+  return { fetch: [...diff.missingHere, ...diff.differing].sort(), unrepairable: [...diff.missingThere], replace: false };
 }
 
-/** After the fetch: a differing key whose local state has writes the fetched server state has not seen is re-pushed too. */
-export function repushAfterFetch(differing: readonly string[], local: (key: string) => RecordState | undefined, server: (key: string) => RecordState | undefined): string[] {
-  const out: string[] = [];
-  for (const key of differing) {
+/**
+ * After the fetch has been joined, in the agent's own scope, per key that differed:
+ * - re-push it when the local state holds writes the server's state has not seen, or the server has
+ *   no state for it (a server tombstone that has seen every local write is not re-pushed: the join
+ *   applied it, and a restatement would undo the server's newer delete);
+ * - but not a record with a conflict an operator must settle (a restatement would settle it): reported;
+ * - and report a key that is neither re-pushed nor now equal to the server's state (a join keeps a
+ *   value corrupted under its own stamp: re-pushing it would spread the corruption). States from the
+ *   wire carry no view: the server's is computed here with `config`, the local one is the store's.
+ */
+export function settleAfterFetch(
+  keys: readonly string[],
+  local: (key: string) => RecordState | undefined,
+  server: (key: string) => RecordState | undefined,
+  config: StrategyConfig,
+): { repush: string[]; unrepaired: string[] } {
+  const repush: string[] = [];
+  const unrepaired: string[] = [];
+  for (const key of keys) {
     const l = local(key);
     const s = server(key);
     if (l === undefined) continue;
-    if (s === undefined || vvHasNews(l.vv, s.vv)) out.push(key);
+    if (s === undefined || vvHasNews(l.vv, s.vv)) (l.view.conflicted ? unrepaired : repush).push(key);
+    else if (recordHash(l) !== recordHash(refreshView(s, config))) unrepaired.push(key);
   }
-  return out;
+  return { repush, unrepaired };
 }
