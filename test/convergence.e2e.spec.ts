@@ -148,8 +148,9 @@ describe.each(SEEDS)('randomized convergence (seed %i)', (SEED) => {
       expect(check.duplicated).toEqual([]);
       expect(check.diffs).toEqual([]);
       expect(counts['agent write'] ?? 0).toBeGreaterThan(0);
-      if (SEED_ENV === undefined) {
-        // The fixed seeds' histories do partition the system: services killed, NATS restarted, agents apart.
+      if (SEED_ENV === undefined && process.env['FLEET_E2E_OPS'] === undefined) {
+        // The fixed seeds' histories (of the full budget) do partition the system: services killed, NATS
+        // restarted, agents apart.
         expect(counts['service killed'] ?? 0).toBeGreaterThan(0);
         expect(counts['nats restarted'] ?? 0).toBeGreaterThan(0);
         expect(counts['agent offline/online'] ?? 0).toBeGreaterThan(0);

@@ -15,7 +15,7 @@
  * 2. Propagation, both online, one change at a time, 10 x `probes` samples each:
  *    a. server -> agents: `probes` operator writes (PUT /records group.probe/...), each until every one
  *       of the 10 agents of group `probe` has it in SQLite (store watch event): a sample per (write, agent);
- *    b. agent -> server: 10 x `probes` agent writes, one agent after another, each until the server's
+ *    b. agent -> server: 10 x `probes` agent writes, round-robin over the fleet, each until the server's
  *       records projection holds it (polled every 1 ms on one PostgreSQL connection; the time it reached
  *       the change log is printed too).
  *    Agent -> another agent in one scope does not exist in this design (an agent writes only its host
@@ -125,8 +125,8 @@ async function main(): Promise<void> {
     const lat: number[] = [];
     const logged: number[] = [];
     try {
-      // As many samples as the server -> agent direction (PROBES writes x 10 agents), so both p99s are
-      // read off the same number of samples, not the maximum of 40.
+      // As many samples as the server -> agent direction (PROBES writes x 10 agents): PROBES x 10 writes,
+      // round-robin over the fleet, so both p99s are read off the same number of samples.
       for (let i = 0; i < PROBES * 10; i++) {
         const a = fleet.agents[i % fleet.agents.length];
         if (a === undefined) break;

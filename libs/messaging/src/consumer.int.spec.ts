@@ -273,10 +273,11 @@ describe('batch mode with concurrency', () => {
 });
 
 describe('long handlers (working)', () => {
-  // ackWait 1.2 s, handlers of 4 s (over three ack waits). Two consumer instances (two connections)
-  // share the durable, each with one slot: a redelivery would go to the idle one.
-  const ackWaitMs = 1200;
-  const handlerMs = 4000;
+  // ackWait 2.5 s, handlers of 6 s (over two ack waits). Two consumer instances (two connections)
+  // share the durable, each with one slot: a redelivery would go to the idle one. working() every
+  // ackWait / 3 leaves 1.6 s of slack for a stalled event loop on a loaded machine.
+  const ackWaitMs = 2500;
+  const handlerMs = 6000;
   async function longRun(opts: { autoWorkingMs?: number | false; manualWorking?: boolean }) {
     const c = spec({ ackWaitMs });
     const [a, b] = [await open(), await open()];

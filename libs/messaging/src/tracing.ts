@@ -85,14 +85,11 @@ export function withProducerSpanSync<T>(destination: string, attributes: Record<
   const span = startPublishSpan(destination, 'publish', attributes);
   try {
     const out = context.with(trace.setSpan(context.active(), span), () => fn(span));
-    span.setStatus({ code: SpanStatusCode.OK });
+    endSpanOk(span);
     return out;
   } catch (e) {
-    span.recordException(e instanceof Error ? e : String(e));
-    span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+    endSpanFailed(span, e);
     throw e;
-  } finally {
-    span.end();
   }
 }
 
@@ -133,15 +130,23 @@ export async function withConsumerSpan<T>(
 async function runInSpan<T>(span: Span, parent: Context, fn: (span: Span) => Promise<T>): Promise<T> {
   try {
     const out = await context.with(trace.setSpan(parent, span), () => fn(span));
-    span.setStatus({ code: SpanStatusCode.OK });
+    endSpanOk(span);
     return out;
   } catch (e) {
-    span.recordException(e instanceof Error ? e : String(e));
-    span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+    endSpanFailed(span, e);
     throw e;
-  } finally {
-    span.end();
   }
+}
+
+function endSpanOk(span: Span): void {
+  span.setStatus({ code: SpanStatusCode.OK });
+  span.end();
+}
+
+function endSpanFailed(span: Span, e: unknown): void {
+  span.recordException(e instanceof Error ? e : String(e));
+  span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? e.message : String(e) });
+  span.end();
 }
 
 function clean(a: Record<string, string | number | boolean | undefined>): Record<string, string | number | boolean> {
