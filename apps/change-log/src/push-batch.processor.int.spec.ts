@@ -3,6 +3,7 @@ import type { Change } from '@fleet/sync-core';
 import type { FleetError } from '@fleet/errors';
 import { decodeAppendedEvent, decodeChange, encodeJson, subjects } from '@fleet/contracts';
 import { openServerDataSource, PostgresChangeLog } from '@fleet/server-store';
+import type { ChangeLog } from '@fleet/server-store';
 import { createTestDatabase, testChange, testUuidV7 } from '@fleet/server-store/src/testing';
 import type { TestDatabase } from '@fleet/server-store/src/testing';
 import { appendedMsgId, PushBatchProcessor } from './push-batch.processor';
@@ -80,6 +81,27 @@ describe('PushBatchProcessor (real PostgreSQL, recorded publisher)', () => {
     expect(pub.published[0]!.subject).toBe(s.appended);
     expect(ev.changes.map((c) => [c.seq, c.changeId])).toEqual([[1, good1.changeId], [2, good2.changeId]]);
     expect(pub.published[0]!.msgId).toBe(appendedMsgId(ev.changes));
+  });
+
+  it('groups in flight append in the order they were handed over: an agent\'s later push is never logged before its earlier one', async () => {
+    const real = new PostgresChangeLog(ds);
+    // The first group's append is slow to reach the database (a pool wait, a slow round trip): left to
+    // race, the second group would take the append lock first.
+    let calls = 0;
+    const slowFirst: ChangeLog = {
+      appendBatch: async (changes) => {
+        if (calls++ === 0) await new Promise((r) => setTimeout(r, 300));
+        return real.appendBatch(changes);
+      },
+      readSince: (cursor, options) => real.readSince(cursor, options),
+    };
+    const p = new PushBatchProcessor(slowFirst, new RecordingPublisher(), s);
+    const ref = { scope: 'host.agent-9', collection: 'inventory', key: 'k' };
+    const first = [1, 2].map((n) => testChange('agent-9', n, { ...ref, vv: { 'agent-9': n } }));
+    const second = [3, 4].map((n) => testChange('agent-9', n, { ...ref, vv: { 'agent-9': n } }));
+    await Promise.all([p.processMany([message('agent-9', batch('agent-9', first), [])]), p.processMany([message('agent-9', batch('agent-9', second), [])])]);
+    const logged = (await ds.query(`select origin_seq::int as n from change_log where origin = 'agent-9' order by seq`)) as Array<{ n: number }>;
+    expect(logged.map((r) => r.n)).toEqual([1, 2, 3, 4]);
   });
 
   it('the same push delivered twice: one row each, and the second delivery re-announces with the same msg id', async () => {

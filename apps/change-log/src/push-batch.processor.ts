@@ -81,6 +81,8 @@ interface Parsed<M> {
 export class PushBatchProcessor {
   private readonly metrics: SyncMetrics;
   private readonly failpoints: Failpoints;
+  /** The last append handed to the log: the next one starts after it settles. */
+  private appendTail: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly log: ChangeLog,
@@ -125,8 +127,17 @@ export class PushBatchProcessor {
     const all = parsed.flatMap((p) => p.accepted);
     const started = performance.now();
     let result;
+    // Groups in flight (batch concurrency) append in the order they were handed here, which is the
+    // order they were fetched: each append starts once the one before has settled. Left to race for
+    // the append lock, a later push of an agent could be logged before an earlier one (a record's
+    // changes out of their origin order). Decoding still overlaps the append before it.
+    const append = this.appendTail.then(() => this.log.appendBatch(all));
+    this.appendTail = append.then(
+      () => undefined,
+      () => undefined,
+    );
     try {
-      result = await this.log.appendBatch(all);
+      result = await append;
     } catch (e) {
       this.metrics.appendDuration.record((performance.now() - started) / 1000, { outcome: 'failed' });
       throw e;
