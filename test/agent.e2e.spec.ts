@@ -35,7 +35,7 @@ jest.setTimeout(170_000);
 
 // A new seed each run unless FLEET_E2E_SEED names one (`random`, as for the convergence e2e, is a new one too).
 const SEED_ENV = process.env['FLEET_E2E_SEED'];
-const SEED = SEED_ENV === undefined || SEED_ENV === 'random' ? Math.floor(Math.random() * 2 ** 31) : Number(SEED_ENV);
+const SEED = SEED_ENV === undefined || SEED_ENV === 'random' ? Math.floor(Math.random() * 2 ** 31) : SEED_ENV.trim() === '' ? NaN : Number(SEED_ENV);
 if (!Number.isSafeInteger(SEED)) throw new Error(`FLEET_E2E_SEED must be an integer or "random", not ${JSON.stringify(SEED_ENV)}`);
 const DAY = 24 * 3600_000;
 const HOUR = 3600_000;

@@ -125,13 +125,17 @@ export class PushBatchProcessor {
     if (parsed.length === 0) return { outcomes: new Map(), failures };
 
     const all = parsed.flatMap((p) => p.accepted);
-    const started = performance.now();
+    let started = performance.now();
     let result;
     // Groups in flight (batch concurrency) append in the order they were handed here, which is the
-    // order they were fetched: each append starts once the one before has settled. Left to race for
-    // the append lock, a later push of an agent could be logged before an earlier one (a record's
-    // changes out of their origin order). Decoding still overlaps the append before it.
-    const append = this.appendTail.then(() => this.log.appendBatch(all));
+    // order they were fetched as long as nothing above awaits (keep it so): each append starts once the
+    // one before has settled. Left to race for the append lock, a later push of an agent could be
+    // logged before an earlier one (a record's changes out of their origin order). Decoding still
+    // overlaps the append before it. The duration is the append's own, from when its turn came.
+    const append = this.appendTail.then(() => {
+      started = performance.now();
+      return this.log.appendBatch(all);
+    });
     this.appendTail = append.then(
       () => undefined,
       () => undefined,

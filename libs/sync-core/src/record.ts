@@ -142,8 +142,8 @@ export function emptyRecord(ref: RecordRef): RecordState {
  * has: apply, no conflict), `duplicate` (same version), `stale` (the record already includes it),
  * `concurrent` (neither includes the other: a conflict for the strategy).
  *
- * Stale and duplicate changes need no work when each origin's changes arrive in order (the change log
- * guarantees it). Applying them anyway is always safe (the join is idempotent) and repairs a replica
+ * Stale and duplicate changes need no work when each origin's changes arrive in order (the usual case:
+ * not after a redelivery, nor across two change-log replicas). Applying them anyway is always safe (the join is idempotent) and repairs a replica
  * that received an origin's changes out of order, whose vector then claims writes it has not seen.
  */
 export function classify(stateVv: VersionVector, changeVv: VersionVector): ChangeOutcome {

@@ -79,7 +79,7 @@ describe('verify repairs', () => {
     expect(planVerifyFetch(diff, false)).toEqual({ fetch: ['a', 'b'], unrepairable: ['c'], replace: false });
   });
 
-  it('after the fetch, re-pushes what holds writes the server has not seen or that it lacks, never over a newer server delete', () => {
+  it('after the fetch and join, re-pushes what holds writes the server has not seen or that it lacks; a server delete the join applied is not re-pushed', () => {
     const server = edit('server', 1).state;
     const mine = edit('agent-1', 1, server, { a: 5 }).state;
     const none = (): undefined => undefined;
@@ -89,7 +89,8 @@ describe('verify repairs', () => {
     // A state decoded from the wire carries no view: it is computed before comparing.
     const fromWire: RecordState = { ...server, view: { ...server.view, status: 'absent', fields: {} } };
     expect(settleAfterFetch(['k'], () => server, () => fromWire, cfg)).toEqual({ repush: [], unrepaired: [] });
-    // The server deleted the record after everything this side wrote: the join applied the delete; no restatement.
+    // The server deleted the record after everything this side wrote: the join (before this decision)
+    // applied the delete; no restatement. (That the key is fetched and joined first is planVerifyFetch's part.)
     const deleted = makeLocalChange(mine, { op: 'delete' }, { origin: 'server', originSeq: 2, changeId: 'server-2', hlc: encodeHlc({ wallMs: 1_700_000_000_010, counter: 0, node: 'server' }), protocol: 1 }, cfg).state;
     expect(deleted.view.status).toBe('deleted');
     expect(settleAfterFetch(['k'], () => deleted, () => deleted, cfg)).toEqual({ repush: [], unrepaired: [] });
