@@ -19,7 +19,7 @@ import { randomFillSync } from 'node:crypto';
 import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isServerScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_CHANGE_FIELDS_BYTES, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, stateGrowthPastCap } from '@fleet/contracts';
+import { CollectionSchema, fieldNameProblem, FieldsSchema, fromWireRecord, isAgentId, isHostScope, isScope, isServerScope, isValidCollection, isValidFields, isValidKey, KeySchema, MAX_FIELDS_PER_CHANGE, PREPARED_ROW_WIDTH, prepareWireRows, PROTOCOL_VERSION, restatementOf, stateGrowthPastCap } from '@fleet/contracts';
 import type { PreparedWireRows, WireRecord } from '@fleet/contracts';
 import { FleetError, isFleetError } from '@fleet/errors';
 import {
@@ -241,41 +241,15 @@ function preparedRecord(ref: RecordRef, rows: readonly (string | null)[], o: num
   };
 }
 
-/**
- * The edits that restate a record's current state (`requeueForPush`): a delete for a tombstone; for a
- * live record, puts of every visible field and unsets of every field it holds a register for that is not
- * visible, in as few changes as one change's caps allow (fields plus unsets, and the fields' bytes).
- */
-export function restatementOf(state: RecordState): LocalEdit[] {
-  const view = state.view;
-  if (view.status !== 'live') return [{ op: 'delete' }];
-  const edits: LocalEdit[] = [];
-  let fields: [string, JsonValue][] = [];
-  let unset: string[] = [];
-  let bytes = 0;
-  const flush = (): void => {
-    edits.push({ op: 'put', fields: Object.fromEntries(fields), unset });
-    fields = [];
-    unset = [];
-    bytes = 0;
-  };
-  for (const [f, v] of Object.entries(view.fields)) {
-    const b = Buffer.byteLength(JSON.stringify(v), 'utf8');
-    if (fields.length + unset.length >= MAX_FIELDS_PER_CHANGE || bytes + b > MAX_CHANGE_FIELDS_BYTES) flush();
-    fields.push([f, v as JsonValue]);
-    bytes += b;
-  }
-  for (const f of Object.keys(state.fields)) {
-    if (has(view.fields, f)) continue;
-    if (fields.length + unset.length >= MAX_FIELDS_PER_CHANGE) flush();
-    unset.push(f);
-  }
-  if (fields.length + unset.length > 0 || edits.length === 0) flush();
-  return edits;
-}
-
 function sameRef(a: RecordRef, b: RecordRef): boolean {
   return a.scope === b.scope && a.collection === b.collection && a.key === b.key;
+}
+
+/** A state received from the server (stored text or object), decoded; it must be the state of its ref (FLEET_STATE_001). */
+function receivedState(item: { readonly ref: RecordRef; readonly state: string | RecordState }): RecordState {
+  const remote = decodeRecordState(item.state);
+  if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
+  return remote;
 }
 
 /** Two JSON texts (or nulls) of equal values, object keys in any order. */
@@ -405,6 +379,8 @@ export class SqliteLocalStore implements LocalStore {
     freezeOutbox: Database.Statement<[number]>;
     deleteOutboxId: Database.Statement<[string]>;
     failOutboxId: Database.Statement<[string, number, string]>;
+    getStored: Database.Statement<[string, string, string], { state: string; fields: string | null; hash: string; status: string; conflicted: number; vv: string }>;
+    deleteRecord: Database.Statement<[string, string, string]>;
     nextScope: Database.Statement<[string], { scope: string; collection: string }>;
     nextCollection: Database.Statement<[string, string], { scope: string; collection: string }>;
   };
@@ -458,6 +434,8 @@ export class SqliteLocalStore implements LocalStore {
       freezeOutbox: db.prepare('UPDATE outbox SET frozen = 1 WHERE frozen = 0 AND origin_seq <= ?'),
       deleteOutboxId: db.prepare('DELETE FROM outbox WHERE change_id = ?'),
       failOutboxId: db.prepare('UPDATE outbox SET attempts = attempts + 1, last_error = ?, last_attempt_at = ? WHERE change_id = ?'),
+      getStored: db.prepare('SELECT state, fields, hash, status, conflicted, vv FROM records WHERE scope = ? AND collection = ? AND key = ?'),
+      deleteRecord: db.prepare('DELETE FROM records WHERE scope = ? AND collection = ? AND key = ?'),
       nextScope: db.prepare('SELECT scope, collection FROM records WHERE scope > ? ORDER BY scope, collection LIMIT 1'),
       nextCollection: db.prepare('SELECT scope, collection FROM records WHERE scope = ? AND collection > ? ORDER BY scope, collection LIMIT 1'),
     };
@@ -1212,8 +1190,7 @@ export class SqliteLocalStore implements LocalStore {
       const receive = this.remoteClock(nowMs, acc);
       for (const item of items) {
         if ('state' in item) {
-          const remote = typeof item.state === 'string' ? decodeRecordState(item.state) : decodeRecordState(item.state as unknown);
-          if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
+          const remote = receivedState(item);
           this.joinRemoteState(remote, receive, acc);
         } else {
           const change = item;
@@ -1399,8 +1376,7 @@ export class SqliteLocalStore implements LocalStore {
       const receive = this.remoteClock(this.now(), { drifted: 0 });
       const gone: RecordRef[] = [...drop];
       for (const item of items) {
-        const remote = typeof item.state === 'string' ? decodeRecordState(item.state) : decodeRecordState(item.state as unknown);
-        if (!sameRef(remote.ref, item.ref)) throw new FleetError('FLEET_STATE_001', 'state is for another record than its ref', { details: { ref: item.ref, stateRef: remote.ref } });
+        const remote = receivedState(item);
         receive(maxHlcOf(remote));
         // Normalised and viewed under this store's strategies, like a record received for the first time.
         const next = mergeRecordStates(emptyRecord(remote.ref), remote, this.strategies);
@@ -1411,7 +1387,7 @@ export class SqliteLocalStore implements LocalStore {
         const encoded = encodeStoredState(next);
         const hash = recordHash(next);
         const fields = next.view.status === 'live' ? JSON.stringify(next.view.fields) : null;
-        const row = this.replaceStmts().get.get(remote.ref.scope, remote.ref.collection, remote.ref.key);
+        const row = this.st.getStored.get(remote.ref.scope, remote.ref.collection, remote.ref.key);
         if (
           row !== undefined &&
           row.state === encoded &&
@@ -1428,7 +1404,7 @@ export class SqliteLocalStore implements LocalStore {
         this.pending.push({ source: 'remote', ref: record.ref, record });
       }
       for (const ref of gone) {
-        if (this.replaceStmts().del.run(ref.scope, ref.collection, ref.key).changes === 0) continue;
+        if (this.st.deleteRecord.run(ref.scope, ref.collection, ref.key).changes === 0) continue;
         dropped += 1;
         const r = { scope: ref.scope, collection: ref.collection, key: ref.key };
         this.pending.push({ source: 'remote', ref: r, record: { ref: r, status: 'absent', fields: null, conflicted: false, hash: visibleHash(null), vv: {} } });
@@ -1439,18 +1415,6 @@ export class SqliteLocalStore implements LocalStore {
       }
       return { replaced, dropped };
     });
-  }
-
-  private replaceStmtsP:
-    | { get: Database.Statement<[string, string, string], { state: string; fields: string | null; hash: string; status: string; conflicted: number; vv: string }>; del: Database.Statement<[string, string, string]> }
-    | undefined;
-
-  private replaceStmts(): NonNullable<SqliteLocalStore['replaceStmtsP']> {
-    this.replaceStmtsP ??= {
-      get: this.db.prepare('SELECT state, fields, hash, status, conflicted, vv FROM records WHERE scope = ? AND collection = ? AND key = ?'),
-      del: this.db.prepare('DELETE FROM records WHERE scope = ? AND collection = ? AND key = ?'),
-    };
-    return this.replaceStmtsP;
   }
 
   /** `replaceFromServer`'s refusal: only server-owned scopes, never this agent's own. */

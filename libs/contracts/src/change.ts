@@ -2,10 +2,10 @@
  * The Change message: the wire form of sync-core's `Change`, and its decoder.
  */
 import { z } from 'zod';
-import { isHlcString, type Change, type LoggedChange, type VersionVector } from '@fleet/sync-core';
+import { isHlcString, type Change, type JsonValue, type LocalEdit, type LoggedChange, type RecordState, type VersionVector } from '@fleet/sync-core';
 import { checkProtocol, decodeWith, OVERSIZED, utf8ByteLength } from './codec';
 import { FieldsSchema, fieldNameProblem, isValidFields, stringProblem } from './json-value';
-import { MAX_COLLECTION_LENGTH, MAX_FIELDS_PER_CHANGE, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
+import { MAX_CHANGE_FIELDS_BYTES, MAX_COLLECTION_LENGTH, MAX_FIELDS_PER_CHANGE, MAX_HLC_LENGTH, MAX_KEY_BYTES, MAX_SCOPE_LENGTH, MAX_VV_ACTORS } from './limits';
 import { PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from './protocol';
 import { isAgentId, isOrigin, isScope } from './scope';
 
@@ -252,4 +252,37 @@ function fastDecode(input: unknown, logged: boolean): Change | LoggedChange | un
     ? { changeId, origin, originSeq, scope, collection, key, op, fields, unset: [...(unset as string[])], hlc, vv, hash, protocol }
     : { changeId, origin, originSeq, scope, collection, key, op, fields, hlc, vv, hash, protocol };
   return logged ? { ...out, seq: seq as number } : out;
+}
+
+/**
+ * The edits that restate a record's current state (a store's `requeueForPush`, after a verification): a delete for a tombstone; for a
+ * live record, puts of every visible field and unsets of every field it holds a register for that is not
+ * visible, in as few changes as one change's caps allow (fields plus unsets, and the fields' bytes).
+ */
+export function restatementOf(state: RecordState): LocalEdit[] {
+  const view = state.view;
+  if (view.status !== 'live') return [{ op: 'delete' }];
+  const edits: LocalEdit[] = [];
+  let fields: [string, JsonValue][] = [];
+  let unset: string[] = [];
+  let bytes = 0;
+  const flush = (): void => {
+    edits.push({ op: 'put', fields: Object.fromEntries(fields), unset });
+    fields = [];
+    unset = [];
+    bytes = 0;
+  };
+  for (const [f, v] of Object.entries(view.fields)) {
+    const b = utf8ByteLength(JSON.stringify(v));
+    if (fields.length + unset.length >= MAX_FIELDS_PER_CHANGE || bytes + b > MAX_CHANGE_FIELDS_BYTES) flush();
+    fields.push([f, v]);
+    bytes += b;
+  }
+  for (const f of Object.keys(state.fields)) {
+    if (Object.prototype.hasOwnProperty.call(view.fields, f)) continue;
+    if (fields.length + unset.length >= MAX_FIELDS_PER_CHANGE) flush();
+    unset.push(f);
+  }
+  if (fields.length + unset.length > 0 || edits.length === 0) flush();
+  return edits;
 }

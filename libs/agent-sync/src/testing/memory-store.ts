@@ -7,7 +7,7 @@
 import { randomFillSync } from 'node:crypto';
 import { emptyRecord, encodeHlc, formatUuidV7, makeLocalChange, mergeRecordStates, recordHash } from '@fleet/sync-core';
 import type { Change, Fields, LocalEdit, MerkleEntry, RecordRef, RecordState, StrategyConfig } from '@fleet/sync-core';
-import { isServerScope } from '@fleet/contracts';
+import { isServerScope, restatementOf } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
 import type { StoredCursor, SyncStore } from '../ports';
 
@@ -50,14 +50,13 @@ export class MemorySyncStore implements SyncStore {
     return change;
   }
 
-  /** Restates each held, unconflicted record of the host scope as a new local change (no chunking: test records are small). */
+  /** Restates each held, unconflicted record of the host scope as new local changes (contracts' `restatementOf`, as the SQLite store). */
   requeueForPush(refs: readonly RecordRef[]): number {
     let n = 0;
     for (const ref of refs) {
       const state = this.records.get(key(ref));
       if (ref.scope !== `host.${this.agentId}` || state === undefined || state.view.conflicted) continue;
-      const live = state.view.status === 'live';
-      this.write(ref, live ? { op: 'put', fields: state.view.fields, unset: Object.keys(state.fields).filter((f) => !Object.prototype.hasOwnProperty.call(state.view.fields, f)) } : { op: 'delete' });
+      for (const edit of restatementOf(state)) this.write(ref, edit);
       n++;
     }
     return n;
