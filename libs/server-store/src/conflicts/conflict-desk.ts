@@ -156,19 +156,21 @@ export class ConflictDesk {
     if (refs.size === 0) return { decisions: [], appended: [], decidedBefore };
     const config = this.writer.config;
     // The conflict rows are locked before the append lock (record locks -> conflict rows -> append lock).
-    let locked: Row[] = [];
+    // What the decision reads of a row: not its sides or outcome (jsonb documents, the largest part of
+    // reading a row, and the decision is made on the record's state at the log's head anyway).
+    let locked: Pick<Row, 'id' | 'conflict_key' | 'scope' | 'collection' | 'key' | 'status' | 'detected_at'>[] = [];
     const lockRows = async (tx: EntityManager): Promise<void> => {
       locked = (await tx.query(
-        `select ${COLUMNS} from conflicts
+        `select id, conflict_key, scope, collection, key, status, detected_at from conflicts
           where (scope, collection, key) in (select * from unnest($1::text[], $2::text[], $3::text[])) and status in ('open', 'pending')
           order by id for update`,
         [[...refs.values()].map((r) => r.scope), [...refs.values()].map((r) => r.collection), [...refs.values()].map((r) => r.key)],
-      )) as Row[];
+      )) as typeof locked;
     };
     // Decided before the append lock (`optimistic`), again under it if the records moved meanwhile: the
     // callback reads only `locked` (fetched once) and its own fresh lists, and overwrites the same rows.
     const { result, appended } = await this.writer.write([...refs.values()], async (ctx) => {
-      const byRecord = new Map<string, Row[]>();
+      const byRecord = new Map<string, (typeof locked)[number][]>();
       for (const r of locked) {
         const list = byRecord.get(refKey(r)) ?? [];
         list.push(r);

@@ -1,9 +1,9 @@
 import type { DataSource, EntityManager } from 'typeorm';
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import {
   applyChange,
   decodeRecordState,
-  formatUuidV7,
+  uuidV7Generator,
   emptyRecord,
   encodeHlc,
   hlcInit,
@@ -88,6 +88,8 @@ export class ServerWriter {
   private readonly now: () => number;
   private readonly protocol: number;
   private readonly lockTimeoutMs: number;
+  /** Change ids from a pool of random bytes (sync-core `uuidV7Generator`): one OS draw per 1,024 ids, not per id. */
+  private readonly newChangeId: () => string;
 
   constructor(
     private readonly ds: DataSource,
@@ -97,6 +99,7 @@ export class ServerWriter {
     this.now = options.now ?? (() => Date.now());
     this.protocol = options.protocol ?? PROTOCOL_V1;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+    this.newChangeId = uuidV7Generator(this.now, randomFillSync);
   }
 
   get config(): StrategyConfig {
@@ -189,7 +192,7 @@ export class ServerWriter {
     const seen = maxHlc(state);
     if (seen !== undefined) clock = hlcReceive(clock, seen, now).state;
     this.clock = clock;
-    return { originSeq, changeId: formatUuidV7(now, randomBytes(16)), hlc: encodeHlc(clock), protocol: this.protocol };
+    return { originSeq, changeId: this.newChangeId(), hlc: encodeHlc(clock), protocol: this.protocol };
   }
 }
 
