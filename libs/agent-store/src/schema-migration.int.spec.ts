@@ -222,3 +222,45 @@ describe('schema 2 -> 3 migration', () => {
     s.close();
   });
 });
+
+describe('capture.base (no version bump)', () => {
+  it('a store made before it gets the column and the new UPDATE trigger, starts a new backup chain; a row captured before stays a replace, one captured after is a patch', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    s.put(ref('r'), { a: 1, b: 1 });
+    s.backup({ full: true });
+    s.close();
+    // Back to the shape the previous version made: no column, the UPDATE trigger that captured a replace.
+    const old = new Database(join(dir, DB_FILE));
+    const oldTrigger = /CREATE TRIGGER IF NOT EXISTS visible_records_update[\s\S]*?END;/.exec(SCHEMA_V2)?.[0] as string;
+    old.exec(`DROP TRIGGER visible_records_update; ALTER TABLE capture DROP COLUMN base; ${oldTrigger}`);
+    expect(old.prepare("SELECT count(*) FROM meta WHERE k = 'backup_chain'").pluck().get()).toBe(1);
+    // Captured by the previous version: a replace of the whole record.
+    old.prepare("UPDATE visible_records SET fields = json_set(fields, '$.b', 2) WHERE key = 'r'").run();
+    old.close();
+
+    const m = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    const db = new Database(join(dir, DB_FILE));
+    try {
+      expect(db.prepare('SELECT name FROM pragma_table_info(?) WHERE name = ?').pluck().get('capture', 'base')).toBe('base');
+      expect(db.prepare("SELECT sql FROM sqlite_master WHERE name = 'visible_records_update'").pluck().get()).toContain('base');
+      expect(db.prepare("SELECT count(*) FROM meta WHERE k = 'backup_chain'").pluck().get()).toBe(0);
+      expect(db.prepare('SELECT count(*) FROM capture').pluck().get()).toBe(0); // processed at open
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    expect(m.get(ref('r'))?.fields).toEqual({ a: 1, b: 2 });
+    expect(m.peekOutbox(10).map((c) => [c.fields, c.unset ?? []])).toEqual([
+      [{ a: 1, b: 1 }, []],
+      [{ b: 2 }, []], // the replace wrote only what differed from the record then
+    ]);
+    // Captured now: a patch of what the statement changed.
+    db.prepare("UPDATE visible_records SET fields = json_remove(fields, '$.a') WHERE key = 'r'").run();
+    db.close();
+    expect(m.processCaptured().processed).toBe(1);
+    expect(m.peekOutbox(10).slice(2).map((c) => [c.fields, c.unset ?? []])).toEqual([[{}, ['a']]]);
+    expect(m.backup().kind).toBe('full'); // a new chain
+    m.close();
+  });
+});

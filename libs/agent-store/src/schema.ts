@@ -105,7 +105,11 @@ CREATE TABLE IF NOT EXISTS capture (
   key TEXT NOT NULL,
   op TEXT NOT NULL CHECK (op IN ('put', 'delete')),
   fields TEXT,
-  captured_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+  captured_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  -- An UPDATE of a record's fields: the fields it replaced (OLD.fields), so that only what the statement
+  -- changed becomes a change (a patch). NULL for an INSERT (a replace) and a delete. Added without a
+  -- schema version bump: an older agent ignores it and replaces, as it always did (openStore adds it).
+  base TEXT
 );
 
 CREATE TABLE IF NOT EXISTS capture_rejected (
@@ -144,7 +148,8 @@ BEGIN
   INSERT INTO capture (scope, collection, key, op, fields)
     SELECT OLD.scope, OLD.collection, OLD.key, 'delete', NULL
     WHERE NEW.scope IS NOT OLD.scope OR NEW.collection IS NOT OLD.collection OR NEW.key IS NOT OLD.key;
-  INSERT INTO capture (scope, collection, key, op, fields) VALUES (NEW.scope, NEW.collection, NEW.key, 'put', json(NEW.fields));
+  INSERT INTO capture (scope, collection, key, op, fields, base) VALUES (NEW.scope, NEW.collection, NEW.key, 'put', json(NEW.fields),
+    CASE WHEN NEW.scope IS OLD.scope AND NEW.collection IS OLD.collection AND NEW.key IS OLD.key THEN json(OLD.fields) END);
 END;
 
 CREATE TRIGGER IF NOT EXISTS visible_records_delete INSTEAD OF DELETE ON visible_records

@@ -198,6 +198,33 @@ describe('SqliteLocalStore on disk', () => {
     s.close();
   });
 
+  it('a captured UPDATE changes only what the statement changed: a pulled change of another field, made before the capture is processed, is kept', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT });
+    s.put(ref('r'), { a: 1, b: 1, gone: true, same: 's' });
+    const other = new Database(join(dir, DB_FILE));
+    other.pragma('busy_timeout = 5000');
+    // The program sets b, removes gone, and writes same with the value it already has.
+    other.prepare("UPDATE visible_records SET fields = json_remove(json_set(fields, '$.b', 2, '$.same', 's'), '$.gone') WHERE key = ?").run('r');
+    // Before the capture is processed, a pull brings the server's write of a (and a new field).
+    const mine = s.getState(ref('r')) as RecordState;
+    const server = makeLocalChange(mine, { op: 'put', fields: { a: 9, added: 'by server' } }, { origin: 'server', originSeq: 1, changeId: '0190a000-0000-7000-8000-0000000000aa', hlc: `${'9'.repeat(15)}-000000-server`, protocol: 1 }, { default: 'lww' }).state;
+    s.applyRemote([{ ref: ref('r'), state: server }], 1);
+    expect(s.processCaptured()).toEqual({ processed: 1, rejected: 0, remaining: 0 });
+    expect(s.get(ref('r'))?.fields).toEqual({ a: 9, b: 2, added: 'by server', same: 's' });
+    const [, captured] = s.peekOutbox(10);
+    expect(captured).toMatchObject({ op: 'put', fields: { b: 2 }, unset: ['gone'] });
+    // An UPDATE that changes nothing is no change; an INSERT is still a replace.
+    other.prepare("UPDATE visible_records SET fields = json_set(fields, '$.b', 2) WHERE key = ?").run('r');
+    expect(s.processCaptured()).toEqual({ processed: 1, rejected: 0, remaining: 0 });
+    expect(s.outboxSize()).toBe(2);
+    other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run(HOST, 'settings', 'r', '{"only": 1}');
+    s.processCaptured();
+    expect(s.get(ref('r'))?.fields).toEqual({ only: 1 });
+    other.close();
+    s.close();
+  });
+
   it('processes captured writes at open, and holds them while the outbox is full', () => {
     const dir = tempDir();
     let s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, outboxMax: 1, coalesceAbove: 1 });

@@ -188,6 +188,8 @@ interface CaptureRow {
   op: string;
   fields: string | null;
   captured_at: string;
+  /** The fields an UPDATE replaced (see schema.ts); NULL for an INSERT or a delete. */
+  base: string | null;
 }
 
 // ownFrom's default leaves nothing out: `open` sets the real value (see SyncState.ownFrom).
@@ -290,6 +292,18 @@ function migrateRecordStates(db: Database.Database): void {
   }
 }
 
+/** A captured `fields` text as an object; FLEET_AGENT_003 (the row is rejected) otherwise. */
+function capturedObject(text: string | null): Fields {
+  let value: unknown;
+  try {
+    value = JSON.parse(text ?? 'null');
+  } catch {
+    invalidWrite('captured fields are not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalidWrite('captured fields must be a JSON object');
+  return value as Fields;
+}
+
 function hasTable(db: Database.Database, schema: 'main' | 'inc', table: string): boolean {
   return db.prepare(`SELECT 1 FROM ${schema}.sqlite_master WHERE type = 'table' AND name = ?`).get(table) !== undefined;
 }
@@ -328,6 +342,22 @@ function migrateToRecordIds(db: Database.Database): void {
     DROP TABLE outbox_v2;
   `);
   db.prepare('DELETE FROM meta WHERE k = ?').run('backup_chain');
+}
+
+/**
+ * `capture.base`: an UPDATE through `visible_records` is captured with the fields it replaced, and becomes
+ * a patch of what it changed (`applyCaptured`). A store made before it gets the column, and the view's
+ * UPDATE trigger is replaced (SCHEMA_SQL recreates it). Starts a new backup chain: an incremental with
+ * the column cannot be applied onto a full backup without it. Rows captured before stay replaces.
+ */
+function migrateCaptureBase(db: Database.Database): void {
+  if (!hasTable(db, 'main', 'capture')) return;
+  if (!columnsOf(db, 'capture').has('base')) {
+    db.exec('ALTER TABLE capture ADD COLUMN base TEXT');
+    db.prepare('DELETE FROM meta WHERE k = ?').run('backup_chain');
+  }
+  const trigger = db.prepare<[], { sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'visible_records_update'").get();
+  if (trigger !== undefined && !trigger.sql.includes('base')) db.exec('DROP TRIGGER visible_records_update');
 }
 
 export class SqliteLocalStore implements LocalStore {
@@ -499,6 +529,7 @@ export class SqliteLocalStore implements LocalStore {
         // Migrations run on the old tables, before SCHEMA_SQL (whose indexes name version-3 columns).
         if (version !== undefined && Number(version) < 2) migrateRecordStates(db);
         if (version !== undefined && Number(version) < 3) migrateToRecordIds(db);
+        if (version !== undefined) migrateCaptureBase(db);
         db.exec(SCHEMA_SQL);
         hasMeta = true;
         if (version === undefined || Number(version) < SCHEMA_VERSION) put('schema_version', String(SCHEMA_VERSION));
@@ -1060,7 +1091,7 @@ export class SqliteLocalStore implements LocalStore {
       let rejected = 0;
       let stop = false;
       while (!stop) {
-        const rows = this.db.prepare<[number], CaptureRow>('SELECT seq, scope, collection, key, op, fields, captured_at FROM capture ORDER BY seq LIMIT ?').all(Math.min(limit - processed - rejected, 500));
+        const rows = this.db.prepare<[number], CaptureRow>('SELECT seq, scope, collection, key, op, fields, captured_at, base FROM capture ORDER BY seq LIMIT ?').all(Math.min(limit - processed - rejected, 500));
         if (rows.length === 0) break;
         this.transaction(() => {
           const del = this.db.prepare('DELETE FROM capture WHERE seq = ?');
@@ -1095,14 +1126,19 @@ export class SqliteLocalStore implements LocalStore {
       this.writeLocal(ref, 'delete', {}, [], 'captured');
       return;
     }
-    let fields: unknown;
-    try {
-      fields = JSON.parse(row.fields ?? 'null');
-    } catch {
-      invalidWrite('captured fields are not JSON');
+    const fields = capturedObject(row.fields);
+    if (row.base === null) {
+      this.writeLocal(ref, 'put', fields, [], 'captured'); // an INSERT: the record's fields are these
+      return;
     }
-    if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) invalidWrite('captured fields must be a JSON object');
-    this.writeLocal(ref, 'put', fields as Fields, [], 'captured');
+    // An UPDATE: only what the statement changed, against the fields it saw. Processed later, the
+    // record may hold newer values (a pull, another write) of the fields it left alone: a replace
+    // would write the old ones back over them.
+    const base = capturedObject(row.base);
+    const set = Object.fromEntries(Object.entries(fields).filter(([f, v]) => !has(base, f) || !jsonEquals(base[f] as JsonValue, v)));
+    const unset = Object.keys(base).filter((f) => !has(fields, f));
+    if (Object.keys(set).length === 0 && unset.length === 0) return; // the statement changed nothing
+    this.writeLocal(ref, 'patch', set, unset, 'captured');
   }
 
   // -------------------------------------------------------------------------------------------
