@@ -32,6 +32,11 @@ export const Headers = {
   OriginalStream: 'Fleet-Original-Stream',
   OriginalSequence: 'Fleet-Original-Sequence',
   DeliveryCount: 'Fleet-Delivery-Count',
+  /**
+   * On a dead letter stored cut short (the message with the dead letter's headers would not fit the
+   * server's max_payload): `<original bytes> sha256:<hex of the original>`. Such a dead letter is not replayable.
+   */
+  DeadLetterTruncated: 'Fleet-Dead-Letter-Truncated',
   /** On a message re-published from the dead-letter stream (`fleetctl replay`): `<dead-letter stream>:<its sequence there>`. */
   ReplayedFrom: 'Fleet-Replayed-From',
 } as const;

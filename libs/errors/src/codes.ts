@@ -282,8 +282,9 @@ export const ErrorCodes = {
   /**
    * This dead letter cannot be re-published as it is: its original subject is not one of the
    * namespace's streams (or is missing), or it is a change the change log already holds and a
-   * projection refused (FLEET_CHANGE_002: replaying it would only log a duplicate). Fix the cause at
-   * its origin, then discard the dead letter (`fleetctl replay discard`).
+   * projection refused (FLEET_CHANGE_002: replaying it would only log a duplicate), or it was stored
+   * cut short (`Fleet-Dead-Letter-Truncated`: with its headers it did not fit the server's max_payload).
+   * Fix the cause at its origin, then discard the dead letter (`fleetctl replay discard`).
    */
   FLEET_OPS_003: { name: 'NotReplayable', retryable: false, message: 'dead letter cannot be replayed' },
 } as const;

@@ -220,6 +220,31 @@ describe('batch mode', () => {
     expect(batches.flat().sort()).toEqual(['b0', 'b1', 'b2', 'b3', 'b4', 'b4']);
   });
 
+  it('a message refused for its size just under max_payload is dead-lettered cut short, not redelivered for ever', async () => {
+    const c = spec();
+    const jsm = await bus.jsm();
+    const max = bus.nc.info?.max_payload as number;
+    const big = new Uint8Array(max - 1024).fill(120);
+    const seq = (await bus.publish(c.subject, big)).seq;
+    const seen: number[] = [];
+    await bus.consumeBatch(
+      c,
+      async (msgs) => {
+        for (const m of msgs) seen.push(m.data.byteLength);
+        // The reason alone takes more room than the message has left: whole, the dead letter would not fit.
+        return { failures: new Map(msgs.map((m) => [m, new FleetError('FLEET_DECODE_004', `push of ${m.data.byteLength} bytes is too large; ${'x'.repeat(1500)}`)])) };
+      },
+      { batch: { size: 10, lingerMs: 20 }, backoff: fastBackoff },
+    );
+    await eventually(async () => (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0 && (await deadLetters()).some((d) => d.header.get(Headers.OriginalSequence) === String(seq)), 5000, 'dead-lettered');
+    const dl = (await deadLetters()).find((d) => d.header.get(Headers.OriginalSequence) === String(seq));
+    expect(dl?.header.get(Headers.RejectCode)).toBe('FLEET_DECODE_004');
+    expect(dl?.header.get(Headers.DeadLetterTruncated)).toMatch(new RegExp(`^${big.byteLength} sha256:[0-9a-f]{64}$`));
+    expect(dl!.data.byteLength).toBeLessThan(big.byteLength);
+    expect(Buffer.from(dl!.data).equals(Buffer.from(big.subarray(0, dl!.data.byteLength)))).toBe(true);
+    expect(seen).toEqual([big.byteLength]); // termed after the dead letter: delivered once
+  });
+
   it('a thrown error fails the whole batch (all redelivered)', async () => {
     const c = spec();
     const jsm = await bus.jsm();

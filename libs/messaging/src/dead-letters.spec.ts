@@ -35,6 +35,11 @@ describe('dead-letter replay rules', () => {
     expect(replayPlan(s, log, 0)).toMatchObject({ ok: false, why: expect.stringContaining('only parts of pushed batches') });
   });
 
+  it('refuses a dead letter stored cut short', () => {
+    const h = headers({ [Headers.OriginalSubject]: s.push('host-1'), [Headers.OriginalStream]: s.streams.push, [Headers.DeadLetterTruncated]: '1048000 sha256:ab' });
+    expect(replayPlan(s, h, null)).toMatchObject({ ok: false, why: expect.stringContaining('cut short (the original and its hash: 1048000 sha256:ab)') });
+  });
+
   it('refuses what a replay cannot fix or must not reach', () => {
     // version-vector's refused change: on the push subject, but from the log itself
     const refused = headers({ [Headers.OriginalSubject]: s.push('host-1'), [Headers.OriginalStream]: 'change-log' });

@@ -49,6 +49,8 @@ export function replayPlan(s: Subjects, header: (k: string) => string | undefine
   const subject = header(Headers.OriginalSubject);
   const from = header(Headers.OriginalStream);
   if (subject === undefined) return { ok: false, why: `no ${Headers.OriginalSubject} header: not written by the fleet's dead-lettering` };
+  const truncated = header(Headers.DeadLetterTruncated);
+  if (truncated !== undefined) return { ok: false, why: `stored cut short (the original and its hash: ${truncated}), as it did not fit the server's max_payload with the dead letter's headers: it cannot be re-published` };
   const stream = streamOfSubject(s, subject);
   if (stream === undefined) {
     return {

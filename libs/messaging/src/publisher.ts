@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { jetstream, JetStreamApiError, type JetStreamClient, type JetStreamPublishOptions } from '@nats-io/jetstream';
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
 import { SpanKind } from '@opentelemetry/api';
@@ -224,13 +225,45 @@ export class NatsPublisher {
     part?: number,
   ): Promise<PublishAck> {
     const h = natsHeaders();
-    for (const [k, v] of deadLetterHeaders(original, code, reason, origin)) h.append(k, v);
+    const headers = deadLetterHeaders(original, code, reason, origin);
+    const msgID = deadLetterMsgId(origin.stream, origin.streamSequence, part);
     const subject = this.subjects.deadLetter(origin.stream);
+    // A message refused for its size can sit just under max_payload; with the dead letter's headers
+    // added it would not fit, the publish would fail for ever and the message be redelivered for ever.
+    // So it is stored cut short, saying so (length and hash of the original): the reason is the point.
+    const cut = fitDeadLetter(payload, headers, msgID, this.nc.info?.max_payload);
+    for (const [k, v] of cut.headers) h.append(k, v);
     try {
-      const ack = await this.js.publish(subject, payload, { headers: h, msgID: deadLetterMsgId(origin.stream, origin.streamSequence, part) });
+      const ack = await this.js.publish(subject, cut.payload, { headers: h, msgID });
       return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate };
     } catch (e) {
       throw new FleetError('FLEET_INFRA_001', `dead-letter to ${subject}: ${describeError(e)}`, { cause: e });
     }
   }
+}
+
+/** Bytes a header block takes on the wire: `NATS/1.0\r\n`, `k: v\r\n` per value, `\r\n`. */
+function headerBytes(headers: readonly (readonly [string, string])[]): number {
+  let n = 12;
+  for (const [k, v] of headers) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 4;
+  return n;
+}
+
+/**
+ * The dead letter as it can be stored: whole when payload and headers fit `maxPayload` (with a margin
+ * for what the client adds), else the payload cut to fit and `Fleet-Dead-Letter-Truncated` added.
+ * Pure; exported for its unit test.
+ */
+export function fitDeadLetter(
+  payload: Uint8Array,
+  headers: readonly (readonly [string, string])[],
+  msgId: string,
+  maxPayload: number | undefined,
+): { payload: Uint8Array; headers: Array<readonly [string, string]> } {
+  const all: Array<readonly [string, string]> = [...headers, ['Nats-Msg-Id', msgId]];
+  const margin = 256;
+  if (maxPayload === undefined || payload.byteLength + headerBytes(all) + margin <= maxPayload) return { payload, headers: [...headers] };
+  const marker = [Headers.DeadLetterTruncated, `${payload.byteLength} sha256:${createHash('sha256').update(payload).digest('hex')}`] as const;
+  const room = Math.max(0, maxPayload - headerBytes([...all, marker]) - margin);
+  return { payload: payload.subarray(0, room), headers: [...headers, marker] };
 }
