@@ -612,6 +612,19 @@ describe('connection state machine', () => {
     expect(p.effects.filter((e) => e.type === 'synced').at(-1)).toEqual({ type: 'synced', kind: 'sync', status: { ...EMPTY, changesPushed: 1, changesPulled: 1 } });
   });
 
+  it('a nudge during a page with more to come is kept until the last page, then pulled for once more (the next page may have been read ahead, before the nudge)', () => {
+    const h = reach('pulling');
+    h.send({ type: 'nudge' });
+    h.succeed(true); // more to come: the next page (perhaps a read-ahead from before the nudge)
+    expect(h.m.state).toBe('pulling');
+    expect(h.m.ctx.pullRequested).toBe(true);
+    h.succeed(false); // the last page: the nudge is still owed
+    expect(h.m.state).toBe('pulling');
+    h.succeed(false);
+    expect(h.m.state).toBe('idle');
+    expect(h.effects.filter((e) => e.type === 'run' && e.op === 'pull')).toHaveLength(4);
+  });
+
   it('an outbox change during a pull is pushed after it', () => {
     const h = reach('pulling');
     h.send({ type: 'outbox-changed' });

@@ -494,8 +494,12 @@ const pullPage =
       cycleLatencyMs: Math.max(ctx.cycleLatencyMs, e.latencyMs),
     };
     if (!c.online) return settle({ ...c, pullRequested: c.pullRequested || e.hasMore }, env);
-    // A nudge during the pull may announce changes after this page's snapshot: pull once more.
-    if (e.hasMore || c.pullRequested) return to(state, { ...c, pullRequested: false }, run('pull'));
+    // A nudge during the pull may announce changes after this page's snapshot: pull once more. Kept
+    // across pages with more to come: the next page may have been read ahead, before the nudge
+    // (the sync manager asks for page k+1 as page k arrives), so only a pull after the last page
+    // is sure to see what the nudge announced.
+    if (e.hasMore) return to(state, c, run('pull'));
+    if (c.pullRequested) return to(state, { ...c, pullRequested: false }, run('pull'));
     return finishPull(c, env);
   };
 const pullFailed =
