@@ -428,6 +428,32 @@ describe('SqliteLocalStore on disk', () => {
     s.close();
   });
 
+  it('a coalescing that fails half-way (the run deleted, the merged row refused) rolls the transaction back even if its caller swallows the error', () => {
+    const dir = tempDir();
+    const s = SqliteLocalStore.open({ dataDir: dir, agentId: AGENT, coalesceAbove: 2 });
+    s.put(ref('r'), { boom: 1 });
+    s.put(ref('r'), { boom: 1, a: 2 }); // two unsent rows of r: coalesced at the next write past the bound
+    // Stands in for a full disk: the merged row's insert fails, after the run was deleted.
+    const other = new Database(join(dir, DB_FILE));
+    other.exec(`CREATE TRIGGER fail_merged BEFORE INSERT ON outbox WHEN NEW.change LIKE '%"a":2%' AND NEW.change LIKE '%"boom":1%' BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END`);
+    other.close();
+    const before = s.peekOutbox(0).length + s.outboxSize();
+    expect(before).toBe(2);
+    expect(() =>
+      s.transaction(() => {
+        try {
+          s.put(ref('x'), { v: 1 });
+        } catch {
+          // swallowed by the caller
+        }
+      }),
+    ).toThrow(/failed part-way/);
+    expect(s.outboxSize()).toBe(2); // r's two rows are still there
+    expect(s.peekOutbox(10).map((c) => c.key)).toEqual(['r', 'r']);
+    expect(s.get(ref('x'))).toBeNull();
+    s.close();
+  });
+
   it('loses nothing and applies nothing twice when the process is killed mid-way (SIGKILL)', () => {
     const dir = tempDir();
     const script = join(tempDir(), 'crash.ts');

@@ -982,21 +982,28 @@ export class SqliteLocalStore implements LocalStore {
     const merged = coalesce(changes);
     if (merged.length >= rows.length || !merged.every(fitsOneChange)) return 0;
     const createdAt = Math.min(...rows.map((r) => r.created_at));
-    for (const r of rows) this.st.deleteOutboxSeq.run(r.origin_seq);
-    for (const c of merged) this.st.insertOutbox.run(c.originSeq, c.changeId, id, c.scope, c.collection, c.key, changeText(c), createdAt);
-    let state = this.loadState(ref);
-    const before = recordHash(state);
-    let changed = false;
-    for (const c of merged) {
-      const r = applyChange(state, c, this.strategies);
-      if (r.changed) {
-        state = r.state;
-        changed = true;
+    try {
+      for (const r of rows) this.st.deleteOutboxSeq.run(r.origin_seq);
+      for (const c of merged) this.st.insertOutbox.run(c.originSeq, c.changeId, id, c.scope, c.collection, c.key, changeText(c), createdAt);
+      let state = this.loadState(ref);
+      const before = recordHash(state);
+      let changed = false;
+      for (const c of merged) {
+        const r = applyChange(state, c, this.strategies);
+        if (r.changed) {
+          state = r.state;
+          changed = true;
+        }
       }
-    }
-    if (changed) {
-      const record = this.saveState(state);
-      if (record.hash !== before) this.pending.push({ source: 'local', ref: record.ref, record });
+      if (changed) {
+        const record = this.saveState(state);
+        if (record.hash !== before) this.pending.push({ source: 'local', ref: record.ref, record });
+      }
+    } catch (e) {
+      // Half done (the run deleted, the merged rows not all written: a full disk): the enclosing
+      // transaction must not commit, even if its caller swallows this (as in writeLocal).
+      this.poisoned = true;
+      throw e;
     }
     const saved = rows.length - merged.length;
     this.outboxCount -= saved;
