@@ -36,7 +36,7 @@ export interface PullOptions {
   readonly compressAbove?: number;
   /** gzip level: 1 (fastest) .. 9. Default 1, see docs/delta-calculator.md. */
   readonly gzipLevel?: number;
-  /** Room left under max_payload for headers (trace context, encoding). Default 4 KiB. */
+  /** Room left under max_payload for headers (next cursor, trace context, encoding). Default `PULL_HEADER_ROOM`. */
   readonly headerRoom?: number;
   /** Log entries (or resync records) read per page when the request gives no limit. */
   readonly defaultLimit?: number;
@@ -79,6 +79,15 @@ function withNextCursor(r: EncodedReply): EncodedReply {
 
 const KiB = 1024;
 
+/**
+ * Room under max_payload for a reply's headers: nats.js counts them against it. The largest is
+ * `Fleet-Next-Cursor`, a resync or snapshot position naming its last key (contracts' `RESYNC_CURSOR`:
+ * up to ~4.6 KB for a 512-byte key of control characters), beside the encoding and the trace context
+ * (`traceparent`, `tracestate` up to 512 bytes). 4 KiB was too little for such a cursor: the page
+ * whose body came within ~450 bytes of the budget failed to publish, every time it was asked for.
+ */
+export const PULL_HEADER_ROOM = 8 * KiB;
+
 /** A snapshot page read ahead is kept this long for the agent's request (a replica that did not get it drops it). */
 const SNAPSHOT_READ_AHEAD_MS = 10_000;
 /** At most this many snapshot pages read ahead at once (one per agent pulling a snapshot from this replica). */
@@ -118,7 +127,7 @@ export class PullService {
   ) {
     this.compressAbove = opts.compressAbove ?? 8 * KiB;
     this.gzipLevel = opts.gzipLevel ?? 1;
-    this.headerRoom = opts.headerRoom ?? 4 * KiB;
+    this.headerRoom = opts.headerRoom ?? PULL_HEADER_ROOM;
     this.defaultLimit = opts.defaultLimit ?? MAX_PULL_LIMIT;
     this.snapshotLimit = Math.min(opts.snapshotLimit ?? MAX_SNAPSHOT_PAGE_RECORDS, MAX_SNAPSHOT_PAGE_RECORDS);
     this.snapshotReadAhead = opts.snapshotReadAhead ?? true;
