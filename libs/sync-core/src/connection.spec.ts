@@ -71,8 +71,8 @@ class Harness {
   link = false;
   /** A `connected` came after the link was down, and no `reconnect` sync has been reported since. */
   reconnectDue = false;
-  constructor(public now = 1_000_000) {
-    const init = initialConnection(env(now));
+  constructor(opts: { verifyPending?: boolean } = {}, public now = 1_000_000) {
+    const init = initialConnection(env(now), opts);
     this.m = init.machine;
     this.apply(init.effects, undefined);
   }
@@ -139,7 +139,8 @@ class Harness {
       // Independent failure domains, work-conserving: at rest, nothing is owed that is not waiting for its OWN retry.
       expect(c.pushRequested && c.retryAtMs.push === null).toBe(false);
       expect((c.pullRequested || c.reconnectOwed) && c.retryAtMs.pull === null).toBe(false);
-      expect((c.verifyPending || this.now >= c.nextVerifyAtMs) && c.retryAtMs.verify === null).toBe(false);
+      // A verification owed may also wait for a pull that is owed (its retry): it verifies what was pulled.
+      expect((c.verifyPending || this.now >= c.nextVerifyAtMs) && c.retryAtMs.verify === null && !(c.pullRequested || c.reconnectOwed)).toBe(false);
       // backoff exactly while a retry is pending; pulls never stop (a retry or the periodic sync is scheduled).
       const retries = [c.retryAtMs.push, c.retryAtMs.pull, c.retryAtMs.verify].filter((t): t is number => t !== null);
       expect(this.m.state === 'backoff').toBe(retries.length > 0);
@@ -265,11 +266,12 @@ const EXPECTED: { readonly [S in ConnectionState]: Row } = {
     'verify-needed': 'verifying', 'verify-done': 'idle', 'verify-failed': 'idle', stop: 'stopped',
   },
   // The reconnect's pull is backing off: a nudge waits for its retry; an outbox change pushes at once
-  // (still in `reconciling`: the reconnect is owed); verification is its own domain.
+  // (still in `reconciling`: the reconnect is owed); a verification waits for the owed pull (it
+  // verifies what was pulled, and after a restore it releases the held writes).
   backoff: {
     connected: 'backoff', disconnected: 'offline', nudge: 'backoff', 'outbox-changed': 'reconciling', timer: 'reconciling',
     'push-acked': 'backoff', 'push-failed': 'backoff', 'pull-page': 'backoff', 'pull-failed': 'backoff',
-    'verify-needed': 'verifying', 'verify-done': 'backoff', 'verify-failed': 'backoff', stop: 'stopped',
+    'verify-needed': 'backoff', 'verify-done': 'backoff', 'verify-failed': 'backoff', stop: 'stopped',
   },
   verifying: {
     connected: 'verifying', disconnected: 'verifying', nudge: 'verifying', 'outbox-changed': 'verifying', timer: 'verifying',
@@ -623,6 +625,20 @@ describe('connection state machine', () => {
     h.succeed(false);
     expect(h.m.state).toBe('idle');
     expect(h.effects.filter((e) => e.type === 'run' && e.op === 'pull')).toHaveLength(4);
+  });
+
+  it('a verification owed (after a restore) waits for the pull: a failing first pull does not let it run and release the held writes', () => {
+    const h = new Harness({ verifyPending: true });
+    h.send({ type: 'connected' });
+    h.succeed(); // push
+    expect(h.inFlight).toBe('pull');
+    h.fail(); // the first pull fails: backoff, the pull owed
+    expect(h.m.state).toBe('backoff');
+    expect(h.effects.some((e) => e.type === 'run' && e.op === 'verify')).toBe(false);
+    h.fireTimer(); // the pull's retry
+    expect(h.inFlight).toBe('pull');
+    h.succeed(false); // pulled: now the verification
+    expect(h.inFlight).toBe('verify');
   });
 
   it('an outbox change during a pull is pushed after it', () => {

@@ -293,8 +293,15 @@ function owed(ctx: ConnectionContext, op: Operation, env: ConnectionEnv): boolea
   }
 }
 
-/** Owed and not waiting for its own retry deadline: the only thing that gates an operation (besides the link and the one-at-a-time rule). */
+/**
+ * Owed and not waiting for its own retry deadline: the only thing that gates an operation (besides the
+ * link and the one-at-a-time rule), except that a verification waits for any pull that is owed: it
+ * compares with the server what the store holds once pulled, and after a restore its completion is
+ * what releases the held local writes (docs/agent.md), which must not happen before the agent has
+ * pulled what the server holds of its own scope (a pull failing and in backoff included).
+ */
 function runnable(ctx: ConnectionContext, op: Operation, env: ConnectionEnv): boolean {
+  if (op === 'verify' && owed(ctx, 'pull', env)) return false;
   return owed(ctx, op, env) && ctx.retryAtMs[op] === null;
 }
 
