@@ -23,6 +23,10 @@ import { appendInBatches, ServerChanges } from '@fleet/delta/src/testing/server-
 import { createDeltaApp } from './bootstrap';
 import { deltaConfig } from './config';
 
+// Three tests move 100,000 records through the service: ~50 s alone, and more beside the rest of the
+// suite's workers on a 2-core machine. A guard against a hang, not a speed check (that is bench/pull).
+jest.setTimeout(180_000);
+
 const s = testNamespace('dc');
 const OPERATOR_TOKEN = 'delta-operator-token-for-tests';
 let db: TestDatabase;

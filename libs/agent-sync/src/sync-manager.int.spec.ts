@@ -438,6 +438,19 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     expect(reports).toContainEqual({ type: 'verified', violations: 2, repaired: 0 });
   });
 
+  it('verification of a store that lost 12,000 records: the exchanges are cut to bounded messages and resumed from where each stopped, until every record is back', async () => {
+    for (let i = 0; i < 12_000; i++) server.write(FLEET(`k${i}`), { i });
+    server.log = []; // compacted away: only verification can find them
+    const store = new MemorySyncStore(AGENT);
+    store.needsVerification = true;
+    const m = manager(store, { verifyTargets: [{ scope: 'fleet', collection: 'settings' }], requestTimeoutMs: 10_000 });
+    m.start();
+    await eventually(() => !store.needsVerification, 50_000, 'verification');
+    expect(m.lastVerify[0]).toMatchObject({ missingHere: 12_000, fetched: 12_000, missingThere: 0, differing: 0, unrepaired: [] });
+    expect(m.lastVerify[0]!.roundTrips).toBeGreaterThan(3); // one exchange is 3 round trips: it took several
+    for (const i of [0, 4_321, 11_999]) expect(store.getState(FLEET(`k${i}`))?.view.fields).toEqual({ i });
+  });
+
   it('verification repairs both ways in the host scope: fetches what is missing here, re-pushes (restated) what the server lacks or holds older, a tombstone included; a manual conflict is reported, not settled', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'sync-verify-'));
     const strategy = { default: 'lww' as const, collections: { notes: { strategy: 'manual' as const } } };

@@ -31,6 +31,7 @@ import type {
   ConnectionEffect,
   ConnectionEvent,
   ConnectionMachine,
+  MerkleDiff,
   RecordRef,
   RecordState,
   RemoteRecord,
@@ -564,25 +565,41 @@ export class SyncManager {
     };
   }
 
+  /**
+   * One (scope, collection): exchanges with the server and repairs what they found. An exchange whose
+   * messages had to be cut (thousands of differing buckets: a store that lost many records) ends with
+   * the first bucket it did not compare; the next one starts there, until one is not cut. The tree is
+   * built once: each pass compares buckets the earlier passes' repairs did not touch.
+   */
   private async verifyOne(target: VerifyTarget): Promise<VerifyReport> {
     const { scope, collection } = target;
     const tree = MerkleTree.build(liveMerkleEntries(this.o.store.merkleEntries(scope, collection)));
-    const start = startVerify(tree);
-    let state = start.state;
-    let request = start.request;
-    let diff;
-    let roundTrips;
-    for (;;) {
-      const response = decodeMerkleReply(await this.request(this.s.merkle(this.agentId), buildMerkleRequest(this.agentId, scope, collection, request)));
-      const step = stepVerify(state, response);
-      if (step.done) {
-        diff = step.result;
-        roundTrips = step.roundTrips;
-        break;
+    const counts = ['missingHere', 'missingThere', 'differing', 'fetched', 'repushed', 'replaced', 'dropped', 'roundTrips'] as const;
+    const total: Record<(typeof counts)[number], number> = { missingHere: 0, missingThere: 0, differing: 0, fetched: 0, repushed: 0, replaced: 0, dropped: 0, roundTrips: 0 };
+    const unrepaired: string[] = [];
+    let from: number | undefined = 0;
+    while (from !== undefined) {
+      const start = startVerify(tree, { from });
+      let state = start.state;
+      let request = start.request;
+      let step;
+      for (;;) {
+        const response = decodeMerkleReply(await this.request(this.s.merkle(this.agentId), buildMerkleRequest(this.agentId, scope, collection, request)));
+        step = stepVerify(state, response);
+        if (step.done) break;
+        state = step.state;
+        request = step.request;
       }
-      state = step.state;
-      request = step.request;
+      const pass = { ...(await this.repair(scope, collection, step.result)), roundTrips: step.roundTrips };
+      for (const k of counts) total[k] += pass[k];
+      unrepaired.push(...pass.unrepaired);
+      from = step.next;
     }
+    return { target, ...total, unrepaired: unrepaired.sort() };
+  }
+
+  /** Repairs what one exchange found (fetch, join or replace, re-push); its part of the report. */
+  private async repair(scope: string, collection: string, diff: MerkleDiff): Promise<Omit<VerifyReport, 'target' | 'roundTrips'>> {
     const writable = scope === `host.${this.agentId}`;
     const plan = planVerifyFetch(diff, writable, isServerScope(scope));
     const ref = (key: string): RecordRef => ({ scope, collection, key });
@@ -621,7 +638,6 @@ export class SyncManager {
     const unrepaired = [...plan.unrepairable, ...settled.unrepaired];
     const repushed = settled.repush.length > 0 ? this.o.store.requeueForPush(settled.repush.map(ref)) : 0;
     return {
-      target,
       missingHere: diff.missingHere.length,
       missingThere: diff.missingThere.length,
       differing: diff.differing.length,
@@ -629,8 +645,7 @@ export class SyncManager {
       repushed,
       replaced,
       dropped,
-      unrepaired: unrepaired.sort(),
-      roundTrips,
+      unrepaired,
     };
   }
 }

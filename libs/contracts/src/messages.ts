@@ -410,6 +410,7 @@ export const MerkleVerifyRequestSchema = z.discriminatedUnion('t', [
     level: PositiveIntSchema,
     parents: NodeIndexesSchema,
     digests: Base64UrlSchema,
+    from: NonNegativeIntSchema.exactOptional(),
   }),
   z.strictObject({ t: z.literal('entries'), v: PositiveIntSchema, depth: PositiveIntSchema, buckets: NodeIndexesSchema, counts: NodeIndexesSchema, entries: Base64UrlSchema }),
 ]);
@@ -430,9 +431,16 @@ export function decodeMerkleRequest(bytes: Uint8Array): MerkleRequest {
 
 export const MerkleVerifyResponseSchema = z.discriminatedUnion('t', [
   z.strictObject({ t: z.literal('equal') }),
-  z.strictObject({ t: z.literal('digests'), level: PositiveIntSchema, parents: NodeIndexesSchema, digests: Base64UrlSchema }),
-  z.strictObject({ t: z.literal('listing'), buckets: NodeIndexesSchema, counts: NodeIndexesSchema, keys: z.array(KeySchema).max(1_000_000), hashes: z.string().regex(/^[A-Za-z0-9_-]*$/) }),
-  z.strictObject({ t: z.literal('result'), missingHere: z.array(KeySchema).max(1_000_000), missingThere: NodeIndexesSchema, differing: NodeIndexesSchema }),
+  z.strictObject({ t: z.literal('digests'), level: PositiveIntSchema, parents: NodeIndexesSchema, digests: Base64UrlSchema, more: z.literal(true).exactOptional() }),
+  z.strictObject({
+    t: z.literal('listing'),
+    buckets: NodeIndexesSchema,
+    counts: NodeIndexesSchema,
+    keys: z.array(KeySchema).max(1_000_000),
+    hashes: z.string().regex(/^[A-Za-z0-9_-]*$/),
+    more: z.literal(true).exactOptional(),
+  }),
+  z.strictObject({ t: z.literal('result'), missingHere: z.array(KeySchema).max(1_000_000), missingThere: NodeIndexesSchema, differing: NodeIndexesSchema, compared: PositiveIntSchema.exactOptional() }),
 ]);
 
 export const MerkleResponseSchema = z.strictObject({ protocol: ProtocolSchema, msg: MerkleVerifyResponseSchema });

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { MerkleTree } from './merkle';
 import type { MerkleEntry } from './merkle';
 import { answerVerify, diffTrees, startVerify, stepVerify } from './merkle-verify';
-import type { MerkleDiff, MerkleVerifyRequest, MerkleVerifyResponse } from './merkle-verify';
+import type { MerkleDiff, MerkleLimits, MerkleVerifyRequest, MerkleVerifyResponse } from './merkle-verify';
 
 const rh = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -17,24 +17,49 @@ function expectedDiff(here: Map<string, string>, there: Map<string, string>): Me
 
 const toEntries = (m: Map<string, string>): MerkleEntry[] => [...m].map(([key, recordHash]) => ({ key, recordHash }));
 
-/** Runs the exchange through JSON, as the wire would, and counts the bytes. */
-function exchange(here: MerkleTree, there: MerkleTree): { result: MerkleDiff; roundTrips: number; bytes: number } {
+/** Runs the exchange through JSON, as the wire would, and counts the bytes (and the largest message). */
+function exchange(
+  here: MerkleTree,
+  there: MerkleTree,
+  opts: { from?: number; limits?: MerkleLimits } = {},
+): { result: MerkleDiff; roundTrips: number; bytes: number; largest: number; next: number | undefined } {
   let bytes = 0;
+  let largest = 0;
   const wire = <T>(m: T): T => {
     const s = JSON.stringify(m);
     bytes += Buffer.byteLength(s);
+    largest = Math.max(largest, Buffer.byteLength(s));
     return JSON.parse(s) as T;
   };
-  const start = startVerify(here);
+  const start = startVerify(here, opts);
   let state = start.state;
   let request = wire<MerkleVerifyRequest>(start.request);
   for (;;) {
-    const response = wire<MerkleVerifyResponse>(answerVerify(there, request));
+    const response = wire<MerkleVerifyResponse>(answerVerify(there, request, opts.limits));
     const step = stepVerify(state, response);
-    if (step.done) return { result: step.result, roundTrips: step.roundTrips, bytes };
+    if (step.done) return { result: step.result, roundTrips: step.roundTrips, bytes, largest, next: step.next };
     state = step.state;
     request = wire(step.request);
   }
+}
+
+/** Exchanges from bucket 0, then from each `next`, until one is not cut: the union of their diffs. */
+function exchangeAll(here: MerkleTree, there: MerkleTree, limits?: MerkleLimits): { result: MerkleDiff; passes: number; largest: number } {
+  const union = { missingHere: new Set<string>(), missingThere: new Set<string>(), differing: new Set<string>() };
+  let from: number | undefined = 0;
+  let passes = 0;
+  let largest = 0;
+  while (from !== undefined) {
+    const r = exchange(here, there, { from, ...(limits === undefined ? {} : { limits }) });
+    passes += 1;
+    largest = Math.max(largest, r.largest);
+    for (const k of r.result.missingHere) union.missingHere.add(k);
+    for (const k of r.result.missingThere) union.missingThere.add(k);
+    for (const k of r.result.differing) union.differing.add(k);
+    if (r.next !== undefined) expect(r.next).toBeGreaterThan(from); // every pass gets further
+    from = r.next;
+  }
+  return { result: { missingHere: [...union.missingHere].sort(), missingThere: [...union.missingThere].sort(), differing: [...union.differing].sort() }, passes, largest };
 }
 
 describe('Merkle verify exchange', () => {
@@ -73,6 +98,38 @@ describe('Merkle verify exchange', () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it('property: with messages cut to tiny limits, the passes from each `next` report exactly the keys that differ', () => {
+    fc.assert(
+      fc.property(sideArb, sideArb, fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 300 }), (a, b, depth, maxParents, maxListBytes) => {
+        const here = new Map(Object.entries(a).map(([k, v]) => [k, rh(String(v))]));
+        const there = new Map(Object.entries(b).map(([k, v]) => [k, rh(String(v))]));
+        const { result } = exchangeAll(MerkleTree.build(toEntries(here), { depth }), MerkleTree.build(toEntries(there), { depth }), { maxParents, maxListBytes });
+        expect(result).toEqual(expectedDiff(here, there));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('a side that lost 60,000 of 100,000 records: every message stays under 256 KiB, the passes find every one', () => {
+    const entries: MerkleEntry[] = [];
+    for (let i = 0; i < 100_000; i++) entries.push({ key: `inventory/package-${i}`, recordHash: rh(String(i)) });
+    const server = MerkleTree.build(entries);
+    const agent = MerkleTree.build(entries.filter((_, i) => i % 5 >= 3)); // 40,000 left
+    const one = exchange(agent, server);
+    expect(one.next).toBeDefined(); // one exchange could not carry it all
+    expect(one.largest).toBeLessThan(256 * 1024);
+    const all = exchangeAll(agent, server);
+    expect(all.result.missingHere).toHaveLength(60_000);
+    expect(all.result.missingThere).toEqual([]);
+    expect(all.result.differing).toEqual([]);
+    expect(all.largest).toBeLessThan(256 * 1024);
+    expect(all.passes).toBeGreaterThan(1);
+    // The other way round: the agent holds 60,000 the server lacks.
+    const back = exchangeAll(server, agent);
+    expect(back.result.missingThere).toHaveLength(60_000);
+    expect(back.largest).toBeLessThan(256 * 1024);
   });
 
   it('stops after one round trip when the roots match', () => {

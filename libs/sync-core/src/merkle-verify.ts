@@ -15,6 +15,14 @@
  *   initiator compares it with its own.
  * Depth 4 takes 3 round trips; bytes grow with the number of differing buckets, not the data.
  *
+ * Bounded messages: a side that lost thousands of records differs in thousands of buckets, and one
+ * listing of them all would not fit a message. Each side sends at most `maxParents` nodes of a level
+ * and `maxListBytes` of listing (whole buckets, at least one), in bucket order, and a responder that
+ * cut its answer says so (`more`, or `compared` for a result). The exchange then ends with `next`,
+ * the first bucket it did not compare: the initiator repairs what it found and runs another exchange
+ * from there (`startVerify(tree, { from: next })`), which skips every node below `from`. Each pass
+ * compares at least one bucket more, so the passes end.
+ *
  * Truncation: below the root, digests travel as their first 8 bytes. A false "equal" needs two
  * different 256-bit digests to agree on 64 bits by chance (2^-64 per differing node; the digests are
  * sha256 outputs or sums of them, not attacker-shaped beyond what the linear bucket sum allows), and
@@ -33,6 +41,26 @@ export const MERKLE_VERIFY_VERSION = 1;
 const WIRE_BYTES = 8;
 
 /**
+ * How much one message of an exchange may carry. The defaults keep every message under ~200 KiB of
+ * JSON: requests are decoded with a 256 KiB cap (contracts' MAX_PULL_REQUEST_BYTES), and any NATS
+ * `max_payload` of 256 KiB or more carries them. 1,024 parents of 16 digests of 8 bytes = 128 KiB
+ * (171 KiB in base64url).
+ */
+export interface MerkleLimits {
+  /** Nodes of one level whose children one message carries. */
+  readonly maxParents: number;
+  /** Bytes of keys and entries in one listing, request (`entries`) or answer (`listing`, `result`). */
+  readonly maxListBytes: number;
+}
+
+export const MERKLE_LIMITS: MerkleLimits = { maxParents: 1024, maxListBytes: 160 * 1024 };
+
+/** The buckets under `node` at `level`: [first, first + span). */
+function span(depth: number, level: number): number {
+  return MERKLE_FANOUT ** (depth - level);
+}
+
+/**
  * Initiator to responder.
  * - `digests`: "here are my digests (8 bytes each, base64url, 16 per parent in order) of the
  *   children, at `level`, of these `parents` at `level - 1`". The first request also carries the
@@ -49,6 +77,8 @@ export type MerkleVerifyRequest =
       readonly level: number;
       readonly parents: readonly number[];
       readonly digests: string;
+      /** Compare only the buckets from this one on (a later pass of a cut exchange). Absent: 0. */
+      readonly from?: number;
     }
   | {
       readonly t: 'entries';
@@ -71,19 +101,23 @@ export type MerkleVerifyRequest =
  */
 export type MerkleVerifyResponse =
   | { readonly t: 'equal' }
-  | { readonly t: 'digests'; readonly level: number; readonly parents: readonly number[]; readonly digests: string }
+  | { readonly t: 'digests'; readonly level: number; readonly parents: readonly number[]; readonly digests: string; /** More parents differed than sent (a prefix). */ readonly more?: true }
   | {
       readonly t: 'listing';
       readonly buckets: readonly number[];
       readonly counts: readonly number[];
       readonly keys: readonly string[];
       readonly hashes: string;
+      /** More buckets differed than listed (a prefix). */
+      readonly more?: true;
     }
   | {
       readonly t: 'result';
       readonly missingHere: readonly string[];
       readonly missingThere: readonly number[];
       readonly differing: readonly number[];
+      /** Set when only the first `compared` buckets of the request were compared. */
+      readonly compared?: number;
     };
 
 /** The outcome, from the initiator's side. Each list is sorted. */
@@ -103,11 +137,22 @@ export interface MerkleVerifyState {
   /** The keys of an `entries` request, in listing order, to read positions in the `result` back. */
   readonly listed: readonly string[];
   readonly roundTrips: number;
+  /** The first bucket this exchange compares (`startVerify`'s `from`). */
+  readonly from: number;
+  /** The first bucket not compared, once a message was cut (either side). */
+  readonly next: number | undefined;
+  readonly limits: MerkleLimits;
 }
 
 export type MerkleVerifyStep =
   | { readonly done: false; readonly state: MerkleVerifyState; readonly request: MerkleVerifyRequest }
-  | { readonly done: true; readonly result: MerkleDiff; readonly roundTrips: number };
+  | {
+      readonly done: true;
+      readonly result: MerkleDiff;
+      readonly roundTrips: number;
+      /** The first bucket not compared (a message was cut): run another exchange from it. Absent: done. */
+      readonly next?: number;
+    };
 
 const encode = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
 
@@ -160,8 +205,13 @@ function sortedUnique(ns: readonly number[], what: string): void {
   for (let i = 1; i < ns.length; i++) if ((ns[i] as number) <= (ns[i - 1] as number)) throw bad(`${what} must be strictly increasing`);
 }
 
-/** Starts an exchange: the first request carries the full root and level 1. */
-export function startVerify(tree: MerkleTree): { state: MerkleVerifyState; request: MerkleVerifyRequest } {
+/**
+ * Starts an exchange: the first request carries the full root and level 1. `from`: compare only the
+ * buckets from this one on (the `next` of a previous exchange that was cut).
+ */
+export function startVerify(tree: MerkleTree, opts: { readonly from?: number; readonly limits?: MerkleLimits } = {}): { state: MerkleVerifyState; request: MerkleVerifyRequest } {
+  const from = opts.from ?? 0;
+  if (!Number.isSafeInteger(from) || from < 0 || from >= MERKLE_FANOUT ** tree.depth) throw new FleetError('FLEET_MERKLE_001', `from must be a bucket of a depth-${tree.depth} tree, got ${from}`);
   const request: MerkleVerifyRequest = {
     t: 'digests',
     v: MERKLE_VERIFY_VERSION,
@@ -170,12 +220,13 @@ export function startVerify(tree: MerkleTree): { state: MerkleVerifyState; reque
     level: 1,
     parents: [0],
     digests: encode(tree.childDigests8(0, [0])),
+    ...(from > 0 ? { from } : {}),
   };
-  return { state: { tree, sent: request, listed: [], roundTrips: 0 }, request };
+  return { state: { tree, sent: request, listed: [], roundTrips: 0, from, next: undefined, limits: opts.limits ?? MERKLE_LIMITS }, request };
 }
 
 /** The responder's side: stateless, one response per request. Throws FLEET_MERKLE_001/003 on a bad request. */
-export function answerVerify(tree: MerkleTree, request: MerkleVerifyRequest): MerkleVerifyResponse {
+export function answerVerify(tree: MerkleTree, request: MerkleVerifyRequest, limits: MerkleLimits = MERKLE_LIMITS): MerkleVerifyResponse {
   checkShape(tree, request.v, request.depth);
   if (request.t === 'digests') {
     if (request.root !== undefined && request.root === tree.root) return { t: 'equal' };
@@ -183,9 +234,13 @@ export function answerVerify(tree: MerkleTree, request: MerkleVerifyRequest): Me
     sortedUnique(request.parents, 'parents');
     const mine = tree.childDigests8(request.level - 1, request.parents);
     const theirs = decode(request.digests, mine.length, 'digests');
-    const differing = differingChildren(request.parents, mine, theirs);
-    if (request.level === tree.depth) return listing(tree, differing);
-    return { t: 'digests', level: request.level + 1, parents: differing, digests: encode(tree.childDigests8(request.level, differing)) };
+    const from = request.from ?? 0;
+    if (!Number.isSafeInteger(from) || from < 0) throw bad(`from ${from}`);
+    const differing = fromOn(differingChildren(request.parents, mine, theirs), tree.depth, request.level, from);
+    if (request.level === tree.depth) return listing(tree, differing, limits);
+    const parents = differing.slice(0, Math.max(1, limits.maxParents));
+    const digests = encode(tree.childDigests8(request.level, parents));
+    return parents.length < differing.length ? { t: 'digests', level: request.level + 1, parents, digests, more: true } : { t: 'digests', level: request.level + 1, parents, digests };
   }
   if (request.t === 'entries') {
     sortedUnique(request.buckets, 'buckets');
@@ -201,7 +256,12 @@ export function answerVerify(tree: MerkleTree, request: MerkleVerifyRequest): Me
     const differing: number[] = [];
     const scratch = new Uint8Array(2 * WIRE_BYTES);
     let first = 0;
-    request.buckets.forEach((bucket, i) => {
+    let bytes = 0;
+    let compared = 0;
+    for (const [i, bucket] of request.buckets.entries()) {
+      // Whole buckets, at least one, until the answer holds maxListBytes of keys and positions.
+      if (i > 0 && bytes >= limits.maxListBytes) break;
+      compared = i + 1;
       const count = request.counts[i] as number;
       // Their entries by key id (hex of the 8 bytes: a Map key), to their position in the listing.
       const byId = new Map<string, number>();
@@ -211,42 +271,62 @@ export function answerVerify(tree: MerkleTree, request: MerkleVerifyRequest): Me
         const k = byId.get(hex8(scratch, 0));
         if (k === undefined) {
           missingHere.push(key);
+          bytes += Buffer.byteLength(key) + 8;
           continue;
         }
         byId.delete(hex8(scratch, 0));
         wireEntryHash(key, recordHash, scratch, WIRE_BYTES);
-        if (!sameBytes(scratch, WIRE_BYTES, theirs, k * 2 * WIRE_BYTES + WIRE_BYTES)) differing.push(k);
+        if (!sameBytes(scratch, WIRE_BYTES, theirs, k * 2 * WIRE_BYTES + WIRE_BYTES)) {
+          differing.push(k);
+          bytes += 8;
+        }
       }
-      for (const k of byId.values()) missingThere.push(k);
+      for (const k of byId.values()) {
+        missingThere.push(k);
+        bytes += 8;
+      }
       first += count;
-    });
-    return { t: 'result', missingHere, missingThere, differing };
+    }
+    return compared < request.buckets.length ? { t: 'result', missingHere, missingThere, differing, compared } : { t: 'result', missingHere, missingThere, differing };
   }
   throw bad(`unknown request ${JSON.stringify((request as { t?: unknown }).t)}`);
 }
 
-function listing(tree: MerkleTree, buckets: readonly number[]): MerkleVerifyResponse {
+function listing(tree: MerkleTree, buckets: readonly number[], limits: MerkleLimits): MerkleVerifyResponse {
   const counts: number[] = [];
   const keys: string[] = [];
   const recordHashes: string[] = [];
+  let bytes = 0;
   for (const b of buckets) {
+    // Whole buckets, at least one, until the listing holds maxListBytes.
+    if (counts.length > 0 && bytes >= limits.maxListBytes) break;
     const entries = tree.bucketEntries(b);
     counts.push(entries.length);
     for (const e of entries) {
       keys.push(e.key);
       recordHashes.push(e.recordHash);
+      bytes += Buffer.byteLength(e.key) + 16;
     }
   }
   const hashes = new Uint8Array(keys.length * WIRE_BYTES);
   keys.forEach((key, i) => wireEntryHash(key, recordHashes[i] as string, hashes, i * WIRE_BYTES));
-  return { t: 'listing', buckets: [...buckets], counts, keys, hashes: encode(hashes) };
+  const listed = buckets.slice(0, counts.length);
+  return counts.length < buckets.length ? { t: 'listing', buckets: listed, counts, keys, hashes: encode(hashes), more: true } : { t: 'listing', buckets: listed, counts, keys, hashes: encode(hashes) };
 }
 
-function finish(state: MerkleVerifyState, result: { missingHere: string[]; missingThere: string[]; differing: string[] }): MerkleVerifyStep {
+function finish(state: MerkleVerifyState, result: { missingHere: string[]; missingThere: string[]; differing: string[] }, next = state.next): MerkleVerifyStep {
   result.missingHere.sort();
   result.missingThere.sort();
   result.differing.sort();
-  return { done: true, result, roundTrips: state.roundTrips + 1 };
+  return next === undefined ? { done: true, result, roundTrips: state.roundTrips + 1 } : { done: true, result, roundTrips: state.roundTrips + 1, next };
+}
+
+const earliest = (a: number | undefined, b: number): number => (a === undefined ? b : Math.min(a, b));
+
+/** Keeps the nodes at `level` whose buckets reach `from` or past it. */
+function fromOn(nodes: readonly number[], depth: number, level: number, from: number): number[] {
+  const w = span(depth, level);
+  return from === 0 ? [...nodes] : nodes.filter((n) => (n + 1) * w > from);
 }
 
 /** The initiator's side: reads one response, returns the next request or the result. */
@@ -262,16 +342,24 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
     sortedUnique(response.parents, 'parents');
     const mine = tree.childDigests8(response.level - 1, response.parents);
     const theirs = decode(response.digests, mine.length, 'digests');
-    const differing = differingChildren(response.parents, mine, theirs);
+    // The responder cut its parents: the buckets after the last one it sent were not compared.
+    const last = response.parents[response.parents.length - 1];
+    let cut = response.more === true && last !== undefined ? earliest(state.next, (last + 1) * span(tree.depth, response.level - 1)) : state.next;
+    const differing = fromOn(differingChildren(response.parents, mine, theirs), tree.depth, response.level, state.from);
     // Nothing differs below a differing parent only on a 64-bit digest collision; the next verify retries.
-    if (differing.length === 0) return finish(state, empty);
-    const next = { tree, roundTrips: state.roundTrips + 1 };
+    if (differing.length === 0) return finish(state, empty, cut);
+    const step = { tree, roundTrips: state.roundTrips + 1, from: state.from, limits: state.limits };
     if (response.level === tree.depth) {
       const listed: string[] = [];
       const counts: number[] = [];
       const bytes: number[] = [];
       const scratch = new Uint8Array(2 * WIRE_BYTES);
       for (const b of differing) {
+        // Whole buckets, at least one, until the listing holds maxListBytes (22 of base64url per entry).
+        if (counts.length > 0 && (bytes.length / 3) * 4 >= state.limits.maxListBytes) {
+          cut = earliest(cut, b);
+          break;
+        }
         const entries = tree.bucketEntries(b);
         counts.push(entries.length);
         for (const { key, recordHash } of entries) {
@@ -281,18 +369,23 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
           bytes.push(...scratch);
         }
       }
-      const request: MerkleVerifyRequest = { t: 'entries', v: MERKLE_VERIFY_VERSION, depth: tree.depth, buckets: differing, counts, entries: encode(Uint8Array.from(bytes)) };
-      return { done: false, state: { ...next, sent: request, listed }, request };
+      const buckets = differing.slice(0, counts.length);
+      const request: MerkleVerifyRequest = { t: 'entries', v: MERKLE_VERIFY_VERSION, depth: tree.depth, buckets, counts, entries: encode(Uint8Array.from(bytes)) };
+      return { done: false, state: { ...step, sent: request, listed, next: cut }, request };
     }
+    const parents = differing.slice(0, Math.max(1, state.limits.maxParents));
+    const dropped = differing[parents.length];
+    if (dropped !== undefined) cut = earliest(cut, dropped * span(tree.depth, response.level));
     const request: MerkleVerifyRequest = {
       t: 'digests',
       v: MERKLE_VERIFY_VERSION,
       depth: tree.depth,
       level: response.level + 1,
-      parents: differing,
-      digests: encode(tree.childDigests8(response.level, differing)),
+      parents,
+      digests: encode(tree.childDigests8(response.level, parents)),
+      ...(state.from > 0 ? { from: state.from } : {}),
     };
-    return { done: false, state: { ...next, sent: request, listed: [] }, request };
+    return { done: false, state: { ...step, sent: request, listed: [], next: cut }, request };
   }
   if (response.t === 'listing') {
     if (sent.t !== 'digests' || sent.level !== tree.depth) throw bad('listing out of turn');
@@ -303,8 +396,14 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
     const theirs = decode(response.hashes, total * WIRE_BYTES, 'hashes');
     const result = { missingHere: [] as string[], missingThere: [] as string[], differing: [] as string[] };
     const scratch = new Uint8Array(WIRE_BYTES);
+    const lastListed = response.buckets[response.buckets.length - 1];
+    const cut = response.more === true && lastListed !== undefined ? earliest(state.next, lastListed + 1) : state.next;
     let k = 0;
     response.buckets.forEach((bucket, i) => {
+      if (bucket < state.from) {
+        k += response.counts[i] as number; // before this exchange's range: compared by an earlier one
+        return;
+      }
       const mine = new Map<string, string>();
       for (const e of tree.bucketEntries(bucket)) mine.set(e.key, e.recordHash);
       for (let n = 0; n < (response.counts[i] as number); n++, k++) {
@@ -320,7 +419,7 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
       }
       for (const key of mine.keys()) result.missingThere.push(key);
     });
-    return finish(state, result);
+    return finish(state, result, cut);
   }
   if (response.t === 'result') {
     if (sent.t !== 'entries') throw bad('result out of turn');
@@ -329,11 +428,21 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
       if (key === undefined) throw bad(`position ${i} outside the listing`);
       return key;
     };
-    return finish(state, {
-      missingHere: [...response.missingHere],
-      missingThere: response.missingThere.map(at),
-      differing: response.differing.map(at),
-    });
+    let cut = state.next;
+    if (response.compared !== undefined) {
+      const first = sent.buckets[response.compared];
+      if (!Number.isInteger(response.compared) || response.compared < 1 || first === undefined) throw bad(`compared ${response.compared} of ${sent.buckets.length} buckets`);
+      cut = earliest(cut, first);
+    }
+    return finish(
+      state,
+      {
+        missingHere: [...response.missingHere],
+        missingThere: response.missingThere.map(at),
+        differing: response.differing.map(at),
+      },
+      cut,
+    );
   }
   throw bad(`unknown response ${JSON.stringify((response as { t?: unknown }).t)}`);
 }
