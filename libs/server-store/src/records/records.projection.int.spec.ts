@@ -21,7 +21,7 @@ import {
 import { decodeChange, MAX_RECORD_STATE_BYTES } from '@fleet/contracts';
 import { isFleetError } from '@fleet/errors';
 import { openServerDataSource } from '../data-source';
-import { PostgresChangeLog } from '../postgres-change-log';
+import { APPEND_LOCK_SQL, PostgresChangeLog } from '../postgres-change-log';
 import { rebuildProjections } from '../rebuild';
 import { createTestDatabase, testUuidV7, type TestDatabase } from '../testing';
 import { readProjectionCursor, readRecordState, RecordsProjection, SWEEP_TRY_LOCK_SQL } from './records.projection';
@@ -172,6 +172,39 @@ it('names of Object.prototype members (origins, fields, collections, keys): deco
   const live = await snapshot();
   await rebuildProjections(ds, [new RecordsProjection(config)], { batchSize: 17 });
   expect(await snapshot()).toEqual(live);
+});
+
+it('a rebuild caught in a deadlock with a ServerWriter (records read, then the append lock) starts over and completes', async () => {
+  const log = new PostgresChangeLog(ds);
+  const appended = (await log.appendBatch(workload(40, 11))).appended;
+  await new RecordsProjection(config).applyLogged(ds, appended);
+  const [{ head }] = (await ds.query(`select max(seq)::int as head from change_log`)) as [{ head: number }];
+  // A ServerWriter's transaction between its read of `records` and its request for the append lock.
+  const writer = ds2.createQueryRunner();
+  await writer.connect();
+  await writer.startTransaction('READ COMMITTED');
+  await writer.query('select count(*) from records');
+  const rebuilding = rebuildProjections(ds, [new RecordsProjection(config)]);
+  // The rebuild holds the append lock and waits for `records` (its truncate).
+  for (let i = 0; i < 200; i++) {
+    const [w] = (await ds.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like 'truncate records%'`)) as { n: number }[];
+    if ((w?.n ?? 0) > 0) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  let writerError: unknown;
+  try {
+    await writer.query(APPEND_LOCK_SQL); // the cycle: PostgreSQL aborts one side after deadlock_timeout
+    await writer.commitTransaction();
+  } catch (e) {
+    writerError = e;
+    await writer.rollbackTransaction();
+  } finally {
+    await writer.release();
+  }
+  const report = await rebuilding;
+  expect(report.headSeq).toBe(head);
+  if (writerError !== undefined) expect(String((writerError as { driverError?: { code?: string } }).driverError?.code ?? writerError)).toMatch(/40P01/);
+  expect(await readProjectionCursor(ds)).toBe(head);
 });
 
 it('ServerWriter: folds logged changes not applied yet, ticks the server once per write, never reuses a dot', async () => {
