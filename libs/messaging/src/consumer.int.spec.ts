@@ -352,6 +352,40 @@ describe('long handlers (working)', () => {
   });
 });
 
+describe('batch mode: messages waiting for a busy slot', () => {
+  it('are kept alive (working) while every slot is busy past ackWait, so they are delivered once, not also to another replica', async () => {
+    const ackWaitMs = 2500;
+    const c = spec({ ackWaitMs });
+    const [a, b] = [await open(), await open()];
+    const calls: Array<{ who: string; bodies: string[]; deliveryCounts: number[] }> = [];
+    const handler = (who: string) => async (msgs: readonly InboundMessage[]) => {
+      const bodies = msgs.map((m) => dec.decode(m.data));
+      calls.push({ who, bodies, deliveryCounts: msgs.map((m) => m.deliveryCount) });
+      if (bodies.includes('m0') || bodies.includes('m1')) await new Promise((r) => setTimeout(r, 6000)); // both slots busy, past two ack waits
+    };
+    // Two slots of batches of 2: m0 and m1 arrive apart, each flushed alone by the linger, filling both
+    // slots; m2 and m3 then make a full batch that waits for a slot for ~6 s.
+    await a.consumeBatch(c, handler('a'), { batch: { size: 2, lingerMs: 10, concurrency: 2 } });
+    await bus.publish(c.subject, 'm0');
+    await eventually(() => calls.length === 1, 5000, 'm0 handled');
+    await bus.publish(c.subject, 'm1');
+    await eventually(() => calls.length === 2, 5000, 'm1 handled');
+    await bus.publish(c.subject, 'm2');
+    await bus.publish(c.subject, 'm3');
+    await new Promise((r) => setTimeout(r, 300));
+    // An idle replica: a redelivery of m2 or m3 would go to it.
+    await b.consumeBatch(c, handler('b'), { batch: { size: 2, lingerMs: 10, concurrency: 1 } });
+    const jsm = await bus.jsm();
+    await eventually(async () => calls.flatMap((x) => x.bodies).includes('m3') && (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 20_000, 'all handled and acked');
+    await new Promise((r) => setTimeout(r, ackWaitMs + 300)); // a late redelivery would show now
+    const info = await jsm.consumers.info(c.stream, c.durable);
+    await Promise.all([a.drain(), b.drain()]);
+    expect(calls.flatMap((x) => x.bodies).sort()).toEqual(['m0', 'm1', 'm2', 'm3']);
+    expect(calls.flatMap((x) => x.deliveryCounts)).toEqual([1, 1, 1, 1]);
+    expect(info.num_redelivered).toBe(0);
+  });
+});
+
 describe('flow control and lifecycle', () => {
   it('never runs more than `concurrency` handlers at once', async () => {
     const c = spec();

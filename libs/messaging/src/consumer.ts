@@ -161,12 +161,19 @@ export class JetStreamConsumer {
     this.fetching = iter;
     const it = iter[Symbol.asyncIterator]();
     let buf: JsMsg[] = [];
+    // Messages in hand (gathered, or a batch waiting for a slot) are kept alive like those being
+    // handled: every slot can stay busy for longer than the ack wait (a handler waiting on a lock), and
+    // a message not kept alive would be redelivered to another replica meanwhile.
+    const inHand = new Set<JsMsg>();
+    const every = this.opts.autoWorkingMs === false ? undefined : (this.opts.autoWorkingMs ?? Math.max(100, Math.floor(this.ackWaitMs / 3)));
+    const keepAlive = every === undefined ? undefined : setInterval(() => inHand.forEach((m) => m.working()), every);
     const flush = async () => {
       if (buf.length === 0) return;
       const batch = buf;
       buf = [];
       // Waits while every slot is busy; the handler then runs while the loop gathers the next batch.
       await this.slots.acquire();
+      for (const m of batch) inHand.delete(m); // from here on, withAutoWorking keeps them alive
       void this.handleBatch(batch, handle)
         .catch((e: unknown) => this.report(e, 'batch'))
         .finally(() => this.slots.release());
@@ -182,17 +189,21 @@ export class JetStreamConsumer {
           clearTimeout(timer);
         }
         if (r === 'linger') {
-          await flush();
+          // A partial batch goes when a slot is free; else the loop keeps gathering (and keeping alive)
+          // rather than queue one more batch behind the busy slots.
+          if (this.slots.free > 0) await flush();
           continue;
         }
         if (r.done) break;
         buf.push(r.value);
+        inHand.add(r.value);
         next = it.next();
         if (buf.length >= size) await flush();
       }
     } finally {
       // whatever happened to the fetch, the messages in hand are handled and settled
       await flush();
+      if (keepAlive !== undefined) clearInterval(keepAlive);
       this.fetching = undefined;
     }
   }
