@@ -43,6 +43,8 @@ class FakeDeltaServer {
   readonly pullRequests: PullRequest[] = [];
   /** Answer as a server of protocol 1 would: a pull request of protocol 2 is FLEET_DECODE_003. */
   speaksOnlyProtocol1 = false;
+  /** Answer every pull with more to come and the cursor it was asked from (a defective server). */
+  stuck = false;
   /** Pull answers computed but not sent yet (`holdPulls`): a reply still on its way. */
   holdPulls = false;
   readonly held: (() => void)[] = [];
@@ -87,6 +89,7 @@ class FakeDeltaServer {
       const req = decodePullRequest(data);
       this.pullRequests.push(req);
       const from = typeof req.cursor === 'number' ? req.cursor : 0;
+      if (this.stuck) return { protocol: 1, records: [], nextCursor: from, hasMore: true };
       const entries = this.log.filter((e) => e.seq > from).slice(0, this.pageSize);
       const last = entries[entries.length - 1];
       return { protocol: 1, records: entries.map((e) => toWireRecord(e.state)), nextCursor: last?.seq ?? from, hasMore: this.log.some((e) => e.seq > (last?.seq ?? from)) };
@@ -286,6 +289,16 @@ describe('SyncManager (real JetStream, private nats-server)', () => {
     serverNc.publish(s.notify(AGENT), new Uint8Array());
     await eventually(() => store.getState(FLEET('nudged'))?.view.fields['on'] === 1, 10_000, 'nudged record');
     expect(server.pulls).toBeGreaterThan(before);
+  });
+
+  it('a page with more to come that does not move the cursor is a failure (backoff, reported), not a pull again at once for ever', async () => {
+    server.stuck = true;
+    const store = new MemorySyncStore(AGENT);
+    const reports: { type: string; op?: string; error?: string }[] = [];
+    const m = manager(store, { onReport: (r) => reports.push(r as never) });
+    m.start();
+    await eventually(() => reports.some((r) => r.type === 'failed' && r.op === 'pull'), 10_000, 'a failed pull');
+    expect(reports.find((r) => r.type === 'failed' && r.op === 'pull')?.error).toMatch(/more to come and the same cursor/);
   });
 
   it('conflicts: a pulled write concurrent with a local one is counted and resolved by the strategy (same code as the server)', async () => {

@@ -483,6 +483,11 @@ export class SyncManager {
     let pulled: number;
     let conflictsDetected: number;
     let conflictsResolved: number;
+    // A page with more to come must move the cursor: otherwise the next pull asks for the same page at
+    // once, for ever (a server defect). A failure instead: the pull backs off and is reported.
+    if (page.hasMore && JSON.stringify(page.nextCursor) === JSON.stringify(cursor)) {
+      throw new FleetError('FLEET_MSG_004', `the server answered a pull from ${JSON.stringify(cursor)} with more to come and the same cursor`);
+    }
     if (page.snapshot && page.prepared !== undefined && this.o.store.applyRemoteRows !== undefined) {
       const applied = this.o.store.applyRemoteRows(page.prepared, page.nextCursor);
       pulled = applied.changed;
