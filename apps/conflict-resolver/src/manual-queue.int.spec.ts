@@ -114,6 +114,11 @@ describe('manual queue over HTTP', () => {
     expect(r.status).toBe(409);
     expect(r.body.error.code).toBe('FLEET_CONFLICT_003');
     expect((await http('GET', `/conflicts/${oldId}`)).body.item.status).toBe('superseded');
+    // fields that leave a contested field undecided are refused, and the item stays pending
+    const partial = await http('POST', `/conflicts/${await pendingIdOf(ref)}/resolve`, { fields: { mode: 'x' } });
+    expect(partial.body.error.code).toBe('FLEET_RESOLVE_001');
+    expect(partial.body.error.message).toMatch(/undecided: level/);
+    expect((await http('GET', `/conflicts/${await pendingIdOf(ref)}`)).body.item.status).toBe('pending');
     // the newer one resolves, with explicit fields
     const ok = await http('POST', `/conflicts/${await pendingIdOf(ref)}/resolve`, { fields: { level: 9 }, unset: ['mode'] });
     expect(ok.status).toBe(200);

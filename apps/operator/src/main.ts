@@ -55,7 +55,7 @@ commands:
   replay discard <seq> [<seq>...]   drop dead letters for good
   conflicts list [--status pending|open|resolved|auto-resolved|superseded] [--limit n] [--after id]
   conflicts show <id>
-  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] | --deleted
+  conflicts resolve <id> --take <origin> | --fields <json> [--unset f1,f2] (together, every contested field) | --deleted
   critical list [--state preparing|committing|aborting|committed|aborted] [--limit n]
   critical show <txid>
   critical certificate <name> --pem-file <file> --not-after <iso date> --agents a,b,... [--vote-timeout 10s]

@@ -280,6 +280,16 @@ describe('manual', () => {
     expect(resolveManual(merged, { take: 'b' }, manual)).toEqual({ deleted: true });
     expect(resolveManual(merged, { take: 'a' }, manual)).toEqual({ fields: {}, unset: [] });
   });
+  it('refuses given fields that leave a contested field undecided (the record would stay conflicted with no queue item); unset decides one too', () => {
+    const { merged } = fork(manual, { op: 'put', fields: { color: 'blue', mode: 'a' } }, { op: 'put', fields: { color: 'green', mode: 'b' } });
+    expect(merged.view.contested).toEqual(['color', 'mode']);
+    expectFleet(() => resolveManual(merged, { fields: { color: 'red' } }, manual), 'FLEET_RESOLVE_001');
+    expect(() => resolveManual(merged, { fields: {} }, manual)).toThrow(/undecided: color, mode/);
+    expect(resolveManual(merged, { fields: { color: 'red' }, unset: ['mode'] }, manual)).toEqual({ fields: { color: 'red' }, unset: ['mode'] });
+    const r = makeResolutionChange(merged, { originSeq: 1, changeId: 'res-2', hlc: t(1000, 'server'), protocol: 1 }, manual, resolveManual(merged, { fields: { color: 'red', mode: 'c' } }, manual));
+    expect(r.state.view.conflicted).toBe(false);
+    expect(visibleFields(r.state)).toEqual({ color: 'red', mode: 'c', size: 1 });
+  });
   it('rejects a resolution with nothing to resolve or an unknown side', () => {
     const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, manual);
     expectFleet(() => resolveManual(base.state, { take: 'a' }, manual), 'FLEET_RESOLVE_001');
