@@ -113,6 +113,6 @@ export function loadAgentConfig(env: Env): AgentConfig {
   if (problems.length > 0) {
     throw new FleetError('FLEET_CONFIG_001', `${problems.length} problem(s):\n${problems.map((p) => `  ${p.variable}: ${p.reason}`).join('\n')}`, { details: { problems } });
   }
-  const strategyConfig = loadStrategyConfig({ json: c.strategies, file: c.strategiesFile });
+  const strategyConfig = loadStrategyConfig({ json: c.strategies, file: c.strategiesFile, prefix: agentConfig.prefix, env });
   return { ...c, scopes, groups, verifyCollections, strategyConfig, backupDir: c.backupDir ?? join(c.dataDir, 'backups') };
 }

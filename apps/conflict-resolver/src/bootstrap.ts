@@ -7,7 +7,7 @@ import { listenHttp, nestAppOptions, reportRefusedRequest } from '@fleet/observa
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsFilesOf } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
-import type { ConflictResolverConfig } from './config';
+import { conflictResolverConfig, type ConflictResolverConfig } from './config';
 import { conflictResolverStreams } from './streams';
 import { CaptureRunner } from './capture';
 import { ConflictResolverModule } from './conflict-resolver.module';
@@ -21,7 +21,7 @@ import { ConflictResolverModule } from './conflict-resolver.module';
 export async function createConflictResolverApp(config: ConflictResolverConfig, strategies?: StrategyConfig): Promise<INestApplication> {
   const s = subjects(config.namespace);
   const logger = new Logger('conflict-resolver');
-  const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
+  const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile, prefix: conflictResolverConfig.prefix });
   const transport = new JetStreamServer({
     connection: { servers: config.natsUrl, name: 'conflict-resolver', ...natsFilesOf(config, config.natsCredsFile) },
     subjects: s,

@@ -10,7 +10,7 @@ runService({
   name: 'conflict-resolver',
   summary: "applies each collection's conflict strategy, keeps the conflict log and the manual queue, serves the operator API.",
   config: conflictResolverConfig,
-  prepare: (c) => loadStrategyConfig({ json: c.strategies, file: c.strategiesFile }),
+  prepare: (c) => loadStrategyConfig({ json: c.strategies, file: c.strategiesFile, prefix: conflictResolverConfig.prefix }),
   // A dynamic import, so that @nestjs/core loads only after the instrumentation is registered.
   start: async (c, strategies) => (await import('./bootstrap')).createConflictResolverApp(c, strategies),
 });

@@ -10,7 +10,7 @@ runService({
   name: 'delta-calculator',
   summary: 'answers pulls with compacted field-level deltas, nudges agents, and runs Merkle verification.',
   config: deltaConfig,
-  prepare: (c) => loadStrategyConfig({ json: c.strategies, file: c.strategiesFile }),
+  prepare: (c) => loadStrategyConfig({ json: c.strategies, file: c.strategiesFile, prefix: deltaConfig.prefix }),
   // A dynamic import, so that @nestjs/core loads only after the instrumentation is registered.
   start: async (c, strategies) => (await import('./bootstrap')).createDeltaApp(c, strategies),
 });

@@ -7,7 +7,7 @@ import { listenHttp, nestAppOptions, reportRefusedRequest } from '@fleet/observa
 import { subjects } from '@fleet/contracts';
 import { JetStreamServer, natsFilesOf } from '@fleet/messaging';
 import type { StrategyConfig } from '@fleet/sync-core';
-import type { VersionVectorConfig } from './config';
+import { versionVectorConfig, type VersionVectorConfig } from './config';
 import { versionVectorStreams } from './streams';
 import { VersionVectorModule } from './version-vector.module';
 
@@ -20,7 +20,7 @@ import { VersionVectorModule } from './version-vector.module';
 export async function createVersionVectorApp(config: VersionVectorConfig, strategies?: StrategyConfig): Promise<INestApplication> {
   const s = subjects(config.namespace);
   const logger = new Logger('version-vector');
-  const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
+  const strategyConfig = strategies ?? loadStrategyConfig({ json: config.strategies, file: config.strategiesFile, prefix: versionVectorConfig.prefix });
   const transport = new JetStreamServer({
     connection: { servers: config.natsUrl, name: 'version-vector', ...natsFilesOf(config, config.natsCredsFile) },
     subjects: s,

@@ -13,7 +13,7 @@ import { versionVectorConfig } from './config';
 
 async function main(): Promise<void> {
   const config = loadConfig(versionVectorConfig);
-  const strategies = loadStrategyConfig({ json: config.strategies, file: config.strategiesFile });
+  const strategies = loadStrategyConfig({ json: config.strategies, file: config.strategiesFile, prefix: versionVectorConfig.prefix });
   const ds = await openServerDataSource({ url: config.databaseUrl, poolSize: 2, applicationName: 'version-vector-rebuild' });
   try {
     const started = Date.now();

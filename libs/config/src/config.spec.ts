@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { isFleetError } from '@fleet/errors';
 import {
@@ -12,12 +15,15 @@ import {
   envString,
   envUrl,
   loadConfig,
+  loadStrategyConfig,
   logLevelOption,
   MAX_TIMER_MS,
   namespaceOption,
   natsUrlOption,
   parseDuration,
+  parseStrategyConfig,
   redactConfig,
+  strategyConfigOptions,
   unknownVariables,
 } from './index';
 
@@ -183,5 +189,37 @@ describe('helpers', () => {
     expect(s.parse('nats://a:1, nats://b:2')).toEqual(['nats://a:1', 'nats://b:2']);
     expect(s.safeParse('nats://a:1,,nats://b:2').success).toBe(false);
     expect(s.safeParse('http://a').success).toBe(false);
+  });
+});
+
+describe('strategy configuration', () => {
+  const svc = defineConfig({ prefix: 'FLEET_SVC_', options: { ...strategyConfigOptions() } });
+  const load = (env: Record<string, string>) => {
+    const c = loadConfig(svc, env);
+    return loadStrategyConfig({ json: c.strategies, file: c.strategiesFile, prefix: svc.prefix, env });
+  };
+  const file = (json: unknown): string => {
+    const dir = mkdtempSync(join(tmpdir(), 'fleet-strategies-'));
+    const path = join(dir, 'strategies.json');
+    writeFileSync(path, JSON.stringify(json));
+    return path;
+  };
+
+  it("precedence: the service's JSON, then its file, then the shared JSON, then the shared file, then lww", () => {
+    const shared = '{"default":"merge"}';
+    const sharedFile = file({ default: 'custom', collections: {} });
+    const own = file({ default: 'manual' });
+    expect(load({})).toEqual({ default: 'lww' });
+    expect(load({ FLEET_STRATEGIES_FILE: sharedFile }).default).toBe('custom');
+    expect(load({ FLEET_STRATEGIES_FILE: sharedFile, FLEET_STRATEGIES: shared }).default).toBe('merge');
+    // The service's own file wins over the SHARED inline JSON (it was ignored: each option fell back on its own).
+    expect(load({ FLEET_STRATEGIES: shared, FLEET_SVC_STRATEGIES_FILE: own }).default).toBe('manual');
+    expect(load({ FLEET_STRATEGIES: shared, FLEET_SVC_STRATEGIES_FILE: own, FLEET_SVC_STRATEGIES: '{"default":"lww"}' }).default).toBe('lww');
+  });
+
+  it('refuses a rule with a strategy that would ignore it, and names where', () => {
+    expect(() => parseStrategyConfig({ default: 'lww', collections: { counters: { strategy: 'lww', rule: 'counter-sum' } } })).toThrow(/collections\.counters\.rule: a rule applies only with strategy "merge" or "custom"/);
+    expect(() => parseStrategyConfig({ default: { strategy: 'manual', rule: 'max' } })).toThrow(/default\.rule/);
+    expect(parseStrategyConfig({ default: 'lww', collections: { counters: { strategy: 'custom', rule: 'counter-sum' } } }).collections?.['counters']).toMatchObject({ rule: 'counter-sum' });
   });
 });

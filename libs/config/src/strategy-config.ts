@@ -18,12 +18,19 @@ import { validateStrategyConfig, type FieldRule, type StrategyConfig } from '@fl
 
 const Name = z.string().min(1).max(128);
 const FieldStrategySchema = z.union([z.literal('lww'), z.literal('manual'), z.strictObject({ rule: Name })]);
-const CollectionStrategySchema = z.strictObject({
-  strategy: z.enum(['lww', 'merge', 'manual', 'custom']),
-  rule: Name.optional(),
-  fields: z.record(Name, FieldStrategySchema).optional(),
-  onDelete: z.enum(['lww', 'edit-wins', 'delete-wins', 'manual']).optional(),
-});
+const CollectionStrategySchema = z
+  .strictObject({
+    strategy: z.enum(['lww', 'merge', 'manual', 'custom']),
+    rule: Name.optional(),
+    fields: z.record(Name, FieldStrategySchema).optional(),
+    onDelete: z.enum(['lww', 'edit-wins', 'delete-wins', 'manual']).optional(),
+  })
+  // Only `merge` and `custom` apply a collection's rule: accepted with `lww` or `manual`, it would be
+  // ignored (counters summed by a rule would be settled by last-writer-wins instead).
+  .refine((c) => c.rule === undefined || c.strategy === 'merge' || c.strategy === 'custom', {
+    error: 'a rule applies only with strategy "merge" or "custom" (per field: "fields": {"<field>": {"rule": ...}})',
+    path: ['rule'],
+  });
 export const StrategyConfigJsonSchema = z.strictObject({
   default: z.union([z.enum(['lww', 'merge', 'manual', 'custom']), CollectionStrategySchema]),
   collections: z.record(Name, CollectionStrategySchema).optional(),
@@ -68,11 +75,23 @@ export function parseStrategyConfig(value: unknown, rules: { readonly [name: str
   return config;
 }
 
-/** Loads from inline JSON or a file (inline wins); the default when neither is given. */
-export function loadStrategyConfig(source: { readonly json?: string | undefined; readonly file?: string | undefined }, rules: { readonly [name: string]: FieldRule } = {}): StrategyConfig {
+/**
+ * Loads from inline JSON or a file (inline wins); the default when neither is given. `json` and `file`
+ * are the options of `strategyConfigOptions`, each of which falls back to its shared variable on its
+ * own; given the service's `prefix`, the service's own file also wins over the SHARED inline JSON
+ * (`<PREFIX>STRATEGIES_FILE` over `FLEET_STRATEGIES`), as the precedence promises: the service's
+ * settings, then the shared ones.
+ */
+export function loadStrategyConfig(
+  source: { readonly json?: string | undefined; readonly file?: string | undefined; readonly prefix?: string; readonly env?: Env },
+  rules: { readonly [name: string]: FieldRule } = {},
+): StrategyConfig {
   let text: string;
   let where: string;
-  if (source.json !== undefined && source.json.trim() !== '') {
+  const env = source.env ?? process.env;
+  const set = (name: string): boolean => (env[name] ?? '').trim() !== '';
+  const ownFileOverSharedJson = source.prefix !== undefined && set(`${source.prefix}STRATEGIES_FILE`) && !set(`${source.prefix}STRATEGIES`);
+  if (!ownFileOverSharedJson && source.json !== undefined && source.json.trim() !== '') {
     text = source.json;
     where = 'STRATEGIES';
   } else if (source.file !== undefined && source.file.trim() !== '') {
