@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Headers as HttpHeaders, HttpCode, Inject, Param, Post, Query, UseFilters } from '@nestjs/common';
+import { Body, Controller, Get, Headers as HttpHeaders, HttpCode, Inject, Param, Post, Query, Res, UseFilters } from '@nestjs/common';
 import { FleetErrorHttpFilter } from '@fleet/observability';
 import { ConflictResolveRequestSchema, ConflictShowRequestSchema, ConflictsListRequestSchema, decodeWith, PROTOCOL_VERSION } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
@@ -51,9 +51,11 @@ export class ConflictsHttpController {
 
   @Post(':id/resolve')
   @HttpCode(200)
-  async resolve(@Param('id') id: string, @Body() body: unknown, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
+  async resolve(@Param('id') id: string, @Body() body: unknown, @Res({ passthrough: true }) res: { status(code: number): unknown }, @HttpHeaders('authorization') authorization?: string): Promise<unknown> {
     checkResolverOperator(this.config.operatorToken, authorization, 'conflict resolve');
     const req = decodeWith(ConflictResolveRequestSchema, { protocol: PROTOCOL_VERSION, id: intParam('id', id), choice: body });
-    return this.resolver.resolve(req.id, req.choice);
+    const r = await this.resolver.resolve(req.id, req.choice);
+    if (!r.announced) res.status(202); // committed; the announcement is pending (as for record writes)
+    return r;
   }
 }

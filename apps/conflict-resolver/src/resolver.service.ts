@@ -1,3 +1,4 @@
+import { isFleetError } from '@fleet/errors';
 import { createHash } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
@@ -177,14 +178,26 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
     return { protocol: PROTOCOL_VERSION, item: toWireItem(await this.desk.find(id)) };
   }
 
-  async resolve(id: number, choice: WireManualChoice): Promise<{ protocol: typeof PROTOCOL_VERSION; item: ConflictItem; change: LoggedChange }> {
+  /**
+   * An operator's decision. Committed first, then announced; if the announcement still fails after the
+   * publisher's retries, the answer says so (`announced: false`; HTTP 202) instead of an error: the
+   * decision stands (a retry would get FLEET_CONFLICT_002), and version-vector's log sweep projects it.
+   */
+  async resolve(id: number, choice: WireManualChoice): Promise<{ protocol: typeof PROTOCOL_VERSION; item: ConflictItem; change: LoggedChange; announced: boolean }> {
     try {
       const { entry, change, detectedAt } = await this.desk.resolveByOperator(id, choice);
-      await publishAppended(this.publisher(), this.s, [change]);
-      await this.announce([[{ ref: entry.ref, strategy: entry.strategy, status: 'resolved', conflictIds: [id], detectedAt: [detectedAt], change }, change.seq]]);
       this.metrics.conflictsResolved.add(1, { strategy: entry.strategy, by: 'operator' });
       this.metrics.timeToResolve.record(Math.max(0, this.now() - detectedAt.getTime()) / 1000, { strategy: entry.strategy, by: 'operator' });
-      return { protocol: PROTOCOL_VERSION, item: toWireItem(entry), change };
+      let announced = true;
+      try {
+        await publishAppended(this.publisher(), this.s, [change]);
+        await this.announce([[{ ref: entry.ref, strategy: entry.strategy, status: 'resolved', conflictIds: [id], detectedAt: [detectedAt], change }, change.seq]]);
+      } catch (e) {
+        if (isFleetError(e) && !e.retryable) throw e;
+        announced = false;
+        this.logger.warn(`conflict ${id}: resolution ${change.changeId} (seq ${change.seq}) committed; its announcement failed after retries: ${String(e)}; the log sweep projects it`);
+      }
+      return { protocol: PROTOCOL_VERSION, item: toWireItem(entry), change, announced };
     } finally {
       await this.updateQueueGauge();
     }

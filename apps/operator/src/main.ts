@@ -124,6 +124,7 @@ async function conflicts(c: Ctx, verb: string | undefined, args: readonly string
     const r = valueOf(decodeConflictResolveReply(await ask(c, c.s.conflictsApi('resolve'), { id, choice }, 'resolve a conflict')));
     if (c.json) return c.io.out(JSON.stringify(r, null, 2)), 0;
     c.io.out(`conflict ${r.item.id} ${r.item.status}: resolution change ${r.change.changeId} logged at seq ${r.change.seq}`);
+    if (r.announced === false) c.io.out('note: committed; its announcement failed and is pending (version-vector\'s log sweep projects it). Do not resolve it again.');
     return 0;
   }
   return usage(`unknown conflicts command ${JSON.stringify(verb ?? '')}`);

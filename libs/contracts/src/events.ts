@@ -262,7 +262,8 @@ export type WireManualChoice = z.output<typeof ManualChoiceSchema>;
 export const ConflictResolveRequestSchema = z.strictObject({ protocol: ProtocolSchema, id: PositiveIntSchema, choice: ManualChoiceSchema });
 export type ConflictResolveRequest = z.output<typeof ConflictResolveRequestSchema>;
 
-export const ConflictResolveResponseSchema = z.strictObject({ protocol: ProtocolSchema, item: ConflictItemSchema, change: LoggedChangeSchema });
+/** `announced: false`: committed, its announcement failed after retries (the log sweep projects it); absent from older servers. */
+export const ConflictResolveResponseSchema = z.strictObject({ protocol: ProtocolSchema, item: ConflictItemSchema, change: LoggedChangeSchema, announced: z.boolean().exactOptional() });
 export type ConflictResolveResponse = z.output<typeof ConflictResolveResponseSchema>;
 
 // --- decoders ---
