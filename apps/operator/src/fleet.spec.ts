@@ -1,6 +1,6 @@
 import { decodeAgentSyncReply, encodeJson, errorReply } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
-import { askWithPush } from './fleet';
+import { askWithPush, verifyVerdict } from './fleet';
 
 const at = '2026-11-28T14:05:40.021Z';
 
@@ -27,5 +27,22 @@ describe('askWithPush: the push side from a delta-calculator of either protocol'
     const refusing = async (protocol: number) => (asked.push(protocol), encodeJson(errorReply(new FleetError('FLEET_AUTH_004', 'wrong token'))));
     await expect(askWithPush(refusing, decodeAgentSyncReply)).rejects.toMatchObject({ details: { remoteCode: 'FLEET_AUTH_004' } });
     expect(asked).toEqual([2]);
+  });
+});
+
+describe('verifyVerdict', () => {
+  const check = (name: string, differences: number, skipped?: string) => ({ name, differences, ...(skipped === undefined ? {} : { skipped }) });
+  it('consistent only when something was checked and nothing differs', () => {
+    expect(verifyVerdict([check('origins', 0), check('records', 0)])).toMatchObject({ ok: true, line: "CONSISTENT: every projection equals the change log's fold" });
+    expect(verifyVerdict([check('origins', 0), check('records', 0, 'log compacted')])).toMatchObject({ ok: true, line: expect.stringContaining('(not checked: records)') });
+    expect(verifyVerdict([check('origins', 0), check('records', 2)])).toMatchObject({ ok: false, differences: 2, line: 'INCONSISTENT: 2 difference(s)' });
+  });
+  it('every check skipped (the log compacted) is NOT VERIFIED and not ok', () => {
+    expect(verifyVerdict([check('origins', 0, 'log compacted'), check('records', 0, 'log compacted'), check('record_states', 0, 'log compacted')])).toEqual({
+      ok: false,
+      differences: 0,
+      skipped: ['origins', 'records', 'record_states'],
+      line: 'NOT VERIFIED: every check was skipped (origins, records, record_states)',
+    });
   });
 });

@@ -306,14 +306,27 @@ export async function verify(c: Ctx, args: readonly string[], v: Options): Promi
   const body = maxDiffs === undefined ? {} : { maxDiffs };
   // One request per service at once; a service that does not answer fails the verify (exit 69).
   const replies: VerifyResponse[] = await Promise.all(VERIFIED.map(async ([service]) => valueOf(decodeVerifyReply(await ask(c, c.s.verifyApi(service), body, 'verify the projections')))));
-  const differences = replies.reduce((n, r) => n + r.checks.reduce((m, ch) => m + ch.differences, 0), 0);
-  const skipped = replies.flatMap((r) => r.checks.filter((ch) => ch.skipped !== undefined).map((ch) => ch.name));
-  if (c.json) c.io.out(JSON.stringify({ ok: differences === 0, differences, skipped, services: replies }, null, 2));
+  const verdict = verifyVerdict(replies.flatMap((r) => r.checks));
+  if (c.json) c.io.out(JSON.stringify({ ok: verdict.ok, differences: verdict.differences, skipped: verdict.skipped, services: replies }, null, 2));
   else {
     for (const r of replies) for (const ch of r.checks) printCheck(c, r.service, ch);
-    c.io.out(differences === 0 ? `CONSISTENT: every projection equals the change log's fold${skipped.length > 0 ? ` (not checked: ${skipped.join(', ')})` : ''}` : `INCONSISTENT: ${differences} difference(s)`);
+    c.io.out(verdict.line);
   }
-  return differences === 0 ? 0 : EXIT_UNHEALTHY;
+  return verdict.ok ? 0 : EXIT_UNHEALTHY;
+}
+
+/** The verdict of the checks: ok only when nothing differs and something was checked (every check skipped, the log compacted, verified nothing). */
+export function verifyVerdict(checks: readonly Pick<VerifyCheck, 'name' | 'differences' | 'skipped'>[]): { ok: boolean; differences: number; skipped: string[]; line: string } {
+  const differences = checks.reduce((n, ch) => n + ch.differences, 0);
+  const skipped = checks.filter((ch) => ch.skipped !== undefined).map((ch) => ch.name);
+  const nothingChecked = skipped.length === checks.length;
+  const line =
+    differences > 0
+      ? `INCONSISTENT: ${differences} difference(s)`
+      : nothingChecked
+        ? `NOT VERIFIED: every check was skipped${skipped.length > 0 ? ` (${skipped.join(', ')})` : ''}`
+        : `CONSISTENT: every projection equals the change log's fold${skipped.length > 0 ? ` (not checked: ${skipped.join(', ')})` : ''}`;
+  return { ok: differences === 0 && !nothingChecked, differences, skipped, line };
 }
 
 // --- replay (dead letters) ----------------------------------------------------------------------------
