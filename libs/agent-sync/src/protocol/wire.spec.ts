@@ -56,7 +56,7 @@ describe('agent wire (pure)', () => {
   });
 
   it('property: whatever the store reports (negative, fractional, huge, NaN), the report is within the schema and the pull decodes', () => {
-    const n = fc.oneof(fc.double(), fc.integer(), fc.constant(Number.MAX_SAFE_INTEGER), fc.constant(Number.NaN), fc.constant(Number.POSITIVE_INFINITY));
+    const n = fc.oneof(fc.double(), fc.integer(), fc.constant(Number.MAX_SAFE_INTEGER), fc.constant(Number.NaN), fc.constant(Number.POSITIVE_INFINITY), fc.constant(-0));
     fc.assert(
       fc.property(n, fc.option(n, { nil: null }), n, n, n, (size, age, failures, consecutive, inARow) => {
         const h = pushHealthOf({ size, oldestAgeMs: age, failures, consecutiveFailures: consecutive }, inARow);

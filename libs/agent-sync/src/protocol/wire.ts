@@ -79,7 +79,7 @@ const count = (n: number): number => (Number.isFinite(n) && n > 0 ? Math.min(MAX
  */
 export function pushHealthOf(o: OutboxFigures, failedInARow: number): PushHealth {
   const outbox = count(o.size);
-  const age = outbox === 0 || o.oldestAgeMs === null || !Number.isFinite(o.oldestAgeMs) || o.oldestAgeMs < 0 ? 0 : Math.min(MAX_REPORTED_AGE_MS, Math.floor(o.oldestAgeMs));
+  const age = outbox === 0 || o.oldestAgeMs === null || !Number.isFinite(o.oldestAgeMs) || o.oldestAgeMs <= 0 ? 0 : Math.min(MAX_REPORTED_AGE_MS, Math.floor(o.oldestAgeMs)); // `<= 0`: -0 too (JSON sends it as 0)
   return { outbox, oldestUnsentAgeMs: age, retryQueue: Math.min(outbox, count(o.failures)), failedPushes: count(Math.max(count(o.consecutiveFailures), count(failedInARow))) };
 }
 
