@@ -22,7 +22,10 @@ const RETENTION = 30 * DAY;
 class FakeAgents implements AgentParticipants {
   readonly offline = new Set<string>();
   readonly refuse = new Set<string>();
-  prepare(agentId: string): Promise<Vote> {
+  /** While set, every vote waits for it. */
+  hold: Promise<void> | undefined;
+  async prepare(agentId: string): Promise<Vote> {
+    if (this.hold !== undefined) await this.hold;
     if (this.offline.has(agentId)) return Promise.reject(new Error('no responders'));
     return Promise.resolve(this.refuse.has(agentId) ? { vote: 'no', reason: 'refused for the test' } : { vote: 'yes' });
   }
@@ -193,5 +196,23 @@ describe('critical operations: pruning the decision log', () => {
     expect(kept.txid < t3.txid).toBe(true);
     expect(await coordinator.status('h5', kept.txid)).toBe('commit');
     expect(await codeOf(coordinator.show(t1.txid))).toBe('FLEET_TPC_001');
+  });
+});
+
+describe('critical operations: recovery on another replica', () => {
+  it('a replica whose clock runs a minute ahead does not presume abort of a transaction still collecting votes (its times are PostgreSQL\'s)', async () => {
+    let release: () => void = () => undefined;
+    agents.hold = new Promise<void>((r) => (release = r));
+    const begun = coordinator.begin(cert('skewed-clock'), ['h-skew'], 5000);
+    const state = async () => ((await ds.query(`select state from critical_transactions where name = 'skewed-clock'`)) as { state: string }[])[0]?.state;
+    for (let i = 0; i < 100 && (await state()) === undefined; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await state()).toBe('preparing');
+    const ahead = new CriticalCoordinator(ds, new PostgresParticipant(ds, { lockTimeoutMs: 300 }), agents, { voteTimeoutMs: 2000, now: () => Date.now() + 60_000 });
+    expect(await ahead.recover()).toBe(0);
+    expect(await state()).toBe('preparing');
+    release();
+    agents.hold = undefined;
+    const tx = await begun;
+    expect(tx.state).toMatch(/^commit/);
   });
 });

@@ -138,12 +138,15 @@ export class CriticalCoordinator {
     const txid = this.newId();
     const deadline = this.now() + voteTimeoutMs;
     const tx = beginTx(txid, [SERVER_PARTICIPANT, ...agents], deadline);
-    await this.ds.query(`insert into critical_transactions (txid, kind, name, participants, state, deadline) values ($1, $2, $3, $4, 'preparing', $5)`, [
+    // The logged deadline is on PostgreSQL's clock, like `decided_at`: recovery, on any replica, compares
+    // them with PostgreSQL's `now()`, never with its own clock (a replica whose clock ran ahead presumed
+    // abort of transactions still collecting votes).
+    await this.ds.query(`insert into critical_transactions (txid, kind, name, participants, state, deadline) values ($1, $2, $3, $4, 'preparing', now() + $5 * interval '1 millisecond')`, [
       txid,
       operation.kind,
       operation.name,
       tx.participants,
-      new Date(deadline),
+      voteTimeoutMs,
     ]);
     try {
       return await this.run(tx, operation, agents);
@@ -272,8 +275,9 @@ export class CriticalCoordinator {
    */
   async recover(): Promise<number> {
     let touched = 0;
-    const cutoff = new Date(this.now() - this.graceMs);
-    const undecided = (await this.ds.query(`select ${COLUMNS} from critical_transactions where state = 'preparing' and deadline < $1 order by created_at limit 100`, [cutoff])) as TxRow[];
+    // Every time compared here is PostgreSQL's (`deadline`, `decided_at`, `now()`): the same for every replica.
+    const grace = [Math.max(0, this.graceMs)];
+    const undecided = (await this.ds.query(`select ${COLUMNS} from critical_transactions where state = 'preparing' and deadline < now() - $1 * interval '1 millisecond' order by created_at limit 100`, grace)) as TxRow[];
     // One transaction's failure (a participant's error, a busy prepared transaction) must not stop the pass.
     const each = async (txid: string, fn: () => Promise<void>): Promise<void> => {
       try {
@@ -290,8 +294,8 @@ export class CriticalCoordinator {
     }
     // Oldest attempt first (`last_attempt_at`), so transactions stuck on a host that is gone do not starve newer ones.
     const unacked = (await this.ds.query(
-      `select ${COLUMNS} from critical_transactions where state in ('committing', 'aborting') and decided_at < $1 order by last_attempt_at nulls first, decided_at limit 100`,
-      [cutoff],
+      `select ${COLUMNS} from critical_transactions where state in ('committing', 'aborting') and decided_at < now() - $1 * interval '1 millisecond' order by last_attempt_at nulls first, decided_at limit 100`,
+      grace,
     )) as TxRow[];
     await Promise.all(
       unacked.map((r) =>
@@ -304,11 +308,11 @@ export class CriticalCoordinator {
     // The server's prepared transactions against the log: none should outlive its decision.
     for (const gid of await this.server.prepared()) {
       await each(gid, async () => {
-        const rows = (await this.ds.query('select state, decided_at from critical_transactions where txid = $1', [gid])) as { state: CoordinatorTx['state']; decided_at: Date | null }[];
+        const rows = (await this.ds.query(`select state, decided_at >= now() - $2 * interval '1 millisecond' as recent from critical_transactions where txid = $1`, [gid, ...grace])) as { state: CoordinatorTx['state']; recent: boolean | null }[];
         const state = rows[0]?.state;
         if (state === 'preparing') return; // undecided: its coordinator, or the presumed abort above, finishes it
         // Decided a moment ago: its coordinator's phase 2 is on it (both at once would make one fail "busy").
-        if (rows[0]?.decided_at != null && rows[0].decided_at >= cutoff) return;
+        if (rows[0]?.recent === true) return;
         // Unknown to the log (it never reached its commit point) or decided abort: roll back; decided commit: commit.
         const decision: Decision = state !== undefined && decisionOf(state) === 'commit' ? 'commit' : 'abort';
         if (decision === 'commit') await this.server.commit(gid);
