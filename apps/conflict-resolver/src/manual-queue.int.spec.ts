@@ -103,6 +103,13 @@ describe('manual queue over HTTP', () => {
     expect(bad.body.error.code).toBe('FLEET_DECODE_002');
   });
 
+  it('takes JSON bodies as large as the field caps allow (three 60 KiB values, ~180 KiB), where the HTTP default stopped at 100 KiB', async () => {
+    const big = (c: string) => c.repeat(60 * 1024);
+    const r = await http('PUT', '/records/fleet/settings/large-body', { fields: { a: big('a'), b: big('b'), c: big('c') } });
+    expect(r.status).toBe(200);
+    expect(r.body.change.fields.c).toHaveLength(60 * 1024);
+  });
+
   it('an item superseded by newer concurrent writes cannot be resolved', async () => {
     const { ref, a } = await conflicted('http2');
     const oldId = await pendingIdOf(ref);

@@ -12,6 +12,7 @@ import { describeConfig, loadConfig, redactConfig, unknownVariables } from '@fle
 import type { ConfigDef, ConfigOf, LogLevel, OptionSpec } from '@fleet/config';
 import type { LogLevel as NestLogLevel } from '@nestjs/common';
 import { isFleetError } from '@fleet/errors';
+import { MAX_PUSH_BATCH_BYTES } from '@fleet/contracts';
 import { startTelemetry } from './telemetry';
 
 /** What `runService` needs from a service's configuration (`serviceOptions()` declares these). */
@@ -124,8 +125,16 @@ export function nestAppOptions(level: LogLevel): { logger: NestLogLevel[]; abort
  * and most load balancers keep an idle connection 4 to 60 s): when the server closes an idle
  * connection first, a request the client sends on it at that moment fails with "other side closed"
  * (seen with 1,000 agents registering under load, when the event loop fires the close late).
+ *
+ * JSON bodies up to `MAX_PUSH_BATCH_BYTES` (960 KiB), the largest message of the protocol: the
+ * default of 100 KiB refused operator writes and resolutions the field caps allow (256 KiB of fields)
+ * and NATS accepts, before the services' own checks could answer with their error codes.
  */
-export async function listenHttp(app: { getHttpServer(): unknown; listen(port: number, host: string): Promise<unknown> }, port: number): Promise<void> {
+export async function listenHttp(
+  app: { getHttpServer(): unknown; listen(port: number, host: string): Promise<unknown>; useBodyParser?(type: 'json', options: { limit: number }): unknown },
+  port: number,
+): Promise<void> {
+  app.useBodyParser?.('json', { limit: MAX_PUSH_BATCH_BYTES });
   const server = app.getHttpServer() as { keepAliveTimeout: number; headersTimeout: number };
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000; // must exceed keepAliveTimeout
