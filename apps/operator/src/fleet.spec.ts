@@ -1,6 +1,7 @@
-import { decodeAgentSyncReply, encodeJson, errorReply } from '@fleet/contracts';
+import { decodeAgentSyncReply, encodeJson, errorReply, subjects } from '@fleet/contracts';
 import { FleetError } from '@fleet/errors';
-import { askWithPush, verifyVerdict } from './fleet';
+import { agents, askWithPush, verifyVerdict } from './fleet';
+import { codeOf, type Ctx } from './cli';
 
 const at = '2026-11-28T14:05:40.021Z';
 
@@ -44,5 +45,25 @@ describe('verifyVerdict', () => {
       skipped: ['origins', 'records', 'record_states'],
       line: 'NOT VERIFIED: every check was skipped (origins, records, record_states)',
     });
+  });
+});
+
+describe('agents show when only delta-calculator refuses the token', () => {
+  it('is a refusal (FLEET_AUTH_004: exit 77), not a warning that its part is unavailable', async () => {
+    const s = subjects('op');
+    const out: string[] = [];
+    const bus = {
+      request: async (subject: string) => ({
+        // change-log answers; delta-calculator (groups, sync) runs with another token and refuses
+        data: subject === s.agentsApi('show') ? encodeJson({ protocol: 1, agent: null }) : encodeJson(errorReply(new FleetError('FLEET_AUTH_004', 'operator token refused'))),
+      }),
+    };
+    const c = { bus, s, config: { token: 'a-token', timeout: 1000 }, io: { out: (l: string) => out.push(l), err: (l: string) => out.push(l) }, json: false } as unknown as Ctx;
+    const e = await agents(c, 'show', ['a1'], {}).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(codeOf(e)).toBe('FLEET_AUTH_004');
+    expect(out.join('\n')).not.toMatch(/unavailable/);
   });
 });

@@ -185,6 +185,7 @@ async function syncOf(c: Ctx, agentIds: readonly string[]): Promise<Record<strin
   try {
     return (await askWithPush((protocol) => ask(c, c.s.agentSyncApi, { protocol, agentIds }, 'read pulls and sync health'), decodeAgentSyncReply)).agents;
   } catch (e) {
+    if (codeOf(e) === 'FLEET_AUTH_004') throw e; // refused, not unavailable: exit 77 like every refusal
     c.io.err(`fleetctl: warning: pulls and sync health unavailable (delta-calculator: ${describeError(e)})`);
     return undefined;
   }
@@ -207,6 +208,7 @@ async function groupsOf(c: Ctx, agentIds: readonly string[]): Promise<Record<str
   try {
     return valueOf(decodeAgentGroupsReply(await ask(c, c.s.agentGroupsApi, { agentIds }, 'read group memberships'))).groups;
   } catch (e) {
+    if (codeOf(e) === 'FLEET_AUTH_004') throw e; // refused, not unavailable: exit 77 like every refusal
     c.io.err(`fleetctl: warning: group memberships unavailable (delta-calculator: ${describeError(e)})`);
     return undefined;
   }
