@@ -319,6 +319,15 @@ describe('custom rules', () => {
     const merged = applyChange(a.state, b.change, c).state;
     expect(counterValue(visibleFields(merged)?.['hits'])).toBe(6);
   });
+  it('counterAdd refuses a field that is not a counter (it would drop the value) and totals past 2^53 (they would read 0)', () => {
+    expectFleet(() => counterAdd(7, 'a', 1), 'FLEET_CHANGE_001');
+    expectFleet(() => counterAdd('seven', 'a', 1), 'FLEET_CHANGE_001');
+    expect(counterValue(counterAdd(null, 'a', 2))).toBe(2);
+    const near = counterAdd(undefined, 'a', Number.MAX_SAFE_INTEGER - 1);
+    expect(counterValue(counterAdd(near, 'a', 1))).toBe(Number.MAX_SAFE_INTEGER);
+    expectFleet(() => counterAdd(counterAdd(near, 'a', 1), 'a', 1), 'FLEET_CHANGE_001');
+    expect(counterAdd(near, 'b', 5).inc).toEqual({ a: Number.MAX_SAFE_INTEGER - 1, b: 5 }); // each origin's totals are checked on their own
+  });
   it('prefer-server and prefer-origin', () => {
     const c = cfg('prefer-server');
     const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { v: 0 } }, c);

@@ -128,11 +128,15 @@ export function counterValue(v: JsonValue | undefined): number {
 
 /** The counter after `origin` adds `by` (negative to subtract): the value to put in the change's fields. */
 export function counterAdd(current: JsonValue | undefined, origin: string, by: number): CounterValue {
+  // A field that holds something else is not made a counter from 0: that would drop its value.
+  if (current !== undefined && current !== null && !isCounter(current)) throw new FleetError('FLEET_CHANGE_001', 'the field holds a value that is not a counter', { details: { current } });
   const base: CounterValue = isCounter(current) ? current : { inc: {}, dec: {} };
   if (!Number.isSafeInteger(by)) throw new FleetError('FLEET_CHANGE_001', 'counter step must be an integer', { details: { by } });
   const side = by >= 0 ? 'inc' : 'dec';
   // Own entries only: an origin named `toString` or `constructor` must not read Object.prototype's.
   const held = Object.hasOwn(base[side], origin) ? (base[side][origin] as number) : 0;
+  // Past 2^53 the totals stop being a counter (`isCounter`), and the field would read 0 again.
+  if (!Number.isSafeInteger(held + Math.abs(by))) throw new FleetError('FLEET_CHANGE_001', `the counter's ${side === 'inc' ? 'increments' : 'decrements'} by ${origin} would pass ${Number.MAX_SAFE_INTEGER}`, { details: { held, by } });
   const totals = { ...base[side], [origin]: held + Math.abs(by) };
   return side === 'inc' ? { inc: joinTotals(totals, {}), dec: base.dec } : { inc: base.inc, dec: joinTotals(totals, {}) };
 }
