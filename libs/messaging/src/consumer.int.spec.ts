@@ -224,7 +224,7 @@ describe('batch mode', () => {
     const c = spec();
     const jsm = await bus.jsm();
     const max = bus.nc.info?.max_payload as number;
-    const big = new Uint8Array(max - 1024).fill(120);
+    const big = Uint8Array.from({ length: max - 1024 }, (_, i) => (i * 31 + 7) % 251);
     const seq = (await bus.publish(c.subject, big)).seq;
     const seen: number[] = [];
     await bus.consumeBatch(
@@ -358,30 +358,31 @@ describe('batch mode: messages waiting for a busy slot', () => {
     const c = spec({ ackWaitMs });
     const [a, b] = [await open(), await open()];
     const calls: Array<{ who: string; bodies: string[]; deliveryCounts: number[] }> = [];
+    const slow = new Set(['m0', 'm1', 'm2']);
     const handler = (who: string) => async (msgs: readonly InboundMessage[]) => {
       const bodies = msgs.map((m) => dec.decode(m.data));
       calls.push({ who, bodies, deliveryCounts: msgs.map((m) => m.deliveryCount) });
-      if (bodies.includes('m0') || bodies.includes('m1')) await new Promise((r) => setTimeout(r, 6000)); // both slots busy, past two ack waits
+      if (bodies.some((x) => slow.has(x))) await new Promise((r) => setTimeout(r, 6000)); // every slot busy, past two ack waits
     };
-    // Two slots of batches of 2: m0 and m1 arrive apart, each flushed alone by the linger, filling both
-    // slots; m2 and m3 then make a full batch that waits for a slot for ~6 s.
-    await a.consumeBatch(c, handler('a'), { batch: { size: 2, lingerMs: 10, concurrency: 2 } });
-    await bus.publish(c.subject, 'm0');
-    await eventually(() => calls.length === 1, 5000, 'm0 handled');
-    await bus.publish(c.subject, 'm1');
-    await eventually(() => calls.length === 2, 5000, 'm1 handled');
-    await bus.publish(c.subject, 'm2');
-    await bus.publish(c.subject, 'm3');
+    // Three slots of batches of 2 (a fetch of 6): m0, m1, m2 arrive apart, each flushed alone by the
+    // linger, filling the slots; m3 and m4 then make a full batch that waits for a slot for ~6 s, and m5
+    // waits behind it, read from the fetch but not yet by the loop.
+    await a.consumeBatch(c, handler('a'), { batch: { size: 2, lingerMs: 10, concurrency: 3 } });
+    for (const m of ['m0', 'm1', 'm2']) {
+      await bus.publish(c.subject, m);
+      await eventually(() => calls.flatMap((x) => x.bodies).includes(m), 5000, `${m} handled`);
+    }
+    for (const m of ['m3', 'm4', 'm5']) await bus.publish(c.subject, m);
     await new Promise((r) => setTimeout(r, 300));
-    // An idle replica: a redelivery of m2 or m3 would go to it.
+    // An idle replica: a redelivery of m3, m4 or m5 would go to it.
     await b.consumeBatch(c, handler('b'), { batch: { size: 2, lingerMs: 10, concurrency: 1 } });
     const jsm = await bus.jsm();
-    await eventually(async () => calls.flatMap((x) => x.bodies).includes('m3') && (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 20_000, 'all handled and acked');
+    await eventually(async () => calls.flatMap((x) => x.bodies).includes('m5') && (await jsm.consumers.info(c.stream, c.durable)).num_ack_pending === 0, 20_000, 'all handled and acked');
     await new Promise((r) => setTimeout(r, ackWaitMs + 300)); // a late redelivery would show now
     const info = await jsm.consumers.info(c.stream, c.durable);
     await Promise.all([a.drain(), b.drain()]);
-    expect(calls.flatMap((x) => x.bodies).sort()).toEqual(['m0', 'm1', 'm2', 'm3']);
-    expect(calls.flatMap((x) => x.deliveryCounts)).toEqual([1, 1, 1, 1]);
+    expect(calls.flatMap((x) => x.bodies).sort()).toEqual(['m0', 'm1', 'm2', 'm3', 'm4', 'm5']);
+    expect(calls.flatMap((x) => x.deliveryCounts)).toEqual([1, 1, 1, 1, 1, 1]);
     expect(info.num_redelivered).toBe(0);
   });
 });

@@ -165,8 +165,14 @@ export class JetStreamConsumer {
     // handled: every slot can stay busy for longer than the ack wait (a handler waiting on a lock), and
     // a message not kept alive would be redelivered to another replica meanwhile.
     const inHand = new Set<JsMsg>();
-    const every = this.opts.autoWorkingMs === false ? undefined : (this.opts.autoWorkingMs ?? Math.max(100, Math.floor(this.ackWaitMs / 3)));
+    const every = this.autoWorkingEvery();
     const keepAlive = every === undefined ? undefined : setInterval(() => inHand.forEach((m) => m.working()), every);
+    // Taken in hand as soon as the fetch yields it, even while the loop is blocked on a busy slot.
+    const read = (): Promise<IteratorResult<JsMsg>> => {
+      const p = it.next();
+      void p.then((r) => (r.done === true ? undefined : inHand.add(r.value)), () => undefined);
+      return p;
+    };
     const flush = async () => {
       if (buf.length === 0) return;
       const batch = buf;
@@ -179,7 +185,7 @@ export class JetStreamConsumer {
         .finally(() => this.slots.release());
     };
     try {
-      let next = it.next();
+      let next = read();
       for (;;) {
         let r: IteratorResult<JsMsg> | 'linger';
         if (buf.length === 0) r = await next;
@@ -196,8 +202,7 @@ export class JetStreamConsumer {
         }
         if (r.done) break;
         buf.push(r.value);
-        inHand.add(r.value);
-        next = it.next();
+        next = read();
         if (buf.length >= size) await flush();
       }
     } finally {
@@ -208,8 +213,13 @@ export class JetStreamConsumer {
     }
   }
 
+  /** How often messages in hand get `working()` (every ackWait / 3 by default); undefined when off. */
+  private autoWorkingEvery(): number | undefined {
+    return this.opts.autoWorkingMs === false ? undefined : (this.opts.autoWorkingMs ?? Math.max(100, Math.floor(this.ackWaitMs / 3)));
+  }
+
   private withAutoWorking<T>(msgs: readonly JsMsg[], fn: () => Promise<T>): Promise<T> {
-    const every = this.opts.autoWorkingMs === false ? undefined : (this.opts.autoWorkingMs ?? Math.max(100, Math.floor(this.ackWaitMs / 3)));
+    const every = this.autoWorkingEvery();
     if (every === undefined) return fn();
     const t = setInterval(() => msgs.forEach((m) => m.working()), every);
     return fn().finally(() => clearInterval(t));
