@@ -20,6 +20,7 @@ import {
   initialConnection,
   mergePulledRecords,
   MerkleTree,
+  nextPass,
   planVerifyFetch,
   settleAfterFetch,
   startVerify,
@@ -598,7 +599,7 @@ export class SyncManager {
       const pass = { ...(await this.repair(scope, collection, step.result)), roundTrips: step.roundTrips };
       for (const k of counts) total[k] += pass[k];
       unrepaired.push(...pass.unrepaired);
-      from = step.next;
+      from = nextPass(from, step.next);
     }
     return { target, ...total, unrepaired: unrepaired.sort() };
   }

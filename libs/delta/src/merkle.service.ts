@@ -74,7 +74,7 @@ export class MerkleService {
     // An exchange (of one scope and collection) ends in exactly one of three places: equal roots, the
     // differing buckets listed by this side (`listing`), or listed by the agent (`entries`, answered
     // with the `result`: the usual end with the default depth). Each counts its differing buckets once.
-    const differing = msg.t === 'equal' ? 0 : msg.t === 'listing' ? msg.buckets.length : msg.t === 'result' && req.msg.t === 'entries' ? req.msg.buckets.length : undefined;
+    const differing = msg.t === 'equal' ? 0 : msg.t === 'listing' ? msg.buckets.length : msg.t === 'result' && req.msg.t === 'entries' ? (msg.compared ?? req.msg.buckets.length) : undefined;
     if (differing !== undefined) {
       if (differing > 0) this.counters.onDifferences?.(differing);
       this.counters.verified?.(req.agentId, differing);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { MerkleTree } from './merkle';
 import type { MerkleEntry } from './merkle';
-import { answerVerify, diffTrees, startVerify, stepVerify } from './merkle-verify';
+import { answerVerify, diffTrees, nextPass, startVerify, stepVerify } from './merkle-verify';
 import type { MerkleDiff, MerkleLimits, MerkleVerifyRequest, MerkleVerifyResponse } from './merkle-verify';
 
 const rh = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -130,6 +130,18 @@ describe('Merkle verify exchange', () => {
     const back = exchangeAll(server, agent);
     expect(back.result.missingThere).toHaveLength(60_000);
     expect(back.largest).toBeLessThan(256 * 1024);
+  });
+
+  it('diffTrees runs the passes itself; a peer that makes no progress (ignores `from`) is refused, not looped on', () => {
+    const entries: MerkleEntry[] = [];
+    for (let i = 0; i < 3000; i++) entries.push({ key: `k${i}`, recordHash: rh(String(i)) });
+    const limits = { maxParents: 4, maxListBytes: 512 };
+    const r = diffTrees(MerkleTree.build(entries.slice(0, 1000)), MerkleTree.build(entries), undefined, limits);
+    expect(r.result.missingHere).toHaveLength(2000);
+    expect(r.roundTrips).toBeGreaterThan(3);
+    expect(nextPass(10, undefined)).toBeUndefined();
+    expect(nextPass(10, 11)).toBe(11);
+    expect(() => nextPass(10, 10)).toThrow(expect.objectContaining({ code: 'FLEET_MERKLE_003' }));
   });
 
   it('stops after one round trip when the roots match', () => {

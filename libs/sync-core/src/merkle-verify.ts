@@ -271,7 +271,7 @@ export function answerVerify(tree: MerkleTree, request: MerkleVerifyRequest, lim
         const k = byId.get(hex8(scratch, 0));
         if (k === undefined) {
           missingHere.push(key);
-          bytes += Buffer.byteLength(key) + 8;
+          bytes += Buffer.byteLength(JSON.stringify(key)) + 1; // as it travels: escaped, quoted
           continue;
         }
         byId.delete(hex8(scratch, 0));
@@ -305,7 +305,7 @@ function listing(tree: MerkleTree, buckets: readonly number[], limits: MerkleLim
     for (const e of entries) {
       keys.push(e.key);
       recordHashes.push(e.recordHash);
-      bytes += Buffer.byteLength(e.key) + 16;
+      bytes += Buffer.byteLength(JSON.stringify(e.key)) + 12; // the key as it travels, and its hash
     }
   }
   const hashes = new Uint8Array(keys.length * WIRE_BYTES);
@@ -447,22 +447,48 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
   throw bad(`unknown response ${JSON.stringify((response as { t?: unknown }).t)}`);
 }
 
-/** Runs a whole exchange between two trees in one process (tests, benchmarks, a local repair). */
+/**
+ * Runs a whole verification between two trees in one process (tests, benchmarks, a local repair): an
+ * exchange, then one from each `next` while the exchanges are cut; the union of what they found.
+ */
 export function diffTrees(
   here: MerkleTree,
   there: MerkleTree,
   onMessage?: (message: MerkleVerifyRequest | MerkleVerifyResponse) => void,
+  limits: MerkleLimits = MERKLE_LIMITS,
 ): { result: MerkleDiff; roundTrips: number } {
-  const start = startVerify(here);
-  let state = start.state;
-  let request = start.request;
-  for (;;) {
-    onMessage?.(request);
-    const response = answerVerify(there, request);
-    onMessage?.(response);
-    const step = stepVerify(state, response);
-    if (step.done) return { result: step.result, roundTrips: step.roundTrips };
-    state = step.state;
-    request = step.request;
+  const found = { missingHere: new Set<string>(), missingThere: new Set<string>(), differing: new Set<string>() };
+  let roundTrips = 0;
+  let from: number | undefined = 0;
+  while (from !== undefined) {
+    const start = startVerify(here, { from, limits });
+    let state = start.state;
+    let request = start.request;
+    for (;;) {
+      onMessage?.(request);
+      const response = answerVerify(there, request, limits);
+      onMessage?.(response);
+      const step = stepVerify(state, response);
+      if (step.done) {
+        for (const k of ['missingHere', 'missingThere', 'differing'] as const) for (const key of step.result[k]) found[k].add(key);
+        roundTrips += step.roundTrips;
+        from = nextPass(from, step.next);
+        break;
+      }
+      state = step.state;
+      request = step.request;
+    }
   }
+  const sorted = (keys: Set<string>): string[] => [...keys].sort();
+  return { result: { missingHere: sorted(found.missingHere), missingThere: sorted(found.missingThere), differing: sorted(found.differing) }, roundTrips };
+}
+
+/**
+ * Where the next exchange of a verification starts: `next`, which must be past `from` (each exchange
+ * compares at least one bucket more; a peer that ignores `from` would otherwise loop for ever).
+ * FLEET_MERKLE_003 otherwise; undefined when the verification is done.
+ */
+export function nextPass(from: number, next: number | undefined): number | undefined {
+  if (next !== undefined && next <= from) throw bad(`an exchange from bucket ${from} ended at bucket ${next}: no progress`);
+  return next;
 }

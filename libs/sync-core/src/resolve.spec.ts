@@ -290,6 +290,16 @@ describe('manual', () => {
     expect(r.state.view.conflicted).toBe(false);
     expect(visibleFields(r.state)).toEqual({ color: 'red', mode: 'c', size: 1 });
   });
+  it('fields the rules settle (a counter beside a manual field) need not be restated', () => {
+    const mixed: StrategyConfig = { default: { strategy: 'merge', fields: { note: 'manual', hits: { rule: 'counter-sum' } } } };
+    const { merged } = fork(mixed, { op: 'put', fields: { note: 'a', hits: counterAdd(undefined, 'a', 1) } }, { op: 'put', fields: { note: 'b', hits: counterAdd(undefined, 'b', 2) } });
+    expect(merged.view.conflicted).toBe(true);
+    expect(merged.view.contested).toEqual(['hits', 'note']);
+    expect(() => resolveManual(merged, { fields: {} }, mixed)).toThrow(/undecided: note$|undecided: note \(/);
+    const r = makeResolutionChange(merged, { originSeq: 1, changeId: 'res-3', hlc: t(1000, 'server'), protocol: 1 }, mixed, resolveManual(merged, { fields: { note: 'c' } }, mixed));
+    expect(r.state.view.conflicted).toBe(false);
+    expect(visibleFields(r.state)?.['note']).toBe('c');
+  });
   it('rejects a resolution with nothing to resolve or an unknown side', () => {
     const base = write(emptyRecord(REF), 'a', 100, { op: 'put', fields: { color: 'red' } }, manual);
     expectFleet(() => resolveManual(base.state, { take: 'a' }, manual), 'FLEET_RESOLVE_001');

@@ -450,9 +450,14 @@ export function resolveManual(state: RecordState, choice: ManualChoice, config: 
       throw new FleetError('FLEET_RESOLVE_001', 'fields are not JSON', { cause });
     }
     for (const f of unset) if (Object.prototype.hasOwnProperty.call(choice.fields, f)) throw new FleetError('FLEET_RESOLVE_001', `field ${f} is both set and unset`);
-    // A field left out would stay contested: the record still conflicted, with no queue item left for
-    // it (the resolution is a fast-forward, not a new conflict). So every contested field is decided.
-    const undecided = contestedFields.map(([f]) => f).filter((f) => !Object.prototype.hasOwnProperty.call(choice.fields, f) && !unset.includes(f));
+    // A field that needs an operator, left out, would stay so: the record still conflicted, with no
+    // queue item left for it (the resolution is a fast-forward, not a new conflict). So every such field
+    // is decided; fields the collection's rules settle (a counter beside a manual field) may be left.
+    const coll = collectionStrategy(config, state.ref.collection);
+    const undecided = contestedFields
+      .filter(([f, ws]) => reduceField(ws, coll, f, config).manual)
+      .map(([f]) => f)
+      .filter((f) => !Object.prototype.hasOwnProperty.call(choice.fields, f) && !unset.includes(f));
     if (undecided.length > 0) {
       throw new FleetError('FLEET_RESOLVE_001', `the resolution leaves contested fields undecided: ${undecided.sort().join(', ')} (give each a value, or unset it)`, { details: { undecided } });
     }
