@@ -41,11 +41,10 @@ describe('ResolverService.resolve (an operator decision)', () => {
     expect(r.item.status).toBe('resolved');
   }, 30_000);
 
-  it('a refusal that is not transient is still an error', async () => {
-    await expect(
-      service(async () => {
-        throw new FleetError('FLEET_AUTH_001', 'not allowed');
-      }).resolve(4, { take: 'a1' }),
-    ).rejects.toMatchObject({ code: 'FLEET_AUTH_001' });
+  it('an announcement refused for good (not transient) is answered the same way: the decision is committed all the same', async () => {
+    const r = await service(async () => {
+      throw new FleetError('FLEET_AUTH_001', 'not allowed');
+    }).resolve(4, { take: 'a1' });
+    expect(r).toMatchObject({ announced: false, change });
   });
 });

@@ -1,4 +1,3 @@
-import { isFleetError } from '@fleet/errors';
 import { createHash } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import type { OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
@@ -193,7 +192,8 @@ export class ResolverService implements OnApplicationBootstrap, OnApplicationShu
         await publishAppended(this.publisher(), this.s, [change]);
         await this.announce([[{ ref: entry.ref, strategy: entry.strategy, status: 'resolved', conflictIds: [id], detectedAt: [detectedAt], change }, change.seq]]);
       } catch (e) {
-        if (isFleetError(e) && !e.retryable) throw e;
+        // Whatever failed (even a refusal that will not pass on a retry), the decision is committed:
+        // answering an error would have the operator resolve again and be refused (FLEET_CONFLICT_002).
         announced = false;
         this.logger.warn(`conflict ${id}: resolution ${change.changeId} (seq ${change.seq}) committed; its announcement failed after retries: ${String(e)}; the log sweep projects it`);
       }

@@ -221,6 +221,15 @@ describe('SqliteLocalStore on disk', () => {
     other.prepare('INSERT INTO visible_records (scope, collection, key, fields) VALUES (?, ?, ?, ?)').run(HOST, 'settings', 'r', '{"only": 1}');
     s.processCaptured();
     expect(s.get(ref('r'))?.fields).toEqual({ only: 1 });
+    // An UPDATE of a record a pull deleted before the capture was processed: the whole record as the
+    // statement wrote it comes back, not a record of the one field it changed.
+    other.prepare("UPDATE visible_records SET fields = json_set(fields, '$.two', 2) WHERE key = ?").run('r');
+    const live = s.getState(ref('r')) as RecordState;
+    const deleted = makeLocalChange(live, { op: 'delete' }, { origin: 'server', originSeq: 2, changeId: '0190a000-0000-7000-8000-0000000000ab', hlc: `${'9'.repeat(15)}-000001-server`, protocol: 1 }, { default: 'lww' }).state;
+    s.applyRemote([{ ref: ref('r'), state: deleted }], 2);
+    expect(s.get(ref('r'))?.status).toBe('deleted');
+    s.processCaptured();
+    expect(s.get(ref('r'))).toMatchObject({ status: 'live', fields: { only: 1, two: 2 } });
     other.close();
     s.close();
   });

@@ -292,7 +292,7 @@ function migrateRecordStates(db: Database.Database): void {
   }
 }
 
-/** A captured `fields` text as an object; FLEET_AGENT_003 (the row is rejected) otherwise. */
+/** A captured `fields` text as an object; FLEET_AGENT_005 (`invalidWrite`: the row is rejected) otherwise. */
 function capturedObject(text: string | null): Fields {
   let value: unknown;
   try {
@@ -1134,8 +1134,10 @@ export class SqliteLocalStore implements LocalStore {
       return;
     }
     const fields = capturedObject(row.fields);
-    if (row.base === null) {
-      this.writeLocal(ref, 'put', fields, [], 'captured'); // an INSERT: the record's fields are these
+    // An INSERT: the record's fields are these. An UPDATE of a record deleted since (a pull): the same,
+    // the whole record as the statement wrote it, not a record of only the fields it changed.
+    if (row.base === null || this.loadState(ref).view.status !== 'live') {
+      this.writeLocal(ref, 'put', fields, [], 'captured');
       return;
     }
     // An UPDATE: only what the statement changed, against the fields it saw. Processed later, the

@@ -357,7 +357,7 @@ export class CriticalCoordinator {
   }
 
   /**
-   * Deletes up to `limit` finished transactions completed before `now - retentionMs` (their
+   * Deletes up to `limit` finished transactions completed before PostgreSQL's `now() - retentionMs` (their
    * `critical_applied` rows too) and raises `critical_pruned.max_txid` over them, in one statement.
    * Finished means `committed` / `aborted` (every participant that had to hear the decision
    * acknowledged it: recovery has nothing left to do), checked again here on the arrays themselves,
@@ -365,11 +365,10 @@ export class CriticalCoordinator {
    * locked`, so replicas pruning at once take different rows. Returns what it deleted.
    */
   async prune(retentionMs: number, limit = 500): Promise<PruneResult> {
-    const cutoff = new Date(this.now() - retentionMs);
     const rows = (await this.ds.query(
       `with doomed as (
          select txid from critical_transactions t
-          where state in ('committed', 'aborted') and completed_at < $1
+          where state in ('committed', 'aborted') and completed_at < now() - $1 * interval '1 millisecond'
             and not exists (select 1 from unnest(t.participants) p
                              where not (p = any (t.acked)) and (t.state = 'committed' or coalesce(t.votes -> p ->> 'vote', '') <> 'no'))
             and not exists (select 1 from pg_prepared_xacts x where x.gid = 'fleet_tpc_' || t.txid::text)
@@ -387,7 +386,7 @@ export class CriticalCoordinator {
          on conflict (id) do update set max_txid = greatest(critical_pruned.max_txid, excluded.max_txid), pruned = critical_pruned.pruned + excluded.pruned, updated_at = now()
        )
        select count(*) filter (where state = 'committed')::int as committed, count(*) filter (where state = 'aborted')::int as aborted from gone`,
-      [cutoff, limit],
+      [retentionMs, limit],
     )) as PruneResult[];
     const r = rows[0] ?? { committed: 0, aborted: 0 };
     if (r.committed + r.aborted > 0) this.o.onEvent?.({ type: 'pruned', committed: r.committed, aborted: r.aborted });
