@@ -448,27 +448,17 @@ export function stepVerify(state: MerkleVerifyState, response: MerkleVerifyRespo
 }
 
 /**
- * Runs a whole verification between two trees in one process (tests, benchmarks, a local repair): an
- * exchange, then one from each `next` while the exchanges are cut; the union of what they found.
+ * A whole verification, sans I/O: an exchange, then one from each `next` while the exchanges are cut;
+ * returns the union of what they found. The driver sends each request it yields and passes the
+ * response back (`gen.next(response)`): `diffTrees` in one process, a test agent over NATS.
  */
-export function diffTrees(
-  here: MerkleTree,
-  there: MerkleTree,
-  onMessage?: (message: MerkleVerifyRequest | MerkleVerifyResponse) => void,
-  limits: MerkleLimits = MERKLE_LIMITS,
-): { result: MerkleDiff; roundTrips: number } {
+export function* verification(tree: MerkleTree, limits: MerkleLimits = MERKLE_LIMITS): Generator<MerkleVerifyRequest, { result: MerkleDiff; roundTrips: number }, MerkleVerifyResponse> {
   const found = { missingHere: new Set<string>(), missingThere: new Set<string>(), differing: new Set<string>() };
   let roundTrips = 0;
-  let from: number | undefined = 0;
-  while (from !== undefined) {
-    const start = startVerify(here, { from, limits });
-    let state = start.state;
-    let request = start.request;
+  for (let from: number | undefined = 0; from !== undefined; ) {
+    let { state, request } = startVerify(tree, { from, limits });
     for (;;) {
-      onMessage?.(request);
-      const response = answerVerify(there, request, limits);
-      onMessage?.(response);
-      const step = stepVerify(state, response);
+      const step = stepVerify(state, yield request);
       if (step.done) {
         for (const k of ['missingHere', 'missingThere', 'differing'] as const) for (const key of step.result[k]) found[k].add(key);
         roundTrips += step.roundTrips;
@@ -481,6 +471,23 @@ export function diffTrees(
   }
   const sorted = (keys: Set<string>): string[] => [...keys].sort();
   return { result: { missingHere: sorted(found.missingHere), missingThere: sorted(found.missingThere), differing: sorted(found.differing) }, roundTrips };
+}
+
+/** Runs a whole verification between two trees in one process (tests, benchmarks, a local repair). */
+export function diffTrees(
+  here: MerkleTree,
+  there: MerkleTree,
+  onMessage?: (message: MerkleVerifyRequest | MerkleVerifyResponse) => void,
+  limits: MerkleLimits = MERKLE_LIMITS,
+): { result: MerkleDiff; roundTrips: number } {
+  const run = verification(here, limits);
+  for (let r = run.next(); ; ) {
+    if (r.done === true) return r.value;
+    onMessage?.(r.value);
+    const response = answerVerify(there, r.value, limits);
+    onMessage?.(response);
+    r = run.next(response);
+  }
 }
 
 /**

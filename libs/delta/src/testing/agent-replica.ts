@@ -4,7 +4,7 @@
  * elsewhere; this is what the delta calculator's tests and bench drive it with.
  */
 import { gunzipSync } from 'node:zlib';
-import { MerkleTree, emptyRecord, mergeRecordStates, nextPass, recordHash, startVerify, stepVerify } from '@fleet/sync-core';
+import { MerkleTree, emptyRecord, mergeRecordStates, recordHash, verification } from '@fleet/sync-core';
 import type { MerkleDiff, MerkleVerifyResponse, RecordState, StrategyConfig } from '@fleet/sync-core';
 import {
   decodeEncodingHeader,
@@ -103,27 +103,16 @@ export class AgentReplica {
   async verifyAndRepair(scope: string, collection: string): Promise<{ diff: MerkleDiff; roundTrips: number; bytes: number; toRepush: string[] }> {
     const tree = this.localTree(scope, collection);
     let bytes = 0;
-    let roundTrips = 0;
-    const found = { missingHere: new Set<string>(), missingThere: new Set<string>(), differing: new Set<string>() };
-    // An exchange, then one from each `next` while they are cut (thousands of differing buckets).
-    for (let from: number | undefined = 0; from !== undefined; ) {
-      let { state, request } = startVerify(tree, { from });
-      for (;;) {
-        const body = encodeJson({ protocol: PROTOCOL_VERSION, agentId: this.agentId, scope, collection, msg: request });
-        const reply = await this.bus.request(this.bus.subjects.merkle(this.agentId), body, { timeoutMs: 60_000 });
-        bytes += body.byteLength + reply.data.byteLength;
-        const step = stepVerify(state, decodeMerkleResponse(reply.data).msg as MerkleVerifyResponse);
-        if (step.done) {
-          for (const k of ['missingHere', 'missingThere', 'differing'] as const) for (const key of step.result[k]) found[k].add(key);
-          roundTrips += step.roundTrips;
-          from = nextPass(from, step.next);
-          break;
-        }
-        state = step.state;
-        request = step.request;
-      }
+    // The whole verification (sync-core `verification`): an exchange, then one from each `next` while cut.
+    const run = verification(tree);
+    let r = run.next();
+    while (r.done !== true) {
+      const body = encodeJson({ protocol: PROTOCOL_VERSION, agentId: this.agentId, scope, collection, msg: r.value });
+      const reply = await this.bus.request(this.bus.subjects.merkle(this.agentId), body, { timeoutMs: 60_000 });
+      bytes += body.byteLength + reply.data.byteLength;
+      r = run.next(decodeMerkleResponse(reply.data).msg as MerkleVerifyResponse);
     }
-    const diff: MerkleDiff = { missingHere: [...found.missingHere].sort(), missingThere: [...found.missingThere].sort(), differing: [...found.differing].sort() };
+    const { result: diff, roundTrips } = r.value;
     const keys = [...diff.missingHere, ...diff.differing, ...diff.missingThere];
     const got = new Map<string, WireRecord>();
     for (let i = 0; i < keys.length; ) {
