@@ -425,6 +425,14 @@ describe('the initial copy: rows already in the table when the slot is made', ()
 
   it('a replica does not drop or make a slot while another holds its lock (making it and storing its copy)', async () => {
     await ds.query(`insert into server_records values ('fleet', 'cl', 'a', '{}')`);
+    // Making a logical slot waits for every transaction with an id in the cluster to end: wait (bounded)
+    // for those of the earlier tests' captures to finish, and name them if they do not, rather than hang.
+    await until('no other transaction running in the cluster', async () => {
+      const open = (await ds.query(`select pid, state, left(query, 80) as query from pg_stat_activity where backend_xid is not null and pid <> pg_backend_pid()`)) as unknown[];
+      return open.length === 0 ? true : undefined;
+    }, 30_000).catch(async (e: unknown) => {
+      throw new Error(`${String(e)}: ${JSON.stringify(await ds.query(`select pid, application_name, state, left(query, 120) as query from pg_stat_activity where backend_xid is not null and pid <> pg_backend_pid()`))}`);
+    });
     await ds.query(`select pg_create_logical_replication_slot('fleet_capture_locked', 'pgoutput')`);
     const holder = new Client({ connectionString: url });
     holder.on('error', () => undefined); // the cluster stopped under it (afterAll) must not fail another suite of this worker
